@@ -1,0 +1,92 @@
+//! Decision events and counters.
+
+/// What a tagged process tried.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Exec = 0,
+    Connect = 1,
+    Send = 2,
+}
+
+pub const ACTIONS: u32 = 3;
+
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Allowed = 0,
+    Denied = 1,
+    /// Would have been denied; allowed because the task is in audit mode.
+    Audited = 2,
+}
+
+pub const VERDICTS: u32 = 3;
+
+/// Why a decision came out as it did.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    Granted = 0,
+    NotGranted = 1,
+    /// The tag names a task the kernel does not know (ended and removed).
+    UnknownTask = 2,
+    TaskEnded = 3,
+    TaskExpired = 4,
+    /// A shebang script whose script file (not only its interpreter) is not granted.
+    ScriptNotGranted = 5,
+    /// A socket protocol grants cannot name (neither TCP nor UDP).
+    Protocol = 6,
+    /// The kernel could not read what it needed to decide; denied (fail closed).
+    ReadFailed = 7,
+}
+
+/// Counter rows per slot.
+pub const COUNTERS_PER_SLOT: u32 = ACTIONS * VERDICTS;
+/// Slots (agents) the decision counters have room for.
+pub const COUNTER_SLOTS: u32 = 1024;
+pub const DECISIONS_LEN: u32 = COUNTER_SLOTS * COUNTERS_PER_SLOT;
+
+/// Index into the `DECISIONS` per-CPU array.
+#[must_use]
+pub const fn counter_index(slot: u32, action: Action, verdict: Verdict) -> u32 {
+    (slot % COUNTER_SLOTS) * COUNTERS_PER_SLOT + action as u32 * VERDICTS + verdict as u32
+}
+
+pub const COMM_LEN: usize = 16;
+pub const PATH_LEN: usize = 128;
+
+/// One decision, as written to the `EVENTS` ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Event {
+    /// `CLOCK_BOOTTIME` ns.
+    pub ts_ns: u64,
+    pub task: u64,
+    /// Exec: inode of the file.
+    pub ino: u64,
+    /// Thread id and process id.
+    pub tid: u32,
+    pub pid: u32,
+    /// Exec: device in `s_dev` encoding.
+    pub dev: u32,
+    /// An [`Action`].
+    pub action: u8,
+    /// A [`Verdict`].
+    pub verdict: u8,
+    /// A [`Reason`].
+    pub reason: u8,
+    /// Network: IP protocol number (6 TCP, 17 UDP, ...).
+    pub proto: u8,
+    /// Network: destination port, host order.
+    pub port: u16,
+    /// Network: 4 or 6, the socket family the call came from.
+    pub family: u8,
+    pub _pad: [u8; 5],
+    /// Network: destination, IPv4 as mapped IPv6.
+    pub addr: [u8; 16],
+    pub comm: [u8; COMM_LEN],
+    /// Exec: the path as passed to exec (NUL-terminated, possibly cut).
+    pub path: [u8; PATH_LEN],
+}
+
+const _: () = assert!(size_of::<Event>() == 48 + 16 + 16 + PATH_LEN);

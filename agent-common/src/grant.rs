@@ -1,0 +1,120 @@
+//! Grant keys and values as the kernel matches them.
+
+/// Key of `EXEC_GRANTS`: a file, by identity rather than path, within one task.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ExecKey {
+    pub task: u64,
+    pub ino: u64,
+    /// Device in the kernel's `s_dev` encoding (`major << 20 | minor`), not `st_dev`.
+    pub dev: u32,
+    pub _pad: u32,
+}
+
+const _: () = assert!(size_of::<ExecKey>() == 24);
+
+/// Value of `EXEC_GRANTS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExecGrant {
+    /// `CLOCK_BOOTTIME` ns after which this grant no longer applies; 0 = the task's.
+    pub expires_ns: u64,
+}
+
+const _: () = assert!(size_of::<ExecGrant>() == 8);
+
+/// Data part of the `NET_GRANTS` LPM key (the trie adds the prefix length in front).
+///
+/// The task id is always matched in full, so the prefix length is
+/// `64 + address prefix`. IPv4 addresses are stored IPv4-mapped (`::ffff:a.b.c.d`,
+/// prefix `96 + p`), so an IPv4 grant also matches a mapped destination on an
+/// `AF_INET6` socket with no second lookup.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct NetKey {
+    pub task: u64,
+    pub addr: [u8; 16],
+}
+
+const _: () = assert!(size_of::<NetKey>() == 24);
+
+/// Prefix length of the task id part of a [`NetKey`].
+pub const NET_KEY_TASK_BITS: u32 = 64;
+
+/// Protocol bits of a [`PortRule`].
+pub const PROTO_TCP: u8 = 1;
+pub const PROTO_UDP: u8 = 2;
+
+/// One port range for one set of protocols.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct PortRule {
+    /// `CLOCK_BOOTTIME` ns after which this rule no longer applies; 0 = the task's.
+    pub expires_ns: u64,
+    /// Inclusive range, host byte order.
+    pub port_lo: u16,
+    pub port_hi: u16,
+    /// [`PROTO_TCP`] | [`PROTO_UDP`].
+    pub protos: u8,
+    pub _pad: [u8; 3],
+}
+
+const _: () = assert!(size_of::<PortRule>() == 16);
+
+impl PortRule {
+    #[must_use]
+    pub const fn matches(&self, port: u16, proto: u8, now_ns: u64) -> bool {
+        self.protos & proto != 0
+            && port >= self.port_lo
+            && port <= self.port_hi
+            && (self.expires_ns == 0 || now_ns < self.expires_ns)
+    }
+}
+
+/// Most port rules one prefix of one task can hold.
+pub const MAX_PORT_RULES: usize = 16;
+
+/// Value of `NET_GRANTS`.
+///
+/// An LPM lookup returns only the longest matching prefix, so userspace stores in
+/// each prefix the rules of every granted prefix of the task that contains it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NetRules {
+    pub len: u32,
+    pub _pad: u32,
+    pub rules: [PortRule; MAX_PORT_RULES],
+}
+
+const _: () = assert!(size_of::<NetRules>() == 8 + 16 * MAX_PORT_RULES);
+
+impl NetRules {
+    pub const EMPTY: Self = Self {
+        len: 0,
+        _pad: 0,
+        rules: [PortRule {
+            expires_ns: 0,
+            port_lo: 0,
+            port_hi: 0,
+            protos: 0,
+            _pad: [0; 3],
+        }; MAX_PORT_RULES],
+    };
+}
+
+/// Longest script path the portable backend can match.
+pub const SCRIPT_PATH_LEN: usize = 128;
+
+/// Key of `SCRIPT_GRANTS`: a granted shebang script by the absolute path it was granted
+/// at. Only the portable backend uses it: its exec hook runs after the kernel has
+/// swapped the script for its interpreter, so the script's inode is no longer at hand,
+/// only the path passed to exec. The lsm backend checks the script's inode instead.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ScriptKey {
+    pub task: u64,
+    /// NUL-padded absolute path.
+    pub path: [u8; SCRIPT_PATH_LEN],
+}
+
+const _: () = assert!(size_of::<ScriptKey>() == 8 + SCRIPT_PATH_LEN);

@@ -1,0 +1,20 @@
+//! Types shared by leash's kernel programs and its userspace agent.
+//!
+//! Every struct here crosses the user/kernel boundary through a BPF map, so each is
+//! `#[repr(C)]` with explicit padding and a size assert: the kernel copies bytes, and
+//! implicit padding would make keys compare unequal.
+#![no_std]
+
+pub mod event;
+pub mod grant;
+pub mod maps;
+pub mod offsets;
+pub mod task;
+
+pub use event::{Action, Event, Reason, Verdict};
+pub use grant::{ExecGrant, ExecKey, NetKey, NetRules, PortRule, ScriptKey};
+pub use offsets::KernelOffsets;
+pub use task::{TaskInfo, TaskMode, TaskState};
+
+#[cfg(feature = "user")]
+mod user;

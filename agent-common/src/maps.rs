@@ -1,0 +1,68 @@
+//! Map and program names: the one place both sides take them from.
+//!
+//! The kernel crate declares `#[map] static NAME` with exactly these identifiers; a
+//! userspace test checks that every name here exists in the built object.
+
+/// tid → task id (`u64`). A thread is tagged when it appears here.
+pub const PROCS: &str = "PROCS";
+/// task id → [`crate::TaskInfo`].
+pub const TASKS: &str = "TASKS";
+/// [`crate::ExecKey`] → [`crate::ExecGrant`].
+pub const EXEC_GRANTS: &str = "EXEC_GRANTS";
+/// [`crate::ScriptKey`] → [`crate::ExecGrant`] (portable backend only).
+pub const SCRIPT_GRANTS: &str = "SCRIPT_GRANTS";
+/// LPM trie: [`crate::NetKey`] → [`crate::NetRules`].
+pub const NET_GRANTS: &str = "NET_GRANTS";
+/// Ring buffer of [`crate::Event`].
+pub const EVENTS: &str = "EVENTS";
+/// Per-CPU decision counters, indexed by [`crate::event::counter_index`].
+pub const DECISIONS: &str = "DECISIONS";
+/// Per-CPU health counters, indexed by [`Stat`].
+pub const STATS: &str = "STATS";
+
+/// Every map of the object, for checks and for `leash status`.
+pub const ALL: [&str; 8] = [
+    PROCS,
+    TASKS,
+    EXEC_GRANTS,
+    SCRIPT_GRANTS,
+    NET_GRANTS,
+    EVENTS,
+    DECISIONS,
+    STATS,
+];
+
+/// Default capacities; userspace may resize before load.
+pub const PROCS_CAPACITY: u32 = 65_536;
+pub const TASKS_CAPACITY: u32 = 16_384;
+pub const EXEC_GRANTS_CAPACITY: u32 = 65_536;
+pub const SCRIPT_GRANTS_CAPACITY: u32 = 4_096;
+pub const NET_GRANTS_CAPACITY: u32 = 65_536;
+pub const EVENTS_BYTES: u32 = 1 << 22;
+
+/// Indexes of the [`STATS`] per-CPU array.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stat {
+    /// An event could not be reserved in the ring buffer.
+    EventsLost = 0,
+    /// A tagged parent's child could not be entered in [`PROCS`].
+    TagFailed = 1,
+    /// A tagged process was killed because it could not be handled safely.
+    Killed = 2,
+}
+
+pub const STATS_LEN: u32 = 3;
+
+/// Program names, as the kernel crate names its functions.
+pub mod programs {
+    pub const PROCESS_NEWTASK: &str = "process_newtask";
+    pub const PROCESS_EXIT: &str = "process_exit";
+    pub const EXEC_SCHED_EXEC: &str = "exec_sched_exec";
+    pub const EXEC_BPRM_CHECK: &str = "exec_bprm_check";
+    pub const PROCESS_TASK_ALLOC: &str = "process_task_alloc";
+    pub const NET_CONNECT4: &str = "net_connect4";
+    pub const NET_CONNECT6: &str = "net_connect6";
+    pub const NET_SENDMSG4: &str = "net_sendmsg4";
+    pub const NET_SENDMSG6: &str = "net_sendmsg6";
+}

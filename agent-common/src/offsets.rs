@@ -1,0 +1,31 @@
+//! Kernel struct offsets, read from the running kernel's BTF at load time.
+//!
+//! Rust eBPF has no CO-RE field relocations, so the loader resolves these from
+//! `/sys/kernel/btf/vmlinux` and writes them into a load-time global.
+
+/// Byte offsets of the fields the programs read. Name: `struct.field`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    /// `linux_binprm.file`
+    pub bprm_file: u32,
+    /// `linux_binprm.filename`
+    pub bprm_filename: u32,
+    /// `linux_binprm.interp`
+    pub bprm_interp: u32,
+    /// `file.f_inode`
+    pub file_inode: u32,
+    /// `inode.i_ino`
+    pub inode_ino: u32,
+    /// `inode.i_sb`
+    pub inode_sb: u32,
+    /// `super_block.s_dev`
+    pub sb_dev: u32,
+    /// `task_struct.pid`
+    pub task_pid: u32,
+}
+
+const _: () = assert!(size_of::<KernelOffsets>() == 32);
+
+/// Name of the load-time global that holds the [`KernelOffsets`].
+pub const GLOBAL_NAME: &str = "LEASH_OFFSETS";

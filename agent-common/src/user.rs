@@ -1,0 +1,19 @@
+//! Userspace-only impls: the types are plain old data for aya's maps.
+
+use crate::{ExecGrant, ExecKey, KernelOffsets, NetKey, NetRules, ScriptKey, TaskInfo};
+
+// SAFETY: each type is `repr(C)`, `Copy`, made only of integers, with explicit padding
+// (size asserts next to the definitions), so every bit pattern is valid.
+unsafe impl aya::Pod for TaskInfo {}
+// SAFETY: as above.
+unsafe impl aya::Pod for ExecKey {}
+// SAFETY: as above.
+unsafe impl aya::Pod for ExecGrant {}
+// SAFETY: as above.
+unsafe impl aya::Pod for NetKey {}
+// SAFETY: as above.
+unsafe impl aya::Pod for NetRules {}
+// SAFETY: as above.
+unsafe impl aya::Pod for KernelOffsets {}
+// SAFETY: as above.
+unsafe impl aya::Pod for ScriptKey {}

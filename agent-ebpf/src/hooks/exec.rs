@@ -1,0 +1,212 @@
+//! Exec enforcement: a tagged process may start only the files its task was granted.
+
+use agent_common::{
+    Action, ExecGrant, ExecKey, Reason, ScriptKey, TaskInfo,
+    grant::SCRIPT_PATH_LEN,
+    maps::{EXEC_GRANTS_CAPACITY, SCRIPT_GRANTS_CAPACITY, Stat},
+};
+use aya_ebpf::{
+    helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes, bpf_send_signal},
+    macros::{btf_tracepoint, lsm, map},
+    maps::HashMap,
+    programs::{BtfTracePointContext, LsmContext},
+};
+
+use super::{Decision, Gate, PROCS, bump, current_tid, gate, now_ns, offsets};
+
+const SIGKILL: u32 = 9;
+const EPERM: i32 = 1;
+
+#[map]
+pub static EXEC_GRANTS: HashMap<ExecKey, ExecGrant> =
+    HashMap::with_max_entries(EXEC_GRANTS_CAPACITY, 0);
+
+#[map]
+pub static SCRIPT_GRANTS: HashMap<ScriptKey, ExecGrant> =
+    HashMap::with_max_entries(SCRIPT_GRANTS_CAPACITY, 0);
+
+/// A file's identity: (device in `s_dev` encoding, inode number).
+#[derive(Clone, Copy)]
+struct FileId {
+    dev: u32,
+    ino: u64,
+}
+
+/// Reads `file->f_inode->{i_sb->s_dev, i_ino}`.
+#[inline(always)]
+fn file_id(file: *const u8) -> Result<FileId, i32> {
+    let o = offsets();
+    // SAFETY: every read goes through bpf_probe_read_kernel, which faults safely.
+    unsafe {
+        let inode: *const u8 = bpf_probe_read_kernel(file.add(o.file_inode as usize).cast())?;
+        let ino: u64 = bpf_probe_read_kernel(inode.add(o.inode_ino as usize).cast())?;
+        let sb: *const u8 = bpf_probe_read_kernel(inode.add(o.inode_sb as usize).cast())?;
+        let dev: u32 = bpf_probe_read_kernel(sb.add(o.sb_dev as usize).cast())?;
+        Ok(FileId { dev, ino })
+    }
+}
+
+#[inline(always)]
+fn bprm_ptr(bprm: *const u8, off: u32) -> Result<*const u8, i32> {
+    // SAFETY: probe read of a pointer field of linux_binprm.
+    unsafe { bpf_probe_read_kernel(bprm.add(off as usize).cast()) }
+}
+
+#[inline(always)]
+fn granted(expires_ns: u64, now: u64) -> bool {
+    expires_ns == 0 || now < expires_ns
+}
+
+#[inline(always)]
+fn file_granted(task: u64, id: FileId, now: u64) -> Result<(), Reason> {
+    let key = ExecKey {
+        task,
+        ino: id.ino,
+        dev: id.dev,
+        _pad: 0,
+    };
+    // SAFETY: the value is copied out at once.
+    match unsafe { EXEC_GRANTS.get(&key) } {
+        Some(g) if granted(g.expires_ns, now) => Ok(()),
+        _ => Err(Reason::NotGranted),
+    }
+}
+
+/// Portable backend: the script of a shebang exec must be granted by path (see
+/// [`ScriptKey`]); relative paths and `/dev/fd/N` never match, so they fail closed.
+#[inline(always)]
+fn script_granted(task: u64, filename: *const u8, now: u64) -> Result<(), Reason> {
+    let mut key = ScriptKey {
+        task,
+        path: [0; SCRIPT_PATH_LEN],
+    };
+    // SAFETY: bounded string probe read into a stack buffer.
+    if unsafe { bpf_probe_read_kernel_str_bytes(filename, &mut key.path) }.is_err() {
+        return Err(Reason::ReadFailed);
+    }
+    // SAFETY: the value is copied out at once.
+    match unsafe { SCRIPT_GRANTS.get(&key) } {
+        Some(g) if granted(g.expires_ns, now) => Ok(()),
+        _ => Err(Reason::ScriptNotGranted),
+    }
+}
+
+/// Decides an exec of `bprm->file` for a tagged thread and reports it.
+/// `check_script` is set on the portable backend, which sees only the final image.
+#[inline(always)]
+fn decide(task: u64, info: &TaskInfo, bprm: *const u8, now: u64, check_script: bool) -> Decision {
+    let o = offsets();
+    let file = bprm_ptr(bprm, o.bprm_file);
+    let id = file.and_then(file_id);
+    let result = match id {
+        Err(_) => Err(Reason::ReadFailed),
+        Ok(id) => file_granted(task, id, now).and_then(|()| {
+            if !check_script {
+                return Ok(());
+            }
+            // `interp` starts as `filename` and changes only when a binfmt handler
+            // (shebang, binfmt_misc) substituted an interpreter.
+            match (bprm_ptr(bprm, o.bprm_filename), bprm_ptr(bprm, o.bprm_interp)) {
+                (Ok(f), Ok(i)) if f == i => Ok(()),
+                (Ok(f), Ok(_)) => script_granted(task, f, now),
+                _ => Err(Reason::ReadFailed),
+            }
+        }),
+    };
+    let decision = Decision::of(task, info, Action::Exec, result);
+    report(&decision, bprm, id.ok(), now);
+    decision
+}
+
+/// Counts and emits an exec decision. Allowed execs are reported too: they are the
+/// audit trail of what a task ran.
+#[inline(always)]
+fn report(decision: &Decision, bprm: *const u8, id: Option<FileId>, now: u64) {
+    decision.count();
+    let Some(mut entry) = decision.event(now) else {
+        return;
+    };
+    // SAFETY: `event` initialised every field.
+    let ev = unsafe { entry.assume_init_mut() };
+    if let Some(id) = id {
+        ev.dev = id.dev;
+        ev.ino = id.ino;
+    }
+    if let Ok(filename) = bprm_ptr(bprm, offsets().bprm_filename) {
+        // SAFETY: bounded string probe read into the reserved event.
+        let _ = unsafe { bpf_probe_read_kernel_str_bytes(filename, &mut ev.path) };
+    }
+    entry.submit(0);
+}
+
+/// `trace_sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)`
+/// (portable backend, >= 5.5 for tp_btf). The exec has committed but the new image has
+/// run no instruction; a denied exec is killed here (the caller sees SIGKILL, not EPERM).
+#[btf_tracepoint(function = "sched_process_exec")]
+pub fn exec_sched_exec(ctx: BtfTracePointContext) -> i32 {
+    let old_tid: i32 = ctx.arg(1);
+    let old_tid = old_tid as u32;
+    // SAFETY: PROCS values are plain u64 copies.
+    let tag = unsafe { PROCS.get(&old_tid) }.copied();
+    let Some(task) = tag else {
+        return 0;
+    };
+    let tid = current_tid();
+    if tid != old_tid {
+        // A non-leader thread exec'd and took over the leader's pid; the leader's
+        // entry left with it, so carry the tag to the new pid.
+        let _ = PROCS.remove(&old_tid);
+        if PROCS.insert(&tid, &task, 0).is_err() {
+            bump(Stat::TagFailed);
+            kill();
+            return 0;
+        }
+    }
+    let now = now_ns();
+    let bprm: *const u8 = ctx.arg(2);
+    let decision = match gate(Some(&task), now) {
+        Gate::Untagged => return 0,
+        Gate::Closed { task, slot, reason } => {
+            let d = Decision::closed(task, slot, Action::Exec, reason);
+            report(&d, bprm, None, now);
+            d
+        }
+        Gate::Live { task, info } => decide(task, &info, bprm, now, true),
+    };
+    if !decision.allows() {
+        kill();
+    }
+    0
+}
+
+#[inline(always)]
+fn kill() {
+    bump(Stat::Killed);
+    // SAFETY: signals the current task only.
+    unsafe { bpf_send_signal(SIGKILL) };
+}
+
+/// `int security_bprm_check(struct linux_binprm *bprm)` (lsm backend, >= 5.7). Runs
+/// once per file of the exec chain (script, then interpreter), so both are checked by
+/// inode and a denial is a clean EPERM.
+#[lsm(hook = "bprm_check_security")]
+pub fn exec_bprm_check(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(1);
+    if previous != 0 {
+        return previous;
+    }
+    // SAFETY: PROCS values are plain u64 copies.
+    let tag = unsafe { PROCS.get(&current_tid()) };
+    let now = now_ns();
+    let bprm: *const u8 = ctx.arg(0);
+    let decision = match gate(tag, now) {
+        Gate::Untagged => return 0,
+        Gate::Closed { task, slot, reason } => {
+            let d = Decision::closed(task, slot, Action::Exec, reason);
+            report(&d, bprm, None, now);
+            d
+        }
+        Gate::Live { task, info } => decide(task, &info, bprm, now, false),
+    };
+    if decision.allows() { 0 } else { -EPERM }
+}

@@ -1,0 +1,201 @@
+//! Maps and helpers shared by every hook family, and the one decision path.
+
+pub mod exec;
+pub mod net;
+pub mod process;
+
+use agent_common::{
+    Action, Event, KernelOffsets, Reason, TaskInfo, Verdict,
+    event::{DECISIONS_LEN, counter_index},
+    maps::{EVENTS_BYTES, PROCS_CAPACITY, STATS_LEN, Stat, TASKS_CAPACITY},
+};
+use aya_ebpf::{
+    Global,
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns},
+    macros::map,
+    maps::{HashMap, PerCpuArray, RingBuf},
+};
+
+/// Field offsets of the running kernel, written by the loader from BTF.
+#[unsafe(no_mangle)]
+static LEASH_OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
+    bprm_file: 0,
+    bprm_filename: 0,
+    bprm_interp: 0,
+    file_inode: 0,
+    inode_ino: 0,
+    inode_sb: 0,
+    sb_dev: 0,
+    task_pid: 0,
+});
+
+#[inline(always)]
+pub fn offsets() -> KernelOffsets {
+    LEASH_OFFSETS.load()
+}
+
+#[map]
+pub static PROCS: HashMap<u32, u64> = HashMap::with_max_entries(PROCS_CAPACITY, 0);
+
+#[map]
+pub static TASKS: HashMap<u64, TaskInfo> = HashMap::with_max_entries(TASKS_CAPACITY, 0);
+
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+
+#[map]
+pub static DECISIONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DECISIONS_LEN, 0);
+
+#[map]
+pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STATS_LEN, 0);
+
+#[inline(always)]
+pub fn current_tid() -> u32 {
+    bpf_get_current_pid_tgid() as u32
+}
+
+#[inline(always)]
+pub fn now_ns() -> u64 {
+    // SAFETY: helper without arguments. BOOTTIME keeps counting across suspend, so a
+    // grant's expiry cannot be stretched by sleeping the machine.
+    unsafe { bpf_ktime_get_boot_ns() }
+}
+
+#[inline(always)]
+pub fn bump(stat: Stat) {
+    if let Some(v) = STATS.get_ptr_mut(stat as u32) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        unsafe { *v += 1 };
+    }
+}
+
+/// The task a tagged thread belongs to, and whether its grants may be consulted.
+pub enum Gate {
+    /// Not in any task: allow, touch nothing else.
+    Untagged,
+    /// Live task: decide on its grants.
+    Live { task: u64, info: TaskInfo },
+    /// Tagged but the task is gone, ended or expired: deny without looking at grants.
+    Closed {
+        task: u64,
+        slot: u32,
+        reason: Reason,
+    },
+}
+
+/// Classifies a tag. `tag` is the result of the `PROCS` lookup.
+#[inline(always)]
+pub fn gate(tag: Option<&u64>, now: u64) -> Gate {
+    let Some(&task) = tag else {
+        return Gate::Untagged;
+    };
+    // SAFETY: the map value is read once into a copy.
+    let Some(info) = (unsafe { TASKS.get(&task) }).copied() else {
+        return Gate::Closed {
+            task,
+            slot: 0,
+            reason: Reason::UnknownTask,
+        };
+    };
+    if !info.is_active() {
+        return Gate::Closed {
+            task,
+            slot: info.counter_slot,
+            reason: Reason::TaskEnded,
+        };
+    }
+    if info.expired_at(now) {
+        return Gate::Closed {
+            task,
+            slot: info.counter_slot,
+            reason: Reason::TaskExpired,
+        };
+    }
+    Gate::Live { task, info }
+}
+
+/// Outcome of a decision, with what the event needs to say about it.
+#[derive(Clone, Copy)]
+pub struct Decision {
+    pub task: u64,
+    pub slot: u32,
+    pub action: Action,
+    pub verdict: Verdict,
+    pub reason: Reason,
+}
+
+impl Decision {
+    /// Turns a grant lookup result into a decision, honouring audit mode.
+    #[inline(always)]
+    pub fn of(task: u64, info: &TaskInfo, action: Action, result: Result<(), Reason>) -> Self {
+        let (verdict, reason) = match result {
+            Ok(()) => (Verdict::Allowed, Reason::Granted),
+            Err(reason) if info.is_audit() => (Verdict::Audited, reason),
+            Err(reason) => (Verdict::Denied, reason),
+        };
+        Self {
+            task,
+            slot: info.counter_slot,
+            action,
+            verdict,
+            reason,
+        }
+    }
+
+    #[inline(always)]
+    pub fn closed(task: u64, slot: u32, action: Action, reason: Reason) -> Self {
+        Self {
+            task,
+            slot,
+            action,
+            verdict: Verdict::Denied,
+            reason,
+        }
+    }
+
+    #[inline(always)]
+    pub fn allows(&self) -> bool {
+        !matches!(self.verdict, Verdict::Denied)
+    }
+
+    /// Counts the decision in the per-CPU counters.
+    #[inline(always)]
+    pub fn count(&self) {
+        if let Some(v) = DECISIONS.get_ptr_mut(counter_index(self.slot, self.action, self.verdict))
+        {
+            // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+            unsafe { *v += 1 };
+        }
+    }
+
+    /// Reserves an event with the common fields filled in; the caller adds the target
+    /// and submits. A full ring buffer is counted, never silent.
+    #[inline(always)]
+    pub fn event(&self, now: u64) -> Option<aya_ebpf::maps::ring_buf::RingBufEntry<Event>> {
+        let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
+            bump(Stat::EventsLost);
+            return None;
+        };
+        let pid_tgid = bpf_get_current_pid_tgid();
+        entry.write(Event {
+            ts_ns: now,
+            task: self.task,
+            ino: 0,
+            tid: pid_tgid as u32,
+            pid: (pid_tgid >> 32) as u32,
+            dev: 0,
+            action: self.action as u8,
+            verdict: self.verdict as u8,
+            reason: self.reason as u8,
+            proto: 0,
+            port: 0,
+            family: 0,
+            _pad: [0; 5],
+            addr: [0; 16],
+            comm: bpf_get_current_comm().unwrap_or_default(),
+            path: [0; agent_common::event::PATH_LEN],
+        });
+        Some(entry)
+    }
+}
+

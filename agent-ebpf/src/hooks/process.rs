@@ -1,0 +1,71 @@
+//! Tagging: a task's tag follows every thread and process created from a tagged one.
+
+use agent_common::{Reason, maps::Stat};
+use aya_log_ebpf::warn;
+use aya_ebpf::{
+    helpers::{bpf_probe_read_kernel, bpf_send_signal},
+    macros::{btf_tracepoint, lsm},
+    programs::{BtfTracePointContext, LsmContext},
+};
+
+use super::{Gate, PROCS, bump, current_tid, gate, now_ns, offsets};
+
+const SIGKILL: u32 = 9;
+const EPERM: i32 = 1;
+
+/// `trace_task_newtask(struct task_struct *task, u64 clone_flags)`, at the end of
+/// `copy_process` (>= 3.x), in the parent, before the child can run. Unlike
+/// `sched_process_fork` it also fires for io_uring workers and other
+/// `create_io_thread` children, which would otherwise be untagged threads of a task.
+#[btf_tracepoint(function = "task_newtask")]
+pub fn process_newtask(ctx: BtfTracePointContext) -> i32 {
+    // SAFETY: PROCS values are plain u64 copies.
+    let Some(&task) = (unsafe { PROCS.get(&current_tid()) }) else {
+        return 0;
+    };
+    let child: *const u8 = ctx.arg(0);
+    // SAFETY: reads kernel memory through the probe helper, which checks the access.
+    let pid = unsafe { bpf_probe_read_kernel(child.add(offsets().task_pid as usize).cast::<i32>()) };
+    let inserted = match pid {
+        Ok(pid) => PROCS.insert(&(pid as u32), &task, 0).is_ok(),
+        Err(_) => false,
+    };
+    if !inserted {
+        // Fail closed: an untagged child of a tagged parent would escape. The child
+        // cannot be signalled from here, so the parent (which holds the task's work)
+        // is killed and the failure is counted for the daemon to report.
+        bump(Stat::TagFailed);
+        bump(Stat::Killed);
+        warn!(&ctx, "leash: cannot tag a child of task {}; killing the parent", task);
+        // SAFETY: signals the current task only.
+        unsafe { bpf_send_signal(SIGKILL) };
+    }
+    0
+}
+
+/// `trace_sched_process_exit(struct task_struct *p, ...)` in `do_exit`, once per
+/// thread. Dropping the entry here is what keeps a recycled tid from inheriting a tag.
+#[btf_tracepoint(function = "sched_process_exit")]
+pub fn process_exit(_ctx: BtfTracePointContext) -> i32 {
+    let _ = PROCS.remove(&current_tid());
+    0
+}
+
+/// `int security_task_alloc(struct task_struct *task, unsigned long clone_flags)`
+/// (lsm backend, >= 5.7). A tagged process whose task is gone may not create more
+/// processes; tagging itself happens in [`process_newtask`], once the child has a pid.
+#[lsm(hook = "task_alloc")]
+pub fn process_task_alloc(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(2);
+    if previous != 0 {
+        return previous;
+    }
+    // SAFETY: PROCS values are plain u64 copies.
+    match gate(unsafe { PROCS.get(&current_tid()) }, now_ns()) {
+        Gate::Closed {
+            reason: Reason::UnknownTask | Reason::TaskEnded | Reason::TaskExpired,
+            ..
+        } => -EPERM,
+        _ => 0,
+    }
+}

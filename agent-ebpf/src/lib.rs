@@ -1,0 +1,2 @@
+// Empty on purpose: lets agent-userspace name this crate as a build-dependency.
+#![no_std]

@@ -1,0 +1,71 @@
+//! The two enforcement backends and how one is chosen.
+
+use std::{fmt, str::FromStr};
+
+use agent_common::maps::programs as p;
+
+/// Which backend enforces exec (network uses the cgroup hooks on both).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// BPF LSM: exec denied with EPERM in `bprm_check_security`, forks of dead tasks refused.
+    Lsm,
+    /// No BPF LSM: exec stopped with SIGKILL in `sched_process_exec` before the new
+    /// image runs an instruction.
+    Portable,
+}
+
+impl Backend {
+    /// Programs this backend loads in addition to [`COMMON_PROGRAMS`].
+    #[must_use]
+    pub const fn programs(self) -> &'static [&'static str] {
+        match self {
+            Self::Lsm => &[p::EXEC_BPRM_CHECK, p::PROCESS_TASK_ALLOC],
+            Self::Portable => &[p::EXEC_SCHED_EXEC],
+        }
+    }
+}
+
+/// Programs both backends load: tagging and the cgroup network hooks.
+pub const COMMON_PROGRAMS: [&str; 6] = [
+    p::PROCESS_NEWTASK,
+    p::PROCESS_EXIT,
+    p::NET_CONNECT4,
+    p::NET_CONNECT6,
+    p::NET_SENDMSG4,
+    p::NET_SENDMSG6,
+];
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Lsm => "lsm",
+            Self::Portable => "portable",
+        })
+    }
+}
+
+/// What the operator asked for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BackendChoice {
+    /// `lsm` where the kernel allows BPF LSM programs, else `portable`.
+    #[default]
+    Auto,
+    Lsm,
+    Portable,
+}
+
+impl FromStr for BackendChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "lsm" => Ok(Self::Lsm),
+            "portable" => Ok(Self::Portable),
+            other => Err(format!(
+                "unknown backend {other:?}: use one of auto, lsm, portable"
+            )),
+        }
+    }
+}

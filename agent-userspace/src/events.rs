@@ -1,0 +1,145 @@
+//! Decision events from the kernel's ring buffer, decoded for logs and tests.
+
+use std::net::{IpAddr, Ipv6Addr};
+
+use agent_common::{Action, Event, Reason, Verdict};
+use aya::maps::{MapData, RingBuf};
+use serde::Serialize;
+
+/// What an event was about.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Target {
+    Exec { path: String, dev: u32, ino: u64 },
+    Net { addr: IpAddr, port: u16, protocol: String },
+}
+
+/// One decision, decoded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Decision {
+    /// `CLOCK_BOOTTIME` ns.
+    pub ts_ns: u64,
+    pub task: u64,
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: String,
+    pub kind: &'static str,
+    pub verdict: &'static str,
+    pub reason: &'static str,
+    pub target: Target,
+}
+
+#[must_use]
+pub const fn action_name(a: u8) -> &'static str {
+    match a {
+        x if x == Action::Exec as u8 => "exec",
+        x if x == Action::Connect as u8 => "connect",
+        x if x == Action::Send as u8 => "send",
+        _ => "unknown",
+    }
+}
+
+#[must_use]
+pub const fn verdict_name(v: u8) -> &'static str {
+    match v {
+        x if x == Verdict::Allowed as u8 => "allowed",
+        x if x == Verdict::Denied as u8 => "denied",
+        x if x == Verdict::Audited as u8 => "audited",
+        _ => "unknown",
+    }
+}
+
+#[must_use]
+pub const fn reason_name(r: u8) -> &'static str {
+    match r {
+        x if x == Reason::Granted as u8 => "granted",
+        x if x == Reason::NotGranted as u8 => "not_granted",
+        x if x == Reason::UnknownTask as u8 => "task_unknown",
+        x if x == Reason::TaskEnded as u8 => "task_ended",
+        x if x == Reason::TaskExpired as u8 => "task_expired",
+        x if x == Reason::ScriptNotGranted as u8 => "script_not_granted",
+        x if x == Reason::Protocol as u8 => "protocol_not_grantable",
+        x if x == Reason::ReadFailed as u8 => "kernel_read_failed",
+        _ => "unknown",
+    }
+}
+
+fn cstr(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+/// Decodes one ring buffer record; `None` if it is not an [`Event`] (wrong size).
+#[must_use]
+pub fn decode(bytes: &[u8]) -> Option<Decision> {
+    if bytes.len() < size_of::<Event>() {
+        return None;
+    }
+    // SAFETY: length checked; Event is plain integers, read unaligned.
+    let e: Event = unsafe { bytes.as_ptr().cast::<Event>().read_unaligned() };
+    let target = if e.action == Action::Exec as u8 {
+        Target::Exec {
+            path: cstr(&e.path),
+            dev: e.dev,
+            ino: e.ino,
+        }
+    } else {
+        let v6 = Ipv6Addr::from(e.addr);
+        let addr = v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4);
+        Target::Net {
+            addr,
+            port: e.port,
+            protocol: match e.proto {
+                6 => "tcp".into(),
+                17 => "udp".into(),
+                p => p.to_string(),
+            },
+        }
+    };
+    Some(Decision {
+        ts_ns: e.ts_ns,
+        task: e.task,
+        pid: e.pid,
+        tid: e.tid,
+        comm: cstr(&e.comm),
+        kind: action_name(e.action),
+        verdict: verdict_name(e.verdict),
+        reason: reason_name(e.reason),
+        target,
+    })
+}
+
+/// Reader of the `EVENTS` ring buffer.
+pub struct EventReader {
+    ring: RingBuf<MapData>,
+}
+
+impl EventReader {
+    #[must_use]
+    pub const fn new(ring: RingBuf<MapData>) -> Self {
+        Self { ring }
+    }
+
+    /// Everything queued now, without blocking.
+    pub fn drain(&mut self) -> Vec<Decision> {
+        let mut out = Vec::new();
+        while let Some(item) = self.ring.next() {
+            if let Some(d) = decode(&item) {
+                out.push(d);
+            }
+        }
+        out
+    }
+
+    /// The ring buffer, for `AsyncFd` readiness.
+    #[must_use]
+    pub const fn ring(&self) -> &RingBuf<MapData> {
+        &self.ring
+    }
+}
+
+impl std::os::fd::AsRawFd for EventReader {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.ring)
+    }
+}

@@ -1,0 +1,136 @@
+//! Struct offsets of the running kernel, from its BTF (`/sys/kernel/btf/vmlinux`).
+
+use std::path::Path;
+
+use agent_common::KernelOffsets;
+use btf_rs::{Btf, Type};
+
+pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+#[derive(Debug, thiserror::Error)]
+pub enum OffsetError {
+    #[error(
+        "cannot read kernel BTF at {path}: {reason}; leash needs a kernel built with CONFIG_DEBUG_INFO_BTF=y"
+    )]
+    Read { path: String, reason: String },
+    #[error("kernel BTF has no struct {0}")]
+    NoStruct(&'static str),
+    #[error("kernel BTF has no field {field} in struct {structure}")]
+    NoField {
+        structure: &'static str,
+        field: &'static str,
+    },
+    #[error("field {structure}.{field} is a bitfield or not byte aligned")]
+    Unaligned {
+        structure: &'static str,
+        field: &'static str,
+    },
+    #[error("BTF lookup of {structure}.{field} failed: {reason}")]
+    Lookup {
+        structure: &'static str,
+        field: &'static str,
+        reason: String,
+    },
+}
+
+/// Reads every offset the programs need.
+pub fn from_vmlinux() -> Result<KernelOffsets, OffsetError> {
+    from_file(Path::new(VMLINUX_BTF))
+}
+
+pub fn from_file(path: &Path) -> Result<KernelOffsets, OffsetError> {
+    let btf = Btf::from_file(path).map_err(|e| OffsetError::Read {
+        path: path.display().to_string(),
+        reason: format!("{e:#}"),
+    })?;
+    Ok(KernelOffsets {
+        bprm_file: field(&btf, "linux_binprm", "file")?,
+        bprm_filename: field(&btf, "linux_binprm", "filename")?,
+        bprm_interp: field(&btf, "linux_binprm", "interp")?,
+        file_inode: field(&btf, "file", "f_inode")?,
+        inode_ino: field(&btf, "inode", "i_ino")?,
+        inode_sb: field(&btf, "inode", "i_sb")?,
+        sb_dev: field(&btf, "super_block", "s_dev")?,
+        task_pid: field(&btf, "task_struct", "pid")?,
+    })
+}
+
+/// Byte offset of `structure.field`, looking through anonymous structs and unions.
+fn field(btf: &Btf, structure: &'static str, name: &'static str) -> Result<u32, OffsetError> {
+    let lookup = |e: anyhow::Error| OffsetError::Lookup {
+        structure,
+        field: name,
+        reason: format!("{e:#}"),
+    };
+    let types = btf.resolve_types_by_name(structure).map_err(|_| OffsetError::NoStruct(structure))?;
+    // Forward declarations share the name; the definition is the struct with members.
+    let st = types
+        .iter()
+        .find_map(|t| match t {
+            Type::Struct(s) if !s.members.is_empty() => Some(s),
+            _ => None,
+        })
+        .ok_or(OffsetError::NoStruct(structure))?;
+    let bits = find_member(btf, st, name)
+        .map_err(lookup)?
+        .ok_or(OffsetError::NoField {
+            structure,
+            field: name,
+        })?;
+    if bits % 8 != 0 {
+        return Err(OffsetError::Unaligned {
+            structure,
+            field: name,
+        });
+    }
+    Ok(bits / 8)
+}
+
+fn find_member(btf: &Btf, st: &btf_rs::Struct, name: &str) -> anyhow::Result<Option<u32>> {
+    for m in &st.members {
+        let member_name = btf.resolve_name(m)?;
+        if member_name == name {
+            return Ok(Some(m.bit_offset()));
+        }
+        if member_name.is_empty() {
+            // Anonymous struct or union: its members live at this member's offset.
+            if let Type::Struct(inner) | Type::Union(inner) = skip_modifiers(btf, btf.resolve_chained_type(m)?)? {
+                if let Some(off) = find_member(btf, &inner, name)? {
+                    return Ok(Some(m.bit_offset() + off));
+                }
+            }
+        }
+    }
+    Ok(None)
+}
+
+fn skip_modifiers(btf: &Btf, mut t: Type) -> anyhow::Result<Type> {
+    loop {
+        t = match &t {
+            Type::Const(c) => btf.resolve_chained_type(c)?,
+            Type::Volatile(v) => btf.resolve_chained_type(v)?,
+            Type::Typedef(d) => btf.resolve_chained_type(d)?,
+            _ => return Ok(t),
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_offsets_of_running_kernel() {
+        if !Path::new(VMLINUX_BTF).exists() {
+            eprintln!("skipped: {VMLINUX_BTF} absent (kernel without BTF)");
+            return;
+        }
+        let o = from_vmlinux().unwrap();
+        // Pointers in these structs are 8-byte aligned and never at offset 0 except
+        // where the kernel says so; the values must at least be distinct and aligned.
+        assert_eq!(o.bprm_file % 8, 0);
+        assert_ne!(o.bprm_filename, o.bprm_interp);
+        assert_eq!(o.inode_sb % 8, 0);
+        assert!(o.task_pid > 0);
+    }
+}

@@ -1,0 +1,17 @@
+//! leash's userspace library: loads the kernel programs, compiles grants into map
+//! entries, tags processes and reads back decisions.
+
+pub mod backend;
+pub mod clock;
+pub mod enforcer;
+pub mod events;
+pub mod grants;
+pub mod kernel_offsets;
+pub mod maps;
+pub mod mounts;
+
+pub use backend::{Backend, BackendChoice};
+pub use enforcer::{Enforcer, LoadError, LoadOptions};
+
+/// The eBPF object built by `build.rs` (aya-build).
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf"));

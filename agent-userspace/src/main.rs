@@ -1,0 +1,16 @@
+//! `leash`: the daemon and (in later issues) its CLI.
+
+mod cli;
+
+use clap::Parser as _;
+
+fn main() -> std::process::ExitCode {
+    let args = cli::Cli::parse();
+    match cli::run(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("leash: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! Typed wrappers over the kernel's maps: every write returns an error naming the
+//! map, and a full map says so with the remedy.
+
+use agent_common::{
+    Action, ExecGrant, ExecKey, NetKey, NetRules, ScriptKey, TaskInfo, Verdict,
+    event::counter_index,
+    maps::{self as names, Stat},
+};
+use aya::{
+    Ebpf,
+    maps::{HashMap, LpmTrie, MapData, MapError, PerCpuArray, lpm_trie::Key},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MapsError {
+    #[error("map {0} is missing from the eBPF object")]
+    Missing(&'static str),
+    #[error("map {map} has the wrong type: {source}")]
+    Type {
+        map: &'static str,
+        #[source]
+        source: MapError,
+    },
+    #[error("map {map} is full ({entries} entries); raise its capacity in the config")]
+    Full { map: &'static str, entries: usize },
+    #[error("{op} on map {map} failed: {source}")]
+    Op {
+        op: &'static str,
+        map: &'static str,
+        #[source]
+        source: MapError,
+    },
+}
+
+/// Handles on every map the control plane writes or reads.
+pub struct Maps {
+    procs: HashMap<MapData, u32, u64>,
+    tasks: HashMap<MapData, u64, TaskInfo>,
+    exec: HashMap<MapData, ExecKey, ExecGrant>,
+    scripts: HashMap<MapData, ScriptKey, ExecGrant>,
+    net: LpmTrie<MapData, NetKey, NetRules>,
+    decisions: PerCpuArray<MapData, u64>,
+    stats: PerCpuArray<MapData, u64>,
+}
+
+fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, MapsError>
+where
+    T: TryFrom<aya::maps::Map, Error = MapError>,
+{
+    let map = ebpf.take_map(name).ok_or(MapsError::Missing(name))?;
+    T::try_from(map).map_err(|source| MapsError::Type { map: name, source })
+}
+
+fn is_full(e: &MapError) -> bool {
+    matches!(e, MapError::SyscallError(s) if matches!(s.io_error.raw_os_error(), Some(libc::E2BIG | libc::ENOMEM | libc::ENOSPC)))
+}
+
+fn op_err(op: &'static str, map: &'static str, entries: usize) -> impl FnOnce(MapError) -> MapsError {
+    move |source| {
+        if is_full(&source) {
+            MapsError::Full { map, entries }
+        } else {
+            MapsError::Op { op, map, source }
+        }
+    }
+}
+
+/// Removal of an absent key is not an error: the goal state is reached.
+fn removed(r: Result<(), MapError>, map: &'static str) -> Result<(), MapsError> {
+    match r {
+        Ok(()) | Err(MapError::KeyNotFound | MapError::ElementNotFound) => Ok(()),
+        Err(MapError::SyscallError(s)) if s.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        Err(source) => Err(MapsError::Op {
+            op: "remove",
+            map,
+            source,
+        }),
+    }
+}
+
+/// Decision counts of one counter slot: `[action][verdict]`.
+pub type DecisionCounts = [[u64; 3]; 3];
+
+impl Maps {
+    /// Takes the maps out of a loaded object.
+    pub fn take(ebpf: &mut Ebpf) -> Result<Self, MapsError> {
+        Ok(Self {
+            procs: take(ebpf, names::PROCS)?,
+            tasks: take(ebpf, names::TASKS)?,
+            exec: take(ebpf, names::EXEC_GRANTS)?,
+            scripts: take(ebpf, names::SCRIPT_GRANTS)?,
+            net: take(ebpf, names::NET_GRANTS)?,
+            decisions: take(ebpf, names::DECISIONS)?,
+            stats: take(ebpf, names::STATS)?,
+        })
+    }
+
+    pub fn put_task(&mut self, id: u64, info: &TaskInfo) -> Result<(), MapsError> {
+        let n = self.tasks.keys().count();
+        self.tasks
+            .insert(id, info, 0)
+            .map_err(op_err("insert", names::TASKS, n))
+    }
+
+    pub fn task(&self, id: u64) -> Option<TaskInfo> {
+        self.tasks.get(&id, 0).ok()
+    }
+
+    /// Removes a task and every grant of it. Processes keep their tag and so are
+    /// denied everything from now on (fail closed); their entries go as they exit.
+    pub fn remove_task(&mut self, id: u64) -> Result<(), MapsError> {
+        removed(self.tasks.remove(&id), names::TASKS)?;
+        let exec: Vec<_> = self.exec.keys().filter_map(Result::ok).filter(|k| k.task == id).collect();
+        for k in exec {
+            removed(self.exec.remove(&k), names::EXEC_GRANTS)?;
+        }
+        let scripts: Vec<_> = self.scripts.keys().filter_map(Result::ok).filter(|k| k.task == id).collect();
+        for k in scripts {
+            removed(self.scripts.remove(&k), names::SCRIPT_GRANTS)?;
+        }
+        self.set_net(id, &[])
+    }
+
+    pub fn grant_exec(&mut self, key: &ExecKey, grant: ExecGrant) -> Result<(), MapsError> {
+        let n = self.exec.keys().count();
+        self.exec
+            .insert(key, grant, 0)
+            .map_err(op_err("insert", names::EXEC_GRANTS, n))
+    }
+
+    pub fn revoke_exec(&mut self, key: &ExecKey) -> Result<(), MapsError> {
+        removed(self.exec.remove(key), names::EXEC_GRANTS)
+    }
+
+    pub fn grant_script(&mut self, key: &ScriptKey, grant: ExecGrant) -> Result<(), MapsError> {
+        let n = self.scripts.keys().count();
+        self.scripts
+            .insert(key, grant, 0)
+            .map_err(op_err("insert", names::SCRIPT_GRANTS, n))
+    }
+
+    pub fn revoke_script(&mut self, key: &ScriptKey) -> Result<(), MapsError> {
+        removed(self.scripts.remove(key), names::SCRIPT_GRANTS)
+    }
+
+    /// Replaces the network entries of a task. New entries go in before stale ones
+    /// leave, so a destination granted before and after is never denied in between.
+    pub fn set_net(&mut self, task: u64, entries: &[(u32, NetKey, NetRules)]) -> Result<(), MapsError> {
+        let n = self.net.keys().count();
+        for (prefix, key, rules) in entries {
+            self.net
+                .insert(&Key::new(*prefix, *key), rules, 0)
+                .map_err(op_err("insert", names::NET_GRANTS, n))?;
+        }
+        let stale: Vec<_> = self
+            .net
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| {
+                k.data().task == task
+                    && !entries
+                        .iter()
+                        .any(|(p, key, _)| *p == k.prefix_len() && key.addr == k.data().addr)
+            })
+            .collect();
+        for k in stale {
+            removed(self.net.remove(&k), names::NET_GRANTS)?;
+        }
+        Ok(())
+    }
+
+    /// Tags thread `tid` (and, from now on, everything it creates) with `task`.
+    pub fn tag(&mut self, tid: u32, task: u64) -> Result<(), MapsError> {
+        let n = self.procs.keys().count();
+        self.procs
+            .insert(tid, task, 0)
+            .map_err(op_err("insert", names::PROCS, n))
+    }
+
+    pub fn tag_of(&self, tid: u32) -> Option<u64> {
+        self.procs.get(&tid, 0).ok()
+    }
+
+    /// Threads currently tagged with `task`.
+    pub fn procs_of(&self, task: u64) -> Vec<u32> {
+        self.procs
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, t)| *t == task)
+            .map(|(tid, _)| tid)
+            .collect()
+    }
+
+    /// Sum over CPUs of one counter slot.
+    pub fn decisions(&self, slot: u32) -> Result<DecisionCounts, MapsError> {
+        let mut out = [[0u64; 3]; 3];
+        for (a, action) in [Action::Exec, Action::Connect, Action::Send].into_iter().enumerate() {
+            for (v, verdict) in [Verdict::Allowed, Verdict::Denied, Verdict::Audited].into_iter().enumerate() {
+                out[a][v] = self.sum(&self.decisions, counter_index(slot, action, verdict), names::DECISIONS)?;
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn stat(&self, stat: Stat) -> Result<u64, MapsError> {
+        self.sum(&self.stats, stat as u32, names::STATS)
+    }
+
+    fn sum(&self, map: &PerCpuArray<MapData, u64>, index: u32, name: &'static str) -> Result<u64, MapsError> {
+        let values = map.get(&index, 0).map_err(|source| MapsError::Op {
+            op: "lookup",
+            map: name,
+            source,
+        })?;
+        Ok(values.iter().sum())
+    }
+}
