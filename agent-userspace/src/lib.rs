@@ -9,6 +9,7 @@ pub mod grants;
 pub mod kernel_offsets;
 pub mod maps;
 pub mod mounts;
+pub mod tasks;
 
 pub use backend::{Backend, BackendChoice};
 pub use enforcer::{Enforcer, LoadError, LoadOptions};

@@ -215,3 +215,14 @@ impl Maps {
         Ok(values.iter().sum())
     }
 }
+
+impl Maps {
+    /// Raw fd of the process map, for a child that tags itself between fork and exec
+    /// (the `leash run` pattern: no pid is ever guessed).
+    #[must_use]
+    pub fn procs_fd(&self) -> std::os::fd::RawFd {
+        use aya::maps::IterableMap as _;
+        use std::os::fd::{AsFd as _, AsRawFd as _};
+        self.procs.map().fd().as_fd().as_raw_fd()
+    }
+}

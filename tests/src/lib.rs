@@ -1,0 +1,314 @@
+//! Test harness: loads leash's real programs, creates tasks in their maps, and runs
+//! the probe as a tagged process. Each [`Harness`] is its own loaded instance with its
+//! own maps, so tests do not see each other's tasks.
+
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    os::unix::process::CommandExt as _,
+    path::PathBuf,
+    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
+    sync::{
+        Mutex,
+        atomic::{AtomicU32, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use agent_common::maps::Stat;
+use leash::{
+    Backend, BackendChoice, Enforcer, LoadOptions,
+    events::{Decision, EventReader},
+    maps::DecisionCounts,
+    tasks::{self, TaskSpec},
+};
+
+/// The probe binary built next to the tests.
+#[must_use]
+pub fn probe() -> PathBuf {
+    // Integration tests run from target/<profile>/deps; the bins sit one level up.
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let p = dir.join("leash-probe");
+    assert!(p.exists(), "{} missing: build with `cargo build -p integration-tests`", p.display());
+    p
+}
+
+/// Fails the test unless it runs as root: the programs need CAP_BPF and CAP_PERFMON.
+pub fn require_root() {
+    // SAFETY: plain getter.
+    let uid = unsafe { libc::geteuid() };
+    assert_eq!(uid, 0, "integration tests load BPF programs and must run as root");
+}
+
+pub struct Harness {
+    pub enforcer: Mutex<Enforcer>,
+    events: Mutex<(EventReader, Vec<Decision>)>,
+}
+
+static NEXT_SLOT: AtomicU32 = AtomicU32::new(1);
+
+impl Harness {
+    /// Loads and attaches the programs with the backend this kernel allows.
+    #[must_use]
+    pub fn load() -> Self {
+        require_root();
+        let mut enforcer = Enforcer::load(&LoadOptions {
+            backend: BackendChoice::Auto,
+            kernel_log_level: None,
+        })
+        .unwrap_or_else(|e| panic!("cannot load leash: {e}"));
+        let reader = enforcer.take_events().expect("events");
+        Self {
+            enforcer: Mutex::new(enforcer),
+            events: Mutex::new((reader, Vec::new())),
+        }
+    }
+
+    #[must_use]
+    pub fn backend(&self) -> Backend {
+        self.enforcer.lock().unwrap().backend()
+    }
+
+    /// Creates a task with its own counter slot. The probe is always granted (it is how
+    /// the test acts inside the task), plus `spec`'s grants.
+    #[must_use]
+    pub fn task(&self, mut spec: TaskSpec) -> Task<'_> {
+        spec.exec.push(probe().display().to_string());
+        spec.counter_slot = NEXT_SLOT.fetch_add(1, Ordering::Relaxed) + std::process::id() % 512;
+        let id = (u64::from(std::process::id()) << 32) | u64::from(spec.counter_slot);
+        let grants = spec.compile().unwrap_or_else(|e| panic!("bad test grants: {e}"));
+        let mut enf = self.enforcer.lock().unwrap();
+        tasks::install(enf.maps_mut(), id, &spec.info(), &grants).unwrap();
+        Task {
+            h: self,
+            id,
+            slot: spec.counter_slot,
+        }
+    }
+
+    /// Counters of a slot.
+    #[must_use]
+    pub fn decisions(&self, slot: u32) -> DecisionCounts {
+        self.enforcer.lock().unwrap().maps().decisions(slot).unwrap()
+    }
+
+    #[must_use]
+    pub fn stat(&self, stat: Stat) -> u64 {
+        self.enforcer.lock().unwrap().maps().stat(stat).unwrap()
+    }
+
+    /// Events of `task` seen so far, waiting up to 2 s for at least `min` of them.
+    #[must_use]
+    pub fn events(&self, task: u64, min: usize) -> Vec<Decision> {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let mut ev = self.events.lock().unwrap();
+            let (reader, seen) = &mut *ev;
+            seen.extend(reader.drain());
+            let mine: Vec<_> = seen.iter().filter(|d| d.task == task).cloned().collect();
+            if mine.len() >= min || Instant::now() > deadline {
+                return mine;
+            }
+            drop(ev);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// A task in the kernel's maps; removed on drop.
+pub struct Task<'h> {
+    h: &'h Harness,
+    pub id: u64,
+    pub slot: u32,
+}
+
+impl Task<'_> {
+    /// Ends the task now: its map entries go, its processes stay tagged.
+    pub fn end(&self) {
+        self.h.enforcer.lock().unwrap().maps_mut().remove_task(self.id).unwrap();
+    }
+
+    /// A command that tags itself into this task between fork and exec, as `leash run` does.
+    #[must_use]
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let fd = self.h.enforcer.lock().unwrap().maps().procs_fd();
+        let task = self.id;
+        let mut cmd = Command::new(program);
+        // SAFETY: the closure makes one raw bpf() syscall, which is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(move || tag_self(fd, task));
+        }
+        cmd
+    }
+
+    /// Runs the probe once in the task with the given command words.
+    #[must_use]
+    pub fn probe(&self, words: &str) -> String {
+        let out = self
+            .command(probe())
+            .args(words.split_whitespace())
+            .output()
+            .expect("spawn probe");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// A long-lived probe in the task, driven line by line.
+    #[must_use]
+    pub fn session(&self) -> Session {
+        let mut child = self
+            .command(probe())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn probe session");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        Session { child, stdin, stdout }
+    }
+
+    #[must_use]
+    pub fn decisions(&self) -> DecisionCounts {
+        self.h.decisions(self.slot)
+    }
+
+    #[must_use]
+    pub fn events(&self, min: usize) -> Vec<Decision> {
+        self.h.events(self.id, min)
+    }
+
+    /// Threads of the task still in the process map.
+    #[must_use]
+    pub fn procs(&self) -> Vec<u32> {
+        self.h.enforcer.lock().unwrap().maps().procs_of(self.id)
+    }
+}
+
+impl Drop for Task<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut enf) = self.h.enforcer.lock() {
+            let _ = enf.maps_mut().remove_task(self.id);
+        }
+    }
+}
+
+/// A probe reading commands on stdin.
+pub struct Session {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Session {
+    pub fn run(&mut self, words: &str) -> String {
+        writeln!(self.stdin, "{words}").expect("write to probe");
+        self.stdin.flush().expect("flush probe");
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).expect("read probe");
+        line.trim().to_owned()
+    }
+
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `bpf(BPF_MAP_UPDATE_ELEM, {fd, &getpid(), &task})`: tags the calling process.
+fn tag_self(fd: i32, task: u64) -> std::io::Result<()> {
+    #[repr(C)]
+    struct UpdateAttr {
+        map_fd: u32,
+        _pad: u32,
+        key: u64,
+        value: u64,
+        flags: u64,
+    }
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() } as u32;
+    let attr = UpdateAttr {
+        map_fd: fd as u32,
+        _pad: 0,
+        key: (&raw const pid) as u64,
+        value: (&raw const task) as u64,
+        flags: 0,
+    };
+    // SAFETY: attr points at valid key and value for the map's sizes (u32 → u64).
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            2, // BPF_MAP_UPDATE_ELEM
+            &raw const attr,
+            size_of::<UpdateAttr>(),
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// How a denied exec shows on this backend: SIGKILL (portable) or EPERM (lsm; the
+/// probe exits 200 + errno).
+#[must_use]
+pub fn exec_denied(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Portable => "signal 9",
+        Backend::Lsm => "exit 201",
+    }
+}
+
+/// The probe's outcome for an EPERM from a network call.
+pub const EPERM: &str = "errno 1";
+
+/// A TCP listener on loopback (v4 and v6) and a UDP socket, for connect targets.
+pub struct Listeners {
+    pub tcp4: std::net::TcpListener,
+    pub tcp6: Option<std::net::TcpListener>,
+    pub udp4: std::net::UdpSocket,
+    pub udp6: Option<std::net::UdpSocket>,
+}
+
+impl Listeners {
+    #[must_use]
+    pub fn new() -> Self {
+        Self {
+            tcp4: std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
+            tcp6: std::net::TcpListener::bind("[::1]:0").ok(),
+            udp4: std::net::UdpSocket::bind("127.0.0.1:0").unwrap(),
+            udp6: std::net::UdpSocket::bind("[::1]:0").ok(),
+        }
+    }
+
+    #[must_use]
+    pub fn tcp4_port(&self) -> u16 {
+        self.tcp4.local_addr().unwrap().port()
+    }
+
+    #[must_use]
+    pub fn udp4_port(&self) -> u16 {
+        self.udp4.local_addr().unwrap().port()
+    }
+}
+
+impl Default for Listeners {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Spec shorthand.
+#[must_use]
+pub fn spec(exec: &[&str], connect: &[&str]) -> TaskSpec {
+    TaskSpec {
+        exec: exec.iter().map(|s| (*s).to_owned()).collect(),
+        connect: connect.iter().map(|s| (*s).to_owned()).collect(),
+        ..TaskSpec::default()
+    }
+}
