@@ -1,0 +1,81 @@
+//! Lifecycle on the real kernel: an ended or expired task's processes are denied
+//! everything (fail closed), and audit mode reports without enforcing.
+
+use std::{fs, os::unix::fs::PermissionsExt as _, time::Duration};
+
+use harness::{EPERM, Harness, Listeners, exec_denied, spec};
+use leash::tasks::TaskSpec;
+
+fn private_true(tag: &str) -> String {
+    let p = std::env::temp_dir().join(format!("leash-life-{tag}-{}", std::process::id()));
+    fs::copy("/bin/true", &p).unwrap();
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
+    p.display().to_string()
+}
+
+#[test]
+fn ended_task_denies_everything_to_survivors() {
+    let h = Harness::load();
+    let l = Listeners::new();
+    let tool = private_true("end");
+    let task = h.task(spec(&[&tool], &[&format!("127.0.0.1:{}", l.tcp4_port()), &format!("127.0.0.1:{}/udp", l.udp4_port())]));
+    let mut s = task.session();
+    assert_eq!(s.run(&format!("connect tcp 127.0.0.1 {}", l.tcp4_port())), "ok");
+    assert_eq!(s.run(&format!("exec {tool}")), "exit 0");
+
+    task.end();
+    assert_eq!(s.run(&format!("connect tcp 127.0.0.1 {}", l.tcp4_port())), EPERM);
+    assert_eq!(s.run(&format!("sendto 127.0.0.1 {}", l.udp4_port())), EPERM);
+    assert_eq!(s.run(&format!("exec {tool}")), exec_denied(h.backend()));
+    let events = task.events(3);
+    let closed: Vec<_> = events.iter().filter(|e| e.reason == "task_unknown").collect();
+    assert_eq!(closed.len(), 3, "{events:?}");
+    assert!(closed.iter().all(|e| e.verdict == "denied"));
+    let _ = fs::remove_file(tool);
+}
+
+#[test]
+fn expired_task_is_denied_by_the_kernel_clock() {
+    let h = Harness::load();
+    let l = Listeners::new();
+    let task = h.task(TaskSpec {
+        connect: vec![format!("127.0.0.1:{}", l.tcp4_port())],
+        ttl: Some(Duration::from_millis(1500)),
+        ..TaskSpec::default()
+    });
+    let mut s = task.session();
+    assert_eq!(s.run(&format!("connect tcp 127.0.0.1 {}", l.tcp4_port())), "ok");
+    // No daemon runs here: only the kernel's check of the expiry can deny.
+    std::thread::sleep(Duration::from_millis(1700));
+    assert_eq!(s.run(&format!("connect tcp 127.0.0.1 {}", l.tcp4_port())), EPERM);
+    let events = task.events(1);
+    assert!(events.iter().any(|e| e.reason == "task_expired" && e.verdict == "denied"), "{events:?}");
+}
+
+#[test]
+fn audit_mode_allows_and_reports_audited() {
+    let h = Harness::load();
+    let l = Listeners::new();
+    let other = Listeners::new();
+    let tool = private_true("audit");
+    let task = h.task(TaskSpec {
+        connect: vec![format!("127.0.0.1:{}", l.tcp4_port())],
+        audit: true,
+        ..TaskSpec::default()
+    });
+    let before = task.decisions();
+    let mut s = task.session();
+    assert_eq!(s.run(&format!("connect tcp 127.0.0.1 {}", other.tcp4_port())), "ok");
+    assert_eq!(s.run(&format!("sendto 127.0.0.1 {}", other.udp4_port())), "ok");
+    assert_eq!(s.run(&format!("exec {tool}")), "exit 0");
+    assert_eq!(s.run(&format!("connect tcp 127.0.0.1 {}", l.tcp4_port())), "ok");
+    let after = task.decisions();
+    let d = |a: usize, v: usize| after[a][v] - before[a][v];
+    assert_eq!((d(0, 1), d(0, 2)), (0, 1), "exec: denied, audited");
+    assert_eq!((d(1, 0), d(1, 1), d(1, 2)), (1, 0, 1), "connect: allowed, denied, audited");
+    assert_eq!((d(2, 1), d(2, 2)), (0, 1), "send: denied, audited");
+    let audited: Vec<_> = task.events(3).into_iter().filter(|e| e.verdict == "audited").collect();
+    assert_eq!(audited.len(), 3, "{audited:?}");
+    assert!(audited.iter().all(|e| e.reason == "not_granted"));
+    let _ = fs::remove_file(tool);
+}
