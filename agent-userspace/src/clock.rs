@@ -17,6 +17,8 @@ pub fn boottime_ns() -> u64 {
 pub fn expiry_after(ttl: Option<Duration>) -> u64 {
     match ttl {
         None => 0,
-        Some(ttl) => boottime_ns().saturating_add(u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX)),
+        Some(ttl) => {
+            boottime_ns().saturating_add(u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX))
+        }
     }
 }

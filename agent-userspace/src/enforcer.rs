@@ -140,7 +140,10 @@ impl Enforcer {
         let cgroup = mounts::cgroup2_root()?;
         let mut attached = Vec::new();
         // Tagging first, so nothing can be created untagged once enforcement starts.
-        for program in COMMON_PROGRAMS.into_iter().chain(backend.programs().iter().copied()) {
+        for program in COMMON_PROGRAMS
+            .into_iter()
+            .chain(backend.programs().iter().copied())
+        {
             attach(&mut ebpf, &btf, program, &cgroup)?;
             attached.push(program);
         }
@@ -199,7 +202,11 @@ impl Enforcer {
 }
 
 /// Picks the backend. `auto` tries the LSM programs and falls back on any refusal.
-fn choose(ebpf: &mut Ebpf, btf: &Btf, choice: BackendChoice) -> Result<(Backend, String), LoadError> {
+fn choose(
+    ebpf: &mut Ebpf,
+    btf: &Btf,
+    choice: BackendChoice,
+) -> Result<(Backend, String), LoadError> {
     if choice == BackendChoice::Portable {
         return Ok((Backend::Portable, "requested".into()));
     }
@@ -209,13 +216,18 @@ fn choose(ebpf: &mut Ebpf, btf: &Btf, choice: BackendChoice) -> Result<(Backend,
     };
     let lsms = mounts::ensure_securityfs()
         .map_err(|e| e.to_string())
-        .and_then(|fs| fs::read_to_string(fs.join("lsm")).map_err(|e| format!("cannot read the LSM list: {e}")));
+        .and_then(|fs| {
+            fs::read_to_string(fs.join("lsm")).map_err(|e| format!("cannot read the LSM list: {e}"))
+        });
     let lsms = match lsms {
         Ok(l) => l,
         Err(e) => return fail(e),
     };
     if !lsms.trim().split(',').any(|l| l == "bpf") {
-        return fail(format!("bpf is not among the active LSMs ({})", lsms.trim()));
+        return fail(format!(
+            "bpf is not among the active LSMs ({})",
+            lsms.trim()
+        ));
     }
     for program in Backend::Lsm.programs() {
         if let Err(e) = load_lsm(ebpf, btf, program) {
@@ -224,7 +236,12 @@ fn choose(ebpf: &mut Ebpf, btf: &Btf, choice: BackendChoice) -> Result<(Backend,
     }
     Ok((
         Backend::Lsm,
-        if choice == BackendChoice::Lsm { "requested" } else { "BPF LSM available" }.into(),
+        if choice == BackendChoice::Lsm {
+            "requested"
+        } else {
+            "BPF LSM available"
+        }
+        .into(),
     ))
 }
 
@@ -238,7 +255,12 @@ fn load_lsm(ebpf: &mut Ebpf, btf: &Btf, program: &'static str) -> Result<(), Loa
         .map_err(|source| LoadError::Load { program, source })
 }
 
-fn attach(ebpf: &mut Ebpf, btf: &Btf, program: &'static str, cgroup: &PathBuf) -> Result<(), LoadError> {
+fn attach(
+    ebpf: &mut Ebpf,
+    btf: &Btf,
+    program: &'static str,
+    cgroup: &PathBuf,
+) -> Result<(), LoadError> {
     let load = |source| LoadError::Load { program, source };
     let attach_err = |source| LoadError::Attach { program, source };
     let prog = ebpf
@@ -261,7 +283,8 @@ fn attach(ebpf: &mut Ebpf, btf: &Btf, program: &'static str, cgroup: &PathBuf) -
             })?;
             // Single: link-based attachment still coexists with other programs here,
             // while AllowMultiple is refused by BPF_LINK_CREATE (platform-notes.md).
-            p.attach(dir, CgroupAttachMode::Single).map_err(attach_err)?;
+            p.attach(dir, CgroupAttachMode::Single)
+                .map_err(attach_err)?;
         }
         _ => return Err(LoadError::MissingProgram(program)),
     }

@@ -10,8 +10,16 @@ use serde::Serialize;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum Target {
-    Exec { path: String, dev: u32, ino: u64 },
-    Net { addr: IpAddr, port: u16, protocol: String },
+    Exec {
+        path: String,
+        dev: u32,
+        ino: u64,
+    },
+    Net {
+        addr: IpAddr,
+        port: u16,
+        protocol: String,
+    },
 }
 
 /// One decision, decoded.

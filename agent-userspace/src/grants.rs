@@ -8,8 +8,7 @@
 
 use std::{
     collections::BTreeMap,
-    fmt,
-    fs,
+    fmt, fs,
     io::Read as _,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, ToSocketAddrs as _},
     os::unix::fs::{MetadataExt as _, PermissionsExt as _},
@@ -30,9 +29,13 @@ pub enum GrantError {
     BadFile { path: String, reason: String },
     #[error("exec grant {0:?}: the directory holds no executable file")]
     EmptyDir(String),
-    #[error("exec grant {0:?}: the path is longer than {SCRIPT_PATH_LEN} bytes, too long for a shebang script grant")]
+    #[error(
+        "exec grant {0:?}: the path is longer than {SCRIPT_PATH_LEN} bytes, too long for a shebang script grant"
+    )]
     ScriptPathTooLong(String),
-    #[error("connect grant {spec:?}: {reason}; expected ADDR[/PREFIX]:PORTS[/PROTO], e.g. 10.0.0.0/8:443/tcp or \"[::1]:5432\"")]
+    #[error(
+        "connect grant {spec:?}: {reason}; expected ADDR[/PREFIX]:PORTS[/PROTO], e.g. 10.0.0.0/8:443/tcp or \"[::1]:5432\""
+    )]
     BadConnect { spec: String, reason: String },
     #[error("connect grant {spec:?}: cannot resolve {host:?}: {reason}")]
     Resolve {
@@ -122,7 +125,8 @@ pub fn resolve_exec(spec: &str) -> Result<Vec<ExecFile>, GrantError> {
         reason,
     };
     if spec.ends_with('/') {
-        let entries = fs::read_dir(path).map_err(|e| bad(format!("cannot list the directory: {e}")))?;
+        let entries =
+            fs::read_dir(path).map_err(|e| bad(format!("cannot list the directory: {e}")))?;
         let mut files = Vec::new();
         for entry in entries {
             let entry = entry.map_err(|e| bad(format!("cannot list the directory: {e}")))?;
@@ -217,7 +221,9 @@ impl FromStr for ConnectSpec {
                     other => {
                         return Err(bad_connect(
                             spec,
-                            format!("unknown protocol {other:?} (use tcp or udp, or omit it for both)"),
+                            format!(
+                                "unknown protocol {other:?} (use tcp or udp, or omit it for both)"
+                            ),
                         ));
                     }
                 };
@@ -242,9 +248,15 @@ impl FromStr for ConnectSpec {
 fn parse_ports(spec: &str, ports: &str) -> Result<(u16, u16), GrantError> {
     let port = |p: &str| -> Result<u16, GrantError> {
         match p.parse::<u16>() {
-            Ok(0) => Err(bad_connect(spec, "port 0 cannot be connected to (use * for any port)")),
+            Ok(0) => Err(bad_connect(
+                spec,
+                "port 0 cannot be connected to (use * for any port)",
+            )),
             Ok(n) => Ok(n),
-            Err(_) => Err(bad_connect(spec, format!("bad port {p:?} (1-65535, a-b or *)"))),
+            Err(_) => Err(bad_connect(
+                spec,
+                format!("bad port {p:?} (1-65535, a-b or *)"),
+            )),
         }
     };
     if ports == "*" {
@@ -253,7 +265,10 @@ fn parse_ports(spec: &str, ports: &str) -> Result<(u16, u16), GrantError> {
     if let Some((a, b)) = ports.split_once('-') {
         let (lo, hi) = (port(a)?, port(b)?);
         if lo > hi {
-            return Err(bad_connect(spec, format!("port range {ports} runs backwards")));
+            return Err(bad_connect(
+                spec,
+                format!("port range {ports} runs backwards"),
+            ));
         }
         return Ok((lo, hi));
     }
@@ -284,7 +299,10 @@ fn parse_host(spec: &str, host: &str) -> Result<Host, GrantError> {
         return net(spec, IpAddr::V4(ip), prefix.unwrap_or(32), 32);
     }
     if addr.parse::<Ipv6Addr>().is_ok() {
-        return Err(bad_connect(spec, "write IPv6 addresses in brackets, e.g. [::1]:5432"));
+        return Err(bad_connect(
+            spec,
+            "write IPv6 addresses in brackets, e.g. [::1]:5432",
+        ));
     }
     if prefix.is_some() {
         return Err(bad_connect(spec, "a DNS name takes no prefix length"));
@@ -298,20 +316,29 @@ fn parse_host(spec: &str, host: &str) -> Result<Host, GrantError> {
                 && !label.starts_with('-')
         });
     if !valid_name {
-        return Err(bad_connect(spec, format!("{addr:?} is neither an IP address nor a DNS name")));
+        return Err(bad_connect(
+            spec,
+            format!("{addr:?} is neither an IP address nor a DNS name"),
+        ));
     }
     Ok(Host::Name(addr.to_ascii_lowercase()))
 }
 
 fn net(spec: &str, ip: IpAddr, prefix: u8, max: u8) -> Result<Host, GrantError> {
     if prefix > max {
-        return Err(bad_connect(spec, format!("prefix /{prefix} is longer than /{max}")));
+        return Err(bad_connect(
+            spec,
+            format!("prefix /{prefix} is longer than /{max}"),
+        ));
     }
     let masked = mask(mapped(ip), mapped_prefix(ip, prefix));
     if masked != mapped(ip) {
         return Err(bad_connect(
             spec,
-            format!("{ip}/{prefix} has host bits set; did you mean {}/{prefix}?", unmapped(masked, ip)),
+            format!(
+                "{ip}/{prefix} has host bits set; did you mean {}/{prefix}?",
+                unmapped(masked, ip)
+            ),
         ));
     }
     Ok(Host::Net(ip, prefix))
@@ -345,7 +372,11 @@ fn unmapped(bytes: [u8; 16], like: IpAddr) -> IpAddr {
 
 fn mask(addr: [u8; 16], bits: u8) -> [u8; 16] {
     let value = u128::from_be_bytes(addr);
-    let m = if bits == 0 { 0 } else { u128::MAX << (128 - u32::from(bits)) };
+    let m = if bits == 0 {
+        0
+    } else {
+        u128::MAX << (128 - u32::from(bits))
+    };
     (value & m).to_be_bytes()
 }
 
@@ -409,7 +440,10 @@ impl ConnectSpec {
 ///
 /// The trie returns only the longest matching prefix, so each stored prefix carries
 /// the rules of every granted prefix that contains it (itself included).
-pub fn compile_net(task: u64, grants: &[NetGrant]) -> Result<Vec<(u32, NetKey, NetRules)>, GrantError> {
+pub fn compile_net(
+    task: u64,
+    grants: &[NetGrant],
+) -> Result<Vec<(u32, NetKey, NetRules)>, GrantError> {
     let mut prefixes: BTreeMap<([u8; 16], u8), Vec<PortRule>> = BTreeMap::new();
     for g in grants {
         prefixes.entry((g.addr, g.prefix)).or_default();
@@ -433,7 +467,11 @@ pub fn compile_net(task: u64, grants: &[NetGrant]) -> Result<Vec<(u32, NetKey, N
             let mut value = NetRules::EMPTY;
             value.len = rules.len() as u32;
             value.rules[..rules.len()].copy_from_slice(&rules);
-            Ok((NET_KEY_TASK_BITS + u32::from(prefix), NetKey { task, addr }, value))
+            Ok((
+                NET_KEY_TASK_BITS + u32::from(prefix),
+                NetKey { task, addr },
+                value,
+            ))
         })
         .collect()
 }
@@ -450,7 +488,10 @@ mod tests {
     fn parses_every_design_example() {
         let c = parse("127.0.0.1:8080");
         assert_eq!(c.host, Host::Net("127.0.0.1".parse().unwrap(), 32));
-        assert_eq!((c.port_lo, c.port_hi, c.protos), (8080, 8080, PROTO_TCP | PROTO_UDP));
+        assert_eq!(
+            (c.port_lo, c.port_hi, c.protos),
+            (8080, 8080, PROTO_TCP | PROTO_UDP)
+        );
         let c = parse("10.0.0.0/8:443/tcp");
         assert_eq!(c.host, Host::Net("10.0.0.0".parse().unwrap(), 8));
         assert_eq!(c.protos, PROTO_TCP);
@@ -482,13 +523,21 @@ mod tests {
             ("example.com/8:80", "no prefix length"),
         ] {
             let err = spec.parse::<ConnectSpec>().unwrap_err().to_string();
-            assert!(err.contains(needle), "{spec:?} gave {err:?}, expected {needle:?}");
+            assert!(
+                err.contains(needle),
+                "{spec:?} gave {err:?}, expected {needle:?}"
+            );
         }
     }
 
     #[test]
     fn display_round_trips() {
-        for s in ["10.0.0.0/8:443/tcp", "[::1]/128:5432", "1.2.3.4/32:*/udp", "1.2.3.4/32:10-20"] {
+        for s in [
+            "10.0.0.0/8:443/tcp",
+            "[::1]/128:5432",
+            "1.2.3.4/32:*/udp",
+            "1.2.3.4/32:10-20",
+        ] {
             assert_eq!(parse(s).to_string(), s);
         }
     }
@@ -516,9 +565,16 @@ mod tests {
     #[test]
     fn too_many_rules_is_an_error() {
         let grants: Vec<_> = (1..=17u16)
-            .flat_map(|p| parse(&format!("10.0.0.1:{p}")).to_net_grants("x", 0).unwrap())
+            .flat_map(|p| {
+                parse(&format!("10.0.0.1:{p}"))
+                    .to_net_grants("x", 0)
+                    .unwrap()
+            })
             .collect();
-        assert!(matches!(compile_net(1, &grants), Err(GrantError::TooManyRules { count: 17, .. })));
+        assert!(matches!(
+            compile_net(1, &grants),
+            Err(GrantError::TooManyRules { count: 17, .. })
+        ));
     }
 
     #[test]
@@ -553,6 +609,9 @@ mod tests {
     fn kernel_dev_encoding() {
         // st_dev 8:1 (glibc encoding) is s_dev 8 << 20 | 1.
         assert_eq!(kernel_dev(libc::makedev(8, 1)), (8 << 20) | 1);
-        assert_eq!(kernel_dev(libc::makedev(259, 70_000)), (259 << 20) | 70_000);
+        assert_eq!(
+            kernel_dev(libc::makedev(259, 70_000)),
+            (259 << 20) | 0x1_1170
+        );
     }
 }

@@ -62,7 +62,9 @@ fn field(btf: &Btf, structure: &'static str, name: &'static str) -> Result<u32, 
         field: name,
         reason: format!("{e:#}"),
     };
-    let types = btf.resolve_types_by_name(structure).map_err(|_| OffsetError::NoStruct(structure))?;
+    let types = btf
+        .resolve_types_by_name(structure)
+        .map_err(|_| OffsetError::NoStruct(structure))?;
     // Forward declarations share the name; the definition is the struct with members.
     let st = types
         .iter()
@@ -92,13 +94,13 @@ fn find_member(btf: &Btf, st: &btf_rs::Struct, name: &str) -> anyhow::Result<Opt
         if member_name == name {
             return Ok(Some(m.bit_offset()));
         }
-        if member_name.is_empty() {
-            // Anonymous struct or union: its members live at this member's offset.
-            if let Type::Struct(inner) | Type::Union(inner) = skip_modifiers(btf, btf.resolve_chained_type(m)?)? {
-                if let Some(off) = find_member(btf, &inner, name)? {
-                    return Ok(Some(m.bit_offset() + off));
-                }
-            }
+        // Anonymous struct or union: its members live at this member's offset.
+        if member_name.is_empty()
+            && let Type::Struct(inner) | Type::Union(inner) =
+                skip_modifiers(btf, btf.resolve_chained_type(m)?)?
+            && let Some(off) = find_member(btf, &inner, name)?
+        {
+            return Ok(Some(m.bit_offset() + off));
         }
     }
     Ok(None)

@@ -15,4 +15,5 @@ pub use backend::{Backend, BackendChoice};
 pub use enforcer::{Enforcer, LoadError, LoadOptions};
 
 /// The eBPF object built by `build.rs` (aya-build).
-pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf"));
+pub static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf"));

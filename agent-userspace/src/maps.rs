@@ -55,7 +55,11 @@ fn is_full(e: &MapError) -> bool {
     matches!(e, MapError::SyscallError(s) if matches!(s.io_error.raw_os_error(), Some(libc::E2BIG | libc::ENOMEM | libc::ENOSPC)))
 }
 
-fn op_err(op: &'static str, map: &'static str, entries: usize) -> impl FnOnce(MapError) -> MapsError {
+fn op_err(
+    op: &'static str,
+    map: &'static str,
+    entries: usize,
+) -> impl FnOnce(MapError) -> MapsError {
     move |source| {
         if is_full(&source) {
             MapsError::Full { map, entries }
@@ -102,6 +106,7 @@ impl Maps {
             .map_err(op_err("insert", names::TASKS, n))
     }
 
+    #[must_use]
     pub fn task(&self, id: u64) -> Option<TaskInfo> {
         self.tasks.get(&id, 0).ok()
     }
@@ -110,11 +115,21 @@ impl Maps {
     /// denied everything from now on (fail closed); their entries go as they exit.
     pub fn remove_task(&mut self, id: u64) -> Result<(), MapsError> {
         removed(self.tasks.remove(&id), names::TASKS)?;
-        let exec: Vec<_> = self.exec.keys().filter_map(Result::ok).filter(|k| k.task == id).collect();
+        let exec: Vec<_> = self
+            .exec
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.task == id)
+            .collect();
         for k in exec {
             removed(self.exec.remove(&k), names::EXEC_GRANTS)?;
         }
-        let scripts: Vec<_> = self.scripts.keys().filter_map(Result::ok).filter(|k| k.task == id).collect();
+        let scripts: Vec<_> = self
+            .scripts
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.task == id)
+            .collect();
         for k in scripts {
             removed(self.scripts.remove(&k), names::SCRIPT_GRANTS)?;
         }
@@ -145,7 +160,11 @@ impl Maps {
 
     /// Replaces the network entries of a task. New entries go in before stale ones
     /// leave, so a destination granted before and after is never denied in between.
-    pub fn set_net(&mut self, task: u64, entries: &[(u32, NetKey, NetRules)]) -> Result<(), MapsError> {
+    pub fn set_net(
+        &mut self,
+        task: u64,
+        entries: &[(u32, NetKey, NetRules)],
+    ) -> Result<(), MapsError> {
         let n = self.net.keys().count();
         for (prefix, key, rules) in entries {
             self.net
@@ -177,11 +196,13 @@ impl Maps {
             .map_err(op_err("insert", names::PROCS, n))
     }
 
+    #[must_use]
     pub fn tag_of(&self, tid: u32) -> Option<u64> {
         self.procs.get(&tid, 0).ok()
     }
 
     /// Threads currently tagged with `task`.
+    #[must_use]
     pub fn procs_of(&self, task: u64) -> Vec<u32> {
         self.procs
             .iter()
@@ -194,19 +215,33 @@ impl Maps {
     /// Sum over CPUs of one counter slot.
     pub fn decisions(&self, slot: u32) -> Result<DecisionCounts, MapsError> {
         let mut out = [[0u64; 3]; 3];
-        for (a, action) in [Action::Exec, Action::Connect, Action::Send].into_iter().enumerate() {
-            for (v, verdict) in [Verdict::Allowed, Verdict::Denied, Verdict::Audited].into_iter().enumerate() {
-                out[a][v] = self.sum(&self.decisions, counter_index(slot, action, verdict), names::DECISIONS)?;
+        for (a, action) in [Action::Exec, Action::Connect, Action::Send]
+            .into_iter()
+            .enumerate()
+        {
+            for (v, verdict) in [Verdict::Allowed, Verdict::Denied, Verdict::Audited]
+                .into_iter()
+                .enumerate()
+            {
+                out[a][v] = Self::sum(
+                    &self.decisions,
+                    counter_index(slot, action, verdict),
+                    names::DECISIONS,
+                )?;
             }
         }
         Ok(out)
     }
 
     pub fn stat(&self, stat: Stat) -> Result<u64, MapsError> {
-        self.sum(&self.stats, stat as u32, names::STATS)
+        Self::sum(&self.stats, stat as u32, names::STATS)
     }
 
-    fn sum(&self, map: &PerCpuArray<MapData, u64>, index: u32, name: &'static str) -> Result<u64, MapsError> {
+    fn sum(
+        map: &PerCpuArray<MapData, u64>,
+        index: u32,
+        name: &'static str,
+    ) -> Result<u64, MapsError> {
         let values = map.get(&index, 0).map_err(|source| MapsError::Op {
             op: "lookup",
             map: name,

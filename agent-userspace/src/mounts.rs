@@ -1,6 +1,9 @@
 //! Kernel filesystems leash needs, mounted when missing.
 
-use std::{fs, path::{Path, PathBuf}};
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
 
 use nix::mount::{MsFlags, mount};
 
@@ -13,7 +16,9 @@ pub const OWN_CGROUP2: &str = "/run/leash/cgroup2";
 pub enum MountError {
     #[error("cannot read /proc/self/mountinfo: {0}")]
     MountInfo(#[source] std::io::Error),
-    #[error("cannot mount {fstype} at {target}: {source}; run leash as root (CAP_SYS_ADMIN) or mount it yourself: mount -t {fstype} {fstype} {target}")]
+    #[error(
+        "cannot mount {fstype} at {target}: {source}; run leash as root (CAP_SYS_ADMIN) or mount it yourself: mount -t {fstype} {fstype} {target}"
+    )]
     Mount {
         fstype: &'static str,
         target: String,
@@ -42,12 +47,14 @@ fn unescape(s: &str) -> String {
     let b = s.as_bytes();
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(u8::is_ascii_digit) {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8) {
-                out.push(char::from(v));
-                i += 4;
-                continue;
-            }
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(u8::is_ascii_digit)
+            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8)
+        {
+            out.push(char::from(v));
+            i += 4;
+            continue;
         }
         out.push(char::from(b[i]));
         i += 1;
@@ -65,8 +72,16 @@ fn ensure(fstype: &'static str, target: &str) -> Result<PathBuf, MountError> {
         target: target.to_owned(),
         source,
     };
-    fs::create_dir_all(target_path).map_err(|e| err(nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO))))?;
-    mount(Some(fstype), target_path, Some(fstype), MsFlags::empty(), None::<&str>).map_err(err)?;
+    fs::create_dir_all(target_path)
+        .map_err(|e| err(nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO))))?;
+    mount(
+        Some(fstype),
+        target_path,
+        Some(fstype),
+        MsFlags::empty(),
+        None::<&str>,
+    )
+    .map_err(err)?;
     tracing::info!(fstype, target, "mounted");
     Ok(target_path.to_owned())
 }
@@ -101,6 +116,11 @@ mod tests {
 
     #[test]
     fn finds_proc_mount() {
-        assert!(mounts_of("proc").unwrap().iter().any(|m| m == Path::new("/proc")));
+        assert!(
+            mounts_of("proc")
+                .unwrap()
+                .iter()
+                .any(|m| m == Path::new("/proc"))
+        );
     }
 }

@@ -56,7 +56,11 @@ impl TaskSpec {
         TaskInfo {
             expires_ns: clock::expiry_after(self.ttl),
             state: TaskState::Active as u32,
-            mode: if self.audit { TaskMode::Audit } else { TaskMode::Enforce } as u32,
+            mode: if self.audit {
+                TaskMode::Audit
+            } else {
+                TaskMode::Enforce
+            } as u32,
             counter_slot: self.counter_slot,
             _pad: 0,
         }
@@ -65,7 +69,12 @@ impl TaskSpec {
 
 /// Installs a task: grants first, the task entry last, so a tagged process never
 /// sees a live task with half its grants (it would be denied, not wrongly allowed).
-pub fn install(maps: &mut Maps, id: u64, info: &TaskInfo, grants: &CompiledGrants) -> Result<(), TaskError> {
+pub fn install(
+    maps: &mut Maps,
+    id: u64,
+    info: &TaskInfo,
+    grants: &CompiledGrants,
+) -> Result<(), TaskError> {
     let result = (|| {
         for file in &grants.exec {
             maps.grant_exec(&file.key(id), ExecGrant { expires_ns: 0 })?;

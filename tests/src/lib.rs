@@ -25,19 +25,31 @@ use leash::{
 /// The probe binary built next to the tests.
 #[must_use]
 pub fn probe() -> PathBuf {
-    // Integration tests run from target/<profile>/deps; the bins sit one level up.
+    // Binaries sit in target/<profile>; integration tests run from its deps/ folder.
     let exe = std::env::current_exe().expect("current_exe");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-    let p = dir.join("leash-probe");
-    assert!(p.exists(), "{} missing: build with `cargo build -p integration-tests`", p.display());
-    p
+    let dir = exe.parent().expect("exe dir");
+    [
+        dir.join("leash-probe"),
+        dir.parent().unwrap_or(dir).join("leash-probe"),
+    ]
+    .into_iter()
+    .find(|p| p.exists())
+    .unwrap_or_else(|| {
+        panic!(
+            "leash-probe missing near {}: build with `cargo build -p integration-tests`",
+            dir.display()
+        )
+    })
 }
 
-/// Fails the test unless it runs as root: the programs need CAP_BPF and CAP_PERFMON.
+/// Fails the test unless it runs as root: the programs need `CAP_BPF` and `CAP_PERFMON`.
 pub fn require_root() {
     // SAFETY: plain getter.
     let uid = unsafe { libc::geteuid() };
-    assert_eq!(uid, 0, "integration tests load BPF programs and must run as root");
+    assert_eq!(
+        uid, 0,
+        "integration tests load BPF programs and must run as root"
+    );
 }
 
 pub struct Harness {
@@ -76,7 +88,9 @@ impl Harness {
         spec.exec.push(probe().display().to_string());
         spec.counter_slot = NEXT_SLOT.fetch_add(1, Ordering::Relaxed) + std::process::id() % 512;
         let id = (u64::from(std::process::id()) << 32) | u64::from(spec.counter_slot);
-        let grants = spec.compile().unwrap_or_else(|e| panic!("bad test grants: {e}"));
+        let grants = spec
+            .compile()
+            .unwrap_or_else(|e| panic!("bad test grants: {e}"));
         let mut enf = self.enforcer.lock().unwrap();
         tasks::install(enf.maps_mut(), id, &spec.info(), &grants).unwrap();
         Task {
@@ -89,7 +103,12 @@ impl Harness {
     /// Counters of a slot.
     #[must_use]
     pub fn decisions(&self, slot: u32) -> DecisionCounts {
-        self.enforcer.lock().unwrap().maps().decisions(slot).unwrap()
+        self.enforcer
+            .lock()
+            .unwrap()
+            .maps()
+            .decisions(slot)
+            .unwrap()
     }
 
     #[must_use]
@@ -125,7 +144,13 @@ pub struct Task<'h> {
 impl Task<'_> {
     /// Ends the task now: its map entries go, its processes stay tagged.
     pub fn end(&self) {
-        self.h.enforcer.lock().unwrap().maps_mut().remove_task(self.id).unwrap();
+        self.h
+            .enforcer
+            .lock()
+            .unwrap()
+            .maps_mut()
+            .remove_task(self.id)
+            .unwrap();
     }
 
     /// A command that tags itself into this task between fork and exec, as `leash run` does.
@@ -163,7 +188,11 @@ impl Task<'_> {
             .expect("spawn probe session");
         let stdin = child.stdin.take().expect("stdin");
         let stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        Session { child, stdin, stdout }
+        Session {
+            child,
+            stdin,
+            stdout,
+        }
     }
 
     #[must_use]

@@ -45,10 +45,16 @@ fn granted_runs_ungranted_is_stopped_untagged_unaffected() {
     let task = h.task(spec(&[&allowed], &[]));
 
     assert_eq!(task.probe(&format!("exec {allowed}")), "exit 0");
-    assert_eq!(task.probe(&format!("exec {other}")), exec_denied(h.backend()));
+    assert_eq!(
+        task.probe(&format!("exec {other}")),
+        exec_denied(h.backend())
+    );
 
     // Untagged: the same probe, same files, no task.
-    let out = std::process::Command::new(probe()).args(["exec", &other]).output().unwrap();
+    let out = std::process::Command::new(probe())
+        .args(["exec", &other])
+        .output()
+        .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "exit 0");
 }
 
@@ -64,9 +70,21 @@ fn other_names_for_the_same_file() {
     let copy = s.copy_true("copy");
     let task = h.task(spec(&[&granted], &[]));
 
-    assert_eq!(task.probe(&format!("exec {sym}")), "exit 0", "symlink: same inode");
-    assert_eq!(task.probe(&format!("exec {hard}")), "exit 0", "hardlink: same inode");
-    assert_eq!(task.probe(&format!("exec {copy}")), exec_denied(h.backend()), "a copy is a new file");
+    assert_eq!(
+        task.probe(&format!("exec {sym}")),
+        "exit 0",
+        "symlink: same inode"
+    );
+    assert_eq!(
+        task.probe(&format!("exec {hard}")),
+        "exit 0",
+        "hardlink: same inode"
+    );
+    assert_eq!(
+        task.probe(&format!("exec {copy}")),
+        exec_denied(h.backend()),
+        "a copy is a new file"
+    );
 }
 
 #[test]
@@ -79,7 +97,10 @@ fn replacing_the_granted_path_does_not_carry_the_grant() {
     // Same path, new file (rename over it, as an attacker with write access would).
     let new = s.copy_true("tool.new");
     fs::rename(&new, &path).unwrap();
-    assert_eq!(task.probe(&format!("exec {path}")), exec_denied(h.backend()));
+    assert_eq!(
+        task.probe(&format!("exec {path}")),
+        exec_denied(h.backend())
+    );
 }
 
 #[test]
@@ -90,13 +111,30 @@ fn exec_without_a_path_is_stopped() {
     let other = s.copy_true("other");
     let task = h.task(spec(&[&granted], &[]));
 
-    assert_eq!(task.probe(&format!("execveat {granted}")), "exit 0", "execveat of a granted file");
-    assert_eq!(task.probe(&format!("execveat {other}")), exec_denied(h.backend()));
+    assert_eq!(
+        task.probe(&format!("execveat {granted}")),
+        "exit 0",
+        "execveat of a granted file"
+    );
+    assert_eq!(
+        task.probe(&format!("execveat {other}")),
+        exec_denied(h.backend())
+    );
     // A memfd is a new inode on an internal mount: never granted.
-    assert_eq!(task.probe(&format!("memfd-exec {granted}")), exec_denied(h.backend()));
+    assert_eq!(
+        task.probe(&format!("memfd-exec {granted}")),
+        exec_denied(h.backend())
+    );
 
-    let out = std::process::Command::new(probe()).args(["memfd-exec", &other]).output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "exit 0", "untagged memfd exec works");
+    let out = std::process::Command::new(probe())
+        .args(["memfd-exec", &other])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "exit 0",
+        "untagged memfd exec works"
+    );
 }
 
 #[test]
@@ -113,15 +151,26 @@ fn shebang_script_needs_script_and_interpreter() {
     assert_eq!(both.probe(&format!("exec {script}")), "exit 0");
 
     let only_interp = h.task(spec(&[&interp], &[]));
-    assert_eq!(only_interp.probe(&format!("exec {script}")), denied, "script not granted");
+    assert_eq!(
+        only_interp.probe(&format!("exec {script}")),
+        denied,
+        "script not granted"
+    );
     let events = only_interp.events(1);
-    let ev = events.iter().find(|e| e.kind == "exec" && e.verdict == "denied").expect("denied exec event");
+    let ev = events
+        .iter()
+        .find(|e| e.kind == "exec" && e.verdict == "denied")
+        .expect("denied exec event");
     if h.backend() == leash::Backend::Portable {
         assert_eq!(ev.reason, "script_not_granted");
     }
 
     let only_script = h.task(spec(&[&script], &[]));
-    assert_eq!(only_script.probe(&format!("exec {script}")), denied, "interpreter not granted");
+    assert_eq!(
+        only_script.probe(&format!("exec {script}")),
+        denied,
+        "interpreter not granted"
+    );
 }
 
 #[test]
@@ -131,13 +180,19 @@ fn exec_from_a_non_leader_thread_is_checked_and_keeps_the_tag() {
     let granted = s.copy_true("granted");
     let other = s.copy_true("other");
     let task = h.task(spec(&[&granted], &[]));
-    assert_eq!(task.probe(&format!("thread-exec {other}")), exec_denied(h.backend()));
+    assert_eq!(
+        task.probe(&format!("thread-exec {other}")),
+        exec_denied(h.backend())
+    );
     assert_eq!(task.probe(&format!("thread-exec {granted}")), "exit 0");
     // The thread took over the leader's pid; the new image must still be in the task:
     // the probe it became tries an ungranted exec, which must still be stopped.
     let p = probe().display().to_string();
     let denied = exec_denied(h.backend());
-    assert_eq!(task.probe(&format!("thread-exec {p} exec {other}")), format!("{denied}\nexit 0"));
+    assert_eq!(
+        task.probe(&format!("thread-exec {p} exec {other}")),
+        format!("{denied}\nexit 0")
+    );
 }
 
 #[test]
@@ -152,7 +207,10 @@ fn allowed_and_denied_execs_are_counted_and_reported() {
         assert_eq!(task.probe(&format!("exec {granted}")), "exit 0");
     }
     for _ in 0..2 {
-        assert_eq!(task.probe(&format!("exec {other}")), exec_denied(h.backend()));
+        assert_eq!(
+            task.probe(&format!("exec {other}")),
+            exec_denied(h.backend())
+        );
     }
     let after = task.decisions();
     // Each probe run is itself one allowed exec (of the probe): 5 probes + 3 execs.
@@ -164,10 +222,10 @@ fn allowed_and_denied_execs_are_counted_and_reported() {
     let denied: Vec<_> = events.iter().filter(|e| e.verdict == "denied").collect();
     assert_eq!(denied.len(), 2);
     for e in &denied {
-        match &e.target {
-            leash::events::Target::Exec { path, .. } => assert_eq!(path, &other),
-            t => panic!("unexpected target {t:?}"),
-        }
+        let leash::events::Target::Exec { path, .. } = &e.target else {
+            panic!("unexpected target {:?}", e.target);
+        };
+        assert_eq!(path, &other);
         assert_eq!(e.reason, "not_granted");
     }
     assert_eq!(events.iter().filter(|e| e.verdict == "allowed").count(), 8);

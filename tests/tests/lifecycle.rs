@@ -18,17 +18,32 @@ fn ended_task_denies_everything_to_survivors() {
     let h = Harness::load();
     let l = Listeners::new();
     let tool = private_true("end");
-    let task = h.task(spec(&[&tool], &[&format!("127.0.0.1:{}", l.tcp4_port()), &format!("127.0.0.1:{}/udp", l.udp4_port())]));
+    let task = h.task(spec(
+        &[&tool],
+        &[
+            &format!("127.0.0.1:{}", l.tcp4_port()),
+            &format!("127.0.0.1:{}/udp", l.udp4_port()),
+        ],
+    ));
     let mut s = task.session();
-    assert_eq!(s.run(&format!("connect tcp 127.0.0.1 {}", l.tcp4_port())), "ok");
+    assert_eq!(
+        s.run(&format!("connect tcp 127.0.0.1 {}", l.tcp4_port())),
+        "ok"
+    );
     assert_eq!(s.run(&format!("exec {tool}")), "exit 0");
 
     task.end();
-    assert_eq!(s.run(&format!("connect tcp 127.0.0.1 {}", l.tcp4_port())), EPERM);
+    assert_eq!(
+        s.run(&format!("connect tcp 127.0.0.1 {}", l.tcp4_port())),
+        EPERM
+    );
     assert_eq!(s.run(&format!("sendto 127.0.0.1 {}", l.udp4_port())), EPERM);
     assert_eq!(s.run(&format!("exec {tool}")), exec_denied(h.backend()));
     let events = task.events(3);
-    let closed: Vec<_> = events.iter().filter(|e| e.reason == "task_unknown").collect();
+    let closed: Vec<_> = events
+        .iter()
+        .filter(|e| e.reason == "task_unknown")
+        .collect();
     assert_eq!(closed.len(), 3, "{events:?}");
     assert!(closed.iter().all(|e| e.verdict == "denied"));
     let _ = fs::remove_file(tool);
@@ -44,12 +59,23 @@ fn expired_task_is_denied_by_the_kernel_clock() {
         ..TaskSpec::default()
     });
     let mut s = task.session();
-    assert_eq!(s.run(&format!("connect tcp 127.0.0.1 {}", l.tcp4_port())), "ok");
+    assert_eq!(
+        s.run(&format!("connect tcp 127.0.0.1 {}", l.tcp4_port())),
+        "ok"
+    );
     // No daemon runs here: only the kernel's check of the expiry can deny.
     std::thread::sleep(Duration::from_millis(1700));
-    assert_eq!(s.run(&format!("connect tcp 127.0.0.1 {}", l.tcp4_port())), EPERM);
+    assert_eq!(
+        s.run(&format!("connect tcp 127.0.0.1 {}", l.tcp4_port())),
+        EPERM
+    );
     let events = task.events(1);
-    assert!(events.iter().any(|e| e.reason == "task_expired" && e.verdict == "denied"), "{events:?}");
+    assert!(
+        events
+            .iter()
+            .any(|e| e.reason == "task_expired" && e.verdict == "denied"),
+        "{events:?}"
+    );
 }
 
 #[test]
@@ -65,16 +91,33 @@ fn audit_mode_allows_and_reports_audited() {
     });
     let before = task.decisions();
     let mut s = task.session();
-    assert_eq!(s.run(&format!("connect tcp 127.0.0.1 {}", other.tcp4_port())), "ok");
-    assert_eq!(s.run(&format!("sendto 127.0.0.1 {}", other.udp4_port())), "ok");
+    assert_eq!(
+        s.run(&format!("connect tcp 127.0.0.1 {}", other.tcp4_port())),
+        "ok"
+    );
+    assert_eq!(
+        s.run(&format!("sendto 127.0.0.1 {}", other.udp4_port())),
+        "ok"
+    );
     assert_eq!(s.run(&format!("exec {tool}")), "exit 0");
-    assert_eq!(s.run(&format!("connect tcp 127.0.0.1 {}", l.tcp4_port())), "ok");
+    assert_eq!(
+        s.run(&format!("connect tcp 127.0.0.1 {}", l.tcp4_port())),
+        "ok"
+    );
     let after = task.decisions();
     let d = |a: usize, v: usize| after[a][v] - before[a][v];
     assert_eq!((d(0, 1), d(0, 2)), (0, 1), "exec: denied, audited");
-    assert_eq!((d(1, 0), d(1, 1), d(1, 2)), (1, 0, 1), "connect: allowed, denied, audited");
+    assert_eq!(
+        (d(1, 0), d(1, 1), d(1, 2)),
+        (1, 0, 1),
+        "connect: allowed, denied, audited"
+    );
     assert_eq!((d(2, 1), d(2, 2)), (0, 1), "send: denied, audited");
-    let audited: Vec<_> = task.events(3).into_iter().filter(|e| e.verdict == "audited").collect();
+    let audited: Vec<_> = task
+        .events(3)
+        .into_iter()
+        .filter(|e| e.verdict == "audited")
+        .collect();
     assert_eq!(audited.len(), 3, "{audited:?}");
     assert!(audited.iter().all(|e| e.reason == "not_granted"));
     let _ = fs::remove_file(tool);

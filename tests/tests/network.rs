@@ -19,10 +19,19 @@ fn tcp_connect_to_granted_port_only() {
     let other = Listeners::new();
     let task = h.task(spec(&[], &[&format!("127.0.0.1:{granted}/tcp")]));
 
-    assert_eq!(task.probe(&format!("connect tcp 127.0.0.1 {granted}")), "ok");
+    assert_eq!(
+        task.probe(&format!("connect tcp 127.0.0.1 {granted}")),
+        "ok"
+    );
     let denied_port = other.tcp4_port();
-    assert_eq!(task.probe(&format!("connect tcp 127.0.0.1 {denied_port}")), EPERM);
-    assert_eq!(untagged(&format!("connect tcp 127.0.0.1 {denied_port}")), "ok");
+    assert_eq!(
+        task.probe(&format!("connect tcp 127.0.0.1 {denied_port}")),
+        EPERM
+    );
+    assert_eq!(
+        untagged(&format!("connect tcp 127.0.0.1 {denied_port}")),
+        "ok"
+    );
 }
 
 #[test]
@@ -34,13 +43,22 @@ fn udp_connected_and_unconnected_sends() {
     let denied = other.udp4_port();
     let task = h.task(spec(&[], &[&format!("127.0.0.1:{granted}/udp")]));
 
-    assert_eq!(task.probe(&format!("connect udp 127.0.0.1 {granted}")), "ok");
-    assert_eq!(task.probe(&format!("connect udp 127.0.0.1 {denied}")), EPERM);
+    assert_eq!(
+        task.probe(&format!("connect udp 127.0.0.1 {granted}")),
+        "ok"
+    );
+    assert_eq!(
+        task.probe(&format!("connect udp 127.0.0.1 {denied}")),
+        EPERM
+    );
     assert_eq!(task.probe(&format!("sendto 127.0.0.1 {granted}")), "ok");
     assert_eq!(task.probe(&format!("sendto 127.0.0.1 {denied}")), EPERM);
     assert_eq!(task.probe(&format!("sendmmsg 127.0.0.1 {denied}")), EPERM);
     // The grant is UDP only: TCP to the same port is denied.
-    assert_eq!(task.probe(&format!("connect tcp 127.0.0.1 {granted}")), EPERM);
+    assert_eq!(
+        task.probe(&format!("connect tcp 127.0.0.1 {granted}")),
+        EPERM
+    );
 
     assert_eq!(untagged(&format!("sendto 127.0.0.1 {denied}")), "ok");
     assert_eq!(untagged(&format!("sendmmsg 127.0.0.1 {denied}")), "ok");
@@ -53,15 +71,27 @@ fn cidr_and_port_range_grants() {
     let port = l.tcp4_port();
     let task = h.task(spec(
         &[],
-        &[&format!("127.0.0.0/8:{}-{}/tcp", port.saturating_sub(1), port.saturating_add(1))],
+        &[&format!(
+            "127.0.0.0/8:{}-{}/tcp",
+            port.saturating_sub(1),
+            port.saturating_add(1)
+        )],
     ));
     // 127.0.0.0/8 all routes to loopback, so any 127.x address reaches the listener
     // only if it binds the wildcard; ours binds 127.0.0.1, so use it for the "ok" case
     // and other 127.x addresses for the match-but-refused case.
     assert_eq!(task.probe(&format!("connect tcp 127.0.0.1 {port}")), "ok");
-    assert_eq!(task.probe(&format!("connect tcp 127.1.2.3 {port}")), "errno 111", "granted, so the kernel tries (ECONNREFUSED)");
+    assert_eq!(
+        task.probe(&format!("connect tcp 127.1.2.3 {port}")),
+        "errno 111",
+        "granted, so the kernel tries (ECONNREFUSED)"
+    );
     let outside = if port > 2 { port - 2 } else { port + 2 };
-    assert_eq!(task.probe(&format!("connect tcp 127.0.0.1 {outside}")), EPERM, "port outside the range");
+    assert_eq!(
+        task.probe(&format!("connect tcp 127.0.0.1 {outside}")),
+        EPERM,
+        "port outside the range"
+    );
 }
 
 #[test]
@@ -75,18 +105,33 @@ fn ipv6_loopback_and_ipv4_mapped() {
     let p6 = tcp6.local_addr().unwrap().port();
     let p4 = l.tcp4_port();
     let other = Listeners::new();
-    let task = h.task(spec(&[], &[&format!("[::1]:{p6}"), &format!("127.0.0.1:{p4}")]));
+    let task = h.task(spec(
+        &[],
+        &[&format!("[::1]:{p6}"), &format!("127.0.0.1:{p4}")],
+    ));
 
     assert_eq!(task.probe(&format!("connect tcp ::1 {p6}")), "ok");
     let o6 = other.tcp6.as_ref().unwrap().local_addr().unwrap().port();
     assert_eq!(task.probe(&format!("connect tcp ::1 {o6}")), EPERM);
     // ::ffff:127.0.0.1 on an AF_INET6 socket matches the IPv4 grant...
-    assert_eq!(task.probe(&format!("connect tcp mapped:127.0.0.1 {p4}")), "ok");
+    assert_eq!(
+        task.probe(&format!("connect tcp mapped:127.0.0.1 {p4}")),
+        "ok"
+    );
     // ...and is denied where the IPv4 grant does not reach.
     let o4 = other.tcp4_port();
-    assert_eq!(task.probe(&format!("connect tcp mapped:127.0.0.1 {o4}")), EPERM);
-    assert_eq!(task.probe(&format!("sendto mapped:127.0.0.1 {}", other.udp4_port())), EPERM);
-    assert_eq!(untagged(&format!("connect tcp mapped:127.0.0.1 {o4}")), "ok");
+    assert_eq!(
+        task.probe(&format!("connect tcp mapped:127.0.0.1 {o4}")),
+        EPERM
+    );
+    assert_eq!(
+        task.probe(&format!("sendto mapped:127.0.0.1 {}", other.udp4_port())),
+        EPERM
+    );
+    assert_eq!(
+        untagged(&format!("connect tcp mapped:127.0.0.1 {o4}")),
+        "ok"
+    );
 }
 
 #[test]
@@ -98,7 +143,10 @@ fn unspecified_destinations_are_denied_unless_granted() {
     // 0.0.0.0 and :: reach local listeners; they are addresses like any other.
     assert_eq!(task.probe(&format!("connect tcp 0.0.0.0 {port}")), EPERM);
     assert_eq!(task.probe(&format!("connect tcp :: {port}")), EPERM);
-    assert_eq!(task.probe(&format!("sendto 0.0.0.0 {}", l.udp4_port())), EPERM);
+    assert_eq!(
+        task.probe(&format!("sendto 0.0.0.0 {}", l.udp4_port())),
+        EPERM
+    );
     assert_eq!(untagged(&format!("connect tcp 0.0.0.0 {port}")), "ok");
 }
 
@@ -113,12 +161,19 @@ fn fast_open_and_io_uring_do_not_bypass() {
 
     assert_eq!(task.probe(&format!("fastopen 127.0.0.1 {denied}")), EPERM);
     assert_eq!(task.probe(&format!("fastopen 127.0.0.1 {granted}")), "ok");
-    if std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled").is_ok_and(|v| v.trim() == "2") {
+    if std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled").is_ok_and(|v| v.trim() == "2")
+    {
         eprintln!("skipped io_uring: kernel.io_uring_disabled=2");
         return;
     }
-    assert_eq!(task.probe(&format!("uring-connect 127.0.0.1 {denied}")), EPERM);
-    assert_eq!(task.probe(&format!("uring-connect 127.0.0.1 {granted}")), "ok");
+    assert_eq!(
+        task.probe(&format!("uring-connect 127.0.0.1 {denied}")),
+        EPERM
+    );
+    assert_eq!(
+        task.probe(&format!("uring-connect 127.0.0.1 {granted}")),
+        "ok"
+    );
     assert_eq!(untagged(&format!("uring-connect 127.0.0.1 {denied}")), "ok");
 }
 
@@ -127,27 +182,54 @@ fn network_decisions_are_counted_and_denials_reported() {
     let h = Harness::load();
     let l = Listeners::new();
     let other = Listeners::new();
-    let task = h.task(spec(&[], &[&format!("127.0.0.1:{}", l.tcp4_port()), &format!("127.0.0.1:{}/udp", l.udp4_port())]));
+    let task = h.task(spec(
+        &[],
+        &[
+            &format!("127.0.0.1:{}", l.tcp4_port()),
+            &format!("127.0.0.1:{}/udp", l.udp4_port()),
+        ],
+    ));
     let before = task.decisions();
     let mut s = task.session();
     for _ in 0..4 {
-        assert_eq!(s.run(&format!("connect tcp 127.0.0.1 {}", l.tcp4_port())), "ok");
+        assert_eq!(
+            s.run(&format!("connect tcp 127.0.0.1 {}", l.tcp4_port())),
+            "ok"
+        );
     }
     for _ in 0..3 {
-        assert_eq!(s.run(&format!("connect tcp 127.0.0.1 {}", other.tcp4_port())), EPERM);
+        assert_eq!(
+            s.run(&format!("connect tcp 127.0.0.1 {}", other.tcp4_port())),
+            EPERM
+        );
     }
     for _ in 0..2 {
         assert_eq!(s.run(&format!("sendto 127.0.0.1 {}", l.udp4_port())), "ok");
     }
-    assert_eq!(s.run(&format!("sendto 127.0.0.1 {}", other.udp4_port())), EPERM);
+    assert_eq!(
+        s.run(&format!("sendto 127.0.0.1 {}", other.udp4_port())),
+        EPERM
+    );
     let after = task.decisions();
     let d = |a: usize, v: usize| after[a][v] - before[a][v];
-    assert_eq!((d(1, 0), d(1, 1), d(1, 2)), (4, 3, 0), "connect allowed/denied/audited");
-    assert_eq!((d(2, 0), d(2, 1), d(2, 2)), (2, 1, 0), "send allowed/denied/audited");
+    assert_eq!(
+        (d(1, 0), d(1, 1), d(1, 2)),
+        (4, 3, 0),
+        "connect allowed/denied/audited"
+    );
+    assert_eq!(
+        (d(2, 0), d(2, 1), d(2, 2)),
+        (2, 1, 0),
+        "send allowed/denied/audited"
+    );
 
     let events = task.events(4);
     let net: Vec<_> = events.iter().filter(|e| e.kind != "exec").collect();
-    assert_eq!(net.len(), 4, "one event per denial, none for allowed network calls: {net:?}");
+    assert_eq!(
+        net.len(),
+        4,
+        "one event per denial, none for allowed network calls: {net:?}"
+    );
     let connect = net.iter().find(|e| e.kind == "connect").unwrap();
     assert_eq!(connect.verdict, "denied");
     assert_eq!(connect.pid, s.pid());
@@ -159,5 +241,8 @@ fn network_decisions_are_counted_and_denials_reported() {
             protocol: "tcp".into()
         }
     );
-    assert!(net.iter().any(|e| e.kind == "send" && e.reason == "not_granted"));
+    assert!(
+        net.iter()
+            .any(|e| e.kind == "send" && e.reason == "not_granted")
+    );
 }

@@ -66,7 +66,7 @@ fn file_granted(task: u64, id: FileId, now: u64) -> Result<(), Reason> {
         _pad: 0,
     };
     // SAFETY: the value is copied out at once.
-    match unsafe { EXEC_GRANTS.get(&key) } {
+    match unsafe { EXEC_GRANTS.get(key) } {
         Some(g) if granted(g.expires_ns, now) => Ok(()),
         _ => Err(Reason::NotGranted),
     }
@@ -85,7 +85,7 @@ fn script_granted(task: u64, filename: *const u8, now: u64) -> Result<(), Reason
         return Err(Reason::ReadFailed);
     }
     // SAFETY: the value is copied out at once.
-    match unsafe { SCRIPT_GRANTS.get(&key) } {
+    match unsafe { SCRIPT_GRANTS.get(key) } {
         Some(g) if granted(g.expires_ns, now) => Ok(()),
         _ => Err(Reason::ScriptNotGranted),
     }
@@ -106,7 +106,10 @@ fn decide(task: u64, info: &TaskInfo, bprm: *const u8, now: u64, check_script: b
             }
             // `interp` starts as `filename` and changes only when a binfmt handler
             // (shebang, binfmt_misc) substituted an interpreter.
-            match (bprm_ptr(bprm, o.bprm_filename), bprm_ptr(bprm, o.bprm_interp)) {
+            match (
+                bprm_ptr(bprm, o.bprm_filename),
+                bprm_ptr(bprm, o.bprm_interp),
+            ) {
                 (Ok(f), Ok(i)) if f == i => Ok(()),
                 (Ok(f), Ok(_)) => script_granted(task, f, now),
                 _ => Err(Reason::ReadFailed),
@@ -140,14 +143,14 @@ fn report(decision: &Decision, bprm: *const u8, id: Option<FileId>, now: u64) {
 }
 
 /// `trace_sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)`
-/// (portable backend, >= 5.5 for tp_btf). The exec has committed but the new image has
+/// (portable backend, >= 5.5 for `tp_btf`). The exec has committed but the new image has
 /// run no instruction; a denied exec is killed here (the caller sees SIGKILL, not EPERM).
 #[btf_tracepoint(function = "sched_process_exec")]
 pub fn exec_sched_exec(ctx: BtfTracePointContext) -> i32 {
     let old_tid: i32 = ctx.arg(1);
     let old_tid = old_tid as u32;
     // SAFETY: PROCS values are plain u64 copies.
-    let tag = unsafe { PROCS.get(&old_tid) }.copied();
+    let tag = unsafe { PROCS.get(old_tid) }.copied();
     let Some(task) = tag else {
         return 0;
     };
@@ -155,8 +158,8 @@ pub fn exec_sched_exec(ctx: BtfTracePointContext) -> i32 {
     if tid != old_tid {
         // A non-leader thread exec'd and took over the leader's pid; the leader's
         // entry left with it, so carry the tag to the new pid.
-        let _ = PROCS.remove(&old_tid);
-        if PROCS.insert(&tid, &task, 0).is_err() {
+        let _ = PROCS.remove(old_tid);
+        if PROCS.insert(tid, task, 0).is_err() {
             bump(Stat::TagFailed);
             kill();
             return 0;
@@ -196,7 +199,7 @@ pub fn exec_bprm_check(ctx: LsmContext) -> i32 {
         return previous;
     }
     // SAFETY: PROCS values are plain u64 copies.
-    let tag = unsafe { PROCS.get(&current_tid()) };
+    let tag = unsafe { PROCS.get(current_tid()) };
     let now = now_ns();
     let bprm: *const u8 = ctx.arg(0);
     let decision = match gate(tag, now) {

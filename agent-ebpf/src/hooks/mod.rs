@@ -1,4 +1,9 @@
 //! Maps and helpers shared by every hook family, and the one decision path.
+// Every helper is inlined on purpose: it keeps each program one verifier-checked body
+// with no BPF-to-BPF calls, whose stack and argument rules are stricter.
+#![expect(clippy::inline_always, reason = "see above")]
+// The program macros fix the context parameter by value.
+#![expect(clippy::needless_pass_by_value, reason = "aya program signatures")]
 
 pub mod exec;
 pub mod net;
@@ -90,7 +95,7 @@ pub fn gate(tag: Option<&u64>, now: u64) -> Gate {
         return Gate::Untagged;
     };
     // SAFETY: the map value is read once into a copy.
-    let Some(info) = (unsafe { TASKS.get(&task) }).copied() else {
+    let Some(info) = (unsafe { TASKS.get(task) }).copied() else {
         return Gate::Closed {
             task,
             slot: 0,
@@ -198,4 +203,3 @@ impl Decision {
         Some(entry)
     }
 }
-

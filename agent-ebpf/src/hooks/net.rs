@@ -1,7 +1,7 @@
 //! Network enforcement: outbound connects and unconnected sends of tagged processes.
 //!
 //! The cgroup `sock_addr` hooks run inside the kernel's connect and sendmsg paths, so
-//! they also see io_uring `IORING_OP_CONNECT`/`SENDMSG`, `MSG_FASTOPEN` and `sendmmsg`,
+//! they also see `io_uring` `IORING_OP_CONNECT`/`SENDMSG`, `MSG_FASTOPEN` and `sendmmsg`,
 //! which never pass through the `connect` syscall. Both backends use them.
 
 use agent_common::{
@@ -134,7 +134,7 @@ fn report(decision: &Decision, dest: &Dest, now: u64) {
 #[inline(always)]
 fn decide(ctx: &SockAddrContext, action: Action, v6: bool) -> i32 {
     // SAFETY: PROCS values are plain u64 copies.
-    let tag = unsafe { PROCS.get(&current_tid()) };
+    let tag = unsafe { PROCS.get(current_tid()) };
     if tag.is_none() {
         // Untagged: one lookup and out.
         return ALLOW;
@@ -157,8 +157,8 @@ fn live(task: u64, info: &TaskInfo, action: Action, dest: &Dest, now: u64) -> De
     Decision::of(task, info, action, dest_granted(task, dest, now))
 }
 
-/// `BPF_CGROUP_INET4_CONNECT` (>= 4.17): `connect()` on AF_INET sockets, TCP Fast Open
-/// and io_uring connects included.
+/// `BPF_CGROUP_INET4_CONNECT` (>= 4.17): `connect()` on `AF_INET` sockets, TCP Fast Open
+/// and `io_uring` connects included.
 #[cgroup_sock_addr(connect4)]
 pub fn net_connect4(ctx: SockAddrContext) -> i32 {
     decide(&ctx, Action::Connect, false)

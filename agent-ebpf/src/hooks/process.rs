@@ -1,12 +1,12 @@
 //! Tagging: a task's tag follows every thread and process created from a tagged one.
 
 use agent_common::{Reason, maps::Stat};
-use aya_log_ebpf::warn;
 use aya_ebpf::{
     helpers::{bpf_probe_read_kernel, bpf_send_signal},
     macros::{btf_tracepoint, lsm},
     programs::{BtfTracePointContext, LsmContext},
 };
+use aya_log_ebpf::warn;
 
 use super::{Gate, PROCS, bump, current_tid, gate, now_ns, offsets};
 
@@ -15,19 +15,19 @@ const EPERM: i32 = 1;
 
 /// `trace_task_newtask(struct task_struct *task, u64 clone_flags)`, at the end of
 /// `copy_process` (>= 3.x), in the parent, before the child can run. Unlike
-/// `sched_process_fork` it also fires for io_uring workers and other
+/// `sched_process_fork` it also fires for `io_uring` workers and other
 /// `create_io_thread` children, which would otherwise be untagged threads of a task.
 #[btf_tracepoint(function = "task_newtask")]
 pub fn process_newtask(ctx: BtfTracePointContext) -> i32 {
     // SAFETY: PROCS values are plain u64 copies.
-    let Some(&task) = (unsafe { PROCS.get(&current_tid()) }) else {
+    let Some(&task) = (unsafe { PROCS.get(current_tid()) }) else {
         return 0;
     };
-    let child: *const u8 = ctx.arg(0);
+    let child: *const i32 = ctx.arg(0);
     // SAFETY: reads kernel memory through the probe helper, which checks the access.
-    let pid = unsafe { bpf_probe_read_kernel(child.add(offsets().task_pid as usize).cast::<i32>()) };
+    let pid = unsafe { bpf_probe_read_kernel(child.byte_add(offsets().task_pid as usize)) };
     let inserted = match pid {
-        Ok(pid) => PROCS.insert(&(pid as u32), &task, 0).is_ok(),
+        Ok(pid) => PROCS.insert(pid as u32, task, 0).is_ok(),
         Err(_) => false,
     };
     if !inserted {
@@ -36,7 +36,10 @@ pub fn process_newtask(ctx: BtfTracePointContext) -> i32 {
         // is killed and the failure is counted for the daemon to report.
         bump(Stat::TagFailed);
         bump(Stat::Killed);
-        warn!(&ctx, "leash: cannot tag a child of task {}; killing the parent", task);
+        warn!(
+            &ctx,
+            "leash: cannot tag a child of task {}; killing the parent", task
+        );
         // SAFETY: signals the current task only.
         unsafe { bpf_send_signal(SIGKILL) };
     }
@@ -47,7 +50,7 @@ pub fn process_newtask(ctx: BtfTracePointContext) -> i32 {
 /// thread. Dropping the entry here is what keeps a recycled tid from inheriting a tag.
 #[btf_tracepoint(function = "sched_process_exit")]
 pub fn process_exit(_ctx: BtfTracePointContext) -> i32 {
-    let _ = PROCS.remove(&current_tid());
+    let _ = PROCS.remove(current_tid());
     0
 }
 
@@ -61,7 +64,7 @@ pub fn process_task_alloc(ctx: LsmContext) -> i32 {
         return previous;
     }
     // SAFETY: PROCS values are plain u64 copies.
-    match gate(unsafe { PROCS.get(&current_tid()) }, now_ns()) {
+    match gate(unsafe { PROCS.get(current_tid()) }, now_ns()) {
         Gate::Closed {
             reason: Reason::UnknownTask | Reason::TaskEnded | Reason::TaskExpired,
             ..

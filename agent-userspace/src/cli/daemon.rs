@@ -19,7 +19,10 @@ pub struct DaemonArgs {
 pub fn run(args: &DaemonArgs) -> anyhow::Result<ExitCode> {
     let filter = tracing_subscriber::EnvFilter::try_new(&args.log)
         .with_context(|| format!("bad --log filter {:?}", args.log))?;
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     let backend: BackendChoice = args.backend.parse().map_err(anyhow::Error::msg)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -44,21 +47,31 @@ async fn serve(backend: BackendChoice) -> anyhow::Result<ExitCode> {
     );
     if let Some(mut logger) = enforcer.take_logger() {
         // SAFETY: the logger owns its ring buffer fd for as long as the AsyncFd lives.
-        let fd = unsafe { AsyncFd::register_with_interest(std::os::fd::AsRawFd::as_raw_fd(&logger), tokio::io::Interest::READABLE) };
+        let fd = unsafe {
+            AsyncFd::register_with_interest(
+                std::os::fd::AsRawFd::as_raw_fd(&logger),
+                tokio::io::Interest::READABLE,
+            )
+        };
         if let Ok(fd) = fd {
             tokio::spawn(async move {
                 loop {
-                    let Ok(mut guard) = fd.readable().await else { break };
+                    let Ok(mut guard) = fd.readable().await else {
+                        break;
+                    };
                     logger.flush();
                     guard.clear_ready();
                 }
             });
         }
     }
-    let reader = enforcer.take_events().context("event reader already taken")?;
+    let reader = enforcer
+        .take_events()
+        .context("event reader already taken")?;
     let events = tokio::spawn(stream_events(reader));
 
-    let mut term = tokio::signal::unix::signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut term =
+        tokio::signal::unix::signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
         _ = term.recv() => tracing::info!("SIGTERM: stopping"),
@@ -71,7 +84,7 @@ async fn serve(backend: BackendChoice) -> anyhow::Result<ExitCode> {
 async fn stream_events(reader: EventReader) -> anyhow::Result<()> {
     // SAFETY: the reader owns the ring buffer fd for as long as the AsyncFd lives.
     let mut fd = unsafe { AsyncFd::register_with_interest(reader, tokio::io::Interest::READABLE) }
-        .map_err(|e| anyhow::anyhow!("cannot watch the event ring buffer: {}", e))?;
+        .map_err(|e| anyhow::anyhow!("cannot watch the event ring buffer: {e}"))?;
     loop {
         let mut guard = fd.readable_mut().await.context("event ring buffer")?;
         let mut out = std::io::stdout().lock();

@@ -5,7 +5,11 @@ mod daemon;
 use std::process::ExitCode;
 
 #[derive(Debug, clap::Parser)]
-#[command(name = "leash", version, about = "Per-task exec and network grants for AI agents, enforced in the kernel")]
+#[command(
+    name = "leash",
+    version,
+    about = "Per-task exec and network grants for AI agents, enforced in the kernel"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,

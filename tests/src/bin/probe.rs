@@ -35,7 +35,11 @@ fn errno() -> i32 {
 }
 
 fn outcome(rc: libc::c_int) -> String {
-    if rc < 0 { format!("errno {}", errno()) } else { "ok".into() }
+    if rc < 0 {
+        format!("errno {}", errno())
+    } else {
+        "ok".into()
+    }
 }
 
 fn run(w: &[String]) -> String {
@@ -50,7 +54,9 @@ fn run(w: &[String]) -> String {
         "thread" => {
             // Runs the rest of the command on a new thread of this process.
             let rest: Vec<String> = w[1..].to_vec();
-            std::thread::spawn(move || run(&rest)).join().unwrap_or_else(|_| "error thread panicked".into())
+            std::thread::spawn(move || run(&rest))
+                .join()
+                .unwrap_or_else(|_| "error thread panicked".into())
         }
         "exec" => spawn_and_wait(|| exec_path(&w[1..])),
         "execveat" => spawn_and_wait(|| execveat_empty(arg(1))),
@@ -63,6 +69,7 @@ fn run(w: &[String]) -> String {
             127
         }),
         "double-fork" => double_fork(&w[1..]),
+        "bench" => bench(arg(1), arg(2), arg(3).parse().unwrap_or(0)),
         other => format!("error unknown command {other:?}"),
     }
 }
@@ -76,14 +83,17 @@ enum Op {
     Uring,
 }
 
-/// `ADDR` may be `mapped:a.b.c.d` for an IPv4-mapped address on an AF_INET6 socket.
+/// `ADDR` may be `mapped:a.b.c.d` for an IPv4-mapped address on an `AF_INET6` socket.
 fn parse_addr(addr: &str, port: &str) -> Result<SocketAddr, String> {
-    let port: u16 = port.parse().map_err(|_| format!("error bad port {port:?}"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("error bad port {port:?}"))?;
     let ip: IpAddr = if let Some(v4) = addr.strip_prefix("mapped:") {
         let v4: std::net::Ipv4Addr = v4.parse().map_err(|_| format!("error bad addr {addr:?}"))?;
         IpAddr::V6(v4.to_ipv6_mapped())
     } else {
-        addr.parse().map_err(|_| format!("error bad addr {addr:?}"))?
+        addr.parse()
+            .map_err(|_| format!("error bad addr {addr:?}"))?
     };
     Ok(SocketAddr::new(ip, port))
 }
@@ -128,7 +138,11 @@ fn sock_op(proto: &str, addr: &str, port: &str, op: Op) -> String {
         Ok(sa) => sa,
         Err(e) => return e,
     };
-    let family = if sa.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+    let family = if sa.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
     let ty = match proto {
         "tcp" => libc::SOCK_STREAM,
         "udp" => libc::SOCK_DGRAM,
@@ -148,11 +162,18 @@ fn sock_op(proto: &str, addr: &str, port: &str, op: Op) -> String {
     match op {
         Op::Connect => outcome(unsafe { libc::connect(sock.as_raw_fd(), sp, len) }),
         Op::SendTo => outcome(unsafe {
-            libc::sendto(sock.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0, sp, len) as libc::c_int
+            libc::sendto(sock.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0, sp, len)
+                as libc::c_int
         }),
         Op::FastOpen => outcome(unsafe {
-            libc::sendto(sock.as_raw_fd(), msg.as_ptr().cast(), msg.len(), libc::MSG_FASTOPEN, sp, len)
-                as libc::c_int
+            libc::sendto(
+                sock.as_raw_fd(),
+                msg.as_ptr().cast(),
+                msg.len(),
+                libc::MSG_FASTOPEN,
+                sp,
+                len,
+            ) as libc::c_int
         }),
         Op::SendMmsg => {
             let mut iov = libc::iovec {
@@ -224,21 +245,25 @@ fn wait_outcome(pid: libc::pid_t) -> String {
 }
 
 fn cstrings(args: &[String]) -> Vec<CString> {
-    args.iter().map(|a| CString::new(a.as_str()).unwrap_or_default()).collect()
+    args.iter()
+        .map(|a| CString::new(a.as_str()).unwrap_or_default())
+        .collect()
 }
 
 /// Execs `args[0]`; on failure exits with 200 + errno so the parent sees why.
 fn exec_path(args: &[String]) -> i32 {
-    let c = cstrings(args);
-    let mut argv: Vec<*const libc::c_char> = c.iter().map(|s| s.as_ptr()).collect();
-    argv.push(std::ptr::null());
+    let owned = cstrings(args);
+    let mut ptrs: Vec<*const libc::c_char> = owned.iter().map(|s| s.as_ptr()).collect();
+    ptrs.push(std::ptr::null());
     // SAFETY: NUL-terminated argv of valid C strings.
-    unsafe { libc::execv(argv[0], argv.as_ptr()) };
+    unsafe { libc::execv(ptrs[0], ptrs.as_ptr()) };
     200 + errno()
 }
 
 fn execveat_empty(path: &str) -> i32 {
-    let Ok(c) = CString::new(path) else { return 199 };
+    let Ok(c) = CString::new(path) else {
+        return 199;
+    };
     // SAFETY: opening a path we were given.
     let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY) };
     if fd < 0 {
@@ -262,7 +287,9 @@ fn execveat_empty(path: &str) -> i32 {
 }
 
 fn memfd_exec(path: &str) -> i32 {
-    let Ok(bytes) = std::fs::read(path) else { return 199 };
+    let Ok(bytes) = std::fs::read(path) else {
+        return 199;
+    };
     // SAFETY: memfd_create with a static name.
     let fd = unsafe { libc::memfd_create(c"leash-probe".as_ptr(), 0) };
     if fd < 0 {
@@ -314,5 +341,75 @@ fn double_fork(rest: &[String]) -> String {
     let mut line = String::new();
     let _ = std::io::BufReader::new(file).read_line(&mut line);
     let line = line.trim().to_owned();
-    if line.is_empty() { "error no report".into() } else { line }
+    if line.is_empty() {
+        "error no report".into()
+    } else {
+        line
+    }
+}
+
+/// `bench connect|udp|exec TARGET N`: N operations, prints mean ns per operation.
+/// `connect` is socket + connect + close (with `SO_LINGER` 0, so no `TIME_WAIT` piles up);
+/// `udp` is one `sendto` on one socket; `exec` is fork + exec + wait.
+fn bench(kind: &str, target: &str, n: u32) -> String {
+    let Ok(port) = target.parse::<u16>() else {
+        return bench_exec(target, n);
+    };
+    let sa = SocketAddr::from(([127, 0, 0, 1], port));
+    let (ss, len) = raw_sockaddr(&sa);
+    let sp = (&raw const ss).cast::<libc::sockaddr>();
+    let udp = match kind {
+        // SAFETY: plain socket syscall; owned right away.
+        "udp" => Some(unsafe {
+            OwnedFd::from_raw_fd(libc::socket(
+                libc::AF_INET,
+                libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+                0,
+            ))
+        }),
+        "connect" => None,
+        other => return format!("error unknown bench {other:?}"),
+    };
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    let start = std::time::Instant::now();
+    for _ in 0..n {
+        // SAFETY: valid fds, addresses and buffers; each socket is closed by OwnedFd.
+        let rc = unsafe {
+            if let Some(u) = &udp {
+                libc::sendto(u.as_raw_fd(), b"x".as_ptr().cast(), 1, 0, sp, len) as libc::c_int
+            } else {
+                let s = OwnedFd::from_raw_fd(libc::socket(
+                    libc::AF_INET,
+                    libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+                    0,
+                ));
+                libc::setsockopt(
+                    s.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_LINGER,
+                    (&raw const linger).cast(),
+                    size_of::<libc::linger>() as libc::socklen_t,
+                );
+                libc::connect(s.as_raw_fd(), sp, len)
+            }
+        };
+        if rc < 0 {
+            return format!("error {kind} failed: errno {}", errno());
+        }
+    }
+    (start.elapsed().as_nanos() / u128::from(n.max(1))).to_string()
+}
+
+fn bench_exec(path: &str, n: u32) -> String {
+    let start = std::time::Instant::now();
+    for _ in 0..n {
+        let out = spawn_and_wait(|| exec_path(&[path.to_owned()]));
+        if out != "exit 0" {
+            return format!("error exec failed: {out}");
+        }
+    }
+    (start.elapsed().as_nanos() / u128::from(n.max(1))).to_string()
 }

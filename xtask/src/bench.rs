@@ -1,0 +1,33 @@
+//! `cargo xtask bench [--out FILE]`: runs the benchmark binary of the integration tests.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+
+use crate::util;
+
+pub fn run(out: Option<PathBuf>) -> anyhow::Result<()> {
+    util::require_bpf_linker()?;
+    // The child runs in the workspace root, so resolve a relative --out against the
+    // directory the user ran `cargo xtask` from.
+    let out = match out {
+        None => util::workspace_root().join("BENCHMARKS.md"),
+        Some(path) if path.is_absolute() => path,
+        Some(path) => std::env::current_dir()
+            .context("could not read the current directory")?
+            .join(path),
+    };
+    util::run(
+        util::cargo()
+            .args([
+                "run",
+                "--release",
+                "-p",
+                "integration-tests",
+                "--bin",
+                "leash-bench",
+            ])
+            .args(["--", "--out"])
+            .arg(&out),
+    )
+}
