@@ -7,8 +7,12 @@ pub enum Action {
     Exec = 0,
     Connect = 1,
     Send = 2,
+    /// Not a decision: the last thread of a tagged process exited. Lets the daemon end
+    /// a task whose last process is gone without polling. Never counted.
+    Exit = 3,
 }
 
+/// Decision actions (those with counters).
 pub const ACTIONS: u32 = 3;
 
 #[repr(u8)]

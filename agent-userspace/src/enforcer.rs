@@ -1,12 +1,19 @@
 //! Loads the kernel programs, picks a backend and attaches it.
 
-use std::{fs, path::PathBuf};
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
 
 use agent_common::{maps as names, offsets::GLOBAL_NAME};
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{MapData, RingBuf},
-    programs::{BtfTracePoint, CgroupAttachMode, CgroupSockAddr, Lsm, ProgramError},
+    pin::PinError,
+    programs::{
+        CgroupAttachMode, Lsm, ProgramError,
+        links::{FdLink, LinkError, PinnedLink},
+    },
 };
 use aya_log::EbpfLogger;
 
@@ -55,6 +62,21 @@ pub enum LoadError {
         "the lsm backend was requested but cannot run here: {0}; boot with lsm=...,bpf (CONFIG_BPF_LSM=y) or use --backend portable"
     )]
     LsmUnavailable(String),
+    #[error("cannot pin {what} at {path}: {source}")]
+    Pin {
+        what: String,
+        path: PathBuf,
+        #[source]
+        source: PinError,
+    },
+    #[error("cannot hand over the pinned link {path}: {reason}")]
+    Handover { path: PathBuf, reason: String },
+    #[error("cannot prepare the pin directory {path}: {source}")]
+    PinDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// How to load.
@@ -63,6 +85,11 @@ pub struct LoadOptions {
     pub backend: BackendChoice,
     /// Level of the kernel-side aya-log statements; `Off` makes them cost nothing.
     pub kernel_log_level: Option<log::LevelFilter>,
+    /// Pin maps and links here (a bpffs directory), adopting what a previous daemon
+    /// pinned: enforcement then outlives this process. `None` detaches on drop.
+    pub pin_dir: Option<PathBuf>,
+    /// Map capacities (`max_entries`, or bytes for the ring buffer) by map name.
+    pub capacities: Vec<(&'static str, u32)>,
 }
 
 /// The loaded and attached programs. Dropping it detaches them.
@@ -112,12 +139,34 @@ impl Enforcer {
         let offsets = kernel_offsets::from_vmlinux()?;
         let btf = Btf::from_sys_fs().map_err(LoadError::Btf)?;
         let level = opts.kernel_log_level.unwrap_or(log::LevelFilter::Off) as u8;
-        let mut ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        loader
             .btf(Some(&btf))
             .override_global(GLOBAL_NAME, &offsets, true)
-            .override_global(aya_log::LEVEL, &level, false)
-            .load(EBPF_OBJECT)
-            .map_err(LoadError::Object)?;
+            .override_global(aya_log::LEVEL, &level, false);
+        for &(name, capacity) in &opts.capacities {
+            loader.map_max_entries(name, capacity);
+        }
+        let map_pins: Vec<(&'static str, PathBuf)> = match &opts.pin_dir {
+            Some(dir) => {
+                mounts::ensure_bpffs()?;
+                for sub in ["maps", "links"] {
+                    let path = dir.join(sub);
+                    fs::create_dir_all(&path)
+                        .map_err(|source| LoadError::PinDir { path, source })?;
+                }
+                names::ALL
+                    .iter()
+                    .map(|n| (*n, dir.join("maps").join(n)))
+                    .collect()
+            }
+            None => Vec::new(),
+        };
+        // A map already pinned there is reused as is: its tasks, grants and tags survive.
+        for (name, path) in &map_pins {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader.load(EBPF_OBJECT).map_err(LoadError::Object)?;
         let logger = match EbpfLogger::init(&mut ebpf) {
             Ok(l) => Some(l),
             Err(e) => {
@@ -139,13 +188,20 @@ impl Enforcer {
 
         let cgroup = mounts::cgroup2_root()?;
         let mut attached = Vec::new();
+        let mut links = Vec::new();
+        let keep = opts.pin_dir.is_some();
         // Tagging first, so nothing can be created untagged once enforcement starts.
         for program in COMMON_PROGRAMS
             .into_iter()
             .chain(backend.programs().iter().copied())
         {
-            attach(&mut ebpf, &btf, program, &cgroup)?;
+            if let Some(link) = attach(&mut ebpf, &btf, program, &cgroup, keep)? {
+                links.push((program, link));
+            }
             attached.push(program);
+        }
+        if let Some(dir) = &opts.pin_dir {
+            hand_over(&dir.join("links"), links)?;
         }
         Ok(Self {
             _ebpf: ebpf,
@@ -255,25 +311,34 @@ fn load_lsm(ebpf: &mut Ebpf, btf: &Btf, program: &'static str) -> Result<(), Loa
         .map_err(|source| LoadError::Load { program, source })
 }
 
+/// Loads (unless already loaded) and attaches one program. With `keep`, the link is
+/// taken out of the program so it can be pinned and outlive this process.
 fn attach(
     ebpf: &mut Ebpf,
     btf: &Btf,
     program: &'static str,
     cgroup: &PathBuf,
-) -> Result<(), LoadError> {
+    keep: bool,
+) -> Result<Option<FdLink>, LoadError> {
     let load = |source| LoadError::Load { program, source };
     let attach_err = |source| LoadError::Attach { program, source };
     let prog = ebpf
         .program_mut(program)
         .ok_or(LoadError::MissingProgram(program))?;
-    match prog {
+    let link = match prog {
         aya::programs::Program::BtfTracePoint(p) => {
             p.load(attach_point(program), btf).map_err(load)?;
-            p.attach().map_err(attach_err)?;
+            let id = p.attach().map_err(attach_err)?;
+            keep.then(|| p.take_link(id).map(FdLink::from))
+                .transpose()
+                .map_err(attach_err)?
         }
         aya::programs::Program::Lsm(p) => {
             // Loaded while choosing the backend.
-            p.attach().map_err(attach_err)?;
+            let id = p.attach().map_err(attach_err)?;
+            keep.then(|| p.take_link(id).map(FdLink::from))
+                .transpose()
+                .map_err(attach_err)?
         }
         aya::programs::Program::CgroupSockAddr(p) => {
             p.load().map_err(load)?;
@@ -283,14 +348,100 @@ fn attach(
             })?;
             // Single: link-based attachment still coexists with other programs here,
             // while AllowMultiple is refused by BPF_LINK_CREATE (platform-notes.md).
-            p.attach(dir, CgroupAttachMode::Single)
+            let id = p
+                .attach(dir, CgroupAttachMode::Single)
                 .map_err(attach_err)?;
+            if keep {
+                let link = p.take_link(id).map_err(attach_err)?;
+                Some(
+                    FdLink::try_from(link).map_err(|e: LinkError| LoadError::Handover {
+                        path: cgroup.clone(),
+                        reason: format!("{program} was not attached with a link: {e}"),
+                    })?,
+                )
+            } else {
+                None
+            }
         }
         _ => return Err(LoadError::MissingProgram(program)),
+    };
+    Ok(link)
+}
+
+/// Pins the new links and detaches the previous daemon's, with no gap: every new link
+/// is attached and pinned (as `NAME.new`) before any old one is let go; then each new
+/// pin takes its final name. A crash at any point leaves at least one generation pinned.
+fn hand_over(dir: &Path, links: Vec<(&'static str, FdLink)>) -> Result<(), LoadError> {
+    let mut staged = Vec::new();
+    for (program, link) in links {
+        let path = dir.join(format!("{program}.new"));
+        detach_pin(&path)?;
+        link.pin(&path).map_err(|source| LoadError::Pin {
+            what: format!("link of {program}"),
+            path: path.clone(),
+            source,
+        })?;
+        staged.push((program, path));
+    }
+    // Every pinned link of an earlier generation, including programs this backend does
+    // not use any more (an lsm program after a switch to portable).
+    let old = fs::read_dir(dir).map_err(|source| LoadError::PinDir {
+        path: dir.to_owned(),
+        source,
+    })?;
+    for entry in old.flatten() {
+        let path = entry.path();
+        if !staged.iter().any(|(_, p)| *p == path) {
+            detach_pin(&path)?;
+        }
+    }
+    for (program, path) in staged {
+        let target = dir.join(program);
+        fs::rename(&path, &target).map_err(|e| LoadError::Handover {
+            path: target.clone(),
+            reason: e.to_string(),
+        })?;
     }
     Ok(())
 }
 
-// Keep the typed program imports referenced for readers of this module.
-#[allow(dead_code)]
-type _Types = (BtfTracePoint, CgroupSockAddr);
+/// Unpins a link and drops it, which detaches it. Absent pins are fine.
+fn detach_pin(path: &Path) -> Result<(), LoadError> {
+    if !path.exists() {
+        return Ok(());
+    }
+    let handover = |reason: String| LoadError::Handover {
+        path: path.to_owned(),
+        reason,
+    };
+    let link = PinnedLink::from_pin(path).map_err(|e| handover(e.to_string()))?;
+    drop(link.unpin().map_err(|e| handover(e.to_string()))?);
+    Ok(())
+}
+
+/// Removes everything a daemon pinned under `pin_dir`: links first (which detaches
+/// the programs), then the maps. Enforcement stops; tagged processes run free.
+pub fn cleanup(pin_dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
+    let mut removed = Vec::new();
+    let links = pin_dir.join("links");
+    if let Ok(entries) = fs::read_dir(&links) {
+        for entry in entries.flatten() {
+            detach_pin(&entry.path())?;
+            removed.push(entry.path());
+        }
+    }
+    let maps = pin_dir.join("maps");
+    if let Ok(entries) = fs::read_dir(&maps) {
+        for entry in entries.flatten() {
+            fs::remove_file(entry.path()).map_err(|source| LoadError::PinDir {
+                path: entry.path(),
+                source,
+            })?;
+            removed.push(entry.path());
+        }
+    }
+    for dir in [links, maps, pin_dir.to_owned()] {
+        let _ = fs::remove_dir(dir);
+    }
+    Ok(removed)
+}

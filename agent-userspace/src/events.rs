@@ -20,6 +20,8 @@ pub enum Target {
         port: u16,
         protocol: String,
     },
+    /// Lifecycle records that name no target.
+    Process {},
 }
 
 /// One decision, decoded.
@@ -43,6 +45,7 @@ pub const fn action_name(a: u8) -> &'static str {
         x if x == Action::Exec as u8 => "exec",
         x if x == Action::Connect as u8 => "connect",
         x if x == Action::Send as u8 => "send",
+        x if x == Action::Exit as u8 => "exit",
         _ => "unknown",
     }
 }
@@ -85,7 +88,9 @@ pub fn decode(bytes: &[u8]) -> Option<Decision> {
     }
     // SAFETY: length checked; Event is plain integers, read unaligned.
     let e: Event = unsafe { bytes.as_ptr().cast::<Event>().read_unaligned() };
-    let target = if e.action == Action::Exec as u8 {
+    let target = if e.action == Action::Exit as u8 {
+        Target::Process {}
+    } else if e.action == Action::Exec as u8 {
         Target::Exec {
             path: cstr(&e.path),
             dev: e.dev,

@@ -67,6 +67,7 @@ impl Harness {
         let mut enforcer = Enforcer::load(&LoadOptions {
             backend: BackendChoice::Auto,
             kernel_log_level: None,
+            ..LoadOptions::default()
         })
         .unwrap_or_else(|e| panic!("cannot load leash: {e}"));
         let reader = enforcer.take_events().expect("events");
@@ -116,7 +117,8 @@ impl Harness {
         self.enforcer.lock().unwrap().maps().stat(stat).unwrap()
     }
 
-    /// Events of `task` seen so far, waiting up to 2 s for at least `min` of them.
+    /// Decision events of `task` seen so far (process exits left out), waiting up to
+    /// 2 s for at least `min` of them.
     #[must_use]
     pub fn events(&self, task: u64, min: usize) -> Vec<Decision> {
         let deadline = Instant::now() + Duration::from_secs(2);
@@ -124,7 +126,11 @@ impl Harness {
             let mut ev = self.events.lock().unwrap();
             let (reader, seen) = &mut *ev;
             seen.extend(reader.drain());
-            let mine: Vec<_> = seen.iter().filter(|d| d.task == task).cloned().collect();
+            let mine: Vec<_> = seen
+                .iter()
+                .filter(|d| d.task == task && d.kind != "exit")
+                .cloned()
+                .collect();
             if mine.len() >= min || Instant::now() > deadline {
                 return mine;
             }

@@ -1,14 +1,14 @@
 //! Tagging: a task's tag follows every thread and process created from a tagged one.
 
-use agent_common::{Reason, maps::Stat};
+use agent_common::{Action, Reason, Verdict, maps::Stat};
 use aya_ebpf::{
-    helpers::{bpf_probe_read_kernel, bpf_send_signal},
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel, bpf_send_signal},
     macros::{btf_tracepoint, lsm},
     programs::{BtfTracePointContext, LsmContext},
 };
 use aya_log_ebpf::warn;
 
-use super::{Gate, PROCS, bump, current_tid, gate, now_ns, offsets};
+use super::{Decision, Gate, PROCS, bump, current_tid, gate, now_ns, offsets};
 
 const SIGKILL: u32 = 9;
 const EPERM: i32 = 1;
@@ -48,9 +48,29 @@ pub fn process_newtask(ctx: BtfTracePointContext) -> i32 {
 
 /// `trace_sched_process_exit(struct task_struct *p, ...)` in `do_exit`, once per
 /// thread. Dropping the entry here is what keeps a recycled tid from inheriting a tag.
+/// When a process's leader exits, the daemon is told, so it can end a task whose last
+/// process is gone (it checks for remaining threads itself: a leader may exit first).
 #[btf_tracepoint(function = "sched_process_exit")]
 pub fn process_exit(_ctx: BtfTracePointContext) -> i32 {
-    let _ = PROCS.remove(current_tid());
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tid = pid_tgid as u32;
+    // SAFETY: PROCS values are plain u64 copies.
+    let Some(&task) = (unsafe { PROCS.get(tid) }) else {
+        return 0;
+    };
+    let _ = PROCS.remove(tid);
+    if (pid_tgid >> 32) as u32 == tid {
+        let exit = Decision {
+            task,
+            slot: 0,
+            action: Action::Exit,
+            verdict: Verdict::Allowed,
+            reason: Reason::Granted,
+        };
+        if let Some(entry) = exit.event(now_ns()) {
+            entry.submit(0);
+        }
+    }
     0
 }
 

@@ -36,6 +36,7 @@ async fn serve(backend: BackendChoice) -> anyhow::Result<ExitCode> {
     let mut enforcer = Enforcer::load(&LoadOptions {
         backend,
         kernel_log_level: Some(log::max_level()),
+        ..LoadOptions::default()
     })
     .context("cannot start enforcement")?;
     tracing::info!(
