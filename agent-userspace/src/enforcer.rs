@@ -369,12 +369,13 @@ fn attach(
 }
 
 /// Pins the new links and detaches the previous daemon's, with no gap: every new link
-/// is attached and pinned (as `NAME.new`) before any old one is let go; then each new
+/// is attached and pinned (as `NAME-new`) before any old one is let go; then each new
 /// pin takes its final name. A crash at any point leaves at least one generation pinned.
 fn hand_over(dir: &Path, links: Vec<(&'static str, FdLink)>) -> Result<(), LoadError> {
     let mut staged = Vec::new();
     for (program, link) in links {
-        let path = dir.join(format!("{program}.new"));
+        // bpffs refuses names with a dot, hence the dash.
+        let path = dir.join(format!("{program}-new"));
         detach_pin(&path)?;
         link.pin(&path).map_err(|source| LoadError::Pin {
             what: format!("link of {program}"),

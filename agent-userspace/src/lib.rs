@@ -1,8 +1,12 @@
 //! leash's userspace library: loads the kernel programs, compiles grants into map
 //! entries, tags processes and reads back decisions.
 
+pub mod api;
 pub mod backend;
+pub mod client;
 pub mod clock;
+pub mod config;
+pub mod daemon;
 pub mod enforcer;
 pub mod events;
 pub mod grants;

@@ -201,6 +201,76 @@ impl Maps {
         self.procs.get(&tid, 0).ok()
     }
 
+    /// Every task id the kernel knows.
+    #[must_use]
+    pub fn task_ids(&self) -> Vec<u64> {
+        self.tasks.keys().filter_map(Result::ok).collect()
+    }
+
+    /// Exec grant keys of a task now in the kernel.
+    #[must_use]
+    pub fn exec_keys_of(&self, task: u64) -> Vec<ExecKey> {
+        self.exec
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.task == task)
+            .collect()
+    }
+
+    /// Script grant keys of a task now in the kernel.
+    #[must_use]
+    pub fn script_keys_of(&self, task: u64) -> Vec<ScriptKey> {
+        self.scripts
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.task == task)
+            .collect()
+    }
+
+    /// Tasks with at least one tagged thread, in one pass over the process map.
+    #[must_use]
+    pub fn tagged_tasks(&self) -> std::collections::BTreeSet<u64> {
+        self.procs
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(_, t)| t)
+            .collect()
+    }
+
+    /// Entries and capacity of each map, for status and metrics.
+    #[must_use]
+    pub fn usage(&self) -> Vec<(&'static str, u64, u64)> {
+        use aya::maps::IterableMap as _;
+        let cap = |m: &MapData| m.info().map_or(0, |i| u64::from(i.max_entries()));
+        vec![
+            (
+                names::PROCS,
+                self.procs.keys().count() as u64,
+                cap(self.procs.map()),
+            ),
+            (
+                names::TASKS,
+                self.tasks.keys().count() as u64,
+                cap(self.tasks.map()),
+            ),
+            (
+                names::EXEC_GRANTS,
+                self.exec.keys().count() as u64,
+                cap(self.exec.map()),
+            ),
+            (
+                names::SCRIPT_GRANTS,
+                self.scripts.keys().count() as u64,
+                cap(self.scripts.map()),
+            ),
+            (
+                names::NET_GRANTS,
+                self.net.keys().count() as u64,
+                cap(self.net.map()),
+            ),
+        ]
+    }
+
     /// Threads currently tagged with `task`.
     #[must_use]
     pub fn procs_of(&self, task: u64) -> Vec<u32> {

@@ -2,6 +2,8 @@
 //! the probe as a tagged process. Each [`Harness`] is its own loaded instance with its
 //! own maps, so tests do not see each other's tasks.
 
+pub mod daemon;
+
 use std::{
     io::{BufRead as _, BufReader, Write as _},
     os::unix::process::CommandExt as _,

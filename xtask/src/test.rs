@@ -119,6 +119,9 @@ fn integration_tests(counts: &mut Counts, filters: &[String]) -> anyhow::Result<
         );
     }
     util::require_bpf_linker()?;
+    // The daemon tests drive the real `leash` binary, which `cargo test` of another
+    // package does not build.
+    util::run(util::cargo().args(["build", "-p", "agent-userspace", "--bin", "leash"]))?;
     counts.add(util::run_tests(
         util::cargo()
             .args(["test", "-p", "integration-tests", "--", "--test-threads=1"])

@@ -1,60 +1,176 @@
-//! `leash daemon`: loads the programs, then streams decisions until SIGINT/SIGTERM.
+//! `leash daemon`: loads and pins the programs, adopts running tasks, serves the API
+//! and writes the audit log until SIGINT/SIGTERM. Stopping it leaves enforcement in
+//! place (pinned); `--cleanup` removes it.
 
-use std::{io::Write as _, process::ExitCode};
+use std::{
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
+    process::ExitCode,
+    sync::Arc,
+};
 
-use anyhow::Context as _;
-use leash::{BackendChoice, Enforcer, LoadOptions, events::EventReader};
-use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
+use anyhow::{Context as _, bail};
+use leash::{
+    Enforcer, LoadOptions,
+    config::Config,
+    daemon::{self, AuditSink, Daemon},
+    enforcer,
+    events::EventReader,
+};
+use tokio::{io::unix::AsyncFd, net::UnixListener, signal::unix::SignalKind};
 
 #[derive(Debug, clap::Args)]
 pub struct DaemonArgs {
-    /// Enforcement backend: auto (lsm where the kernel allows it), lsm or portable.
-    #[arg(long, default_value = "auto", value_parser = clap::value_parser!(String))]
-    backend: String,
-    /// Log filter (tracing syntax), e.g. info or leash=debug.
-    #[arg(long, env = "LEASH_LOG", default_value = "info")]
-    log: String,
+    /// YAML config; without it the embedded defaults apply (see --print-default-config).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// API socket path (overrides socket.path of the config).
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Print the embedded default config and exit.
+    #[arg(long)]
+    print_default_config: bool,
+    /// Detach every pinned program, remove the pinned maps and the state file, and exit.
+    /// Enforcement stops for every task.
+    #[arg(long)]
+    cleanup: bool,
 }
 
 pub fn run(args: &DaemonArgs) -> anyhow::Result<ExitCode> {
-    let filter = tracing_subscriber::EnvFilter::try_new(&args.log)
-        .with_context(|| format!("bad --log filter {:?}", args.log))?;
+    if args.print_default_config {
+        print!("{}", Config::default_yaml());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut config = Config::load(args.config.as_deref()).context("bad configuration")?;
+    if let Some(socket) = &args.socket {
+        config.socket.path.clone_from(socket);
+        config.validate().context("bad --socket")?;
+    }
+    let filter = std::env::var("LEASH_LOG").unwrap_or_else(|_| config.log_level.clone());
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+        .with_context(|| format!("bad log filter {filter:?}"))?;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    let backend: BackendChoice = args.backend.parse().map_err(anyhow::Error::msg)?;
+    if args.cleanup {
+        let removed = enforcer::cleanup(&config.pin_dir)?;
+        let _ = std::fs::remove_file(daemon::state_file(&config));
+        let _ = std::fs::remove_file(&config.socket.path);
+        println!(
+            "removed {} pinned objects under {}; enforcement stopped",
+            removed.len(),
+            config.pin_dir.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(backend))
+    runtime.block_on(serve(config))
 }
 
-async fn serve(backend: BackendChoice) -> anyhow::Result<ExitCode> {
+async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let mut enforcer = Enforcer::load(&LoadOptions {
-        backend,
+        backend: config.backend,
         kernel_log_level: Some(log::max_level()),
-        ..LoadOptions::default()
+        pin_dir: Some(config.pin_dir.clone()),
+        capacities: config.expose_capacities().to_vec(),
     })
     .context("cannot start enforcement")?;
     tracing::info!(
         backend = %enforcer.backend(),
         reason = enforcer.backend_reason(),
         cgroup = %enforcer.cgroup().display(),
+        pin_dir = %config.pin_dir.display(),
         programs = ?enforcer.attached(),
         "leash enforcing"
     );
-    if let Some(mut logger) = enforcer.take_logger() {
-        // SAFETY: the logger owns its ring buffer fd for as long as the AsyncFd lives.
-        let fd = unsafe {
-            AsyncFd::register_with_interest(
-                std::os::fd::AsRawFd::as_raw_fd(&logger),
-                tokio::io::Interest::READABLE,
-            )
-        };
-        if let Ok(fd) = fd {
+    spawn_kernel_log(&mut enforcer);
+    let reader = enforcer
+        .take_events()
+        .context("event reader already taken")?;
+    let audit = AuditSink::open(&config.audit_log)?;
+    let daemon = Daemon::new(enforcer, &config, audit)?;
+    let listener = bind_socket(&config)?;
+    tracing::info!(socket = %config.socket.path.display(), audit_log = %config.audit_log.display(), "API listening");
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let events = tokio::spawn(pump_events(reader, Arc::clone(&daemon)));
+    let sweeper = tokio::spawn(daemon::sweeper(Arc::clone(&daemon), stop_rx.clone()));
+    let mut api_stop = stop_rx.clone();
+    let api = tokio::spawn(leash::api::server::serve(
+        listener,
+        Arc::clone(&daemon),
+        async move {
+            let _ = api_stop.changed().await;
+        },
+    ));
+
+    let mut term =
+        tokio::signal::unix::signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let failed = tokio::select! {
+        _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT: stopping; enforcement stays pinned"); None }
+        _ = term.recv() => { tracing::info!("SIGTERM: stopping; enforcement stays pinned"); None }
+        r = events => Some(format!("event reader stopped: {r:?}")),
+        r = api => Some(format!("API server stopped: {r:?}")),
+    };
+    let _ = stop_tx.send(true);
+    let _ = sweeper.await;
+    let _ = std::fs::remove_file(&config.socket.path);
+    if let Some(why) = failed {
+        bail!(why);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Binds the API socket: owner root, mode 0660, the configured group.
+fn bind_socket(config: &Config) -> anyhow::Result<UnixListener> {
+    let path = &config.socket.path;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    refuse_live_socket(path)?;
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path)
+        .with_context(|| format!("cannot bind the API socket {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .with_context(|| format!("cannot chmod {}", path.display()))?;
+    if let Some(group) = &config.socket.group {
+        let gid = group.resolve().context("socket.group")?;
+        nix::unistd::chown(path, None, Some(nix::unistd::Gid::from_raw(gid)))
+            .with_context(|| format!("cannot give group {gid} the socket {}", path.display()))?;
+    }
+    Ok(listener)
+}
+
+/// Another daemon answering on the socket means two daemons would fight over the pins.
+fn refuse_live_socket(path: &Path) -> anyhow::Result<()> {
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        bail!(
+            "another leash daemon is serving {}; stop it first (a restart hands enforcement over without a gap)",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// Forwards kernel-side log records (only emitted at the configured level).
+fn spawn_kernel_log(enforcer: &mut Enforcer) {
+    let Some(mut logger) = enforcer.take_logger() else {
+        return;
+    };
+    // SAFETY: the logger owns its ring buffer fd for as long as the AsyncFd lives.
+    let fd = unsafe {
+        AsyncFd::register_with_interest(
+            std::os::fd::AsRawFd::as_raw_fd(&logger),
+            tokio::io::Interest::READABLE,
+        )
+    };
+    match fd {
+        Ok(fd) => {
             tokio::spawn(async move {
                 loop {
                     let Ok(mut guard) = fd.readable().await else {
@@ -65,36 +181,25 @@ async fn serve(backend: BackendChoice) -> anyhow::Result<ExitCode> {
                 }
             });
         }
+        Err(e) => tracing::warn!("kernel log records unavailable: {e}"),
     }
-    let reader = enforcer
-        .take_events()
-        .context("event reader already taken")?;
-    let events = tokio::spawn(stream_events(reader));
-
-    let mut term =
-        tokio::signal::unix::signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
-        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-        r = events => r.context("event reader failed")??,
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
-/// Writes each decision as one JSON line on stdout.
-async fn stream_events(reader: EventReader) -> anyhow::Result<()> {
+/// Drains the decision ring buffer into the audit trail.
+async fn pump_events(reader: EventReader, daemon: Arc<Daemon>) -> anyhow::Result<()> {
     // SAFETY: the reader owns the ring buffer fd for as long as the AsyncFd lives.
     let mut fd = unsafe { AsyncFd::register_with_interest(reader, tokio::io::Interest::READABLE) }
         .map_err(|e| anyhow::anyhow!("cannot watch the event ring buffer: {e}"))?;
     loop {
         let mut guard = fd.readable_mut().await.context("event ring buffer")?;
-        let mut out = std::io::stdout().lock();
-        for d in guard.get_inner_mut().drain() {
-            serde_json::to_writer(&mut out, &d)?;
-            out.write_all(b"\n")?;
-        }
-        out.flush()?;
-        drop(out);
+        let batch = guard.get_inner_mut().drain();
         guard.clear_ready();
+        drop(guard);
+        if !batch.is_empty() {
+            let d = Arc::clone(&daemon);
+            tokio::task::spawn_blocking(move || d.on_kernel_events(batch))
+                .await
+                .context("event handler")?;
+        }
     }
 }

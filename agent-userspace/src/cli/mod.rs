@@ -1,8 +1,17 @@
 //! Command line: one module per subcommand group.
 
 mod daemon;
+mod events;
+mod grant;
+mod output;
+mod run;
+mod status;
+mod task;
 
-use std::process::ExitCode;
+use std::{future::Future, path::PathBuf, process::ExitCode};
+
+use anyhow::Context as _;
+use leash::client::Client;
 
 #[derive(Debug, clap::Parser)]
 #[command(
@@ -11,6 +20,16 @@ use std::process::ExitCode;
     about = "Per-task exec and network grants for AI agents, enforced in the kernel"
 )]
 pub struct Cli {
+    // The id stays `socket`: a subcommand with its own `socket` arg (`leash daemon
+    // --socket`) then keeps it, and clap does not propagate this one there.
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        help = "The daemon's API socket, for the client commands \
+                [default: $LEASH_SOCKET, else /run/leash/leash.sock]"
+    )]
+    socket: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -19,10 +38,67 @@ pub struct Cli {
 enum Command {
     /// Load and attach the kernel programs and report their decisions (root).
     Daemon(daemon::DaemonArgs),
+    /// Run a command inside a task: create (or join) it, tag this process, exec CMD.
+    Run(run::RunArgs),
+    /// Create, list, show and end tasks.
+    #[command(subcommand)]
+    Task(task::TaskCommand),
+    /// Add or revoke grants of a task.
+    #[command(subcommand)]
+    Grant(grant::GrantCommand),
+    /// Show the audit events: every decision and task change.
+    Events(events::EventsArgs),
+    /// Show what the daemon enforces with: backend, programs, maps, counters.
+    Status(status::StatusArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    match cli.command {
+    let client = Client::from_env(cli.socket);
+    let result = match cli.command {
         Command::Daemon(args) => daemon::run(&args),
+        Command::Run(args) => run::run(&client, &args),
+        Command::Task(cmd) => task::run(&client, cmd),
+        Command::Grant(cmd) => grant::run(&client, cmd),
+        Command::Events(args) => events::run(&client, &args),
+        Command::Status(args) => status::run(&client, &args),
+    };
+    match result {
+        // stdout closed by its reader (`leash events -f | head`): not an error.
+        Err(e) if output::is_broken_pipe(&e) => Ok(ExitCode::SUCCESS),
+        other => other,
+    }
+}
+
+/// Runs one client future on a current-thread runtime.
+fn block_on<F: Future>(future: F) -> anyhow::Result<F::Output> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    Ok(runtime.block_on(future))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory as _, Parser as _};
+
+    use super::*;
+
+    #[test]
+    fn command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn socket_is_global() {
+        for argv in [
+            ["leash", "--socket", "/s.sock", "events"],
+            ["leash", "events", "--socket", "/s.sock"],
+        ] {
+            let cli = Cli::try_parse_from(argv).unwrap();
+            assert_eq!(cli.socket, Some(PathBuf::from("/s.sock")));
+        }
+        let cli = Cli::try_parse_from(["leash", "daemon"]).unwrap();
+        assert!(matches!(cli.command, Command::Daemon(_)));
     }
 }

@@ -1,0 +1,4 @@
+//! The local API: HTTP/1.1 + JSON on a Unix socket.
+
+pub mod server;
+pub mod types;

@@ -1,0 +1,356 @@
+//! The API server: axum on a Unix socket. The caller's pid comes from `SO_PEERCRED`,
+//! never from the request; a caller inside a task may read but never change anything.
+
+use std::{convert::Infallible, sync::Arc};
+
+use axum::{
+    Router,
+    body::{Body, Bytes},
+    extract::{
+        ConnectInfo, DefaultBodyLimit, FromRequest, Path, Query, Request, State, connect_info,
+    },
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::{delete, get, post},
+    serve::IncomingStream,
+};
+use futures_util::StreamExt as _;
+use serde::de::DeserializeOwned;
+use tokio::net::UnixListener;
+
+use crate::{
+    api::types::{self, EndReason, ErrorBody, ErrorDetail},
+    daemon::{Daemon, RegistryError, registry::parse_task_id},
+    maps::MapsError,
+};
+
+/// Largest request body accepted.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// Who is calling, from the socket's peer credentials.
+#[derive(Clone, Copy, Debug)]
+pub struct Peer {
+    pub pid: Option<u32>,
+    pub uid: u32,
+}
+
+impl connect_info::Connected<IncomingStream<'_, UnixListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Self {
+        match stream.io().peer_cred() {
+            Ok(c) => Self {
+                pid: c.pid().and_then(|p| u32::try_from(p).ok()),
+                uid: c.uid(),
+            },
+            // No credentials: treat as an unknown caller, which mutating routes refuse.
+            Err(_) => Self {
+                pid: None,
+                uid: u32::MAX,
+            },
+        }
+    }
+}
+
+/// An API error: status, stable code, and a message that says how to fix it.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.into(),
+                message: self.message,
+            },
+        };
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> Self {
+        let msg = e.to_string();
+        match e {
+            RegistryError::BadRequest(_) => Self::new(StatusCode::BAD_REQUEST, "bad_request", msg),
+            RegistryError::Grant(_) => Self::new(StatusCode::BAD_REQUEST, "bad_grant", msg),
+            RegistryError::NoTask(_) | RegistryError::NoGrant { .. } => {
+                Self::new(StatusCode::NOT_FOUND, "not_found", msg)
+            }
+            RegistryError::Ended(_) => Self::new(StatusCode::CONFLICT, "conflict", msg),
+            RegistryError::Forbidden(_) => Self::new(StatusCode::FORBIDDEN, "forbidden", msg),
+            RegistryError::Maps(MapsError::Full { .. }) => {
+                Self::new(StatusCode::INSUFFICIENT_STORAGE, "map_full", msg)
+            }
+            RegistryError::Maps(_) => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", msg),
+        }
+    }
+}
+
+/// JSON body whose every failure is an [`ApiError`] naming the problem.
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    format!("request body larger than {BODY_LIMIT} bytes"),
+                )
+            } else {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    format!("cannot read the body: {e}"),
+                )
+            }
+        })?;
+        serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("invalid JSON body: {e}; see design.md §5 for the fields"),
+            )
+        })
+    }
+}
+
+type Shared = Arc<Daemon>;
+
+/// Refuses mutating calls from inside a task: a task can never widen its own grants.
+fn mutating(daemon: &Daemon, peer: Peer) -> Result<(), ApiError> {
+    let Some(pid) = peer.pid else {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "the caller's process could not be identified",
+        ));
+    };
+    if daemon.in_task(pid) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "the caller runs inside a leash task; processes of a task cannot change tasks or grants",
+        ));
+    }
+    Ok(())
+}
+
+fn task_id(s: &str) -> Result<u64, ApiError> {
+    parse_task_id(s).map_err(ApiError::from)
+}
+
+/// Runs a blocking registry operation off the async threads (it makes syscalls and
+/// may resolve DNS names).
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, RegistryError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("worker failed: {e}"),
+            )
+        })?
+        .map_err(ApiError::from)
+}
+
+async fn create_task(
+    State(d): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    JsonBody(req): JsonBody<types::CreateTask>,
+) -> Result<impl IntoResponse, ApiError> {
+    mutating(&d, peer)?;
+    let task = blocking(move || d.create_task(&req)).await?;
+    Ok((StatusCode::CREATED, axum::Json(task)))
+}
+
+async fn list_tasks(State(d): State<Shared>) -> impl IntoResponse {
+    axum::Json(d.list())
+}
+
+async fn get_task(
+    State(d): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(axum::Json(d.task(task_id(&id)?)?))
+}
+
+async fn end_task(
+    State(d): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    mutating(&d, peer)?;
+    let id = task_id(&id)?;
+    Ok(axum::Json(
+        blocking(move || d.end_task(id, EndReason::Ended)).await?,
+    ))
+}
+
+async fn add_grant(
+    State(d): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    Path(id): Path<String>,
+    JsonBody(req): JsonBody<types::AddGrant>,
+) -> Result<impl IntoResponse, ApiError> {
+    mutating(&d, peer)?;
+    let id = task_id(&id)?;
+    let grant_id = blocking(move || d.add_grant(id, &req)).await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(types::GrantAdded { grant_id }),
+    ))
+}
+
+async fn revoke_grant(
+    State(d): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    Path((id, gid)): Path<(String, String)>,
+) -> Result<impl IntoResponse, ApiError> {
+    mutating(&d, peer)?;
+    let id = task_id(&id)?;
+    blocking(move || d.revoke_grant(id, &gid, "requested")).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn attach(
+    State(d): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    mutating(&d, peer)?;
+    let id = task_id(&id)?;
+    let pid = peer.pid.unwrap_or_default();
+    let task = parse_task_id(&format!("{id:016x}"))
+        .map(|_| format!("{id:016x}"))
+        .unwrap_or_default();
+    blocking(move || d.attach(id, pid)).await?;
+    Ok(axum::Json(types::Attached { task, pid }))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    #[serde(default)]
+    follow: bool,
+    task: Option<String>,
+}
+
+async fn events(
+    State(d): State<Shared>,
+    Query(q): Query<EventsQuery>,
+) -> Result<Response, ApiError> {
+    if let Some(t) = &q.task {
+        task_id(t)?;
+    }
+    let to_line = |e: &types::AuditEvent| {
+        let mut v = serde_json::to_vec(e).unwrap_or_default();
+        v.push(b'\n');
+        Bytes::from(v)
+    };
+    // Subscribe before reading the backlog, so nothing falls between the two.
+    let rx = q.follow.then(|| d.audit.subscribe());
+    let recent: Vec<Bytes> = d
+        .audit
+        .recent(q.task.as_deref())
+        .iter()
+        .map(|e| to_line(e))
+        .collect();
+    let backlog = futures_util::stream::iter(recent.into_iter().map(Ok::<_, Infallible>));
+    let Some(rx) = rx else {
+        return Ok(Body::from_stream(backlog).into_response());
+    };
+    let task = q.task.clone();
+    let following = futures_util::stream::unfold(rx, move |mut rx| {
+        let task = task.clone();
+        async move {
+            loop {
+                match rx.recv().await {
+                    Ok(e) if task.as_deref().is_none_or(|t| e.task == t) => {
+                        let mut v = serde_json::to_vec(&*e).unwrap_or_default();
+                        v.push(b'\n');
+                        return Some((Ok::<_, Infallible>(Bytes::from(v)), rx));
+                    }
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        let note = serde_json::json!({ "lagged": n, "note": "this follower fell behind; the audit log has every event" });
+                        let mut v = serde_json::to_vec(&note).unwrap_or_default();
+                        v.push(b'\n');
+                        return Some((Ok(Bytes::from(v)), rx));
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        }
+    });
+    Ok(Body::from_stream(backlog.chain(following)).into_response())
+}
+
+async fn status(State(d): State<Shared>) -> impl IntoResponse {
+    axum::Json(tokio::task::spawn_blocking(move || d.status()).await.ok())
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such route; see design.md §5 for the API",
+    )
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method; see design.md §5",
+    )
+}
+
+/// The API's routes.
+pub fn router(daemon: Arc<Daemon>) -> Router {
+    Router::new()
+        .route("/v1/tasks", post(create_task).get(list_tasks))
+        .route("/v1/tasks/{id}", get(get_task).delete(end_task))
+        .route("/v1/tasks/{id}/grants", post(add_grant))
+        .route("/v1/tasks/{id}/grants/{grant_id}", delete(revoke_grant))
+        .route("/v1/tasks/{id}/attach", post(attach))
+        .route("/v1/events", get(events))
+        .route("/v1/status", get(status))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(daemon)
+}
+
+/// Serves the API on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: UnixListener,
+    daemon: Arc<Daemon>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router(daemon).into_make_service_with_connect_info::<Peer>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}

@@ -1,0 +1,197 @@
+//! JSON shapes of the Unix-socket API (design.md §5). Shared by the server and the CLI,
+//! so the two cannot drift apart.
+
+use serde::{Deserialize, Serialize};
+
+/// `POST /v1/tasks`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTask {
+    pub agent: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intent: Option<String>,
+    #[serde(default)]
+    pub grants: Grants,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
+}
+
+/// Grants in design.md §3 syntax (also the format of `--grants FILE`, as YAML).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grants {
+    #[serde(default)]
+    pub exec: Vec<String>,
+    #[serde(default)]
+    pub connect: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Enforce,
+    Audit,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskState {
+    /// Created, no process attached yet.
+    Created,
+    /// At least one process attached.
+    Active,
+    Ended,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EndReason {
+    /// The last process of the task exited.
+    Exited,
+    /// The TTL passed.
+    Expired,
+    /// `leash task end` / `DELETE /v1/tasks/{id}`.
+    Ended,
+    /// Revoked by policy or the operator.
+    Revoked,
+}
+
+/// A task as the API shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Task {
+    /// Printable id (16 lowercase hex digits of the kernel's u64).
+    pub id: String,
+    pub agent: String,
+    /// `spiffe://<trust-domain>/agent/<agent>/task/<id>`.
+    pub spiffe_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intent: Option<String>,
+    pub mode: Mode,
+    pub state: TaskState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_reason: Option<EndReason>,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339; absent when the task has no TTL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<String>,
+    pub grants: Vec<Grant>,
+    /// Processes attached through the API (their descendants are tagged too).
+    #[serde(default)]
+    pub attached_pids: Vec<u32>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GrantKind {
+    Exec,
+    Connect,
+}
+
+/// One grant of a task.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    /// `g1`, `g2`, ... unique within the task.
+    pub id: String,
+    pub kind: GrantKind,
+    /// As given: a path or a connect spec.
+    pub spec: String,
+    /// RFC 3339; absent when the grant lives as long as the task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// What the kernel holds for it: files (`path dev:ino`) or networks (`addr/prefix`).
+    #[serde(default)]
+    pub resolved: Vec<String>,
+}
+
+/// `POST /v1/tasks/{id}/grants`: exactly one of `exec` and `connect`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddGrant {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds: Option<u64>,
+}
+
+/// Answer to `POST /v1/tasks/{id}/grants`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantAdded {
+    pub grant_id: String,
+}
+
+/// Answer to `POST /v1/tasks/{id}/attach`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attached {
+    pub task: String,
+    pub pid: u32,
+}
+
+/// Every error body: `{"error":{"code","message"}}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// Stable, machine-readable: `bad_request`, `bad_grant`, `not_found`, `forbidden`,
+    /// `conflict`, `payload_too_large`, `map_full`, `internal`.
+    pub code: String,
+    /// What was wrong and how to fix it.
+    pub message: String,
+}
+
+/// `GET /v1/status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    pub version: String,
+    pub backend: String,
+    pub backend_reason: String,
+    pub cgroup: String,
+    pub programs: Vec<ProgramStatus>,
+    pub maps: Vec<MapStatus>,
+    pub tasks_active: u64,
+    pub events_lost: u64,
+    pub tag_failures: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProgramStatus {
+    pub name: String,
+    pub attached: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MapStatus {
+    pub name: String,
+    pub entries: u64,
+    pub capacity: u64,
+}
+
+/// One line of `GET /v1/events` and of the audit log (design.md §6).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    /// RFC 3339 with nanoseconds.
+    pub ts: String,
+    pub task: String,
+    pub agent: String,
+    pub spiffe_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intent: Option<String>,
+    pub pid: u32,
+    pub comm: String,
+    /// `exec|connect|send|task_started|task_ended|grant_added|grant_revoked`.
+    pub kind: String,
+    /// `allowed|denied|audited`.
+    pub verdict: String,
+    pub target: serde_json::Value,
+    pub reason: String,
+}

@@ -1,0 +1,142 @@
+//! `leash events`: the audit events, as text or as the daemon's JSON lines.
+
+use std::process::ExitCode;
+
+use leash::{
+    api::types::AuditEvent,
+    client::{Client, EventItem},
+};
+
+use super::output;
+
+#[derive(Debug, clap::Args)]
+pub struct EventsArgs {
+    /// Keep the stream open and print new events as they happen.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// Only the events of this task.
+    #[arg(long, value_name = "ID")]
+    pub task: Option<String>,
+    /// Print the JSON lines as the daemon sends them (one object per line).
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(client: &Client, args: &EventsArgs) -> anyhow::Result<ExitCode> {
+    super::block_on(async {
+        let mut stream = client.events(args.follow, args.task.as_deref()).await?;
+        if args.json {
+            while let Some(line) = stream.next_line().await? {
+                output::print(&line)?;
+            }
+        } else {
+            while let Some(item) = stream.next().await? {
+                match item {
+                    EventItem::Event(event) => output::print(&event_line(&event))?,
+                    EventItem::Lagged(missed) => eprintln!(
+                        "leash: warning: this stream fell behind and skipped {missed} events; \
+                         the audit log has every event"
+                    ),
+                    EventItem::Other(line) => eprintln!("leash: note: {line}"),
+                }
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })?
+}
+
+/// `{ts} {verdict:8} {kind:8} task= agent= pid= comm= {target} reason=`.
+pub fn event_line(e: &AuditEvent) -> String {
+    let mut line = format!(
+        "{} {:<8} {:<8} task={} agent={} pid={} comm={}",
+        e.ts,
+        e.verdict,
+        e.kind,
+        output::word(&e.task),
+        output::word(&e.agent),
+        e.pid,
+        output::word(&e.comm),
+    );
+    let target = target_summary(&e.target);
+    if !target.is_empty() {
+        line.push(' ');
+        line.push_str(&target);
+    }
+    line.push_str(" reason=");
+    line.push_str(if e.reason.is_empty() { "-" } else { &e.reason });
+    line
+}
+
+/// The target as `key=value` fields: an object's members (nulls left out), anything else
+/// as `target=...`. Nested values are shown as compact JSON.
+fn target_summary(target: &serde_json::Value) -> String {
+    use serde_json::Value;
+    let value_text = |v: &Value| match v {
+        Value::String(s) => output::word(s).into_owned(),
+        other => output::word(&other.to_string()).into_owned(),
+    };
+    match target {
+        Value::Null => String::new(),
+        Value::Object(map) => map
+            .iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, v)| format!("{k}={}", value_text(v)))
+            .collect::<Vec<_>>()
+            .join(" "),
+        other => format!("target={}", value_text(other)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser as _;
+
+    #[test]
+    fn parses_events() {
+        let cli = Cli::try_parse_from(["leash", "events"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Events(EventsArgs {
+                follow: false,
+                task: None,
+                json: false
+            })
+        ));
+        let cli = Cli::try_parse_from(["leash", "events", "--follow", "--task", "00ab", "--json"])
+            .unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Events(EventsArgs { follow: true, task: Some(ref t), json: true }) if t == "00ab"
+        ));
+    }
+
+    #[test]
+    fn formats_an_event_line() {
+        let event: AuditEvent = serde_json::from_str(
+            r#"{"ts":"2025-01-01T00:00:00.000000001Z","task":"00000000000000ab","agent":"cli",
+                "spiffe_id":"spiffe://leash.local/agent/cli/task/00000000000000ab","pid":42,
+                "comm":"my tool","kind":"exec","verdict":"denied",
+                "target":{"path":"/usr/bin/curl","dev":"8:1","ino":1234,"extra":null},
+                "reason":"not granted"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            event_line(&event),
+            "2025-01-01T00:00:00.000000001Z denied   exec     task=00000000000000ab agent=cli \
+             pid=42 comm=\"my tool\" dev=8:1 ino=1234 path=/usr/bin/curl reason=not granted"
+        );
+        let mut started = event.clone();
+        started.kind = "task_started".into();
+        started.verdict = "allowed".into();
+        started.target = serde_json::Value::Null;
+        started.reason = String::new();
+        assert_eq!(
+            event_line(&started),
+            "2025-01-01T00:00:00.000000001Z allowed  task_started task=00000000000000ab \
+             agent=cli pid=42 comm=\"my tool\" reason=-"
+        );
+        assert_eq!(target_summary(&serde_json::json!("x y")), "target=\"x y\"");
+    }
+}

@@ -1,0 +1,442 @@
+//! `leash run`: create (or join) a task, have the daemon tag this process, exec the command.
+//!
+//! The daemon tags the process that connected to its socket (`SO_PEERCRED`), so the
+//! attach request is made from the main thread of a single-threaded process, which then
+//! `execve`s the command in place. The command inherits the tag, and so does the whole
+//! tree below it; stdin/stdout/stderr, signals and the exit status pass through as if
+//! leash were not there, and the daemon ends the task when the last process exits.
+//!
+//! Note: the command itself must be granted (`--allow-exec`), or the kernel stops the
+//! very exec below. The same holds for a shebang script's interpreter. We warn when the
+//! command is not among the exec grants of an enforcing task, but do not refuse: the
+//! daemon resolves grants to files, and its view may differ from ours.
+
+use std::{
+    ffi::{CString, OsStr, OsString},
+    os::unix::{
+        ffi::{OsStrExt as _, OsStringExt as _},
+        fs::PermissionsExt as _,
+    },
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
+
+use anyhow::Context as _;
+use leash::{
+    api::types::{GrantKind, Mode, Task},
+    client::Client,
+};
+use nix::{
+    errno::Errno,
+    sys::signal::{SigHandler, Signal, signal},
+};
+
+use super::task::TaskSpec;
+
+/// Exit status when the command cannot be found (as in shells).
+const EXIT_NOT_FOUND: u8 = 127;
+/// Exit status when the command was found but could not be executed.
+const EXIT_CANNOT_EXEC: u8 = 126;
+/// Environment variable that tells the command which task it runs in.
+const TASK_ENV: &str = "LEASH_TASK";
+
+#[derive(Debug, clap::Args)]
+#[command(override_usage = "leash run [OPTIONS] [--task ID] -- CMD [ARG]...")]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub spec: TaskSpec,
+    /// Join this existing task instead of creating one (it is not ended when CMD exits;
+    /// change its grants with `leash grant`).
+    #[arg(
+        long,
+        value_name = "ID",
+        conflicts_with_all = ["intent", "allow_exec", "allow_connect", "grants", "ttl", "audit"]
+    )]
+    pub task: Option<String>,
+    /// The command and its arguments (after `--`).
+    #[arg(
+        value_name = "CMD",
+        required = true,
+        num_args = 1..,
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub command: Vec<OsString>,
+}
+
+pub fn run(client: &Client, args: &RunArgs) -> anyhow::Result<ExitCode> {
+    let cmd = &args.command[0];
+    let path = match resolve_command(cmd, std::env::var_os("PATH").as_deref()) {
+        Ok(path) => path,
+        Err(e) => {
+            eprintln!("leash: {e}");
+            return Ok(ExitCode::from(e.exit_code()));
+        }
+    };
+    // Built before the task exists, so that nothing can fail between attach and exec
+    // except the exec itself.
+    let c_args = args
+        .command
+        .iter()
+        .map(|a| cstring(a))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let c_path = cstring(path.as_os_str())?;
+
+    // A current-thread runtime: no worker threads, so the process the daemon tags is the
+    // one that execs, and nothing else is running when it does.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let task_id = runtime.block_on(join_task(client, args, &path))?;
+    drop(runtime);
+
+    let envp = environment(&task_id)?;
+    // Rust's runtime ignores SIGPIPE, and an ignored signal stays ignored across exec:
+    // give the command the default disposition, as a shell would.
+    // SAFETY: single-threaded here, and SIG_DFL installs no handler code.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+    let Err(errno) = nix::unistd::execve(&c_path, &c_args, &envp);
+    let hint = match errno {
+        Errno::EPERM | Errno::EACCES => {
+            " (is it in the task's exec grants? add --allow-exec with its path)"
+        }
+        _ => "",
+    };
+    eprintln!(
+        "leash: cannot run {}: {}{hint}",
+        path.display(),
+        errno.desc()
+    );
+    Ok(ExitCode::from(if errno == Errno::ENOENT {
+        EXIT_NOT_FOUND
+    } else {
+        EXIT_CANNOT_EXEC
+    }))
+}
+
+/// Creates the task (or looks up `--task`), warns about an ungranted command, attaches.
+/// Returns the task id.
+async fn join_task(client: &Client, args: &RunArgs, cmd: &Path) -> anyhow::Result<String> {
+    let (task, created) = match &args.task {
+        Some(id) => (client.get_task(id).await?, false),
+        None => (client.create_task(&args.spec.to_request()?).await?, true),
+    };
+    // In audit mode the kernel logs the exec as `audited` and lets it run.
+    if task.mode == Mode::Enforce && !is_granted(cmd, &task) {
+        eprintln!(
+            "leash: warning: {} is not in the task's exec grants; the kernel will stop it \
+             (add --allow-exec {})",
+            cmd.display(),
+            cmd.display()
+        );
+    }
+    if let Err(e) = client.attach(&task.id).await {
+        if created {
+            // Nothing joined the task: do not leave it waiting for its TTL.
+            let _ = client.end_task(&task.id).await;
+        }
+        return Err(anyhow::Error::new(e).context(format!("cannot join task {}", task.id)));
+    }
+    Ok(task.id)
+}
+
+/// Whether `cmd` is covered by one of the task's exec grants: the same file, or a file
+/// directly inside a granted `DIR/`. Paths are compared canonicalized.
+fn is_granted(cmd: &Path, task: &Task) -> bool {
+    let cmd = std::fs::canonicalize(cmd).unwrap_or_else(|_| cmd.to_owned());
+    task.grants
+        .iter()
+        .filter(|g| g.kind == GrantKind::Exec)
+        .any(|g| {
+            let spec = Path::new(&g.spec);
+            let canonical = std::fs::canonicalize(spec).unwrap_or_else(|_| spec.to_owned());
+            if g.spec.ends_with('/') {
+                cmd.parent() == Some(canonical.as_path())
+            } else {
+                cmd == canonical
+            }
+        })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error("command not found: {0}")]
+    NotFound(String),
+    #[error("cannot run {0}: it is not an executable file")]
+    NotExecutable(String),
+}
+
+impl ResolveError {
+    fn exit_code(&self) -> u8 {
+        match self {
+            Self::NotFound(_) => EXIT_NOT_FOUND,
+            Self::NotExecutable(_) => EXIT_CANNOT_EXEC,
+        }
+    }
+}
+
+/// The absolute path of `cmd`: as given (made absolute) when it contains a `/`, else the
+/// first executable regular file named `cmd` in `path_var` (an empty entry is the
+/// current directory, as in POSIX shells).
+pub fn resolve_command(cmd: &OsStr, path_var: Option<&OsStr>) -> Result<PathBuf, ResolveError> {
+    let shown = cmd.to_string_lossy().into_owned();
+    let cwd = || std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    if cmd.is_empty() {
+        return Err(ResolveError::NotFound(shown));
+    }
+    if cmd.as_bytes().contains(&b'/') {
+        let path = cwd().join(cmd);
+        return match std::fs::metadata(&path) {
+            Ok(meta) if is_executable(&meta) => Ok(path),
+            Ok(_) => Err(ResolveError::NotExecutable(shown)),
+            Err(_) => Err(ResolveError::NotFound(shown)),
+        };
+    }
+    let mut non_executable = false;
+    for dir in std::env::split_paths(path_var.unwrap_or(OsStr::new("/usr/bin:/bin"))) {
+        let dir = if dir.as_os_str().is_empty() {
+            cwd()
+        } else {
+            cwd().join(dir)
+        };
+        let candidate = dir.join(cmd);
+        if let Ok(meta) = std::fs::metadata(&candidate) {
+            if is_executable(&meta) {
+                return Ok(candidate);
+            }
+            non_executable |= meta.is_file();
+        }
+    }
+    Err(if non_executable {
+        ResolveError::NotExecutable(shown)
+    } else {
+        ResolveError::NotFound(shown)
+    })
+}
+
+fn is_executable(meta: &std::fs::Metadata) -> bool {
+    meta.is_file() && meta.permissions().mode() & 0o111 != 0
+}
+
+fn cstring(s: &OsStr) -> anyhow::Result<CString> {
+    CString::new(s.as_bytes())
+        .with_context(|| format!("argument {} contains a NUL byte", s.to_string_lossy()))
+}
+
+/// This process's environment with `LEASH_TASK` set to the task id.
+fn environment(task_id: &str) -> anyhow::Result<Vec<CString>> {
+    let mut env: Vec<CString> = std::env::vars_os()
+        .filter(|(k, _)| k != TASK_ENV)
+        .filter_map(|(k, v)| {
+            let mut kv = k.into_vec();
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            CString::new(kv).ok()
+        })
+        .collect();
+    env.push(CString::new(format!("{TASK_ENV}={task_id}")).context("bad task id")?);
+    Ok(env)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser as _;
+    use leash::api::types::{Grant, TaskState};
+
+    fn parse(args: &[&str]) -> RunArgs {
+        match Cli::try_parse_from(["leash", "run"].iter().chain(args))
+            .unwrap()
+            .command
+        {
+            Command::Run(r) => r,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_run() {
+        let r = parse(&[
+            "--agent",
+            "claude",
+            "--allow-exec",
+            "/usr/bin/curl",
+            "--allow-connect",
+            "127.0.0.1:8080",
+            "--ttl",
+            "90s",
+            "--",
+            "curl",
+            "-s",
+            "--audit",
+            "http://127.0.0.1:8080/",
+        ]);
+        assert_eq!(r.spec.agent, "claude");
+        assert!(!r.spec.audit, "--audit after CMD belongs to CMD");
+        assert_eq!(r.spec.ttl, Some(90));
+        assert_eq!(r.task, None);
+        assert_eq!(
+            r.command,
+            ["curl", "-s", "--audit", "http://127.0.0.1:8080/"]
+        );
+
+        let r = parse(&["--task", "00ab", "ls", "-l"]);
+        assert_eq!(r.task.as_deref(), Some("00ab"));
+        assert_eq!(r.command, ["ls", "-l"]);
+        // Joining a task cannot change its grants.
+        let err = Cli::try_parse_from([
+            "leash",
+            "run",
+            "--task",
+            "00ab",
+            "--allow-exec",
+            "/bin/ls",
+            "ls",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("--allow-exec") && err.contains("--task"),
+            "{err}"
+        );
+
+        let r = parse(&["--", "--weird-name"]);
+        assert_eq!(r.command, ["--weird-name"]);
+
+        assert!(Cli::try_parse_from(["leash", "run"]).is_err());
+        assert!(Cli::try_parse_from(["leash", "run", "--allow-exec", "/bin/ls", "--"]).is_err());
+        let err = Cli::try_parse_from(["leash", "run", "--ttl", "forever", "--", "ls"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--ttl"), "{err}");
+    }
+
+    fn temp_dir(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("leash-run-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn write_file(path: &Path, mode: u32) {
+        std::fs::write(path, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn resolves_commands_on_path() {
+        let dir = temp_dir("path");
+        let a = dir.join("a");
+        let b = dir.join("b");
+        std::fs::create_dir_all(&a).unwrap();
+        std::fs::create_dir_all(&b).unwrap();
+        write_file(&a.join("tool"), 0o644); // not executable: skipped
+        write_file(&b.join("tool"), 0o755);
+        write_file(&a.join("plain"), 0o644);
+        std::fs::create_dir_all(b.join("subdir")).unwrap();
+        let path_var = std::env::join_paths([&a, &b]).unwrap();
+
+        assert_eq!(
+            resolve_command(OsStr::new("tool"), Some(&path_var)).unwrap(),
+            b.join("tool")
+        );
+        let err = resolve_command(OsStr::new("nope"), Some(&path_var)).unwrap_err();
+        assert_eq!(err.to_string(), "command not found: nope");
+        assert_eq!(err.exit_code(), 127);
+        let err = resolve_command(OsStr::new("plain"), Some(&path_var)).unwrap_err();
+        assert_eq!(err.exit_code(), 126);
+        assert!(matches!(
+            resolve_command(OsStr::new("subdir"), Some(&path_var)),
+            Err(ResolveError::NotFound(_))
+        ));
+
+        // With a slash: taken as is, never searched.
+        let direct = b.join("tool");
+        assert_eq!(
+            resolve_command(direct.as_os_str(), Some(OsStr::new(""))).unwrap(),
+            direct
+        );
+        assert!(matches!(
+            resolve_command(a.join("tool").as_os_str(), None),
+            Err(ResolveError::NotExecutable(_))
+        ));
+        assert!(matches!(
+            resolve_command(OsStr::new("./surely-not-here"), None),
+            Err(ResolveError::NotFound(_))
+        ));
+        // Relative with a slash: made absolute.
+        let rel = resolve_command(OsStr::new("./Cargo.toml"), None);
+        assert!(matches!(rel, Err(ResolveError::NotExecutable(_))));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    fn task_with(exec: &[&str]) -> Task {
+        Task {
+            id: "00ab".into(),
+            agent: "cli".into(),
+            spiffe_id: String::new(),
+            intent: None,
+            mode: Mode::Enforce,
+            state: TaskState::Created,
+            end_reason: None,
+            created_at: String::new(),
+            expires_at: None,
+            ended_at: None,
+            grants: exec
+                .iter()
+                .enumerate()
+                .map(|(i, spec)| Grant {
+                    id: format!("g{}", i + 1),
+                    kind: GrantKind::Exec,
+                    spec: (*spec).to_owned(),
+                    expires_at: None,
+                    resolved: Vec::new(),
+                })
+                .collect(),
+            attached_pids: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn grant_check_follows_canonical_paths() {
+        let dir = temp_dir("grants");
+        let bin = dir.join("bin");
+        std::fs::create_dir_all(bin.join("nested")).unwrap();
+        let tool = bin.join("tool");
+        write_file(&tool, 0o755);
+        write_file(&bin.join("nested").join("deep"), 0o755);
+        let link = dir.join("link");
+        std::os::unix::fs::symlink(&tool, &link).unwrap();
+        let s = |p: &Path| p.display().to_string();
+
+        assert!(is_granted(&tool, &task_with(&[&s(&tool)])));
+        assert!(is_granted(&link, &task_with(&[&s(&tool)])));
+        assert!(is_granted(&tool, &task_with(&[&s(&link)])));
+        let dir_grant = format!("{}/", s(&bin));
+        assert!(is_granted(&tool, &task_with(&[&dir_grant])));
+        assert!(!is_granted(
+            &bin.join("nested").join("deep"),
+            &task_with(&[&dir_grant])
+        ));
+        assert!(!is_granted(&tool, &task_with(&["/bin/sh"])));
+        // A directory without the trailing slash grants nothing inside it.
+        assert!(!is_granted(&tool, &task_with(&[&s(&bin)])));
+        let mut connect_only = task_with(&[&s(&tool)]);
+        connect_only.grants[0].kind = GrantKind::Connect;
+        assert!(!is_granted(&tool, &connect_only));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn environment_sets_task() {
+        let env = environment("00ab").unwrap();
+        let task_vars: Vec<_> = env
+            .iter()
+            .filter(|kv| kv.as_bytes().starts_with(b"LEASH_TASK="))
+            .collect();
+        assert_eq!(task_vars.len(), 1);
+        assert_eq!(task_vars[0].as_bytes(), b"LEASH_TASK=00ab");
+    }
+}

@@ -1,0 +1,130 @@
+//! `leash status`: what the daemon enforces with, and how full its maps are.
+
+use std::process::ExitCode;
+
+use leash::{api::types::Status, client::Client};
+
+use super::output;
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// Print the status object as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(client: &Client, args: &StatusArgs) -> anyhow::Result<ExitCode> {
+    let status = super::block_on(client.status())??;
+    if args.json {
+        output::print_json(&status)?;
+    } else {
+        output::print(&status_text(&status))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn status_text(s: &Status) -> String {
+    let backend = if s.backend_reason.is_empty() {
+        s.backend.clone()
+    } else {
+        format!("{} ({})", s.backend, s.backend_reason)
+    };
+    let mut text = output::fields(&[
+        ("version", s.version.clone()),
+        ("backend", backend),
+        ("cgroup", s.cgroup.clone()),
+        ("tasks active", s.tasks_active.to_string()),
+        ("events lost", s.events_lost.to_string()),
+        ("tag failures", s.tag_failures.to_string()),
+    ]);
+    let programs: Vec<Vec<String>> = s
+        .programs
+        .iter()
+        .map(|p| {
+            vec![
+                p.name.clone(),
+                if p.attached { "yes" } else { "no" }.to_owned(),
+            ]
+        })
+        .collect();
+    text.push('\n');
+    text.push_str(&output::table(&["PROGRAM", "ATTACHED"], &programs));
+    let maps: Vec<Vec<String>> = s
+        .maps
+        .iter()
+        .map(|m| {
+            let used = m
+                .entries
+                .saturating_mul(100)
+                .checked_div(m.capacity)
+                .map_or_else(|| "-".to_owned(), |p| format!("{p}%"));
+            vec![
+                m.name.clone(),
+                m.entries.to_string(),
+                m.capacity.to_string(),
+                used,
+            ]
+        })
+        .collect();
+    text.push('\n');
+    text.push_str(&output::table(
+        &["MAP", "ENTRIES", "CAPACITY", "USED"],
+        &maps,
+    ));
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser as _;
+    use leash::api::types::{MapStatus, ProgramStatus};
+
+    #[test]
+    fn parses_status() {
+        let cli = Cli::try_parse_from(["leash", "status", "--json"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Status(StatusArgs { json: true })
+        ));
+        let cli = Cli::try_parse_from(["leash", "status", "--socket", "/x.sock"]).unwrap();
+        assert_eq!(cli.socket.as_deref(), Some(std::path::Path::new("/x.sock")));
+    }
+
+    #[test]
+    fn formats_status() {
+        let text = status_text(&Status {
+            version: "0.1.0".into(),
+            backend: "lsm".into(),
+            backend_reason: "bpf is in the active LSMs".into(),
+            cgroup: "/sys/fs/cgroup".into(),
+            programs: vec![
+                ProgramStatus {
+                    name: "leash_bprm_check".into(),
+                    attached: true,
+                },
+                ProgramStatus {
+                    name: "leash_sendmsg4".into(),
+                    attached: false,
+                },
+            ],
+            maps: vec![MapStatus {
+                name: "TASKS".into(),
+                entries: 3,
+                capacity: 1024,
+            }],
+            tasks_active: 3,
+            events_lost: 0,
+            tag_failures: 1,
+        });
+        assert!(
+            text.contains("backend:      lsm (bpf is in the active LSMs)\n"),
+            "{text}"
+        );
+        assert!(text.contains("tag failures: 1\n"), "{text}");
+        assert!(text.contains("leash_bprm_check  yes\n"), "{text}");
+        assert!(text.contains("leash_sendmsg4    no\n"), "{text}");
+        assert!(text.contains("TASKS  3        1024      0%\n"), "{text}");
+    }
+}

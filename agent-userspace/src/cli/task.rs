@@ -1,0 +1,480 @@
+//! `leash task create|list|show|end`, and the task flags shared with `leash run`.
+
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
+
+use anyhow::Context as _;
+use leash::{
+    api::types::{CreateTask, Grant, GrantKind, Grants, Mode, Task, TaskState},
+    client::Client,
+};
+
+use super::output;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum TaskCommand {
+    /// Create a task and print its id.
+    Create(CreateArgs),
+    /// List the tasks.
+    List(JsonFlag),
+    /// Show one task and its grants.
+    Show {
+        /// Task id.
+        id: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// End a task now: its processes lose every grant.
+    End {
+        /// Task id.
+        id: String,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct JsonFlag {
+    /// Print JSON (the API's objects) instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CreateArgs {
+    #[command(flatten)]
+    pub spec: TaskSpec,
+    /// Print the task object as JSON instead of its id.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What a new task is: agent, intent, grants, TTL and mode (`leash task create`, `leash run`).
+#[derive(Debug, clap::Args)]
+pub struct TaskSpec {
+    /// Agent name, part of the task's identity and of every event.
+    #[arg(long, value_name = "NAME", env = "LEASH_AGENT", default_value = "cli")]
+    pub agent: String,
+    /// What the task is for (free text, logged with every event).
+    #[arg(long, value_name = "TEXT")]
+    pub intent: Option<String>,
+    /// Allow executing this file (absolute path; `DIR/` allows every file directly inside).
+    #[arg(long = "allow-exec", value_name = "PATH")]
+    pub allow_exec: Vec<String>,
+    /// Allow connecting to ADDR[/PREFIX]:PORTS[/PROTO], e.g. 10.0.0.0/8:443/tcp or api.github.com:443.
+    #[arg(long = "allow-connect", value_name = "SPEC")]
+    pub allow_connect: Vec<String>,
+    /// YAML file with `exec:` and `connect:` lists, merged with the flags.
+    #[arg(long, value_name = "FILE")]
+    pub grants: Option<PathBuf>,
+    /// Lifetime of the task, e.g. 90s, 10m, 1h [default: the daemon's].
+    #[arg(long, value_name = "DURATION", value_parser = parse_ttl, allow_hyphen_values = true)]
+    pub ttl: Option<u64>,
+    /// Log decisions as `audited` but allow them (dry run).
+    #[arg(long)]
+    pub audit: bool,
+}
+
+impl TaskSpec {
+    /// The `POST /v1/tasks` body: the grants file first, then the flags, without repeats.
+    pub fn to_request(&self) -> anyhow::Result<CreateTask> {
+        let mut grants = match &self.grants {
+            Some(file) => read_grants_file(file)?,
+            None => Grants::default(),
+        };
+        grants
+            .exec
+            .extend(self.allow_exec.iter().map(|p| absolute(p)));
+        grants.connect.extend(self.allow_connect.iter().cloned());
+        dedup(&mut grants.exec);
+        dedup(&mut grants.connect);
+        Ok(CreateTask {
+            agent: self.agent.clone(),
+            intent: self.intent.clone(),
+            grants,
+            ttl_seconds: self.ttl,
+            mode: self.audit.then_some(Mode::Audit),
+        })
+    }
+}
+
+/// Parses a DURATION flag (`90s`, `10m`, `1h`, `1h 30m`) into whole seconds, rounding up.
+pub fn parse_ttl(s: &str) -> Result<u64, String> {
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("{e}; expected a duration like 90s, 10m or 1h"))?;
+    if d.is_zero() {
+        return Err("a duration must be longer than zero".to_owned());
+    }
+    Ok(d.as_secs() + u64::from(d.subsec_nanos() > 0))
+}
+
+/// Makes a relative exec path absolute against the current directory: the daemon
+/// resolves paths in its own working directory, not ours. Keeps a trailing `/`.
+pub fn absolute(path: &str) -> String {
+    if path.starts_with('/') {
+        return path.to_owned();
+    }
+    match std::env::current_dir() {
+        Ok(cwd) => {
+            let joined = cwd.join(path).display().to_string();
+            if path.ends_with('/') && !joined.ends_with('/') {
+                joined + "/"
+            } else {
+                joined
+            }
+        }
+        Err(_) => path.to_owned(),
+    }
+}
+
+pub fn read_grants_file(file: &Path) -> anyhow::Result<Grants> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read --grants file {}", file.display()))?;
+    parse_grants(&text).with_context(|| format!("bad --grants file {}", file.display()))
+}
+
+fn parse_grants(text: &str) -> anyhow::Result<Grants> {
+    if text.lines().all(|l| {
+        let l = l.trim();
+        l.is_empty() || l.starts_with('#') || l == "---"
+    }) {
+        return Ok(Grants::default());
+    }
+    // A key with nothing under it (`connect:`) is YAML null: read it as an empty list.
+    let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(text)?;
+    let value = match value {
+        serde_yaml_ng::Value::Mapping(mut map) => {
+            for (_, v) in &mut map {
+                if v.is_null() {
+                    *v = serde_yaml_ng::Value::Sequence(Vec::new());
+                }
+            }
+            serde_yaml_ng::Value::Mapping(map)
+        }
+        other => other,
+    };
+    Ok(serde_yaml_ng::from_value(value)?)
+}
+
+fn dedup(items: &mut Vec<String>) {
+    let mut seen = std::collections::HashSet::new();
+    items.retain(|i| seen.insert(i.clone()));
+}
+
+pub fn run(client: &Client, cmd: TaskCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        TaskCommand::Create(args) => {
+            let req = args.spec.to_request()?;
+            let task = super::block_on(client.create_task(&req))??;
+            if args.json {
+                output::print_json(&task)?;
+            } else {
+                output::print(&task.id)?;
+            }
+        }
+        TaskCommand::List(JsonFlag { json }) => {
+            let tasks = super::block_on(client.list_tasks())??;
+            if json {
+                output::print_json(&tasks)?;
+            } else {
+                output::print(&list_table(&tasks))?;
+            }
+        }
+        TaskCommand::Show {
+            id,
+            json: JsonFlag { json },
+        } => {
+            let task = super::block_on(client.get_task(&id))??;
+            if json {
+                output::print_json(&task)?;
+            } else {
+                output::print(&show_text(&task))?;
+            }
+        }
+        TaskCommand::End { id } => {
+            let task = super::block_on(client.end_task(&id))??;
+            output::print(&format!("ended {}", task.id))?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `ended(expired)` for an ended task, else the state's name.
+fn state_text(task: &Task) -> String {
+    match (task.state, task.end_reason) {
+        (TaskState::Ended, Some(reason)) => format!("ended({})", output::name(&reason)),
+        (state, _) => output::name(&state),
+    }
+}
+
+fn list_table(tasks: &[Task]) -> String {
+    let rows: Vec<Vec<String>> = tasks
+        .iter()
+        .map(|t| {
+            vec![
+                t.id.clone(),
+                t.agent.clone(),
+                state_text(t),
+                output::name(&t.mode),
+                t.grants.len().to_string(),
+                t.expires_at.clone().unwrap_or_else(|| "-".to_owned()),
+            ]
+        })
+        .collect();
+    output::table(
+        &["ID", "AGENT", "STATE", "MODE", "GRANTS", "EXPIRES"],
+        &rows,
+    )
+}
+
+fn show_text(task: &Task) -> String {
+    let mut pairs = vec![
+        ("id", task.id.clone()),
+        ("agent", task.agent.clone()),
+        ("spiffe_id", task.spiffe_id.clone()),
+    ];
+    if let Some(intent) = &task.intent {
+        pairs.push(("intent", intent.clone()));
+    }
+    pairs.push(("mode", output::name(&task.mode)));
+    pairs.push(("state", state_text(task)));
+    pairs.push(("created_at", task.created_at.clone()));
+    pairs.push((
+        "expires_at",
+        task.expires_at
+            .clone()
+            .unwrap_or_else(|| "never".to_owned()),
+    ));
+    if let Some(ended) = &task.ended_at {
+        pairs.push(("ended_at", ended.clone()));
+    }
+    let pids: Vec<String> = task.attached_pids.iter().map(u32::to_string).collect();
+    pairs.push((
+        "attached_pids",
+        if pids.is_empty() {
+            "-".to_owned()
+        } else {
+            pids.join(" ")
+        },
+    ));
+    pairs.push(("grants", task.grants.len().to_string()));
+    let mut text = output::fields(&pairs);
+    for grant in &task.grants {
+        text.push_str(&grant_text(grant));
+    }
+    text
+}
+
+/// `  g1  exec     /usr/bin/git  expires_at=...` then one indented line per resolved entry.
+fn grant_text(grant: &Grant) -> String {
+    let kind = match grant.kind {
+        GrantKind::Exec => "exec",
+        GrantKind::Connect => "connect",
+    };
+    let mut line = format!("  {:<4} {kind:<8} {}", grant.id, grant.spec);
+    if let Some(expires) = &grant.expires_at {
+        line.push_str("  expires_at=");
+        line.push_str(expires);
+    }
+    line.push('\n');
+    for resolved in &grant.resolved {
+        line.push_str("         -> ");
+        line.push_str(resolved);
+        line.push('\n');
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser as _;
+    use leash::api::types::EndReason;
+
+    fn spec(args: &[&str]) -> TaskSpec {
+        match Cli::try_parse_from(["leash", "task", "create"].iter().chain(args))
+            .unwrap()
+            .command
+        {
+            Command::Task(TaskCommand::Create(c)) => c.spec,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_task_commands() {
+        let cli = Cli::try_parse_from(["leash", "task", "list", "--json"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Task(TaskCommand::List(JsonFlag { json: true }))
+        ));
+        let cli = Cli::try_parse_from(["leash", "task", "show", "00ab"]).unwrap();
+        assert!(
+            matches!(cli.command, Command::Task(TaskCommand::Show { ref id, json: JsonFlag { json: false } }) if id == "00ab")
+        );
+        let cli =
+            Cli::try_parse_from(["leash", "--socket", "/tmp/s", "task", "end", "00ab"]).unwrap();
+        assert_eq!(cli.socket.as_deref(), Some(Path::new("/tmp/s")));
+        assert!(matches!(cli.command, Command::Task(TaskCommand::End { ref id }) if id == "00ab"));
+        assert!(Cli::try_parse_from(["leash", "task", "show"]).is_err());
+        // --task and CMD belong to `leash run` only.
+        assert!(Cli::try_parse_from(["leash", "task", "create", "--task", "00ab"]).is_err());
+        assert!(Cli::try_parse_from(["leash", "task", "create", "--", "ls"]).is_err());
+    }
+
+    #[test]
+    fn create_flags_become_request() {
+        let s = spec(&[
+            "--agent",
+            "claude",
+            "--intent",
+            "fix bug 12",
+            "--allow-exec",
+            "/usr/bin/git",
+            "--allow-exec",
+            "/opt/tools/",
+            "--allow-connect",
+            "10.0.0.0/8:443/tcp",
+            "--ttl",
+            "10m",
+            "--audit",
+            "--json",
+        ]);
+        let req = s.to_request().unwrap();
+        assert_eq!(req.agent, "claude");
+        assert_eq!(req.intent.as_deref(), Some("fix bug 12"));
+        assert_eq!(req.grants.exec, ["/usr/bin/git", "/opt/tools/"]);
+        assert_eq!(req.grants.connect, ["10.0.0.0/8:443/tcp"]);
+        assert_eq!(req.ttl_seconds, Some(600));
+        assert_eq!(req.mode, Some(Mode::Audit));
+        let plain = spec(&[]).to_request().unwrap();
+        assert_eq!(plain.mode, None);
+        assert_eq!(plain.ttl_seconds, None);
+        assert!(!plain.agent.is_empty());
+    }
+
+    #[test]
+    fn ttl_errors_name_the_flag() {
+        for bad in ["soon", "10", "0s", "-5m"] {
+            let err = Cli::try_parse_from(["leash", "task", "create", "--ttl", bad]).unwrap_err();
+            let msg = err.to_string();
+            assert!(msg.contains("--ttl"), "{bad}: {msg}");
+            assert!(msg.contains(bad), "{bad}: {msg}");
+        }
+        assert_eq!(parse_ttl("90s"), Ok(90));
+        assert_eq!(parse_ttl("1h"), Ok(3600));
+        assert_eq!(parse_ttl("1h 30m"), Ok(5400));
+        assert_eq!(parse_ttl("1500ms"), Ok(2));
+    }
+
+    #[test]
+    fn grants_file_merges_with_flags() {
+        let dir = std::env::temp_dir().join(format!("leash-grants-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("grants.yaml");
+        std::fs::write(
+            &file,
+            "# grants for the bug fix\nexec:\n  - /usr/bin/git\n  - /usr/bin/python3\nconnect:\n  - \"[::1]:5432\"\n",
+        )
+        .unwrap();
+        let s = spec(&[
+            "--grants",
+            file.to_str().unwrap(),
+            "--allow-exec",
+            "/usr/bin/git",
+            "--allow-exec",
+            "/usr/bin/curl",
+            "--allow-connect",
+            "api.github.com:443",
+        ]);
+        let req = s.to_request().unwrap();
+        assert_eq!(
+            req.grants.exec,
+            ["/usr/bin/git", "/usr/bin/python3", "/usr/bin/curl"]
+        );
+        assert_eq!(req.grants.connect, ["[::1]:5432", "api.github.com:443"]);
+
+        std::fs::write(&file, "exec: [/bin/ls]\nconnect:\n").unwrap();
+        let req = spec(&["--grants", file.to_str().unwrap()])
+            .to_request()
+            .unwrap();
+        assert_eq!(req.grants.exec, ["/bin/ls"]);
+        assert!(req.grants.connect.is_empty());
+
+        std::fs::write(&file, "# nothing yet\n").unwrap();
+        assert_eq!(read_grants_file(&file).unwrap(), Grants::default());
+
+        std::fs::write(&file, "exec: [/bin/ls]\nnetwork: [1.2.3.4:80]\n").unwrap();
+        let err = format!("{:#}", read_grants_file(&file).unwrap_err());
+        assert!(err.starts_with("bad --grants file"), "{err}");
+        assert!(err.contains("network"), "{err}");
+
+        let missing = dir.join("missing.yaml");
+        let err = format!("{:#}", read_grants_file(&missing).unwrap_err());
+        assert!(err.starts_with("cannot read --grants file"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn relative_exec_paths_become_absolute() {
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(absolute("/bin/ls"), "/bin/ls");
+        assert_eq!(
+            absolute("tools/run"),
+            cwd.join("tools/run").display().to_string()
+        );
+        assert!(absolute("tools/").ends_with("/tools/"));
+    }
+
+    fn sample_task() -> Task {
+        Task {
+            id: "00000000000000ab".into(),
+            agent: "cli".into(),
+            spiffe_id: "spiffe://leash.local/agent/cli/task/00000000000000ab".into(),
+            intent: Some("triage".into()),
+            mode: Mode::Enforce,
+            state: TaskState::Ended,
+            end_reason: Some(EndReason::Expired),
+            created_at: "2025-01-01T00:00:00Z".into(),
+            expires_at: None,
+            ended_at: Some("2025-01-01T00:10:00Z".into()),
+            grants: vec![Grant {
+                id: "g1".into(),
+                kind: GrantKind::Exec,
+                spec: "/usr/bin/git".into(),
+                expires_at: None,
+                resolved: vec!["/usr/bin/git 8:1:42".into()],
+            }],
+            attached_pids: vec![41, 42],
+        }
+    }
+
+    #[test]
+    fn text_output() {
+        let task = sample_task();
+        let table = list_table(std::slice::from_ref(&task));
+        let mut lines = table.lines();
+        assert_eq!(
+            lines.next().unwrap().split_whitespace().collect::<Vec<_>>(),
+            ["ID", "AGENT", "STATE", "MODE", "GRANTS", "EXPIRES"]
+        );
+        assert_eq!(
+            lines.next().unwrap().split_whitespace().collect::<Vec<_>>(),
+            [
+                "00000000000000ab",
+                "cli",
+                "ended(expired)",
+                "enforce",
+                "1",
+                "-"
+            ]
+        );
+        let show = show_text(&task);
+        assert!(show.contains("state:"), "{show}");
+        assert!(show.contains("ended(expired)"), "{show}");
+        assert!(show.contains("attached_pids: 41 42"), "{show}");
+        assert!(show.contains("  g1   exec     /usr/bin/git\n"), "{show}");
+        assert!(show.contains("-> /usr/bin/git 8:1:42"), "{show}");
+    }
+}

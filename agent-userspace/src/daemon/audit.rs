@@ -1,0 +1,100 @@
+//! The audit trail: every decision and lifecycle event as one JSON line, appended to
+//! the audit log and fanned out to `leash events` followers.
+
+use std::{
+    collections::VecDeque,
+    fs::{File, OpenOptions},
+    io::Write as _,
+    path::Path,
+    sync::{Arc, Mutex},
+};
+
+use tokio::sync::broadcast;
+
+use crate::api::types::AuditEvent;
+
+/// Events kept in memory for `GET /v1/events` without `follow`.
+const RECENT: usize = 10_000;
+
+pub struct AuditSink {
+    file: Mutex<File>,
+    recent: Mutex<VecDeque<Arc<AuditEvent>>>,
+    tx: broadcast::Sender<Arc<AuditEvent>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot open the audit log {path}: {source}; fix audit_log in the config or the directory's permissions"
+)]
+pub struct AuditOpenError {
+    path: String,
+    #[source]
+    source: std::io::Error,
+}
+
+impl AuditSink {
+    pub fn open(path: &Path) -> Result<Self, AuditOpenError> {
+        let err = |source| AuditOpenError {
+            path: path.display().to_string(),
+            source,
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(err)?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(err)?;
+        let (tx, _) = broadcast::channel(4096);
+        Ok(Self {
+            file: Mutex::new(file),
+            recent: Mutex::new(VecDeque::with_capacity(1024)),
+            tx,
+        })
+    }
+
+    /// Appends one event. The line goes out in a single `write` on an `O_APPEND` file, so
+    /// concurrent writers never interleave partial lines.
+    pub fn emit(&self, event: AuditEvent) {
+        let event = Arc::new(event);
+        match serde_json::to_vec(&*event) {
+            Ok(mut line) => {
+                line.push(b'\n');
+                if let Ok(mut f) = self.file.lock()
+                    && let Err(e) = f.write_all(&line)
+                {
+                    tracing::error!("audit log write failed: {e}");
+                }
+            }
+            Err(e) => tracing::error!("cannot serialize an audit event: {e}"),
+        }
+        if let Ok(mut r) = self.recent.lock() {
+            if r.len() == RECENT {
+                r.pop_front();
+            }
+            r.push_back(Arc::clone(&event));
+        }
+        // No follower is fine.
+        let _ = self.tx.send(event);
+    }
+
+    /// Recent events, oldest first, optionally of one task.
+    #[must_use]
+    pub fn recent(&self, task: Option<&str>) -> Vec<Arc<AuditEvent>> {
+        self.recent
+            .lock()
+            .map(|r| {
+                r.iter()
+                    .filter(|e| task.is_none_or(|t| e.task == t))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    #[must_use]
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<AuditEvent>> {
+        self.tx.subscribe()
+    }
+}

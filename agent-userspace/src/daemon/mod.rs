@@ -1,0 +1,401 @@
+//! `leash daemon`: owns the kernel programs and the tasks, serves the API, writes the
+//! audit log, and ends tasks when they expire or their last process exits.
+
+pub mod audit;
+pub mod registry;
+mod store;
+
+use std::{
+    path::PathBuf,
+    sync::{Arc, Mutex, MutexGuard},
+    time::Duration,
+};
+
+use serde_json::json;
+
+use crate::{
+    Enforcer,
+    api::types::{self, AuditEvent, EndReason},
+    clock,
+    config::Config,
+    events::{Decision, Target},
+};
+
+pub use audit::AuditSink;
+pub use registry::{Limits, RegistryError, Tasks};
+
+/// Everything under the one lock: the kernel maps and the task registry change together.
+pub struct Inner {
+    pub enforcer: Enforcer,
+    pub tasks: Tasks,
+}
+
+/// The daemon's shared state.
+pub struct Daemon {
+    inner: Mutex<Inner>,
+    pub audit: AuditSink,
+    pub limits: Limits,
+    log_allowed_exec: bool,
+    store: store::Store,
+}
+
+impl Daemon {
+    /// Adopts the state a previous daemon left (tasks in the state file whose kernel
+    /// entries survived in the pinned maps), then starts from there.
+    pub fn new(enforcer: Enforcer, config: &Config, audit: AuditSink) -> anyhow::Result<Arc<Self>> {
+        let store = store::Store::new(config.state_dir.join("state.json"));
+        let tasks = store.load()?;
+        let daemon = Arc::new(Self {
+            inner: Mutex::new(Inner { enforcer, tasks }),
+            audit,
+            limits: Limits {
+                default_ttl: config.tasks.default_ttl,
+                max_ttl: config.tasks.max_ttl,
+                kill_on_end: config.tasks.kill_on_end,
+                trust_domain: config.trust_domain.clone(),
+            },
+            log_allowed_exec: config.log_allowed.exec,
+            store,
+        });
+        daemon.adopt();
+        Ok(daemon)
+    }
+
+    /// The lock; a panic while holding it cannot leave the maps half-written in a way
+    /// that allows more (grants go in before the task entry), so poisoning is ignored.
+    pub fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn save(&self, inner: &Inner) {
+        if let Err(e) = self.store.save(&inner.tasks) {
+            tracing::error!("cannot save the state file: {e:#}");
+        }
+    }
+
+    fn adopt(&self) {
+        let mut inner = self.lock();
+        let Inner { enforcer, tasks } = &mut *inner;
+        let live: Vec<u64> = tasks
+            .tasks
+            .values()
+            .filter(|t| t.state != types::TaskState::Ended)
+            .map(|t| t.id)
+            .collect();
+        let mut adopted = 0;
+        for id in live {
+            if enforcer.maps().task(id).is_some() {
+                match tasks.sync(enforcer.maps_mut(), id) {
+                    Ok(()) => adopted += 1,
+                    Err(e) => {
+                        tracing::error!(task = %registry::task_id_string(id), "cannot re-apply grants: {e}");
+                    }
+                }
+            } else {
+                // The kernel lost it (no pinned maps: first start or reboot): nothing
+                // enforces its grants, so it cannot go on.
+                let _ = tasks.end(enforcer.maps_mut(), id, EndReason::Ended, &self.limits);
+                tracing::warn!(task = %registry::task_id_string(id), "task not in the kernel's maps any more; ended");
+            }
+        }
+        // Kernel tasks the state file does not know (a crash before it was saved): no
+        // one can manage them, so their entries go; their processes stay denied.
+        for id in enforcer.maps().task_ids() {
+            if tasks
+                .get(id)
+                .is_none_or(|t| t.state == types::TaskState::Ended)
+            {
+                let _ = enforcer.maps_mut().remove_task(id);
+                tracing::warn!(task = %registry::task_id_string(id), "removed a kernel task without a record");
+            }
+        }
+        if adopted > 0 {
+            tracing::info!(adopted, "adopted running tasks");
+        }
+        self.save(&inner);
+    }
+
+    fn lifecycle_event(
+        &self,
+        task: &registry::TaskRecord,
+        kind: &str,
+        target: serde_json::Value,
+        reason: &str,
+    ) {
+        self.audit.emit(AuditEvent {
+            ts: registry::wall_of_boot_ns(clock::boottime_ns()),
+            task: task.id_string(),
+            agent: task.agent.clone(),
+            spiffe_id: task.spiffe_id(&self.limits.trust_domain),
+            intent: task.intent.clone(),
+            pid: std::process::id(),
+            comm: "leash".into(),
+            kind: kind.into(),
+            verdict: "allowed".into(),
+            target,
+            reason: reason.into(),
+        });
+    }
+
+    pub fn create_task(&self, req: &types::CreateTask) -> Result<types::Task, RegistryError> {
+        let mut inner = self.lock();
+        let Inner { enforcer, tasks } = &mut *inner;
+        let id = tasks.create(enforcer.maps_mut(), req, &self.limits)?;
+        let rec = tasks
+            .get(id)
+            .cloned()
+            .ok_or_else(|| RegistryError::NoTask(registry::task_id_string(id)))?;
+        self.save(&inner);
+        drop(inner);
+        self.lifecycle_event(
+            &rec,
+            "task_started",
+            json!({ "grants": req.grants, "mode": rec.mode }),
+            "created",
+        );
+        Ok(rec.view(&self.limits.trust_domain))
+    }
+
+    pub fn end_task(&self, id: u64, reason: EndReason) -> Result<types::Task, RegistryError> {
+        let mut inner = self.lock();
+        let Inner { enforcer, tasks } = &mut *inner;
+        let was_live = tasks
+            .get(id)
+            .is_some_and(|t| t.state != types::TaskState::Ended);
+        let killed = tasks.end(enforcer.maps_mut(), id, reason, &self.limits)?;
+        let rec = tasks
+            .get(id)
+            .cloned()
+            .ok_or_else(|| RegistryError::NoTask(registry::task_id_string(id)))?;
+        self.save(&inner);
+        drop(inner);
+        if was_live {
+            let reason = serde_json::to_value(reason)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            self.lifecycle_event(
+                &rec,
+                "task_ended",
+                json!({ "killed_pids": killed }),
+                &reason,
+            );
+        }
+        Ok(rec.view(&self.limits.trust_domain))
+    }
+
+    pub fn add_grant(&self, id: u64, req: &types::AddGrant) -> Result<String, RegistryError> {
+        let mut inner = self.lock();
+        let Inner { enforcer, tasks } = &mut *inner;
+        let gid = tasks.add_grant(enforcer.maps_mut(), id, req, &self.limits)?;
+        let rec = tasks.get(id).cloned();
+        self.save(&inner);
+        drop(inner);
+        if let Some(rec) = rec
+            && let Some(g) = rec.grants.iter().find(|g| g.id == gid)
+        {
+            self.lifecycle_event(&rec, "grant_added", json!({ "grant_id": gid, "kind": g.kind, "spec": g.spec, "expires_at": g.expires_at }), "requested");
+        }
+        Ok(gid)
+    }
+
+    pub fn revoke_grant(&self, id: u64, gid: &str, reason: &str) -> Result<(), RegistryError> {
+        let mut inner = self.lock();
+        let Inner { enforcer, tasks } = &mut *inner;
+        let g = tasks.revoke_grant(enforcer.maps_mut(), id, gid)?;
+        let rec = tasks.get(id).cloned();
+        self.save(&inner);
+        drop(inner);
+        if let Some(rec) = rec {
+            self.lifecycle_event(
+                &rec,
+                "grant_revoked",
+                json!({ "grant_id": g.id, "kind": g.kind, "spec": g.spec }),
+                reason,
+            );
+        }
+        Ok(())
+    }
+
+    pub fn attach(&self, id: u64, pid: u32) -> Result<(), RegistryError> {
+        let mut inner = self.lock();
+        let Inner { enforcer, tasks } = &mut *inner;
+        tasks.attach(enforcer.maps_mut(), id, pid)?;
+        self.save(&inner);
+        Ok(())
+    }
+
+    /// Whether `pid` runs inside any task (such callers may not change anything).
+    pub fn in_task(&self, pid: u32) -> bool {
+        self.lock().enforcer.maps().tag_of(pid).is_some()
+    }
+
+    pub fn task(&self, id: u64) -> Result<types::Task, RegistryError> {
+        self.lock()
+            .tasks
+            .get(id)
+            .map(|t| t.view(&self.limits.trust_domain))
+            .ok_or_else(|| RegistryError::NoTask(registry::task_id_string(id)))
+    }
+
+    pub fn list(&self) -> Vec<types::Task> {
+        self.lock()
+            .tasks
+            .tasks
+            .values()
+            .map(|t| t.view(&self.limits.trust_domain))
+            .collect()
+    }
+
+    pub fn status(&self) -> types::Status {
+        let inner = self.lock();
+        let e = &inner.enforcer;
+        let stat = |s| e.maps().stat(s).unwrap_or(0);
+        types::Status {
+            version: env!("CARGO_PKG_VERSION").into(),
+            backend: e.backend().to_string(),
+            backend_reason: e.backend_reason().into(),
+            cgroup: e.cgroup().display().to_string(),
+            programs: e
+                .attached()
+                .iter()
+                .map(|p| types::ProgramStatus {
+                    name: (*p).into(),
+                    attached: true,
+                })
+                .collect(),
+            maps: e
+                .maps()
+                .usage()
+                .into_iter()
+                .map(|(name, entries, capacity)| types::MapStatus {
+                    name: name.into(),
+                    entries,
+                    capacity,
+                })
+                .collect(),
+            tasks_active: inner.tasks.active_count(),
+            events_lost: stat(agent_common::maps::Stat::EventsLost),
+            tag_failures: stat(agent_common::maps::Stat::TagFailed),
+        }
+    }
+
+    /// Turns one kernel record into audit events and lifecycle actions.
+    pub fn on_kernel_events(&self, batch: Vec<Decision>) {
+        let mut exits = Vec::new();
+        for d in batch {
+            if d.kind == "exit" {
+                exits.push(d.task);
+                continue;
+            }
+            if d.kind == "exec" && d.verdict == "allowed" && !self.log_allowed_exec {
+                continue;
+            }
+            let meta = self.lock().tasks.get(d.task).cloned();
+            let (agent, spiffe_id, intent) = meta.as_ref().map_or_else(
+                || ("unknown".to_owned(), String::new(), None),
+                |t| {
+                    (
+                        t.agent.clone(),
+                        t.spiffe_id(&self.limits.trust_domain),
+                        t.intent.clone(),
+                    )
+                },
+            );
+            let target = match &d.target {
+                Target::Exec { path, dev, ino } => json!({ "path": path, "dev": dev, "ino": ino }),
+                Target::Net {
+                    addr,
+                    port,
+                    protocol,
+                } => json!({ "addr": addr.to_string(), "port": port, "protocol": protocol }),
+                Target::Process {} => json!({}),
+            };
+            self.audit.emit(AuditEvent {
+                ts: registry::wall_of_boot_ns(d.ts_ns),
+                task: registry::task_id_string(d.task),
+                agent,
+                spiffe_id,
+                intent,
+                pid: d.pid,
+                comm: d.comm.clone(),
+                kind: d.kind.into(),
+                verdict: d.verdict.into(),
+                target,
+                reason: d.reason.into(),
+            });
+        }
+        if !exits.is_empty() {
+            self.end_exited(&exits);
+        }
+    }
+
+    /// Ends active tasks among `candidates` that have no process left.
+    pub fn end_exited(&self, candidates: &[u64]) {
+        let done = {
+            let inner = self.lock();
+            inner.tasks.exited(inner.enforcer.maps(), candidates)
+        };
+        for id in done {
+            if let Err(e) = self.end_task(id, EndReason::Exited) {
+                tracing::error!(task = %registry::task_id_string(id), "cannot end an exited task: {e}");
+            }
+        }
+    }
+
+    /// Ends expired tasks and revokes expired grants. The kernel already denies them at
+    /// their expiry; this removes their entries and records it.
+    pub fn sweep(&self, all_exits: bool) {
+        let (tasks, grants, active) = {
+            let inner = self.lock();
+            let (t, g) = inner.tasks.expired(clock::boottime_ns());
+            let active: Vec<u64> = if all_exits {
+                inner
+                    .tasks
+                    .tasks
+                    .values()
+                    .filter(|t| t.state == types::TaskState::Active)
+                    .map(|t| t.id)
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            (t, g, active)
+        };
+        for id in tasks {
+            let _ = self.end_task(id, EndReason::Expired);
+        }
+        for (id, gid) in grants {
+            let _ = self.revoke_grant(id, &gid, "expired");
+        }
+        if !active.is_empty() {
+            // Catches exits whose event was lost to a full ring buffer.
+            self.end_exited(&active);
+        }
+    }
+}
+
+/// Runs the periodic sweep until `shutdown` fires.
+pub async fn sweeper(daemon: Arc<Daemon>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut n: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        n += 1;
+        let d = Arc::clone(&daemon);
+        // Every 2 s, also look for tasks whose exit event was lost.
+        let all = n.is_multiple_of(8);
+        let _ = tokio::task::spawn_blocking(move || d.sweep(all)).await;
+    }
+}
+
+/// State file location helper for `--cleanup`.
+#[must_use]
+pub fn state_file(config: &Config) -> PathBuf {
+    config.state_dir.join("state.json")
+}

@@ -1,0 +1,690 @@
+//! The daemon's tasks: their metadata, grants and lifecycle, and the kernel entries
+//! that enforce them. Every mutation reaches the kernel's maps before it returns, and
+//! is persisted to the state file so a restarted daemon can adopt it.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Duration,
+};
+
+use agent_common::{ExecGrant, ExecKey, ScriptKey, TaskInfo, TaskMode, TaskState as KState};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    api::types::{self, EndReason, GrantKind, Mode, TaskState},
+    clock,
+    grants::{self, ConnectSpec, ExecFile, GrantError, NetGrant},
+    maps::{Maps, MapsError},
+};
+
+/// Why a request was refused; the API maps each to a status and code.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error(transparent)]
+    Grant(#[from] GrantError),
+    #[error("no task {0}; list tasks with `leash task list`")]
+    NoTask(String),
+    #[error("task {task} has no grant {grant}; see `leash task show {task}`")]
+    NoGrant { task: String, grant: String },
+    #[error("task {0} has ended; create a new task")]
+    Ended(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error(transparent)]
+    Maps(#[from] MapsError),
+}
+
+/// Limits from the config.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub default_ttl: Duration,
+    pub max_ttl: Duration,
+    pub kill_on_end: bool,
+    pub trust_domain: String,
+}
+
+/// One grant, resolved when it was added (an exec grant is bound to the inode it named
+/// then), and kept in that form across daemon restarts.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GrantRecord {
+    pub id: String,
+    pub kind: GrantKind,
+    pub spec: String,
+    /// `CLOCK_BOOTTIME` ns; 0 = with the task.
+    pub expires_ns: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    #[serde(default)]
+    pub files: Vec<FileRecord>,
+    #[serde(default)]
+    pub nets: Vec<NetRecord>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FileRecord {
+    pub path: String,
+    pub dev: u32,
+    pub ino: u64,
+    pub script: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NetRecord {
+    pub addr: [u8; 16],
+    pub prefix: u8,
+    pub port_lo: u16,
+    pub port_hi: u16,
+    pub protos: u8,
+}
+
+/// A task as the daemon keeps it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TaskRecord {
+    pub id: u64,
+    pub agent: String,
+    pub intent: Option<String>,
+    pub mode: Mode,
+    pub state: TaskState,
+    pub end_reason: Option<EndReason>,
+    pub created_at: String,
+    /// `CLOCK_BOOTTIME` ns; 0 = none.
+    pub expires_ns: u64,
+    pub expires_at: Option<String>,
+    pub ended_at: Option<String>,
+    pub grants: Vec<GrantRecord>,
+    pub next_grant: u32,
+    pub attached_pids: Vec<u32>,
+    pub counter_slot: u32,
+}
+
+/// Printable task id: 16 lowercase hex digits.
+#[must_use]
+pub fn task_id_string(id: u64) -> String {
+    format!("{id:016x}")
+}
+
+pub fn parse_task_id(s: &str) -> Result<u64, RegistryError> {
+    u64::from_str_radix(s, 16)
+        .ok()
+        .filter(|_| s.len() == 16)
+        .ok_or_else(|| RegistryError::NoTask(s.to_owned()))
+}
+
+fn now_rfc3339() -> String {
+    rfc3339(time::OffsetDateTime::now_utc())
+}
+
+fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.unix_timestamp().to_string())
+}
+
+/// Wall-clock time of a `CLOCK_BOOTTIME` instant.
+#[must_use]
+pub fn wall_of_boot_ns(boot_ns: u64) -> String {
+    let now_boot = clock::boottime_ns();
+    let now = time::OffsetDateTime::now_utc();
+    let delta =
+        time::Duration::nanoseconds(i64::try_from(boot_ns.abs_diff(now_boot)).unwrap_or(i64::MAX));
+    rfc3339(if boot_ns >= now_boot {
+        now + delta
+    } else {
+        now - delta
+    })
+}
+
+impl TaskRecord {
+    #[must_use]
+    pub fn id_string(&self) -> String {
+        task_id_string(self.id)
+    }
+
+    #[must_use]
+    pub fn spiffe_id(&self, trust_domain: &str) -> String {
+        format!(
+            "spiffe://{trust_domain}/agent/{}/task/{}",
+            self.agent,
+            self.id_string()
+        )
+    }
+
+    #[must_use]
+    pub fn view(&self, trust_domain: &str) -> types::Task {
+        types::Task {
+            id: self.id_string(),
+            agent: self.agent.clone(),
+            spiffe_id: self.spiffe_id(trust_domain),
+            intent: self.intent.clone(),
+            mode: self.mode,
+            state: self.state,
+            end_reason: self.end_reason,
+            created_at: self.created_at.clone(),
+            expires_at: self.expires_at.clone(),
+            ended_at: self.ended_at.clone(),
+            grants: self
+                .grants
+                .iter()
+                .map(|g| types::Grant {
+                    id: g.id.clone(),
+                    kind: g.kind,
+                    spec: g.spec.clone(),
+                    expires_at: g.expires_at.clone(),
+                    resolved: g
+                        .files
+                        .iter()
+                        .map(|f| format!("{} {}:{}", f.path, f.dev, f.ino))
+                        .chain(g.nets.iter().map(|n| {
+                            let v6 = std::net::Ipv6Addr::from(n.addr);
+                            match v6.to_ipv4_mapped() {
+                                Some(v4) if n.prefix >= 96 => format!("{v4}/{}", n.prefix - 96),
+                                _ => format!("{v6}/{}", n.prefix),
+                            }
+                        }))
+                        .collect(),
+                })
+                .collect(),
+            attached_pids: self.attached_pids.clone(),
+        }
+    }
+
+    fn kernel_info(&self) -> TaskInfo {
+        TaskInfo {
+            expires_ns: self.expires_ns,
+            state: KState::Active as u32,
+            mode: match self.mode {
+                Mode::Enforce => TaskMode::Enforce,
+                Mode::Audit => TaskMode::Audit,
+            } as u32,
+            counter_slot: self.counter_slot,
+            _pad: 0,
+        }
+    }
+
+    fn is_live(&self) -> bool {
+        self.state != TaskState::Ended
+    }
+}
+
+/// Effective expiry of a grant under a task: the earlier non-zero one.
+fn min_expiry(a: u64, b: u64) -> u64 {
+    match (a, b) {
+        (0, x) | (x, 0) => x,
+        (a, b) => a.min(b),
+    }
+}
+
+/// Tasks, agents and the kernel maps they are enforced through.
+#[derive(Default, Serialize, Deserialize)]
+pub struct Tasks {
+    pub tasks: BTreeMap<u64, TaskRecord>,
+    /// Agent name → decision counter slot (1-based; 0 is "unknown task").
+    pub agents: BTreeMap<String, u32>,
+}
+
+/// Ended tasks kept for `leash task list/show`.
+const ENDED_KEPT: usize = 1000;
+
+impl Tasks {
+    fn slot_for(&mut self, agent: &str) -> u32 {
+        if let Some(&s) = self.agents.get(agent) {
+            return s;
+        }
+        let slot = (self.agents.len() as u32 % (agent_common::event::COUNTER_SLOTS - 1)) + 1;
+        self.agents.insert(agent.to_owned(), slot);
+        slot
+    }
+
+    #[must_use]
+    pub fn get(&self, id: u64) -> Option<&TaskRecord> {
+        self.tasks.get(&id)
+    }
+
+    fn get_mut(&mut self, id: u64) -> Result<&mut TaskRecord, RegistryError> {
+        self.tasks
+            .get_mut(&id)
+            .ok_or_else(|| RegistryError::NoTask(task_id_string(id)))
+    }
+
+    /// Validates and creates a task with its grants in the kernel.
+    pub fn create(
+        &mut self,
+        maps: &mut Maps,
+        req: &types::CreateTask,
+        limits: &Limits,
+    ) -> Result<u64, RegistryError> {
+        validate_agent(&req.agent)?;
+        if let Some(intent) = &req.intent
+            && intent.len() > 4096
+        {
+            return Err(RegistryError::BadRequest(
+                "intent is longer than 4096 bytes; shorten it".into(),
+            ));
+        }
+        let ttl = match req.ttl_seconds {
+            Some(0) => {
+                return Err(RegistryError::BadRequest(
+                    "ttl_seconds must be at least 1 (omit it for the default)".into(),
+                ));
+            }
+            Some(s) => Duration::from_secs(s),
+            None => limits.default_ttl,
+        };
+        if ttl > limits.max_ttl {
+            return Err(RegistryError::BadRequest(format!(
+                "ttl_seconds {} exceeds the maximum of {} (tasks.max_ttl in the config)",
+                ttl.as_secs(),
+                limits.max_ttl.as_secs()
+            )));
+        }
+        let expires_ns = clock::expiry_after(Some(ttl));
+        // Resolve every grant before anything reaches the kernel: one bad grant, no task.
+        let mut grants = Vec::new();
+        let mut n = 0;
+        for spec in &req.grants.exec {
+            n += 1;
+            grants.push(resolve(GrantKind::Exec, spec, format!("g{n}"), 0)?);
+        }
+        for spec in &req.grants.connect {
+            n += 1;
+            grants.push(resolve(GrantKind::Connect, spec, format!("g{n}"), 0)?);
+        }
+        let id = loop {
+            let mut b = [0u8; 8];
+            getrandom::fill(&mut b)
+                .map_err(|e| RegistryError::BadRequest(format!("no randomness: {e}")))?;
+            let id = u64::from_ne_bytes(b);
+            if id != 0 && !self.tasks.contains_key(&id) {
+                break id;
+            }
+        };
+        let counter_slot = self.slot_for(&req.agent);
+        let rec = TaskRecord {
+            id,
+            agent: req.agent.clone(),
+            intent: req.intent.clone(),
+            mode: req.mode.unwrap_or_default(),
+            state: TaskState::Created,
+            end_reason: None,
+            created_at: now_rfc3339(),
+            expires_ns,
+            expires_at: Some(wall_of_boot_ns(expires_ns)),
+            ended_at: None,
+            grants,
+            next_grant: n + 1,
+            attached_pids: Vec::new(),
+            counter_slot,
+        };
+        self.tasks.insert(id, rec);
+        if let Err(e) = self.sync(maps, id) {
+            self.tasks.remove(&id);
+            let _ = maps.remove_task(id);
+            return Err(e);
+        }
+        self.prune_ended();
+        Ok(id)
+    }
+
+    /// Adds one grant; it is in the kernel when this returns.
+    pub fn add_grant(
+        &mut self,
+        maps: &mut Maps,
+        id: u64,
+        req: &types::AddGrant,
+        limits: &Limits,
+    ) -> Result<String, RegistryError> {
+        let (kind, spec) = match (&req.exec, &req.connect) {
+            (Some(e), None) => (GrantKind::Exec, e),
+            (None, Some(c)) => (GrantKind::Connect, c),
+            _ => {
+                return Err(RegistryError::BadRequest(
+                    "give exactly one of \"exec\" and \"connect\"".into(),
+                ));
+            }
+        };
+        let ttl_ns = match req.ttl_seconds {
+            Some(0) => {
+                return Err(RegistryError::BadRequest(
+                    "ttl_seconds must be at least 1".into(),
+                ));
+            }
+            Some(s) if Duration::from_secs(s) > limits.max_ttl => {
+                return Err(RegistryError::BadRequest(format!(
+                    "ttl_seconds {s} exceeds the maximum of {} (tasks.max_ttl in the config)",
+                    limits.max_ttl.as_secs()
+                )));
+            }
+            Some(s) => clock::expiry_after(Some(Duration::from_secs(s))),
+            None => 0,
+        };
+        let task = self.get_mut(id)?;
+        if !task.is_live() {
+            return Err(RegistryError::Ended(task.id_string()));
+        }
+        let gid = format!("g{}", task.next_grant);
+        // A grant never outlives its task.
+        let expires = min_expiry(ttl_ns, task.expires_ns);
+        let record = resolve(
+            kind,
+            spec,
+            gid.clone(),
+            if ttl_ns == 0 { 0 } else { expires },
+        )?;
+        task.next_grant += 1;
+        task.grants.push(record);
+        if let Err(e) = self.sync(maps, id) {
+            let task = self.get_mut(id)?;
+            task.grants.retain(|g| g.id != gid);
+            let _ = self.sync(maps, id);
+            return Err(e);
+        }
+        Ok(gid)
+    }
+
+    /// Revokes one grant; it is out of the kernel when this returns.
+    pub fn revoke_grant(
+        &mut self,
+        maps: &mut Maps,
+        id: u64,
+        gid: &str,
+    ) -> Result<GrantRecord, RegistryError> {
+        let task = self.get_mut(id)?;
+        let pos = task
+            .grants
+            .iter()
+            .position(|g| g.id == gid)
+            .ok_or_else(|| RegistryError::NoGrant {
+                task: task.id_string(),
+                grant: gid.to_owned(),
+            })?;
+        let removed = task.grants.remove(pos);
+        if task.is_live() {
+            self.sync(maps, id)?;
+        }
+        Ok(removed)
+    }
+
+    /// Tags every thread of `pid` into the task.
+    pub fn attach(&mut self, maps: &mut Maps, id: u64, pid: u32) -> Result<(), RegistryError> {
+        let task = self.get_mut(id)?;
+        if !task.is_live() {
+            return Err(RegistryError::Ended(task.id_string()));
+        }
+        if task.expires_ns != 0 && clock::boottime_ns() >= task.expires_ns {
+            return Err(RegistryError::Ended(task.id_string()));
+        }
+        for tid in threads_of(pid) {
+            maps.tag(tid, id)?;
+        }
+        let task = self.get_mut(id)?;
+        if !task.attached_pids.contains(&pid) {
+            task.attached_pids.push(pid);
+        }
+        task.state = TaskState::Active;
+        Ok(())
+    }
+
+    /// Ends a task: its kernel entries go (its processes stay tagged, so they are denied
+    /// everything), and with `kill_on_end` its processes are killed.
+    pub fn end(
+        &mut self,
+        maps: &mut Maps,
+        id: u64,
+        reason: EndReason,
+        limits: &Limits,
+    ) -> Result<Vec<u32>, RegistryError> {
+        let task = self.get_mut(id)?;
+        if !task.is_live() {
+            return Ok(Vec::new());
+        }
+        task.state = TaskState::Ended;
+        task.end_reason = Some(reason);
+        task.ended_at = Some(now_rfc3339());
+        maps.remove_task(id)?;
+        let mut killed = Vec::new();
+        if limits.kill_on_end {
+            for tid in maps.procs_of(id) {
+                // SAFETY-free: nix wraps kill(2); a vanished pid is fine.
+                if nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(tid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                )
+                .is_ok()
+                {
+                    killed.push(tid);
+                }
+            }
+        }
+        Ok(killed)
+    }
+
+    /// Active tasks none of whose processes is left (after an exit event, or as a sweep).
+    #[must_use]
+    pub fn exited(&self, maps: &Maps, candidates: &[u64]) -> Vec<u64> {
+        let live: BTreeSet<u64> = maps.tagged_tasks();
+        candidates
+            .iter()
+            .copied()
+            .filter(|id| {
+                self.tasks
+                    .get(id)
+                    .is_some_and(|t| t.state == TaskState::Active && !live.contains(id))
+            })
+            .collect()
+    }
+
+    /// Live tasks whose TTL passed, and grants whose TTL passed.
+    #[must_use]
+    pub fn expired(&self, now_ns: u64) -> (Vec<u64>, Vec<(u64, String)>) {
+        let mut tasks = Vec::new();
+        let mut grants = Vec::new();
+        for t in self.tasks.values().filter(|t| t.is_live()) {
+            if t.expires_ns != 0 && now_ns >= t.expires_ns {
+                tasks.push(t.id);
+                continue;
+            }
+            for g in &t.grants {
+                if g.expires_ns != 0 && now_ns >= g.expires_ns {
+                    grants.push((t.id, g.id.clone()));
+                }
+            }
+        }
+        (tasks, grants)
+    }
+
+    /// Puts the kernel's entries for a live task in line with its grants.
+    pub fn sync(&mut self, maps: &mut Maps, id: u64) -> Result<(), RegistryError> {
+        let task = self.get_mut(id)?;
+        let mut exec: BTreeMap<(u32, u64), u64> = BTreeMap::new();
+        let mut scripts: Vec<(ExecFile, u64)> = Vec::new();
+        let mut nets: Vec<NetGrant> = Vec::new();
+        for g in &task.grants {
+            for f in &g.files {
+                // Two grants of one file: the longer-lived wins (0 = with the task).
+                let e = exec.entry((f.dev, f.ino)).or_insert(g.expires_ns);
+                if g.expires_ns == 0 || (*e != 0 && g.expires_ns > *e) {
+                    *e = g.expires_ns;
+                }
+                if f.script {
+                    scripts.push((exec_file(f), g.expires_ns));
+                }
+            }
+            for n in &g.nets {
+                nets.push(NetGrant {
+                    addr: n.addr,
+                    prefix: n.prefix,
+                    rule: agent_common::PortRule {
+                        expires_ns: g.expires_ns,
+                        port_lo: n.port_lo,
+                        port_hi: n.port_hi,
+                        protos: n.protos,
+                        _pad: [0; 3],
+                    },
+                });
+            }
+        }
+        let info = task.kernel_info();
+        // Grants first, task entry last: a process never sees a live task with half
+        // its grants (it would be denied, never wrongly allowed).
+        let want_exec: std::collections::HashSet<ExecKey> = exec
+            .iter()
+            .map(|(&(dev, ino), _)| ExecKey {
+                task: id,
+                ino,
+                dev,
+                _pad: 0,
+            })
+            .collect();
+        for (&(dev, ino), &expires_ns) in &exec {
+            maps.grant_exec(
+                &ExecKey {
+                    task: id,
+                    ino,
+                    dev,
+                    _pad: 0,
+                },
+                ExecGrant { expires_ns },
+            )?;
+        }
+        for key in maps.exec_keys_of(id) {
+            if !want_exec.contains(&key) {
+                maps.revoke_exec(&key)?;
+            }
+        }
+        let mut want_scripts: Vec<ScriptKey> = Vec::new();
+        for (file, expires_ns) in &scripts {
+            for key in file.script_keys(id)? {
+                maps.grant_script(
+                    &key,
+                    ExecGrant {
+                        expires_ns: *expires_ns,
+                    },
+                )?;
+                want_scripts.push(key);
+            }
+        }
+        for key in maps.script_keys_of(id) {
+            if !want_scripts.contains(&key) {
+                maps.revoke_script(&key)?;
+            }
+        }
+        maps.set_net(id, &grants::compile_net(id, &nets)?)?;
+        maps.put_task(id, &info)?;
+        Ok(())
+    }
+
+    /// Drops the oldest ended tasks beyond [`ENDED_KEPT`].
+    fn prune_ended(&mut self) {
+        let ended: Vec<u64> = self
+            .tasks
+            .values()
+            .filter(|t| !t.is_live())
+            .map(|t| t.id)
+            .collect();
+        if ended.len() > ENDED_KEPT {
+            let mut by_time: Vec<(String, u64)> = ended
+                .iter()
+                .filter_map(|id| {
+                    self.tasks
+                        .get(id)
+                        .map(|t| (t.ended_at.clone().unwrap_or_default(), *id))
+                })
+                .collect();
+            by_time.sort();
+            for (_, id) in by_time.iter().take(ended.len() - ENDED_KEPT) {
+                self.tasks.remove(id);
+            }
+        }
+    }
+
+    #[must_use]
+    pub fn active_count(&self) -> u64 {
+        self.tasks.values().filter(|t| t.is_live()).count() as u64
+    }
+}
+
+fn exec_file(f: &FileRecord) -> ExecFile {
+    ExecFile {
+        path: f.path.clone().into(),
+        dev: f.dev,
+        ino: f.ino,
+        script: f.script,
+    }
+}
+
+fn validate_agent(agent: &str) -> Result<(), RegistryError> {
+    let ok = !agent.is_empty()
+        && agent.len() <= 64
+        && agent
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(RegistryError::BadRequest(format!(
+            "agent {agent:?} is not a valid name: use 1-64 letters, digits, '-', '_' or '.' (it becomes part of a SPIFFE ID)"
+        )))
+    }
+}
+
+/// Resolves a grant spec now (paths to inodes, names to addresses).
+fn resolve(
+    kind: GrantKind,
+    spec: &str,
+    id: String,
+    expires_ns: u64,
+) -> Result<GrantRecord, RegistryError> {
+    let mut rec = GrantRecord {
+        id,
+        kind,
+        spec: spec.to_owned(),
+        expires_ns,
+        expires_at: (expires_ns != 0).then(|| wall_of_boot_ns(expires_ns)),
+        files: Vec::new(),
+        nets: Vec::new(),
+    };
+    match kind {
+        GrantKind::Exec => {
+            rec.files = grants::resolve_exec(spec)?
+                .into_iter()
+                .map(|f| FileRecord {
+                    path: f.path.display().to_string(),
+                    dev: f.dev,
+                    ino: f.ino,
+                    script: f.script,
+                })
+                .collect();
+        }
+        GrantKind::Connect => {
+            let parsed: ConnectSpec = spec.parse()?;
+            rec.nets = parsed
+                .to_net_grants(spec, 0)?
+                .into_iter()
+                .map(|n| NetRecord {
+                    addr: n.addr,
+                    prefix: n.prefix,
+                    port_lo: n.rule.port_lo,
+                    port_hi: n.rule.port_hi,
+                    protos: n.rule.protos,
+                })
+                .collect();
+        }
+    }
+    Ok(rec)
+}
+
+/// Thread ids of a process (just the pid if /proc cannot be read).
+fn threads_of(pid: u32) -> Vec<u32> {
+    let mut tids: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
+                .collect()
+        })
+        .unwrap_or_default();
+    if !tids.contains(&pid) {
+        tids.push(pid);
+    }
+    tids
+}

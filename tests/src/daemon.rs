@@ -1,0 +1,201 @@
+//! A real `leash daemon` process on a private socket, state dir, audit log and pin
+//! directory; killed and cleaned up (`--cleanup`) on drop.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+/// The `leash` binary built next to the tests (`cargo build -p agent-userspace`).
+#[must_use]
+pub fn leash_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe.parent().expect("exe dir");
+    [dir.join("leash"), dir.parent().unwrap_or(dir).join("leash")]
+        .into_iter()
+        .find(|p| p.exists())
+        .unwrap_or_else(|| {
+            panic!(
+                "the leash binary is missing near {}: run `cargo build -p agent-userspace` (cargo xtask test does)",
+                dir.display()
+            )
+        })
+}
+
+pub struct DaemonGuard {
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+    pub audit_log: PathBuf,
+    pub config: PathBuf,
+    pub pin_dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl DaemonGuard {
+    /// Starts a daemon with its own paths and waits until its socket answers.
+    #[must_use]
+    pub fn start(name: &str, extra_config: &str) -> Self {
+        crate::require_root();
+        let dir = std::env::temp_dir().join(format!("leash-it-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let pin_dir = PathBuf::from(format!(
+            "/sys/fs/bpf/leash-it-{name}-{}",
+            std::process::id()
+        ));
+        let socket = dir.join("leash.sock");
+        let audit_log = dir.join("audit.jsonl");
+        let config = dir.join("config.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "socket:\n  path: {}\nstate_dir: {}\npin_dir: {}\naudit_log: {}\n{extra_config}",
+                socket.display(),
+                dir.join("state").display(),
+                pin_dir.display(),
+                audit_log.display()
+            ),
+        )
+        .unwrap();
+        let mut g = Self {
+            dir,
+            socket,
+            audit_log,
+            config,
+            pin_dir,
+            child: None,
+        };
+        g.spawn();
+        g
+    }
+
+    /// (Re)starts the daemon process on the same paths.
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("daemon.log"))
+            .unwrap();
+        let child = Command::new(leash_bin())
+            .args(["daemon", "--config"])
+            .arg(&self.config)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn leash daemon");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
+                return;
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                panic!("leash daemon exited with {status}: {}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("leash daemon did not listen within 20 s: {}", self.log());
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    #[must_use]
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
+    }
+
+    /// A `leash` client command against this daemon.
+    #[must_use]
+    pub fn cli(&self) -> Command {
+        let mut c = Command::new(leash_bin());
+        c.env("LEASH_SOCKET", &self.socket).stdin(Stdio::null());
+        c
+    }
+
+    /// Runs a client command and returns its output.
+    #[must_use]
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cli().args(args).output().expect("run leash")
+    }
+
+    /// Raw HTTP on the socket, for malformed requests the CLI never sends.
+    #[must_use]
+    pub fn http(&self, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+        http(&self.socket, method, path, body)
+    }
+
+    /// The audit log's lines, parsed.
+    #[must_use]
+    pub fn audit(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.audit_log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+}
+
+impl Drop for DaemonGuard {
+    fn drop(&mut self) {
+        self.kill9();
+        let _ = Command::new(leash_bin())
+            .args(["daemon", "--config"])
+            .arg(&self.config)
+            .arg("--cleanup")
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One HTTP/1.1 request on a Unix socket; returns status and body.
+#[must_use]
+pub fn http(socket: &Path, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::os::unix::net::UnixStream::connect(socket).expect("connect to the daemon");
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: leash\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    // A refused large body may close the socket early; that is the daemon's right.
+    let _ = s.write_all(body);
+    let mut resp = Vec::new();
+    let _ = s.read_to_end(&mut resp);
+    let text = String::from_utf8_lossy(&resp).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, dechunk(&body))
+}
+
+/// Undoes chunked transfer encoding if present (axum streams some bodies).
+fn dechunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    loop {
+        let Some((size, after)) = rest.split_once("\r\n") else {
+            return if out.is_empty() { body.to_owned() } else { out };
+        };
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            return if out.is_empty() { body.to_owned() } else { out };
+        };
+        if n == 0 || after.len() < n {
+            return out;
+        }
+        out.push_str(&after[..n]);
+        rest = after[n..].trim_start_matches("\r\n");
+    }
+}

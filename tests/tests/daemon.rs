@@ -1,0 +1,456 @@
+//! The daemon end to end: a real `leash daemon` on a private socket and pin directory,
+//! driven through the `leash` CLI and raw HTTP, enforcing on the real kernel.
+#![expect(
+    clippy::many_single_char_names,
+    reason = "d(aemon), l(istener), o(utput), p(robe), s(ession) keep the scenarios short"
+)]
+
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    process::{Child, Stdio},
+    time::{Duration, Instant},
+};
+
+use harness::{EPERM, Listeners, daemon::DaemonGuard, probe};
+
+fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).trim().to_owned()
+}
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).trim().to_owned()
+}
+
+fn task_json(d: &DaemonGuard, id: &str) -> serde_json::Value {
+    let o = d.run(&["task", "show", id, "--json"]);
+    assert!(o.status.success(), "task show: {}", stderr(&o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn map_entries(d: &DaemonGuard, map: &str) -> u64 {
+    let o = d.run(&["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    v["maps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == map)
+        .and_then(|m| m["entries"].as_u64())
+        .unwrap()
+}
+
+/// A probe session joined to an existing task through `leash run --task`.
+struct Session {
+    child: Child,
+    out: BufReader<std::process::ChildStdout>,
+}
+
+impl Session {
+    fn join(d: &DaemonGuard, task: &str) -> Self {
+        let p = probe();
+        let mut child = d
+            .cli()
+            .args(["run", "--task", task, "--"])
+            .arg(&p)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = BufReader::new(child.stdout.take().unwrap());
+        Self { child, out }
+    }
+
+    fn run(&mut self, words: &str) -> String {
+        let stdin = self.child.stdin.as_mut().unwrap();
+        writeln!(stdin, "{words}").unwrap();
+        stdin.flush().unwrap();
+        let mut line = String::new();
+        self.out.read_line(&mut line).unwrap();
+        line.trim().to_owned()
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn run_enforces_passes_exit_status_and_ends_the_task() {
+    let d = DaemonGuard::start("run", "");
+    let l = Listeners::new();
+    let other = Listeners::new();
+    let p = probe().display().to_string();
+    let allow = format!("127.0.0.1:{}/tcp", l.tcp4_port());
+
+    let o = d.run(&[
+        "run",
+        "--agent",
+        "ci",
+        "--allow-exec",
+        &p,
+        "--allow-connect",
+        &allow,
+        "--",
+        &p,
+        "connect",
+        "tcp",
+        "127.0.0.1",
+        &l.tcp4_port().to_string(),
+    ]);
+    assert_eq!(stdout(&o), "ok", "{}", stderr(&o));
+    assert!(o.status.success());
+    let o = d.run(&[
+        "run",
+        "--agent",
+        "ci",
+        "--allow-exec",
+        &p,
+        "--allow-connect",
+        &allow,
+        "--",
+        &p,
+        "connect",
+        "tcp",
+        "127.0.0.1",
+        &other.tcp4_port().to_string(),
+    ]);
+    assert_eq!(stdout(&o), EPERM);
+
+    // Exit status passes through; an ungranted command is stopped by the kernel.
+    let o = d.run(&[
+        "run",
+        "--allow-exec",
+        "/bin/sh",
+        "--",
+        "/bin/sh",
+        "-c",
+        "exit 7",
+    ]);
+    assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
+    let o = d.run(&["run", "--", "/bin/true"]);
+    assert_ne!(
+        o.status.code(),
+        Some(0),
+        "an ungranted command must not run"
+    );
+
+    // Every task ended when its tree exited, and its kernel entries are gone.
+    wait_for("tasks to end", || {
+        let o = d.run(&["task", "list", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let tasks = v.as_array().unwrap();
+        tasks.len() == 4
+            && tasks
+                .iter()
+                .all(|t| t["state"] == "ended" && t["end_reason"] == "exited")
+    });
+    assert_eq!(map_entries(&d, "TASKS"), 0);
+    assert_eq!(map_entries(&d, "EXEC_GRANTS"), 0);
+    assert_eq!(map_entries(&d, "NET_GRANTS"), 0);
+    assert_eq!(map_entries(&d, "PROCS"), 0);
+
+    let audit = d.audit();
+    assert!(
+        audit
+            .iter()
+            .any(|e| e["kind"] == "connect" && e["verdict"] == "denied" && e["agent"] == "ci")
+    );
+    assert!(
+        audit
+            .iter()
+            .any(|e| e["kind"] == "task_ended" && e["reason"] == "exited")
+    );
+    assert!(audit.iter().all(|e| e["spiffe_id"].as_str().is_some()));
+}
+
+#[test]
+fn grants_change_at_runtime_and_expire_on_time() {
+    let d = DaemonGuard::start("grants", "");
+    let l = Listeners::new();
+    let port = l.tcp4_port().to_string();
+    let p = probe().display().to_string();
+    let o = d.run(&["task", "create", "--agent", "ci", "--allow-exec", &p]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let id = stdout(&o);
+    let mut s = Session::join(&d, &id);
+    let connect = format!("connect tcp 127.0.0.1 {port}");
+    assert_eq!(s.run(&connect), EPERM);
+
+    let o = d.run(&[
+        "grant",
+        "add",
+        &id,
+        "--connect",
+        &format!("127.0.0.1:{port}/tcp"),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let gid = stdout(&o);
+    assert_eq!(
+        s.run(&connect),
+        "ok",
+        "a grant applies as soon as the command returns"
+    );
+    let o = d.run(&["grant", "revoke", &id, &gid]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        s.run(&connect),
+        EPERM,
+        "a revoked grant is gone as soon as the command returns"
+    );
+
+    let o = d.run(&[
+        "grant",
+        "add",
+        &id,
+        "--connect",
+        &format!("127.0.0.1:{port}/tcp"),
+        "--ttl",
+        "1s",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(s.run(&connect), "ok");
+    std::thread::sleep(Duration::from_millis(1300));
+    assert_eq!(s.run(&connect), EPERM, "grant TTL");
+    wait_for("the expired grant to be revoked", || {
+        task_json(&d, &id)["grants"].as_array().unwrap().len() == 1
+    });
+
+    // Task TTL: the kernel denies at expiry, the daemon then ends it.
+    let o = d.run(&[
+        "task",
+        "create",
+        "--agent",
+        "ci",
+        "--ttl",
+        "2s",
+        "--allow-exec",
+        &p,
+        "--allow-connect",
+        &format!("127.0.0.1:{port}"),
+    ]);
+    let short = stdout(&o);
+    let mut s2 = Session::join(&d, &short);
+    assert_eq!(s2.run(&connect), "ok");
+    std::thread::sleep(Duration::from_millis(2200));
+    assert_eq!(s2.run(&connect), EPERM, "task TTL");
+    wait_for("the task to end as expired", || {
+        task_json(&d, &short)["end_reason"] == "expired"
+    });
+}
+
+#[test]
+fn kill9_keeps_enforcement_and_a_restart_adopts_the_task() {
+    let mut d = DaemonGuard::start("restart", "");
+    let l = Listeners::new();
+    let other = Listeners::new();
+    let p = probe().display().to_string();
+    let o = d.run(&[
+        "task",
+        "create",
+        "--agent",
+        "ci",
+        "--allow-exec",
+        &p,
+        "--allow-connect",
+        &format!("127.0.0.1:{}/tcp", l.tcp4_port()),
+    ]);
+    let id = stdout(&o);
+    let mut s = Session::join(&d, &id);
+    let ok = format!("connect tcp 127.0.0.1 {}", l.tcp4_port());
+    let denied = format!("connect tcp 127.0.0.1 {}", other.tcp4_port());
+    assert_eq!(s.run(&ok), "ok");
+
+    d.kill9();
+    assert_eq!(
+        s.run(&denied),
+        EPERM,
+        "enforcement continues with no daemon"
+    );
+    assert_eq!(s.run(&ok), "ok", "grants continue with no daemon");
+
+    d.spawn();
+    assert_eq!(s.run(&denied), EPERM, "no gap across the restart");
+    let t = task_json(&d, &id);
+    assert_eq!(t["state"], "active", "{t}");
+    assert_eq!(t["grants"].as_array().unwrap().len(), 2);
+    let o = d.run(&[
+        "grant",
+        "add",
+        &id,
+        "--connect",
+        &format!("127.0.0.1:{}/tcp", other.tcp4_port()),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(s.run(&denied), "ok", "the adopted task takes new grants");
+
+    drop(s);
+    wait_for("the adopted task to end when its process exits", || {
+        task_json(&d, &id)["end_reason"] == "exited"
+    });
+    let links = std::fs::read_dir(d.pin_dir.join("links")).unwrap().count();
+    assert_eq!(
+        links, 7,
+        "one pinned link per program, no leftovers from the first daemon"
+    );
+}
+
+#[test]
+fn bad_requests_get_clear_errors_and_the_daemon_keeps_serving() {
+    let d = DaemonGuard::start("errors", "");
+    let cases: [(&str, &str, Vec<u8>, u16, &str); 9] = [
+        (
+            "POST",
+            "/v1/tasks",
+            b"{not json".to_vec(),
+            400,
+            "invalid JSON",
+        ),
+        (
+            "POST",
+            "/v1/tasks",
+            br#"{"agent":"a","grantz":{}}"#.to_vec(),
+            400,
+            "unknown field `grantz`",
+        ),
+        (
+            "POST",
+            "/v1/tasks",
+            br#"{"agent":"a","grants":{"connect":["10.0.0.1/8:80"]}}"#.to_vec(),
+            400,
+            "host bits set",
+        ),
+        (
+            "POST",
+            "/v1/tasks",
+            br#"{"agent":"a","grants":{"exec":["/no/such/file"]}}"#.to_vec(),
+            400,
+            "/no/such/file",
+        ),
+        (
+            "POST",
+            "/v1/tasks",
+            br#"{"agent":"bad name!"}"#.to_vec(),
+            400,
+            "not a valid name",
+        ),
+        (
+            "POST",
+            "/v1/tasks",
+            br#"{"agent":"a","ttl_seconds":99999999}"#.to_vec(),
+            400,
+            "exceeds the maximum",
+        ),
+        ("POST", "/v1/tasks", vec![b' '; 200_000], 413, "larger than"),
+        (
+            "GET",
+            "/v1/tasks/0123456789abcdef",
+            Vec::new(),
+            404,
+            "no task 0123456789abcdef",
+        ),
+        (
+            "DELETE",
+            "/v1/tasks/not-an-id",
+            Vec::new(),
+            404,
+            "no task not-an-id",
+        ),
+    ];
+    for (method, path, body, status, needle) in cases {
+        let (got, text) = d.http(method, path, &body);
+        assert_eq!(got, status, "{method} {path}: {text}");
+        let v: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"));
+        let msg = v["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            msg.contains(needle),
+            "{method} {path}: {msg:?} lacks {needle:?}"
+        );
+        assert!(v["error"]["code"].as_str().is_some());
+    }
+    let (got, _) = d.http("GET", "/v1/status", b"");
+    assert_eq!(got, 200, "the daemon still serves");
+
+    // A process inside a task may not call mutating routes: here, the leash CLI itself.
+    let leash = harness::daemon::leash_bin().display().to_string();
+    let o = d.run(&[
+        "run",
+        "--allow-exec",
+        &leash,
+        "--",
+        &leash,
+        "task",
+        "create",
+        "--agent",
+        "escape",
+        "--allow-exec",
+        "/bin/sh",
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("inside a leash task"), "{}", stderr(&o));
+}
+
+#[test]
+fn events_follow_streams_a_run() {
+    let d = DaemonGuard::start("events", "");
+    let other = Listeners::new();
+    let mut follower = d
+        .cli()
+        .args(["events", "--follow", "--json"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = follower.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let p = probe().display().to_string();
+    let o = d.run(&[
+        "run",
+        "--agent",
+        "watch",
+        "--allow-exec",
+        &p,
+        "--",
+        &p,
+        "connect",
+        "tcp",
+        "127.0.0.1",
+        &other.tcp4_port().to_string(),
+    ]);
+    assert_eq!(stdout(&o), EPERM);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut kinds = Vec::new();
+    while Instant::now() < deadline && !kinds.iter().any(|k: &String| k == "task_ended") {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            assert_eq!(v["agent"], "watch");
+            kinds.push(v["kind"].as_str().unwrap().to_owned());
+        }
+    }
+    let _ = follower.kill();
+    let _ = follower.wait();
+    assert!(kinds.contains(&"task_started".to_owned()), "{kinds:?}");
+    assert!(kinds.contains(&"connect".to_owned()), "{kinds:?}");
+    assert!(kinds.contains(&"task_ended".to_owned()), "{kinds:?}");
+}
