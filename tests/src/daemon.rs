@@ -98,6 +98,25 @@ impl DaemonGuard {
         panic!("leash daemon did not listen within 20 s: {}", self.log());
     }
 
+    /// Sends a signal to the daemon and waits for it to exit.
+    pub fn stop_with(&mut self, signal: i32) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("daemon running");
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(c.id() as i32, signal) };
+        c.wait().unwrap()
+    }
+
+    /// Runs `leash daemon --cleanup` for this daemon's config.
+    #[must_use]
+    pub fn cleanup(&self) -> Output {
+        Command::new(leash_bin())
+            .args(["daemon", "--config"])
+            .arg(&self.config)
+            .arg("--cleanup")
+            .output()
+            .unwrap()
+    }
+
     /// SIGKILL, as a crash would.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -454,3 +454,93 @@ fn events_follow_streams_a_run() {
     assert!(kinds.contains(&"connect".to_owned()), "{kinds:?}");
     assert!(kinds.contains(&"task_ended".to_owned()), "{kinds:?}");
 }
+
+#[test]
+fn dns_names_resolve_at_grant_time_and_bad_names_are_refused() {
+    let d = DaemonGuard::start("dns", "");
+    let l = Listeners::new();
+    let p = probe().display().to_string();
+    let port = l.tcp4_port().to_string();
+    let o = d.run(&[
+        "run",
+        "--allow-exec",
+        &p,
+        "--allow-connect",
+        &format!("localhost:{port}/tcp"),
+        "--",
+        &p,
+        "connect",
+        "tcp",
+        "127.0.0.1",
+        &port,
+    ]);
+    assert_eq!(
+        stdout(&o),
+        "ok",
+        "localhost resolves to 127.0.0.1: {}",
+        stderr(&o)
+    );
+    let o = d.run(&[
+        "task",
+        "create",
+        "--allow-connect",
+        "no-such-host.invalid:80",
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("cannot resolve"), "{}", stderr(&o));
+    let o = d.run(&["task", "list", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        v.as_array().unwrap().len(),
+        1,
+        "a refused grant creates no task"
+    );
+}
+
+#[test]
+fn sigterm_keeps_enforcement_and_cleanup_removes_it() {
+    let mut d = DaemonGuard::start("cleanup", "");
+    let other = Listeners::new();
+    let p = probe().display().to_string();
+    let id = stdout(&d.run(&["task", "create", "--allow-exec", &p]));
+    let mut s = Session::join(&d, &id);
+    let denied = format!("connect tcp 127.0.0.1 {}", other.tcp4_port());
+    assert_eq!(s.run(&denied), EPERM);
+
+    let status = d.stop_with(libc::SIGTERM);
+    assert!(status.success(), "graceful stop: {status}");
+    assert_eq!(s.run(&denied), EPERM, "enforcement stays after SIGTERM");
+
+    let o = d.cleanup();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!d.pin_dir.exists(), "pins removed");
+    assert_eq!(s.run(&denied), "ok", "cleanup detaches the programs");
+}
+
+#[test]
+fn kill_on_end_kills_the_remaining_processes() {
+    let d = DaemonGuard::start("killonend", "tasks:\n  kill_on_end: true\n");
+    let p = probe().display().to_string();
+    let id = stdout(&d.run(&["task", "create", "--allow-exec", &p]));
+    let mut s = Session::join(&d, &id);
+    assert_eq!(s.run("pid"), s.child.id().to_string());
+    let o = d.run(&["task", "end", &id]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let status = loop {
+        if let Some(st) = s.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the task's process survived kill_on_end"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9)
+    );
+    let t = task_json(&d, &id);
+    assert_eq!(t["end_reason"], "ended");
+}

@@ -377,6 +377,40 @@ impl Daemon {
     }
 }
 
+impl Daemon {
+    /// Re-resolves the DNS names of connect grants. Resolution runs without the lock;
+    /// a name that fails to resolve keeps its last addresses (logged), so a resolver
+    /// hiccup does not cut a task off.
+    pub fn refresh_dns(&self) {
+        let named = self.lock().tasks.named_grants();
+        for (id, gid, spec) in named {
+            match registry::resolve(types::GrantKind::Connect, &spec, gid.clone(), 0) {
+                Ok(fresh) => {
+                    let mut inner = self.lock();
+                    let Inner { enforcer, tasks } = &mut *inner;
+                    match tasks.update_named(enforcer.maps_mut(), id, &gid, fresh) {
+                        Ok(true) => {
+                            tracing::info!(task = %registry::task_id_string(id), grant = gid, spec, "DNS grant re-resolved to new addresses");
+                            self.save(&inner);
+                        }
+                        Ok(false) => {}
+                        Err(e) => {
+                            tracing::error!(task = %registry::task_id_string(id), grant = gid, "cannot apply re-resolved addresses: {e}")
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(task = %registry::task_id_string(id), grant = gid, "re-resolving {spec} failed, keeping the last addresses: {e}")
+                }
+            }
+        }
+    }
+}
+
+/// How often DNS names of connect grants are resolved again. The system resolver does
+/// not expose record TTLs, so this is a fixed period shorter than common TTLs.
+pub const DNS_REFRESH: Duration = Duration::from_secs(30);
+
 /// Runs the periodic sweep until `shutdown` fires.
 pub async fn sweeper(daemon: Arc<Daemon>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(Duration::from_millis(250));
@@ -390,7 +424,14 @@ pub async fn sweeper(daemon: Arc<Daemon>, mut shutdown: tokio::sync::watch::Rece
         let d = Arc::clone(&daemon);
         // Every 2 s, also look for tasks whose exit event was lost.
         let all = n.is_multiple_of(8);
-        let _ = tokio::task::spawn_blocking(move || d.sweep(all)).await;
+        let dns = n.is_multiple_of(DNS_REFRESH.as_millis() as u64 / 250);
+        let _ = tokio::task::spawn_blocking(move || {
+            d.sweep(all);
+            if dns {
+                d.refresh_dns();
+            }
+        })
+        .await;
     }
 }
 

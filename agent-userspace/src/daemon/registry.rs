@@ -574,6 +574,50 @@ impl Tasks {
         Ok(())
     }
 
+    /// Connect grants that name a DNS host: (task, grant id, spec).
+    #[must_use]
+    pub fn named_grants(&self) -> Vec<(u64, String, String)> {
+        self.tasks
+            .values()
+            .filter(|t| t.is_live())
+            .flat_map(|t| {
+                t.grants
+                    .iter()
+                    .filter(|g| {
+                        g.kind == GrantKind::Connect
+                            && g.spec
+                                .parse::<ConnectSpec>()
+                                .is_ok_and(|c| matches!(c.host, grants::Host::Name(_)))
+                    })
+                    .map(move |g| (t.id, g.id.clone(), g.spec.clone()))
+            })
+            .collect()
+    }
+
+    /// Replaces the addresses of a named grant (after re-resolution) and re-syncs the
+    /// task if they changed; addresses no longer returned leave the kernel.
+    pub fn update_named(
+        &mut self,
+        maps: &mut Maps,
+        id: u64,
+        gid: &str,
+        fresh: GrantRecord,
+    ) -> Result<bool, RegistryError> {
+        let task = self.get_mut(id)?;
+        let Some(g) = task.grants.iter_mut().find(|g| g.id == gid) else {
+            return Ok(false);
+        };
+        let key = |n: &NetRecord| (n.addr, n.prefix, n.port_lo, n.port_hi, n.protos);
+        let old: BTreeSet<_> = g.nets.iter().map(key).collect();
+        let new: BTreeSet<_> = fresh.nets.iter().map(key).collect();
+        if old == new {
+            return Ok(false);
+        }
+        g.nets = fresh.nets;
+        self.sync(maps, id)?;
+        Ok(true)
+    }
+
     /// Drops the oldest ended tasks beyond [`ENDED_KEPT`].
     fn prune_ended(&mut self) {
         let ended: Vec<u64> = self
@@ -629,7 +673,7 @@ fn validate_agent(agent: &str) -> Result<(), RegistryError> {
 }
 
 /// Resolves a grant spec now (paths to inodes, names to addresses).
-fn resolve(
+pub fn resolve(
     kind: GrantKind,
     spec: &str,
     id: String,
