@@ -395,12 +395,12 @@ impl Daemon {
                         }
                         Ok(false) => {}
                         Err(e) => {
-                            tracing::error!(task = %registry::task_id_string(id), grant = gid, "cannot apply re-resolved addresses: {e}")
+                            tracing::error!(task = %registry::task_id_string(id), grant = gid, "cannot apply re-resolved addresses: {e}");
                         }
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(task = %registry::task_id_string(id), grant = gid, "re-resolving {spec} failed, keeping the last addresses: {e}")
+                    tracing::warn!(task = %registry::task_id_string(id), grant = gid, "re-resolving {spec} failed, keeping the last addresses: {e}");
                 }
             }
         }
