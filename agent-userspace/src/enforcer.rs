@@ -95,7 +95,7 @@ pub struct LoadOptions {
 /// The loaded and attached programs. Dropping it detaches them.
 pub struct Enforcer {
     // Holds the programs, hence the links that keep them attached.
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
     backend: Backend,
     why: String,
     attached: Vec<&'static str>,
@@ -204,7 +204,7 @@ impl Enforcer {
             hand_over(&dir.join("links"), links)?;
         }
         Ok(Self {
-            _ebpf: ebpf,
+            ebpf,
             backend,
             why,
             attached,
@@ -244,6 +244,19 @@ impl Enforcer {
 
     pub const fn maps_mut(&mut self) -> &mut Maps {
         &mut self.maps
+    }
+
+    /// Cumulative run time and run count of each attached program, as the kernel
+    /// counts them while `kernel.bpf_stats_enabled` is 1 (else both stay 0).
+    #[must_use]
+    pub fn program_stats(&self) -> Vec<(&'static str, std::time::Duration, u64)> {
+        self.attached
+            .iter()
+            .filter_map(|&name| {
+                let info = self.ebpf.program(name)?.info().ok()?;
+                Some((name, info.run_time(), info.run_count()))
+            })
+            .collect()
     }
 
     /// The event stream; there is one reader.

@@ -12,6 +12,7 @@ pub mod events;
 pub mod grants;
 pub mod kernel_offsets;
 pub mod maps;
+pub mod metrics;
 pub mod mounts;
 pub mod tasks;
 

@@ -29,13 +29,29 @@ pub struct DaemonGuard {
     pub audit_log: PathBuf,
     pub config: PathBuf,
     pub pin_dir: PathBuf,
+    pub metrics_port: u16,
     child: Option<Child>,
+}
+
+/// A loopback port free right now (the daemon binds it a moment later).
+#[must_use]
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
 }
 
 impl DaemonGuard {
     /// Starts a daemon with its own paths and waits until its socket answers.
     #[must_use]
     pub fn start(name: &str, extra_config: &str) -> Self {
+        Self::start_with(name, extra_config, &[], true)
+    }
+
+    /// [`Self::start`] with extra environment, optionally not waiting for the socket.
+    #[must_use]
+    pub fn start_with(name: &str, extra_config: &str, env: &[(&str, &str)], wait: bool) -> Self {
         crate::require_root();
         let dir = std::env::temp_dir().join(format!("leash-it-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -47,10 +63,11 @@ impl DaemonGuard {
         let socket = dir.join("leash.sock");
         let audit_log = dir.join("audit.jsonl");
         let config = dir.join("config.yaml");
+        let metrics_port = free_port();
         std::fs::write(
             &config,
             format!(
-                "socket:\n  path: {}\nstate_dir: {}\npin_dir: {}\naudit_log: {}\n{extra_config}",
+                "socket:\n  path: {}\nstate_dir: {}\npin_dir: {}\naudit_log: {}\nmetrics:\n  addr: 127.0.0.1:{metrics_port}\n{extra_config}",
                 socket.display(),
                 dir.join("state").display(),
                 pin_dir.display(),
@@ -64,14 +81,21 @@ impl DaemonGuard {
             audit_log,
             config,
             pin_dir,
+            metrics_port,
             child: None,
         };
-        g.spawn();
+        g.spawn_with_env(env, wait);
         g
     }
 
     /// (Re)starts the daemon process on the same paths.
     pub fn spawn(&mut self) {
+        self.spawn_with_env(&[], true);
+    }
+
+    /// Starts the daemon with extra environment variables; with `wait`, returns once
+    /// its API socket answers.
+    pub fn spawn_with_env(&mut self, env: &[(&str, &str)], wait: bool) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -80,11 +104,15 @@ impl DaemonGuard {
         let child = Command::new(leash_bin())
             .args(["daemon", "--config"])
             .arg(&self.config)
+            .envs(env.iter().copied())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .expect("spawn leash daemon");
         self.child = Some(child);
+        if !wait {
+            return;
+        }
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
@@ -125,6 +153,68 @@ impl DaemonGuard {
         }
     }
 
+    /// SIGTERM and wait, as kubelet or systemd stop a daemon for an upgrade; returns how
+    /// it exited (None: it was not running).
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        let pid = libc::pid_t::try_from(c.id()).expect("pid fits pid_t");
+        // SAFETY: plain syscall on the pid of our own child, which we have not reaped.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = c.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        panic!("leash daemon ignored SIGTERM for 20 s: {}", self.log());
+    }
+
+    /// The running daemon's pid.
+    #[must_use]
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Starts `bin`, another `leash` binary, as the daemon on the same config, state and
+    /// pin dir (an upgrade), and waits until its socket answers.
+    pub fn spawn_binary(&mut self, bin: &Path) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("daemon.log"))
+            .unwrap();
+        let child = Command::new(bin)
+            .args(["daemon", "--config"])
+            .arg(&self.config)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
+                return;
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                panic!(
+                    "{} daemon exited with {status}: {}",
+                    bin.display(),
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "{} daemon did not listen within 20 s: {}",
+            bin.display(),
+            self.log()
+        );
+    }
+
     #[must_use]
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
@@ -148,6 +238,32 @@ impl DaemonGuard {
     #[must_use]
     pub fn http(&self, method: &str, path: &str, body: &[u8]) -> (u16, String) {
         http(&self.socket, method, path, body)
+    }
+
+    /// `GET` on the metrics listener: (status, body).
+    #[must_use]
+    pub fn metrics_get(&self, path: &str) -> (u16, String) {
+        use std::io::{Read as _, Write as _};
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.metrics_port)) else {
+            return (0, String::new());
+        };
+        let _ = write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: leash\r\nConnection: close\r\n\r\n"
+        );
+        let mut resp = Vec::new();
+        let _ = s.read_to_end(&mut resp);
+        let text = String::from_utf8_lossy(&resp).into_owned();
+        let status = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        (status, dechunk(&body))
     }
 
     /// The audit log's lines, parsed.

@@ -79,6 +79,17 @@ impl Harness {
         }
     }
 
+    /// The backend a running daemon chose, from `leash status --json`.
+    #[must_use]
+    pub fn backend_of_daemon(d: &daemon::DaemonGuard) -> Backend {
+        let out = d.run(&["status", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status --json");
+        match v["backend"].as_str() {
+            Some("lsm") => Backend::Lsm,
+            _ => Backend::Portable,
+        }
+    }
+
     #[must_use]
     pub fn backend(&self) -> Backend {
         self.enforcer.lock().unwrap().backend()

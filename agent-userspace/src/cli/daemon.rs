@@ -6,7 +6,7 @@ use std::{
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     process::ExitCode,
-    sync::Arc,
+    sync::{Arc, atomic::Ordering},
 };
 
 use anyhow::{Context as _, bail};
@@ -16,6 +16,7 @@ use leash::{
     daemon::{self, AuditSink, Daemon},
     enforcer,
     events::EventReader,
+    metrics::{MetricsState, Readiness},
 };
 use tokio::{io::unix::AsyncFd, net::UnixListener, signal::unix::SignalKind};
 
@@ -27,6 +28,9 @@ pub struct DaemonArgs {
     /// API socket path (overrides socket.path of the config).
     #[arg(long, value_name = "PATH")]
     socket: Option<PathBuf>,
+    /// Metrics listener IP:PORT (overrides metrics.addr of the config).
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
     /// Print the embedded default config and exit.
     #[arg(long)]
     print_default_config: bool,
@@ -45,6 +49,10 @@ pub fn run(args: &DaemonArgs) -> anyhow::Result<ExitCode> {
     if let Some(socket) = &args.socket {
         config.socket.path.clone_from(socket);
         config.validate().context("bad --socket")?;
+    }
+    if let Some(addr) = args.metrics_addr {
+        config.metrics.addr = addr;
+        config.validate().context("bad --metrics-addr")?;
     }
     let filter = std::env::var("LEASH_LOG").unwrap_or_else(|_| config.log_level.clone());
     let filter = tracing_subscriber::EnvFilter::try_new(&filter)
@@ -73,6 +81,38 @@ pub fn run(args: &DaemonArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<ExitCode> {
+    // Health endpoints come up first, so an orchestrator sees "alive, not ready" while
+    // the programs load.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let metrics_listener = tokio::net::TcpListener::bind(config.metrics.addr)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen for metrics on {} (metrics.addr)",
+                config.metrics.addr
+            )
+        })?;
+    let ready = Arc::new(Readiness::default());
+    let metrics_state = MetricsState {
+        ready: Arc::clone(&ready),
+        daemon: Arc::new(tokio::sync::OnceCell::new()),
+    };
+    let mut metrics_stop = stop_rx.clone();
+    let metrics = tokio::spawn(leash::metrics::serve(
+        metrics_listener,
+        metrics_state.clone(),
+        async move {
+            let _ = metrics_stop.changed().await;
+        },
+    ));
+    tracing::info!(addr = %config.metrics.addr, "metrics, /healthz and /readyz listening");
+    // A testing aid: lets a test observe /readyz before the programs are attached.
+    if let Some(ms) = std::env::var("LEASH_DEBUG_STARTUP_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
     let mut enforcer = Enforcer::load(&LoadOptions {
         backend: config.backend,
         kernel_log_level: Some(log::max_level()),
@@ -88,17 +128,20 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         programs = ?enforcer.attached(),
         "leash enforcing"
     );
+    ready
+        .attached
+        .store(!enforcer.attached().is_empty(), Ordering::Release);
     spawn_kernel_log(&mut enforcer);
     let reader = enforcer
         .take_events()
         .context("event reader already taken")?;
     let audit = AuditSink::open(&config.audit_log)?;
     let daemon = Daemon::new(enforcer, &config, audit)?;
+    let _ = metrics_state.daemon.set(Arc::clone(&daemon));
     let listener = bind_socket(&config)?;
     tracing::info!(socket = %config.socket.path.display(), audit_log = %config.audit_log.display(), "API listening");
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let events = tokio::spawn(pump_events(reader, Arc::clone(&daemon)));
+    let events = tokio::spawn(pump_events(reader, Arc::clone(&daemon), Arc::clone(&ready)));
     let sweeper = tokio::spawn(daemon::sweeper(Arc::clone(&daemon), stop_rx.clone()));
     let mut api_stop = stop_rx.clone();
     let api = tokio::spawn(leash::api::server::serve(
@@ -116,6 +159,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         _ = term.recv() => { tracing::info!("SIGTERM: stopping; enforcement stays pinned"); None }
         r = events => Some(format!("event reader stopped: {r:?}")),
         r = api => Some(format!("API server stopped: {r:?}")),
+        r = metrics => Some(format!("metrics server stopped: {r:?}")),
     };
     let _ = stop_tx.send(true);
     let _ = sweeper.await;
@@ -185,11 +229,27 @@ fn spawn_kernel_log(enforcer: &mut Enforcer) {
     }
 }
 
+/// Clears the event reader's readiness when the pump stops, however it stops.
+struct Running(Arc<Readiness>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.events_running.store(false, Ordering::Release);
+    }
+}
+
 /// Drains the decision ring buffer into the audit trail.
-async fn pump_events(reader: EventReader, daemon: Arc<Daemon>) -> anyhow::Result<()> {
+async fn pump_events(
+    reader: EventReader,
+    daemon: Arc<Daemon>,
+    ready: Arc<Readiness>,
+) -> anyhow::Result<()> {
     // SAFETY: the reader owns the ring buffer fd for as long as the AsyncFd lives.
     let mut fd = unsafe { AsyncFd::register_with_interest(reader, tokio::io::Interest::READABLE) }
         .map_err(|e| anyhow::anyhow!("cannot watch the event ring buffer: {e}"))?;
+    ready.events_running.store(true, Ordering::Release);
+    // Not ready again if this loop ever ends.
+    let _running = Running(ready);
     loop {
         let mut guard = fd.readable_mut().await.context("event ring buffer")?;
         let batch = guard.get_inner_mut().drain();

@@ -6,6 +6,7 @@ pub mod registry;
 mod store;
 
 use std::{
+    collections::BTreeMap,
     path::PathBuf,
     sync::{Arc, Mutex, MutexGuard},
     time::Duration,
@@ -37,6 +38,7 @@ pub struct Daemon {
     pub limits: Limits,
     log_allowed_exec: bool,
     store: store::Store,
+    pub recorded: crate::metrics::Recorded,
 }
 
 impl Daemon {
@@ -56,6 +58,7 @@ impl Daemon {
             },
             log_allowed_exec: config.log_allowed.exec,
             store,
+            recorded: crate::metrics::Recorded::default(),
         });
         daemon.adopt();
         Ok(daemon)
@@ -140,9 +143,13 @@ impl Daemon {
     }
 
     pub fn create_task(&self, req: &types::CreateTask) -> Result<types::Task, RegistryError> {
+        let started = std::time::Instant::now();
         let mut inner = self.lock();
         let Inner { enforcer, tasks } = &mut *inner;
         let id = tasks.create(enforcer.maps_mut(), req, &self.limits)?;
+        self.recorded
+            .grant_apply
+            .observe(started.elapsed().as_secs_f64());
         let rec = tasks
             .get(id)
             .cloned()
@@ -176,6 +183,13 @@ impl Daemon {
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_owned))
                 .unwrap_or_default();
+            self.recorded
+                .tasks_ended
+                .get_or_create(&crate::metrics::EndedLabels {
+                    agent: rec.agent.clone(),
+                    reason: reason.clone(),
+                })
+                .inc();
             self.lifecycle_event(
                 &rec,
                 "task_ended",
@@ -187,9 +201,13 @@ impl Daemon {
     }
 
     pub fn add_grant(&self, id: u64, req: &types::AddGrant) -> Result<String, RegistryError> {
+        let started = std::time::Instant::now();
         let mut inner = self.lock();
         let Inner { enforcer, tasks } = &mut *inner;
         let gid = tasks.add_grant(enforcer.maps_mut(), id, req, &self.limits)?;
+        self.recorded
+            .grant_apply
+            .observe(started.elapsed().as_secs_f64());
         let rec = tasks.get(id).cloned();
         self.save(&inner);
         drop(inner);
@@ -280,6 +298,56 @@ impl Daemon {
             events_lost: stat(agent_common::maps::Stat::EventsLost),
             tag_failures: stat(agent_common::maps::Stat::TagFailed),
         }
+    }
+
+    /// Whether the kernel maps answer (for `/readyz`).
+    pub fn maps_reachable(&self) -> bool {
+        self.lock()
+            .enforcer
+            .maps()
+            .stat(agent_common::maps::Stat::EventsLost)
+            .is_ok()
+    }
+
+    /// One scrape's worth of OpenMetrics text.
+    pub fn metrics_text(&self) -> String {
+        let snap = {
+            let inner = self.lock();
+            let maps = inner.enforcer.maps();
+            let mut decisions = vec![("unknown".to_owned(), maps.decisions(0).unwrap_or_default())];
+            for (agent, &slot) in &inner.tasks.agents {
+                decisions.push((agent.clone(), maps.decisions(slot).unwrap_or_default()));
+            }
+            let mut active: BTreeMap<String, i64> =
+                inner.tasks.agents.keys().map(|a| (a.clone(), 0)).collect();
+            let (mut exec, mut connect) = (0, 0);
+            for t in inner
+                .tasks
+                .tasks
+                .values()
+                .filter(|t| t.state != types::TaskState::Ended)
+            {
+                *active.entry(t.agent.clone()).or_default() += 1;
+                for g in &t.grants {
+                    match g.kind {
+                        types::GrantKind::Exec => exec += 1,
+                        types::GrantKind::Connect => connect += 1,
+                    }
+                }
+            }
+            let stat = |s| maps.stat(s).unwrap_or(0);
+            crate::metrics::Snapshot {
+                decisions,
+                tasks_active: active.into_iter().collect(),
+                grants_active: [("exec", exec), ("connect", connect)],
+                maps: maps.usage(),
+                events_lost: stat(agent_common::maps::Stat::EventsLost),
+                tag_failures: stat(agent_common::maps::Stat::TagFailed),
+                killed: stat(agent_common::maps::Stat::Killed),
+                programs: inner.enforcer.program_stats(),
+            }
+        };
+        crate::metrics::render(&snap, &self.recorded)
     }
 
     /// Turns one kernel record into audit events and lifecycle actions.

@@ -7,7 +7,7 @@ use std::{
     fmt::Write as _,
     net::{TcpListener, UdpSocket},
     process::Command,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail};
@@ -105,15 +105,17 @@ fn main() -> anyhow::Result<()> {
         drop(h);
     }
     let md = table(&works, &mut samples)?;
+    let control = control_plane(1000)?;
     let header = format!(
         "Backend: {backend}. Kernel: {}. {ROUNDS} interleaved rounds (not loaded, untagged, tagged in each); medians of per-round values; ratios are per-round, then the median.\n\n",
         std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .unwrap_or_default()
             .trim()
     );
-    print!("{header}{md}");
+    print!("{header}{md}\n{control}");
     if let Some(path) = out_path {
-        std::fs::write(&path, format!("{header}{md}")).with_context(|| format!("write {path}"))?;
+        std::fs::write(&path, format!("{header}{md}\n{control}"))
+            .with_context(|| format!("write {path}"))?;
         eprintln!("wrote {path}");
     }
     Ok(())
@@ -153,5 +155,110 @@ fn table(works: &[Work], samples: &mut [[Vec<f64>; 3]]) -> anyhow::Result<String
             spread_hi,
         )?;
     }
+    Ok(md)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// Grant apply latency (API request → kernel map updated, which the daemon does before
+/// it answers) and teardown latency (the task's last process reaped → its kernel task
+/// entry gone), over `n` tasks of a real daemon.
+fn control_plane(n: usize) -> anyhow::Result<String> {
+    use aya::maps::{HashMap, Map, MapData};
+    use harness::daemon::{DaemonGuard, http};
+
+    let d = DaemonGuard::start("bench", "tasks:\n  default_ttl: 1h\n");
+    let tasks_map = MapData::from_pin(d.pin_dir.join("maps").join(agent_common::maps::TASKS))
+        .context("open the pinned TASKS map")?;
+    let tasks_map: HashMap<MapData, u64, agent_common::TaskInfo> =
+        HashMap::try_from(Map::HashMap(tasks_map))?;
+    let mut create = Vec::with_capacity(n);
+    let mut grant = Vec::with_capacity(n);
+    let mut teardown = Vec::with_capacity(n);
+    let started = Instant::now();
+    for i in 0..n {
+        let t = Instant::now();
+        let (status, body) = http(
+            &d.socket,
+            "POST",
+            "/v1/tasks",
+            br#"{"agent":"bench","grants":{"exec":["/bin/true"]}}"#,
+        );
+        create.push(t.elapsed());
+        if status != 201 {
+            bail!("create task: {status} {body}");
+        }
+        let task: serde_json::Value = serde_json::from_str(&body)?;
+        let id = task["id"].as_str().context("task id")?.to_owned();
+        let t = Instant::now();
+        let spec = format!(r#"{{"connect":"127.0.0.1:{}/tcp"}}"#, 1000 + i % 60000);
+        let (status, body) = http(
+            &d.socket,
+            "POST",
+            &format!("/v1/tasks/{id}/grants"),
+            spec.as_bytes(),
+        );
+        grant.push(t.elapsed());
+        if status != 201 {
+            bail!("add grant: {status} {body}");
+        }
+        let kid = u64::from_str_radix(&id, 16)?;
+        let st = d
+            .cli()
+            .args(["run", "--task", &id, "--", "/bin/true"])
+            .status()?;
+        let reaped = Instant::now();
+        if !st.success() {
+            bail!("leash run /bin/true failed: {st}");
+        }
+        loop {
+            if tasks_map.get(&kid, 0).is_err() {
+                break;
+            }
+            if reaped.elapsed() > Duration::from_secs(5) {
+                bail!("task {id} still in the kernel 5 s after its last process exited");
+            }
+            std::hint::spin_loop();
+        }
+        teardown.push(reaped.elapsed());
+    }
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    let mut md = String::new();
+    writeln!(
+        md,
+        "Control plane, {n} tasks through a real daemon (HTTP on the Unix socket):\n"
+    )?;
+    writeln!(md, "| latency | p50 | p99 | max |")?;
+    writeln!(md, "|---|---|---|---|")?;
+    for (name, v) in [
+        (
+            "create task (API round trip, grants in the kernel)",
+            &mut create,
+        ),
+        (
+            "grant apply (API request → map updated → answer)",
+            &mut grant,
+        ),
+        (
+            "teardown (last process reaped → task entry gone)",
+            &mut teardown,
+        ),
+    ] {
+        v.sort();
+        writeln!(
+            md,
+            "| {name} | {:.3} ms | {:.3} ms | {:.3} ms |",
+            percentile(v, 0.5).as_secs_f64() * 1e3,
+            percentile(v, 0.99).as_secs_f64() * 1e3,
+            v[v.len() - 1].as_secs_f64() * 1e3
+        )?;
+    }
+    writeln!(
+        md,
+        "\nWhole loop (create, grant, `leash run /bin/true`, teardown): {rate:.0} tasks/s."
+    )?;
     Ok(md)
 }

@@ -1,0 +1,392 @@
+//! Prometheus metrics (OpenMetrics text) and the health endpoints, served on the
+//! metrics listener. Decision counts are read from the kernel's per-CPU counters at
+//! scrape time, so lost events can never skew them.
+
+use std::{
+    fmt::Write as _,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+use tokio::net::TcpListener;
+
+use crate::daemon::Daemon;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    pub action: &'static str,
+    pub verdict: &'static str,
+    pub agent: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AgentLabels {
+    pub agent: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndedLabels {
+    pub agent: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MapLabels {
+    pub map: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProgramLabels {
+    pub program: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VersionLabels {
+    pub version: &'static str,
+}
+
+/// Metrics the daemon updates as things happen (the rest is read at scrape time).
+#[derive(Clone)]
+pub struct Recorded {
+    /// From API request to the kernel's maps updated.
+    pub grant_apply: Histogram,
+    pub tasks_ended: Family<EndedLabels, Counter>,
+}
+
+impl Default for Recorded {
+    fn default() -> Self {
+        Self {
+            // 10 µs .. ~1.3 s
+            grant_apply: Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(1e-5, 2.0, 18),
+            ),
+            tasks_ended: Family::default(),
+        }
+    }
+}
+
+/// A snapshot of the kernel and daemon state a scrape reports.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// (agent, counts[action][verdict]) per counter slot in use; slot 0 is "unknown".
+    pub decisions: Vec<(String, [[u64; 3]; 3])>,
+    pub tasks_active: Vec<(String, i64)>,
+    pub grants_active: [(&'static str, i64); 2],
+    pub maps: Vec<(&'static str, u64, u64)>,
+    pub events_lost: u64,
+    pub tag_failures: u64,
+    pub killed: u64,
+    pub programs: Vec<(&'static str, Duration, u64)>,
+}
+
+fn bpf_stats_enabled() -> bool {
+    std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").is_ok_and(|s| s.trim() == "1")
+}
+
+const ACTIONS: [&str; 3] = ["exec", "connect", "send"];
+const VERDICTS: [&str; 3] = ["allowed", "denied", "audited"];
+
+/// Renders the OpenMetrics text for one scrape.
+#[must_use]
+pub fn render(snap: &Snapshot, recorded: &Recorded) -> String {
+    let mut reg = Registry::default();
+    register_decisions(&mut reg, snap);
+    register_state(&mut reg, snap, recorded);
+    register_kernel(&mut reg, snap, recorded);
+    let mut out = String::new();
+    if encode(&mut out, &reg).is_err() {
+        let _ = writeln!(out, "# encoding failed");
+    }
+    out
+}
+
+fn register_decisions(reg: &mut Registry, snap: &Snapshot) {
+    let decisions = Family::<DecisionLabels, Counter>::default();
+    for (agent, counts) in &snap.decisions {
+        for (a, action) in ACTIONS.iter().enumerate() {
+            for (v, verdict) in VERDICTS.iter().enumerate() {
+                decisions
+                    .get_or_create(&DecisionLabels {
+                        action,
+                        verdict,
+                        agent: agent.clone(),
+                    })
+                    .inc_by(counts[a][v]);
+            }
+        }
+    }
+    reg.register(
+        "leash_decisions",
+        "Decisions on tagged processes, counted per CPU in the kernel (never skewed by lost events)",
+        decisions,
+    );
+}
+
+/// Tasks, grants and maps.
+fn register_state(reg: &mut Registry, snap: &Snapshot, recorded: &Recorded) {
+    let active = Family::<AgentLabels, Gauge>::default();
+    for (agent, n) in &snap.tasks_active {
+        active
+            .get_or_create(&AgentLabels {
+                agent: agent.clone(),
+            })
+            .set(*n);
+    }
+    reg.register("leash_tasks_active", "Tasks not yet ended", active);
+    reg.register(
+        "leash_tasks_ended",
+        "Tasks ended since the daemon started, by reason (exited, expired, ended, revoked)",
+        recorded.tasks_ended.clone(),
+    );
+    let grants = Family::<KindLabels, Gauge>::default();
+    for (kind, n) in snap.grants_active {
+        grants.get_or_create(&KindLabels { kind }).set(n);
+    }
+    reg.register(
+        "leash_grants_active",
+        "Grants of tasks not yet ended",
+        grants,
+    );
+    let entries = Family::<MapLabels, Gauge>::default();
+    let capacity = Family::<MapLabels, Gauge>::default();
+    for &(map, e, c) in &snap.maps {
+        entries.get_or_create(&MapLabels { map }).set(e as i64);
+        capacity.get_or_create(&MapLabels { map }).set(c as i64);
+    }
+    reg.register("leash_map_entries", "Entries in each BPF map", entries);
+    reg.register(
+        "leash_map_capacity",
+        "Capacity (max_entries) of each BPF map",
+        capacity,
+    );
+}
+
+/// Kernel health counters, program statistics and build info.
+fn register_kernel(reg: &mut Registry, snap: &Snapshot, recorded: &Recorded) {
+    let counter = |v: u64| {
+        let c = Counter::<u64>::default();
+        c.inc_by(v);
+        c
+    };
+    reg.register(
+        "leash_events_lost",
+        "Decision events the kernel could not queue (ring buffer full); counters stay exact",
+        counter(snap.events_lost),
+    );
+    reg.register(
+        "leash_tag_failures",
+        "Children of tagged processes that could not be tagged (their parent was killed)",
+        counter(snap.tag_failures),
+    );
+    reg.register(
+        "leash_processes_killed",
+        "Tagged processes the kernel killed (denied execs on the portable backend, tag failures)",
+        counter(snap.killed),
+    );
+    reg.register(
+        "leash_grant_apply_seconds",
+        "Time from an API request to its grants being in the kernel's maps",
+        recorded.grant_apply.clone(),
+    );
+    let enabled = bpf_stats_enabled();
+    let stats_gauge = Gauge::<i64>::default();
+    stats_gauge.set(i64::from(enabled));
+    reg.register(
+        "leash_bpf_stats_enabled",
+        "1 when kernel.bpf_stats_enabled is on, so program run time and counts are reported",
+        stats_gauge,
+    );
+    if enabled {
+        let run_time = Family::<ProgramLabels, Counter<f64>>::default();
+        let runs = Family::<ProgramLabels, Counter>::default();
+        for &(program, t, n) in &snap.programs {
+            run_time
+                .get_or_create(&ProgramLabels { program })
+                .inc_by(t.as_secs_f64());
+            runs.get_or_create(&ProgramLabels { program }).inc_by(n);
+        }
+        reg.register(
+            "leash_bpf_program_run_seconds",
+            "Time spent in each program",
+            run_time,
+        );
+        reg.register("leash_bpf_program_runs", "Runs of each program", runs);
+    }
+    let info = Family::<VersionLabels, Gauge>::default();
+    info.get_or_create(&VersionLabels {
+        version: env!("CARGO_PKG_VERSION"),
+    })
+    .set(1);
+    reg.register("leash_build_info", "Build of the running daemon", info);
+}
+
+/// What `/readyz` checks; the daemon sets these as it comes up.
+#[derive(Default)]
+pub struct Readiness {
+    pub attached: AtomicBool,
+    pub events_running: AtomicBool,
+}
+
+/// State shared by the metrics routes.
+#[derive(Clone)]
+pub struct MetricsState {
+    pub ready: Arc<Readiness>,
+    pub daemon: Arc<tokio::sync::OnceCell<Arc<Daemon>>>,
+}
+
+/// The classic Prometheus text format (0.0.4) of an OpenMetrics exposition, for
+/// scrapers that do not ask for OpenMetrics: counter families are named with their
+/// `_total` suffix, and there is no `# EOF`.
+#[must_use]
+pub fn to_prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
+
+async fn metrics(
+    State(s): State<MetricsState>,
+    headers: axum::http::HeaderMap,
+) -> impl IntoResponse {
+    let Some(d) = s.daemon.get().cloned() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "enforcement is starting\n".to_owned(),
+        )
+            .into_response();
+    };
+    let openmetrics = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/openmetrics-text"));
+    match tokio::task::spawn_blocking(move || d.metrics_text()).await {
+        Ok(text) if openmetrics => (
+            [(
+                "content-type",
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Ok(text) => (
+            [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
+            to_prometheus_text(&text),
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("scrape failed: {e}\n"),
+        )
+            .into_response(),
+    }
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(s): State<MetricsState>) -> impl IntoResponse {
+    let mut missing = Vec::new();
+    if !s.ready.attached.load(Ordering::Acquire) {
+        missing.push("programs not attached");
+    }
+    if !s.ready.events_running.load(Ordering::Acquire) {
+        missing.push("event reader not running");
+    }
+    if let Some(d) = s.daemon.get() {
+        if !d.maps_reachable() {
+            missing.push("maps unreachable");
+        }
+    } else {
+        missing.push("daemon starting");
+    }
+    if missing.is_empty() {
+        (StatusCode::OK, "ready\n".to_owned())
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {}\n", missing.join(", ")),
+        )
+    }
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    state: MetricsState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_family_with_help_and_converts_counters() {
+        let recorded = Recorded::default();
+        recorded.grant_apply.observe(0.0005);
+        let snap = Snapshot {
+            decisions: vec![("alpha".into(), [[1, 2, 3], [4, 5, 6], [7, 8, 9]])],
+            tasks_active: vec![("alpha".into(), 2)],
+            grants_active: [("exec", 3), ("connect", 1)],
+            maps: vec![("PROCS", 5, 100)],
+            events_lost: 4,
+            ..Snapshot::default()
+        };
+        let om = render(&snap, &recorded);
+        assert!(
+            om.contains(
+                "leash_decisions_total{action=\"connect\",verdict=\"denied\",agent=\"alpha\"} 5"
+            ),
+            "{om}"
+        );
+        assert!(om.contains("leash_events_lost_total 4"));
+        assert!(om.trim_end().ends_with("# EOF"));
+        let text = to_prometheus_text(&om);
+        assert!(text.contains("# TYPE leash_decisions_total counter"));
+        assert!(text.contains("# HELP leash_events_lost_total "));
+        assert!(text.contains("# TYPE leash_tasks_active gauge"));
+        assert!(!text.contains("# EOF"));
+    }
+}
