@@ -16,6 +16,23 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// What a tagged process meets on this backend, for `leash status` and the docs.
+    #[must_use]
+    pub const fn guarantees(self) -> &'static [&'static str] {
+        match self {
+            Self::Lsm => &[
+                "exec: refused with EPERM before the new program loads (lsm bprm_check_security; script and interpreter both checked)",
+                "fork: refused once the task has ended or expired (lsm task_alloc)",
+                "connect/sendmsg: EPERM (cgroup sock_addr hooks)",
+            ],
+            Self::Portable => &[
+                "exec: killed with SIGKILL after exec commits, before the new program runs an instruction (tp_btf sched_process_exec)",
+                "shebang scripts: interpreter checked by inode, script by its granted absolute path",
+                "connect/sendmsg: EPERM (cgroup sock_addr hooks)",
+            ],
+        }
+    }
+
     /// Programs this backend loads in addition to [`COMMON_PROGRAMS`].
     #[must_use]
     pub const fn programs(self) -> &'static [&'static str] {

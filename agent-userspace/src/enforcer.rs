@@ -300,6 +300,13 @@ fn choose(
     }
     for program in Backend::Lsm.programs() {
         if let Err(e) = load_lsm(ebpf, btf, program) {
+            // aya appends the verifier log, which is empty for an EPERM refusal.
+            let e = e.to_string();
+            let e = e
+                .trim_end()
+                .trim_end_matches("Verifier output:")
+                .trim_end()
+                .trim_end_matches('.');
             return fail(format!("the kernel refused {program}: {e}"));
         }
     }

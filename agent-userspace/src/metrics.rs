@@ -93,7 +93,9 @@ pub struct Snapshot {
     pub programs: Vec<(&'static str, Duration, u64)>,
 }
 
-fn bpf_stats_enabled() -> bool {
+/// Whether the kernel keeps BPF program run statistics.
+#[must_use]
+pub fn bpf_stats_enabled() -> bool {
     std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").is_ok_and(|s| s.trim() == "1")
 }
 

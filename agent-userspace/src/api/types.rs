@@ -161,6 +161,12 @@ pub struct Status {
     pub tasks_active: u64,
     pub events_lost: u64,
     pub tag_failures: u64,
+    /// `kernel.bpf_stats_enabled`: program run time and counts are only kept when on.
+    #[serde(default)]
+    pub bpf_stats_enabled: bool,
+    /// What each kind of action gets on this backend, e.g. "exec: EPERM (lsm)".
+    #[serde(default)]
+    pub guarantees: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

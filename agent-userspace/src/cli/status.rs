@@ -1,6 +1,6 @@
 //! `leash status`: what the daemon enforces with, and how full its maps are.
 
-use std::process::ExitCode;
+use std::{fmt::Write as _, process::ExitCode};
 
 use leash::{api::types::Status, client::Client};
 
@@ -36,7 +36,18 @@ fn status_text(s: &Status) -> String {
         ("tasks active", s.tasks_active.to_string()),
         ("events lost", s.events_lost.to_string()),
         ("tag failures", s.tag_failures.to_string()),
+        (
+            "bpf stats",
+            if s.bpf_stats_enabled {
+                "on (program run time in /metrics)".to_owned()
+            } else {
+                "off (sysctl kernel.bpf_stats_enabled=1 to measure program run time)".to_owned()
+            },
+        ),
     ]);
+    for g in &s.guarantees {
+        let _ = writeln!(text, "guarantee: {g}");
+    }
     let programs: Vec<Vec<String>> = s
         .programs
         .iter()
@@ -117,6 +128,8 @@ mod tests {
             tasks_active: 3,
             events_lost: 0,
             tag_failures: 1,
+            bpf_stats_enabled: false,
+            guarantees: vec!["exec: EPERM".into()],
         });
         assert!(
             text.contains("backend:      lsm (bpf is in the active LSMs)\n"),

@@ -297,6 +297,13 @@ impl Daemon {
             tasks_active: inner.tasks.active_count(),
             events_lost: stat(agent_common::maps::Stat::EventsLost),
             tag_failures: stat(agent_common::maps::Stat::TagFailed),
+            bpf_stats_enabled: crate::metrics::bpf_stats_enabled(),
+            guarantees: e
+                .backend()
+                .guarantees()
+                .iter()
+                .map(|g| (*g).to_owned())
+                .collect(),
         }
     }
 
