@@ -21,8 +21,11 @@ pub enum MapsError {
         #[source]
         source: MapError,
     },
-    #[error("map {map} is full ({entries} entries); raise its capacity in the config")]
-    Full { map: &'static str, entries: usize },
+    #[error("map {map} is full; raise maps.{config_key} in the config")]
+    Full {
+        map: &'static str,
+        config_key: &'static str,
+    },
     #[error("{op} on map {map} failed: {source}")]
     Op {
         op: &'static str,
@@ -55,17 +58,28 @@ fn is_full(e: &MapError) -> bool {
     matches!(e, MapError::SyscallError(s) if matches!(s.io_error.raw_os_error(), Some(libc::E2BIG | libc::ENOMEM | libc::ENOSPC)))
 }
 
-fn op_err(
-    op: &'static str,
-    map: &'static str,
-    entries: usize,
-) -> impl FnOnce(MapError) -> MapsError {
+fn op_err(op: &'static str, map: &'static str) -> impl FnOnce(MapError) -> MapsError {
     move |source| {
         if is_full(&source) {
-            MapsError::Full { map, entries }
+            MapsError::Full {
+                map,
+                config_key: config_key(map),
+            }
         } else {
             MapsError::Op { op, map, source }
         }
+    }
+}
+
+/// The config field that sizes a map.
+fn config_key(map: &str) -> &'static str {
+    match map {
+        names::PROCS => "procs",
+        names::TASKS => "tasks",
+        names::EXEC_GRANTS => "exec_grants",
+        names::SCRIPT_GRANTS => "script_grants",
+        names::NET_GRANTS => "net_grants",
+        _ => "events_bytes",
     }
 }
 
@@ -80,6 +94,14 @@ fn removed(r: Result<(), MapError>, map: &'static str) -> Result<(), MapsError> 
             source,
         }),
     }
+}
+
+/// The kernel entries of one task's grants.
+#[derive(Clone, Debug, Default)]
+pub struct TaskKeys {
+    pub exec: Vec<ExecKey>,
+    pub scripts: Vec<ScriptKey>,
+    pub net: Vec<(u32, NetKey)>,
 }
 
 /// Decision counts of one counter slot: `[action][verdict]`.
@@ -100,10 +122,9 @@ impl Maps {
     }
 
     pub fn put_task(&mut self, id: u64, info: &TaskInfo) -> Result<(), MapsError> {
-        let n = self.tasks.keys().count();
         self.tasks
             .insert(id, info, 0)
-            .map_err(op_err("insert", names::TASKS, n))
+            .map_err(op_err("insert", names::TASKS))
     }
 
     #[must_use]
@@ -111,8 +132,13 @@ impl Maps {
         self.tasks.get(&id, 0).ok()
     }
 
-    /// Removes a task and every grant of it. Processes keep their tag and so are
-    /// denied everything from now on (fail closed); their entries go as they exit.
+    /// Removes only the task's entry (its grants stay until removed one by one).
+    pub fn remove_task_entry(&mut self, id: u64) -> Result<(), MapsError> {
+        removed(self.tasks.remove(&id), names::TASKS)
+    }
+
+    /// Removes a task and every grant of it, scanning the grant maps. Processes keep
+    /// their tag and so are denied everything from now on (fail closed).
     pub fn remove_task(&mut self, id: u64) -> Result<(), MapsError> {
         removed(self.tasks.remove(&id), names::TASKS)?;
         let exec: Vec<_> = self
@@ -137,10 +163,9 @@ impl Maps {
     }
 
     pub fn grant_exec(&mut self, key: &ExecKey, grant: ExecGrant) -> Result<(), MapsError> {
-        let n = self.exec.keys().count();
         self.exec
             .insert(key, grant, 0)
-            .map_err(op_err("insert", names::EXEC_GRANTS, n))
+            .map_err(op_err("insert", names::EXEC_GRANTS))
     }
 
     pub fn revoke_exec(&mut self, key: &ExecKey) -> Result<(), MapsError> {
@@ -148,10 +173,9 @@ impl Maps {
     }
 
     pub fn grant_script(&mut self, key: &ScriptKey, grant: ExecGrant) -> Result<(), MapsError> {
-        let n = self.scripts.keys().count();
         self.scripts
             .insert(key, grant, 0)
-            .map_err(op_err("insert", names::SCRIPT_GRANTS, n))
+            .map_err(op_err("insert", names::SCRIPT_GRANTS))
     }
 
     pub fn revoke_script(&mut self, key: &ScriptKey) -> Result<(), MapsError> {
@@ -165,12 +189,7 @@ impl Maps {
         task: u64,
         entries: &[(u32, NetKey, NetRules)],
     ) -> Result<(), MapsError> {
-        let n = self.net.keys().count();
-        for (prefix, key, rules) in entries {
-            self.net
-                .insert(&Key::new(*prefix, *key), rules, 0)
-                .map_err(op_err("insert", names::NET_GRANTS, n))?;
-        }
+        self.insert_net(entries)?;
         let stale: Vec<_> = self
             .net
             .keys()
@@ -188,12 +207,46 @@ impl Maps {
         Ok(())
     }
 
+    /// Inserts (or replaces) network entries.
+    pub fn insert_net(&mut self, entries: &[(u32, NetKey, NetRules)]) -> Result<(), MapsError> {
+        for (prefix, key, rules) in entries {
+            self.net
+                .insert(&Key::new(*prefix, *key), rules, 0)
+                .map_err(op_err("insert", names::NET_GRANTS))?;
+        }
+        Ok(())
+    }
+
+    /// Removes one network entry.
+    pub fn remove_net(&mut self, prefix: u32, key: NetKey) -> Result<(), MapsError> {
+        removed(self.net.remove(&Key::new(prefix, key)), names::NET_GRANTS)
+    }
+
+    /// Every grant key in the kernel, grouped by task, in one pass per map (for a
+    /// daemon adopting pinned maps).
+    #[must_use]
+    pub fn keys_by_task(&self) -> std::collections::HashMap<u64, TaskKeys> {
+        let mut out: std::collections::HashMap<u64, TaskKeys> = std::collections::HashMap::new();
+        for k in self.exec.keys().filter_map(Result::ok) {
+            out.entry(k.task).or_default().exec.push(k);
+        }
+        for k in self.scripts.keys().filter_map(Result::ok) {
+            out.entry(k.task).or_default().scripts.push(k);
+        }
+        for k in self.net.keys().filter_map(Result::ok) {
+            out.entry(k.data().task)
+                .or_default()
+                .net
+                .push((k.prefix_len(), k.data()));
+        }
+        out
+    }
+
     /// Tags thread `tid` (and, from now on, everything it creates) with `task`.
     pub fn tag(&mut self, tid: u32, task: u64) -> Result<(), MapsError> {
-        let n = self.procs.keys().count();
         self.procs
             .insert(tid, task, 0)
-            .map_err(op_err("insert", names::PROCS, n))
+            .map_err(op_err("insert", names::PROCS))
     }
 
     #[must_use]

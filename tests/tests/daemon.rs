@@ -544,3 +544,28 @@ fn kill_on_end_kills_the_remaining_processes() {
     let t = task_json(&d, &id);
     assert_eq!(t["end_reason"], "ended");
 }
+
+#[test]
+fn a_full_map_is_a_clear_error_and_nothing_half_installed_stays() {
+    let d = DaemonGuard::start("full", "maps:\n  tasks: 2\n");
+    for _ in 0..2 {
+        let o = d.run(&["task", "create", "--allow-exec", "/bin/true"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let (status, body) = d.http(
+        "POST",
+        "/v1/tasks",
+        br#"{"agent":"a","grants":{"exec":["/bin/true"]}}"#,
+    );
+    assert_eq!(status, 507, "{body}");
+    assert!(
+        body.contains("map_full") && body.contains("maps.tasks"),
+        "{body}"
+    );
+    assert_eq!(map_entries(&d, "TASKS"), 2);
+    assert_eq!(
+        map_entries(&d, "EXEC_GRANTS"),
+        2,
+        "the refused task's grants were removed"
+    );
+}

@@ -81,6 +81,7 @@ impl Daemon {
     fn adopt(&self) {
         let mut inner = self.lock();
         let Inner { enforcer, tasks } = &mut *inner;
+        tasks.set_installed(enforcer.maps().keys_by_task());
         let live: Vec<u64> = tasks
             .tasks
             .values()

@@ -3,11 +3,13 @@
 //! is persisted to the state file so a restarted daemon can adopt it.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     time::Duration,
 };
 
-use agent_common::{ExecGrant, ExecKey, ScriptKey, TaskInfo, TaskMode, TaskState as KState};
+use agent_common::{
+    ExecGrant, ExecKey, NetKey, ScriptKey, TaskInfo, TaskMode, TaskState as KState,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -97,6 +99,30 @@ pub struct TaskRecord {
     pub next_grant: u32,
     pub attached_pids: Vec<u32>,
     pub counter_slot: u32,
+    /// What is in the kernel for this task now, so changes touch only their own
+    /// entries instead of scanning whole maps. Rebuilt from the maps on adoption.
+    #[serde(skip)]
+    pub installed: Installed,
+}
+
+/// Kernel entries installed for one task.
+#[derive(Clone, Debug, Default)]
+pub struct Installed {
+    pub exec: HashSet<ExecKey>,
+    pub scripts: HashSet<ScriptKey>,
+    pub net: HashSet<(u32, [u8; 16])>,
+}
+
+impl Installed {
+    /// From the keys found in the kernel's maps.
+    #[must_use]
+    pub fn from_keys(keys: &crate::maps::TaskKeys) -> Self {
+        Self {
+            exec: keys.exec.iter().copied().collect(),
+            scripts: keys.scripts.iter().copied().collect(),
+            net: keys.net.iter().map(|(p, k)| (*p, k.addr)).collect(),
+        }
+    }
 }
 
 /// Printable task id: 16 lowercase hex digits.
@@ -315,6 +341,7 @@ impl Tasks {
             next_grant: n + 1,
             attached_pids: Vec::new(),
             counter_slot,
+            installed: Installed::default(),
         };
         self.tasks.insert(id, rec);
         if let Err(e) = self.sync(maps, id) {
@@ -441,7 +468,7 @@ impl Tasks {
         task.state = TaskState::Ended;
         task.end_reason = Some(reason);
         task.ended_at = Some(now_rfc3339());
-        maps.remove_task(id)?;
+        uninstall(maps, id, &mut task.installed)?;
         let mut killed = Vec::new();
         if limits.kill_on_end {
             for tid in maps.procs_of(id) {
@@ -493,16 +520,23 @@ impl Tasks {
         (tasks, grants)
     }
 
-    /// Puts the kernel's entries for a live task in line with its grants.
+    /// Puts the kernel's entries for a live task in line with its grants, touching only
+    /// this task's entries.
     pub fn sync(&mut self, maps: &mut Maps, id: u64) -> Result<(), RegistryError> {
         let task = self.get_mut(id)?;
-        let mut exec: BTreeMap<(u32, u64), u64> = BTreeMap::new();
+        let mut exec: HashMap<ExecKey, u64> = HashMap::new();
         let mut scripts: Vec<(ExecFile, u64)> = Vec::new();
         let mut nets: Vec<NetGrant> = Vec::new();
         for g in &task.grants {
             for f in &g.files {
+                let key = ExecKey {
+                    task: id,
+                    ino: f.ino,
+                    dev: f.dev,
+                    _pad: 0,
+                };
                 // Two grants of one file: the longer-lived wins (0 = with the task).
-                let e = exec.entry((f.dev, f.ino)).or_insert(g.expires_ns);
+                let e = exec.entry(key).or_insert(g.expires_ns);
                 if g.expires_ns == 0 || (*e != 0 && g.expires_ns > *e) {
                     *e = g.expires_ns;
                 }
@@ -525,53 +559,61 @@ impl Tasks {
             }
         }
         let info = task.kernel_info();
-        // Grants first, task entry last: a process never sees a live task with half
-        // its grants (it would be denied, never wrongly allowed).
-        let want_exec: std::collections::HashSet<ExecKey> = exec
-            .iter()
-            .map(|(&(dev, ino), _)| ExecKey {
-                task: id,
-                ino,
-                dev,
-                _pad: 0,
-            })
-            .collect();
-        for (&(dev, ino), &expires_ns) in &exec {
-            maps.grant_exec(
-                &ExecKey {
-                    task: id,
-                    ino,
-                    dev,
-                    _pad: 0,
-                },
-                ExecGrant { expires_ns },
-            )?;
-        }
-        for key in maps.exec_keys_of(id) {
-            if !want_exec.contains(&key) {
-                maps.revoke_exec(&key)?;
-            }
-        }
-        let mut want_scripts: Vec<ScriptKey> = Vec::new();
+        let net_entries = grants::compile_net(id, &nets)?;
+        let mut script_keys: HashMap<ScriptKey, u64> = HashMap::new();
         for (file, expires_ns) in &scripts {
             for key in file.script_keys(id)? {
-                maps.grant_script(
-                    &key,
-                    ExecGrant {
-                        expires_ns: *expires_ns,
-                    },
-                )?;
-                want_scripts.push(key);
+                script_keys.insert(key, *expires_ns);
             }
         }
-        for key in maps.script_keys_of(id) {
-            if !want_scripts.contains(&key) {
+        let installed = &mut task.installed;
+        // New entries go in before stale ones leave, and the task entry last: a
+        // process never sees a live task with half its grants (it would be denied,
+        // never wrongly allowed).
+        for (key, &expires_ns) in &exec {
+            maps.grant_exec(key, ExecGrant { expires_ns })?;
+            installed.exec.insert(*key);
+        }
+        for (key, &expires_ns) in &script_keys {
+            maps.grant_script(key, ExecGrant { expires_ns })?;
+            installed.scripts.insert(*key);
+        }
+        maps.insert_net(&net_entries)?;
+        installed
+            .net
+            .extend(net_entries.iter().map(|(p, k, _)| (*p, k.addr)));
+        for key in installed.exec.clone() {
+            if !exec.contains_key(&key) {
+                maps.revoke_exec(&key)?;
+                installed.exec.remove(&key);
+            }
+        }
+        for key in installed.scripts.clone() {
+            if !script_keys.contains_key(&key) {
                 maps.revoke_script(&key)?;
+                installed.scripts.remove(&key);
             }
         }
-        maps.set_net(id, &grants::compile_net(id, &nets)?)?;
+        let want_net: HashSet<(u32, [u8; 16])> =
+            net_entries.iter().map(|(p, k, _)| (*p, k.addr)).collect();
+        for (prefix, addr) in installed.net.clone() {
+            if !want_net.contains(&(prefix, addr)) {
+                maps.remove_net(prefix, NetKey { task: id, addr })?;
+                installed.net.remove(&(prefix, addr));
+            }
+        }
         maps.put_task(id, &info)?;
         Ok(())
+    }
+
+    /// Records what the kernel holds for each task (after adopting pinned maps).
+    pub fn set_installed(&mut self, mut keys: HashMap<u64, crate::maps::TaskKeys>) {
+        for (id, t) in &mut self.tasks {
+            t.installed = keys
+                .remove(id)
+                .map(|k| Installed::from_keys(&k))
+                .unwrap_or_default();
+        }
     }
 
     /// Connect grants that name a DNS host: (task, grant id, spec).
@@ -646,6 +688,22 @@ impl Tasks {
     pub fn active_count(&self) -> u64 {
         self.tasks.values().filter(|t| t.is_live()).count() as u64
     }
+}
+
+/// Removes a task's kernel entries: the task entry first, so its processes are
+/// denied from that moment, then its grants.
+fn uninstall(maps: &mut Maps, id: u64, installed: &mut Installed) -> Result<(), MapsError> {
+    maps.remove_task_entry(id)?;
+    for key in installed.exec.drain() {
+        maps.revoke_exec(&key)?;
+    }
+    for key in installed.scripts.drain() {
+        maps.revoke_script(&key)?;
+    }
+    for (prefix, addr) in installed.net.drain() {
+        maps.remove_net(prefix, NetKey { task: id, addr })?;
+    }
+    Ok(())
 }
 
 fn exec_file(f: &FileRecord) -> ExecFile {
