@@ -114,8 +114,17 @@ pub fn kernel_dev(st_dev: u64) -> u32 {
     (major << 20) | (minor & 0xf_ffff)
 }
 
-/// Resolves an exec grant to the files it names, as of now.
+/// Resolves an exec grant to the files it names, as of now, in this process's view of
+/// the file system.
 pub fn resolve_exec(spec: &str) -> Result<Vec<ExecFile>, GrantError> {
+    resolve_exec_in(Path::new("/"), spec)
+}
+
+/// Resolves an exec grant inside another root, e.g. `/proc/<pid>/root` of the caller,
+/// so that a path means what it means to the process the grant is for (an agent in
+/// its own container). Every lookup stays inside that root, symlinks included
+/// (`openat2` with `RESOLVE_IN_ROOT`).
+pub fn resolve_exec_in(root: &Path, spec: &str) -> Result<Vec<ExecFile>, GrantError> {
     let path = Path::new(spec);
     if !path.is_absolute() {
         return Err(GrantError::RelativePath(spec.to_owned()));
@@ -124,14 +133,26 @@ pub fn resolve_exec(spec: &str) -> Result<Vec<ExecFile>, GrantError> {
         path: spec.to_owned(),
         reason,
     };
+    let root_dir = fs::File::open(root).map_err(|e| {
+        bad(format!(
+            "cannot open the caller's root {}: {e}",
+            root.display()
+        ))
+    })?;
     if spec.ends_with('/') {
-        let entries =
-            fs::read_dir(path).map_err(|e| bad(format!("cannot list the directory: {e}")))?;
+        let dir = open_in_root(&root_dir, path, libc::O_RDONLY | libc::O_DIRECTORY)
+            .map_err(|e| bad(format!("cannot list the directory: {e}")))?;
+        let entries = fs::read_dir(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&dir)
+        ))
+        .map_err(|e| bad(format!("cannot list the directory: {e}")))?;
         let mut files = Vec::new();
         for entry in entries {
             let entry = entry.map_err(|e| bad(format!("cannot list the directory: {e}")))?;
-            // Follows symlinks: a link inside the directory grants the file it names.
-            if let Ok(file) = exec_file(&entry.path()) {
+            // Follows symlinks (inside the root): a link in the directory grants the
+            // file it names.
+            if let Ok(file) = exec_file(&root_dir, &path.join(entry.file_name())) {
                 files.push(file);
             }
         }
@@ -141,11 +162,54 @@ pub fn resolve_exec(spec: &str) -> Result<Vec<ExecFile>, GrantError> {
         files.sort_by(|a, b| a.path.cmp(&b.path));
         return Ok(files);
     }
-    exec_file(path).map(|f| vec![f]).map_err(bad)
+    exec_file(&root_dir, path).map(|f| vec![f]).map_err(bad)
 }
 
-fn exec_file(path: &Path) -> Result<ExecFile, String> {
-    let meta = fs::metadata(path).map_err(|e| format!("{e} (grant an existing file)"))?;
+/// `openat2(root, path, flags, RESOLVE_IN_ROOT)`.
+fn open_in_root(root: &fs::File, path: &Path, flags: libc::c_int) -> std::io::Result<fs::File> {
+    use std::os::fd::{AsRawFd as _, FromRawFd as _};
+    #[repr(C)]
+    struct OpenHow {
+        flags: u64,
+        mode: u64,
+        resolve: u64,
+    }
+    const RESOLVE_IN_ROOT: u64 = 0x10;
+    let rel = path.strip_prefix("/").unwrap_or(path);
+    let rel = if rel.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        rel
+    };
+    let c = std::ffi::CString::new(rel.as_os_str().as_encoded_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    let how = OpenHow {
+        flags: (flags | libc::O_CLOEXEC) as u64,
+        mode: 0,
+        resolve: RESOLVE_IN_ROOT,
+    };
+    // SAFETY: valid dirfd, NUL-terminated path and a correctly sized open_how.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            root.as_raw_fd(),
+            c.as_ptr(),
+            &raw const how,
+            size_of::<OpenHow>(),
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd we own.
+    Ok(unsafe { fs::File::from_raw_fd(fd as i32) })
+}
+
+fn exec_file(root: &fs::File, path: &Path) -> Result<ExecFile, String> {
+    let mut file = open_in_root(root, path, libc::O_RDONLY)
+        .or_else(|_| open_in_root(root, path, libc::O_PATH))
+        .map_err(|e| format!("{e} (grant an existing file)"))?;
+    let meta = file.metadata().map_err(|e| e.to_string())?;
     if !meta.is_file() {
         return Err("not a regular file (a directory grant ends with /)".into());
     }
@@ -153,10 +217,7 @@ fn exec_file(path: &Path) -> Result<ExecFile, String> {
         return Err("not executable (no x bit set)".into());
     }
     let mut magic = [0u8; 2];
-    let script = fs::File::open(path)
-        .and_then(|mut f| f.read_exact(&mut magic))
-        .is_ok()
-        && &magic == b"#!";
+    let script = file.read_exact(&mut magic).is_ok() && &magic == b"#!";
     Ok(ExecFile {
         path: path.to_owned(),
         dev: kernel_dev(meta.dev()),

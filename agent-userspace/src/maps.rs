@@ -324,6 +324,31 @@ impl Maps {
         ]
     }
 
+    /// Kernel memory charged to each map (`memlock` in the map fd's fdinfo), in bytes.
+    #[must_use]
+    pub fn memlock(&self) -> Vec<(&'static str, u64)> {
+        use aya::maps::IterableMap as _;
+        use std::os::fd::{AsFd as _, AsRawFd as _};
+        let read = |m: &MapData| {
+            let fd = m.fd().as_fd().as_raw_fd();
+            std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}"))
+                .ok()
+                .and_then(|t| {
+                    t.lines()
+                        .find_map(|l| l.strip_prefix("memlock:").map(|v| v.trim().parse().ok()))
+                        .flatten()
+                })
+                .unwrap_or(0)
+        };
+        vec![
+            (names::PROCS, read(self.procs.map())),
+            (names::TASKS, read(self.tasks.map())),
+            (names::EXEC_GRANTS, read(self.exec.map())),
+            (names::SCRIPT_GRANTS, read(self.scripts.map())),
+            (names::NET_GRANTS, read(self.net.map())),
+        ]
+    }
+
     /// Threads currently tagged with `task`.
     #[must_use]
     pub fn procs_of(&self, task: u64) -> Vec<u32> {

@@ -64,10 +64,15 @@ impl DaemonGuard {
         let audit_log = dir.join("audit.jsonl");
         let config = dir.join("config.yaml");
         let metrics_port = free_port();
+        // The backend the test run asks for (cargo xtask vm forces each in turn).
+        let backend = match crate::backend_env() {
+            Some(b) if !extra_config.contains("backend:") => format!("backend: {b}\n"),
+            _ => String::new(),
+        };
         std::fs::write(
             &config,
             format!(
-                "socket:\n  path: {}\nstate_dir: {}\npin_dir: {}\naudit_log: {}\nmetrics:\n  addr: 127.0.0.1:{metrics_port}\n{extra_config}",
+                "socket:\n  path: {}\nstate_dir: {}\npin_dir: {}\naudit_log: {}\nmetrics:\n  addr: 127.0.0.1:{metrics_port}\n{backend}{extra_config}",
                 socket.display(),
                 dir.join("state").display(),
                 pin_dir.display(),

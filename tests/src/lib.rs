@@ -54,6 +54,26 @@ pub fn require_root() {
     );
 }
 
+/// Names the backend the tests load: `auto` (the default), `lsm` or `portable`.
+/// `cargo xtask vm` sets it to run the suite once per backend; [`Harness::load`] and
+/// the daemons of [`daemon::DaemonGuard`] honour it.
+pub const BACKEND_ENV: &str = "LEASH_TEST_BACKEND";
+
+/// The backend [`BACKEND_ENV`] asks for; a forced backend that cannot load fails the test.
+#[must_use]
+pub fn backend_choice() -> BackendChoice {
+    backend_env().map_or(BackendChoice::Auto, |name| {
+        name.parse()
+            .unwrap_or_else(|e| panic!("{BACKEND_ENV}: {e}"))
+    })
+}
+
+/// The value of [`BACKEND_ENV`], when set and not empty.
+#[must_use]
+pub fn backend_env() -> Option<String> {
+    std::env::var(BACKEND_ENV).ok().filter(|v| !v.is_empty())
+}
+
 pub struct Harness {
     pub enforcer: Mutex<Enforcer>,
     events: Mutex<(EventReader, Vec<Decision>)>,
@@ -67,7 +87,7 @@ impl Harness {
     pub fn load() -> Self {
         require_root();
         let mut enforcer = Enforcer::load(&LoadOptions {
-            backend: BackendChoice::Auto,
+            backend: backend_choice(),
             kernel_log_level: None,
             ..LoadOptions::default()
         })

@@ -569,3 +569,38 @@ fn a_full_map_is_a_clear_error_and_nothing_half_installed_stays() {
         "the refused task's grants were removed"
     );
 }
+
+#[test]
+fn exec_grants_resolve_in_the_callers_mount_namespace() {
+    use std::os::unix::fs::MetadataExt as _;
+    let d = DaemonGuard::start("mntns", "");
+    let dir = d.dir.join("files");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (a, b) = (dir.join("tool"), dir.join("other"));
+    std::fs::copy("/bin/true", &a).unwrap();
+    std::fs::copy("/bin/true", &b).unwrap();
+    let leash = harness::daemon::leash_bin();
+    // The caller sees `other` at the path `tool`, as a container would see its own file.
+    let script = format!(
+        "mount --bind {} {} && exec {} task create --allow-exec {}",
+        b.display(),
+        a.display(),
+        leash.display(),
+        a.display()
+    );
+    let o = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .env("LEASH_SOCKET", &d.socket)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let id = stdout(&o);
+    let t = task_json(&d, &id);
+    let resolved = t["grants"][0]["resolved"][0].as_str().unwrap().to_owned();
+    let ino_b = std::fs::metadata(&b).unwrap().ino();
+    let ino_a = std::fs::metadata(&a).unwrap().ino();
+    assert!(
+        resolved.ends_with(&format!(":{ino_b}")),
+        "granted {resolved}, expected the caller's file (inode {ino_b}, not {ino_a})"
+    );
+}

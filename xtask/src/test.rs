@@ -19,11 +19,13 @@ pub fn run(filters: &[String]) -> anyhow::Result<()> {
     eprintln!("==> setup");
     setup::run(setup::Mode::Implicit)?;
 
-    let steps: [Step; 5] = [
+    let steps: [Step; 7] = [
         ("fmt", Box::new(|_| fmt())),
         ("clippy (host)", Box::new(|_| clippy_host())),
         ("clippy (eBPF)", Box::new(|_| clippy_ebpf())),
         ("unit tests", Box::new(unit_tests)),
+        ("deploy manifests and observability", Box::new(deploy_tests)),
+        ("benchmark smoke run", Box::new(|_| bench_smoke())),
         (
             "integration tests",
             Box::new(|c| integration_tests(c, filters)),
@@ -110,6 +112,28 @@ fn unit_tests(counts: &mut Counts) -> anyhow::Result<()> {
             .args(["--exclude", "integration-tests"]),
     )?);
     Ok(())
+}
+
+/// Kubernetes manifests, the Helm chart, the systemd unit, the Grafana dashboard and
+/// the alert rules, checked by pytest in a pinned venv (see tests/deploy/run.sh).
+fn deploy_tests(counts: &mut Counts) -> anyhow::Result<()> {
+    counts.add(util::run_tests(
+        Command::new("bash").arg(util::workspace_root().join("tests/deploy/run.sh")),
+    )?);
+    Ok(())
+}
+
+/// The criterion benchmarks with `--quick`: proves the harness runs, not the numbers.
+fn bench_smoke() -> anyhow::Result<()> {
+    util::run(util::cargo().args([
+        "bench",
+        "-p",
+        "agent-userspace",
+        "--bench",
+        "hot_paths",
+        "--",
+        "--quick",
+    ]))
 }
 
 fn integration_tests(counts: &mut Counts, filters: &[String]) -> anyhow::Result<()> {

@@ -94,8 +94,34 @@ impl Counts {
         self.ignored += other.ignored;
     }
 
-    /// Reads `test result: ok. 7 passed; 0 failed; 1 ignored; ...`.
+    /// Reads cargo's `test result: ok. 7 passed; 0 failed; 1 ignored; ...` and pytest's
+    /// closing `126 passed, 2 skipped in 3.21s` (bare with `-q`, or inside `=` rules).
     pub fn parse_line(line: &str) -> Option<Self> {
+        let trimmed = line.trim().trim_matches('=').trim();
+        if !line.trim().starts_with("test result: ")
+            && trimmed
+                .split_whitespace()
+                .next()
+                .is_some_and(|w| w.parse::<u64>().is_ok())
+            && trimmed.contains(" in ")
+            && (trimmed.contains(" passed") || trimmed.contains(" failed"))
+        {
+            let mut counts = Self::default();
+            for part in trimmed.split(" in ").next().unwrap_or_default().split(',') {
+                let mut words = part.split_whitespace();
+                let (Some(n), Some(what)) = (words.next(), words.next()) else {
+                    continue;
+                };
+                let Ok(n) = n.parse::<u64>() else { continue };
+                match what {
+                    "passed" => counts.passed = n,
+                    "failed" | "errors" | "error" => counts.failed += n,
+                    "skipped" => counts.ignored = n,
+                    _ => {}
+                }
+            }
+            return Some(counts);
+        }
         let rest = line.trim().strip_prefix("test result: ")?;
         let mut counts = Self::default();
         for part in rest.split(';') {
@@ -223,5 +249,21 @@ mod counts_tests {
             })
         );
         assert_eq!(Counts::parse_line("running 7 tests"), None);
+        assert_eq!(
+            Counts::parse_line("126 passed, 2 skipped in 3.21s"),
+            Some(Counts {
+                passed: 126,
+                failed: 0,
+                ignored: 2
+            })
+        );
+        assert_eq!(
+            Counts::parse_line("===== 3 failed, 10 passed in 1.00s ====="),
+            Some(Counts {
+                passed: 10,
+                failed: 3,
+                ignored: 0
+            })
+        );
     }
 }

@@ -179,7 +179,8 @@ async fn create_task(
     JsonBody(req): JsonBody<types::CreateTask>,
 ) -> Result<impl IntoResponse, ApiError> {
     mutating(&d, peer)?;
-    let task = blocking(move || d.create_task(&req)).await?;
+    let caller = peer.pid;
+    let task = blocking(move || d.create_task(&req, caller)).await?;
     Ok((StatusCode::CREATED, axum::Json(task)))
 }
 
@@ -214,7 +215,8 @@ async fn add_grant(
 ) -> Result<impl IntoResponse, ApiError> {
     mutating(&d, peer)?;
     let id = task_id(&id)?;
-    let grant_id = blocking(move || d.add_grant(id, &req)).await?;
+    let caller = peer.pid;
+    let grant_id = blocking(move || d.add_grant(id, &req, caller)).await?;
     Ok((
         StatusCode::CREATED,
         axum::Json(types::GrantAdded { grant_id }),

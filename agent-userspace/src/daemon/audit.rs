@@ -54,29 +54,50 @@ impl AuditSink {
         })
     }
 
-    /// Appends one event. The line goes out in a single `write` on an `O_APPEND` file, so
-    /// concurrent writers never interleave partial lines.
+    /// Appends one event.
     pub fn emit(&self, event: AuditEvent) {
-        let event = Arc::new(event);
-        match serde_json::to_vec(&*event) {
-            Ok(mut line) => {
-                line.push(b'\n');
-                if let Ok(mut f) = self.file.lock()
-                    && let Err(e) = f.write_all(&line)
-                {
-                    tracing::error!("audit log write failed: {e}");
-                }
+        self.emit_all(vec![event]);
+    }
+
+    /// Appends a batch: whole lines, in as few `write`s as the batch's size allows
+    /// (each a run of complete lines, so readers never see a partial line).
+    pub fn emit_all(&self, events: Vec<AuditEvent>) {
+        const CHUNK: usize = 64 * 1024;
+        let mut buf = Vec::with_capacity(CHUNK);
+        let mut shared = Vec::with_capacity(events.len());
+        for event in events {
+            match serde_json::to_writer(&mut buf, &event) {
+                Ok(()) => buf.push(b'\n'),
+                Err(e) => tracing::error!("cannot serialize an audit event: {e}"),
             }
-            Err(e) => tracing::error!("cannot serialize an audit event: {e}"),
+            if buf.len() >= CHUNK {
+                self.write(&buf);
+                buf.clear();
+            }
+            shared.push(Arc::new(event));
+        }
+        if !buf.is_empty() {
+            self.write(&buf);
         }
         if let Ok(mut r) = self.recent.lock() {
-            if r.len() == RECENT {
-                r.pop_front();
+            for e in &shared {
+                if r.len() == RECENT {
+                    r.pop_front();
+                }
+                r.push_back(Arc::clone(e));
             }
-            r.push_back(Arc::clone(&event));
         }
-        // No follower is fine.
-        let _ = self.tx.send(event);
+        for e in shared {
+            let _ = self.tx.send(e);
+        }
+    }
+
+    fn write(&self, bytes: &[u8]) {
+        if let Ok(mut f) = self.file.lock()
+            && let Err(e) = f.write_all(bytes)
+        {
+            tracing::error!("audit log write failed: {e}");
+        }
     }
 
     /// Recent events, oldest first, optionally of one task.

@@ -6,7 +6,7 @@ pub mod registry;
 mod store;
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     path::PathBuf,
     sync::{Arc, Mutex, MutexGuard},
     time::Duration,
@@ -143,11 +143,15 @@ impl Daemon {
         });
     }
 
-    pub fn create_task(&self, req: &types::CreateTask) -> Result<types::Task, RegistryError> {
+    pub fn create_task(
+        &self,
+        req: &types::CreateTask,
+        caller: Option<u32>,
+    ) -> Result<types::Task, RegistryError> {
         let started = std::time::Instant::now();
         let mut inner = self.lock();
         let Inner { enforcer, tasks } = &mut *inner;
-        let id = tasks.create(enforcer.maps_mut(), req, &self.limits)?;
+        let id = tasks.create(enforcer.maps_mut(), req, &self.limits, &caller_root(caller))?;
         self.recorded
             .grant_apply
             .observe(started.elapsed().as_secs_f64());
@@ -201,11 +205,22 @@ impl Daemon {
         Ok(rec.view(&self.limits.trust_domain))
     }
 
-    pub fn add_grant(&self, id: u64, req: &types::AddGrant) -> Result<String, RegistryError> {
+    pub fn add_grant(
+        &self,
+        id: u64,
+        req: &types::AddGrant,
+        caller: Option<u32>,
+    ) -> Result<String, RegistryError> {
         let started = std::time::Instant::now();
         let mut inner = self.lock();
         let Inner { enforcer, tasks } = &mut *inner;
-        let gid = tasks.add_grant(enforcer.maps_mut(), id, req, &self.limits)?;
+        let gid = tasks.add_grant(
+            enforcer.maps_mut(),
+            id,
+            req,
+            &self.limits,
+            &caller_root(caller),
+        )?;
         self.recorded
             .grant_apply
             .observe(started.elapsed().as_secs_f64());
@@ -361,6 +376,26 @@ impl Daemon {
     /// Turns one kernel record into audit events and lifecycle actions.
     pub fn on_kernel_events(&self, batch: Vec<Decision>) {
         let mut exits = Vec::new();
+        // Task metadata looked up once per task per batch, under one lock.
+        let mut meta: HashMap<u64, (String, String, Option<String>)> = HashMap::new();
+        {
+            let inner = self.lock();
+            for d in &batch {
+                meta.entry(d.task).or_insert_with(|| {
+                    inner.tasks.get(d.task).map_or_else(
+                        || ("unknown".to_owned(), String::new(), None),
+                        |t| {
+                            (
+                                t.agent.clone(),
+                                t.spiffe_id(&self.limits.trust_domain),
+                                t.intent.clone(),
+                            )
+                        },
+                    )
+                });
+            }
+        }
+        let mut events = Vec::with_capacity(batch.len());
         for d in batch {
             if d.kind == "exit" {
                 exits.push(d.task);
@@ -369,40 +404,33 @@ impl Daemon {
             if d.kind == "exec" && d.verdict == "allowed" && !self.log_allowed_exec {
                 continue;
             }
-            let meta = self.lock().tasks.get(d.task).cloned();
-            let (agent, spiffe_id, intent) = meta.as_ref().map_or_else(
-                || ("unknown".to_owned(), String::new(), None),
-                |t| {
-                    (
-                        t.agent.clone(),
-                        t.spiffe_id(&self.limits.trust_domain),
-                        t.intent.clone(),
-                    )
-                },
-            );
+            let (agent, spiffe_id, intent) = meta.get(&d.task).cloned().unwrap_or_default();
             let target = match &d.target {
                 Target::Exec { path, dev, ino } => json!({ "path": path, "dev": dev, "ino": ino }),
                 Target::Net {
                     addr,
                     port,
                     protocol,
-                } => json!({ "addr": addr.to_string(), "port": port, "protocol": protocol }),
+                } => {
+                    json!({ "addr": addr.to_string(), "port": port, "protocol": protocol })
+                }
                 Target::Process {} => json!({}),
             };
-            self.audit.emit(AuditEvent {
+            events.push(AuditEvent {
                 ts: registry::wall_of_boot_ns(d.ts_ns),
                 task: registry::task_id_string(d.task),
                 agent,
                 spiffe_id,
                 intent,
                 pid: d.pid,
-                comm: d.comm.clone(),
+                comm: d.comm,
                 kind: d.kind.into(),
                 verdict: d.verdict.into(),
                 target,
                 reason: d.reason.into(),
             });
         }
+        self.audit.emit_all(events);
         if !exits.is_empty() {
             self.end_exited(&exits);
         }
@@ -460,7 +488,13 @@ impl Daemon {
     pub fn refresh_dns(&self) {
         let named = self.lock().tasks.named_grants();
         for (id, gid, spec) in named {
-            match registry::resolve(types::GrantKind::Connect, &spec, gid.clone(), 0) {
+            match registry::resolve(
+                types::GrantKind::Connect,
+                &spec,
+                gid.clone(),
+                0,
+                std::path::Path::new("/"),
+            ) {
                 Ok(fresh) => {
                     let mut inner = self.lock();
                     let Inner { enforcer, tasks } = &mut *inner;
@@ -481,6 +515,15 @@ impl Daemon {
             }
         }
     }
+}
+
+/// Where a caller's exec paths are looked up: its own root, which differs from the
+/// daemon's when the caller runs in a container.
+fn caller_root(pid: Option<u32>) -> PathBuf {
+    pid.map_or_else(
+        || PathBuf::from("/"),
+        |p| PathBuf::from(format!("/proc/{p}/root")),
+    )
 }
 
 /// How often DNS names of connect grants are resolved again. The system resolver does

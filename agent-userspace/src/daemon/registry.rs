@@ -4,6 +4,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    path::Path,
     time::Duration,
 };
 
@@ -274,11 +275,14 @@ impl Tasks {
     }
 
     /// Validates and creates a task with its grants in the kernel.
+    /// `root` is where exec paths are looked up: the caller's root (`/proc/<pid>/root`),
+    /// so a path means the file the caller's processes will run.
     pub fn create(
         &mut self,
         maps: &mut Maps,
         req: &types::CreateTask,
         limits: &Limits,
+        root: &Path,
     ) -> Result<u64, RegistryError> {
         validate_agent(&req.agent)?;
         if let Some(intent) = &req.intent
@@ -310,11 +314,11 @@ impl Tasks {
         let mut n = 0;
         for spec in &req.grants.exec {
             n += 1;
-            grants.push(resolve(GrantKind::Exec, spec, format!("g{n}"), 0)?);
+            grants.push(resolve(GrantKind::Exec, spec, format!("g{n}"), 0, root)?);
         }
         for spec in &req.grants.connect {
             n += 1;
-            grants.push(resolve(GrantKind::Connect, spec, format!("g{n}"), 0)?);
+            grants.push(resolve(GrantKind::Connect, spec, format!("g{n}"), 0, root)?);
         }
         let id = loop {
             let mut b = [0u8; 8];
@@ -360,6 +364,7 @@ impl Tasks {
         id: u64,
         req: &types::AddGrant,
         limits: &Limits,
+        root: &Path,
     ) -> Result<String, RegistryError> {
         let (kind, spec) = match (&req.exec, &req.connect) {
             (Some(e), None) => (GrantKind::Exec, e),
@@ -397,6 +402,7 @@ impl Tasks {
             spec,
             gid.clone(),
             if ttl_ns == 0 { 0 } else { expires },
+            root,
         )?;
         task.next_grant += 1;
         task.grants.push(record);
@@ -736,6 +742,7 @@ pub fn resolve(
     spec: &str,
     id: String,
     expires_ns: u64,
+    root: &Path,
 ) -> Result<GrantRecord, RegistryError> {
     let mut rec = GrantRecord {
         id,
@@ -748,7 +755,7 @@ pub fn resolve(
     };
     match kind {
         GrantKind::Exec => {
-            rec.files = grants::resolve_exec(spec)?
+            rec.files = grants::resolve_exec_in(root, spec)?
                 .into_iter()
                 .map(|f| FileRecord {
                     path: f.path.display().to_string(),

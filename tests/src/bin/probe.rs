@@ -70,6 +70,11 @@ fn run(w: &[String]) -> String {
         }),
         "double-fork" => double_fork(&w[1..]),
         "bench" => bench(arg(1), arg(2), arg(3).parse().unwrap_or(0)),
+        "landlock-bench" => match landlock_restrict(arg(4).parse().unwrap_or(0), arg(5)) {
+            Ok(()) => bench(arg(1), arg(2), arg(3).parse().unwrap_or(0)),
+            Err(e) => format!("error landlock: {e}"),
+        },
+        "flood" => flood(arg(1), arg(2), arg(3).parse().unwrap_or(0)),
         other => format!("error unknown command {other:?}"),
     }
 }
@@ -412,4 +417,65 @@ fn bench_exec(path: &str, n: u32) -> String {
         }
     }
     (start.elapsed().as_nanos() / u128::from(n.max(1))).to_string()
+}
+
+/// Restricts this process with Landlock to TCP connects to `port` and execs of `exe`
+/// (the same rules leash enforces in the benchmark), for a like-for-like comparison.
+fn landlock_restrict(port: u16, exe: &str) -> Result<(), String> {
+    use landlock::{
+        ABI, AccessFs, AccessNet, NetPort, PathBeneath, PathFd, Ruleset, RulesetAttr as _,
+        RulesetCreatedAttr as _,
+    };
+    let abi = ABI::V4;
+    let exe = std::fs::canonicalize(exe).map_err(|e| e.to_string())?;
+    let exe = PathFd::new(&exe).map_err(|e| e.to_string())?;
+    // Landlock also checks the ELF interpreter, which the kernel opens for execution.
+    let loader = std::fs::canonicalize("/lib64/ld-linux-x86-64.so.2").map_err(|e| e.to_string())?;
+    let loader = PathFd::new(&loader).map_err(|e| e.to_string())?;
+    Ruleset::default()
+        .handle_access(AccessFs::Execute)
+        .and_then(|r| r.handle_access(AccessNet::ConnectTcp))
+        .and_then(Ruleset::create)
+        .and_then(|r| r.add_rule(PathBeneath::new(exe, AccessFs::Execute)))
+        .and_then(|r| r.add_rule(PathBeneath::new(loader, AccessFs::Execute)))
+        .and_then(|r| r.add_rule(NetPort::new(port, AccessNet::ConnectTcp)))
+        .and_then(landlock::RulesetCreated::restrict_self)
+        .map_err(|e| e.to_string())
+        .and_then(|status| {
+            if status.ruleset == landlock::RulesetStatus::FullyEnforced {
+                Ok(())
+            } else {
+                Err(format!(
+                    "not fully enforced (ABI {abi:?}): {:?}",
+                    status.ruleset
+                ))
+            }
+        })
+}
+
+/// `flood udp PORT N`: N unconnected sends, errors ignored; prints how many got EPERM.
+fn flood(_proto: &str, port: &str, n: u32) -> String {
+    let Ok(port) = port.parse::<u16>() else {
+        return "error bad port".into();
+    };
+    let sa = SocketAddr::from(([127, 0, 0, 1], port));
+    let (ss, len) = raw_sockaddr(&sa);
+    let sp = (&raw const ss).cast::<libc::sockaddr>();
+    // SAFETY: plain socket syscall; owned right away.
+    let sock = unsafe {
+        OwnedFd::from_raw_fd(libc::socket(
+            libc::AF_INET,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            0,
+        ))
+    };
+    let mut eperm = 0u32;
+    for _ in 0..n {
+        // SAFETY: valid fd, address and buffer.
+        let rc = unsafe { libc::sendto(sock.as_raw_fd(), b"x".as_ptr().cast(), 1, 0, sp, len) };
+        if rc < 0 && errno() == libc::EPERM {
+            eperm += 1;
+        }
+    }
+    eperm.to_string()
 }

@@ -1,0 +1,255 @@
+//! Upgrades, as a Kubernetes rolling update or a systemd restart does them: the old daemon
+//! gets SIGTERM and exits, then another binary starts against the same config, state dir
+//! and pin dir while a task's process keeps running. Enforcement must not lapse in
+//! between, and the new daemon must adopt the task. Also checks that the daemon accepts
+//! the config the Kubernetes manifests ship.
+
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    path::{Path, PathBuf},
+    process::{Child, Stdio},
+    time::{Duration, Instant},
+};
+
+use harness::{
+    EPERM, Listeners,
+    daemon::{DaemonGuard, leash_bin},
+    probe,
+};
+
+fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).trim().to_owned()
+}
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).trim().to_owned()
+}
+
+fn task_json(d: &DaemonGuard, id: &str) -> serde_json::Value {
+    let o = d.run(&["task", "show", id, "--json"]);
+    assert!(o.status.success(), "task show: {}", stderr(&o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// How a denied exec shows in the probe on the backend the daemon chose.
+fn exec_denied(d: &DaemonGuard) -> &'static str {
+    let o = d.run(&["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("status --json");
+    harness::exec_denied(if v["backend"] == "lsm" {
+        leash::Backend::Lsm
+    } else {
+        leash::Backend::Portable
+    })
+}
+
+fn pinned_links(pin_dir: &Path) -> Vec<PathBuf> {
+    let mut links: Vec<PathBuf> = std::fs::read_dir(pin_dir.join("links"))
+        .expect("pinned links")
+        .map(|e| e.unwrap().path())
+        .collect();
+    links.sort();
+    links
+}
+
+/// A probe joined to an existing task through `leash run --task`, driven line by line.
+struct Session {
+    child: Child,
+    out: BufReader<std::process::ChildStdout>,
+}
+
+impl Session {
+    fn join(d: &DaemonGuard, task: &str) -> Self {
+        let mut child = d
+            .cli()
+            .args(["run", "--task", task, "--"])
+            .arg(probe())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = BufReader::new(child.stdout.take().unwrap());
+        Self { child, out }
+    }
+
+    fn run(&mut self, words: &str) -> String {
+        let stdin = self.child.stdin.as_mut().unwrap();
+        writeln!(stdin, "{words}").unwrap();
+        stdin.flush().unwrap();
+        let mut line = String::new();
+        self.out.read_line(&mut line).unwrap();
+        line.trim().to_owned()
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_rolling_update_hands_a_running_task_to_another_binary() {
+    let mut daemon = DaemonGuard::start("upgrade", "");
+    // "Another binary": a copy at another path (another inode), as a new image would be.
+    let next = daemon.dir.join("leash-next");
+    std::fs::copy(leash_bin(), &next).expect("copy the leash binary");
+
+    let listener = Listeners::new();
+    let other = Listeners::new();
+    let probe_path = probe().display().to_string();
+    let out = daemon.run(&[
+        "task",
+        "create",
+        "--agent",
+        "ci",
+        "--allow-exec",
+        &probe_path,
+        "--allow-connect",
+        &format!("127.0.0.1:{}/tcp", listener.tcp4_port()),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let id = stdout(&out);
+    let mut session = Session::join(&daemon, &id);
+    let ok = format!("connect tcp 127.0.0.1 {}", listener.tcp4_port());
+    let denied = format!("connect tcp 127.0.0.1 {}", other.tcp4_port());
+    let denied_exec = exec_denied(&daemon);
+    assert_eq!(session.run(&ok), "ok");
+    assert_eq!(session.run(&denied), EPERM);
+    assert_eq!(session.run("exec /bin/true"), denied_exec);
+    let links = pinned_links(&daemon.pin_dir);
+    assert!(!links.is_empty(), "the daemon pins its links");
+    let old_pid = daemon.pid().unwrap();
+
+    // The old pod stops: SIGTERM, a clean exit, the socket gone, the pins left.
+    let status = daemon.stop().expect("the daemon was running");
+    assert!(
+        status.success(),
+        "SIGTERM is a clean stop: {status}\n{}",
+        daemon.log()
+    );
+    assert!(
+        !daemon.socket.exists(),
+        "the stopped daemon removed its socket"
+    );
+    assert_eq!(
+        pinned_links(&daemon.pin_dir),
+        links,
+        "stopping unpins nothing"
+    );
+
+    // Between the pods no daemon runs, and the kernel still enforces the task.
+    assert_eq!(
+        session.run(&denied),
+        EPERM,
+        "enforcement continues with no daemon"
+    );
+    assert_eq!(session.run("exec /bin/true"), denied_exec);
+    assert_eq!(session.run(&ok), "ok", "grants continue with no daemon");
+
+    // The new pod starts another binary on the same state dir and pin dir.
+    daemon.spawn_binary(&next);
+    let new_pid = daemon.pid().unwrap();
+    assert_ne!(new_pid, old_pid);
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{new_pid}/exe")).unwrap(),
+        next,
+        "the new daemon runs the other binary"
+    );
+    assert_eq!(session.run(&denied), EPERM, "no gap across the upgrade");
+    assert_eq!(session.run(&ok), "ok");
+    assert_eq!(
+        pinned_links(&daemon.pin_dir),
+        links,
+        "the new daemon took the pinned links over: no second set, no leftovers"
+    );
+
+    // It adopted the task: same state and grants, and it manages it from here on.
+    let task = task_json(&daemon, &id);
+    assert_eq!(task["state"], "active", "{task}");
+    assert_eq!(task["grants"].as_array().unwrap().len(), 2, "{task}");
+    let out = daemon.run(&[
+        "grant",
+        "add",
+        &id,
+        "--connect",
+        &format!("127.0.0.1:{}/tcp", other.tcp4_port()),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        session.run(&denied),
+        "ok",
+        "the adopted task takes new grants"
+    );
+    let gid = stdout(&out);
+    let out = daemon.run(&["grant", "revoke", &id, &gid]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(session.run(&denied), EPERM, "and loses them again");
+
+    // The process started under the old daemon exits under the new one, which ends the task.
+    drop(session);
+    wait_for("the adopted task to end when its process exits", || {
+        task_json(&daemon, &id)["end_reason"] == "exited"
+    });
+    let audit = daemon.audit();
+    assert!(
+        audit.iter().any(|e| e["kind"] == "task_started"),
+        "the old daemon's events stay in the audit log"
+    );
+    assert!(
+        audit
+            .iter()
+            .any(|e| e["kind"] == "task_ended" && e["reason"] == "exited"),
+        "the new daemon appends to the same audit log"
+    );
+}
+
+/// The `config.yaml` block of the Kubernetes `ConfigMap`, unindented.
+fn kubernetes_config() -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes/configmap.yaml");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let mut lines = text.lines().skip_while(|l| l.trim() != "config.yaml: |");
+    assert!(
+        lines.next().is_some(),
+        "{} has no `config.yaml: |` block",
+        path.display()
+    );
+    lines
+        .take_while(|l| l.is_empty() || l.starts_with("    "))
+        .map(|l| l.get(4..).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn the_daemon_accepts_the_kubernetes_config() {
+    let text = kubernetes_config();
+    let c = leash::config::Config::from_yaml(&text)
+        .unwrap_or_else(|e| panic!("the ConfigMap's config.yaml is refused: {e}\n{text}"));
+    assert_eq!(
+        c.metrics.addr.to_string(),
+        "0.0.0.0:9469",
+        "metrics must be reachable from outside the pod for the probes and Prometheus"
+    );
+    // Each path lives on a hostPath mount of the DaemonSet (tests/deploy checks the mounts).
+    assert_eq!(c.socket.path, Path::new("/run/leash/leash.sock"));
+    assert_eq!(c.pin_dir, Path::new("/sys/fs/bpf/leash"));
+    assert_eq!(c.state_dir, Path::new("/var/lib/leash"));
+    assert_eq!(c.audit_log, Path::new("/var/log/leash/audit.jsonl"));
+    assert!(
+        c.socket.group.is_some(),
+        "agent pods reach the socket by group"
+    );
+}
