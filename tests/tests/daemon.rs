@@ -385,6 +385,30 @@ fn bad_requests_get_clear_errors_and_the_daemon_keeps_serving() {
     let (got, _) = d.http("GET", "/v1/status", b"");
     assert_eq!(got, 200, "the daemon still serves");
 
+    // ...nor when its leader thread has exited and another thread calls.
+    let p = probe().display().to_string();
+    let socket = d.socket.display().to_string();
+    let o = d.run(&[
+        "run",
+        "--allow-exec",
+        &p,
+        "--",
+        &p,
+        "leader-exit",
+        "api-create",
+        &socket,
+    ]);
+    assert_eq!(stdout(&o), "status 403", "{}", stderr(&o));
+    let o = std::process::Command::new(probe())
+        .args(["api-create", &socket])
+        .output()
+        .unwrap();
+    assert_eq!(
+        stdout(&o),
+        "status 201",
+        "an untagged caller may create tasks"
+    );
+
     // A process inside a task may not call mutating routes: here, the leash CLI itself.
     let leash = harness::daemon::leash_bin().display().to_string();
     let o = d.run(&[

@@ -262,8 +262,13 @@ impl Daemon {
     }
 
     /// Whether `pid` runs inside any task (such callers may not change anything).
+    /// Any of its threads counts: a tagged process whose leader thread exited still
+    /// has tagged threads, and the peer pid names the process, not the thread.
     pub fn in_task(&self, pid: u32) -> bool {
-        self.lock().enforcer.maps().tag_of(pid).is_some()
+        let tids = registry::threads_of(pid);
+        let inner = self.lock();
+        tids.iter()
+            .any(|&tid| inner.enforcer.maps().tag_of(tid).is_some())
     }
 
     pub fn task(&self, id: u64) -> Result<types::Task, RegistryError> {

@@ -75,6 +75,8 @@ fn run(w: &[String]) -> String {
             Err(e) => format!("error landlock: {e}"),
         },
         "flood" => flood(arg(1), arg(2), arg(3).parse().unwrap_or(0)),
+        "api-create" => api_create(arg(1)),
+        "leader-exit" => leader_exit(&w[1..]),
         other => format!("error unknown command {other:?}"),
     }
 }
@@ -478,4 +480,46 @@ fn flood(_proto: &str, port: &str, n: u32) -> String {
         }
     }
     eperm.to_string()
+}
+
+/// `api-create SOCKET`: asks the daemon for a new task over raw HTTP; prints the status.
+fn api_create(socket: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let Ok(mut s) = std::os::unix::net::UnixStream::connect(socket) else {
+        return format!("error connect {socket}");
+    };
+    let body = br#"{"agent":"escape","grants":{"exec":["/bin/sh"]}}"#;
+    let head = format!(
+        "POST /v1/tasks HTTP/1.1\r\nHost: leash\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    if s.write_all(head.as_bytes())
+        .and_then(|()| s.write_all(body))
+        .is_err()
+    {
+        return "error write".into();
+    }
+    let mut resp = String::new();
+    let _ = s.read_to_string(&mut resp);
+    resp.split_whitespace()
+        .nth(1)
+        .map_or_else(|| "error no status".into(), |c| format!("status {c}"))
+}
+
+/// `leader-exit CMD...`: the main thread exits while another thread runs CMD, prints
+/// its outcome and ends the process: the process then has no leader thread left.
+fn leader_exit(rest: &[String]) -> String {
+    let rest = rest.to_vec();
+    std::thread::spawn(move || {
+        // Give the leader time to exit first.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let out = run(&rest);
+        println!("{out}");
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+        std::process::exit(0);
+    });
+    // SAFETY: the raw exit syscall (not exit_group) ends only the calling thread, with no
+    // unwinding; the process lives on in the other thread.
+    unsafe { libc::syscall(libc::SYS_exit, 0) };
+    unreachable!("SYS_exit returned")
 }
