@@ -784,6 +784,7 @@ pub fn resolve(
 }
 
 /// Thread ids of a process (just the pid if /proc cannot be read).
+#[must_use]
 pub fn threads_of(pid: u32) -> Vec<u32> {
     let mut tids: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/task"))
         .map(|d| {
