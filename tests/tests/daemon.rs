@@ -384,8 +384,12 @@ fn bad_requests_get_clear_errors_and_the_daemon_keeps_serving() {
     }
     let (got, _) = d.http("GET", "/v1/status", b"");
     assert_eq!(got, 200, "the daemon still serves");
+}
 
-    // ...nor when its leader thread has exited and another thread calls.
+#[test]
+fn a_process_inside_a_task_cannot_change_tasks_or_grants() {
+    let d = DaemonGuard::start("forbidden", "");
+    // Not by itself, nor when its leader thread has exited and another thread calls.
     let p = probe().display().to_string();
     let socket = d.socket.display().to_string();
     let o = d.run(&[
