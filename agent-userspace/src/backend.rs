@@ -37,7 +37,13 @@ impl Backend {
     #[must_use]
     pub const fn programs(self) -> &'static [&'static str] {
         match self {
-            Self::Lsm => &[p::EXEC_BPRM_CHECK, p::PROCESS_TASK_ALLOC],
+            // process_sched_exec only carries a tag across an exec from a non-leader
+            // thread; exec_sched_exec (portable) does that itself.
+            Self::Lsm => &[
+                p::EXEC_BPRM_CHECK,
+                p::PROCESS_TASK_ALLOC,
+                p::PROCESS_SCHED_EXEC,
+            ],
             Self::Portable => &[p::EXEC_SCHED_EXEC],
         }
     }

@@ -114,6 +114,7 @@ const fn attach_point(program: &str) -> &'static str {
         b if eq(b, p::EXEC_SCHED_EXEC) => "sched_process_exec",
         b if eq(b, p::EXEC_BPRM_CHECK) => "bprm_check_security",
         b if eq(b, p::PROCESS_TASK_ALLOC) => "task_alloc",
+        b if eq(b, p::PROCESS_SCHED_EXEC) => "sched_process_exec",
         _ => "",
     }
 }
@@ -299,6 +300,10 @@ fn choose(
         ));
     }
     for program in Backend::Lsm.programs() {
+        // Only the LSM programs tell whether BPF LSM works; the others load on attach.
+        if !matches!(ebpf.program(program), Some(aya::programs::Program::Lsm(_))) {
+            continue;
+        }
         if let Err(e) = load_lsm(ebpf, btf, program) {
             // aya appends the verifier log, which is empty for an EPERM refusal.
             let e = e.to_string();

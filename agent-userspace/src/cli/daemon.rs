@@ -63,7 +63,7 @@ pub fn run(args: &DaemonArgs) -> anyhow::Result<ExitCode> {
         .init();
     if args.cleanup {
         let removed = enforcer::cleanup(&config.pin_dir)?;
-        let _ = std::fs::remove_file(daemon::state_file(&config));
+        daemon::clear_state(&config);
         let _ = std::fs::remove_file(&config.socket.path);
         println!(
             "removed {} pinned objects under {}; enforcement stopped",

@@ -45,7 +45,7 @@ impl Daemon {
     /// Adopts the state a previous daemon left (tasks in the state file whose kernel
     /// entries survived in the pinned maps), then starts from there.
     pub fn new(enforcer: Enforcer, config: &Config, audit: AuditSink) -> anyhow::Result<Arc<Self>> {
-        let store = store::Store::new(config.state_dir.join("state.json"));
+        let store = store::Store::new(config.state_dir.clone());
         let tasks = store.load()?;
         let daemon = Arc::new(Self {
             inner: Mutex::new(Inner { enforcer, tasks }),
@@ -72,9 +72,23 @@ impl Daemon {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn save(&self, inner: &Inner) {
-        if let Err(e) = self.store.save(&inner.tasks) {
-            tracing::error!("cannot save the state file: {e:#}");
+    /// Persists one task (and the agent slots, which only grow).
+    fn save(&self, inner: &Inner, id: u64) {
+        let result = match inner.tasks.get(id) {
+            Some(t) => self.store.save_task(t),
+            None => self.store.remove_task(id),
+        };
+        if let Err(e) = result {
+            tracing::error!(
+                "cannot save the state of task {}: {e:#}",
+                registry::task_id_string(id)
+            );
+        }
+    }
+
+    fn save_agents(&self, inner: &Inner) {
+        if let Err(e) = self.store.save_agents(&inner.tasks.agents) {
+            tracing::error!("cannot save the agents' state: {e:#}");
         }
     }
 
@@ -118,7 +132,10 @@ impl Daemon {
         if adopted > 0 {
             tracing::info!(adopted, "adopted running tasks");
         }
-        self.save(&inner);
+        let ids: Vec<u64> = inner.tasks.tasks.keys().copied().collect();
+        for id in ids {
+            self.save(&inner, id);
+        }
     }
 
     fn lifecycle_event(
@@ -159,7 +176,12 @@ impl Daemon {
             .get(id)
             .cloned()
             .ok_or_else(|| RegistryError::NoTask(registry::task_id_string(id)))?;
-        self.save(&inner);
+        let pruned = tasks.prune_ended();
+        self.save(&inner, id);
+        self.save_agents(&inner);
+        for old in pruned {
+            self.save(&inner, old);
+        }
         drop(inner);
         self.lifecycle_event(
             &rec,
@@ -181,7 +203,7 @@ impl Daemon {
             .get(id)
             .cloned()
             .ok_or_else(|| RegistryError::NoTask(registry::task_id_string(id)))?;
-        self.save(&inner);
+        self.save(&inner, id);
         drop(inner);
         if was_live {
             let reason = serde_json::to_value(reason)
@@ -225,7 +247,7 @@ impl Daemon {
             .grant_apply
             .observe(started.elapsed().as_secs_f64());
         let rec = tasks.get(id).cloned();
-        self.save(&inner);
+        self.save(&inner, id);
         drop(inner);
         if let Some(rec) = rec
             && let Some(g) = rec.grants.iter().find(|g| g.id == gid)
@@ -240,7 +262,7 @@ impl Daemon {
         let Inner { enforcer, tasks } = &mut *inner;
         let g = tasks.revoke_grant(enforcer.maps_mut(), id, gid)?;
         let rec = tasks.get(id).cloned();
-        self.save(&inner);
+        self.save(&inner, id);
         drop(inner);
         if let Some(rec) = rec {
             self.lifecycle_event(
@@ -257,7 +279,7 @@ impl Daemon {
         let mut inner = self.lock();
         let Inner { enforcer, tasks } = &mut *inner;
         tasks.attach(enforcer.maps_mut(), id, pid)?;
-        self.save(&inner);
+        self.save(&inner, id);
         Ok(())
     }
 
@@ -506,7 +528,7 @@ impl Daemon {
                     match tasks.update_named(enforcer.maps_mut(), id, &gid, fresh) {
                         Ok(true) => {
                             tracing::info!(task = %registry::task_id_string(id), grant = gid, spec, "DNS grant re-resolved to new addresses");
-                            self.save(&inner);
+                            self.save(&inner, id);
                         }
                         Ok(false) => {}
                         Err(e) => {
@@ -559,8 +581,7 @@ pub async fn sweeper(daemon: Arc<Daemon>, mut shutdown: tokio::sync::watch::Rece
     }
 }
 
-/// State file location helper for `--cleanup`.
-#[must_use]
-pub fn state_file(config: &Config) -> PathBuf {
-    config.state_dir.join("state.json")
+/// Removes the daemon's state files (`leash daemon --cleanup`).
+pub fn clear_state(config: &Config) {
+    store::Store::new(config.state_dir.clone()).clear();
 }

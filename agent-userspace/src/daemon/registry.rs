@@ -353,7 +353,6 @@ impl Tasks {
             let _ = maps.remove_task(id);
             return Err(e);
         }
-        self.prune_ended();
         Ok(id)
     }
 
@@ -666,8 +665,8 @@ impl Tasks {
         Ok(true)
     }
 
-    /// Drops the oldest ended tasks beyond [`ENDED_KEPT`].
-    fn prune_ended(&mut self) {
+    /// Drops the oldest ended tasks beyond [`ENDED_KEPT`]; returns their ids.
+    pub fn prune_ended(&mut self) -> Vec<u64> {
         let ended: Vec<u64> = self
             .tasks
             .values()
@@ -684,10 +683,17 @@ impl Tasks {
                 })
                 .collect();
             by_time.sort();
-            for (_, id) in by_time.iter().take(ended.len() - ENDED_KEPT) {
+            let gone: Vec<u64> = by_time
+                .iter()
+                .take(ended.len() - ENDED_KEPT)
+                .map(|(_, id)| *id)
+                .collect();
+            for id in &gone {
                 self.tasks.remove(id);
             }
+            return gone;
         }
+        Vec::new()
     }
 
     #[must_use]
