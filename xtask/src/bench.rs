@@ -17,6 +17,15 @@ pub fn run(out: Option<PathBuf>) -> anyhow::Result<()> {
             .context("could not read the current directory")?
             .join(path),
     };
+    // The daemon sections drive the real `leash` binary; build the release one first.
+    util::run(util::cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "agent-userspace",
+        "--bin",
+        "leash",
+    ]))?;
     util::run(
         util::cargo()
             .args([
