@@ -319,12 +319,14 @@ impl Daemon {
             backend: e.backend().to_string(),
             backend_reason: e.backend_reason().into(),
             cgroup: e.cgroup().display().to_string(),
-            programs: e
-                .attached()
+            // Every program of the object, and whether this backend attached it.
+            programs: crate::backend::COMMON_PROGRAMS
                 .iter()
+                .chain(crate::Backend::Portable.programs())
+                .chain(crate::Backend::Lsm.programs())
                 .map(|p| types::ProgramStatus {
                     name: (*p).into(),
-                    attached: true,
+                    attached: e.attached().contains(p),
                 })
                 .collect(),
             maps: e
