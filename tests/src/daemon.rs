@@ -258,17 +258,7 @@ impl DaemonGuard {
         );
         let mut resp = Vec::new();
         let _ = s.read_to_end(&mut resp);
-        let text = String::from_utf8_lossy(&resp).into_owned();
-        let status = text
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let body = text
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default();
-        (status, dechunk(&body))
+        parse_response(&resp)
     }
 
     /// The audit log's lines, parsed.
@@ -308,7 +298,12 @@ pub fn http(socket: &Path, method: &str, path: &str, body: &[u8]) -> (u16, Strin
     let _ = s.write_all(body);
     let mut resp = Vec::new();
     let _ = s.read_to_end(&mut resp);
-    let text = String::from_utf8_lossy(&resp).into_owned();
+    parse_response(&resp)
+}
+
+/// Status code and (de-chunked) body of a raw HTTP/1.1 response.
+fn parse_response(resp: &[u8]) -> (u16, String) {
+    let text = String::from_utf8_lossy(resp);
     let status = text
         .split_whitespace()
         .nth(1)
@@ -319,6 +314,47 @@ pub fn http(socket: &Path, method: &str, path: &str, body: &[u8]) -> (u16, Strin
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     (status, dechunk(&body))
+}
+
+/// A probe joined to an existing task through `leash run --task`, driven line by line;
+/// killed on drop.
+pub struct TaskSession {
+    pub child: Child,
+    out: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl TaskSession {
+    #[must_use]
+    pub fn join(d: &DaemonGuard, task: &str) -> Self {
+        let mut child = d
+            .cli()
+            .args(["run", "--task", task, "--"])
+            .arg(crate::probe())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn leash run --task");
+        let out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        Self { child, out }
+    }
+
+    /// Sends one probe command and returns its outcome line.
+    pub fn run(&mut self, words: &str) -> String {
+        use std::io::{BufRead as _, Write as _};
+        let stdin = self.child.stdin.as_mut().expect("stdin");
+        writeln!(stdin, "{words}").expect("write to probe");
+        stdin.flush().expect("flush probe");
+        let mut line = String::new();
+        self.out.read_line(&mut line).expect("read probe");
+        line.trim().to_owned()
+    }
+}
+
+impl Drop for TaskSession {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Undoes chunked transfer encoding if present (axum streams some bodies).
@@ -338,4 +374,36 @@ fn dechunk(body: &str) -> String {
         out.push_str(&after[..n]);
         rest = after[n..].trim_start_matches("\r\n");
     }
+}
+
+/// A command's standard output, trimmed.
+#[must_use]
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).trim().to_owned()
+}
+
+/// A command's standard error, trimmed.
+#[must_use]
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).trim().to_owned()
+}
+
+/// `leash task show ID --json`, parsed.
+#[must_use]
+pub fn task_json(d: &DaemonGuard, id: &str) -> serde_json::Value {
+    let o = d.run(&["task", "show", id, "--json"]);
+    assert!(o.status.success(), "task show: {}", stderr(&o));
+    serde_json::from_slice(&o.stdout).expect("task show --json")
+}
+
+/// Polls `f` for up to 5 s; panics naming `what` if it never holds.
+pub fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
 }

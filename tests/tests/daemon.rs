@@ -6,37 +6,16 @@
 )]
 
 use std::{
-    io::{BufRead as _, BufReader, Write as _},
-    process::{Child, Stdio},
+    io::{BufRead as _, BufReader},
+    process::Stdio,
     time::{Duration, Instant},
 };
 
-use harness::{EPERM, Listeners, daemon::DaemonGuard, probe};
-
-fn stdout(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stdout).trim().to_owned()
-}
-
-fn stderr(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stderr).trim().to_owned()
-}
-
-fn task_json(d: &DaemonGuard, id: &str) -> serde_json::Value {
-    let o = d.run(&["task", "show", id, "--json"]);
-    assert!(o.status.success(), "task show: {}", stderr(&o));
-    serde_json::from_slice(&o.stdout).unwrap()
-}
-
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("timed out waiting for {what}");
-}
+use harness::{
+    EPERM, Listeners,
+    daemon::{DaemonGuard, TaskSession, stderr, stdout, task_json, wait_for},
+    probe,
+};
 
 fn map_entries(d: &DaemonGuard, map: &str) -> u64 {
     let o = d.run(&["status", "--json"]);
@@ -48,44 +27,6 @@ fn map_entries(d: &DaemonGuard, map: &str) -> u64 {
         .find(|m| m["name"] == map)
         .and_then(|m| m["entries"].as_u64())
         .unwrap()
-}
-
-/// A probe session joined to an existing task through `leash run --task`.
-struct Session {
-    child: Child,
-    out: BufReader<std::process::ChildStdout>,
-}
-
-impl Session {
-    fn join(d: &DaemonGuard, task: &str) -> Self {
-        let p = probe();
-        let mut child = d
-            .cli()
-            .args(["run", "--task", task, "--"])
-            .arg(&p)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let out = BufReader::new(child.stdout.take().unwrap());
-        Self { child, out }
-    }
-
-    fn run(&mut self, words: &str) -> String {
-        let stdin = self.child.stdin.as_mut().unwrap();
-        writeln!(stdin, "{words}").unwrap();
-        stdin.flush().unwrap();
-        let mut line = String::new();
-        self.out.read_line(&mut line).unwrap();
-        line.trim().to_owned()
-    }
-}
-
-impl Drop for Session {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]
@@ -186,7 +127,7 @@ fn grants_change_at_runtime_and_expire_on_time() {
     let o = d.run(&["task", "create", "--agent", "ci", "--allow-exec", &p]);
     assert!(o.status.success(), "{}", stderr(&o));
     let id = stdout(&o);
-    let mut s = Session::join(&d, &id);
+    let mut s = TaskSession::join(&d, &id);
     let connect = format!("connect tcp 127.0.0.1 {port}");
     assert_eq!(s.run(&connect), EPERM);
 
@@ -243,7 +184,7 @@ fn grants_change_at_runtime_and_expire_on_time() {
         &format!("127.0.0.1:{port}"),
     ]);
     let short = stdout(&o);
-    let mut s2 = Session::join(&d, &short);
+    let mut s2 = TaskSession::join(&d, &short);
     assert_eq!(s2.run(&connect), "ok");
     std::thread::sleep(Duration::from_millis(2200));
     assert_eq!(s2.run(&connect), EPERM, "task TTL");
@@ -269,7 +210,7 @@ fn kill9_keeps_enforcement_and_a_restart_adopts_the_task() {
         &format!("127.0.0.1:{}/tcp", l.tcp4_port()),
     ]);
     let id = stdout(&o);
-    let mut s = Session::join(&d, &id);
+    let mut s = TaskSession::join(&d, &id);
     let ok = format!("connect tcp 127.0.0.1 {}", l.tcp4_port());
     let denied = format!("connect tcp 127.0.0.1 {}", other.tcp4_port());
     assert_eq!(s.run(&ok), "ok");
@@ -302,9 +243,17 @@ fn kill9_keeps_enforcement_and_a_restart_adopts_the_task() {
         task_json(&d, &id)["end_reason"] == "exited"
     });
     let links = std::fs::read_dir(d.pin_dir.join("links")).unwrap().count();
+    let status: serde_json::Value =
+        serde_json::from_slice(&d.run(&["status", "--json"]).stdout).unwrap();
+    let backend = if status["backend"] == "lsm" {
+        leash::Backend::Lsm
+    } else {
+        leash::Backend::Portable
+    };
     assert_eq!(
-        links, 7,
-        "one pinned link per program, no leftovers from the first daemon"
+        links,
+        leash::backend::COMMON_PROGRAMS.len() + backend.programs().len(),
+        "one pinned link per program of the {backend} backend, no leftovers from the first daemon"
     );
 }
 
@@ -531,7 +480,7 @@ fn sigterm_keeps_enforcement_and_cleanup_removes_it() {
     let other = Listeners::new();
     let p = probe().display().to_string();
     let id = stdout(&d.run(&["task", "create", "--allow-exec", &p]));
-    let mut s = Session::join(&d, &id);
+    let mut s = TaskSession::join(&d, &id);
     let denied = format!("connect tcp 127.0.0.1 {}", other.tcp4_port());
     assert_eq!(s.run(&denied), EPERM);
 
@@ -550,7 +499,7 @@ fn kill_on_end_kills_the_remaining_processes() {
     let d = DaemonGuard::start("killonend", "tasks:\n  kill_on_end: true\n");
     let p = probe().display().to_string();
     let id = stdout(&d.run(&["task", "create", "--allow-exec", &p]));
-    let mut s = Session::join(&d, &id);
+    let mut s = TaskSession::join(&d, &id);
     assert_eq!(s.run("pid"), s.child.id().to_string());
     let o = d.run(&["task", "end", &id]);
     assert!(o.status.success(), "{}", stderr(&o));

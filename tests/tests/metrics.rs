@@ -8,13 +8,17 @@
 
 use std::{
     collections::BTreeMap,
-    io::{BufRead as _, BufReader, Write as _},
+    io::Write as _,
     os::unix::fs::PermissionsExt as _,
     process::Stdio,
     time::{Duration, Instant},
 };
 
-use harness::{EPERM, Listeners, daemon::DaemonGuard, exec_denied, probe};
+use harness::{
+    EPERM, Listeners,
+    daemon::{DaemonGuard, TaskSession},
+    exec_denied, probe,
+};
 
 /// `name{labels}` → value, for every sample line.
 fn parse(text: &str) -> BTreeMap<String, f64> {
@@ -38,43 +42,6 @@ fn scrape(d: &DaemonGuard) -> BTreeMap<String, f64> {
     let (status, body) = d.metrics_get("/metrics");
     assert_eq!(status, 200, "{body}");
     parse(&body)
-}
-
-/// `leash run --task ID -- probe` reading commands on stdin.
-struct Session {
-    child: std::process::Child,
-    out: BufReader<std::process::ChildStdout>,
-}
-
-impl Session {
-    fn join(d: &DaemonGuard, task: &str) -> Self {
-        let mut child = d
-            .cli()
-            .args(["run", "--task", task, "--"])
-            .arg(probe())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let out = BufReader::new(child.stdout.take().unwrap());
-        Self { child, out }
-    }
-
-    fn run(&mut self, words: &str) -> String {
-        let stdin = self.child.stdin.as_mut().unwrap();
-        writeln!(stdin, "{words}").unwrap();
-        stdin.flush().unwrap();
-        let mut line = String::new();
-        self.out.read_line(&mut line).unwrap();
-        line.trim().to_owned()
-    }
-}
-
-impl Drop for Session {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]
@@ -109,8 +76,8 @@ fn decision_counters_match_the_actions_exactly_per_agent() {
         &p,
     ]);
     let beta = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    let mut a = Session::join(&d, &alpha);
-    let mut b = Session::join(&d, &beta);
+    let mut a = TaskSession::join(&d, &alpha);
+    let mut b = TaskSession::join(&d, &beta);
     let ok = format!("connect tcp 127.0.0.1 {}", l.tcp4_port());
     let no = format!("connect tcp 127.0.0.1 {}", other.tcp4_port());
     for _ in 0..3 {

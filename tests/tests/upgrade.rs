@@ -4,43 +4,13 @@
 //! between, and the new daemon must adopt the task. Also checks that the daemon accepts
 //! the config the Kubernetes manifests ship.
 
-use std::{
-    io::{BufRead as _, BufReader, Write as _},
-    path::{Path, PathBuf},
-    process::{Child, Stdio},
-    time::{Duration, Instant},
-};
+use std::path::{Path, PathBuf};
 
 use harness::{
     EPERM, Listeners,
-    daemon::{DaemonGuard, leash_bin},
+    daemon::{DaemonGuard, TaskSession, leash_bin, stderr, stdout, task_json, wait_for},
     probe,
 };
-
-fn stdout(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stdout).trim().to_owned()
-}
-
-fn stderr(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stderr).trim().to_owned()
-}
-
-fn task_json(d: &DaemonGuard, id: &str) -> serde_json::Value {
-    let o = d.run(&["task", "show", id, "--json"]);
-    assert!(o.status.success(), "task show: {}", stderr(&o));
-    serde_json::from_slice(&o.stdout).unwrap()
-}
-
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("timed out waiting for {what}");
-}
 
 /// How a denied exec shows in the probe on the backend the daemon chose.
 fn exec_denied(d: &DaemonGuard) -> &'static str {
@@ -60,43 +30,6 @@ fn pinned_links(pin_dir: &Path) -> Vec<PathBuf> {
         .collect();
     links.sort();
     links
-}
-
-/// A probe joined to an existing task through `leash run --task`, driven line by line.
-struct Session {
-    child: Child,
-    out: BufReader<std::process::ChildStdout>,
-}
-
-impl Session {
-    fn join(d: &DaemonGuard, task: &str) -> Self {
-        let mut child = d
-            .cli()
-            .args(["run", "--task", task, "--"])
-            .arg(probe())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let out = BufReader::new(child.stdout.take().unwrap());
-        Self { child, out }
-    }
-
-    fn run(&mut self, words: &str) -> String {
-        let stdin = self.child.stdin.as_mut().unwrap();
-        writeln!(stdin, "{words}").unwrap();
-        stdin.flush().unwrap();
-        let mut line = String::new();
-        self.out.read_line(&mut line).unwrap();
-        line.trim().to_owned()
-    }
-}
-
-impl Drop for Session {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]
@@ -121,7 +54,7 @@ fn a_rolling_update_hands_a_running_task_to_another_binary() {
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let id = stdout(&out);
-    let mut session = Session::join(&daemon, &id);
+    let mut session = TaskSession::join(&daemon, &id);
     let ok = format!("connect tcp 127.0.0.1 {}", listener.tcp4_port());
     let denied = format!("connect tcp 127.0.0.1 {}", other.tcp4_port());
     let denied_exec = exec_denied(&daemon);

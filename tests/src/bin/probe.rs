@@ -62,11 +62,11 @@ fn run(w: &[String]) -> String {
         "execveat" => spawn_and_wait(|| execveat_empty(arg(1))),
         "memfd-exec" => spawn_and_wait(|| memfd_exec(arg(1))),
         "thread-exec" => spawn_and_wait(|| {
-            // A non-leader thread execs; the kernel makes it the leader.
+            // A non-leader thread execs; the kernel makes it the leader. A refused exec
+            // (lsm: EPERM) returns in the thread, whose 200 + errno is the exit code.
             let args = w[1..].to_vec();
             let t = std::thread::spawn(move || exec_path(&args));
-            let _ = t.join();
-            127
+            t.join().unwrap_or(127)
         }),
         "double-fork" => double_fork(&w[1..]),
         "bench" => bench(arg(1), arg(2), arg(3).parse().unwrap_or(0)),
