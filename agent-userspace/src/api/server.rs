@@ -20,7 +20,10 @@ use tokio::net::UnixListener;
 
 use crate::{
     api::types::{self, EndReason, ErrorBody, ErrorDetail},
-    daemon::{Daemon, RegistryError, registry::parse_task_id},
+    daemon::{
+        Daemon, RegistryError,
+        registry::{parse_task_id, task_id_string},
+    },
     maps::MapsError,
 };
 
@@ -241,10 +244,9 @@ async fn attach(
 ) -> Result<impl IntoResponse, ApiError> {
     mutating(&d, peer)?;
     let id = task_id(&id)?;
+    // `mutating` refused callers without a pid.
     let pid = peer.pid.unwrap_or_default();
-    let task = parse_task_id(&format!("{id:016x}"))
-        .map(|_| format!("{id:016x}"))
-        .unwrap_or_default();
+    let task = task_id_string(id);
     blocking(move || d.attach(id, pid)).await?;
     Ok(axum::Json(types::Attached { task, pid }))
 }
