@@ -160,11 +160,11 @@ fn grants_change_at_runtime_and_expire_on_time() {
         "--connect",
         &format!("127.0.0.1:{port}/tcp"),
         "--ttl",
-        "1s",
+        "2s",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(s.run(&connect), "ok");
-    std::thread::sleep(Duration::from_millis(1300));
+    std::thread::sleep(Duration::from_millis(2300));
     assert_eq!(s.run(&connect), EPERM, "grant TTL");
     wait_for("the expired grant to be revoked", || {
         task_json(&d, &id)["grants"].as_array().unwrap().len() == 1
@@ -177,7 +177,7 @@ fn grants_change_at_runtime_and_expire_on_time() {
         "--agent",
         "ci",
         "--ttl",
-        "2s",
+        "3s",
         "--allow-exec",
         &p,
         "--allow-connect",
@@ -186,7 +186,7 @@ fn grants_change_at_runtime_and_expire_on_time() {
     let short = stdout(&o);
     let mut s2 = TaskSession::join(&d, &short);
     assert_eq!(s2.run(&connect), "ok");
-    std::thread::sleep(Duration::from_millis(2200));
+    std::thread::sleep(Duration::from_millis(3200));
     assert_eq!(s2.run(&connect), EPERM, "task TTL");
     wait_for("the task to end as expired", || {
         task_json(&d, &short)["end_reason"] == "expired"

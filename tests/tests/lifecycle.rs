@@ -61,7 +61,7 @@ fn expired_task_is_denied_by_the_kernel_clock() {
     let l = Listeners::new();
     let task = h.task(TaskSpec {
         connect: vec![format!("127.0.0.1:{}", l.tcp4_port())],
-        ttl: Some(Duration::from_millis(1500)),
+        ttl: Some(Duration::from_millis(2500)),
         ..TaskSpec::default()
     });
     let mut s = task.session();
@@ -70,7 +70,7 @@ fn expired_task_is_denied_by_the_kernel_clock() {
         "ok"
     );
     // No daemon runs here: only the kernel's check of the expiry can deny.
-    std::thread::sleep(Duration::from_millis(1700));
+    std::thread::sleep(Duration::from_millis(2700));
     assert_eq!(
         s.run(&format!("connect tcp 127.0.0.1 {}", l.tcp4_port())),
         EPERM
