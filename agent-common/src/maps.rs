@@ -61,6 +61,7 @@ pub mod programs {
     pub const EXEC_SCHED_EXEC: &str = "exec_sched_exec";
     pub const EXEC_BPRM_CHECK: &str = "exec_bprm_check";
     pub const PROCESS_TASK_ALLOC: &str = "process_task_alloc";
+    pub const PROCESS_SCHED_EXEC: &str = "process_sched_exec";
     pub const NET_CONNECT4: &str = "net_connect4";
     pub const NET_CONNECT6: &str = "net_connect6";
     pub const NET_SENDMSG4: &str = "net_sendmsg4";

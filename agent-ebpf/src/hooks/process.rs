@@ -92,3 +92,31 @@ pub fn process_task_alloc(ctx: LsmContext) -> i32 {
         _ => 0,
     }
 }
+
+/// `trace_sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)`
+/// (lsm backend, >= 5.5 for `tp_btf`). When a non-leader thread execs, it takes over the
+/// leader's pid, and the leader's entry left with the leader: carry the tag to the new
+/// pid, or the new image would run untagged. The portable backend's `exec_sched_exec`
+/// does the same before it decides.
+#[btf_tracepoint(function = "sched_process_exec")]
+pub fn process_sched_exec(ctx: BtfTracePointContext) -> i32 {
+    let old_tid: i32 = ctx.arg(1);
+    let old_tid = old_tid as u32;
+    let tid = current_tid();
+    if tid == old_tid {
+        return 0;
+    }
+    // SAFETY: PROCS values are plain u64 copies.
+    let Some(task) = (unsafe { PROCS.get(old_tid) }).copied() else {
+        return 0;
+    };
+    let _ = PROCS.remove(old_tid);
+    if PROCS.insert(tid, task, 0).is_err() {
+        // Fail closed, as in `process_newtask`: the image must not run untagged.
+        bump(Stat::TagFailed);
+        bump(Stat::Killed);
+        // SAFETY: signals the current task only.
+        unsafe { bpf_send_signal(SIGKILL) };
+    }
+    0
+}
