@@ -9,8 +9,10 @@ mod run;
 mod setup;
 mod test;
 mod util;
+mod vm;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -52,6 +54,40 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
+    /// Runs the integration tests on another kernel in qemu, once per backend: builds
+    /// them statically (musl), fetches the kernel from Debian's packages (cached under
+    /// target/vm/), boots it with BPF LSM on, and reads one success/failure line.
+    Vm {
+        /// Kernels to boot: a Debian series (6.1, 6.12: the newest
+        /// linux-image-<series>.*-amd64-unsigned) or a path to a vmlinuz/bzImage or to a
+        /// folder holding one. Repeat the option or separate with commas.
+        #[arg(
+            long,
+            value_name = "SERIES|PATH",
+            value_delimiter = ',',
+            default_value = "6.1"
+        )]
+        kernel: Vec<String>,
+        /// The backend(s) the tests load; `both` boots once for each.
+        #[arg(long, value_enum, default_value_t = vm::BackendArg::Both)]
+        backend: vm::BackendArg,
+        /// qemu accelerator; `auto` tries KVM and falls back to TCG when the guest does
+        /// not boot (remembered in target/vm/kvm-unusable).
+        #[arg(long, value_enum, default_value_t = vm::AccelArg::Auto)]
+        accel: vm::AccelArg,
+        /// Seconds one boot (all test binaries of one backend) may take.
+        #[arg(long, value_name = "SECS", default_value_t = 1200)]
+        timeout: u64,
+        /// Guest memory in MiB.
+        #[arg(long, value_name = "MIB", default_value_t = 2048)]
+        memory: u32,
+        /// Guest CPUs.
+        #[arg(long, default_value_t = 1)]
+        cpus: u32,
+        /// Passed to every integration test binary in the guest, e.g. a test name filter.
+        #[arg(last = true, value_name = "TEST_FILTER")]
+        filters: Vec<String>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -61,5 +97,22 @@ fn main() -> anyhow::Result<()> {
         Command::Test { filters } => test::run(&filters),
         Command::Run { args } => run::run(&args),
         Command::Bench { out } => bench::run(out),
+        Command::Vm {
+            kernel,
+            backend,
+            accel,
+            timeout,
+            memory,
+            cpus,
+            filters,
+        } => vm::run(&vm::Options {
+            kernels: kernel,
+            backend,
+            accel,
+            timeout: Duration::from_secs(timeout),
+            memory_mb: memory,
+            cpus,
+            filters,
+        }),
     }
 }

@@ -1,0 +1,731 @@
+//! `cargo xtask vm [--kernel 6.1] [--backend lsm|portable|both] [-- TEST_FILTER...]`:
+//! runs the privileged integration tests on another kernel, in qemu, once per backend.
+//!
+//! As in aya's xtask: the test binaries are built statically (musl), packed with a static
+//! busybox and a small `/init` (`tests/vm/init`) into an initramfs, and the kernel boots
+//! with `lsm=…,bpf` and the backend and test filters on its command line. The guest runs
+//! every integration test binary with `LEASH_TEST_BACKEND` set and prints exactly one
+//! `leash-vm: success` or `leash-vm: failure …` line; this reads it, and the test counts,
+//! from the console. A panic, a hang or a missing line is a failure, reported with the
+//! console's tail.
+//!
+//! Everything fetched or built is cached under `target/vm/`: the kernel and busybox
+//! packages (`kernels/`, `debs/`), the musl build (`musl/`), and whether KVM works here.
+
+mod debian;
+mod initramfs;
+mod qemu;
+
+use std::fmt::Write as _;
+use std::fs;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use clap::ValueEnum;
+
+use crate::setup;
+use crate::util::{self, Counts};
+use initramfs::Entry;
+use qemu::{Accel, End};
+
+const MUSL: &str = "x86_64-unknown-linux-musl";
+
+/// Where the guest keeps leash's binaries; the tests find `leash` and `leash-probe` in
+/// the parent folder of their own.
+const GUEST_DIR: &str = "leash";
+
+/// Busybox applets that the guest does not link to busybox: the tests copy `/bin/true`
+/// under new names, and busybox would not know those names, so `/bin/true` and
+/// `/bin/false` are small programs of their own ([`initramfs::exit_elf`]).
+/// (`busybox` itself is in its own list.)
+const NOT_BUSYBOX: &[&str] = &["true", "false", "busybox"];
+
+/// Tests that cannot run in the guest, and why; the guest passes `--skip NAME` for each.
+/// They test no kernel behaviour, and run in the host suite.
+const GUEST_SKIPS: &[(&str, &str)] = &[
+    (
+        "exposition_passes_promtool",
+        "runs the host's promtool (a dynamic binary)",
+    ),
+    (
+        "the_daemon_accepts_the_kubernetes_config",
+        "reads deploy/ from the source tree",
+    ),
+];
+
+/// `/etc` of the guest: `localhost` must resolve (grants may name hosts).
+const ETC: &[(&str, &str)] = &[
+    (
+        "etc/hosts",
+        "127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n",
+    ),
+    ("etc/passwd", "root:x:0:0:root:/root:/bin/sh\n"),
+    ("etc/group", "root:x:0:\n"),
+];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BackendArg {
+    Lsm,
+    Portable,
+    /// `lsm`, then `portable`, each in its own boot.
+    Both,
+}
+
+impl BackendArg {
+    fn backends(self) -> &'static [&'static str] {
+        match self {
+            Self::Lsm => &["lsm"],
+            Self::Portable => &["portable"],
+            Self::Both => &["lsm", "portable"],
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AccelArg {
+    /// KVM when `/dev/kvm` opens and KVM has not failed here before; TCG from the first
+    /// boot that KVM does not bring to `/init` (remembered in `target/vm/kvm-unusable`).
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+pub struct Options {
+    pub kernels: Vec<String>,
+    pub backend: BackendArg,
+    pub accel: AccelArg,
+    pub timeout: Duration,
+    pub memory_mb: u32,
+    pub cpus: u32,
+    pub filters: Vec<String>,
+}
+
+/// The outcome of one boot.
+struct Run {
+    kernel: String,
+    backend: &'static str,
+    counts: Counts,
+    elapsed: Duration,
+    failure: Option<String>,
+}
+
+pub fn run(opts: &Options) -> anyhow::Result<()> {
+    let started = Instant::now();
+    for filter in &opts.filters {
+        if filter.is_empty() || filter.contains(|c: char| c.is_whitespace() || c == '"') {
+            bail!(
+                "test filter {filter:?}: filters go on the guest's kernel command line, so \
+                 they may not be empty or hold spaces or quotes"
+            );
+        }
+    }
+    let cache = util::target_dir().join("vm");
+    fs::create_dir_all(&cache).with_context(|| format!("could not create {}", cache.display()))?;
+
+    eprintln!("==> vm: setup");
+    setup::run(setup::Mode::Implicit)?;
+    ensure_qemu()?;
+    ensure_musl_target()?;
+    util::require_bpf_linker()?;
+
+    eprintln!("==> vm: kernels and busybox");
+    let kernels = opts
+        .kernels
+        .iter()
+        .map(|spec| debian::kernel(spec, &cache))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    for k in &kernels {
+        eprintln!(
+            "vm: kernel {}: {} ({})",
+            k.spec,
+            k.vmlinuz.display(),
+            k.source
+        );
+    }
+    let busybox = debian::busybox(&cache)?;
+
+    eprintln!("==> vm: build (static, {MUSL})");
+    let build_started = Instant::now();
+    let bins = build(&cache.join("musl"))?;
+    let build_time = build_started.elapsed();
+
+    let initrd = cache.join("initramfs.cpio");
+    let size = pack(&initrd, &bins, &busybox)?;
+    eprintln!(
+        "vm: {} ({} MB, {} test binaries: {})",
+        initrd.display(),
+        size >> 20,
+        bins.tests.len(),
+        bins.tests
+            .iter()
+            .map(|(name, _)| name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+
+    for (name, why) in GUEST_SKIPS {
+        eprintln!("vm: not run in the guest: {name}: {why}");
+    }
+    let mut accel = initial_accel(opts.accel, &cache)?;
+    let runs = boot_all(opts, &kernels, &initrd, &cache, &mut accel)?;
+
+    eprintln!("==> vm: summary");
+    for r in &runs {
+        let verdict = if r.failure.is_some() {
+            "FAILED"
+        } else {
+            "passed"
+        };
+        // One plain line per boot on stdout, like `cargo xtask test`'s closing line.
+        println!(
+            "vm {} {}: {verdict}: {} passed, {} failed, {} skipped in {:.0?}",
+            r.kernel, r.backend, r.counts.passed, r.counts.failed, r.counts.ignored, r.elapsed
+        );
+    }
+    eprintln!(
+        "==> vm: done in {:.0?} (build {:.0?}, accelerator {})",
+        started.elapsed(),
+        build_time,
+        accel.name()
+    );
+    // The closing line CI reads: the totals over every boot.
+    let (p, f, s) = runs.iter().fold((0, 0, 0), |(p, f, s), r| {
+        (
+            p + r.counts.passed,
+            f + r.counts.failed,
+            s + r.counts.ignored,
+        )
+    });
+    println!("{p} passed, {f} failed, {s} skipped");
+    let failed: Vec<String> = runs
+        .iter()
+        .filter(|r| r.failure.is_some())
+        .map(|r| format!("{} {}", r.kernel, r.backend))
+        .collect();
+    if !failed.is_empty() {
+        bail!("the VM suite failed on: {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+/// Boots every kernel once per backend, falling back from KVM to TCG at the first
+/// boot that KVM does not bring to `/init` (with `--accel auto`).
+fn boot_all(
+    opts: &Options,
+    kernels: &[debian::Kernel],
+    initrd: &Path,
+    cache: &Path,
+    accel: &mut Accel,
+) -> anyhow::Result<Vec<Run>> {
+    let mut runs = Vec::new();
+    for kernel in kernels {
+        for &backend in opts.backend.backends() {
+            eprintln!(
+                "==> vm: kernel {} ({}), backend {backend}, {}",
+                kernel.spec,
+                kernel.release,
+                accel.name()
+            );
+            let mut boot = qemu::Boot {
+                vmlinuz: &kernel.vmlinuz,
+                initrd,
+                append: append(backend, &opts.filters),
+                accel: *accel,
+                memory_mb: opts.memory_mb,
+                cpus: opts.cpus,
+                timeout: opts.timeout,
+                init_deadline: init_deadline(*accel),
+                prefix: format!("[{} {backend}] ", kernel.spec),
+                is_last_line: |line| result_line(line).is_some(),
+            };
+            let mut console = qemu::boot(&boot)?;
+            if *accel == Accel::Kvm && opts.accel == AccelArg::Auto && !console.booted() {
+                note_kvm_unusable(cache, &console)?;
+                eprintln!("vm: KVM did not boot the guest; falling back to TCG from now on");
+                *accel = Accel::Tcg;
+                boot.accel = Accel::Tcg;
+                boot.init_deadline = init_deadline(Accel::Tcg);
+                console = qemu::boot(&boot)?;
+            }
+            let run = judge(kernel.spec.clone(), backend, &console, opts.timeout);
+            if let Some(why) = &run.failure {
+                eprintln!(
+                    "==> vm: kernel {} backend {backend}: FAILED: {why}\n--- console tail ---",
+                    kernel.spec
+                );
+                for line in console.tail(60) {
+                    eprintln!("{line}");
+                }
+                eprintln!("--- end of console tail ---");
+            }
+            runs.push(run);
+        }
+    }
+
+    Ok(runs)
+}
+
+/// The kernel command line: BPF LSM on (both backends boot the same kernel; the tests
+/// are told which to load), and the guest's arguments after `--`.
+fn append(backend: &str, filters: &[String]) -> String {
+    let mut line =
+        String::from("console=ttyS0 quiet panic=-1 lsm=lockdown,capability,landlock,bpf -- ");
+    line.push_str(backend);
+    for (name, _) in GUEST_SKIPS {
+        line.push_str(" --skip ");
+        line.push_str(name);
+    }
+    for filter in filters {
+        line.push(' ');
+        line.push_str(filter);
+    }
+    line
+}
+
+fn init_deadline(accel: Accel) -> Duration {
+    match accel {
+        // A working KVM reaches /init in about a second; a broken one hangs.
+        Accel::Kvm => Duration::from_secs(30),
+        // ~3 s on an idle machine under TCG; generous for a loaded CI runner.
+        Accel::Tcg => Duration::from_mins(2),
+    }
+}
+
+/// Reads the verdict of one boot from its console.
+fn judge(kernel: String, backend: &'static str, console: &qemu::Console, timeout: Duration) -> Run {
+    let mut counts = Counts::default();
+    for line in &console.lines {
+        if let Some(c) = Counts::parse_line(line) {
+            counts.add(c);
+        }
+    }
+    let results: Vec<&str> = console
+        .lines
+        .iter()
+        .filter_map(|l| result_line(l))
+        .collect();
+    let panicked = console
+        .lines
+        .iter()
+        .find(|l| l.contains("Kernel panic") || l.contains("kernel BUG at"));
+    let failure = if let Some(line) = panicked {
+        Some(format!("the guest kernel crashed: {}", line.trim()))
+    } else if matches!(console.end, End::TimedOut) {
+        Some(format!(
+            "timed out after {timeout:.0?} (raise it with --timeout)"
+        ))
+    } else if matches!(console.end, End::NoBoot) {
+        Some("the guest did not reach /init".to_owned())
+    } else if results.len() != 1 {
+        Some(format!(
+            "expected exactly one `leash-vm: success|failure` line on the console, found {}",
+            results.len()
+        ))
+    } else if results[0].starts_with("failure") {
+        Some(format!("the guest reported {}", results[0]))
+    } else if counts.failed > 0 {
+        Some(format!(
+            "the guest reported success, but {} tests failed",
+            counts.failed
+        ))
+    } else if counts.passed == 0 {
+        Some("no test ran: does the filter match any test?".to_owned())
+    } else {
+        None
+    };
+    match (&failure, &console.end) {
+        (None, End::Exited(status)) if !status.success() => {
+            eprintln!("vm: note: qemu exited with {status} after the guest's result");
+        }
+        (None, End::Lingered) => {
+            eprintln!("vm: note: the guest did not power off after its result; qemu was killed");
+        }
+        _ => {}
+    }
+    Run {
+        kernel,
+        backend,
+        counts,
+        elapsed: console.elapsed,
+        failure,
+    }
+}
+
+/// `success …` or `failure …` from a result line of the guest's `/init`, which may be
+/// preceded by a kernel message that shared the line.
+fn result_line(line: &str) -> Option<&str> {
+    let at = line.find("leash-vm: ")?;
+    let rest = &line[at + "leash-vm: ".len()..];
+    (rest.starts_with("success") || rest.starts_with("failure")).then_some(rest.trim_end())
+}
+
+fn ensure_qemu() -> anyhow::Result<()> {
+    let present = Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if present {
+        return Ok(());
+    }
+    if !util::is_root()? {
+        bail!("qemu-system-x86_64 is not installed: sudo apt-get install qemu-system-x86");
+    }
+    eprintln!("vm: installing qemu-system-x86");
+    let install = || {
+        util::run(
+            Command::new("apt-get")
+                .args([
+                    "install",
+                    "-y",
+                    "--no-install-recommends",
+                    "qemu-system-x86",
+                ])
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .stdin(Stdio::null()),
+        )
+    };
+    if install().is_err() {
+        util::run(
+            Command::new("apt-get")
+                .arg("update")
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .stdin(Stdio::null()),
+        )?;
+        install()?;
+    }
+    Ok(())
+}
+
+fn ensure_musl_target() -> anyhow::Result<()> {
+    let installed = util::output(Command::new("rustup").args(["target", "list", "--installed"]))?;
+    if installed.lines().any(|l| l.trim() == MUSL) {
+        return Ok(());
+    }
+    util::run(Command::new("rustup").args(["target", "add", MUSL]))
+}
+
+/// The static binaries the guest runs.
+struct Binaries {
+    /// Integration test binaries by target name (`exec`, `network`, …).
+    tests: Vec<(String, PathBuf)>,
+    probe: PathBuf,
+    leash: PathBuf,
+}
+
+/// Builds the integration tests, `leash-probe` and `leash` for musl in their own target
+/// dir (so the main one stays free). Release: under TCG every instruction counts, and an
+/// unoptimised build took three times as long to load the programs (BTF parsing).
+fn build(target_dir: &Path) -> anyhow::Result<Binaries> {
+    let common = |cmd: &mut Command| {
+        cmd.args(["--release", "--target", MUSL])
+            .arg("--target-dir")
+            .arg(target_dir)
+            .arg("--message-format=json-render-diagnostics");
+    };
+    let mut tests_cmd = util::cargo();
+    tests_cmd.args(["test", "-p", "integration-tests", "--no-run", "--test", "*"]);
+    common(&mut tests_cmd);
+    let mut leash_cmd = util::cargo();
+    leash_cmd.args(["build", "-p", "agent-userspace", "--bin", "leash"]);
+    common(&mut leash_cmd);
+
+    let mut tests = Vec::new();
+    let (mut probe, mut leash) = (None, None);
+    for cmd in [&mut tests_cmd, &mut leash_cmd] {
+        for (kinds, name, exe) in artifacts(cmd)? {
+            if kinds.iter().any(|k| k == "test") {
+                tests.push((name, exe));
+            } else if name == "leash-probe" {
+                probe = Some(exe);
+            } else if name == "leash" {
+                leash = Some(exe);
+            }
+        }
+    }
+    tests.sort();
+    if tests.is_empty() {
+        bail!("cargo built no integration test binary of integration-tests");
+    }
+    Ok(Binaries {
+        tests,
+        probe: probe.context("cargo built no leash-probe")?,
+        leash: leash.context("cargo built no leash")?,
+    })
+}
+
+/// Runs a cargo build with JSON messages; returns (target kinds, target name, executable)
+/// of every executable it produced. Diagnostics go to stderr as usual.
+fn artifacts(cmd: &mut Command) -> anyhow::Result<Vec<(Vec<String>, String, PathBuf)>> {
+    let line = util::display(cmd);
+    eprintln!("$ {line}");
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("could not start `{line}`"))?;
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .context("no stdout")?
+        .read_to_string(&mut out)
+        .context("reading cargo's messages")?;
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("`{line}` failed ({status})");
+    }
+    let mut found = Vec::new();
+    for msg in out.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(msg) else {
+            continue;
+        };
+        let Some(exe) = v["executable"].as_str() else {
+            continue;
+        };
+        if v["reason"] != "compiler-artifact" {
+            continue;
+        }
+        let kinds = v["target"]["kind"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|k| k.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let name = v["target"]["name"].as_str().unwrap_or_default().to_owned();
+        found.push((kinds, name, PathBuf::from(exe)));
+    }
+    Ok(found)
+}
+
+/// Writes the initramfs: busybox, `/bin/true` and `/bin/false`, `/init`, and leash's
+/// binaries under `/leash` (tests in `/leash/tests`).
+fn pack(out: &Path, bins: &Binaries, busybox: &Path) -> anyhow::Result<u64> {
+    let init = util::workspace_root().join("tests").join("vm").join("init");
+    let mut entries = vec![
+        Entry::Dir("bin"),
+        Entry::Dir("dev"),
+        Entry::Dir("etc"),
+        Entry::Dir("proc"),
+        Entry::Dir("root"),
+        Entry::Dir("run"),
+        Entry::Dir("sys"),
+        Entry::Dir("tmp"),
+        Entry::Dir("var"),
+        Entry::Dir(GUEST_DIR),
+        Entry::Dir("leash/tests"),
+        // The kernel opens /dev/console for /init before anything is mounted.
+        Entry::CharDev {
+            path: "dev/console",
+            major: 5,
+            minor: 1,
+        },
+        Entry::File {
+            path: "init".into(),
+            from: init,
+            mode: 0o755,
+        },
+        Entry::File {
+            path: "bin/busybox".into(),
+            from: busybox.to_owned(),
+            mode: 0o755,
+        },
+        Entry::Bytes {
+            path: "bin/true".into(),
+            data: initramfs::exit_elf(0),
+            mode: 0o755,
+        },
+        Entry::Bytes {
+            path: "bin/false".into(),
+            data: initramfs::exit_elf(1),
+            mode: 0o755,
+        },
+        Entry::File {
+            path: format!("{GUEST_DIR}/leash"),
+            from: bins.leash.clone(),
+            mode: 0o755,
+        },
+        Entry::File {
+            path: format!("{GUEST_DIR}/leash-probe"),
+            from: bins.probe.clone(),
+            mode: 0o755,
+        },
+    ];
+    entries.extend(ETC.iter().map(|(path, text)| Entry::Bytes {
+        path: (*path).to_owned(),
+        data: text.as_bytes().to_vec(),
+        mode: 0o644,
+    }));
+    // Every applet, so that tests can run `sh`, `mount`, `unshare` and the like.
+    let applets = util::output(Command::new(busybox).arg("--list"))
+        .with_context(|| format!("could not list the applets of {}", busybox.display()))?;
+    entries.extend(
+        applets
+            .lines()
+            .map(str::trim)
+            .filter(|a| !a.is_empty() && !a.contains('/') && !NOT_BUSYBOX.contains(a))
+            .map(|applet| Entry::Symlink {
+                path: format!("bin/{applet}"),
+                target: "busybox".into(),
+            }),
+    );
+    entries.extend(bins.tests.iter().map(|(name, exe)| Entry::File {
+        path: format!("{GUEST_DIR}/tests/{name}"),
+        from: exe.clone(),
+        mode: 0o755,
+    }));
+    initramfs::write(out, &entries)
+}
+
+/// Records why KVM is not used here, so later runs go straight to TCG.
+const KVM_UNUSABLE: &str = "kvm-unusable";
+
+/// What identifies "this host" for the KVM verdict: the host kernel and qemu versions.
+fn host_fingerprint() -> String {
+    let uname = util::output(Command::new("uname").arg("-r")).unwrap_or_default();
+    let qemu =
+        util::output(Command::new("qemu-system-x86_64").arg("--version")).unwrap_or_default();
+    format!(
+        "{} / {}",
+        uname.trim(),
+        qemu.lines().next().unwrap_or_default().trim()
+    )
+}
+
+fn initial_accel(arg: AccelArg, cache: &Path) -> anyhow::Result<Accel> {
+    let kvm_usable = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok();
+    match arg {
+        AccelArg::Tcg => Ok(Accel::Tcg),
+        AccelArg::Kvm if kvm_usable => Ok(Accel::Kvm),
+        AccelArg::Kvm => bail!("--accel kvm: cannot open /dev/kvm read-write"),
+        AccelArg::Auto if !kvm_usable => {
+            eprintln!("vm: /dev/kvm is not usable: TCG");
+            Ok(Accel::Tcg)
+        }
+        AccelArg::Auto => {
+            let marker = cache.join(KVM_UNUSABLE);
+            let known = fs::read_to_string(&marker).unwrap_or_default();
+            let fingerprint = host_fingerprint();
+            if known.lines().next() == Some(fingerprint.as_str()) {
+                eprintln!(
+                    "vm: KVM failed to boot the guest before on this host ({fingerprint}; see \
+                     {}): TCG. --accel kvm tries it anyway.",
+                    marker.display()
+                );
+                Ok(Accel::Tcg)
+            } else {
+                Ok(Accel::Kvm)
+            }
+        }
+    }
+}
+
+fn note_kvm_unusable(cache: &Path, console: &qemu::Console) -> anyhow::Result<()> {
+    let mut text = host_fingerprint();
+    text.push('\n');
+    for line in console.tail(10) {
+        let _ = writeln!(text, "{line}");
+    }
+    let marker = cache.join(KVM_UNUSABLE);
+    fs::write(&marker, text).with_context(|| format!("could not write {}", marker.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn result_lines() {
+        assert_eq!(
+            result_line("leash-vm: success lsm 5 binaries"),
+            Some("success lsm 5 binaries")
+        );
+        assert_eq!(
+            result_line("[  3.1] random: crng initleash-vm: failure lsm: exec"),
+            Some("failure lsm: exec")
+        );
+        assert_eq!(result_line("leash-vm: init 6.1.0"), None);
+        assert_eq!(result_line("test result: ok. 3 passed"), None);
+    }
+
+    #[test]
+    fn command_line_carries_backend_and_filters() {
+        let line = append("lsm", &["exec".into(), "--exact".into()]);
+        assert!(line.contains("lsm=lockdown,capability,landlock,bpf"));
+        assert!(line.contains("-- lsm --skip "));
+        assert!(line.ends_with(" exec --exact"));
+    }
+
+    fn console(lines: &[&str]) -> qemu::Console {
+        qemu::Console {
+            lines: lines.iter().map(|l| (*l).to_owned()).collect(),
+            end: End::Exited(std::os::unix::process::ExitStatusExt::from_raw(0)),
+            elapsed: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn judges_the_console() {
+        let t = Duration::from_mins(1);
+        let ok = judge(
+            "6.1".into(),
+            "lsm",
+            &console(&[
+                "leash-vm: init",
+                "test result: ok. 3 passed; 0 failed; 1 ignored; 0 measured",
+                "leash-vm: success",
+            ]),
+            t,
+        );
+        assert!(ok.failure.is_none());
+        assert_eq!(ok.counts.passed, 3);
+
+        let none = judge("6.1".into(), "lsm", &console(&["leash-vm: init"]), t);
+        assert!(none.failure.unwrap().contains("found 0"));
+
+        let panic = judge(
+            "6.1".into(),
+            "lsm",
+            &console(&[
+                "leash-vm: init",
+                "Kernel panic - not syncing: Attempted to kill init!",
+            ]),
+            t,
+        );
+        assert!(panic.failure.unwrap().contains("crashed"));
+
+        let failed = judge(
+            "6.1".into(),
+            "lsm",
+            &console(&[
+                "leash-vm: init",
+                "test result: FAILED. 2 passed; 1 failed; 0 ignored",
+                "leash-vm: failure lsm: exec",
+            ]),
+            t,
+        );
+        assert!(failed.failure.unwrap().contains("failure lsm: exec"));
+
+        let two = judge(
+            "6.1".into(),
+            "lsm",
+            &console(&[
+                "test result: ok. 2 passed; 0 failed; 0 ignored",
+                "leash-vm: success",
+                "leash-vm: success",
+            ]),
+            t,
+        );
+        assert!(two.failure.unwrap().contains("found 2"));
+    }
+}
