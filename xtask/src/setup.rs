@@ -279,12 +279,7 @@ fn apt_packages(mode: Mode) -> anyhow::Result<Outcome> {
             Mode::Implicit => Ok(Outcome::Skipped(why)),
         };
     }
-    util::run(
-        Command::new("apt-get")
-            .arg("update")
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdin(Stdio::null()),
-    )?;
+    util::apt_update()?;
     util::run(
         Command::new("apt-get")
             .args(["install", "-y", "--no-install-recommends"])

@@ -185,6 +185,14 @@ pub fn output(cmd: &mut Command) -> anyhow::Result<String> {
     String::from_utf8(out.stdout).with_context(|| format!("`{line}` printed non-UTF-8 output"))
 }
 
+/// `apt-get update`, non-interactive.
+pub fn apt_update() -> anyhow::Result<()> {
+    run(Command::new("apt-get")
+        .arg("update")
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .stdin(Stdio::null()))
+}
+
 /// Whether this process runs as root. Reads `id -u` rather than pulling in libc.
 pub fn is_root() -> anyhow::Result<bool> {
     let uid = output(Command::new("id").arg("-u"))?;

@@ -391,12 +391,7 @@ fn ensure_qemu() -> anyhow::Result<()> {
         )
     };
     if install().is_err() {
-        util::run(
-            Command::new("apt-get")
-                .arg("update")
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .stdin(Stdio::null()),
-        )?;
+        util::apt_update()?;
         install()?;
     }
     Ok(())

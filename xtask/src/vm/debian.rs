@@ -247,12 +247,7 @@ fn package_names(prefix: &str) -> anyhow::Result<Vec<String>> {
              this command as root)"
         );
     }
-    util::run(
-        Command::new("apt-get")
-            .arg("update")
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdin(Stdio::null()),
-    )?;
+    util::apt_update()?;
     list()
 }
 
