@@ -106,32 +106,16 @@ pub struct Enforcer {
 }
 
 /// The tracepoint or hook each program attaches to.
-const fn attach_point(program: &str) -> &'static str {
+fn attach_point(program: &str) -> &'static str {
     use names::programs as p;
-    match program.as_bytes() {
-        b if eq(b, p::PROCESS_NEWTASK) => "task_newtask",
-        b if eq(b, p::PROCESS_EXIT) => "sched_process_exit",
-        b if eq(b, p::EXEC_SCHED_EXEC) => "sched_process_exec",
-        b if eq(b, p::EXEC_BPRM_CHECK) => "bprm_check_security",
-        b if eq(b, p::PROCESS_TASK_ALLOC) => "task_alloc",
-        b if eq(b, p::PROCESS_SCHED_EXEC) => "sched_process_exec",
+    match program {
+        p::PROCESS_NEWTASK => "task_newtask",
+        p::PROCESS_EXIT => "sched_process_exit",
+        p::EXEC_SCHED_EXEC | p::PROCESS_SCHED_EXEC => "sched_process_exec",
+        p::EXEC_BPRM_CHECK => "bprm_check_security",
+        p::PROCESS_TASK_ALLOC => "task_alloc",
         _ => "",
     }
-}
-
-const fn eq(a: &[u8], b: &str) -> bool {
-    let b = b.as_bytes();
-    if a.len() != b.len() {
-        return false;
-    }
-    let mut i = 0;
-    while i < a.len() {
-        if a[i] != b[i] {
-            return false;
-        }
-        i += 1;
-    }
-    true
 }
 
 impl Enforcer {
