@@ -2,6 +2,7 @@
 //! entries, tags processes and reads back decisions.
 
 pub mod api;
+pub mod auth;
 pub mod backend;
 pub mod client;
 pub mod clock;
@@ -14,6 +15,7 @@ pub mod kernel_offsets;
 pub mod maps;
 pub mod metrics;
 pub mod mounts;
+pub mod policy;
 pub mod tasks;
 
 pub use backend::{Backend, BackendChoice};

@@ -4,6 +4,7 @@ mod daemon;
 mod events;
 mod grant;
 mod output;
+mod policy;
 mod run;
 mod status;
 mod task;
@@ -50,6 +51,9 @@ enum Command {
     Events(events::EventsArgs),
     /// Show what the daemon enforces with: backend, programs, maps, counters.
     Status(status::StatusArgs),
+    /// Check a policy file and explain its decisions (offline).
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -61,6 +65,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Grant(cmd) => grant::run(&client, cmd),
         Command::Events(args) => events::run(&client, &args),
         Command::Status(args) => status::run(&client, &args),
+        Command::Policy(cmd) => policy::run(cmd),
     };
     match result {
         // stdout closed by its reader (`leash events -f | head`): not an error.

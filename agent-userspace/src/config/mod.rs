@@ -19,6 +19,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
 
 use crate::backend::BackendChoice;
 
+mod identity;
+pub use identity::{AuthConfig, PolicyConfig, TokensConfig};
+
 /// The commented default configuration; parsing it gives [`Config::default`].
 const DEFAULT_YAML: &str = include_str!("default.yaml");
 
@@ -96,6 +99,10 @@ pub struct Config {
     pub log_allowed: LogAllowed,
     /// Daemon log level or filter (`info`, `leash=debug,info`).
     pub log_level: String,
+    /// Node policy bounding what tasks may be granted.
+    pub policy: PolicyConfig,
+    /// Who may call the API.
+    pub auth: AuthConfig,
 }
 
 /// Defaults; identical to the embedded `default.yaml` (a unit test checks it):
@@ -118,6 +125,8 @@ impl Default for Config {
             tasks: TasksConfig::default(),
             log_allowed: LogAllowed::default(),
             log_level: "info".to_owned(),
+            policy: PolicyConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -430,6 +439,8 @@ impl Config {
         check_trust_domain(&self.trust_domain)?;
         self.maps.validate()?;
         self.tasks.validate()?;
+        self.policy.validate()?;
+        self.auth.validate()?;
         check_log_level(&self.log_level)
     }
 }

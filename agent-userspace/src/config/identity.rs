@@ -1,0 +1,88 @@
+//! `policy:` and `auth:`: who may call the API and what policy bounds their tasks.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::{ConfigError, check_path, invalid};
+
+/// `policy:` the node policy (docs/policy.md).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Policy file (YAML, compiled to Cedar); `None`: no policy.
+    pub file: Option<PathBuf>,
+}
+
+/// `auth:` how callers are authenticated.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Caller uids allowed (socket peer credentials).
+    pub uids: Vec<u32>,
+    /// Caller gids allowed (primary or supplementary); the socket's group is added.
+    pub gids: Vec<u32>,
+    /// Bearer tokens; `None`: off.
+    pub tokens: Option<TokensConfig>,
+}
+
+/// Default: root only, no tokens.
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            uids: vec![0],
+            gids: Vec::new(),
+            tokens: None,
+        }
+    }
+}
+
+/// `auth.tokens:` JWT-SVIDs or OIDC ID tokens in `Authorization: Bearer`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokensConfig {
+    /// A JWKS file, or a directory of `*.json` JWKS files.
+    pub jwks: PathBuf,
+    /// Required `iss`.
+    pub issuer: String,
+    /// Required in `aud`.
+    pub audience: String,
+    /// Claim naming the agent: `sub` (a SPIFFE ID `spiffe://<trust_domain>/agent/NAME`
+    /// gives NAME) or another string claim.
+    #[serde(default = "default_claim")]
+    pub agent_claim: String,
+}
+
+fn default_claim() -> String {
+    "sub".to_owned()
+}
+
+impl PolicyConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        match &self.file {
+            Some(f) => check_path("policy.file", f, "/etc/leash/policy.yaml"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl AuthConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if self.uids.is_empty() && self.gids.is_empty() {
+            return Err(invalid(
+                "auth.uids",
+                "no uid or gid is allowed, so no one could call the API: list at least one (root is 0)",
+            ));
+        }
+        if let Some(t) = &self.tokens {
+            check_path("auth.tokens.jwks", &t.jwks, "/etc/leash/jwks.json")?;
+            if t.issuer.is_empty() || t.audience.is_empty() || t.agent_claim.is_empty() {
+                return Err(invalid(
+                    "auth.tokens",
+                    "issuer, audience and agent_claim must not be empty",
+                ));
+            }
+        }
+        Ok(())
+    }
+}

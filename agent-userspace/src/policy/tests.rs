@@ -1,0 +1,203 @@
+use std::time::Duration;
+
+use super::*;
+use crate::api::types::Mode;
+
+const EXAMPLE: &str = include_str!("../../../examples/policy/policy.yaml");
+
+fn policy() -> Policy {
+    Policy::from_yaml(EXAMPLE, "example").unwrap()
+}
+
+fn grant(s: &str) -> GrantSpec {
+    s.parse().unwrap()
+}
+
+fn denied(v: Verdict) -> String {
+    match v {
+        Verdict::Deny(m) => m,
+        other @ (Verdict::Allow | Verdict::Pending) => {
+            panic!("expected a refusal, got {other:?}")
+        }
+    }
+}
+
+#[test]
+fn example_policy_loads_and_validates() {
+    let p = policy();
+    assert_eq!(p.rules.len(), 2);
+    assert!(p.cedar_text().contains("ci:max_ttl"));
+    assert!(p.warnings().is_empty(), "{:?}", p.warnings());
+}
+
+#[test]
+fn rules_match_first_pattern() {
+    let p = policy();
+    assert_eq!(p.rule_for("ci-build").unwrap().file.name, "ci");
+    assert_eq!(p.rule_for("dev-assistant").unwrap().file.name, "dev");
+    assert!(p.rule_for("other").is_none());
+    assert!(glob_match("a*b*c", "aXXbYc"));
+    assert!(!glob_match("a*b", "ab-"));
+    assert!(!glob_match("ab*ba", "aba"));
+}
+
+#[test]
+fn grants_within_the_ceiling_are_allowed() {
+    let p = policy();
+    for g in [
+        "exec:/usr/bin/git",
+        "exec:/usr/libexec/git-core/git-remote-https",
+        "exec:/usr/libexec/git-core/",
+        "connect:10.1.2.3:443/tcp",
+        "connect:10.20.0.0/16:443/tcp",
+        "connect:api.github.com:443/tcp",
+        "unix:/run/postgresql/.s.PGSQL.5432",
+    ] {
+        assert_eq!(p.check_grant("ci-x", &grant(g)), Verdict::Allow, "{g}");
+    }
+}
+
+#[test]
+fn each_kind_of_excess_is_refused_naming_grant_and_rule() {
+    let p = policy();
+    for (g, want) in [
+        (
+            "exec:/usr/bin/python3",
+            "exec grant /usr/bin/python3 is outside the ceiling of rule \"ci\"",
+        ),
+        ("exec:/usr/libexec/git-core/sub/x", "outside the ceiling"),
+        ("exec:/usr/bin/../bin/sh", "not normalized"),
+        (
+            "connect:10.0.0.0/7:443/tcp",
+            "connect grant 10.0.0.0/7:443/tcp is outside",
+        ),
+        ("connect:10.0.0.1:444/tcp", "outside"),
+        ("connect:10.0.0.1:443", "outside"),
+        ("connect:github.com:443/tcp", "outside"),
+        (
+            "connect:evil.com:443/tcp",
+            "it allows connect 10.0.0.0/8:443/tcp",
+        ),
+        (
+            "unix:/run/docker.sock",
+            "unix grant /run/docker.sock is outside",
+        ),
+    ] {
+        let v = p.check_grant("ci-x", &grant(g));
+        assert!(matches!(v, Verdict::Deny(_)), "{g}: {v:?}");
+        let m = denied(v);
+        assert!(m.contains(want), "{g}: {m}");
+    }
+    let m = denied(p.check_grant("nobody", &grant("exec:/usr/bin/git")));
+    assert!(m.contains("matches no rule"), "{m}");
+    // The raw Cedar forbid wins over the dev rule's ceiling and is named.
+    let p2 =
+        Policy::from_yaml(&EXAMPLE.replace("127.0.0.0/8:*", "0.0.0.0/0:*"), "example").unwrap();
+    assert_eq!(
+        p2.check_grant("dev-x", &grant("connect:1.1.1.1:80")),
+        Verdict::Allow
+    );
+    let m = denied(p2.check_grant("dev-x", &grant("connect:169.254.169.254:80")));
+    assert!(m.contains("no-metadata-service"), "{m}");
+}
+
+#[test]
+fn approval_entries_make_grants_pending() {
+    let p = policy();
+    assert_eq!(
+        p.check_grant("ci-x", &grant("exec:/usr/bin/curl")),
+        Verdict::Pending
+    );
+    assert_eq!(
+        p.check_grant("ci-x", &grant("connect:1.2.3.4:80/tcp")),
+        Verdict::Pending
+    );
+    // Approval takes precedence where both match.
+    assert_eq!(
+        p.check_grant("ci-x", &grant("connect:10.9.1.1:443/tcp")),
+        Verdict::Pending
+    );
+}
+
+#[test]
+fn task_limits() {
+    let p = policy();
+    let hour = Duration::from_hours(1);
+    assert_eq!(
+        p.check_task("ci-x", hour, Mode::Enforce, true),
+        Verdict::Allow
+    );
+    let m = denied(p.check_task("ci-x", hour * 2, Mode::Enforce, true));
+    assert!(m.contains("max_ttl 1h of rule \"ci\""), "{m}");
+    let m = denied(p.check_task("ci-x", hour, Mode::Audit, true));
+    assert!(m.contains("modes [\"enforce\"] of rule \"ci\""), "{m}");
+    let m = denied(p.check_task("ci-x", hour, Mode::Enforce, false));
+    assert!(m.contains("require_intent of rule \"ci\""), "{m}");
+    assert_eq!(
+        p.check_task("dev-x", hour, Mode::Audit, false),
+        Verdict::Allow
+    );
+    assert!(matches!(
+        p.check_task("x", hour, Mode::Audit, true),
+        Verdict::Deny(_)
+    ));
+}
+
+#[test]
+fn approvers() {
+    let p = policy();
+    let root = Approver {
+        uid: 0,
+        subject: None,
+    };
+    let user = Approver {
+        uid: 1000,
+        subject: None,
+    };
+    let oncall = Approver {
+        uid: 1000,
+        subject: Some("spiffe://example.org/human/oncall".into()),
+    };
+    assert!(p.may_approve(&root, "ci-x"));
+    assert!(!p.may_approve(&user, "ci-x"));
+    assert!(p.may_approve(&oncall, "ci-x"));
+    assert!(!p.may_approve(&root, "unknown-agent"));
+}
+
+#[test]
+fn bad_files_are_rejected_with_the_rule() {
+    for (text, want) in [
+        (
+            "rules: [{name: a, agents: [x], exec: [bin/git]}]",
+            "rule \"a\": exec entry \"bin/git\"",
+        ),
+        (
+            "rules: [{name: a, agents: [x], connect: [\"10.0.0.0/8\"]}]",
+            "missing :PORTS",
+        ),
+        (
+            "rules: [{name: a, agents: [x], max_ttl: forever}]",
+            "max_ttl",
+        ),
+        (
+            "rules: [{name: a, agents: [x], colour: red}]",
+            "unknown field",
+        ),
+        ("rules: [{name: a, agents: []}]", "lists no agent"),
+        (
+            "rules: [{name: a, agents: [x]}, {name: a, agents: [y]}]",
+            "two rules",
+        ),
+        (
+            "cedar: 'permit(principal, action, resource) when { resource.nope };'",
+            "Cedar",
+        ),
+        ("cedar: 'permit(principal'", "cedar"),
+    ] {
+        let e = Policy::from_yaml(text, "t")
+            .err()
+            .unwrap_or_else(|| panic!("{text} loaded"))
+            .to_string();
+        assert!(e.contains(want), "{text}: {e}");
+    }
+}
