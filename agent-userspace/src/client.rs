@@ -13,7 +13,7 @@ use http_body_util::{BodyExt as _, Full};
 use hyper::{
     Method, Request, Response, StatusCode,
     body::{Bytes, Incoming},
-    header::{CONTENT_TYPE, HOST},
+    header::{AUTHORIZATION, CONTENT_TYPE, HOST},
 };
 use hyper_util::rt::TokioIo;
 use serde::{Serialize, de::DeserializeOwned};
@@ -62,20 +62,52 @@ pub enum ClientError {
 #[derive(Clone, Debug)]
 pub struct Client {
     socket: PathBuf,
+    /// Bearer token sent with every request (`auth.tokens` in the daemon config).
+    token: Option<String>,
 }
+
+/// Environment variable holding a bearer token (a JWT-SVID or OIDC ID token).
+pub const TOKEN_ENV: &str = "LEASH_TOKEN";
 
 impl Client {
     #[must_use]
     pub fn new(socket: impl Into<PathBuf>) -> Self {
         Self {
             socket: socket.into(),
+            token: None,
         }
     }
 
-    /// The socket from `--socket` (`flag`), then `LEASH_SOCKET`, then [`DEFAULT_SOCKET`].
+    /// The socket from `--socket` (`flag`), then `LEASH_SOCKET`, then [`DEFAULT_SOCKET`];
+    /// the token from `LEASH_TOKEN`.
     #[must_use]
     pub fn from_env(flag: Option<PathBuf>) -> Self {
         Self::new(resolve_socket(flag, std::env::var_os(SOCKET_ENV)))
+            .with_token(std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty()))
+    }
+
+    /// Sends `Authorization: Bearer <token>` with every request.
+    #[must_use]
+    pub fn with_token(mut self, token: Option<String>) -> Self {
+        self.token = token;
+        self
+    }
+
+    /// `POST /v1/tasks/{id}/grants/{grant_id}/approve` (`approve`) or `.../deny`.
+    pub async fn decide_grant(
+        &self,
+        id: &str,
+        grant_id: &str,
+        approve: bool,
+    ) -> Result<(), ClientError> {
+        let path = format!(
+            "{}/grants/{}/{}",
+            task_path(id),
+            encode_component(grant_id),
+            if approve { "approve" } else { "deny" }
+        );
+        let (status, body) = self.exchange(Method::POST, &path, None).await?;
+        check(status, &body)
     }
 
     #[must_use]
@@ -191,11 +223,15 @@ impl Client {
         tokio::spawn(async move {
             let _ = conn.await;
         });
-        let request = Request::builder()
+        let mut request = Request::builder()
             .method(method)
             .uri(path)
             .header(HOST, "leash")
-            .header(CONTENT_TYPE, "application/json")
+            .header(CONTENT_TYPE, "application/json");
+        if let Some(token) = &self.token {
+            request = request.header(AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let request = request
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|e| ClientError::Protocol(format!("cannot build the request: {e}")))?;
         sender

@@ -4,12 +4,13 @@
 use std::{convert::Infallible, sync::Arc};
 
 use axum::{
-    Router,
+    Extension, Router,
     body::{Body, Bytes},
     extract::{
         ConnectInfo, DefaultBodyLimit, FromRequest, Path, Query, Request, State, connect_info,
     },
-    http::StatusCode,
+    http::{StatusCode, header::AUTHORIZATION},
+    middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{delete, get, post},
     serve::IncomingStream,
@@ -20,6 +21,7 @@ use tokio::net::UnixListener;
 
 use crate::{
     api::types::{self, EndReason, ErrorBody, ErrorDetail},
+    auth::{AuthError, Caller},
     daemon::{
         Daemon, RegistryError,
         registry::{parse_task_id, task_id_string},
@@ -35,6 +37,7 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 pub struct Peer {
     pub pid: Option<u32>,
     pub uid: u32,
+    pub gid: u32,
 }
 
 impl connect_info::Connected<IncomingStream<'_, UnixListener>> for Peer {
@@ -43,11 +46,13 @@ impl connect_info::Connected<IncomingStream<'_, UnixListener>> for Peer {
             Ok(c) => Self {
                 pid: c.pid().and_then(|p| u32::try_from(p).ok()),
                 uid: c.uid(),
+                gid: c.gid(),
             },
             // No credentials: treat as an unknown caller, which mutating routes refuse.
             Err(_) => Self {
                 pid: None,
                 uid: u32::MAX,
+                gid: u32::MAX,
             },
         }
     }
@@ -136,8 +141,36 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
 
 type Shared = Arc<Daemon>;
 
+/// Authenticates every request (peer credentials, then any bearer token) and hands
+/// the [`Caller`] to the handlers.
+async fn authenticate(
+    State(d): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let header = req
+        .headers()
+        .get(AUTHORIZATION)
+        .map(|v| v.to_str().unwrap_or_default().to_owned());
+    let caller = d
+        .guard
+        .auth
+        .authenticate(peer.pid, peer.uid, peer.gid, header.as_deref())
+        .map_err(|e| match e {
+            AuthError::NotAllowed { .. } | AuthError::NoCredentials => {
+                ApiError::new(StatusCode::FORBIDDEN, "forbidden", e.to_string())
+            }
+            AuthError::Token(_) | AuthError::BadHeader => {
+                ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string())
+            }
+        })?;
+    req.extensions_mut().insert(caller);
+    Ok(next.run(req).await)
+}
+
 /// Refuses mutating calls from inside a task: a task can never widen its own grants.
-fn mutating(daemon: &Daemon, peer: Peer) -> Result<(), ApiError> {
+fn mutating(daemon: &Daemon, peer: &Caller) -> Result<(), ApiError> {
     let Some(pid) = peer.pid else {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -178,12 +211,11 @@ async fn blocking<T: Send + 'static>(
 
 async fn create_task(
     State(d): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<Peer>,
+    Extension(caller): Extension<Caller>,
     JsonBody(req): JsonBody<types::CreateTask>,
 ) -> Result<impl IntoResponse, ApiError> {
-    mutating(&d, peer)?;
-    let caller = peer.pid;
-    let task = blocking(move || d.create_task(&req, caller)).await?;
+    mutating(&d, &caller)?;
+    let task = blocking(move || d.create_task_as(&caller, req)).await?;
     Ok((StatusCode::CREATED, axum::Json(task)))
 }
 
@@ -200,10 +232,10 @@ async fn get_task(
 
 async fn end_task(
     State(d): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<Peer>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    mutating(&d, peer)?;
+    mutating(&d, &caller)?;
     let id = task_id(&id)?;
     Ok(axum::Json(
         blocking(move || d.end_task(id, EndReason::Ended)).await?,
@@ -212,26 +244,66 @@ async fn end_task(
 
 async fn add_grant(
     State(d): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<Peer>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     JsonBody(req): JsonBody<types::AddGrant>,
 ) -> Result<impl IntoResponse, ApiError> {
-    mutating(&d, peer)?;
+    mutating(&d, &caller)?;
     let id = task_id(&id)?;
-    let caller = peer.pid;
-    let grant_id = blocking(move || d.add_grant(id, &req, caller)).await?;
+    let (grant_id, pending) = blocking(move || d.add_grant_as(&caller, id, &req)).await?;
     Ok((
-        StatusCode::CREATED,
-        axum::Json(types::GrantAdded { grant_id }),
+        if pending {
+            StatusCode::ACCEPTED
+        } else {
+            StatusCode::CREATED
+        },
+        axum::Json(types::GrantAdded { grant_id, pending }),
     ))
+}
+
+/// `POST .../grants/{gid}/approve` and `.../deny`.
+async fn decide(
+    d: Shared,
+    caller: Caller,
+    id: &str,
+    gid: String,
+    approve: bool,
+) -> Result<StatusCode, ApiError> {
+    mutating(&d, &caller)?;
+    let id = task_id(id)?;
+    blocking(move || {
+        if approve {
+            d.approve(&caller, id, &gid)
+        } else {
+            d.reject(&caller, id, &gid)
+        }
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn approve_grant(
+    State(d): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    Path((id, gid)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    decide(d, caller, &id, gid, true).await
+}
+
+async fn deny_grant(
+    State(d): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    Path((id, gid)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    decide(d, caller, &id, gid, false).await
 }
 
 async fn revoke_grant(
     State(d): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<Peer>,
+    Extension(caller): Extension<Caller>,
     Path((id, gid)): Path<(String, String)>,
 ) -> Result<impl IntoResponse, ApiError> {
-    mutating(&d, peer)?;
+    mutating(&d, &caller)?;
     let id = task_id(&id)?;
     blocking(move || d.revoke_grant(id, &gid, "requested")).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -239,15 +311,15 @@ async fn revoke_grant(
 
 async fn attach(
     State(d): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<Peer>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    mutating(&d, peer)?;
+    mutating(&d, &caller)?;
     let id = task_id(&id)?;
     // `mutating` refused callers without a pid.
-    let pid = peer.pid.unwrap_or_default();
+    let pid = caller.pid.unwrap_or_default();
     let task = task_id_string(id);
-    blocking(move || d.attach(id, pid)).await?;
+    blocking(move || d.attach_as(&caller, id, pid)).await?;
     Ok(axum::Json(types::Attached { task, pid }))
 }
 
@@ -336,12 +408,21 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/v1/tasks/{id}", get(get_task).delete(end_task))
         .route("/v1/tasks/{id}/grants", post(add_grant))
         .route("/v1/tasks/{id}/grants/{grant_id}", delete(revoke_grant))
+        .route(
+            "/v1/tasks/{id}/grants/{grant_id}/approve",
+            post(approve_grant),
+        )
+        .route("/v1/tasks/{id}/grants/{grant_id}/deny", post(deny_grant))
         .route("/v1/tasks/{id}/attach", post(attach))
         .route("/v1/events", get(events))
         .route("/v1/status", get(status))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&daemon),
+            authenticate,
+        ))
         .with_state(daemon)
 }
 

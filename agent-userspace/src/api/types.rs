@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTask {
+    /// Ignored (may be omitted) when the caller presents a token: the token names it.
+    #[serde(default)]
     pub agent: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub intent: Option<String>,
@@ -104,6 +106,9 @@ pub struct Grant {
     /// RFC 3339; absent when the grant lives as long as the task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
+    /// RFC 3339; present while the grant waits for approval (the kernel denies it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_until: Option<String>,
     /// What the kernel holds for it: files (`path dev:ino`) or networks (`addr/prefix`).
     #[serde(default)]
     pub resolved: Vec<String>,
@@ -125,6 +130,9 @@ pub struct AddGrant {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GrantAdded {
     pub grant_id: String,
+    /// The grant waits for approval (`leash approve`) before the kernel allows it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pending: bool,
 }
 
 /// Answer to `POST /v1/tasks/{id}/attach`.
@@ -167,6 +175,9 @@ pub struct Status {
     /// What each kind of action gets on this backend, e.g. "exec: EPERM (lsm)".
     #[serde(default)]
     pub guarantees: Vec<String>,
+    /// The node policy in force, or that there is none.
+    #[serde(default)]
+    pub policy: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -143,6 +143,8 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
 
     let events = tokio::spawn(pump_events(reader, Arc::clone(&daemon), Arc::clone(&ready)));
     let sweeper = tokio::spawn(daemon::sweeper(Arc::clone(&daemon), stop_rx.clone()));
+    // SIGHUP: reload the policy (a bad file keeps the one in force).
+    let _reloader = tokio::spawn(daemon::policy::reload_on_sighup(Arc::clone(&daemon)));
     let mut api_stop = stop_rx.clone();
     let api = tokio::spawn(leash::api::server::serve(
         listener,

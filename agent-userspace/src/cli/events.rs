@@ -48,12 +48,13 @@ pub fn run(client: &Client, args: &EventsArgs) -> anyhow::Result<ExitCode> {
 /// `{ts} {verdict:8} {kind:8} task= agent= pid= comm= {target} reason=`.
 pub fn event_line(e: &AuditEvent) -> String {
     let mut line = format!(
-        "{} {:<8} {:<8} task={} agent={} pid={} comm={}",
+        "{} {:<8} {:<8} task={} agent={} id={} pid={} comm={}",
         e.ts,
         e.verdict,
         e.kind,
         output::word(&e.task),
         output::word(&e.agent),
+        output::word(&e.spiffe_id),
         e.pid,
         output::word(&e.comm),
     );
@@ -64,6 +65,10 @@ pub fn event_line(e: &AuditEvent) -> String {
     }
     line.push_str(" reason=");
     line.push_str(if e.reason.is_empty() { "-" } else { &e.reason });
+    if let Some(intent) = &e.intent {
+        line.push_str(" intent=");
+        line.push_str(&output::word(intent));
+    }
     line
 }
 
@@ -125,17 +130,20 @@ mod tests {
         assert_eq!(
             event_line(&event),
             "2025-01-01T00:00:00.000000001Z denied   exec     task=00000000000000ab agent=cli \
-             pid=42 comm=\"my tool\" dev=8:1 ino=1234 path=/usr/bin/curl reason=not granted"
+             id=spiffe://leash.local/agent/cli/task/00000000000000ab \
+             pid=42 comm=\"my tool\" path=/usr/bin/curl dev=8:1 ino=1234 reason=not granted"
         );
         let mut started = event.clone();
         started.kind = "task_started".into();
         started.verdict = "allowed".into();
         started.target = serde_json::Value::Null;
         started.reason = String::new();
+        started.intent = Some("fix CI".into());
         assert_eq!(
             event_line(&started),
             "2025-01-01T00:00:00.000000001Z allowed  task_started task=00000000000000ab \
-             agent=cli pid=42 comm=\"my tool\" reason=-"
+             agent=cli id=spiffe://leash.local/agent/cli/task/00000000000000ab \
+             pid=42 comm=\"my tool\" reason=- intent=\"fix CI\""
         );
         assert_eq!(target_summary(&serde_json::json!("x y")), "target=\"x y\"");
     }

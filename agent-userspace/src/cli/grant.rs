@@ -49,7 +49,14 @@ pub fn run(client: &Client, cmd: GrantCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         GrantCommand::Add(args) => {
             let added = super::block_on(client.add_grant(&args.id, &args.to_request()))??;
-            output::print(&added.grant_id)?;
+            if added.pending {
+                output::print(&format!(
+                    "{} (pending approval: `leash approve {} {}`)",
+                    added.grant_id, args.id, added.grant_id
+                ))?;
+            } else {
+                output::print(&added.grant_id)?;
+            }
         }
         GrantCommand::Revoke { id, grant_id } => {
             super::block_on(client.revoke_grant(&id, &grant_id))??;

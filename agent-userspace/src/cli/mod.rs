@@ -1,5 +1,6 @@
 //! Command line: one module per subcommand group.
 
+mod approve;
 mod daemon;
 mod events;
 mod grant;
@@ -51,6 +52,10 @@ enum Command {
     Events(events::EventsArgs),
     /// Show what the daemon enforces with: backend, programs, maps, counters.
     Status(status::StatusArgs),
+    /// Approve a grant pending approval: the kernel allows it from now on (approvers only).
+    Approve(approve::DecideArgs),
+    /// Reject a grant pending approval (approvers only).
+    Deny(approve::DecideArgs),
     /// Check a policy file and explain its decisions (offline).
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
@@ -66,6 +71,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Events(args) => events::run(&client, &args),
         Command::Status(args) => status::run(&client, &args),
         Command::Policy(cmd) => policy::run(cmd),
+        Command::Approve(args) => approve::run(&client, &args, true),
+        Command::Deny(args) => approve::run(&client, &args, false),
     };
     match result {
         // stdout closed by its reader (`leash events -f | head`): not an error.

@@ -392,6 +392,7 @@ mod tests {
                     kind: GrantKind::Exec,
                     spec: (*spec).to_owned(),
                     expires_at: None,
+                    pending_until: None,
                     resolved: Vec::new(),
                 })
                 .collect(),

@@ -36,6 +36,7 @@ fn status_text(s: &Status) -> String {
         ("tasks active", s.tasks_active.to_string()),
         ("events lost", s.events_lost.to_string()),
         ("tag failures", s.tag_failures.to_string()),
+        ("policy", s.policy.clone()),
         (
             "bpf stats",
             if s.bpf_stats_enabled {
@@ -130,7 +131,12 @@ mod tests {
             tag_failures: 1,
             bpf_stats_enabled: false,
             guarantees: vec!["exec: EPERM".into()],
+            policy: "policy /etc/leash/policy.yaml (2 rules)".into(),
         });
+        assert!(
+            text.contains("policy:       policy /etc/leash/policy.yaml (2 rules)\n"),
+            "{text}"
+        );
         assert!(
             text.contains("backend:      lsm (bpf is in the active LSMs)\n"),
             "{text}"

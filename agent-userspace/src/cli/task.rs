@@ -276,6 +276,10 @@ fn grant_text(grant: &Grant) -> String {
         line.push_str("  expires_at=");
         line.push_str(expires);
     }
+    if let Some(until) = &grant.pending_until {
+        line.push_str("  PENDING approval until ");
+        line.push_str(until);
+    }
     line.push('\n');
     for resolved in &grant.resolved {
         line.push_str("         -> ");
@@ -444,6 +448,7 @@ mod tests {
                 kind: GrantKind::Exec,
                 spec: "/usr/bin/git".into(),
                 expires_at: None,
+                pending_until: None,
                 resolved: vec!["/usr/bin/git 8:1:42".into()],
             }],
             attached_pids: vec![41, 42],

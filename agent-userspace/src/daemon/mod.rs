@@ -2,6 +2,7 @@
 //! audit log, and ends tasks when they expire or their last process exits.
 
 pub mod audit;
+pub mod policy;
 pub mod registry;
 mod store;
 
@@ -39,6 +40,8 @@ pub struct Daemon {
     log_allowed_exec: bool,
     store: store::Store,
     pub recorded: crate::metrics::Recorded,
+    /// The node policy and the caller authenticator.
+    pub guard: policy::Guard,
 }
 
 impl Daemon {
@@ -47,6 +50,7 @@ impl Daemon {
     pub fn new(enforcer: Enforcer, config: &Config, audit: AuditSink) -> anyhow::Result<Arc<Self>> {
         let store = store::Store::new(config.state_dir.clone());
         let tasks = store.load()?;
+        let guard = policy::Guard::new(config)?;
         let daemon = Arc::new(Self {
             inner: Mutex::new(Inner { enforcer, tasks }),
             audit,
@@ -59,6 +63,7 @@ impl Daemon {
             log_allowed_exec: config.log_allowed.exec,
             store,
             recorded: crate::metrics::Recorded::default(),
+            guard,
         });
         daemon.adopt();
         Ok(daemon)
@@ -349,6 +354,7 @@ impl Daemon {
                 .iter()
                 .map(|g| (*g).to_owned())
                 .collect(),
+            policy: self.guard.describe(),
         }
     }
 
@@ -406,18 +412,24 @@ impl Daemon {
     pub fn on_kernel_events(&self, batch: Vec<Decision>) {
         let mut exits = Vec::new();
         // Task metadata looked up once per task per batch, under one lock.
-        let mut meta: HashMap<u64, (String, String, Option<String>)> = HashMap::new();
+        let mut meta: HashMap<u64, TaskMeta> = HashMap::new();
         {
             let inner = self.lock();
             for d in &batch {
                 meta.entry(d.task).or_insert_with(|| {
                     inner.tasks.get(d.task).map_or_else(
-                        || ("unknown".to_owned(), String::new(), None),
+                        || ("unknown".to_owned(), String::new(), None, Vec::new()),
                         |t| {
                             (
                                 t.agent.clone(),
                                 t.spiffe_id(&self.limits.trust_domain),
                                 t.intent.clone(),
+                                // Grants awaiting approval, to label their denials.
+                                t.grants
+                                    .iter()
+                                    .filter(|g| g.pending_ns != 0)
+                                    .cloned()
+                                    .collect(),
                             )
                         },
                     )
@@ -433,7 +445,14 @@ impl Daemon {
             if d.kind == "exec" && d.verdict == "allowed" && !self.log_allowed_exec {
                 continue;
             }
-            let (agent, spiffe_id, intent) = meta.get(&d.task).cloned().unwrap_or_default();
+            let (agent, spiffe_id, intent, pending) =
+                meta.get(&d.task).cloned().unwrap_or_default();
+            let reason = if d.verdict == "denied" && policy::is_pending_target(&pending, &d.target)
+            {
+                "pending_approval"
+            } else {
+                d.reason
+            };
             let target = match &d.target {
                 Target::Exec { path, dev, ino } => json!({ "path": path, "dev": dev, "ino": ino }),
                 Target::Net {
@@ -456,7 +475,7 @@ impl Daemon {
                 kind: d.kind.into(),
                 verdict: d.verdict.into(),
                 target,
-                reason: d.reason.into(),
+                reason: reason.into(),
             });
         }
         self.audit.emit_all(events);
@@ -503,6 +522,7 @@ impl Daemon {
         for (id, gid) in grants {
             let _ = self.revoke_grant(id, &gid, "expired");
         }
+        self.sweep_pending(clock::boottime_ns());
         if !active.is_empty() {
             // Catches exits whose event was lost to a full ring buffer.
             self.end_exited(&active);
@@ -545,6 +565,9 @@ impl Daemon {
         }
     }
 }
+
+/// A task's agent, SPIFFE ID, intent and pending grants, for its kernel events.
+type TaskMeta = (String, String, Option<String>, Vec<registry::GrantRecord>);
 
 /// Where a caller's exec paths are looked up: its own root, which differs from the
 /// daemon's when the caller runs in a container.

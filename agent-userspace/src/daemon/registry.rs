@@ -63,6 +63,15 @@ pub struct GrantRecord {
     pub files: Vec<FileRecord>,
     #[serde(default)]
     pub nets: Vec<NetRecord>,
+    /// Waiting for approval until this `CLOCK_BOOTTIME` ns (0: not pending). A pending
+    /// grant is resolved but not in the kernel, so the kernel denies it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub pending_ns: u64,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if signature
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -198,6 +207,7 @@ impl TaskRecord {
                     kind: g.kind,
                     spec: g.spec.clone(),
                     expires_at: g.expires_at.clone(),
+                    pending_until: (g.pending_ns != 0).then(|| wall_of_boot_ns(g.pending_ns)),
                     resolved: g
                         .files
                         .iter()
@@ -365,6 +375,20 @@ impl Tasks {
         limits: &Limits,
         root: &Path,
     ) -> Result<String, RegistryError> {
+        self.add_grant_pending(maps, id, req, limits, root, 0)
+    }
+
+    /// [`Self::add_grant`], or with `pending_ns` != 0 a grant pending approval until
+    /// then, recorded but kept out of the kernel.
+    pub fn add_grant_pending(
+        &mut self,
+        maps: &mut Maps,
+        id: u64,
+        req: &types::AddGrant,
+        limits: &Limits,
+        root: &Path,
+        pending_ns: u64,
+    ) -> Result<String, RegistryError> {
         let (kind, spec) = match (&req.exec, &req.connect) {
             (Some(e), None) => (GrantKind::Exec, e),
             (None, Some(c)) => (GrantKind::Connect, c),
@@ -396,13 +420,14 @@ impl Tasks {
         let gid = format!("g{}", task.next_grant);
         // A grant never outlives its task.
         let expires = min_expiry(ttl_ns, task.expires_ns);
-        let record = resolve(
+        let mut record = resolve(
             kind,
             spec,
             gid.clone(),
             if ttl_ns == 0 { 0 } else { expires },
             root,
         )?;
+        record.pending_ns = pending_ns;
         task.next_grant += 1;
         task.grants.push(record);
         if let Err(e) = self.sync(maps, id) {
@@ -532,7 +557,7 @@ impl Tasks {
         let mut exec: HashMap<ExecKey, u64> = HashMap::new();
         let mut scripts: Vec<(ExecFile, u64)> = Vec::new();
         let mut nets: Vec<NetGrant> = Vec::new();
-        for g in &task.grants {
+        for g in task.grants.iter().filter(|g| g.pending_ns == 0) {
             for f in &g.files {
                 let key = ExecKey {
                     task: id,
@@ -758,6 +783,7 @@ pub fn resolve(
         expires_at: (expires_ns != 0).then(|| wall_of_boot_ns(expires_ns)),
         files: Vec::new(),
         nets: Vec::new(),
+        pending_ns: 0,
     };
     match kind {
         GrantKind::Exec => {

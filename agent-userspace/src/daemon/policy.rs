@@ -1,0 +1,512 @@
+//! Identity and policy in the daemon: who may create which task with which grants
+//! (the node policy's ceilings, evaluated by Cedar), grants pending approval, and
+//! atomic policy reloads that revoke what the new policy no longer allows.
+
+use std::{
+    path::PathBuf,
+    sync::{Arc, PoisonError, RwLock},
+    time::Duration,
+};
+
+use serde_json::json;
+
+use super::{Daemon, Inner, RegistryError, caller_root, registry};
+use crate::{
+    api::types::{self, EndReason, GrantKind},
+    auth::{Authenticator, Caller},
+    clock,
+    config::Config,
+    events::Target,
+    grants,
+    policy::{Approver, GrantSpec, Kind, PENDING_TTL, Policy, Verdict},
+};
+
+/// The policy in force and the caller authenticator.
+pub struct Guard {
+    policy: RwLock<Option<Arc<Policy>>>,
+    file: Option<PathBuf>,
+    pub auth: Authenticator,
+}
+
+/// Said in the log and `leash status` when no policy is configured.
+pub const NO_POLICY: &str = "no policy: any authorized caller may grant anything";
+
+impl Guard {
+    /// Loads the policy and the token keys; a bad file stops the daemon from starting.
+    pub fn new(config: &Config) -> anyhow::Result<Self> {
+        let policy = config
+            .policy
+            .file
+            .as_deref()
+            .map(Policy::load)
+            .transpose()?
+            .map(Arc::new);
+        let socket_gid = config
+            .socket
+            .group
+            .as_ref()
+            .map(crate::config::SocketGroup::resolve)
+            .transpose()?;
+        let auth = Authenticator::new(&config.auth, socket_gid, &config.trust_domain)?;
+        let guard = Self {
+            policy: RwLock::new(policy),
+            file: config.policy.file.clone(),
+            auth,
+        };
+        if guard.current().is_some() {
+            tracing::info!("{}", guard.describe());
+        } else {
+            tracing::warn!("{NO_POLICY}");
+        }
+        Ok(guard)
+    }
+
+    #[must_use]
+    pub fn current(&self) -> Option<Arc<Policy>> {
+        self.policy
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    #[must_use]
+    pub fn describe(&self) -> String {
+        self.current().map_or_else(
+            || NO_POLICY.to_owned(),
+            |p| format!("policy {} ({} rules)", p.origin, p.rules.len()),
+        )
+    }
+}
+
+fn kind_of(k: GrantKind) -> Kind {
+    match k {
+        GrantKind::Exec => Kind::Exec,
+        GrantKind::Connect => Kind::Connect,
+    }
+}
+
+fn forbidden(m: impl Into<String>) -> RegistryError {
+    RegistryError::Forbidden(m.into())
+}
+
+/// The one grant of an `AddGrant` request, when it names exactly one.
+fn requested(req: &types::AddGrant) -> Option<(GrantKind, &str)> {
+    match (&req.exec, &req.connect) {
+        (Some(e), None) => Some((GrantKind::Exec, e)),
+        (None, Some(c)) => Some((GrantKind::Connect, c)),
+        _ => None,
+    }
+}
+
+impl Daemon {
+    /// With tokens on, widening a task (grants, attaching) takes a token for its agent.
+    fn check_acting(&self, caller: &Caller, agent: &str) -> Result<(), RegistryError> {
+        if !self.guard.auth.tokens_on() {
+            return Ok(());
+        }
+        match &caller.agent {
+            Some(a) if a == agent => Ok(()),
+            Some(a) => Err(forbidden(format!(
+                "the token is for agent {a:?}, but the task belongs to agent {agent:?}"
+            ))),
+            None => Err(forbidden(
+                "tokens are on (auth.tokens): send `Authorization: Bearer <token>` naming the agent",
+            )),
+        }
+    }
+
+    fn agent_of(&self, id: u64) -> Result<String, RegistryError> {
+        self.lock()
+            .tasks
+            .get(id)
+            .map(|t| t.agent.clone())
+            .ok_or_else(|| RegistryError::NoTask(registry::task_id_string(id)))
+    }
+
+    /// `POST /v1/tasks` by an authenticated caller: the agent comes from the token
+    /// when tokens are on, and the policy bounds the TTL, mode, intent and grants.
+    pub fn create_task_as(
+        &self,
+        caller: &Caller,
+        mut req: types::CreateTask,
+    ) -> Result<types::Task, RegistryError> {
+        if self.guard.auth.tokens_on() {
+            let Some(agent) = &caller.agent else {
+                return Err(forbidden(
+                    "tokens are on (auth.tokens): send `Authorization: Bearer <token>`; the token names the agent",
+                ));
+            };
+            if !req.agent.is_empty() && req.agent != *agent {
+                return Err(forbidden(format!(
+                    "the request names agent {:?} but the token is for agent {agent:?}; omit \"agent\" or match the token",
+                    req.agent
+                )));
+            }
+            req.agent.clone_from(agent);
+        }
+        let mut pending = Vec::new();
+        let mut pending_ttl = PENDING_TTL;
+        if let Some(policy) = self.guard.current() {
+            let ttl = req
+                .ttl_seconds
+                .map_or(self.limits.default_ttl, Duration::from_secs);
+            let has_intent = req.intent.as_deref().is_some_and(|i| !i.trim().is_empty());
+            if let Verdict::Deny(m) =
+                policy.check_task(&req.agent, ttl, req.mode.unwrap_or_default(), has_intent)
+            {
+                return Err(forbidden(m));
+            }
+            for (kind, list) in [
+                (GrantKind::Exec, &mut req.grants.exec),
+                (GrantKind::Connect, &mut req.grants.connect),
+            ] {
+                let mut keep = Vec::new();
+                for spec in list.drain(..) {
+                    let g = GrantSpec {
+                        kind: kind_of(kind),
+                        spec,
+                    };
+                    match policy.check_grant(&req.agent, &g) {
+                        Verdict::Allow => keep.push(g.spec),
+                        Verdict::Pending => pending.push((kind, g.spec)),
+                        Verdict::Deny(m) => return Err(forbidden(m)),
+                    }
+                }
+                *list = keep;
+            }
+            if let Some(rule) = policy.rule_for(&req.agent) {
+                pending_ttl = rule.pending_ttl;
+            }
+        }
+        // A pending grant that cannot be resolved fails the request before the task exists.
+        for (kind, spec) in &pending {
+            registry::resolve(*kind, spec, String::new(), 0, &caller_root(caller.pid))?;
+        }
+        let task = self.create_task(&req, caller.pid)?;
+        let id = registry::parse_task_id(&task.id)?;
+        for (kind, spec) in pending {
+            let add = types::AddGrant {
+                exec: (kind == GrantKind::Exec).then(|| spec.clone()),
+                connect: (kind == GrantKind::Connect).then_some(spec),
+                ttl_seconds: None,
+            };
+            if let Err(e) = self.add_pending(caller, id, &add, pending_ttl) {
+                let _ = self.end_task(id, EndReason::Ended);
+                return Err(e);
+            }
+        }
+        self.task(id)
+    }
+
+    /// `POST /v1/tasks/{id}/grants` by an authenticated caller; `true` when the grant
+    /// is pending approval.
+    pub fn add_grant_as(
+        &self,
+        caller: &Caller,
+        id: u64,
+        req: &types::AddGrant,
+    ) -> Result<(String, bool), RegistryError> {
+        let agent = self.agent_of(id)?;
+        self.check_acting(caller, &agent)?;
+        if let (Some(policy), Some((kind, spec))) = (self.guard.current(), requested(req)) {
+            let g = GrantSpec {
+                kind: kind_of(kind),
+                spec: spec.to_owned(),
+            };
+            match policy.check_grant(&agent, &g) {
+                Verdict::Allow => {}
+                Verdict::Deny(m) => return Err(forbidden(m)),
+                Verdict::Pending => {
+                    let ttl = policy
+                        .rule_for(&agent)
+                        .map_or(PENDING_TTL, |r| r.pending_ttl);
+                    return Ok((self.add_pending(caller, id, req, ttl)?, true));
+                }
+            }
+        }
+        Ok((self.add_grant(id, req, caller.pid)?, false))
+    }
+
+    /// `POST /v1/tasks/{id}/attach`: with tokens on, only for the task's own agent.
+    pub fn attach_as(&self, caller: &Caller, id: u64, pid: u32) -> Result<(), RegistryError> {
+        self.check_acting(caller, &self.agent_of(id)?)?;
+        self.attach(id, pid)
+    }
+
+    /// Records a grant pending approval: resolved, not in the kernel.
+    fn add_pending(
+        &self,
+        caller: &Caller,
+        id: u64,
+        req: &types::AddGrant,
+        wait: Duration,
+    ) -> Result<String, RegistryError> {
+        let mut inner = self.lock();
+        let Inner { enforcer, tasks } = &mut *inner;
+        let task_expiry = tasks.get(id).map_or(0, |t| t.expires_ns);
+        let mut until = clock::expiry_after(Some(wait));
+        if task_expiry != 0 {
+            until = until.min(task_expiry);
+        }
+        let gid = tasks.add_grant_pending(
+            enforcer.maps_mut(),
+            id,
+            req,
+            &self.limits,
+            &caller_root(caller.pid),
+            until,
+        )?;
+        let rec = tasks.get(id).cloned();
+        self.save(&inner, id);
+        drop(inner);
+        if let Some(rec) = rec
+            && let Some(g) = rec.grants.iter().find(|g| g.id == gid)
+        {
+            self.lifecycle_event(
+                &rec,
+                "grant_pending",
+                json!({ "grant_id": gid, "kind": g.kind, "spec": g.spec,
+                        "pending_until": registry::wall_of_boot_ns(until), "requested_by": caller.describe() }),
+                "approval required by policy",
+            );
+        }
+        Ok(gid)
+    }
+
+    /// Checks `caller` may decide on a pending grant `gid` of task `id`.
+    fn check_approver(&self, caller: &Caller, id: u64, gid: &str) -> Result<(), RegistryError> {
+        let policy = self
+            .guard
+            .current()
+            .ok_or_else(|| forbidden(format!("{NO_POLICY}; no grant is ever pending")))?;
+        let inner = self.lock();
+        let task = inner
+            .tasks
+            .get(id)
+            .ok_or_else(|| RegistryError::NoTask(registry::task_id_string(id)))?;
+        if task.state == types::TaskState::Ended {
+            return Err(RegistryError::Ended(task.id_string()));
+        }
+        let g = task
+            .grants
+            .iter()
+            .find(|g| g.id == gid)
+            .ok_or_else(|| RegistryError::NoGrant {
+                task: task.id_string(),
+                grant: gid.to_owned(),
+            })?;
+        if g.pending_ns == 0 {
+            return Err(RegistryError::BadRequest(format!(
+                "grant {gid} of task {} is not pending approval",
+                task.id_string()
+            )));
+        }
+        if caller.agent.as_deref() == Some(task.agent.as_str()) {
+            return Err(forbidden(
+                "an agent cannot approve or reject its own grants",
+            ));
+        }
+        let approver = Approver {
+            uid: caller.uid,
+            subject: caller.subject.clone(),
+        };
+        if !policy.may_approve(&approver, &task.agent) {
+            return Err(forbidden(format!(
+                "{} may not approve grants of agent {:?}: not among the approvers of its rule in {}",
+                caller.describe(),
+                task.agent,
+                policy.origin
+            )));
+        }
+        Ok(())
+    }
+
+    /// `POST /v1/tasks/{id}/grants/{gid}/approve`: the grant goes into the kernel.
+    pub fn approve(&self, caller: &Caller, id: u64, gid: &str) -> Result<(), RegistryError> {
+        self.check_approver(caller, id, gid)?;
+        let mut inner = self.lock();
+        let Inner { enforcer, tasks } = &mut *inner;
+        let Some(task) = tasks.tasks.get_mut(&id) else {
+            return Err(RegistryError::NoTask(registry::task_id_string(id)));
+        };
+        let Some(g) = task.grants.iter_mut().find(|g| g.id == gid) else {
+            return Err(RegistryError::NoGrant {
+                task: task.id_string(),
+                grant: gid.to_owned(),
+            });
+        };
+        let was = std::mem::take(&mut g.pending_ns);
+        if let Err(e) = tasks.sync(enforcer.maps_mut(), id) {
+            if let Some(g) = tasks
+                .tasks
+                .get_mut(&id)
+                .and_then(|t| t.grants.iter_mut().find(|g| g.id == gid))
+            {
+                g.pending_ns = was;
+            }
+            let _ = tasks.sync(enforcer.maps_mut(), id);
+            return Err(e);
+        }
+        let rec = tasks.get(id).cloned();
+        self.save(&inner, id);
+        drop(inner);
+        self.decision_event(rec.as_ref(), gid, "grant_approved", caller, "approved");
+        Ok(())
+    }
+
+    /// `POST /v1/tasks/{id}/grants/{gid}/deny`: the pending grant is dropped.
+    pub fn reject(&self, caller: &Caller, id: u64, gid: &str) -> Result<(), RegistryError> {
+        self.check_approver(caller, id, gid)?;
+        self.drop_pending(id, gid, "grant_rejected", &caller.describe())
+    }
+
+    fn drop_pending(&self, id: u64, gid: &str, kind: &str, by: &str) -> Result<(), RegistryError> {
+        let mut inner = self.lock();
+        let Inner { enforcer, tasks } = &mut *inner;
+        let g = tasks.revoke_grant(enforcer.maps_mut(), id, gid)?;
+        let rec = tasks.get(id).cloned();
+        self.save(&inner, id);
+        drop(inner);
+        if let Some(rec) = rec {
+            self.lifecycle_event(
+                &rec,
+                kind,
+                json!({ "grant_id": g.id, "kind": g.kind, "spec": g.spec, "by": by }),
+                if kind == "grant_rejected" {
+                    "rejected"
+                } else {
+                    "approval expired"
+                },
+            );
+        }
+        Ok(())
+    }
+
+    fn decision_event(
+        &self,
+        rec: Option<&registry::TaskRecord>,
+        gid: &str,
+        kind: &str,
+        caller: &Caller,
+        reason: &str,
+    ) {
+        if let Some(rec) = rec
+            && let Some(g) = rec.grants.iter().find(|g| g.id == gid)
+        {
+            self.lifecycle_event(
+                rec,
+                kind,
+                json!({ "grant_id": gid, "kind": g.kind, "spec": g.spec, "by": caller.describe() }),
+                reason,
+            );
+        }
+    }
+
+    /// Drops grants whose wait for approval is over.
+    pub fn sweep_pending(&self, now_ns: u64) {
+        let expired: Vec<(u64, String)> = self
+            .lock()
+            .tasks
+            .tasks
+            .values()
+            .filter(|t| t.state != types::TaskState::Ended)
+            .flat_map(|t| {
+                t.grants
+                    .iter()
+                    .filter(|g| g.pending_ns != 0 && now_ns >= g.pending_ns)
+                    .map(move |g| (t.id, g.id.clone()))
+            })
+            .collect();
+        for (id, gid) in expired {
+            let _ = self.drop_pending(id, &gid, "grant_expired", "leash");
+        }
+    }
+
+    /// Loads the policy file again. A file that does not load leaves the policy in
+    /// force; a new policy replaces it at once, then every live grant is checked again
+    /// and those it no longer allows are revoked (`grant_revoked`, reason `policy: ...`).
+    pub fn reload_policy(&self) -> Result<usize, String> {
+        let file = self
+            .guard
+            .file
+            .clone()
+            .ok_or_else(|| "no policy file is configured (policy.file)".to_owned())?;
+        let policy = Arc::new(Policy::load(&file).map_err(|e| e.to_string())?);
+        *self
+            .guard
+            .policy
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&policy));
+        let grants: Vec<(u64, String, String, GrantKind, String)> = self
+            .lock()
+            .tasks
+            .tasks
+            .values()
+            .filter(|t| t.state != types::TaskState::Ended)
+            .flat_map(|t| {
+                t.grants
+                    .iter()
+                    .map(move |g| (t.id, t.agent.clone(), g.id.clone(), g.kind, g.spec.clone()))
+            })
+            .collect();
+        let mut revoked = 0;
+        for (id, agent, gid, kind, spec) in grants {
+            let g = GrantSpec {
+                kind: kind_of(kind),
+                spec,
+            };
+            if let Verdict::Deny(m) = policy.check_grant(&agent, &g)
+                && self.revoke_grant(id, &gid, &format!("policy: {m}")).is_ok()
+            {
+                revoked += 1;
+            }
+        }
+        tracing::info!(revoked, "policy reloaded: {}", self.guard.describe());
+        Ok(revoked)
+    }
+}
+
+/// Whether a denied decision is about a grant waiting for approval.
+#[must_use]
+pub fn is_pending_target(pending: &[registry::GrantRecord], target: &Target) -> bool {
+    pending.iter().any(|g| match target {
+        Target::Exec { dev, ino, .. } => g.files.iter().any(|f| f.dev == *dev && f.ino == *ino),
+        Target::Net {
+            addr,
+            port,
+            protocol,
+        } => {
+            let a = u128::from_be_bytes(grants::mapped(*addr));
+            let proto = match protocol.as_str() {
+                "tcp" => agent_common::grant::PROTO_TCP,
+                "udp" => agent_common::grant::PROTO_UDP,
+                _ => 0,
+            };
+            g.nets.iter().any(|n| {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(n.prefix))
+                    .unwrap_or(0);
+                (a & mask) == (u128::from_be_bytes(n.addr) & mask)
+                    && (n.port_lo..=n.port_hi).contains(port)
+                    && n.protos & proto != 0
+            })
+        }
+        Target::Process {} => false,
+    })
+}
+
+/// Reloads the policy on every SIGHUP until the runtime stops.
+pub async fn reload_on_sighup(daemon: Arc<Daemon>) -> std::io::Result<()> {
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    while hup.recv().await.is_some() {
+        let d = Arc::clone(&daemon);
+        match tokio::task::spawn_blocking(move || d.reload_policy()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(
+                "SIGHUP: policy not reloaded, the previous policy stays in force: {e}"
+            ),
+            Err(e) => tracing::error!("SIGHUP: policy reload failed: {e}"),
+        }
+    }
+    Ok(())
+}
