@@ -208,13 +208,18 @@ impl Engine {
             .chain(&r.approvers.subjects)
             .map(|s| format!("{s:?}"))
             .collect();
-        if !uids.is_empty() || !subjects.is_empty() {
+        // Cedar forbids empty set literals: only the non-empty lists become conditions.
+        let conds: Vec<String> = [(uids, "uid"), (subjects, "subject")]
+            .into_iter()
+            .filter(|(list, _)| !list.is_empty())
+            .map(|(list, attr)| format!("[{}].contains(principal.{attr})", list.join(", ")))
+            .collect();
+        if !conds.is_empty() {
             self.add(
                 format!("{name}:approvers"),
                 &format!(
-                    "permit(principal, action == Leash::Action::\"approve\", resource in Leash::Rule::\"{name}\") when {{ [{}].contains(principal.uid) || [{}].contains(principal.subject) }};",
-                    uids.join(", "),
-                    subjects.join(", ")
+                    "permit(principal, action == Leash::Action::\"approve\", resource in Leash::Rule::\"{name}\") when {{ {} }};",
+                    conds.join(" || ")
                 ),
                 format!("approvers of rule {name:?}"),
             )?;

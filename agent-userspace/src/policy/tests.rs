@@ -162,6 +162,20 @@ fn approvers() {
     assert!(!p.may_approve(&user, "ci-x"));
     assert!(p.may_approve(&oncall, "ci-x"));
     assert!(!p.may_approve(&root, "unknown-agent"));
+    // Only uids, or only subjects: each list alone is a valid Cedar condition.
+    let uids_only = Policy::from_yaml(
+        "approvers: {uids: [7]}\nrules: [{name: a, agents: [x]}]",
+        "t",
+    )
+    .unwrap();
+    assert!(uids_only.may_approve(
+        &Approver {
+            uid: 7,
+            subject: None
+        },
+        "x"
+    ));
+    assert!(!uids_only.may_approve(&root, "x"));
 }
 
 #[test]

@@ -1,0 +1,496 @@
+//! Identity and policy end to end: a real daemon with a node policy, refusing requests
+//! beyond the ceilings, keeping pending grants out of the kernel until approved,
+//! authenticating bearer tokens, and reloading the policy on SIGHUP.
+#![expect(
+    clippy::many_single_char_names,
+    reason = "d(aemon), l(istener), o(utput), p(robe), s(ession) keep the scenarios short"
+)]
+
+use std::path::{Path, PathBuf};
+
+use harness::{
+    EPERM, Listeners,
+    daemon::{DaemonGuard, TaskSession, stderr, stdout, task_json, wait_for},
+    probe,
+};
+
+/// A file removed when the test ends.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn new(name: &str, text: &str) -> Self {
+        let path = std::env::temp_dir().join(format!("leash-it-{name}-{}", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        Self(path)
+    }
+
+    fn write(&self, text: &str) {
+        std::fs::write(&self.0, text).unwrap();
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A daemon enforcing the policy `text`.
+fn with_policy(name: &str, text: &str, extra: &str) -> (DaemonGuard, TempFile) {
+    let f = TempFile::new(&format!("{name}-policy.yaml"), text);
+    let d = DaemonGuard::start(
+        name,
+        &format!("policy:\n  file: {}\n{extra}", f.0.display()),
+    );
+    (d, f)
+}
+
+/// The directory holding the probe, as an exec ceiling (`DIR/`).
+fn probe_dir() -> String {
+    format!("{}/", probe().parent().unwrap().display())
+}
+
+fn post(d: &DaemonGuard, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+    let (status, text) = d.http("POST", path, body.to_string().as_bytes());
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+fn sighup(d: &DaemonGuard) {
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(d.pid().unwrap() as i32, libc::SIGHUP) };
+}
+
+fn audit_kinds(d: &DaemonGuard, kind: &str) -> Vec<serde_json::Value> {
+    d.audit()
+        .into_iter()
+        .filter(|e| e["kind"] == kind)
+        .collect()
+}
+
+#[test]
+fn requests_beyond_the_ceiling_are_refused_naming_grant_and_rule() {
+    let l = Listeners::new();
+    let port = l.tcp4_port();
+    let policy = format!(
+        "rules:\n  - name: ci\n    agents: [\"ci-*\"]\n    max_ttl: 10m\n    modes: [enforce]\n    require_intent: true\n    exec: [\"{}\"]\n    connect: [\"127.0.0.1:{port}/tcp\"]\n",
+        probe_dir()
+    );
+    let (d, _f) = with_policy("pol-ceil", &policy, "");
+    let p = probe().display().to_string();
+    let allow = format!("127.0.0.1:{port}/tcp");
+
+    // Within the ceiling: created, and the kernel enforces it as usual.
+    let o = d.run(&[
+        "task",
+        "create",
+        "--agent",
+        "ci-1",
+        "--intent",
+        "build",
+        "--ttl",
+        "5m",
+        "--allow-exec",
+        &p,
+        "--allow-connect",
+        &allow,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let id = stdout(&o);
+    let mut s = TaskSession::join(&d, &id);
+    assert_eq!(s.run(&format!("connect tcp 127.0.0.1 {port}")), "ok");
+    let other = Listeners::new();
+    assert_eq!(
+        s.run(&format!("connect tcp 127.0.0.1 {}", other.tcp4_port())),
+        EPERM
+    );
+
+    let base = serde_json::json!({ "agent": "ci-1", "intent": "build", "ttl_seconds": 300 });
+    let with = |k: &str, v: serde_json::Value| {
+        let mut b = base.clone();
+        b[k] = v;
+        b
+    };
+    let cases = [
+        (
+            with("grants", serde_json::json!({ "exec": ["/usr/bin/curl"] })),
+            "exec grant /usr/bin/curl is outside the ceiling of rule \"ci\"",
+        ),
+        (
+            with(
+                "grants",
+                serde_json::json!({ "connect": [format!("127.0.0.1:{}/tcp", other.tcp4_port())] }),
+            ),
+            "is outside the ceiling of rule \"ci\" for agent \"ci-1\"",
+        ),
+        (
+            with(
+                "grants",
+                serde_json::json!({ "connect": [format!("127.0.0.0/8:{port}/tcp")] }),
+            ),
+            "outside the ceiling",
+        ),
+        (
+            with("ttl_seconds", 3600.into()),
+            "max_ttl 10m of rule \"ci\"",
+        ),
+        (
+            with("mode", "audit".into()),
+            "modes [\"enforce\"] of rule \"ci\"",
+        ),
+        (with("intent", "".into()), "require_intent of rule \"ci\""),
+        (
+            with("agent", "intruder".into()),
+            "agent \"intruder\" matches no rule",
+        ),
+    ];
+    for (body, want) in cases {
+        let (status, v) = post(&d, "/v1/tasks", &body);
+        assert_eq!(status, 403, "{body}: {v}");
+        assert_eq!(v["error"]["code"], "forbidden");
+        let m = v["error"]["message"].as_str().unwrap();
+        assert!(m.contains(want), "{body}: {m}");
+    }
+    // Adding a grant beyond the ceiling to a running task.
+    let o = d.run(&["grant", "add", &id, "--exec", "/usr/bin/curl"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("exec grant /usr/bin/curl is outside the ceiling of rule \"ci\""),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(task_json(&d, &id)["grants"].as_array().unwrap().len(), 2);
+    let o = d.run(&["status"]);
+    assert!(
+        stdout(&o).contains("policy:") && stdout(&o).contains("(1 rules)"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn a_pending_grant_is_denied_in_the_kernel_until_approved() {
+    let l = Listeners::new();
+    let (a, b, c) = (Listeners::new(), Listeners::new(), Listeners::new());
+    let port = l.tcp4_port();
+    let gated: Vec<String> = [&a, &b, &c]
+        .iter()
+        .map(|x| format!("\"127.0.0.1:{}/tcp\"", x.tcp4_port()))
+        .collect();
+    let policy = format!(
+        "approvers: {{uids: [0]}}\nrules:\n  - name: ci\n    agents: [ci]\n    pending_ttl: 2s\n    exec: [\"{}\"]\n    connect: [\"127.0.0.1:{port}/tcp\"]\n    approval:\n      connect: [{}]\n",
+        probe_dir(),
+        gated.join(", ")
+    );
+    let (d, _f) = with_policy("pol-approve", &policy, "");
+    let p = probe().display().to_string();
+    // One gated grant asked for at creation, the others added later.
+    let o = d.run(&[
+        "task",
+        "create",
+        "--agent",
+        "ci",
+        "--allow-exec",
+        &p,
+        "--allow-connect",
+        &format!("127.0.0.1:{port}/tcp"),
+        "--allow-connect",
+        &format!("127.0.0.1:{}/tcp", a.tcp4_port()),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let id = stdout(&o);
+    let task = task_json(&d, &id);
+    let pending: Vec<&serde_json::Value> = task["grants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|g| g.get("pending_until").is_some())
+        .collect();
+    assert_eq!(pending.len(), 1, "{task}");
+    let ga = pending[0]["id"].as_str().unwrap().to_owned();
+    let mut s = TaskSession::join(&d, &id);
+    assert_eq!(s.run(&format!("connect tcp 127.0.0.1 {port}")), "ok");
+    assert_eq!(s.run(&to(&a)), EPERM, "pending: not in the kernel");
+    wait_for("the denial labelled pending_approval", || {
+        d.audit().iter().any(|e| {
+            e["verdict"] == "denied"
+                && e["reason"] == "pending_approval"
+                && e["target"]["port"] == a.tcp4_port()
+        })
+    });
+
+    let o = d.run(&["approve", &id, &ga]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(s.run(&to(&a)), "ok", "approved: in the kernel at once");
+    let approved = audit_kinds(&d, "grant_approved");
+    assert_eq!(approved.len(), 1);
+    assert_eq!(approved[0]["target"]["by"], "uid 0");
+    assert!(
+        approved[0]["spiffe_id"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("/agent/ci/task/{id}"))
+    );
+    let o = d.run(&["approve", &id, &ga]);
+    assert!(stderr(&o).contains("not pending"), "{}", stderr(&o));
+
+    rejected_stays_denied(&d, &mut s, &id, &b);
+    expired_stays_denied(&d, &mut s, &id, &c);
+}
+
+/// `leash grant add ID --connect 127.0.0.1:PORT/tcp`.
+fn add_connect(d: &DaemonGuard, id: &str, port: u16) -> std::process::Output {
+    d.run(&[
+        "grant",
+        "add",
+        id,
+        "--connect",
+        &format!("127.0.0.1:{port}/tcp"),
+    ])
+}
+
+fn to(x: &Listeners) -> String {
+    format!("connect tcp 127.0.0.1 {}", x.tcp4_port())
+}
+
+/// A pending grant added, then rejected: never in the kernel, then gone.
+fn rejected_stays_denied(d: &DaemonGuard, s: &mut TaskSession, id: &str, b: &Listeners) {
+    let o = add_connect(d, id, b.tcp4_port());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("pending approval"), "{}", stdout(&o));
+    let gb = stdout(&o).split_whitespace().next().unwrap().to_owned();
+    assert_eq!(s.run(&to(b)), EPERM);
+    let o = d.run(&["deny", id, &gb]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(s.run(&to(b)), EPERM, "rejected: still denied");
+    assert_eq!(audit_kinds(d, "grant_rejected").len(), 1);
+    assert!(
+        !task_json(d, id)["grants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g["id"] == gb.as_str())
+    );
+}
+
+/// A pending grant nobody decides on: dropped after `pending_ttl`, never allowed.
+fn expired_stays_denied(d: &DaemonGuard, s: &mut TaskSession, id: &str, c: &Listeners) {
+    let o = add_connect(d, id, c.tcp4_port());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let gc = stdout(&o).split_whitespace().next().unwrap().to_owned();
+    wait_for("the pending grant to expire", || {
+        audit_kinds(d, "grant_expired")
+            .iter()
+            .any(|e| e["target"]["grant_id"] == gc.as_str())
+    });
+    assert_eq!(s.run(&to(c)), EPERM, "expired: still denied");
+    let o = d.run(&["approve", id, &gc]);
+    assert!(!o.status.success(), "an expired grant cannot be approved");
+}
+
+#[test]
+fn reload_keeps_the_old_policy_on_a_bad_file_and_revokes_what_a_narrower_one_refuses() {
+    let (a, b) = (Listeners::new(), Listeners::new());
+    let rule = |ports: &[u16]| {
+        let list: Vec<String> = ports
+            .iter()
+            .map(|p| format!("\"127.0.0.1:{p}/tcp\""))
+            .collect();
+        format!(
+            "rules:\n  - name: ci\n    agents: [ci]\n    exec: [\"{}\"]\n    connect: [{}]\n",
+            probe_dir(),
+            list.join(", ")
+        )
+    };
+    let (pa, pb) = (a.tcp4_port(), b.tcp4_port());
+    let (d, f) = with_policy("pol-reload", &rule(&[pa, pb]), "");
+    let p = probe().display().to_string();
+    let o = d.run(&[
+        "task",
+        "create",
+        "--agent",
+        "ci",
+        "--allow-exec",
+        &p,
+        "--allow-connect",
+        &format!("127.0.0.1:{pa}/tcp"),
+        "--allow-connect",
+        &format!("127.0.0.1:{pb}/tcp"),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let id = stdout(&o);
+    let mut s = TaskSession::join(&d, &id);
+    assert_eq!(s.run(&format!("connect tcp 127.0.0.1 {pb}")), "ok");
+
+    // A bad file: refused with its error, the old policy stays.
+    f.write("rules: [{name: ci, agents: [ci], connect: [\"no-port\"]}]");
+    sighup(&d);
+    wait_for("the reload error in the log", || {
+        d.log().contains("policy not reloaded")
+    });
+    assert!(d.log().contains("no-port"), "{}", d.log());
+    let o = add_connect(&d, &id, pb);
+    assert!(
+        o.status.success(),
+        "old policy still in force: {}",
+        stderr(&o)
+    );
+    let extra = stdout(&o);
+    assert_eq!(s.run(&format!("connect tcp 127.0.0.1 {pb}")), "ok");
+
+    // A narrower file: applied, and the grants it refuses are revoked.
+    f.write(&rule(&[pa]));
+    sighup(&d);
+    wait_for("the refused grants to be revoked", || {
+        task_json(&d, &id)["grants"].as_array().unwrap().len() == 2
+    });
+    let revoked = audit_kinds(&d, "grant_revoked");
+    assert_eq!(revoked.len(), 2, "{revoked:?}");
+    assert!(
+        revoked
+            .iter()
+            .any(|e| e["target"]["grant_id"] == extra.as_str())
+    );
+    assert!(
+        revoked
+            .iter()
+            .all(|e| e["reason"].as_str().unwrap().starts_with("policy: "))
+    );
+    assert_eq!(
+        s.run(&format!("connect tcp 127.0.0.1 {pb}")),
+        EPERM,
+        "revoked in the kernel"
+    );
+    assert_eq!(
+        s.run(&format!("connect tcp 127.0.0.1 {pa}")),
+        "ok",
+        "still allowed"
+    );
+    let o = add_connect(&d, &id, pb);
+    assert!(stderr(&o).contains("outside the ceiling"), "{}", stderr(&o));
+}
+
+mod tokens {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header, encode, jwk::Jwk};
+
+    use super::*;
+
+    pub struct Signer {
+        key: EncodingKey,
+        pub jwks: TempFile,
+    }
+
+    impl Signer {
+        /// A fresh RSA key (openssl) and its JWKS, kid `k1`.
+        pub fn new(name: &str) -> Self {
+            let pem = TempFile::new(&format!("{name}.pem"), "");
+            let o = std::process::Command::new("openssl")
+                .args([
+                    "genpkey",
+                    "-algorithm",
+                    "RSA",
+                    "-pkeyopt",
+                    "rsa_keygen_bits:2048",
+                    "-out",
+                ])
+                .arg(&pem.0)
+                .output()
+                .expect("openssl");
+            assert!(o.status.success());
+            let key = EncodingKey::from_rsa_pem(&std::fs::read(&pem.0).unwrap()).unwrap();
+            let mut jwk = Jwk::from_encoding_key(&key, Algorithm::RS256).unwrap();
+            jwk.common.key_id = Some("k1".into());
+            let jwks = TempFile::new(
+                &format!("{name}-jwks.json"),
+                &serde_json::json!({ "keys": [jwk] }).to_string(),
+            );
+            Self { key, jwks }
+        }
+
+        pub fn token(&self, sub: &str, aud: &str, exp_in: i64) -> String {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs() as i64;
+            let mut h = Header::new(Algorithm::RS256);
+            h.kid = Some("k1".into());
+            let claims = serde_json::json!({ "sub": sub, "iss": "https://issuer.test", "aud": aud, "exp": now + exp_in });
+            encode(&h, &claims, &self.key).unwrap()
+        }
+    }
+
+    pub fn path(p: &Path) -> String {
+        p.display().to_string()
+    }
+}
+
+#[test]
+fn with_tokens_the_agent_comes_from_the_token() {
+    let signer = tokens::Signer::new("pol-tok");
+    let (d, _f) = with_policy(
+        "pol-tok",
+        &format!(
+            "rules:\n  - name: bots\n    agents: [\"bot-*\"]\n    exec: [\"{}\"]\n",
+            probe_dir()
+        ),
+        &format!(
+            "auth:\n  tokens:\n    jwks: {}\n    issuer: https://issuer.test\n    audience: leash\n",
+            tokens::path(&signer.jwks.0)
+        ),
+    );
+    let p = probe().display().to_string();
+    let sub = "spiffe://leash.local/agent/bot-1";
+    let create = |token: Option<&str>, agent: &str| {
+        let mut c = d.cli();
+        if let Some(t) = token {
+            c.env("LEASH_TOKEN", t);
+        }
+        c.args(["task", "create", "--agent", agent, "--allow-exec", &p])
+            .output()
+            .unwrap()
+    };
+    let o = create(None, "bot-1");
+    assert!(stderr(&o).contains("tokens are on"), "{}", stderr(&o));
+    let good = signer.token(sub, "leash", 300);
+    let o = create(Some(&good), "bot-1");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let id = stdout(&o);
+    let t = task_json(&d, &id);
+    assert_eq!(t["agent"], "bot-1");
+    assert_eq!(
+        t["spiffe_id"],
+        format!("spiffe://leash.local/agent/bot-1/task/{id}")
+    );
+    // The body cannot claim another agent.
+    let o = create(Some(&good), "bot-2");
+    assert!(
+        stderr(&o).contains("the token is for agent \"bot-1\""),
+        "{}",
+        stderr(&o)
+    );
+    for (token, want) in [
+        (signer.token(sub, "leash", -3600), "ExpiredSignature"),
+        (signer.token(sub, "someone-else", 300), "InvalidAudience"),
+        (
+            tokens::Signer::new("pol-tok2").token(sub, "leash", 300),
+            "InvalidSignature",
+        ),
+        (
+            signer.token("spiffe://evil.org/agent/bot-1", "leash", 300),
+            "not in the trust domain",
+        ),
+    ] {
+        let o = create(Some(&token), "bot-1");
+        assert!(!o.status.success());
+        assert!(stderr(&o).contains(want), "{want}: {}", stderr(&o));
+    }
+    // The events carry the identity.
+    let o = d.run(&["events"]);
+    assert!(
+        stdout(&o).contains(&format!("id=spiffe://leash.local/agent/bot-1/task/{id}")),
+        "{}",
+        stdout(&o)
+    );
+}
