@@ -162,6 +162,9 @@ fn requests_beyond_the_ceiling_are_refused_naming_grant_and_rule() {
         stderr(&o)
     );
     assert_eq!(task_json(&d, &id)["grants"].as_array().unwrap().len(), 2);
+    // No TTL asked for: the daemon's default (1h) is capped at the rule's max_ttl.
+    let o = d.run(&["task", "create", "--agent", "ci-2", "--intent", "x"]);
+    assert!(o.status.success(), "{}", stderr(&o));
     let o = d.run(&["status"]);
     assert!(
         stdout(&o).contains("policy:") && stdout(&o).contains("(1 rules)"),
@@ -490,6 +493,36 @@ fn with_tokens_the_agent_comes_from_the_token() {
     let o = d.run(&["events"]);
     assert!(
         stdout(&o).contains(&format!("id=spiffe://leash.local/agent/bot-1/task/{id}")),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn only_allowed_uids_and_gids_may_call() {
+    let d = DaemonGuard::start("pol-peer", "auth:\n  uids: [4242]\n");
+    let o = d.run(&["task", "list"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("uid 0 is not allowed"),
+        "{}",
+        stderr(&o)
+    );
+    let (status, body) = d.http("POST", "/v1/tasks", br#"{"agent":"ci"}"#);
+    assert_eq!(status, 403, "{body}");
+    let o = d.run(&["status"]);
+    assert!(
+        !o.status.success(),
+        "read-only routes are authenticated too"
+    );
+    drop(d);
+    // The caller's group (root's primary gid 0) admits it.
+    let d = DaemonGuard::start("pol-peer-gid", "auth:\n  uids: [4242]\n  gids: [0]\n");
+    let o = d.run(&["task", "list"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = d.run(&["status"]);
+    assert!(
+        stdout(&o).contains("no policy: any authorized caller may grant anything"),
         "{}",
         stdout(&o)
     );

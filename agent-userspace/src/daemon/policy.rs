@@ -147,6 +147,13 @@ impl Daemon {
         let mut pending = Vec::new();
         let mut pending_ttl = PENDING_TTL;
         if let Some(policy) = self.guard.current() {
+            // No TTL asked for: the default, but never beyond the rule's max_ttl.
+            if req.ttl_seconds.is_none()
+                && let Some(max) = policy.rule_for(&req.agent).and_then(|r| r.max_ttl)
+                && max < self.limits.default_ttl
+            {
+                req.ttl_seconds = Some(max.as_secs().max(1));
+            }
             let ttl = req
                 .ttl_seconds
                 .map_or(self.limits.default_ttl, Duration::from_secs);
