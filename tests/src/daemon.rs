@@ -287,10 +287,22 @@ impl Drop for DaemonGuard {
 /// One HTTP/1.1 request on a Unix socket; returns status and body.
 #[must_use]
 pub fn http(socket: &Path, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+    http_with(socket, method, path, "", body)
+}
+
+/// [`http`] with extra header lines (each ending in `\r\n`).
+#[must_use]
+pub fn http_with(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &[u8],
+) -> (u16, String) {
     use std::io::{Read as _, Write as _};
     let mut s = std::os::unix::net::UnixStream::connect(socket).expect("connect to the daemon");
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: leash\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: leash\r\nContent-Type: application/json\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     s.write_all(head.as_bytes()).unwrap();

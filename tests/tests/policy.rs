@@ -466,6 +466,25 @@ fn with_tokens_the_agent_comes_from_the_token() {
         t["spiffe_id"],
         format!("spiffe://leash.local/agent/bot-1/task/{id}")
     );
+    // Through the API: the body may leave the agent out, the token names it.
+    let (status, body) = harness::daemon::http_with(
+        &d.socket,
+        "POST",
+        "/v1/tasks",
+        &format!("Authorization: Bearer {good}\r\n"),
+        br#"{"grants":{}}"#,
+    );
+    assert_eq!(status, 201, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["agent"], "bot-1");
+    let (status, body) = harness::daemon::http_with(
+        &d.socket,
+        "POST",
+        "/v1/tasks",
+        "Authorization: Basic eDp5\r\n",
+        br#"{"agent":"bot-1"}"#,
+    );
+    assert_eq!(status, 401, "{body}");
     // The body cannot claim another agent.
     let o = create(Some(&good), "bot-2");
     assert!(
