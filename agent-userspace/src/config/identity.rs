@@ -86,3 +86,42 @@ impl AuthConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::Config;
+
+    #[test]
+    fn the_example_config_loads() {
+        let c = Config::from_yaml(include_str!("../../../examples/policy/config.yaml")).unwrap();
+        c.validate().unwrap();
+        let t = c.auth.tokens.unwrap();
+        assert_eq!(
+            (t.audience.as_str(), t.agent_claim.as_str()),
+            ("leash", "sub")
+        );
+        assert_eq!(c.auth.gids, [990]);
+    }
+
+    #[test]
+    fn bad_identity_settings_are_refused() {
+        for (yaml, field) in [
+            ("auth: {uids: [], gids: []}", "auth.uids"),
+            ("policy: {file: policy.yaml}", "policy.file"),
+            (
+                "auth: {tokens: {jwks: jwks.json, issuer: i, audience: a}}",
+                "auth.tokens.jwks",
+            ),
+            (
+                "auth: {tokens: {jwks: /j.json, issuer: \"\", audience: a}}",
+                "auth.tokens",
+            ),
+        ] {
+            let e = Config::from_yaml(yaml)
+                .and_then(|c| c.validate())
+                .unwrap_err();
+            assert!(e.to_string().contains(field), "{yaml}: {e}");
+        }
+        assert!(Config::from_yaml("auth: {tokens: {jwks: /j.json}}").is_err());
+    }
+}

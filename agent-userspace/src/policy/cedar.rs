@@ -271,11 +271,13 @@ impl Engine {
         if let Some(e) = response.diagnostics().errors().next() {
             return Err(e.to_string());
         }
-        let reasons = response
+        let mut reasons: Vec<String> = response
             .diagnostics()
             .reason()
             .map(ToString::to_string)
             .collect();
+        // Cedar reports a set; sorted, refusals read the same every time.
+        reasons.sort();
         Ok((response.decision(), reasons))
     }
 
