@@ -188,22 +188,8 @@ fn a_pending_grant_is_denied_in_the_kernel_until_approved() {
         gated.join(", ")
     );
     let (d, _f) = with_policy("pol-approve", &policy, "");
-    let p = probe().display().to_string();
     // One gated grant asked for at creation, the others added later.
-    let o = d.run(&[
-        "task",
-        "create",
-        "--agent",
-        "ci",
-        "--allow-exec",
-        &p,
-        "--allow-connect",
-        &format!("127.0.0.1:{port}/tcp"),
-        "--allow-connect",
-        &format!("127.0.0.1:{}/tcp", a.tcp4_port()),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let id = stdout(&o);
+    let id = create_ci(&d, &[port, a.tcp4_port()]);
     let task = task_json(&d, &id);
     let pending: Vec<&serde_json::Value> = task["grants"]
         .as_array()
@@ -241,6 +227,27 @@ fn a_pending_grant_is_denied_in_the_kernel_until_approved() {
 
     rejected_stays_denied(&d, &mut s, &id, &b);
     expired_stays_denied(&d, &mut s, &id, &c);
+}
+
+/// A task of agent `ci` allowed the probe and TCP to these loopback ports; its id.
+fn create_ci(d: &DaemonGuard, ports: &[u16]) -> String {
+    let p = probe().display().to_string();
+    let mut args = vec![
+        "task".to_owned(),
+        "create".into(),
+        "--agent".into(),
+        "ci".into(),
+    ];
+    args.extend(["--allow-exec".to_owned(), p]);
+    for port in ports {
+        args.extend([
+            "--allow-connect".to_owned(),
+            format!("127.0.0.1:{port}/tcp"),
+        ]);
+    }
+    let o = d.cli().args(&args).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    stdout(&o)
 }
 
 /// `leash grant add ID --connect 127.0.0.1:PORT/tcp`.
@@ -309,21 +316,7 @@ fn reload_keeps_the_old_policy_on_a_bad_file_and_revokes_what_a_narrower_one_ref
     };
     let (pa, pb) = (a.tcp4_port(), b.tcp4_port());
     let (d, f) = with_policy("pol-reload", &rule(&[pa, pb]), "");
-    let p = probe().display().to_string();
-    let o = d.run(&[
-        "task",
-        "create",
-        "--agent",
-        "ci",
-        "--allow-exec",
-        &p,
-        "--allow-connect",
-        &format!("127.0.0.1:{pa}/tcp"),
-        "--allow-connect",
-        &format!("127.0.0.1:{pb}/tcp"),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let id = stdout(&o);
+    let id = create_ci(&d, &[pa, pb]);
     let mut s = TaskSession::join(&d, &id);
     assert_eq!(s.run(&format!("connect tcp 127.0.0.1 {pb}")), "ok");
 

@@ -247,6 +247,7 @@ impl Daemon {
             req,
             &self.limits,
             &caller_root(caller),
+            0,
         )?;
         self.recorded
             .grant_apply
@@ -263,6 +264,18 @@ impl Daemon {
     }
 
     pub fn revoke_grant(&self, id: u64, gid: &str, reason: &str) -> Result<(), RegistryError> {
+        self.remove_grant(id, gid, "grant_revoked", reason, None)
+    }
+
+    /// Removes a grant and records it as `kind`, naming who decided when `by` is given.
+    fn remove_grant(
+        &self,
+        id: u64,
+        gid: &str,
+        kind: &str,
+        reason: &str,
+        by: Option<&str>,
+    ) -> Result<(), RegistryError> {
         let mut inner = self.lock();
         let Inner { enforcer, tasks } = &mut *inner;
         let g = tasks.revoke_grant(enforcer.maps_mut(), id, gid)?;
@@ -270,12 +283,11 @@ impl Daemon {
         self.save(&inner, id);
         drop(inner);
         if let Some(rec) = rec {
-            self.lifecycle_event(
-                &rec,
-                "grant_revoked",
-                json!({ "grant_id": g.id, "kind": g.kind, "spec": g.spec }),
-                reason,
-            );
+            let mut target = json!({ "grant_id": g.id, "kind": g.kind, "spec": g.spec });
+            if let Some(by) = by {
+                target["by"] = by.into();
+            }
+            self.lifecycle_event(&rec, kind, target, reason);
         }
         Ok(())
     }

@@ -255,7 +255,7 @@ impl Daemon {
         if task_expiry != 0 {
             until = until.min(task_expiry);
         }
-        let gid = tasks.add_grant_pending(
+        let gid = tasks.add_grant(
             enforcer.maps_mut(),
             id,
             req,
@@ -368,25 +368,12 @@ impl Daemon {
     }
 
     fn drop_pending(&self, id: u64, gid: &str, kind: &str, by: &str) -> Result<(), RegistryError> {
-        let mut inner = self.lock();
-        let Inner { enforcer, tasks } = &mut *inner;
-        let g = tasks.revoke_grant(enforcer.maps_mut(), id, gid)?;
-        let rec = tasks.get(id).cloned();
-        self.save(&inner, id);
-        drop(inner);
-        if let Some(rec) = rec {
-            self.lifecycle_event(
-                &rec,
-                kind,
-                json!({ "grant_id": g.id, "kind": g.kind, "spec": g.spec, "by": by }),
-                if kind == "grant_rejected" {
-                    "rejected"
-                } else {
-                    "approval expired"
-                },
-            );
-        }
-        Ok(())
+        let reason = if kind == "grant_rejected" {
+            "rejected"
+        } else {
+            "approval expired"
+        };
+        self.remove_grant(id, gid, kind, reason, Some(by))
     }
 
     fn decision_event(
@@ -409,23 +396,23 @@ impl Daemon {
         }
     }
 
-    /// Drops grants whose wait for approval is over.
-    pub fn sweep_pending(&self, now_ns: u64) {
-        let expired: Vec<(u64, String)> = self
-            .lock()
+    /// Every grant of every live task: (task, agent, grant).
+    fn live_grants(&self) -> Vec<(u64, String, registry::GrantRecord)> {
+        self.lock()
             .tasks
             .tasks
             .values()
             .filter(|t| t.state != types::TaskState::Ended)
-            .flat_map(|t| {
-                t.grants
-                    .iter()
-                    .filter(|g| g.pending_ns != 0 && now_ns >= g.pending_ns)
-                    .map(move |g| (t.id, g.id.clone()))
-            })
-            .collect();
-        for (id, gid) in expired {
-            let _ = self.drop_pending(id, &gid, "grant_expired", "leash");
+            .flat_map(|t| t.grants.iter().map(|g| (t.id, t.agent.clone(), g.clone())))
+            .collect()
+    }
+
+    /// Drops grants whose wait for approval is over.
+    pub fn sweep_pending(&self, now_ns: u64) {
+        for (id, _, g) in self.live_grants() {
+            if g.pending_ns != 0 && now_ns >= g.pending_ns {
+                let _ = self.drop_pending(id, &g.id, "grant_expired", "leash");
+            }
         }
     }
 
@@ -444,26 +431,16 @@ impl Daemon {
             .policy
             .write()
             .unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&policy));
-        let grants: Vec<(u64, String, String, GrantKind, String)> = self
-            .lock()
-            .tasks
-            .tasks
-            .values()
-            .filter(|t| t.state != types::TaskState::Ended)
-            .flat_map(|t| {
-                t.grants
-                    .iter()
-                    .map(move |g| (t.id, t.agent.clone(), g.id.clone(), g.kind, g.spec.clone()))
-            })
-            .collect();
         let mut revoked = 0;
-        for (id, agent, gid, kind, spec) in grants {
-            let g = GrantSpec {
-                kind: kind_of(kind),
-                spec,
+        for (id, agent, g) in self.live_grants() {
+            let spec = GrantSpec {
+                kind: kind_of(g.kind),
+                spec: g.spec,
             };
-            if let Verdict::Deny(m) = policy.check_grant(&agent, &g)
-                && self.revoke_grant(id, &gid, &format!("policy: {m}")).is_ok()
+            if let Verdict::Deny(m) = policy.check_grant(&agent, &spec)
+                && self
+                    .revoke_grant(id, &g.id, &format!("policy: {m}"))
+                    .is_ok()
             {
                 revoked += 1;
             }

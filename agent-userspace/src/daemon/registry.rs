@@ -366,21 +366,9 @@ impl Tasks {
         Ok(id)
     }
 
-    /// Adds one grant; it is in the kernel when this returns.
+    /// Adds one grant; it is in the kernel when this returns. With `pending_ns` != 0
+    /// the grant is pending approval until then: recorded, but kept out of the kernel.
     pub fn add_grant(
-        &mut self,
-        maps: &mut Maps,
-        id: u64,
-        req: &types::AddGrant,
-        limits: &Limits,
-        root: &Path,
-    ) -> Result<String, RegistryError> {
-        self.add_grant_pending(maps, id, req, limits, root, 0)
-    }
-
-    /// [`Self::add_grant`], or with `pending_ns` != 0 a grant pending approval until
-    /// then, recorded but kept out of the kernel.
-    pub fn add_grant_pending(
         &mut self,
         maps: &mut Maps,
         id: u64,
