@@ -315,7 +315,7 @@ fn reload_keeps_the_old_policy_on_a_bad_file_and_revokes_what_a_narrower_one_ref
         )
     };
     let (pa, pb) = (a.tcp4_port(), b.tcp4_port());
-    let (d, f) = with_policy("pol-reload", &rule(&[pa, pb]), "");
+    let (mut d, f) = with_policy("pol-reload", &rule(&[pa, pb]), "");
     let id = create_ci(&d, &[pa, pb]);
     let mut s = TaskSession::join(&d, &id);
     assert_eq!(s.run(&format!("connect tcp 127.0.0.1 {pb}")), "ok");
@@ -366,6 +366,20 @@ fn reload_keeps_the_old_policy_on_a_bad_file_and_revokes_what_a_narrower_one_ref
     );
     let o = add_connect(&d, &id, pb);
     assert!(stderr(&o).contains("outside the ceiling"), "{}", stderr(&o));
+
+    // A daemon restarting under a policy that refuses what an adopted task holds
+    // revokes it at start.
+    f.write(&rule(&[pb]));
+    d.kill9();
+    d.spawn();
+    wait_for("the grant refused at start to be revoked", || {
+        task_json(&d, &id)["grants"].as_array().unwrap().len() == 1
+    });
+    assert_eq!(
+        s.run(&format!("connect tcp 127.0.0.1 {pa}")),
+        EPERM,
+        "revoked at start"
+    );
 }
 
 mod tokens {
@@ -379,24 +393,22 @@ mod tokens {
     }
 
     impl Signer {
-        /// A fresh RSA key (openssl) and its JWKS, kid `k1`.
+        /// A fresh Ed25519 key and its JWKS, kid `k1`. The key is 32 random bytes in a
+        /// PKCS#8 wrapper, so no tool is needed (the VM guest has none).
         pub fn new(name: &str) -> Self {
-            let pem = TempFile::new(&format!("{name}.pem"), "");
-            let o = std::process::Command::new("openssl")
-                .args([
-                    "genpkey",
-                    "-algorithm",
-                    "RSA",
-                    "-pkeyopt",
-                    "rsa_keygen_bits:2048",
-                    "-out",
-                ])
-                .arg(&pem.0)
-                .output()
-                .expect("openssl");
-            assert!(o.status.success());
-            let key = EncodingKey::from_rsa_pem(&std::fs::read(&pem.0).unwrap()).unwrap();
-            let mut jwk = Jwk::from_encoding_key(&key, Algorithm::RS256).unwrap();
+            use std::io::Read as _;
+            const PKCS8_ED25519: [u8; 16] = [
+                0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
+                0x04, 0x20,
+            ];
+            let mut der = PKCS8_ED25519.to_vec();
+            let mut seed = [0u8; 32];
+            std::fs::File::open("/dev/urandom")
+                .and_then(|mut f| f.read_exact(&mut seed))
+                .unwrap();
+            der.extend_from_slice(&seed);
+            let key = EncodingKey::from_ed_der(&der);
+            let mut jwk = Jwk::from_encoding_key(&key, Algorithm::EdDSA).unwrap();
             jwk.common.key_id = Some("k1".into());
             let jwks = TempFile::new(
                 &format!("{name}-jwks.json"),
@@ -410,7 +422,7 @@ mod tokens {
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap()
                 .as_secs() as i64;
-            let mut h = Header::new(Algorithm::RS256);
+            let mut h = Header::new(Algorithm::EdDSA);
             h.kid = Some("k1".into());
             let claims = serde_json::json!({ "sub": sub, "iss": "https://issuer.test", "aud": aud, "exp": now + exp_in });
             encode(&h, &claims, &self.key).unwrap()

@@ -143,6 +143,7 @@ impl Verifier {
         validation.set_audience(&[&self.audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.leeway = LEEWAY_SECS;
+        validation.validate_nbf = true;
         let mut last = None;
         for k in candidates {
             match decode::<serde_json::Value>(token, &k.decoding, &validation) {

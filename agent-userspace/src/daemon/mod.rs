@@ -66,6 +66,9 @@ impl Daemon {
             guard,
         });
         daemon.adopt();
+        if let Some(policy) = daemon.guard.current() {
+            daemon.enforce_policy(&policy);
+        }
         Ok(daemon)
     }
 

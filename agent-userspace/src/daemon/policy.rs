@@ -431,6 +431,14 @@ impl Daemon {
             .policy
             .write()
             .unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&policy));
+        let revoked = self.enforce_policy(&policy);
+        tracing::info!(revoked, "policy reloaded: {}", self.guard.describe());
+        Ok(revoked)
+    }
+
+    /// Revokes every live grant `policy` refuses (after a reload, or at start when
+    /// adopted tasks were granted under another policy); returns how many.
+    pub fn enforce_policy(&self, policy: &Policy) -> usize {
         let mut revoked = 0;
         for (id, agent, g) in self.live_grants() {
             let spec = GrantSpec {
@@ -445,8 +453,7 @@ impl Daemon {
                 revoked += 1;
             }
         }
-        tracing::info!(revoked, "policy reloaded: {}", self.guard.describe());
-        Ok(revoked)
+        revoked
     }
 }
 

@@ -135,6 +135,10 @@ fn every_case_of_token() {
     let e = refused(&forged);
     assert!(e.contains("InvalidSignature"), "{e}");
     assert!(refused("not-a-token").contains("malformed"));
+    let mut early = good.clone();
+    early["nbf"] = json!(now() + 3600);
+    let e = refused(&keys.token("ed", &early));
+    assert!(e.contains("ImmatureSignature"), "{e}");
 }
 
 #[test]
