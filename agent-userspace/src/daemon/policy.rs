@@ -501,3 +501,66 @@ pub async fn reload_on_sighup(daemon: Arc<Daemon>) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use super::*;
+
+    fn grant(spec: &str) -> registry::GrantRecord {
+        registry::resolve(
+            GrantKind::Connect,
+            spec,
+            "g1".into(),
+            0,
+            std::path::Path::new("/"),
+        )
+        .unwrap()
+    }
+
+    fn net(addr: &str, port: u16, protocol: &str) -> Target {
+        Target::Net {
+            addr: addr.parse::<IpAddr>().unwrap(),
+            port,
+            protocol: protocol.into(),
+        }
+    }
+
+    #[test]
+    fn denials_of_pending_grants_are_recognized() {
+        let pending = [
+            grant("10.1.0.0/16:8000-8100/tcp"),
+            grant("[2001:db8::]/32:53"),
+        ];
+        assert!(is_pending_target(&pending, &net("10.1.200.3", 8080, "tcp")));
+        assert!(is_pending_target(&pending, &net("2001:db8::1", 53, "udp")));
+        for other in [
+            net("10.2.0.1", 8080, "tcp"),
+            net("10.1.0.1", 8101, "tcp"),
+            net("10.1.0.1", 8080, "udp"),
+            net("2001:db9::1", 53, "udp"),
+        ] {
+            assert!(!is_pending_target(&pending, &other), "{other:?}");
+        }
+        let all = [grant("0.0.0.0/0:*")];
+        assert!(is_pending_target(&all, &net("192.0.2.1", 1, "udp")));
+        assert!(!is_pending_target(&[], &net("192.0.2.1", 1, "udp")));
+        let exec = registry::GrantRecord {
+            files: vec![registry::FileRecord {
+                path: "/bin/x".into(),
+                dev: 8,
+                ino: 42,
+                script: false,
+            }],
+            ..grant("127.0.0.1:1")
+        };
+        let target = |ino| Target::Exec {
+            path: "/bin/x".into(),
+            dev: 8,
+            ino,
+        };
+        assert!(is_pending_target(std::slice::from_ref(&exec), &target(42)));
+        assert!(!is_pending_target(&[exec], &target(43)));
+    }
+}
