@@ -11,8 +11,9 @@ use anyhow::{Context as _, bail};
 use crate::util::{self, BpfLinker};
 
 /// Debian packages the tests and the daemon's operators use (`bpftool prog`, `ip`,
-/// `promtool` from prometheus to check the metrics exposition and the alert rules).
-const APT_PACKAGES: &[&str] = &["bpftool", "iproute2", "prometheus"];
+/// `promtool` from prometheus to check the metrics exposition and the alert rules,
+/// `openssl` to make the test keys of the bearer-token tests).
+const APT_PACKAGES: &[&str] = &["bpftool", "iproute2", "prometheus", "openssl"];
 
 /// Components of the nightly toolchain: aya-build compiles the eBPF crate with
 /// `-Z build-std=core` (rust-src), and `cargo xtask test` lints it (clippy).
@@ -47,7 +48,7 @@ pub fn run(mode: Mode) -> anyhow::Result<()> {
         ("nightly toolchain (rust-src, clippy)", nightly),
         ("host toolchain (clippy, rustfmt)", host_components),
         ("bpf-linker 0.13", bpf_linker),
-        ("apt packages (bpftool, iproute2, prometheus)", apt_packages),
+        ("apt packages (bpftool, iproute2, prometheus, openssl)", apt_packages),
     ];
     for (name, step) in steps {
         match step(mode).with_context(|| format!("setup step `{name}` failed"))? {
