@@ -11,7 +11,8 @@ pub const TASKS: &str = "TASKS";
 pub const EXEC_GRANTS: &str = "EXEC_GRANTS";
 /// [`crate::ScriptKey`] → [`crate::ExecGrant`] (portable backend only).
 pub const SCRIPT_GRANTS: &str = "SCRIPT_GRANTS";
-/// LPM trie: [`crate::NetKey`] → [`crate::NetRules`].
+/// Hash of maps: task id → that task's LPM trie (IPv6 or mapped IPv4 address →
+/// [`crate::NetRules`]).
 pub const NET_GRANTS: &str = "NET_GRANTS";
 /// Ring buffer of [`crate::Event`].
 pub const EVENTS: &str = "EVENTS";
@@ -37,6 +38,7 @@ pub const PROCS_CAPACITY: u32 = 65_536;
 pub const TASKS_CAPACITY: u32 = 16_384;
 pub const EXEC_GRANTS_CAPACITY: u32 = 65_536;
 pub const SCRIPT_GRANTS_CAPACITY: u32 = 4_096;
+/// Entries of one task's network trie (allocated per entry, not preallocated).
 pub const NET_GRANTS_CAPACITY: u32 = 65_536;
 pub const EVENTS_BYTES: u32 = 1 << 22;
 

@@ -129,8 +129,20 @@ impl Enforcer {
             .btf(Some(&btf))
             .override_global(GLOBAL_NAME, &offsets, true)
             .override_global(aya_log::LEVEL, &level, false);
+        let mut net_capacity = names::NET_GRANTS_CAPACITY;
         for &(name, capacity) in &opts.capacities {
-            loader.map_max_entries(name, capacity);
+            match name {
+                // The network grants live in one trie per task: the configured size is
+                // that of each trie, and the outer map holds at most one per task.
+                names::NET_GRANTS => net_capacity = capacity,
+                names::TASKS => {
+                    loader.map_max_entries(name, capacity);
+                    loader.map_max_entries(names::NET_GRANTS, capacity);
+                }
+                _ => {
+                    loader.map_max_entries(name, capacity);
+                }
+            }
         }
         let map_pins: Vec<(&'static str, PathBuf)> = match &opts.pin_dir {
             Some(dir) => {
@@ -159,7 +171,7 @@ impl Enforcer {
                 None
             }
         };
-        let maps = Maps::take(&mut ebpf)?;
+        let maps = Maps::take(&mut ebpf, net_capacity)?;
         let ring = ebpf
             .take_map(names::EVENTS)
             .ok_or(MapsError::Missing(names::EVENTS))?;

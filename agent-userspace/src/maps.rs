@@ -8,7 +8,7 @@ use agent_common::{
 };
 use aya::{
     Ebpf,
-    maps::{HashMap, LpmTrie, MapData, MapError, PerCpuArray, lpm_trie::Key},
+    maps::{HashMap, HashOfMaps, LpmTrie, MapData, MapError, PerCpuArray, lpm_trie::Key},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -35,13 +35,24 @@ pub enum MapsError {
     },
 }
 
+/// `BPF_F_NO_PREALLOC` (uapi `bpf.h`): the kernel requires it of LPM tries.
+const BPF_F_NO_PREALLOC: u32 = 1;
+
+/// One task's network trie: address (IPv6 or mapped IPv4) → rules.
+type NetTrie = LpmTrie<MapData, [u8; 16], NetRules>;
+
 /// Handles on every map the control plane writes or reads.
 pub struct Maps {
     procs: HashMap<MapData, u32, u64>,
     tasks: HashMap<MapData, u64, TaskInfo>,
     exec: HashMap<MapData, ExecKey, ExecGrant>,
     scripts: HashMap<MapData, ScriptKey, ExecGrant>,
-    net: LpmTrie<MapData, NetKey, NetRules>,
+    net: HashOfMaps<MapData, u64, NetTrie>,
+    /// A second handle on the `net` map, for its info and fdinfo (the typed handle
+    /// does not expose its `MapData`).
+    net_meta: MapData,
+    /// Capacity of each task's trie (`maps.net_grants`).
+    net_capacity: u32,
     decisions: PerCpuArray<MapData, u64>,
     stats: PerCpuArray<MapData, u64>,
 }
@@ -52,6 +63,28 @@ where
 {
     let map = ebpf.take_map(name).ok_or(MapsError::Missing(name))?;
     T::try_from(map).map_err(|source| MapsError::Type { map: name, source })
+}
+
+/// Takes the network map, with a second handle on it opened by id.
+fn take_net(ebpf: &mut Ebpf) -> Result<(HashOfMaps<MapData, u64, NetTrie>, MapData), MapsError> {
+    let name = names::NET_GRANTS;
+    let map = ebpf.take_map(name).ok_or(MapsError::Missing(name))?;
+    let meta = match &map {
+        aya::maps::Map::HashOfMaps(data) => {
+            Some(data.info().and_then(|i| MapData::from_id(i.id())))
+        }
+        _ => None,
+    };
+    // A map of another type fails here, with the type error.
+    let net = HashOfMaps::try_from(map).map_err(|source| MapsError::Type { map: name, source })?;
+    let meta = meta
+        .ok_or(MapsError::Missing(name))?
+        .map_err(|source| MapsError::Op {
+            op: "open",
+            map: name,
+            source,
+        })?;
+    Ok((net, meta))
 }
 
 fn is_full(e: &MapError) -> bool {
@@ -108,14 +141,18 @@ pub struct TaskKeys {
 pub type DecisionCounts = [[u64; 3]; 3];
 
 impl Maps {
-    /// Takes the maps out of a loaded object.
-    pub fn take(ebpf: &mut Ebpf) -> Result<Self, MapsError> {
+    /// Takes the maps out of a loaded object. `net_capacity` sizes each task's
+    /// network trie.
+    pub fn take(ebpf: &mut Ebpf, net_capacity: u32) -> Result<Self, MapsError> {
+        let (net, net_meta) = take_net(ebpf)?;
         Ok(Self {
+            net,
+            net_meta,
+            net_capacity,
             procs: take(ebpf, names::PROCS)?,
             tasks: take(ebpf, names::TASKS)?,
             exec: take(ebpf, names::EXEC_GRANTS)?,
             scripts: take(ebpf, names::SCRIPT_GRANTS)?,
-            net: take(ebpf, names::NET_GRANTS)?,
             decisions: take(ebpf, names::DECISIONS)?,
             stats: take(ebpf, names::STATS)?,
         })
@@ -189,37 +226,86 @@ impl Maps {
         task: u64,
         entries: &[(u32, NetKey, NetRules)],
     ) -> Result<(), MapsError> {
+        if entries.is_empty() {
+            return self.remove_net_task(task);
+        }
         self.insert_net(entries)?;
-        let stale: Vec<_> = self
-            .net
+        let Some(mut trie) = self.trie_of(task)? else {
+            return Ok(());
+        };
+        let stale: Vec<_> = trie
             .keys()
             .filter_map(Result::ok)
             .filter(|k| {
-                k.data().task == task
-                    && !entries
-                        .iter()
-                        .any(|(p, key, _)| *p == k.prefix_len() && key.addr == k.data().addr)
+                !entries
+                    .iter()
+                    .any(|(p, key, _)| *p == k.prefix_len() && key.addr == k.data())
             })
             .collect();
         for k in stale {
-            removed(self.net.remove(&k), names::NET_GRANTS)?;
+            removed(trie.remove(&k), names::NET_GRANTS)?;
         }
         Ok(())
     }
 
-    /// Inserts (or replaces) network entries.
+    /// The network trie of a task, if it has one.
+    fn trie_of(&self, task: u64) -> Result<Option<NetTrie>, MapsError> {
+        match self.net.get(&task, 0) {
+            Ok(trie) => Ok(Some(trie)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(source) => Err(MapsError::Op {
+                op: "lookup",
+                map: names::NET_GRANTS,
+                source,
+            }),
+        }
+    }
+
+    /// Inserts (or replaces) network entries. A task's trie is created with its first
+    /// entries and published only once they are in.
     pub fn insert_net(&mut self, entries: &[(u32, NetKey, NetRules)]) -> Result<(), MapsError> {
-        for (prefix, key, rules) in entries {
-            self.net
-                .insert(&Key::new(*prefix, *key), rules, 0)
-                .map_err(op_err("insert", names::NET_GRANTS))?;
+        let mut rest = entries;
+        while let Some((_, first, _)) = rest.first() {
+            let task = first.task;
+            let n = rest.iter().take_while(|(_, k, _)| k.task == task).count();
+            let (group, tail) = rest.split_at(n);
+            rest = tail;
+            let (mut trie, new) = match self.trie_of(task)? {
+                Some(trie) => (trie, false),
+                None => (
+                    NetTrie::create(self.net_capacity, BPF_F_NO_PREALLOC)
+                        .map_err(op_err("create", names::NET_GRANTS))?,
+                    true,
+                ),
+            };
+            for (prefix, key, rules) in group {
+                trie.insert(&Key::new(*prefix, key.addr), rules, 0)
+                    .map_err(op_err("insert", names::NET_GRANTS))?;
+            }
+            if new {
+                self.net
+                    .insert(task, &trie, 0)
+                    .map_err(op_err("insert", names::NET_GRANTS))?;
+            }
         }
         Ok(())
     }
 
-    /// Removes one network entry.
+    /// Removes one network entry; a trie left empty leaves with it.
     pub fn remove_net(&mut self, prefix: u32, key: NetKey) -> Result<(), MapsError> {
-        removed(self.net.remove(&Key::new(prefix, key)), names::NET_GRANTS)
+        let Some(mut trie) = self.trie_of(key.task)? else {
+            return Ok(());
+        };
+        removed(trie.remove(&Key::new(prefix, key.addr)), names::NET_GRANTS)?;
+        if trie.keys().next().is_none() {
+            self.remove_net_task(key.task)?;
+        }
+        Ok(())
+    }
+
+    /// Removes every network entry of a task at once (its whole trie).
+    pub fn remove_net_task(&mut self, task: u64) -> Result<(), MapsError> {
+        removed(self.net.remove(&task), names::NET_GRANTS)
     }
 
     /// Every grant key in the kernel, grouped by task, in one pass per map (for a
@@ -233,11 +319,20 @@ impl Maps {
         for k in self.scripts.keys().filter_map(Result::ok) {
             out.entry(k.task).or_default().scripts.push(k);
         }
-        for k in self.net.keys().filter_map(Result::ok) {
-            out.entry(k.data().task)
-                .or_default()
-                .net
-                .push((k.prefix_len(), k.data()));
+        for task in self.net.keys().filter_map(Result::ok) {
+            let Ok(Some(trie)) = self.trie_of(task) else {
+                continue;
+            };
+            let net = &mut out.entry(task).or_default().net;
+            for k in trie.keys().filter_map(Result::ok) {
+                net.push((
+                    k.prefix_len(),
+                    NetKey {
+                        task,
+                        addr: k.data(),
+                    },
+                ));
+            }
         }
         out
     }
@@ -319,7 +414,7 @@ impl Maps {
             (
                 names::NET_GRANTS,
                 self.net.keys().count() as u64,
-                cap(self.net.map()),
+                cap(&self.net_meta),
             ),
         ]
     }
@@ -345,8 +440,22 @@ impl Maps {
             (names::TASKS, read(self.tasks.map())),
             (names::EXEC_GRANTS, read(self.exec.map())),
             (names::SCRIPT_GRANTS, read(self.scripts.map())),
-            (names::NET_GRANTS, read(self.net.map())),
+            (
+                names::NET_GRANTS,
+                read(&self.net_meta) + self.net_tries_memlock(read),
+            ),
         ]
+    }
+
+    /// Kernel memory of every task's network trie, by `read` on each.
+    fn net_tries_memlock(&self, read: impl Fn(&MapData) -> u64) -> u64 {
+        use aya::maps::IterableMap as _;
+        self.net
+            .keys()
+            .filter_map(Result::ok)
+            .filter_map(|task| self.trie_of(task).ok().flatten())
+            .map(|trie| read(trie.map()))
+            .sum()
     }
 
     /// Threads currently tagged with `task`.

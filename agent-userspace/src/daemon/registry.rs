@@ -712,9 +712,9 @@ fn uninstall(maps: &mut Maps, id: u64, installed: &mut Installed) -> Result<(), 
     for key in installed.scripts.drain() {
         maps.revoke_script(&key)?;
     }
-    for (prefix, addr) in installed.net.drain() {
-        maps.remove_net(prefix, NetKey { task: id, addr })?;
-    }
+    // The task's network entries are one trie: it leaves whole.
+    maps.remove_net_task(id)?;
+    installed.net.clear();
     Ok(())
 }
 
