@@ -105,6 +105,16 @@ pub struct Enforcer {
     logger: Option<EbpfLogger<&'static dyn log::Log>>,
 }
 
+/// File name of a map's pin. A map whose layout changed gets a new name, so a daemon
+/// of another version never adopts a map it cannot read.
+fn pin_name(map: &str) -> &str {
+    if map == names::NET_GRANTS {
+        "NET_GRANTS_BY_TASK"
+    } else {
+        map
+    }
+}
+
 /// The tracepoint or hook each program attaches to.
 fn attach_point(program: &str) -> &'static str {
     use names::programs as p;
@@ -154,7 +164,7 @@ impl Enforcer {
                 }
                 names::ALL
                     .iter()
-                    .map(|n| (*n, dir.join("maps").join(n)))
+                    .map(|n| (*n, dir.join("maps").join(pin_name(n))))
                     .collect()
             }
             None => Vec::new(),
@@ -164,6 +174,18 @@ impl Enforcer {
             loader.map_pin_path(name, path.as_path());
         }
         let mut ebpf = loader.load(EBPF_OBJECT).map_err(LoadError::Object)?;
+        if let Some(dir) = &opts.pin_dir {
+            // The single network trie of earlier versions: its tasks' grants are
+            // re-applied to the per-task tries on adoption; the old programs that still
+            // use it are detached by the link hand-over below.
+            let legacy = dir.join("maps").join(names::NET_GRANTS);
+            if legacy.exists() {
+                fs::remove_file(&legacy).map_err(|source| LoadError::PinDir {
+                    path: legacy,
+                    source,
+                })?;
+            }
+        }
         let logger = match EbpfLogger::init(&mut ebpf) {
             Ok(l) => Some(l),
             Err(e) => {

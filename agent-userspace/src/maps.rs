@@ -385,38 +385,49 @@ impl Maps {
             .collect()
     }
 
-    /// Entries and capacity of each map, for status and metrics.
+    /// Capacity of each map (of `NET_GRANTS`: of one task's trie), one syscall each.
     #[must_use]
-    pub fn usage(&self) -> Vec<(&'static str, u64, u64)> {
+    pub fn capacities(&self) -> [(&'static str, u64); 5] {
         use aya::maps::IterableMap as _;
         let cap = |m: &MapData| m.info().map_or(0, |i| u64::from(i.max_entries()));
-        vec![
-            (
-                names::PROCS,
-                self.procs.keys().count() as u64,
-                cap(self.procs.map()),
-            ),
-            (
-                names::TASKS,
-                self.tasks.keys().count() as u64,
-                cap(self.tasks.map()),
-            ),
-            (
-                names::EXEC_GRANTS,
-                self.exec.keys().count() as u64,
-                cap(self.exec.map()),
-            ),
-            (
-                names::SCRIPT_GRANTS,
-                self.scripts.keys().count() as u64,
-                cap(self.scripts.map()),
-            ),
-            (
-                names::NET_GRANTS,
-                self.net.keys().count() as u64,
-                cap(&self.net_meta),
-            ),
+        [
+            (names::PROCS, cap(self.procs.map())),
+            (names::TASKS, cap(self.tasks.map())),
+            (names::EXEC_GRANTS, cap(self.exec.map())),
+            (names::SCRIPT_GRANTS, cap(self.scripts.map())),
+            (names::NET_GRANTS, u64::from(self.net_capacity)),
         ]
+    }
+
+    /// Tagged threads, by walking the process map (one syscall per entry).
+    #[must_use]
+    pub fn procs_len(&self) -> u64 {
+        self.procs.keys().count() as u64
+    }
+
+    /// Entries and capacity of each map, counted by walking every map (one syscall per
+    /// entry): for `leash status`; the metrics count from the daemon's records.
+    #[must_use]
+    pub fn usage(&self) -> Vec<(&'static str, u64, u64)> {
+        let net: u64 = self
+            .net
+            .keys()
+            .filter_map(Result::ok)
+            .filter_map(|task| self.trie_of(task).ok().flatten())
+            .map(|trie| trie.keys().count() as u64)
+            .sum();
+        let entries = [
+            self.procs_len(),
+            self.tasks.keys().count() as u64,
+            self.exec.keys().count() as u64,
+            self.scripts.keys().count() as u64,
+            net,
+        ];
+        self.capacities()
+            .into_iter()
+            .zip(entries)
+            .map(|((name, cap), n)| (name, n, cap))
+            .collect()
     }
 
     /// Kernel memory charged to each map (`memlock` in the map fd's fdinfo), in bytes.

@@ -392,7 +392,7 @@ impl Daemon {
                 decisions,
                 tasks_active: active.into_iter().collect(),
                 grants_active: [("exec", exec), ("connect", connect)],
-                maps: maps.usage(),
+                maps: kernel_usage(maps, &inner.tasks),
                 events_lost: stat(agent_common::maps::Stat::EventsLost),
                 tag_failures: stat(agent_common::maps::Stat::TagFailed),
                 killed: stat(agent_common::maps::Stat::Killed),
@@ -586,4 +586,21 @@ pub async fn sweeper(daemon: Arc<Daemon>, mut shutdown: tokio::sync::watch::Rece
 /// Removes the daemon's state files (`leash daemon --cleanup`).
 pub fn clear_state(config: &Config) {
     store::Store::new(config.state_dir.clone()).clear();
+}
+
+/// Entries and capacity of each map for a scrape. Grant and task entries come from the
+/// registry's records (walking the maps cost one syscall per entry: 3.6 ms with 1000
+/// tasks); only the process map, which the kernel fills on fork, is walked.
+fn kernel_usage(maps: &crate::maps::Maps, tasks: &Tasks) -> Vec<(&'static str, u64, u64)> {
+    let counted = tasks.kernel_entries();
+    maps.capacities()
+        .into_iter()
+        .map(|(name, cap)| {
+            let n = counted
+                .iter()
+                .find(|(c, _)| *c == name)
+                .map_or_else(|| maps.procs_len(), |(_, n)| *n);
+            (name, n, cap)
+        })
+        .collect()
 }

@@ -696,6 +696,26 @@ impl Tasks {
         Vec::new()
     }
 
+    /// Kernel entries of each map this registry installed (`TASKS`, `EXEC_GRANTS`,
+    /// `SCRIPT_GRANTS`, `NET_GRANTS`), from its own records: no map walk.
+    #[must_use]
+    pub fn kernel_entries(&self) -> [(&'static str, u64); 4] {
+        use agent_common::maps as names;
+        let mut n = [0u64; 4];
+        for t in self.tasks.values().filter(|t| t.is_live()) {
+            n[0] += 1;
+            n[1] += t.installed.exec.len() as u64;
+            n[2] += t.installed.scripts.len() as u64;
+            n[3] += t.installed.net.len() as u64;
+        }
+        [
+            (names::TASKS, n[0]),
+            (names::EXEC_GRANTS, n[1]),
+            (names::SCRIPT_GRANTS, n[2]),
+            (names::NET_GRANTS, n[3]),
+        ]
+    }
+
     #[must_use]
     pub fn active_count(&self) -> u64 {
         self.tasks.values().filter(|t| t.is_live()).count() as u64
