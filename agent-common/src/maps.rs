@@ -14,6 +14,8 @@ pub const SCRIPT_GRANTS: &str = "SCRIPT_GRANTS";
 /// Hash of maps: task id → that task's LPM trie (IPv6 or mapped IPv4 address →
 /// [`crate::NetRules`]).
 pub const NET_GRANTS: &str = "NET_GRANTS";
+/// Cgroup id → 1: the cgroups the network hooks are attached to (attach scope `task`).
+pub const LEASH_CGROUPS: &str = "LEASH_CGROUPS";
 /// Ring buffer of [`crate::Event`].
 pub const EVENTS: &str = "EVENTS";
 /// Per-CPU decision counters, indexed by [`crate::event::counter_index`].
@@ -22,7 +24,7 @@ pub const DECISIONS: &str = "DECISIONS";
 pub const STATS: &str = "STATS";
 
 /// Every map of the object, for checks and for `leash status`.
-pub const ALL: [&str; 8] = [
+pub const ALL: [&str; 9] = [
     PROCS,
     TASKS,
     EXEC_GRANTS,
@@ -31,6 +33,7 @@ pub const ALL: [&str; 8] = [
     EVENTS,
     DECISIONS,
     STATS,
+    LEASH_CGROUPS,
 ];
 
 /// Default capacities; userspace may resize before load.
@@ -41,6 +44,8 @@ pub const SCRIPT_GRANTS_CAPACITY: u32 = 4_096;
 /// Entries of one task's network trie (allocated per entry, not preallocated).
 pub const NET_GRANTS_CAPACITY: u32 = 65_536;
 pub const EVENTS_BYTES: u32 = 1 << 22;
+/// Leash cgroups (one per cgroup that holds tasks' processes).
+pub const LEASH_CGROUPS_CAPACITY: u32 = 4_096;
 
 /// Indexes of the [`STATS`] per-CPU array.
 #[repr(u32)]
@@ -52,9 +57,11 @@ pub enum Stat {
     TagFailed = 1,
     /// A tagged process was killed because it could not be handled safely.
     Killed = 2,
+    /// A tagged thread was moved out of the leash cgroups (attach scope `task`).
+    Escaped = 3,
 }
 
-pub const STATS_LEN: u32 = 3;
+pub const STATS_LEN: u32 = 4;
 
 /// Program names, as the kernel crate names its functions.
 pub mod programs {
@@ -68,4 +75,5 @@ pub mod programs {
     pub const NET_CONNECT6: &str = "net_connect6";
     pub const NET_SENDMSG4: &str = "net_sendmsg4";
     pub const NET_SENDMSG6: &str = "net_sendmsg6";
+    pub const SCOPE_CGROUP_ATTACH: &str = "scope_cgroup_attach";
 }

@@ -14,6 +14,7 @@ pub mod kernel_offsets;
 pub mod maps;
 pub mod metrics;
 pub mod mounts;
+pub mod scope;
 pub mod tasks;
 
 pub use backend::{Backend, BackendChoice};

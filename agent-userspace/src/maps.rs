@@ -55,6 +55,7 @@ pub struct Maps {
     net_capacity: u32,
     decisions: PerCpuArray<MapData, u64>,
     stats: PerCpuArray<MapData, u64>,
+    scopes: HashMap<MapData, u64, u8>,
 }
 
 fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, MapsError>
@@ -112,6 +113,7 @@ fn config_key(map: &str) -> &'static str {
         names::EXEC_GRANTS => "exec_grants",
         names::SCRIPT_GRANTS => "script_grants",
         names::NET_GRANTS => "net_grants",
+        names::LEASH_CGROUPS => "leash_cgroups",
         _ => "events_bytes",
     }
 }
@@ -155,6 +157,7 @@ impl Maps {
             scripts: take(ebpf, names::SCRIPT_GRANTS)?,
             decisions: take(ebpf, names::DECISIONS)?,
             stats: take(ebpf, names::STATS)?,
+            scopes: take(ebpf, names::LEASH_CGROUPS)?,
         })
     }
 
@@ -347,6 +350,31 @@ impl Maps {
     #[must_use]
     pub fn tag_of(&self, tid: u32) -> Option<u64> {
         self.procs.get(&tid, 0).ok()
+    }
+
+    /// Registers a leash cgroup (attach scope `task`): moves into it are not escapes.
+    pub fn add_scope(&mut self, cgroup_id: u64) -> Result<(), MapsError> {
+        self.scopes
+            .insert(cgroup_id, 1, 0)
+            .map_err(op_err("insert", names::LEASH_CGROUPS))
+    }
+
+    pub fn remove_scope(&mut self, cgroup_id: u64) -> Result<(), MapsError> {
+        removed(self.scopes.remove(&cgroup_id), names::LEASH_CGROUPS)
+    }
+
+    /// Forgets every leash cgroup (attach scope `root`: the guard is not attached).
+    pub fn clear_scopes(&mut self) {
+        let ids: Vec<u64> = self.scopes.keys().filter_map(Result::ok).collect();
+        for id in ids {
+            let _ = self.scopes.remove(&id);
+        }
+    }
+
+    /// Every tagged thread.
+    #[must_use]
+    pub fn tagged_threads(&self) -> Vec<u32> {
+        self.procs.keys().filter_map(Result::ok).collect()
     }
 
     /// Every task id the kernel knows.

@@ -88,6 +88,8 @@ pub struct Config {
     /// Exec enforcement backend: `auto`, `lsm` or `portable`.
     #[serde(with = "backend_serde")]
     pub backend: BackendChoice,
+    /// Where the network hooks are attached: `root` or `task` (see `default.yaml`).
+    pub attach_scope: crate::scope::AttachScope,
     /// BPF map capacities.
     pub maps: MapsConfig,
     /// Task lifetimes.
@@ -114,6 +116,7 @@ impl Default for Config {
             audit_log: PathBuf::from("/var/log/leash/audit.jsonl"),
             trust_domain: "leash.local".to_owned(),
             backend: BackendChoice::Auto,
+            attach_scope: crate::scope::AttachScope::Root,
             maps: MapsConfig::default(),
             tasks: TasksConfig::default(),
             log_allowed: LogAllowed::default(),

@@ -278,6 +278,12 @@ impl Daemon {
     pub fn attach(&self, id: u64, pid: u32) -> Result<(), RegistryError> {
         let mut inner = self.lock();
         let Inner { enforcer, tasks } = &mut *inner;
+        // Into its leash cgroup first (attach scope `task`), so it is never tagged
+        // outside the network hooks' reach.
+        tasks.check_attachable(id)?;
+        enforcer
+            .enter_scope(pid)
+            .map_err(|e| RegistryError::Scope(e.to_string()))?;
         tasks.attach(enforcer.maps_mut(), id, pid)?;
         self.save(&inner, id);
         Ok(())
@@ -396,6 +402,7 @@ impl Daemon {
                 events_lost: stat(agent_common::maps::Stat::EventsLost),
                 tag_failures: stat(agent_common::maps::Stat::TagFailed),
                 killed: stat(agent_common::maps::Stat::Killed),
+                escapes: stat(agent_common::maps::Stat::Escaped),
                 programs: inner.enforcer.program_stats(),
             }
         };
@@ -507,6 +514,7 @@ impl Daemon {
             // Catches exits whose event was lost to a full ring buffer.
             self.end_exited(&active);
         }
+        self.lock().enforcer.prune_scopes();
     }
 }
 

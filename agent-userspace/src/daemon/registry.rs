@@ -37,6 +37,8 @@ pub enum RegistryError {
     Forbidden(String),
     #[error(transparent)]
     Maps(#[from] MapsError),
+    #[error("cannot move the process into its leash cgroup: {0}")]
+    Scope(String),
 }
 
 /// Limits from the config.
@@ -437,8 +439,8 @@ impl Tasks {
         Ok(removed)
     }
 
-    /// Tags every thread of `pid` into the task.
-    pub fn attach(&mut self, maps: &mut Maps, id: u64, pid: u32) -> Result<(), RegistryError> {
+    /// Whether a process may join task `id` now (it is live and not expired).
+    pub fn check_attachable(&mut self, id: u64) -> Result<(), RegistryError> {
         let task = self.get_mut(id)?;
         if !task.is_live() {
             return Err(RegistryError::Ended(task.id_string()));
@@ -446,6 +448,12 @@ impl Tasks {
         if task.expires_ns != 0 && clock::boottime_ns() >= task.expires_ns {
             return Err(RegistryError::Ended(task.id_string()));
         }
+        Ok(())
+    }
+
+    /// Tags every thread of `pid` into the task.
+    pub fn attach(&mut self, maps: &mut Maps, id: u64, pid: u32) -> Result<(), RegistryError> {
+        self.check_attachable(id)?;
         for tid in threads_of(pid) {
             maps.tag(tid, id)?;
         }
