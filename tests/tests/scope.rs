@@ -166,3 +166,44 @@ fn a_tagged_process_moving_itself_out_of_its_leash_cgroup_is_killed_and_counted(
     let _ = child.wait();
     assert_eq!(counter(&d, "leash_cgroup_escapes_total"), escapes + 1);
 }
+
+#[test]
+fn a_restarted_daemon_takes_over_the_leash_cgroups_hooks() {
+    let mut d = DaemonGuard::start("scope-restart", TASK_SCOPE);
+    let l = Listeners::new();
+    let other = Listeners::new();
+    let id = create_task(&d, l.tcp4_port());
+    let mut s = TaskSession::join(&d, &id);
+    let ok = format!("connect tcp 127.0.0.1 {}", l.tcp4_port());
+    let denied = format!("connect tcp 127.0.0.1 {}", other.tcp4_port());
+    assert_eq!(s.run(&denied), EPERM);
+    let scope_dir = d.pin_dir.join("links-scope");
+    let pins_before: Vec<_> = std::fs::read_dir(&scope_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+
+    d.kill9();
+    assert_eq!(s.run(&denied), EPERM, "enforced with no daemon");
+    d.spawn();
+    assert_eq!(s.run(&denied), EPERM, "no gap across the restart");
+    assert_eq!(s.run(&ok), "ok");
+    let pins_after: Vec<_> = std::fs::read_dir(&scope_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(pins_after, pins_before, "the same leash cgroup, adopted");
+    assert_eq!(count_pins(&scope_dir), 4, "its links replaced, not doubled");
+    // The adopted task still takes new grants.
+    let out = d.run(&[
+        "grant",
+        "add",
+        &id,
+        "--connect",
+        &format!("127.0.0.1:{}/tcp", other.tcp4_port()),
+    ]);
+    assert!(out.status.success());
+    assert_eq!(s.run(&denied), "ok");
+}
