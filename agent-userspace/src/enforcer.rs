@@ -315,8 +315,22 @@ impl Enforcer {
     /// the network hooks attached, on first use). Call before tagging it. A no-op in
     /// scope `root`.
     pub fn enter_scope(&mut self, pid: u32) -> Result<(), LoadError> {
-        if self.scope == AttachScope::Root {
+        let Some((cur, target)) = self.scope_cgroup(pid)? else {
             return Ok(());
+        };
+        if cur != target {
+            scope::move_into(&target, pid).map_err(|e| {
+                LoadError::Scope(format!("cannot move {pid} into {}: {e}", target.display()))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// In attach scope `task`: the cgroup `pid` is in and the leash cgroup for it,
+    /// created with the network hooks attached if need be. `None` in scope `root`.
+    pub fn scope_cgroup(&mut self, pid: u32) -> Result<Option<(PathBuf, PathBuf)>, LoadError> {
+        if self.scope == AttachScope::Root {
+            return Ok(None);
         }
         let err = |what: &str, e: std::io::Error| LoadError::Scope(format!("{what}: {e}"));
         let cur =
@@ -331,11 +345,7 @@ impl Enforcer {
         if !self.scopes.contains_key(&id) {
             self.attach_scope_hooks(id, &target)?;
         }
-        if cur != target {
-            scope::move_into(&target, pid)
-                .map_err(|e| err(&format!("cannot move {pid} into {}", target.display()), e))?;
-        }
-        Ok(())
+        Ok(Some((cur, target)))
     }
 
     /// Attaches the network hooks to a leash cgroup and registers it with the guard

@@ -207,3 +207,24 @@ fn a_restarted_daemon_takes_over_the_leash_cgroups_hooks() {
     assert!(out.status.success());
     assert_eq!(s.run(&denied), "ok");
 }
+
+#[test]
+fn an_in_process_enforcer_in_task_scope_enforces_commands_that_join_its_leash_cgroup() {
+    let h = harness::Harness::load_scoped(leash::scope::AttachScope::Task);
+    let l = Listeners::new();
+    let other = Listeners::new();
+    let task = h.task(harness::spec(
+        &[],
+        &[&format!("127.0.0.1:{}/tcp", l.tcp4_port())],
+    ));
+    let denied = format!("connect tcp 127.0.0.1 {}", other.tcp4_port());
+    assert_eq!(
+        task.probe(&format!("connect tcp 127.0.0.1 {}", l.tcp4_port())),
+        "ok"
+    );
+    assert_eq!(task.probe(&denied), EPERM);
+    let mut s = task.session();
+    assert!(cgroup_of(&s.run("pid")).ends_with("/leash"));
+    assert_eq!(untagged(&denied), "ok");
+    assert!(!cgroup_of(&std::process::id().to_string()).ends_with("/leash"));
+}

@@ -1,4 +1,4 @@
-//! `cargo xtask bench [--out FILE]`: runs the benchmark binary of the integration tests.
+//! `cargo xtask bench [--quick] [--out FILE]`: runs the benchmark binary of the integration tests.
 
 use std::path::PathBuf;
 
@@ -6,7 +6,7 @@ use anyhow::Context as _;
 
 use crate::util;
 
-pub fn run(out: Option<PathBuf>) -> anyhow::Result<()> {
+pub fn run(out: Option<PathBuf>, quick: bool) -> anyhow::Result<()> {
     util::require_bpf_linker()?;
     // The child runs in the workspace root, so resolve a relative --out against the
     // directory the user ran `cargo xtask` from.
@@ -37,6 +37,7 @@ pub fn run(out: Option<PathBuf>) -> anyhow::Result<()> {
                 "leash-bench",
             ])
             .args(["--", "--out"])
-            .arg(&out),
+            .arg(&out)
+            .args(quick.then_some("--quick")),
     )
 }
