@@ -23,12 +23,12 @@ pub struct ExecGrant {
 
 const _: () = assert!(size_of::<ExecGrant>() == 8);
 
-/// One `NET_GRANTS` entry: the task whose trie holds it and the address part of the
-/// trie's key (the trie adds the prefix length in front).
+/// Data part of the `NET_GRANTS` LPM key (the trie adds the prefix length in front).
 ///
-/// IPv4 addresses are stored IPv4-mapped (`::ffff:a.b.c.d`, prefix `96 + p`), so an
-/// IPv4 grant also matches a mapped destination on an `AF_INET6` socket with no second
-/// lookup.
+/// The task id is always matched in full, so the prefix length is
+/// `64 + address prefix`. IPv4 addresses are stored IPv4-mapped (`::ffff:a.b.c.d`,
+/// prefix `96 + p`), so an IPv4 grant also matches a mapped destination on an
+/// `AF_INET6` socket with no second lookup.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct NetKey {
@@ -37,6 +37,9 @@ pub struct NetKey {
 }
 
 const _: () = assert!(size_of::<NetKey>() == 24);
+
+/// Prefix length of the task id part of a [`NetKey`].
+pub const NET_KEY_TASK_BITS: u32 = 64;
 
 /// Protocol bits of a [`PortRule`].
 pub const PROTO_TCP: u8 = 1;

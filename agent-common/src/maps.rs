@@ -11,9 +11,10 @@ pub const TASKS: &str = "TASKS";
 pub const EXEC_GRANTS: &str = "EXEC_GRANTS";
 /// [`crate::ScriptKey`] → [`crate::ExecGrant`] (portable backend only).
 pub const SCRIPT_GRANTS: &str = "SCRIPT_GRANTS";
-/// Hash of maps: task id → that task's LPM trie (IPv6 or mapped IPv4 address →
-/// [`crate::NetRules`]).
+/// LPM trie: [`crate::NetKey`] → [`crate::NetRules`], prefixes shorter than an address.
 pub const NET_GRANTS: &str = "NET_GRANTS";
+/// Hash: [`crate::NetKey`] → [`crate::NetRules`], full addresses (looked up first).
+pub const NET_HOSTS: &str = "NET_HOSTS";
 /// Cgroup id → 1: the cgroups the network hooks are attached to (attach scope `task`).
 pub const LEASH_CGROUPS: &str = "LEASH_CGROUPS";
 /// Ring buffer of [`crate::Event`].
@@ -24,12 +25,13 @@ pub const DECISIONS: &str = "DECISIONS";
 pub const STATS: &str = "STATS";
 
 /// Every map of the object, for checks and for `leash status`.
-pub const ALL: [&str; 9] = [
+pub const ALL: [&str; 10] = [
     PROCS,
     TASKS,
     EXEC_GRANTS,
     SCRIPT_GRANTS,
     NET_GRANTS,
+    NET_HOSTS,
     EVENTS,
     DECISIONS,
     STATS,
@@ -41,7 +43,7 @@ pub const PROCS_CAPACITY: u32 = 65_536;
 pub const TASKS_CAPACITY: u32 = 16_384;
 pub const EXEC_GRANTS_CAPACITY: u32 = 65_536;
 pub const SCRIPT_GRANTS_CAPACITY: u32 = 4_096;
-/// Entries of one task's network trie (allocated per entry, not preallocated).
+/// Entries of `NET_GRANTS` and of `NET_HOSTS` each (allocated per entry).
 pub const NET_GRANTS_CAPACITY: u32 = 65_536;
 pub const EVENTS_BYTES: u32 = 1 << 22;
 /// Leash cgroups (one per cgroup that holds tasks' processes).

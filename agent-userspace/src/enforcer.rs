@@ -109,7 +109,6 @@ pub struct Enforcer {
     maps: Maps,
     events: Option<EventReader>,
     logger: Option<EbpfLogger<&'static dyn log::Log>>,
-    btf: Btf,
     scope: AttachScope,
     /// Leash cgroups with the network hooks attached, by cgroup id.
     scopes: HashMap<u64, ScopeLinks>,
@@ -131,33 +130,13 @@ const NET_PROGRAMS: [&str; 4] = [
     names::programs::NET_SENDMSG6,
 ];
 
-/// Sizes the maps before load; returns the size of each task's network trie.
-fn set_capacities(loader: &mut EbpfLoader<'_>, capacities: &[(&'static str, u32)]) -> u32 {
-    let mut net_capacity = names::NET_GRANTS_CAPACITY;
+/// Sizes the maps before load. `maps.net_grants` sizes both network maps.
+fn set_capacities(loader: &mut EbpfLoader<'_>, capacities: &[(&'static str, u32)]) {
     for &(name, capacity) in capacities {
-        match name {
-            // The network grants live in one trie per task: the configured size is
-            // that of each trie, and the outer map holds at most one per task.
-            names::NET_GRANTS => net_capacity = capacity,
-            names::TASKS => {
-                loader.map_max_entries(name, capacity);
-                loader.map_max_entries(names::NET_GRANTS, capacity);
-            }
-            _ => {
-                loader.map_max_entries(name, capacity);
-            }
+        loader.map_max_entries(name, capacity);
+        if name == names::NET_GRANTS {
+            loader.map_max_entries(names::NET_HOSTS, capacity);
         }
-    }
-    net_capacity
-}
-
-/// File name of a map's pin. A map whose layout changed gets a new name, so a daemon
-/// of another version never adopts a map it cannot read.
-fn pin_name(map: &str) -> &str {
-    if map == names::NET_GRANTS {
-        "NET_GRANTS_BY_TASK"
-    } else {
-        map
     }
 }
 
@@ -185,7 +164,7 @@ impl Enforcer {
             .btf(Some(&btf))
             .override_global(GLOBAL_NAME, &offsets, true)
             .override_global(aya_log::LEVEL, &level, false);
-        let net_capacity = set_capacities(&mut loader, &opts.capacities);
+        set_capacities(&mut loader, &opts.capacities);
         let map_pins: Vec<(&'static str, PathBuf)> = match &opts.pin_dir {
             Some(dir) => {
                 mounts::ensure_bpffs()?;
@@ -196,7 +175,7 @@ impl Enforcer {
                 }
                 names::ALL
                     .iter()
-                    .map(|n| (*n, dir.join("maps").join(pin_name(n))))
+                    .map(|n| (*n, dir.join("maps").join(n)))
                     .collect()
             }
             None => Vec::new(),
@@ -206,18 +185,6 @@ impl Enforcer {
             loader.map_pin_path(name, path.as_path());
         }
         let mut ebpf = loader.load(EBPF_OBJECT).map_err(LoadError::Object)?;
-        if let Some(dir) = &opts.pin_dir {
-            // The single network trie of earlier versions: its tasks' grants are
-            // re-applied to the per-task tries on adoption; the old programs that still
-            // use it are detached by the link hand-over below.
-            let legacy = dir.join("maps").join(names::NET_GRANTS);
-            if legacy.exists() {
-                fs::remove_file(&legacy).map_err(|source| LoadError::PinDir {
-                    path: legacy,
-                    source,
-                })?;
-            }
-        }
         let logger = match EbpfLogger::init(&mut ebpf) {
             Ok(l) => Some(l),
             Err(e) => {
@@ -225,7 +192,7 @@ impl Enforcer {
                 None
             }
         };
-        let maps = Maps::take(&mut ebpf, net_capacity)?;
+        let maps = Maps::take(&mut ebpf)?;
         let ring = ebpf
             .take_map(names::EVENTS)
             .ok_or(MapsError::Missing(names::EVENTS))?;
@@ -269,7 +236,6 @@ impl Enforcer {
             maps,
             events: Some(EventReader::new(ring)),
             logger,
-            btf,
             scope: opts.attach_scope,
             scopes: HashMap::new(),
             pin_dir: opts.pin_dir.clone(),
@@ -354,7 +320,7 @@ impl Enforcer {
         self.maps.add_scope(id)?;
         let mut links = Vec::new();
         for program in NET_PROGRAMS {
-            let link = attach(&mut self.ebpf, &self.btf, program, path, true)?
+            let link = attach_sock_addr(&mut self.ebpf, program, path, true)?
                 .ok_or(LoadError::MissingProgram(program))?;
             links.push((program, link));
         }
@@ -610,35 +576,47 @@ fn attach(
                 None
             }
         }
-        aya::programs::Program::CgroupSockAddr(p) => {
-            // Loaded once, attached to each leash cgroup in attach scope `task`.
-            if p.fd().is_err() {
-                p.load().map_err(load)?;
-            }
-            let dir = fs::File::open(cgroup).map_err(|source| LoadError::Cgroup {
-                path: cgroup.to_owned(),
-                source,
-            })?;
-            // Single: link-based attachment still coexists with other programs here,
-            // while AllowMultiple is refused by BPF_LINK_CREATE (platform-notes.md).
-            let id = p
-                .attach(dir, CgroupAttachMode::Single)
-                .map_err(attach_err)?;
-            if keep {
-                let link = p.take_link(id).map_err(attach_err)?;
-                Some(
-                    FdLink::try_from(link).map_err(|e: LinkError| LoadError::Handover {
-                        path: cgroup.to_owned(),
-                        reason: format!("{program} was not attached with a link: {e}"),
-                    })?,
-                )
-            } else {
-                None
-            }
-        }
+        aya::programs::Program::CgroupSockAddr(_) => attach_sock_addr(ebpf, program, cgroup, keep)?,
         _ => return Err(LoadError::MissingProgram(program)),
     };
     Ok(link)
+}
+
+/// Loads (once) and attaches one cgroup `sock_addr` program to `cgroup`.
+fn attach_sock_addr(
+    ebpf: &mut Ebpf,
+    program: &'static str,
+    cgroup: &Path,
+    keep: bool,
+) -> Result<Option<FdLink>, LoadError> {
+    let load = |source| LoadError::Load { program, source };
+    let attach_err = |source| LoadError::Attach { program, source };
+    let Some(aya::programs::Program::CgroupSockAddr(p)) = ebpf.program_mut(program) else {
+        return Err(LoadError::MissingProgram(program));
+    };
+    // Loaded once, attached to each leash cgroup in attach scope `task`.
+    if p.fd().is_err() {
+        p.load().map_err(load)?;
+    }
+    let dir = fs::File::open(cgroup).map_err(|source| LoadError::Cgroup {
+        path: cgroup.to_owned(),
+        source,
+    })?;
+    // Single: link-based attachment still coexists with other programs here,
+    // while AllowMultiple is refused by BPF_LINK_CREATE (platform-notes.md).
+    let id = p
+        .attach(dir, CgroupAttachMode::Single)
+        .map_err(attach_err)?;
+    if !keep {
+        return Ok(None);
+    }
+    let link = p.take_link(id).map_err(attach_err)?;
+    FdLink::try_from(link)
+        .map(Some)
+        .map_err(|e: LinkError| LoadError::Handover {
+            path: cgroup.to_owned(),
+            reason: format!("{program} was not attached with a link: {e}"),
+        })
 }
 
 /// Pins the new links and detaches the previous daemon's, with no gap: every new link

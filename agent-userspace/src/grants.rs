@@ -18,7 +18,7 @@ use std::{
 
 use agent_common::{
     ExecKey, NetKey, NetRules, PortRule, ScriptKey,
-    grant::{MAX_PORT_RULES, PROTO_TCP, PROTO_UDP, SCRIPT_PATH_LEN},
+    grant::{MAX_PORT_RULES, NET_KEY_TASK_BITS, PROTO_TCP, PROTO_UDP, SCRIPT_PATH_LEN},
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -497,8 +497,7 @@ impl ConnectSpec {
     }
 }
 
-/// Compiles all network grants of one task into the entries of its LPM trie:
-/// (address prefix length, entry, rules).
+/// Compiles all network grants of one task into LPM entries.
 ///
 /// The trie returns only the longest matching prefix, so each stored prefix carries
 /// the rules of every granted prefix that contains it (itself included).
@@ -529,7 +528,11 @@ pub fn compile_net(
             let mut value = NetRules::EMPTY;
             value.len = rules.len() as u32;
             value.rules[..rules.len()].copy_from_slice(&rules);
-            Ok((u32::from(prefix), NetKey { task, addr }, value))
+            Ok((
+                NET_KEY_TASK_BITS + u32::from(prefix),
+                NetKey { task, addr },
+                value,
+            ))
         })
         .collect()
 }
@@ -613,9 +616,9 @@ mod tests {
         grants.extend(parse("10.1.0.0/16:80").to_net_grants("b", 0).unwrap());
         let entries = compile_net(7, &grants).unwrap();
         assert_eq!(entries.len(), 2);
-        let inner = entries.iter().find(|(p, ..)| *p == 96 + 16).unwrap();
+        let inner = entries.iter().find(|(p, ..)| *p == 64 + 96 + 16).unwrap();
         assert_eq!(inner.2.len, 2, "the /16 must also allow the /8's port 443");
-        let outer = entries.iter().find(|(p, ..)| *p == 96 + 8).unwrap();
+        let outer = entries.iter().find(|(p, ..)| *p == 64 + 96 + 8).unwrap();
         assert_eq!(outer.2.len, 1);
         assert_eq!(outer.1.task, 7);
     }

@@ -4,11 +4,12 @@
 use agent_common::{
     Action, ExecGrant, ExecKey, NetKey, NetRules, ScriptKey, TaskInfo, Verdict,
     event::counter_index,
+    grant::NET_KEY_TASK_BITS,
     maps::{self as names, Stat},
 };
 use aya::{
     Ebpf,
-    maps::{HashMap, HashOfMaps, LpmTrie, MapData, MapError, PerCpuArray, lpm_trie::Key},
+    maps::{HashMap, LpmTrie, MapData, MapError, PerCpuArray, lpm_trie::Key},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -35,11 +36,9 @@ pub enum MapsError {
     },
 }
 
-/// `BPF_F_NO_PREALLOC` (uapi `bpf.h`): the kernel requires it of LPM tries.
-const BPF_F_NO_PREALLOC: u32 = 1;
-
-/// One task's network trie: address (IPv6 or mapped IPv4) → rules.
-type NetTrie = LpmTrie<MapData, [u8; 16], NetRules>;
+/// Prefix length of a full address in a [`NetKey`] (task id + 128 address bits):
+/// such entries live in the host hash.
+const FULL_ADDRESS: u32 = NET_KEY_TASK_BITS + 128;
 
 /// Handles on every map the control plane writes or reads.
 pub struct Maps {
@@ -47,12 +46,8 @@ pub struct Maps {
     tasks: HashMap<MapData, u64, TaskInfo>,
     exec: HashMap<MapData, ExecKey, ExecGrant>,
     scripts: HashMap<MapData, ScriptKey, ExecGrant>,
-    net: HashOfMaps<MapData, u64, NetTrie>,
-    /// A second handle on the `net` map, for its info and fdinfo (the typed handle
-    /// does not expose its `MapData`).
-    net_meta: MapData,
-    /// Capacity of each task's trie (`maps.net_grants`).
-    net_capacity: u32,
+    net: LpmTrie<MapData, NetKey, NetRules>,
+    hosts: HashMap<MapData, NetKey, NetRules>,
     decisions: PerCpuArray<MapData, u64>,
     stats: PerCpuArray<MapData, u64>,
     scopes: HashMap<MapData, u64, u8>,
@@ -64,28 +59,6 @@ where
 {
     let map = ebpf.take_map(name).ok_or(MapsError::Missing(name))?;
     T::try_from(map).map_err(|source| MapsError::Type { map: name, source })
-}
-
-/// Takes the network map, with a second handle on it opened by id.
-fn take_net(ebpf: &mut Ebpf) -> Result<(HashOfMaps<MapData, u64, NetTrie>, MapData), MapsError> {
-    let name = names::NET_GRANTS;
-    let map = ebpf.take_map(name).ok_or(MapsError::Missing(name))?;
-    let meta = match &map {
-        aya::maps::Map::HashOfMaps(data) => {
-            Some(data.info().and_then(|i| MapData::from_id(i.id())))
-        }
-        _ => None,
-    };
-    // A map of another type fails here, with the type error.
-    let net = HashOfMaps::try_from(map).map_err(|source| MapsError::Type { map: name, source })?;
-    let meta = meta
-        .ok_or(MapsError::Missing(name))?
-        .map_err(|source| MapsError::Op {
-            op: "open",
-            map: name,
-            source,
-        })?;
-    Ok((net, meta))
 }
 
 fn is_full(e: &MapError) -> bool {
@@ -112,7 +85,7 @@ fn config_key(map: &str) -> &'static str {
         names::TASKS => "tasks",
         names::EXEC_GRANTS => "exec_grants",
         names::SCRIPT_GRANTS => "script_grants",
-        names::NET_GRANTS => "net_grants",
+        names::NET_GRANTS | names::NET_HOSTS => "net_grants",
         names::LEASH_CGROUPS => "leash_cgroups",
         _ => "events_bytes",
     }
@@ -143,14 +116,11 @@ pub struct TaskKeys {
 pub type DecisionCounts = [[u64; 3]; 3];
 
 impl Maps {
-    /// Takes the maps out of a loaded object. `net_capacity` sizes each task's
-    /// network trie.
-    pub fn take(ebpf: &mut Ebpf, net_capacity: u32) -> Result<Self, MapsError> {
-        let (net, net_meta) = take_net(ebpf)?;
+    /// Takes the maps out of a loaded object.
+    pub fn take(ebpf: &mut Ebpf) -> Result<Self, MapsError> {
         Ok(Self {
-            net,
-            net_meta,
-            net_capacity,
+            net: take(ebpf, names::NET_GRANTS)?,
+            hosts: take(ebpf, names::NET_HOSTS)?,
             procs: take(ebpf, names::PROCS)?,
             tasks: take(ebpf, names::TASKS)?,
             exec: take(ebpf, names::EXEC_GRANTS)?,
@@ -229,86 +199,62 @@ impl Maps {
         task: u64,
         entries: &[(u32, NetKey, NetRules)],
     ) -> Result<(), MapsError> {
-        if entries.is_empty() {
-            return self.remove_net_task(task);
-        }
         self.insert_net(entries)?;
-        let Some(mut trie) = self.trie_of(task)? else {
-            return Ok(());
+        let wanted = |prefix: u32, key: &NetKey| {
+            entries
+                .iter()
+                .any(|(p, k, _)| *p == prefix && k.addr == key.addr)
         };
-        let stale: Vec<_> = trie
+        let stale: Vec<(u32, NetKey)> = self
+            .net_keys()
+            .into_iter()
+            .filter(|(p, k)| k.task == task && !wanted(*p, k))
+            .collect();
+        for (prefix, key) in stale {
+            self.remove_net(prefix, key)?;
+        }
+        Ok(())
+    }
+
+    /// Inserts (or replaces) network entries: full addresses in the host hash, shorter
+    /// prefixes in the trie.
+    pub fn insert_net(&mut self, entries: &[(u32, NetKey, NetRules)]) -> Result<(), MapsError> {
+        for (prefix, key, rules) in entries {
+            if *prefix == FULL_ADDRESS {
+                self.hosts
+                    .insert(key, rules, 0)
+                    .map_err(op_err("insert", names::NET_HOSTS))?;
+            } else {
+                self.net
+                    .insert(&Key::new(*prefix, *key), rules, 0)
+                    .map_err(op_err("insert", names::NET_GRANTS))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes one network entry. A full address leaves both maps: a daemon before
+    /// the host hash kept it in the trie, and a stale trie entry would still allow.
+    pub fn remove_net(&mut self, prefix: u32, key: NetKey) -> Result<(), MapsError> {
+        if prefix == FULL_ADDRESS {
+            removed(self.hosts.remove(&key), names::NET_HOSTS)?;
+        }
+        removed(self.net.remove(&Key::new(prefix, key)), names::NET_GRANTS)
+    }
+
+    /// Every network entry in the kernel, as (prefix length, key).
+    fn net_keys(&self) -> Vec<(u32, NetKey)> {
+        self.net
             .keys()
             .filter_map(Result::ok)
-            .filter(|k| {
-                !entries
-                    .iter()
-                    .any(|(p, key, _)| *p == k.prefix_len() && key.addr == k.data())
-            })
-            .collect();
-        for k in stale {
-            removed(trie.remove(&k), names::NET_GRANTS)?;
-        }
-        Ok(())
-    }
-
-    /// The network trie of a task, if it has one.
-    fn trie_of(&self, task: u64) -> Result<Option<NetTrie>, MapsError> {
-        match self.net.get(&task, 0) {
-            Ok(trie) => Ok(Some(trie)),
-            Err(MapError::KeyNotFound) => Ok(None),
-            Err(source) => Err(MapsError::Op {
-                op: "lookup",
-                map: names::NET_GRANTS,
-                source,
-            }),
-        }
-    }
-
-    /// Inserts (or replaces) network entries. A task's trie is created with its first
-    /// entries and published only once they are in.
-    pub fn insert_net(&mut self, entries: &[(u32, NetKey, NetRules)]) -> Result<(), MapsError> {
-        let mut rest = entries;
-        while let Some((_, first, _)) = rest.first() {
-            let task = first.task;
-            let n = rest.iter().take_while(|(_, k, _)| k.task == task).count();
-            let (group, tail) = rest.split_at(n);
-            rest = tail;
-            let (mut trie, new) = match self.trie_of(task)? {
-                Some(trie) => (trie, false),
-                None => (
-                    NetTrie::create(self.net_capacity, BPF_F_NO_PREALLOC)
-                        .map_err(op_err("create", names::NET_GRANTS))?,
-                    true,
-                ),
-            };
-            for (prefix, key, rules) in group {
-                trie.insert(&Key::new(*prefix, key.addr), rules, 0)
-                    .map_err(op_err("insert", names::NET_GRANTS))?;
-            }
-            if new {
-                self.net
-                    .insert(task, &trie, 0)
-                    .map_err(op_err("insert", names::NET_GRANTS))?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Removes one network entry; a trie left empty leaves with it.
-    pub fn remove_net(&mut self, prefix: u32, key: NetKey) -> Result<(), MapsError> {
-        let Some(mut trie) = self.trie_of(key.task)? else {
-            return Ok(());
-        };
-        removed(trie.remove(&Key::new(prefix, key.addr)), names::NET_GRANTS)?;
-        if trie.keys().next().is_none() {
-            self.remove_net_task(key.task)?;
-        }
-        Ok(())
-    }
-
-    /// Removes every network entry of a task at once (its whole trie).
-    pub fn remove_net_task(&mut self, task: u64) -> Result<(), MapsError> {
-        removed(self.net.remove(&task), names::NET_GRANTS)
+            .map(|k| (k.prefix_len(), k.data()))
+            .chain(
+                self.hosts
+                    .keys()
+                    .filter_map(Result::ok)
+                    .map(|k| (FULL_ADDRESS, k)),
+            )
+            .collect()
     }
 
     /// Every grant key in the kernel, grouped by task, in one pass per map (for a
@@ -322,20 +268,8 @@ impl Maps {
         for k in self.scripts.keys().filter_map(Result::ok) {
             out.entry(k.task).or_default().scripts.push(k);
         }
-        for task in self.net.keys().filter_map(Result::ok) {
-            let Ok(Some(trie)) = self.trie_of(task) else {
-                continue;
-            };
-            let net = &mut out.entry(task).or_default().net;
-            for k in trie.keys().filter_map(Result::ok) {
-                net.push((
-                    k.prefix_len(),
-                    NetKey {
-                        task,
-                        addr: k.data(),
-                    },
-                ));
-            }
+        for (prefix, key) in self.net_keys() {
+            out.entry(key.task).or_default().net.push((prefix, key));
         }
         out
     }
@@ -413,9 +347,9 @@ impl Maps {
             .collect()
     }
 
-    /// Capacity of each map (of `NET_GRANTS`: of one task's trie), one syscall each.
+    /// Capacity of each map, one syscall each.
     #[must_use]
-    pub fn capacities(&self) -> [(&'static str, u64); 5] {
+    pub fn capacities(&self) -> [(&'static str, u64); 6] {
         use aya::maps::IterableMap as _;
         let cap = |m: &MapData| m.info().map_or(0, |i| u64::from(i.max_entries()));
         [
@@ -423,7 +357,8 @@ impl Maps {
             (names::TASKS, cap(self.tasks.map())),
             (names::EXEC_GRANTS, cap(self.exec.map())),
             (names::SCRIPT_GRANTS, cap(self.scripts.map())),
-            (names::NET_GRANTS, u64::from(self.net_capacity)),
+            (names::NET_GRANTS, cap(self.net.map())),
+            (names::NET_HOSTS, cap(self.hosts.map())),
         ]
     }
 
@@ -437,19 +372,13 @@ impl Maps {
     /// entry): for `leash status`; the metrics count from the daemon's records.
     #[must_use]
     pub fn usage(&self) -> Vec<(&'static str, u64, u64)> {
-        let net: u64 = self
-            .net
-            .keys()
-            .filter_map(Result::ok)
-            .filter_map(|task| self.trie_of(task).ok().flatten())
-            .map(|trie| trie.keys().count() as u64)
-            .sum();
         let entries = [
             self.procs_len(),
             self.tasks.keys().count() as u64,
             self.exec.keys().count() as u64,
             self.scripts.keys().count() as u64,
-            net,
+            self.net.keys().count() as u64,
+            self.hosts.keys().count() as u64,
         ];
         self.capacities()
             .into_iter()
@@ -479,22 +408,9 @@ impl Maps {
             (names::TASKS, read(self.tasks.map())),
             (names::EXEC_GRANTS, read(self.exec.map())),
             (names::SCRIPT_GRANTS, read(self.scripts.map())),
-            (
-                names::NET_GRANTS,
-                read(&self.net_meta) + self.net_tries_memlock(read),
-            ),
+            (names::NET_GRANTS, read(self.net.map())),
+            (names::NET_HOSTS, read(self.hosts.map())),
         ]
-    }
-
-    /// Kernel memory of every task's network trie, by `read` on each.
-    fn net_tries_memlock(&self, read: impl Fn(&MapData) -> u64) -> u64 {
-        use aya::maps::IterableMap as _;
-        self.net
-            .keys()
-            .filter_map(Result::ok)
-            .filter_map(|task| self.trie_of(task).ok().flatten())
-            .map(|trie| read(trie.map()))
-            .sum()
     }
 
     /// Threads currently tagged with `task`.

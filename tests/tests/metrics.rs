@@ -135,8 +135,8 @@ fn decision_counters_match_the_actions_exactly_per_agent() {
     assert_eq!(after.get("leash_tasks_active{agent=\"alpha\"}"), Some(&1.0));
     assert_eq!(after.get("leash_tasks_active{agent=\"beta\"}"), Some(&1.0));
     assert_eq!(after.get("leash_grants_active{kind=\"exec\"}"), Some(&2.0));
-    // Two tasks; alpha's one network grant.
-    assert_map_entries(&d, &after, &[("TASKS", 2.0), ("NET_GRANTS", 1.0)]);
+    // Two tasks; alpha's one network grant (a full address) in the host hash.
+    assert_map_entries(&d, &after, &[("TASKS", 2.0), ("NET_HOSTS", 1.0)]);
     assert!(
         after
             .get("leash_grant_apply_seconds_count")

@@ -17,7 +17,8 @@ pub fn run(out: Option<PathBuf>, quick: bool) -> anyhow::Result<()> {
             .context("could not read the current directory")?
             .join(path),
     };
-    // The daemon sections drive the real `leash` binary; build the release one first.
+    // The daemon sections drive the real `leash` binary and every section the probe;
+    // `cargo run` builds neither.
     util::run(util::cargo().args([
         "build",
         "--release",
@@ -25,6 +26,10 @@ pub fn run(out: Option<PathBuf>, quick: bool) -> anyhow::Result<()> {
         "agent-userspace",
         "--bin",
         "leash",
+        "-p",
+        "integration-tests",
+        "--bin",
+        "leash-probe",
     ]))?;
     util::run(
         util::cargo()

@@ -5,14 +5,14 @@
 //! which never pass through the `connect` syscall. Both backends use them.
 
 use agent_common::{
-    Action, NetRules, Reason, TaskInfo,
-    grant::{PROTO_TCP, PROTO_UDP},
-    maps::{NET_GRANTS_CAPACITY, TASKS_CAPACITY},
+    Action, NetKey, NetRules, Reason, TaskInfo,
+    grant::{NET_KEY_TASK_BITS, PROTO_TCP, PROTO_UDP},
+    maps::NET_GRANTS_CAPACITY,
 };
 use aya_ebpf::{
-    bindings::{BPF_F_NO_PREALLOC, bpf_sock_addr},
-    btf_maps::{HashOfMaps, LpmTrie, lpm_trie::Key},
-    macros::{btf_map, cgroup_sock_addr},
+    bindings::bpf_sock_addr,
+    macros::{cgroup_sock_addr, map},
+    maps::{HashMap, LpmTrie, lpm_trie::Key},
     programs::SockAddrContext,
 };
 
@@ -25,19 +25,18 @@ const DENY: i32 = 0;
 const IPPROTO_TCP: u32 = 6;
 const IPPROTO_UDP: u32 = 17;
 
-/// One LPM trie per task, found by task id: a lookup costs one hash lookup plus a walk
-/// of that task's own prefixes, whatever the number of tasks (a single trie keyed by
-/// (task, address) got deeper with every task). Userspace creates each inner trie;
-/// the `max_entries` here only describes the template (the kernel does not compare it).
-/// No preallocation: a removed task's element is freed after RCU, so a concurrent
-/// lookup never reads another task's trie through a recycled element.
-#[btf_map]
-pub static NET_GRANTS: HashOfMaps<
-    u64,
-    LpmTrie<[u8; 16], NetRules, { NET_GRANTS_CAPACITY as usize }>,
-    { TASKS_CAPACITY as usize },
-    { BPF_F_NO_PREALLOC as usize },
-> = HashOfMaps::new();
+/// Prefixes shorter than a full address. One trie for every task: its depth grows
+/// with the number of tasks that have such grants.
+#[map]
+pub static NET_GRANTS: LpmTrie<NetKey, NetRules> =
+    LpmTrie::with_max_entries(NET_GRANTS_CAPACITY, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
+
+/// Full addresses (`/32`, `/128`: hosts and resolved names, the common grant): one
+/// hash lookup whatever the number of tasks. An entry carries the rules of every
+/// granted prefix that contains it, as the longest trie match would.
+#[map]
+pub static NET_HOSTS: HashMap<NetKey, NetRules> =
+    HashMap::with_max_entries(NET_GRANTS_CAPACITY, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
 
 /// A destination as the grants see it.
 #[derive(Clone, Copy)]
@@ -98,11 +97,18 @@ fn dest_granted(task: u64, dest: &Dest, now: u64) -> Result<(), Reason> {
         IPPROTO_UDP => PROTO_UDP,
         _ => return Err(Reason::Protocol),
     };
-    let key = Key::new(128, dest.addr);
-    // SAFETY: the outer map is not preallocated (see NET_GRANTS), and the rules are
-    // only read.
-    let Some(rules) = (unsafe { NET_GRANTS.get_value(&task, &key) }) else {
-        return Err(Reason::NotGranted);
+    let data = NetKey {
+        task,
+        addr: dest.addr,
+    };
+    // SAFETY: not preallocated, so an entry is freed after RCU and never recycled
+    // under a reader; the rules are only read.
+    let rules = match unsafe { NET_HOSTS.get(data) } {
+        Some(rules) => rules,
+        None => match NET_GRANTS.get(Key::new(NET_KEY_TASK_BITS + 128, data)) {
+            Some(rules) => rules,
+            None => return Err(Reason::NotGranted),
+        },
     };
     let len = rules.len as usize;
     let mut i = 0;

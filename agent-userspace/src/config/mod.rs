@@ -289,7 +289,7 @@ pub struct MapsConfig {
     pub exec_grants: u32,
     /// Entries of [`maps::SCRIPT_GRANTS`].
     pub script_grants: u32,
-    /// Entries of one task's trie in [`maps::NET_GRANTS`].
+    /// Entries of [`maps::NET_GRANTS`] and of [`maps::NET_HOSTS`] each.
     pub net_grants: u32,
     /// Size in bytes of the [`maps::EVENTS`] ring buffer.
     pub events_bytes: u32,

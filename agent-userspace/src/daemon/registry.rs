@@ -705,22 +705,26 @@ impl Tasks {
     }
 
     /// Kernel entries of each map this registry installed (`TASKS`, `EXEC_GRANTS`,
-    /// `SCRIPT_GRANTS`, `NET_GRANTS`), from its own records: no map walk.
+    /// `SCRIPT_GRANTS`, `NET_GRANTS`, `NET_HOSTS`), from its own records: no map walk.
     #[must_use]
-    pub fn kernel_entries(&self) -> [(&'static str, u64); 4] {
+    pub fn kernel_entries(&self) -> [(&'static str, u64); 5] {
         use agent_common::maps as names;
-        let mut n = [0u64; 4];
+        let full = agent_common::grant::NET_KEY_TASK_BITS + 128;
+        let mut n = [0u64; 5];
         for t in self.tasks.values().filter(|t| t.is_live()) {
+            let hosts = t.installed.net.iter().filter(|(p, _)| *p == full).count() as u64;
             n[0] += 1;
             n[1] += t.installed.exec.len() as u64;
             n[2] += t.installed.scripts.len() as u64;
-            n[3] += t.installed.net.len() as u64;
+            n[3] += t.installed.net.len() as u64 - hosts;
+            n[4] += hosts;
         }
         [
             (names::TASKS, n[0]),
             (names::EXEC_GRANTS, n[1]),
             (names::SCRIPT_GRANTS, n[2]),
             (names::NET_GRANTS, n[3]),
+            (names::NET_HOSTS, n[4]),
         ]
     }
 
@@ -740,9 +744,9 @@ fn uninstall(maps: &mut Maps, id: u64, installed: &mut Installed) -> Result<(), 
     for key in installed.scripts.drain() {
         maps.revoke_script(&key)?;
     }
-    // The task's network entries are one trie: it leaves whole.
-    maps.remove_net_task(id)?;
-    installed.net.clear();
+    for (prefix, addr) in installed.net.drain() {
+        maps.remove_net(prefix, NetKey { task: id, addr })?;
+    }
     Ok(())
 }
 

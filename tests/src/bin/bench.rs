@@ -431,7 +431,7 @@ fn scale(t: &Targets, rounds: usize) -> anyhow::Result<String> {
                         addr[10] = 0xff;
                         addr[11] = 0xff;
                         addr[12..].copy_from_slice(&(0x0a00_0000u32 + g).to_be_bytes());
-                        (128, NetKey { task: id, addr }, rules)
+                        (64 + 128, NetKey { task: id, addr }, rules)
                     })
                     .collect();
                 maps.insert_net(&entries)?;
