@@ -378,19 +378,30 @@ fn program_stats(t: &Targets) -> anyhow::Result<String> {
 /// Tagged allowed-connect cost with the maps populated by many tasks and grants.
 fn scale(t: &Targets, rounds: usize) -> anyhow::Result<String> {
     use agent_common::{ExecGrant, NetKey, NetRules, PortRule, TaskInfo, grant::PROTO_TCP};
-    let configs: [(u32, u32); 4] = [(1, 1), (100, 1), (100, 100), (10_000, 1)];
+    // (tasks, grants each, prefix grants): full addresses go to the host hash, shorter
+    // prefixes (here /24, and 127.0.0.0/8 for the measured task) to the shared trie.
+    let configs: [(u32, u32, bool); 6] = [
+        (1, 1, false),
+        (100, 1, false),
+        (100, 100, false),
+        (10_000, 1, false),
+        (1, 1, true),
+        (10_000, 1, true),
+    ];
     let connect = [
         "connect".to_owned(),
         t.tcp_port.to_string(),
         "3000".to_owned(),
     ];
     let mut rows = Vec::new();
-    let mut baseline = Vec::new();
-    for &(tasks, grants) in &configs {
+    let mut baseline = [Vec::new(), Vec::new()];
+    let mut base_prog = [1.0, 1.0];
+    for &(tasks, grants, cidr) in &configs {
         let h = Harness::load();
+        let own = if cidr { "127.0.0.0/8" } else { "127.0.0.1" };
         let task = h.task(spec(
             &["/bin/true"],
-            &[&format!("127.0.0.1:{}/tcp", t.tcp_port)],
+            &[&format!("{own}:{}/tcp", t.tcp_port)],
         ));
         {
             let mut enf = h.enforcer.lock().unwrap();
@@ -430,8 +441,10 @@ fn scale(t: &Targets, rounds: usize) -> anyhow::Result<String> {
                         let mut addr = [0u8; 16];
                         addr[10] = 0xff;
                         addr[11] = 0xff;
-                        addr[12..].copy_from_slice(&(0x0a00_0000u32 + g).to_be_bytes());
-                        (64 + 128, NetKey { task: id, addr }, rules)
+                        let host = if cidr { g << 8 } else { g };
+                        addr[12..].copy_from_slice(&(0x0a00_0000u32 + host).to_be_bytes());
+                        let prefix = if cidr { 64 + 120 } else { 64 + 128 };
+                        (prefix, NetKey { task: id, addr }, rules)
                     })
                     .collect();
                 maps.insert_net(&entries)?;
@@ -458,12 +471,20 @@ fn scale(t: &Targets, rounds: usize) -> anyhow::Result<String> {
             .map(|(_, b)| b)
             .sum();
         if tasks == 1 {
-            baseline.clone_from(&samples);
+            baseline[usize::from(cidr)].clone_from(&samples);
+            base_prog[usize::from(cidr)] = program_ns;
         }
-        rows.push((tasks, grants, median(&samples), program_ns, usage, mem));
+        rows.push((
+            tasks,
+            grants,
+            cidr,
+            median(&samples),
+            program_ns,
+            usage,
+            mem,
+        ));
     }
-    let base = median(&baseline);
-    let base_prog = rows.first().map_or(1.0, |r| r.3);
+    let base = [median(&baseline[0]), median(&baseline[1])];
     let mut md = String::new();
     writeln!(
         md,
@@ -471,22 +492,24 @@ fn scale(t: &Targets, rounds: usize) -> anyhow::Result<String> {
     )?;
     writeln!(
         md,
-        "Other tasks get one exec grant and `grants` /32 network entries each. The connect4 program's own run time (bpf_stats) is the precise figure; the whole-connect time (medians of {rounds} runs of 3000 connects, each configuration loaded in turn) carries the machine's noise. Memory: the maps' `memlock` from fdinfo (PROCS, TASKS and EXEC_GRANTS are preallocated at their capacity; the LPM trie allocates per entry).\n"
+        "Other tasks get one exec grant and `grants` network entries each: /32 (hosts, in the NET_HOSTS hash) or, in the \"prefix\" rows, /24 (in the NET_GRANTS trie, with the measured task's own grant a /8), compared with 1 task of the same kind. The connect4 program's own run time (bpf_stats) is the precise figure; the whole-connect time (medians of {rounds} runs of 3000 connects, each configuration loaded in turn) carries the machine's noise. Memory: the maps' `memlock` from fdinfo (PROCS, TASKS and EXEC_GRANTS are preallocated at their capacity; the network maps allocate per entry).\n"
     )?;
     writeln!(
         md,
-        "| live tasks | grants each | connect4 program, ns/run | vs 1 task | whole connect, ns | vs 1 task | TASKS / EXEC_GRANTS / NET_GRANTS entries | map memory |"
+        "| live tasks | grants each | kind | connect4 program, ns/run | vs 1 task | whole connect, ns | vs 1 task | TASKS / EXEC_GRANTS / NET_HOSTS / NET_GRANTS entries | map memory |"
     )?;
-    writeln!(md, "|---|---|---|---|---|---|---|---|")?;
-    for (tasks, grants, ns, prog, usage, mem) in rows {
+    writeln!(md, "|---|---|---|---|---|---|---|---|---|")?;
+    for (tasks, grants, cidr, ns, prog, usage, mem) in rows {
         let e = |name: &str| usage.iter().find(|u| u.0 == name).map_or(0, |u| u.1);
         writeln!(
             md,
-            "| {tasks} | {grants} | {prog:.0} | {:.3}× | {ns:.0} | {:.3}× | {} / {} / {} | {:.1} MiB |",
-            prog / base_prog,
-            ns / base,
+            "| {tasks} | {grants} | {} | {prog:.0} | {:.3}× | {ns:.0} | {:.3}× | {} / {} / {} / {} | {:.1} MiB |",
+            if cidr { "prefix" } else { "host" },
+            prog / base_prog[usize::from(cidr)],
+            ns / base[usize::from(cidr)],
             e("TASKS"),
             e("EXEC_GRANTS"),
+            e("NET_HOSTS"),
             e("NET_GRANTS"),
             mem as f64 / 1_048_576.0
         )?;
