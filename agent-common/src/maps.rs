@@ -11,8 +11,12 @@ pub const TASKS: &str = "TASKS";
 pub const EXEC_GRANTS: &str = "EXEC_GRANTS";
 /// [`crate::ScriptKey`] → [`crate::ExecGrant`] (portable backend only).
 pub const SCRIPT_GRANTS: &str = "SCRIPT_GRANTS";
-/// LPM trie: [`crate::NetKey`] → [`crate::NetRules`].
+/// LPM trie: [`crate::NetKey`] → [`crate::NetRules`], prefixes shorter than an address.
 pub const NET_GRANTS: &str = "NET_GRANTS";
+/// Hash: [`crate::NetKey`] → [`crate::NetRules`], full addresses (looked up first).
+pub const NET_HOSTS: &str = "NET_HOSTS";
+/// Cgroup id → 1: the cgroups the network hooks are attached to (attach scope `task`).
+pub const LEASH_CGROUPS: &str = "LEASH_CGROUPS";
 /// Ring buffer of [`crate::Event`].
 pub const EVENTS: &str = "EVENTS";
 /// Per-CPU decision counters, indexed by [`crate::event::counter_index`].
@@ -21,15 +25,17 @@ pub const DECISIONS: &str = "DECISIONS";
 pub const STATS: &str = "STATS";
 
 /// Every map of the object, for checks and for `leash status`.
-pub const ALL: [&str; 8] = [
+pub const ALL: [&str; 10] = [
     PROCS,
     TASKS,
     EXEC_GRANTS,
     SCRIPT_GRANTS,
     NET_GRANTS,
+    NET_HOSTS,
     EVENTS,
     DECISIONS,
     STATS,
+    LEASH_CGROUPS,
 ];
 
 /// Default capacities; userspace may resize before load.
@@ -37,8 +43,11 @@ pub const PROCS_CAPACITY: u32 = 65_536;
 pub const TASKS_CAPACITY: u32 = 16_384;
 pub const EXEC_GRANTS_CAPACITY: u32 = 65_536;
 pub const SCRIPT_GRANTS_CAPACITY: u32 = 4_096;
+/// Entries of `NET_GRANTS` and of `NET_HOSTS` each (allocated per entry).
 pub const NET_GRANTS_CAPACITY: u32 = 65_536;
 pub const EVENTS_BYTES: u32 = 1 << 22;
+/// Leash cgroups (one per cgroup that holds tasks' processes).
+pub const LEASH_CGROUPS_CAPACITY: u32 = 4_096;
 
 /// Indexes of the [`STATS`] per-CPU array.
 #[repr(u32)]
@@ -50,9 +59,11 @@ pub enum Stat {
     TagFailed = 1,
     /// A tagged process was killed because it could not be handled safely.
     Killed = 2,
+    /// A tagged thread was moved out of the leash cgroups (attach scope `task`).
+    Escaped = 3,
 }
 
-pub const STATS_LEN: u32 = 3;
+pub const STATS_LEN: u32 = 4;
 
 /// Program names, as the kernel crate names its functions.
 pub mod programs {
@@ -66,4 +77,5 @@ pub mod programs {
     pub const NET_CONNECT6: &str = "net_connect6";
     pub const NET_SENDMSG4: &str = "net_sendmsg4";
     pub const NET_SENDMSG6: &str = "net_sendmsg6";
+    pub const SCOPE_CGROUP_ATTACH: &str = "scope_cgroup_attach";
 }

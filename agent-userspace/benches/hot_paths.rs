@@ -167,6 +167,7 @@ fn snapshot(agents: usize) -> (Snapshot, Recorded) {
         events_lost: 0,
         tag_failures: 1,
         killed: 2,
+        escapes: 0,
         programs: [
             programs::PROCESS_NEWTASK,
             programs::EXEC_BPRM_CHECK,

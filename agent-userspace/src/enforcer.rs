@@ -1,6 +1,7 @@
 //! Loads the kernel programs, picks a backend and attaches it.
 
 use std::{
+    collections::HashMap,
     fs,
     path::{Path, PathBuf},
 };
@@ -24,6 +25,7 @@ use crate::{
     kernel_offsets::{self, OffsetError},
     maps::{Maps, MapsError},
     mounts::{self, MountError},
+    scope::{self, AttachScope},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +73,8 @@ pub enum LoadError {
     },
     #[error("cannot hand over the pinned link {path}: {reason}")]
     Handover { path: PathBuf, reason: String },
+    #[error("attach scope task: {0}")]
+    Scope(String),
     #[error("cannot prepare the pin directory {path}: {source}")]
     PinDir {
         path: PathBuf,
@@ -90,6 +94,8 @@ pub struct LoadOptions {
     pub pin_dir: Option<PathBuf>,
     /// Map capacities (`max_entries`, or bytes for the ring buffer) by map name.
     pub capacities: Vec<(&'static str, u32)>,
+    /// Where the network hooks are attached.
+    pub attach_scope: AttachScope,
 }
 
 /// The loaded and attached programs. Dropping it detaches them.
@@ -103,6 +109,35 @@ pub struct Enforcer {
     maps: Maps,
     events: Option<EventReader>,
     logger: Option<EbpfLogger<&'static dyn log::Log>>,
+    scope: AttachScope,
+    /// Leash cgroups with the network hooks attached, by cgroup id.
+    scopes: HashMap<u64, ScopeLinks>,
+    pin_dir: Option<PathBuf>,
+}
+
+/// The network hooks of one leash cgroup. With a pin dir the links are pinned under
+/// `links-scope/<cgroup id>/` (and `links` stays empty); else dropping them detaches.
+struct ScopeLinks {
+    path: PathBuf,
+    links: Vec<FdLink>,
+}
+
+/// Programs attached per leash cgroup in attach scope `task`.
+const NET_PROGRAMS: [&str; 4] = [
+    names::programs::NET_CONNECT4,
+    names::programs::NET_CONNECT6,
+    names::programs::NET_SENDMSG4,
+    names::programs::NET_SENDMSG6,
+];
+
+/// Sizes the maps before load. `maps.net_grants` sizes both network maps.
+fn set_capacities(loader: &mut EbpfLoader<'_>, capacities: &[(&'static str, u32)]) {
+    for &(name, capacity) in capacities {
+        loader.map_max_entries(name, capacity);
+        if name == names::NET_GRANTS {
+            loader.map_max_entries(names::NET_HOSTS, capacity);
+        }
+    }
 }
 
 /// The tracepoint or hook each program attaches to.
@@ -129,9 +164,7 @@ impl Enforcer {
             .btf(Some(&btf))
             .override_global(GLOBAL_NAME, &offsets, true)
             .override_global(aya_log::LEVEL, &level, false);
-        for &(name, capacity) in &opts.capacities {
-            loader.map_max_entries(name, capacity);
-        }
+        set_capacities(&mut loader, &opts.capacities);
         let map_pins: Vec<(&'static str, PathBuf)> = match &opts.pin_dir {
             Some(dir) => {
                 mounts::ensure_bpffs()?;
@@ -172,32 +205,208 @@ impl Enforcer {
         tracing::info!(%backend, reason = %why, "enforcement backend chosen");
 
         let cgroup = mounts::cgroup2_root()?;
-        let mut attached = Vec::new();
-        let mut links = Vec::new();
-        let keep = opts.pin_dir.is_some();
+        let task_scope = opts.attach_scope == AttachScope::Task;
+        if task_scope {
+            scope::check_tracepoint_format().map_err(LoadError::Scope)?;
+        }
+        let guard = task_scope.then_some(names::programs::SCOPE_CGROUP_ATTACH);
         // Tagging first, so nothing can be created untagged once enforcement starts.
-        for program in COMMON_PROGRAMS
+        let programs: Vec<&'static str> = COMMON_PROGRAMS
             .into_iter()
             .chain(backend.programs().iter().copied())
-        {
+            .chain(guard)
+            .collect();
+        let mut links = Vec::new();
+        for &program in &programs {
+            // In attach scope `task` the network hooks go to each leash cgroup instead.
+            if task_scope && NET_PROGRAMS.contains(&program) {
+                continue;
+            }
+            let keep = opts.pin_dir.is_some();
             if let Some(link) = attach(&mut ebpf, &btf, program, &cgroup, keep)? {
                 links.push((program, link));
             }
-            attached.push(program);
         }
-        if let Some(dir) = &opts.pin_dir {
-            hand_over(&dir.join("links"), links)?;
-        }
-        Ok(Self {
+        let mut enforcer = Self {
             ebpf,
             backend,
             why,
-            attached,
+            attached: programs,
             cgroup,
             maps,
             events: Some(EventReader::new(ring)),
             logger,
-        })
+            scope: opts.attach_scope,
+            scopes: HashMap::new(),
+            pin_dir: opts.pin_dir.clone(),
+        };
+        enforcer.take_over(links)?;
+        Ok(enforcer)
+    }
+
+    /// Replaces a previous daemon's pinned links with `links` (and, in attach scope
+    /// `task`, its leash cgroups' links with this binary's programs), with no gap.
+    fn take_over(&mut self, links: Vec<(&'static str, FdLink)>) -> Result<(), LoadError> {
+        if self.scope == AttachScope::Task {
+            self.adopt_scopes()?;
+            // Tagged processes of a root-scope generation: into their leash cgroups
+            // before the root hooks go.
+            for tid in self.maps.tagged_threads() {
+                if let Err(e) = self.enter_scope(tid) {
+                    tracing::warn!(
+                        tid,
+                        "cannot move a tagged process into its leash cgroup: {e}"
+                    );
+                }
+            }
+        }
+        if let Some(dir) = &self.pin_dir {
+            hand_over(&dir.join("links"), links)?;
+            if self.scope == AttachScope::Root {
+                // A task-scope generation's per-cgroup hooks: the root hooks cover them.
+                cleanup_scopes(dir, &self.cgroup)?;
+                self.maps.clear_scopes();
+            }
+        }
+        Ok(())
+    }
+
+    /// Where the network hooks are attached.
+    #[must_use]
+    pub const fn attach_scope(&self) -> AttachScope {
+        self.scope
+    }
+
+    /// In attach scope `task`, moves process `pid` into its leash cgroup (created, with
+    /// the network hooks attached, on first use). Call before tagging it. A no-op in
+    /// scope `root`.
+    pub fn enter_scope(&mut self, pid: u32) -> Result<(), LoadError> {
+        let Some((cur, target)) = self.scope_cgroup(pid)? else {
+            return Ok(());
+        };
+        if cur != target {
+            scope::move_into(&target, pid).map_err(|e| {
+                LoadError::Scope(format!("cannot move {pid} into {}: {e}", target.display()))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// In attach scope `task`: the cgroup `pid` is in and the leash cgroup for it,
+    /// created with the network hooks attached if need be. `None` in scope `root`.
+    pub fn scope_cgroup(&mut self, pid: u32) -> Result<Option<(PathBuf, PathBuf)>, LoadError> {
+        if self.scope == AttachScope::Root {
+            return Ok(None);
+        }
+        let err = |what: &str, e: std::io::Error| LoadError::Scope(format!("{what}: {e}"));
+        let cur =
+            scope::cgroup_of(&self.cgroup, pid).map_err(|e| err("cgroup of the process", e))?;
+        let target = scope::leash_cgroup_for(&self.cgroup, &cur);
+        if let Err(e) = fs::create_dir(&target)
+            && e.kind() != std::io::ErrorKind::AlreadyExists
+        {
+            return Err(err(&format!("cannot create {}", target.display()), e));
+        }
+        let id = scope::cgroup_id(&target).map_err(|e| err("cgroup id", e))?;
+        if !self.scopes.contains_key(&id) {
+            self.attach_scope_hooks(id, &target)?;
+        }
+        Ok(Some((cur, target)))
+    }
+
+    /// Attaches the network hooks to a leash cgroup and registers it with the guard
+    /// (registered first: a move into it is never taken for an escape).
+    fn attach_scope_hooks(&mut self, id: u64, path: &Path) -> Result<(), LoadError> {
+        self.maps.add_scope(id)?;
+        let mut links = Vec::new();
+        for program in NET_PROGRAMS {
+            let link = attach_sock_addr(&mut self.ebpf, program, path, true)?
+                .ok_or(LoadError::MissingProgram(program))?;
+            links.push((program, link));
+        }
+        let links = match &self.pin_dir {
+            Some(dir) => {
+                let dir = scope_dir(dir).join(id.to_string());
+                fs::create_dir_all(&dir).map_err(|source| LoadError::PinDir {
+                    path: dir.clone(),
+                    source,
+                })?;
+                hand_over(&dir, links)?;
+                Vec::new()
+            }
+            None => links.into_iter().map(|(_, l)| l).collect(),
+        };
+        self.scopes.insert(
+            id,
+            ScopeLinks {
+                path: path.to_owned(),
+                links,
+            },
+        );
+        Ok(())
+    }
+
+    /// Re-attaches this binary's programs to the leash cgroups a previous daemon
+    /// pinned, replacing its links with no gap; a pin whose cgroup is gone is removed.
+    fn adopt_scopes(&mut self) -> Result<(), LoadError> {
+        let Some(pin_dir) = self.pin_dir.clone() else {
+            return Ok(());
+        };
+        let Ok(entries) = fs::read_dir(scope_dir(&pin_dir)) else {
+            return Ok(());
+        };
+        for entry in entries.flatten() {
+            let id = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u64>().ok());
+            if let Some((id, path)) =
+                id.and_then(|id| Some((id, scope::find_cgroup(&self.cgroup, id)?)))
+            {
+                self.attach_scope_hooks(id, &path)?;
+            } else {
+                remove_pins(&entry.path())?;
+                if let Some(id) = id {
+                    self.maps.remove_scope(id)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Detaches the hooks of leash cgroups no process is left in, and removes them
+    /// (a leftover child would keep e.g. a pod's cgroup from being removed).
+    pub fn prune_scopes(&mut self) {
+        let empty: Vec<u64> = self
+            .scopes
+            .iter()
+            .filter(|(_, s)| scope::is_empty(&s.path))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in empty {
+            let Some(s) = self.scopes.remove(&id) else {
+                continue;
+            };
+            if let Err(e) = self.maps.remove_scope(id) {
+                tracing::warn!("cannot unregister leash cgroup {}: {e}", s.path.display());
+            }
+            drop(s.links);
+            if let Some(dir) = &self.pin_dir
+                && let Err(e) = remove_pins(&scope_dir(dir).join(id.to_string()))
+            {
+                tracing::warn!("cannot unpin the hooks of {}: {e}", s.path.display());
+            }
+            if s.path != self.cgroup && s.path.file_name().is_some_and(|n| n == scope::LEASH_CGROUP)
+            {
+                let _ = fs::remove_dir(&s.path);
+            }
+        }
+    }
+
+    /// Leash cgroups with the network hooks attached.
+    #[must_use]
+    pub fn scope_cgroups(&self) -> Vec<PathBuf> {
+        self.scopes.values().map(|s| s.path.clone()).collect()
     }
 
     #[must_use]
@@ -326,7 +535,7 @@ fn attach(
     ebpf: &mut Ebpf,
     btf: &Btf,
     program: &'static str,
-    cgroup: &PathBuf,
+    cgroup: &Path,
     keep: bool,
 ) -> Result<Option<FdLink>, LoadError> {
     let load = |source| LoadError::Load { program, source };
@@ -349,22 +558,17 @@ fn attach(
                 .transpose()
                 .map_err(attach_err)?
         }
-        aya::programs::Program::CgroupSockAddr(p) => {
+        aya::programs::Program::TracePoint(p) => {
             p.load().map_err(load)?;
-            let dir = fs::File::open(cgroup).map_err(|source| LoadError::Cgroup {
-                path: cgroup.clone(),
-                source,
-            })?;
-            // Single: link-based attachment still coexists with other programs here,
-            // while AllowMultiple is refused by BPF_LINK_CREATE (platform-notes.md).
             let id = p
-                .attach(dir, CgroupAttachMode::Single)
+                .attach("cgroup", "cgroup_attach_task")
                 .map_err(attach_err)?;
             if keep {
                 let link = p.take_link(id).map_err(attach_err)?;
+                // A bpf_link (>= 5.15) can be pinned; an older perf-event attachment not.
                 Some(
                     FdLink::try_from(link).map_err(|e: LinkError| LoadError::Handover {
-                        path: cgroup.clone(),
+                        path: PathBuf::from("cgroup:cgroup_attach_task"),
                         reason: format!("{program} was not attached with a link: {e}"),
                     })?,
                 )
@@ -372,9 +576,47 @@ fn attach(
                 None
             }
         }
+        aya::programs::Program::CgroupSockAddr(_) => attach_sock_addr(ebpf, program, cgroup, keep)?,
         _ => return Err(LoadError::MissingProgram(program)),
     };
     Ok(link)
+}
+
+/// Loads (once) and attaches one cgroup `sock_addr` program to `cgroup`.
+fn attach_sock_addr(
+    ebpf: &mut Ebpf,
+    program: &'static str,
+    cgroup: &Path,
+    keep: bool,
+) -> Result<Option<FdLink>, LoadError> {
+    let load = |source| LoadError::Load { program, source };
+    let attach_err = |source| LoadError::Attach { program, source };
+    let Some(aya::programs::Program::CgroupSockAddr(p)) = ebpf.program_mut(program) else {
+        return Err(LoadError::MissingProgram(program));
+    };
+    // Loaded once, attached to each leash cgroup in attach scope `task`.
+    if p.fd().is_err() {
+        p.load().map_err(load)?;
+    }
+    let dir = fs::File::open(cgroup).map_err(|source| LoadError::Cgroup {
+        path: cgroup.to_owned(),
+        source,
+    })?;
+    // Single: link-based attachment still coexists with other programs here,
+    // while AllowMultiple is refused by BPF_LINK_CREATE (platform-notes.md).
+    let id = p
+        .attach(dir, CgroupAttachMode::Single)
+        .map_err(attach_err)?;
+    if !keep {
+        return Ok(None);
+    }
+    let link = p.take_link(id).map_err(attach_err)?;
+    FdLink::try_from(link)
+        .map(Some)
+        .map_err(|e: LinkError| LoadError::Handover {
+            path: cgroup.to_owned(),
+            reason: format!("{program} was not attached with a link: {e}"),
+        })
 }
 
 /// Pins the new links and detaches the previous daemon's, with no gap: every new link
@@ -429,10 +671,56 @@ fn detach_pin(path: &Path) -> Result<(), LoadError> {
     Ok(())
 }
 
+/// Where the links of the leash cgroups are pinned, one directory per cgroup id.
+fn scope_dir(pin_dir: &Path) -> PathBuf {
+    pin_dir.join("links-scope")
+}
+
+/// Unpins (detaches) every link pinned in `dir` and removes it.
+fn remove_pins(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
+    let mut removed = Vec::new();
+    if let Ok(entries) = fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            detach_pin(&entry.path())?;
+            removed.push(entry.path());
+        }
+    }
+    let _ = fs::remove_dir(dir);
+    Ok(removed)
+}
+
+/// Detaches the hooks of every leash cgroup pinned under `pin_dir` and removes the
+/// cgroups no process is left in.
+fn cleanup_scopes(pin_dir: &Path, root: &Path) -> Result<Vec<PathBuf>, LoadError> {
+    let mut removed = Vec::new();
+    let dir = scope_dir(pin_dir);
+    if let Ok(entries) = fs::read_dir(&dir) {
+        for entry in entries.flatten() {
+            removed.extend(remove_pins(&entry.path())?);
+            let cgroup = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse().ok())
+                .and_then(|id| scope::find_cgroup(root, id));
+            if let Some(cgroup) = cgroup
+                && cgroup.file_name().is_some_and(|n| n == scope::LEASH_CGROUP)
+                && scope::is_empty(&cgroup)
+            {
+                let _ = fs::remove_dir(cgroup);
+            }
+        }
+    }
+    let _ = fs::remove_dir(dir);
+    Ok(removed)
+}
+
 /// Removes everything a daemon pinned under `pin_dir`: links first (which detaches
 /// the programs), then the maps. Enforcement stops; tagged processes run free.
 pub fn cleanup(pin_dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
     let mut removed = Vec::new();
+    if let Ok(root) = mounts::cgroup2_root() {
+        removed.extend(cleanup_scopes(pin_dir, &root)?);
+    }
     let links = pin_dir.join("links");
     if let Ok(entries) = fs::read_dir(&links) {
         for entry in entries.flatten() {

@@ -16,6 +16,7 @@ pub mod maps;
 pub mod metrics;
 pub mod mounts;
 pub mod policy;
+pub mod scope;
 pub mod tasks;
 
 pub use backend::{Backend, BackendChoice};

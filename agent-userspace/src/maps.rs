@@ -4,6 +4,7 @@
 use agent_common::{
     Action, ExecGrant, ExecKey, NetKey, NetRules, ScriptKey, TaskInfo, Verdict,
     event::counter_index,
+    grant::NET_KEY_TASK_BITS,
     maps::{self as names, Stat},
 };
 use aya::{
@@ -35,6 +36,10 @@ pub enum MapsError {
     },
 }
 
+/// Prefix length of a full address in a [`NetKey`] (task id + 128 address bits):
+/// such entries live in the host hash.
+const FULL_ADDRESS: u32 = NET_KEY_TASK_BITS + 128;
+
 /// Handles on every map the control plane writes or reads.
 pub struct Maps {
     procs: HashMap<MapData, u32, u64>,
@@ -42,8 +47,10 @@ pub struct Maps {
     exec: HashMap<MapData, ExecKey, ExecGrant>,
     scripts: HashMap<MapData, ScriptKey, ExecGrant>,
     net: LpmTrie<MapData, NetKey, NetRules>,
+    hosts: HashMap<MapData, NetKey, NetRules>,
     decisions: PerCpuArray<MapData, u64>,
     stats: PerCpuArray<MapData, u64>,
+    scopes: HashMap<MapData, u64, u8>,
 }
 
 fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, MapsError>
@@ -78,7 +85,8 @@ fn config_key(map: &str) -> &'static str {
         names::TASKS => "tasks",
         names::EXEC_GRANTS => "exec_grants",
         names::SCRIPT_GRANTS => "script_grants",
-        names::NET_GRANTS => "net_grants",
+        names::NET_GRANTS | names::NET_HOSTS => "net_grants",
+        names::LEASH_CGROUPS => "leash_cgroups",
         _ => "events_bytes",
     }
 }
@@ -111,13 +119,15 @@ impl Maps {
     /// Takes the maps out of a loaded object.
     pub fn take(ebpf: &mut Ebpf) -> Result<Self, MapsError> {
         Ok(Self {
+            net: take(ebpf, names::NET_GRANTS)?,
+            hosts: take(ebpf, names::NET_HOSTS)?,
             procs: take(ebpf, names::PROCS)?,
             tasks: take(ebpf, names::TASKS)?,
             exec: take(ebpf, names::EXEC_GRANTS)?,
             scripts: take(ebpf, names::SCRIPT_GRANTS)?,
-            net: take(ebpf, names::NET_GRANTS)?,
             decisions: take(ebpf, names::DECISIONS)?,
             stats: take(ebpf, names::STATS)?,
+            scopes: take(ebpf, names::LEASH_CGROUPS)?,
         })
     }
 
@@ -190,36 +200,61 @@ impl Maps {
         entries: &[(u32, NetKey, NetRules)],
     ) -> Result<(), MapsError> {
         self.insert_net(entries)?;
-        let stale: Vec<_> = self
-            .net
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| {
-                k.data().task == task
-                    && !entries
-                        .iter()
-                        .any(|(p, key, _)| *p == k.prefix_len() && key.addr == k.data().addr)
-            })
+        let wanted = |prefix: u32, key: &NetKey| {
+            entries
+                .iter()
+                .any(|(p, k, _)| *p == prefix && k.addr == key.addr)
+        };
+        let stale: Vec<(u32, NetKey)> = self
+            .net_keys()
+            .into_iter()
+            .filter(|(p, k)| k.task == task && !wanted(*p, k))
             .collect();
-        for k in stale {
-            removed(self.net.remove(&k), names::NET_GRANTS)?;
+        for (prefix, key) in stale {
+            self.remove_net(prefix, key)?;
         }
         Ok(())
     }
 
-    /// Inserts (or replaces) network entries.
+    /// Inserts (or replaces) network entries: full addresses in the host hash, shorter
+    /// prefixes in the trie.
     pub fn insert_net(&mut self, entries: &[(u32, NetKey, NetRules)]) -> Result<(), MapsError> {
         for (prefix, key, rules) in entries {
-            self.net
-                .insert(&Key::new(*prefix, *key), rules, 0)
-                .map_err(op_err("insert", names::NET_GRANTS))?;
+            if *prefix == FULL_ADDRESS {
+                self.hosts
+                    .insert(key, rules, 0)
+                    .map_err(op_err("insert", names::NET_HOSTS))?;
+            } else {
+                self.net
+                    .insert(&Key::new(*prefix, *key), rules, 0)
+                    .map_err(op_err("insert", names::NET_GRANTS))?;
+            }
         }
         Ok(())
     }
 
-    /// Removes one network entry.
+    /// Removes one network entry. A full address leaves both maps: a daemon before
+    /// the host hash kept it in the trie, and a stale trie entry would still allow.
     pub fn remove_net(&mut self, prefix: u32, key: NetKey) -> Result<(), MapsError> {
+        if prefix == FULL_ADDRESS {
+            removed(self.hosts.remove(&key), names::NET_HOSTS)?;
+        }
         removed(self.net.remove(&Key::new(prefix, key)), names::NET_GRANTS)
+    }
+
+    /// Every network entry in the kernel, as (prefix length, key).
+    fn net_keys(&self) -> Vec<(u32, NetKey)> {
+        self.net
+            .keys()
+            .filter_map(Result::ok)
+            .map(|k| (k.prefix_len(), k.data()))
+            .chain(
+                self.hosts
+                    .keys()
+                    .filter_map(Result::ok)
+                    .map(|k| (FULL_ADDRESS, k)),
+            )
+            .collect()
     }
 
     /// Every grant key in the kernel, grouped by task, in one pass per map (for a
@@ -233,11 +268,8 @@ impl Maps {
         for k in self.scripts.keys().filter_map(Result::ok) {
             out.entry(k.task).or_default().scripts.push(k);
         }
-        for k in self.net.keys().filter_map(Result::ok) {
-            out.entry(k.data().task)
-                .or_default()
-                .net
-                .push((k.prefix_len(), k.data()));
+        for (prefix, key) in self.net_keys() {
+            out.entry(key.task).or_default().net.push((prefix, key));
         }
         out
     }
@@ -252,6 +284,31 @@ impl Maps {
     #[must_use]
     pub fn tag_of(&self, tid: u32) -> Option<u64> {
         self.procs.get(&tid, 0).ok()
+    }
+
+    /// Registers a leash cgroup (attach scope `task`): moves into it are not escapes.
+    pub fn add_scope(&mut self, cgroup_id: u64) -> Result<(), MapsError> {
+        self.scopes
+            .insert(cgroup_id, 1, 0)
+            .map_err(op_err("insert", names::LEASH_CGROUPS))
+    }
+
+    pub fn remove_scope(&mut self, cgroup_id: u64) -> Result<(), MapsError> {
+        removed(self.scopes.remove(&cgroup_id), names::LEASH_CGROUPS)
+    }
+
+    /// Forgets every leash cgroup (attach scope `root`: the guard is not attached).
+    pub fn clear_scopes(&mut self) {
+        let ids: Vec<u64> = self.scopes.keys().filter_map(Result::ok).collect();
+        for id in ids {
+            let _ = self.scopes.remove(&id);
+        }
+    }
+
+    /// Every tagged thread.
+    #[must_use]
+    pub fn tagged_threads(&self) -> Vec<u32> {
+        self.procs.keys().filter_map(Result::ok).collect()
     }
 
     /// Every task id the kernel knows.
@@ -290,38 +347,44 @@ impl Maps {
             .collect()
     }
 
-    /// Entries and capacity of each map, for status and metrics.
+    /// Capacity of each map, one syscall each.
     #[must_use]
-    pub fn usage(&self) -> Vec<(&'static str, u64, u64)> {
+    pub fn capacities(&self) -> [(&'static str, u64); 6] {
         use aya::maps::IterableMap as _;
         let cap = |m: &MapData| m.info().map_or(0, |i| u64::from(i.max_entries()));
-        vec![
-            (
-                names::PROCS,
-                self.procs.keys().count() as u64,
-                cap(self.procs.map()),
-            ),
-            (
-                names::TASKS,
-                self.tasks.keys().count() as u64,
-                cap(self.tasks.map()),
-            ),
-            (
-                names::EXEC_GRANTS,
-                self.exec.keys().count() as u64,
-                cap(self.exec.map()),
-            ),
-            (
-                names::SCRIPT_GRANTS,
-                self.scripts.keys().count() as u64,
-                cap(self.scripts.map()),
-            ),
-            (
-                names::NET_GRANTS,
-                self.net.keys().count() as u64,
-                cap(self.net.map()),
-            ),
+        [
+            (names::PROCS, cap(self.procs.map())),
+            (names::TASKS, cap(self.tasks.map())),
+            (names::EXEC_GRANTS, cap(self.exec.map())),
+            (names::SCRIPT_GRANTS, cap(self.scripts.map())),
+            (names::NET_GRANTS, cap(self.net.map())),
+            (names::NET_HOSTS, cap(self.hosts.map())),
         ]
+    }
+
+    /// Tagged threads, by walking the process map (one syscall per entry).
+    #[must_use]
+    pub fn procs_len(&self) -> u64 {
+        self.procs.keys().count() as u64
+    }
+
+    /// Entries and capacity of each map, counted by walking every map (one syscall per
+    /// entry): for `leash status`; the metrics count from the daemon's records.
+    #[must_use]
+    pub fn usage(&self) -> Vec<(&'static str, u64, u64)> {
+        let entries = [
+            self.procs_len(),
+            self.tasks.keys().count() as u64,
+            self.exec.keys().count() as u64,
+            self.scripts.keys().count() as u64,
+            self.net.keys().count() as u64,
+            self.hosts.keys().count() as u64,
+        ];
+        self.capacities()
+            .into_iter()
+            .zip(entries)
+            .map(|((name, cap), n)| (name, n, cap))
+            .collect()
     }
 
     /// Kernel memory charged to each map (`memlock` in the map fd's fdinfo), in bytes.
@@ -346,6 +409,7 @@ impl Maps {
             (names::EXEC_GRANTS, read(self.exec.map())),
             (names::SCRIPT_GRANTS, read(self.scripts.map())),
             (names::NET_GRANTS, read(self.net.map())),
+            (names::NET_HOSTS, read(self.hosts.map())),
         ]
     }
 

@@ -90,6 +90,8 @@ pub struct Snapshot {
     pub events_lost: u64,
     pub tag_failures: u64,
     pub killed: u64,
+    /// Tagged threads moved out of the leash cgroups (attach scope `task`).
+    pub escapes: u64,
     pub programs: Vec<(&'static str, Duration, u64)>,
 }
 
@@ -198,6 +200,11 @@ fn register_kernel(reg: &mut Registry, snap: &Snapshot, recorded: &Recorded) {
         "leash_processes_killed",
         "Tagged processes the kernel killed (denied execs on the portable backend, tag failures)",
         counter(snap.killed),
+    );
+    reg.register(
+        "leash_cgroup_escapes",
+        "Tagged threads moved out of the leash cgroups (attach_scope task); a tagged mover is killed",
+        counter(snap.escapes),
     );
     reg.register(
         "leash_grant_apply_seconds",

@@ -85,10 +85,18 @@ impl Harness {
     /// Loads and attaches the programs with the backend this kernel allows.
     #[must_use]
     pub fn load() -> Self {
+        Self::load_scoped(leash::scope::AttachScope::Root)
+    }
+
+    /// Loads with the network hooks attached at `scope`; in scope `task`, task commands
+    /// move themselves into this process's leash cgroup before they exec.
+    #[must_use]
+    pub fn load_scoped(attach_scope: leash::scope::AttachScope) -> Self {
         require_root();
         let mut enforcer = Enforcer::load(&LoadOptions {
             backend: backend_choice(),
             kernel_log_level: None,
+            attach_scope,
             ..LoadOptions::default()
         })
         .unwrap_or_else(|e| panic!("cannot load leash: {e}"));
@@ -195,12 +203,30 @@ impl Task<'_> {
     /// A command that tags itself into this task between fork and exec, as `leash run` does.
     #[must_use]
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let fd = self.h.enforcer.lock().unwrap().maps().procs_fd();
+        let mut enf = self.h.enforcer.lock().unwrap();
+        let fd = enf.maps().procs_fd();
+        // Attach scope `task`: the child joins the leash cgroup of this process's cgroup.
+        let scope = enf
+            .scope_cgroup(std::process::id())
+            .expect("leash cgroup")
+            .map(|(_, leash)| {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(leash.join("cgroup.procs"))
+                    .expect("open the leash cgroup")
+            });
+        drop(enf);
         let task = self.id;
         let mut cmd = Command::new(program);
-        // SAFETY: the closure makes one raw bpf() syscall, which is async-signal-safe.
+        // SAFETY: the closure makes one write() and one raw bpf() syscall, both
+        // async-signal-safe; `scope` is moved in and outlives the fork.
         unsafe {
-            cmd.pre_exec(move || tag_self(fd, task));
+            cmd.pre_exec(move || {
+                if let Some(procs) = &scope {
+                    join_cgroup(procs)?;
+                }
+                tag_self(fd, task)
+            });
         }
         cmd
     }
@@ -289,6 +315,18 @@ impl Drop for Session {
 }
 
 /// `bpf(BPF_MAP_UPDATE_ELEM, {fd, &getpid(), &task})`: tags the calling process.
+/// Moves the calling process into the cgroup whose `cgroup.procs` is open in `procs`
+/// ("0" names the writer).
+fn join_cgroup(procs: &std::fs::File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    // SAFETY: writes one byte from a static buffer to an open fd.
+    let rc = unsafe { libc::write(procs.as_raw_fd(), b"0".as_ptr().cast(), 1) };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 fn tag_self(fd: i32, task: u64) -> std::io::Result<()> {
     #[repr(C)]
     struct UpdateAttr {

@@ -44,6 +44,25 @@ fn scrape(d: &DaemonGuard) -> BTreeMap<String, f64> {
     parse(&body)
 }
 
+/// The scrape counts entries from the daemon's records; `leash status` walks the
+/// kernel's maps. They must agree, and match `expected` where given.
+fn assert_map_entries(d: &DaemonGuard, scraped: &BTreeMap<String, f64>, expected: &[(&str, f64)]) {
+    let entries = |name: &str| scraped.get(&format!("leash_map_entries{{map=\"{name}\"}}"));
+    for (name, n) in expected {
+        assert_eq!(entries(name), Some(n), "{name}");
+    }
+    let status: serde_json::Value =
+        serde_json::from_slice(&d.run(&["status", "--json"]).stdout).unwrap();
+    for map in status["maps"].as_array().unwrap() {
+        let name = map["name"].as_str().unwrap();
+        assert_eq!(
+            entries(name),
+            Some(&map["entries"].as_f64().unwrap()),
+            "{name}: scrape and kernel disagree"
+        );
+    }
+}
+
 #[test]
 fn decision_counters_match_the_actions_exactly_per_agent() {
     let d = DaemonGuard::start("metrics", "");
@@ -116,7 +135,8 @@ fn decision_counters_match_the_actions_exactly_per_agent() {
     assert_eq!(after.get("leash_tasks_active{agent=\"alpha\"}"), Some(&1.0));
     assert_eq!(after.get("leash_tasks_active{agent=\"beta\"}"), Some(&1.0));
     assert_eq!(after.get("leash_grants_active{kind=\"exec\"}"), Some(&2.0));
-    assert_eq!(after.get("leash_map_entries{map=\"TASKS\"}"), Some(&2.0));
+    // Two tasks; alpha's one network grant (a full address) in the host hash.
+    assert_map_entries(&d, &after, &[("TASKS", 2.0), ("NET_HOSTS", 1.0)]);
     assert!(
         after
             .get("leash_grant_apply_seconds_count")

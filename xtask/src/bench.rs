@@ -1,4 +1,4 @@
-//! `cargo xtask bench [--out FILE]`: runs the benchmark binary of the integration tests.
+//! `cargo xtask bench [--quick] [--out FILE]`: runs the benchmark binary of the integration tests.
 
 use std::path::PathBuf;
 
@@ -6,7 +6,7 @@ use anyhow::Context as _;
 
 use crate::util;
 
-pub fn run(out: Option<PathBuf>) -> anyhow::Result<()> {
+pub fn run(out: Option<PathBuf>, quick: bool) -> anyhow::Result<()> {
     util::require_bpf_linker()?;
     // The child runs in the workspace root, so resolve a relative --out against the
     // directory the user ran `cargo xtask` from.
@@ -17,7 +17,8 @@ pub fn run(out: Option<PathBuf>) -> anyhow::Result<()> {
             .context("could not read the current directory")?
             .join(path),
     };
-    // The daemon sections drive the real `leash` binary; build the release one first.
+    // The daemon sections drive the real `leash` binary and every section the probe;
+    // `cargo run` builds neither.
     util::run(util::cargo().args([
         "build",
         "--release",
@@ -25,6 +26,10 @@ pub fn run(out: Option<PathBuf>) -> anyhow::Result<()> {
         "agent-userspace",
         "--bin",
         "leash",
+        "-p",
+        "integration-tests",
+        "--bin",
+        "leash-probe",
     ]))?;
     util::run(
         util::cargo()
@@ -37,6 +42,7 @@ pub fn run(out: Option<PathBuf>) -> anyhow::Result<()> {
                 "leash-bench",
             ])
             .args(["--", "--out"])
-            .arg(&out),
+            .arg(&out)
+            .args(quick.then_some("--quick")),
     )
 }

@@ -53,6 +53,9 @@ enum Command {
         /// Where to write the report [default: BENCHMARKS.md in the workspace root].
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
+        /// A one-minute smoke run with fewer rounds and tasks (figures are rough).
+        #[arg(long)]
+        quick: bool,
     },
     /// Runs the integration tests on another kernel in qemu, once per backend: builds
     /// them statically (musl), fetches the kernel from Debian's packages (cached under
@@ -96,7 +99,7 @@ fn main() -> anyhow::Result<()> {
         Command::Build { release } => build::run(release),
         Command::Test { filters } => test::run(&filters),
         Command::Run { args } => run::run(&args),
-        Command::Bench { out } => bench::run(out),
+        Command::Bench { out, quick } => bench::run(out, quick),
         Command::Vm {
             kernel,
             backend,

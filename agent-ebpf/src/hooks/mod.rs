@@ -8,6 +8,7 @@
 pub mod exec;
 pub mod net;
 pub mod process;
+pub mod scope;
 
 use agent_common::{
     Action, Event, KernelOffsets, Reason, TaskInfo, Verdict,

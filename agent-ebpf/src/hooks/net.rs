@@ -12,7 +12,7 @@ use agent_common::{
 use aya_ebpf::{
     bindings::bpf_sock_addr,
     macros::{cgroup_sock_addr, map},
-    maps::{LpmTrie, lpm_trie::Key},
+    maps::{HashMap, LpmTrie, lpm_trie::Key},
     programs::SockAddrContext,
 };
 
@@ -25,9 +25,18 @@ const DENY: i32 = 0;
 const IPPROTO_TCP: u32 = 6;
 const IPPROTO_UDP: u32 = 17;
 
+/// Prefixes shorter than a full address. One trie for every task: its depth grows
+/// with the number of tasks that have such grants.
 #[map]
 pub static NET_GRANTS: LpmTrie<NetKey, NetRules> =
     LpmTrie::with_max_entries(NET_GRANTS_CAPACITY, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
+
+/// Full addresses (`/32`, `/128`: hosts and resolved names, the common grant): one
+/// hash lookup whatever the number of tasks. An entry carries the rules of every
+/// granted prefix that contains it, as the longest trie match would.
+#[map]
+pub static NET_HOSTS: HashMap<NetKey, NetRules> =
+    HashMap::with_max_entries(NET_GRANTS_CAPACITY, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
 
 /// A destination as the grants see it.
 #[derive(Clone, Copy)]
@@ -88,15 +97,18 @@ fn dest_granted(task: u64, dest: &Dest, now: u64) -> Result<(), Reason> {
         IPPROTO_UDP => PROTO_UDP,
         _ => return Err(Reason::Protocol),
     };
-    let key = Key::new(
-        NET_KEY_TASK_BITS + 128,
-        NetKey {
-            task,
-            addr: dest.addr,
+    let data = NetKey {
+        task,
+        addr: dest.addr,
+    };
+    // SAFETY: not preallocated, so an entry is freed after RCU and never recycled
+    // under a reader; the rules are only read.
+    let rules = match unsafe { NET_HOSTS.get(data) } {
+        Some(rules) => rules,
+        None => match NET_GRANTS.get(Key::new(NET_KEY_TASK_BITS + 128, data)) {
+            Some(rules) => rules,
+            None => return Err(Reason::NotGranted),
         },
-    );
-    let Some(rules) = NET_GRANTS.get(&key) else {
-        return Err(Reason::NotGranted);
     };
     let len = rules.len as usize;
     let mut i = 0;

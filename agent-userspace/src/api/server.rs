@@ -102,7 +102,9 @@ impl From<RegistryError> for ApiError {
             RegistryError::Maps(MapsError::Full { .. }) => {
                 Self::new(StatusCode::INSUFFICIENT_STORAGE, "map_full", msg)
             }
-            RegistryError::Maps(_) => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", msg),
+            RegistryError::Maps(_) | RegistryError::Scope(_) => {
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", msg)
+            }
         }
     }
 }

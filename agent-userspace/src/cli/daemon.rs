@@ -118,6 +118,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         kernel_log_level: Some(log::max_level()),
         pin_dir: Some(config.pin_dir.clone()),
         capacities: config.expose_capacities().to_vec(),
+        attach_scope: config.attach_scope,
     })
     .context("cannot start enforcement")?;
     tracing::info!(

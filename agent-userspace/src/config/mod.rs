@@ -91,6 +91,8 @@ pub struct Config {
     /// Exec enforcement backend: `auto`, `lsm` or `portable`.
     #[serde(with = "backend_serde")]
     pub backend: BackendChoice,
+    /// Where the network hooks are attached: `root` or `task` (see `default.yaml`).
+    pub attach_scope: crate::scope::AttachScope,
     /// BPF map capacities.
     pub maps: MapsConfig,
     /// Task lifetimes.
@@ -121,6 +123,7 @@ impl Default for Config {
             audit_log: PathBuf::from("/var/log/leash/audit.jsonl"),
             trust_domain: "leash.local".to_owned(),
             backend: BackendChoice::Auto,
+            attach_scope: crate::scope::AttachScope::Root,
             maps: MapsConfig::default(),
             tasks: TasksConfig::default(),
             log_allowed: LogAllowed::default(),
@@ -295,7 +298,7 @@ pub struct MapsConfig {
     pub exec_grants: u32,
     /// Entries of [`maps::SCRIPT_GRANTS`].
     pub script_grants: u32,
-    /// Entries of [`maps::NET_GRANTS`].
+    /// Entries of [`maps::NET_GRANTS`] and of [`maps::NET_HOSTS`] each.
     pub net_grants: u32,
     /// Size in bytes of the [`maps::EVENTS`] ring buffer.
     pub events_bytes: u32,

@@ -37,6 +37,8 @@ pub enum RegistryError {
     Forbidden(String),
     #[error(transparent)]
     Maps(#[from] MapsError),
+    #[error("cannot move the process into its leash cgroup: {0}")]
+    Scope(String),
 }
 
 /// Limits from the config.
@@ -450,8 +452,8 @@ impl Tasks {
         Ok(removed)
     }
 
-    /// Tags every thread of `pid` into the task.
-    pub fn attach(&mut self, maps: &mut Maps, id: u64, pid: u32) -> Result<(), RegistryError> {
+    /// Whether a process may join task `id` now (it is live and not expired).
+    pub fn check_attachable(&mut self, id: u64) -> Result<(), RegistryError> {
         let task = self.get_mut(id)?;
         if !task.is_live() {
             return Err(RegistryError::Ended(task.id_string()));
@@ -459,6 +461,12 @@ impl Tasks {
         if task.expires_ns != 0 && clock::boottime_ns() >= task.expires_ns {
             return Err(RegistryError::Ended(task.id_string()));
         }
+        Ok(())
+    }
+
+    /// Tags every thread of `pid` into the task.
+    pub fn attach(&mut self, maps: &mut Maps, id: u64, pid: u32) -> Result<(), RegistryError> {
+        self.check_attachable(id)?;
         for tid in threads_of(pid) {
             maps.tag(tid, id)?;
         }
@@ -707,6 +715,30 @@ impl Tasks {
             return gone;
         }
         Vec::new()
+    }
+
+    /// Kernel entries of each map this registry installed (`TASKS`, `EXEC_GRANTS`,
+    /// `SCRIPT_GRANTS`, `NET_GRANTS`, `NET_HOSTS`), from its own records: no map walk.
+    #[must_use]
+    pub fn kernel_entries(&self) -> [(&'static str, u64); 5] {
+        use agent_common::maps as names;
+        let full = agent_common::grant::NET_KEY_TASK_BITS + 128;
+        let mut n = [0u64; 5];
+        for t in self.tasks.values().filter(|t| t.is_live()) {
+            let hosts = t.installed.net.iter().filter(|(p, _)| *p == full).count() as u64;
+            n[0] += 1;
+            n[1] += t.installed.exec.len() as u64;
+            n[2] += t.installed.scripts.len() as u64;
+            n[3] += t.installed.net.len() as u64 - hosts;
+            n[4] += hosts;
+        }
+        [
+            (names::TASKS, n[0]),
+            (names::EXEC_GRANTS, n[1]),
+            (names::SCRIPT_GRANTS, n[2]),
+            (names::NET_GRANTS, n[3]),
+            (names::NET_HOSTS, n[4]),
+        ]
     }
 
     #[must_use]

@@ -17,6 +17,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use harness::{Harness, probe, spec};
+use leash::scope::AttachScope;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -168,8 +169,9 @@ fn data_plane(t: &Targets, rounds: usize) -> anyhow::Result<String> {
             n: 300,
         },
     ];
-    // [work][state][round]; states: none, landlock, untagged, tagged.
-    let mut s = vec![[Vec::new(), Vec::new(), Vec::new(), Vec::new()]; works.len()];
+    // [work][state][round]; states: none, landlock, untagged, tagged (attach scope
+    // root), untagged, tagged (attach scope task).
+    let mut s = vec![std::array::from_fn::<Vec<f64>, 6, _>(|_| Vec::new()); works.len()];
     let mut backend = String::new();
     for round in 0..rounds {
         eprintln!("data plane round {}/{rounds}", round + 1);
@@ -196,12 +198,22 @@ fn data_plane(t: &Targets, rounds: usize) -> anyhow::Result<String> {
             s[i][2].push(run_probe(Command::new(probe()).arg("bench"), &w.args())?);
             s[i][3].push(run_probe(task.command(probe()).arg("bench"), &w.args())?);
         }
-        let denied: u64 = task.decisions().iter().map(|a| a[1]).sum();
-        if denied != 0 {
-            bail!(
-                "the tagged runs hit {denied} denials: the benchmark would measure the wrong path"
-            );
+        check_allowed(&task)?;
+        drop(task);
+        drop(h);
+        let h = Harness::load_scoped(AttachScope::Task);
+        let task = h.task(spec(
+            &["/bin/true"],
+            &[
+                &format!("127.0.0.1:{}/tcp", t.tcp_port),
+                &format!("127.0.0.1:{}/udp", t.udp_port),
+            ],
+        ));
+        for (i, w) in works.iter().enumerate() {
+            s[i][4].push(run_probe(Command::new(probe()).arg("bench"), &w.args())?);
+            s[i][5].push(run_probe(task.command(probe()).arg("bench"), &w.args())?);
         }
+        check_allowed(&task)?;
     }
     let mut md = String::new();
     writeln!(
@@ -248,8 +260,44 @@ fn data_plane(t: &Targets, rounds: usize) -> anyhow::Result<String> {
             ratio(3)
         )?;
     }
+    writeln!(
+        md,
+        "\nAttach scope (the same rounds): `root` attaches the network hooks at the cgroup2 root, `task` to a leash cgroup the tagged process is moved into (`attach_scope` in the config).\n"
+    )?;
+    writeln!(
+        md,
+        "| operation | untagged, root | untagged, task | tagged, root | tagged, task |"
+    )?;
+    writeln!(md, "|---|---|---|---|---|")?;
+    for (i, w) in works.iter().enumerate() {
+        let ratio = |state: usize| -> String {
+            let r: Vec<f64> = (0..s[i][0].len())
+                .map(|k| s[i][state][k] / s[i][0][k])
+                .collect();
+            let (lo, hi) = range(&r);
+            format!("{:.3}× ({lo:.2}–{hi:.2})", median(&r))
+        };
+        writeln!(
+            md,
+            "| {} | {} | {} | {} | {} |",
+            w.name,
+            ratio(2),
+            ratio(4),
+            ratio(3),
+            ratio(5)
+        )?;
+    }
     md.push('\n');
     Ok(md)
+}
+
+/// Fails when a tagged run was denied: it would have measured the wrong path.
+fn check_allowed(task: &harness::Task<'_>) -> anyhow::Result<()> {
+    let denied: u64 = task.decisions().iter().map(|a| a[1]).sum();
+    if denied != 0 {
+        bail!("the tagged runs hit {denied} denials: the benchmark would measure the wrong path");
+    }
+    Ok(())
 }
 
 /// Run time per program from `kernel.bpf_stats_enabled`, restored afterwards.
@@ -289,6 +337,36 @@ fn program_stats(t: &Targets) -> anyhow::Result<String> {
             &["exec".into(), "/bin/true".into(), "200".into()],
         )?;
         let s2 = stats(&h);
+        drop(task);
+        drop(h);
+        // Attach scope `task`: the same workloads, the leash cgroup (and its hooks) in
+        // place before the untagged phase.
+        let h = Harness::load_scoped(AttachScope::Task);
+        let task = h.task(spec(
+            &[],
+            &[
+                &format!("127.0.0.1:{}/tcp", t.tcp_port),
+                &format!("127.0.0.1:{}/udp", t.udp_port),
+            ],
+        ));
+        h.enforcer
+            .lock()
+            .unwrap()
+            .scope_cgroup(std::process::id())?;
+        let s3 = stats(&h);
+        untagged("udp", &t.udp_port.to_string(), "100000")?;
+        untagged("connect", &t.tcp_port.to_string(), "2000")?;
+        let s4 = stats(&h);
+        for (kind, port, n) in [
+            ("udp", t.udp_port, "100000"),
+            ("connect", t.tcp_port, "2000"),
+        ] {
+            run_probe(
+                task.command(probe()).arg("bench"),
+                &[kind.into(), port.to_string(), n.into()],
+            )?;
+        }
+        let s5 = stats(&h);
         let mut md = String::new();
         writeln!(
             md,
@@ -299,50 +377,78 @@ fn program_stats(t: &Targets) -> anyhow::Result<String> {
             md,
             "Same workloads as above, first untagged, then tagged (allowed). ns per run = run_time / run_cnt over each phase; the machine's other processes also trigger the hooks.\n"
         )?;
+        stats_table(&mut md, &s0, &s1, &s2)?;
         writeln!(
             md,
-            "| program | untagged: runs | ns/run | tagged: runs | ns/run |"
+            "With `attach_scope: task` (UDP and TCP workloads only): the untagged processes, outside the leash cgroup, run no network program at all.\n"
         )?;
-        writeln!(md, "|---|---|---|---|---|")?;
-        for ((name, t0, c0), ((_, t1, c1), (_, t2, c2))) in s0.iter().zip(s1.iter().zip(s2.iter()))
-        {
-            let per = |dt: Duration, dc: u64| {
-                if dc == 0 {
-                    "-".into()
-                } else {
-                    format!("{:.0}", dt.as_nanos() as f64 / dc as f64)
-                }
-            };
-            writeln!(
-                md,
-                "| {name} | {} | {} | {} | {} |",
-                c1 - c0,
-                per(t1.saturating_sub(*t0), c1 - c0),
-                c2 - c1,
-                per(t2.saturating_sub(*t1), c2 - c1)
-            )?;
-        }
-        md.push('\n');
+        stats_table(&mut md, &s3, &s4, &s5)?;
         Ok(md)
     })
+}
+
+type ProgramStats = [(&'static str, Duration, u64)];
+
+/// One row per program: runs and ns per run between `s0`→`s1` and `s1`→`s2`.
+fn stats_table(
+    md: &mut String,
+    s0: &ProgramStats,
+    s1: &ProgramStats,
+    s2: &ProgramStats,
+) -> anyhow::Result<()> {
+    writeln!(
+        md,
+        "| program | untagged: runs | ns/run | tagged: runs | ns/run |"
+    )?;
+    writeln!(md, "|---|---|---|---|---|")?;
+    for ((name, t0, c0), ((_, t1, c1), (_, t2, c2))) in s0.iter().zip(s1.iter().zip(s2.iter())) {
+        let per = |dt: Duration, dc: u64| {
+            if dc == 0 {
+                "-".into()
+            } else {
+                format!("{:.0}", dt.as_nanos() as f64 / dc as f64)
+            }
+        };
+        writeln!(
+            md,
+            "| {name} | {} | {} | {} | {} |",
+            c1 - c0,
+            per(t1.saturating_sub(*t0), c1 - c0),
+            c2 - c1,
+            per(t2.saturating_sub(*t1), c2 - c1)
+        )?;
+    }
+    md.push('\n');
+    Ok(())
 }
 
 /// Tagged allowed-connect cost with the maps populated by many tasks and grants.
 fn scale(t: &Targets, rounds: usize) -> anyhow::Result<String> {
     use agent_common::{ExecGrant, NetKey, NetRules, PortRule, TaskInfo, grant::PROTO_TCP};
-    let configs: [(u32, u32); 4] = [(1, 1), (100, 1), (100, 100), (10_000, 1)];
+    // (tasks, grants each, prefix grants): full addresses go to the host hash, shorter
+    // prefixes (here /24, and 127.0.0.0/8 for the measured task) to the shared trie.
+    let configs: [(u32, u32, bool); 6] = [
+        (1, 1, false),
+        (100, 1, false),
+        (100, 100, false),
+        (10_000, 1, false),
+        (1, 1, true),
+        (10_000, 1, true),
+    ];
     let connect = [
         "connect".to_owned(),
         t.tcp_port.to_string(),
         "3000".to_owned(),
     ];
     let mut rows = Vec::new();
-    let mut baseline = Vec::new();
-    for &(tasks, grants) in &configs {
+    let mut baseline = [Vec::new(), Vec::new()];
+    let mut base_prog = [1.0, 1.0];
+    for &(tasks, grants, cidr) in &configs {
         let h = Harness::load();
+        let own = if cidr { "127.0.0.0/8" } else { "127.0.0.1" };
         let task = h.task(spec(
             &["/bin/true"],
-            &[&format!("127.0.0.1:{}/tcp", t.tcp_port)],
+            &[&format!("{own}:{}/tcp", t.tcp_port)],
         ));
         {
             let mut enf = h.enforcer.lock().unwrap();
@@ -382,8 +488,10 @@ fn scale(t: &Targets, rounds: usize) -> anyhow::Result<String> {
                         let mut addr = [0u8; 16];
                         addr[10] = 0xff;
                         addr[11] = 0xff;
-                        addr[12..].copy_from_slice(&(0x0a00_0000u32 + g).to_be_bytes());
-                        (64 + 128, NetKey { task: id, addr }, rules)
+                        let host = if cidr { g << 8 } else { g };
+                        addr[12..].copy_from_slice(&(0x0a00_0000u32 + host).to_be_bytes());
+                        let prefix = if cidr { 64 + 120 } else { 64 + 128 };
+                        (prefix, NetKey { task: id, addr }, rules)
                     })
                     .collect();
                 maps.insert_net(&entries)?;
@@ -410,12 +518,20 @@ fn scale(t: &Targets, rounds: usize) -> anyhow::Result<String> {
             .map(|(_, b)| b)
             .sum();
         if tasks == 1 {
-            baseline.clone_from(&samples);
+            baseline[usize::from(cidr)].clone_from(&samples);
+            base_prog[usize::from(cidr)] = program_ns;
         }
-        rows.push((tasks, grants, median(&samples), program_ns, usage, mem));
+        rows.push((
+            tasks,
+            grants,
+            cidr,
+            median(&samples),
+            program_ns,
+            usage,
+            mem,
+        ));
     }
-    let base = median(&baseline);
-    let base_prog = rows.first().map_or(1.0, |r| r.3);
+    let base = [median(&baseline[0]), median(&baseline[1])];
     let mut md = String::new();
     writeln!(
         md,
@@ -423,22 +539,24 @@ fn scale(t: &Targets, rounds: usize) -> anyhow::Result<String> {
     )?;
     writeln!(
         md,
-        "Other tasks get one exec grant and `grants` /32 network entries each. The connect4 program's own run time (bpf_stats) is the precise figure; the whole-connect time (medians of {rounds} runs of 3000 connects, each configuration loaded in turn) carries the machine's noise. Memory: the maps' `memlock` from fdinfo (PROCS, TASKS and EXEC_GRANTS are preallocated at their capacity; the LPM trie allocates per entry).\n"
+        "Other tasks get one exec grant and `grants` network entries each: /32 (hosts, in the NET_HOSTS hash) or, in the \"prefix\" rows, /24 (in the NET_GRANTS trie, with the measured task's own grant a /8), compared with 1 task of the same kind. The connect4 program's own run time (bpf_stats) is the precise figure; the whole-connect time (medians of {rounds} runs of 3000 connects, each configuration loaded in turn) carries the machine's noise. Memory: the maps' `memlock` from fdinfo (PROCS, TASKS and EXEC_GRANTS are preallocated at their capacity; the network maps allocate per entry).\n"
     )?;
     writeln!(
         md,
-        "| live tasks | grants each | connect4 program, ns/run | vs 1 task | whole connect, ns | vs 1 task | TASKS / EXEC_GRANTS / NET_GRANTS entries | map memory |"
+        "| live tasks | grants each | kind | connect4 program, ns/run | vs 1 task | whole connect, ns | vs 1 task | TASKS / EXEC_GRANTS / NET_HOSTS / NET_GRANTS entries | map memory |"
     )?;
-    writeln!(md, "|---|---|---|---|---|---|---|---|")?;
-    for (tasks, grants, ns, prog, usage, mem) in rows {
+    writeln!(md, "|---|---|---|---|---|---|---|---|---|")?;
+    for (tasks, grants, cidr, ns, prog, usage, mem) in rows {
         let e = |name: &str| usage.iter().find(|u| u.0 == name).map_or(0, |u| u.1);
         writeln!(
             md,
-            "| {tasks} | {grants} | {prog:.0} | {:.3}× | {ns:.0} | {:.3}× | {} / {} / {} | {:.1} MiB |",
-            prog / base_prog,
-            ns / base,
+            "| {tasks} | {grants} | {} | {prog:.0} | {:.3}× | {ns:.0} | {:.3}× | {} / {} / {} / {} | {:.1} MiB |",
+            if cidr { "prefix" } else { "host" },
+            prog / base_prog[usize::from(cidr)],
+            ns / base[usize::from(cidr)],
             e("TASKS"),
             e("EXEC_GRANTS"),
+            e("NET_HOSTS"),
             e("NET_GRANTS"),
             mem as f64 / 1_048_576.0
         )?;
@@ -488,6 +606,7 @@ fn control_plane(n: usize) -> anyhow::Result<String> {
     let tasks_map: HashMap<MapData, u64, agent_common::TaskInfo> =
         HashMap::try_from(Map::HashMap(tasks_map))?;
     let (mut create, mut grant, mut teardown) = (Vec::new(), Vec::new(), Vec::new());
+    let mut floor = Vec::new();
     let started = Instant::now();
     for i in 0..n {
         let t = Instant::now();
@@ -514,6 +633,13 @@ fn control_plane(n: usize) -> anyhow::Result<String> {
         grant.push(t.elapsed());
         if status != 201 {
             bail!("add grant: {status} {body}");
+        }
+        // The same round trip with no map work: the HTTP and scheduling floor.
+        let t = Instant::now();
+        let (status, body) = http(&d.socket, "GET", &format!("/v1/tasks/{id}"), b"");
+        floor.push(t.elapsed());
+        if status != 200 {
+            bail!("get task: {status} {body}");
         }
         let kid = u64::from_str_radix(&id, 16)?;
         let st = d
@@ -550,6 +676,10 @@ fn control_plane(n: usize) -> anyhow::Result<String> {
             &mut grant,
         ),
         (
+            "read-only round trip (GET the task: no map work, the HTTP floor)",
+            &mut floor,
+        ),
+        (
             "teardown (last process reaped → task entry gone from the kernel)",
             &mut teardown,
         ),
@@ -562,6 +692,29 @@ fn control_plane(n: usize) -> anyhow::Result<String> {
             ms(percentile(v, 0.5)),
             ms(percentile(v, 0.99)),
             ms(v[v.len() - 1])
+        )?;
+    }
+    // The daemon's own measure of the apply (request parsed → maps updated), from its
+    // histogram: what the round trip adds on top is transport and scheduling.
+    let (_, metrics) = d.metrics_get("/metrics");
+    let value = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(name)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+            .unwrap_or(0.0)
+    };
+    let count = value("leash_grant_apply_seconds_count");
+    if count > 0.0 {
+        writeln!(
+            md,
+            "\nInside the daemon (its `leash_grant_apply_seconds` histogram, which also counts task creation), applying grants takes {:.3} ms on average over {count:.0} requests.",
+            value("leash_grant_apply_seconds_sum") / count * 1e3
         )?;
     }
     writeln!(

@@ -77,6 +77,14 @@ fn run(w: &[String]) -> String {
         "flood" => flood(arg(1), arg(2), arg(3).parse().unwrap_or(0)),
         "api-create" => api_create(arg(1)),
         "leader-exit" => leader_exit(&w[1..]),
+        // Moves this process into the cgroup2 cgroup at the given path.
+        "cgroup-move" => match std::fs::write(
+            std::path::Path::new(arg(1)).join("cgroup.procs"),
+            std::process::id().to_string(),
+        ) {
+            Ok(()) => "ok".into(),
+            Err(e) => format!("errno {}", e.raw_os_error().unwrap_or(-1)),
+        },
         other => format!("error unknown command {other:?}"),
     }
 }

@@ -1,0 +1,61 @@
+//! Attach scope `task`: the network hooks run only in leash cgroups, so a tagged
+//! process must not leave them. A tagged thread moved to any other cgroup2 cgroup is
+//! counted as an escape, and the mover is killed when it is tagged (a process moving
+//! itself, or a tagged process moving another).
+
+use agent_common::maps::{LEASH_CGROUPS_CAPACITY, Stat};
+use aya_ebpf::{
+    helpers::bpf_send_signal,
+    macros::{map, tracepoint},
+    maps::HashMap,
+    programs::TracePointContext,
+};
+
+use super::{PROCS, bump, current_tid};
+
+const SIGKILL: u32 = 9;
+
+/// Cgroup ids (kernfs ids) of the cgroups the network hooks are attached to.
+#[map]
+pub static LEASH_CGROUPS: HashMap<u64, u8> = HashMap::with_max_entries(LEASH_CGROUPS_CAPACITY, 0);
+
+/// Field offsets of the `cgroup:cgroup_attach_task` record (stable since 5.5, when
+/// `dst_id` became the 64-bit kernfs id); userspace checks them against the format
+/// file before attaching.
+pub const DST_ROOT: usize = 8;
+pub const DST_ID: usize = 16;
+pub const PID: usize = 24;
+
+/// `trace_cgroup_attach_task`, once per migrated thread, in the writer's context,
+/// after the move. The default (cgroup2) hierarchy has id 0; moves in cgroup v1
+/// hierarchies do not change where the hooks run.
+#[tracepoint(category = "cgroup", name = "cgroup_attach_task")]
+pub fn scope_cgroup_attach(ctx: TracePointContext) -> u32 {
+    // SAFETY: reads of the tracepoint record through the probe helper.
+    let (Ok(root), Ok(dst), Ok(pid)) = (
+        unsafe { ctx.read_at::<i32>(DST_ROOT) },
+        unsafe { ctx.read_at::<u64>(DST_ID) },
+        unsafe { ctx.read_at::<i32>(PID) },
+    ) else {
+        return 0;
+    };
+    if root != 0 {
+        return 0;
+    }
+    // SAFETY: PROCS values are plain u64 copies.
+    if unsafe { PROCS.get(pid as u32) }.is_none() {
+        return 0;
+    }
+    // SAFETY: read-only presence check.
+    if unsafe { LEASH_CGROUPS.get(dst) }.is_some() {
+        return 0;
+    }
+    bump(Stat::Escaped);
+    // SAFETY: PROCS values are plain u64 copies.
+    if unsafe { PROCS.get(current_tid()) }.is_some() {
+        bump(Stat::Killed);
+        // SAFETY: signals the current task only.
+        unsafe { bpf_send_signal(SIGKILL) };
+    }
+    0
+}

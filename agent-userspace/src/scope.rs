@@ -1,0 +1,175 @@
+//! Attach scope: where the network hooks are attached.
+//!
+//! `root` attaches them at the cgroup2 root: every connect and sendmsg of the machine
+//! runs them (an untagged one pays one hash lookup). `task` attaches them to a leash
+//! cgroup created under the cgroup a task's process was in (`<cgroup>/leash`), and
+//! moves the process there: processes outside pay nothing, and the parent's resource
+//! limits still apply to the child cgroup. The kernel program `scope_cgroup_attach`
+//! counts a tagged thread moved out and kills a tagged mover.
+
+use std::{
+    fmt, fs, io,
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+    str::FromStr,
+};
+
+/// Name of the cgroup leash creates under a task process's cgroup.
+pub const LEASH_CGROUP: &str = "leash";
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachScope {
+    /// Hooks at the cgroup2 root. No process can leave their reach.
+    #[default]
+    Root,
+    /// Hooks on leash cgroups only; tasks' processes are moved into them.
+    Task,
+}
+
+impl fmt::Display for AttachScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Root => "root",
+            Self::Task => "task",
+        })
+    }
+}
+
+impl FromStr for AttachScope {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "root" => Ok(Self::Root),
+            "task" => Ok(Self::Task),
+            other => Err(format!(
+                "unknown attach scope {other:?}: expected root or task"
+            )),
+        }
+    }
+}
+
+/// The cgroup2 cgroup of `pid`, as a path under `root` (the cgroup2 mount).
+pub fn cgroup_of(root: &Path, pid: u32) -> io::Result<PathBuf> {
+    let text = fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
+    let rel = text
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .ok_or_else(|| io::Error::other(format!("process {pid} has no cgroup2 cgroup")))?;
+    Ok(root.join(rel.trim_start_matches('/')))
+}
+
+/// The leash cgroup for a process in `cur`: `cur` itself when it already is one;
+/// `cur/leash` when `cur` may hold processes next to a child; `cur` when it has
+/// controllers enabled for its children (cgroup2's "no internal processes" rule would
+/// refuse a process in a child next to processes in `cur`; the root is exempt).
+pub fn leash_cgroup_for(root: &Path, cur: &Path) -> PathBuf {
+    if cur.file_name().is_some_and(|n| n == LEASH_CGROUP) {
+        return cur.to_owned();
+    }
+    let controllers = fs::read_to_string(cur.join("cgroup.subtree_control")).unwrap_or_default();
+    if cur != root && !controllers.trim().is_empty() {
+        tracing::warn!(
+            cgroup = %cur.display(),
+            "cgroup delegates controllers to its children: network hooks attached to it, not to a leash child"
+        );
+        return cur.to_owned();
+    }
+    cur.join(LEASH_CGROUP)
+}
+
+/// The cgroup id (the kernfs id, which is the directory's inode number).
+pub fn cgroup_id(path: &Path) -> io::Result<u64> {
+    Ok(fs::metadata(path)?.ino())
+}
+
+/// Moves the whole process `pid` into `cgroup`.
+pub fn move_into(cgroup: &Path, pid: u32) -> io::Result<()> {
+    fs::write(cgroup.join("cgroup.procs"), pid.to_string())
+}
+
+/// Whether no process is left in `cgroup` or below.
+#[must_use]
+pub fn is_empty(cgroup: &Path) -> bool {
+    fs::read_to_string(cgroup.join("cgroup.events"))
+        .is_ok_and(|t| t.lines().any(|l| l == "populated 0"))
+}
+
+/// The cgroup under `root` whose id is `id`, by walking the tree.
+#[must_use]
+pub fn find_cgroup(root: &Path, id: u64) -> Option<PathBuf> {
+    let mut stack = vec![root.to_owned()];
+    while let Some(dir) = stack.pop() {
+        if cgroup_id(&dir).ok() == Some(id) {
+            return Some(dir);
+        }
+        if let Ok(entries) = fs::read_dir(&dir) {
+            stack.extend(
+                entries
+                    .flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|e| e.path()),
+            );
+        }
+    }
+    None
+}
+
+/// Checks the `cgroup:cgroup_attach_task` record layout the kernel program reads
+/// (`dst_root` at 8, `dst_id` u64 at 16, `pid` at 24).
+pub fn check_tracepoint_format() -> Result<(), String> {
+    let format = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+        .iter()
+        .find_map(|d| {
+            fs::read_to_string(format!("{d}/events/cgroup/cgroup_attach_task/format")).ok()
+        })
+        .ok_or(
+            "cannot read the cgroup:cgroup_attach_task tracepoint format (tracefs not mounted?)",
+        )?;
+    for want in [
+        "field:int dst_root;\toffset:8;",
+        "field:u64 dst_id;\toffset:16;",
+        "field:int pid;\toffset:24;",
+    ] {
+        if !format.contains(want) {
+            return Err(format!(
+                "cgroup:cgroup_attach_task has an unexpected layout (no {want:?}); use attach_scope: root"
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_scopes() {
+        assert_eq!("task".parse(), Ok(AttachScope::Task));
+        assert_eq!("root".parse(), Ok(AttachScope::Root));
+        assert!(
+            "pod"
+                .parse::<AttachScope>()
+                .unwrap_err()
+                .contains("root or task")
+        );
+    }
+
+    #[test]
+    fn a_leash_cgroup_is_its_own_scope() {
+        let root = Path::new("/sys/fs/cgroup");
+        let cur = root.join("a/leash");
+        assert_eq!(leash_cgroup_for(root, &cur), cur);
+    }
+
+    #[test]
+    fn this_kernel_has_the_expected_tracepoint_layout() {
+        // Every kernel leash supports (>= 5.5) has this layout; a failure here means
+        // the kernel program would read the wrong fields.
+        if Path::new("/sys/kernel/tracing/events").exists() {
+            check_tracepoint_format().unwrap();
+        }
+    }
+}
