@@ -114,6 +114,39 @@ fn attach_point(program: &str) -> &'static str {
         p::EXEC_SCHED_EXEC | p::PROCESS_SCHED_EXEC => "sched_process_exec",
         p::EXEC_BPRM_CHECK => "bprm_check_security",
         p::PROCESS_TASK_ALLOC => "task_alloc",
+        p::GUARD_CGROUP => "cgroup_attach_task",
+        _ => "",
+    }
+}
+
+/// The syscall whose `syscalls:sys_enter_*` tracepoint a program attaches to.
+fn syscall_of(program: &str) -> &'static str {
+    use names::programs as p;
+    match program {
+        p::FAMILY_SOCKET => "socket",
+        p::FAMILY_CONNECT => "connect",
+        p::FAMILY_SENDTO => "sendto",
+        p::FAMILY_SENDMSG => "sendmsg",
+        p::FAMILY_SENDMMSG => "sendmmsg",
+        p::GUARD_BPF => "bpf",
+        p::GUARD_PTRACE => "ptrace",
+        p::GUARD_PROCESS_VM_WRITEV => "process_vm_writev",
+        p::GUARD_PIDFD_OPEN => "pidfd_open",
+        p::GUARD_PIDFD_GETFD => "pidfd_getfd",
+        p::GUARD_KILL => "kill",
+        p::GUARD_TKILL => "tkill",
+        p::GUARD_TGKILL => "tgkill",
+        p::GUARD_UNLINK => "unlink",
+        p::GUARD_UNLINKAT => "unlinkat",
+        p::GUARD_RMDIR => "rmdir",
+        p::GUARD_RENAME => "rename",
+        p::GUARD_RENAMEAT => "renameat",
+        p::GUARD_RENAMEAT2 => "renameat2",
+        p::GUARD_UMOUNT => "umount",
+        p::GUARD_CLONE => "clone",
+        p::GUARD_CLONE3 => "clone3",
+        p::GUARD_FORK => "fork",
+        p::GUARD_VFORK => "vfork",
         _ => "",
     }
 }
@@ -172,6 +205,7 @@ impl Enforcer {
         tracing::info!(%backend, reason = %why, "enforcement backend chosen");
 
         let cgroup = mounts::cgroup2_root()?;
+        mounts::ensure_tracefs()?;
         let mut attached = Vec::new();
         let mut links = Vec::new();
         let keep = opts.pin_dir.is_some();
@@ -351,30 +385,57 @@ fn attach(
         }
         aya::programs::Program::CgroupSockAddr(p) => {
             p.load().map_err(load)?;
-            let dir = fs::File::open(cgroup).map_err(|source| LoadError::Cgroup {
-                path: cgroup.clone(),
-                source,
-            })?;
             // Single: link-based attachment still coexists with other programs here,
             // while AllowMultiple is refused by BPF_LINK_CREATE (platform-notes.md).
             let id = p
-                .attach(dir, CgroupAttachMode::Single)
+                .attach(cgroup_dir(cgroup)?, CgroupAttachMode::Single)
                 .map_err(attach_err)?;
-            if keep {
-                let link = p.take_link(id).map_err(attach_err)?;
-                Some(
-                    FdLink::try_from(link).map_err(|e: LinkError| LoadError::Handover {
-                        path: cgroup.clone(),
-                        reason: format!("{program} was not attached with a link: {e}"),
-                    })?,
-                )
-            } else {
-                None
-            }
+            keep.then(|| cgroup_link(program, cgroup, p.take_link(id).map_err(attach_err)?))
+                .transpose()?
+        }
+        aya::programs::Program::CgroupSock(p) => {
+            p.load().map_err(load)?;
+            let id = p
+                .attach(cgroup_dir(cgroup)?, CgroupAttachMode::Single)
+                .map_err(attach_err)?;
+            keep.then(|| cgroup_link(program, cgroup, p.take_link(id).map_err(attach_err)?))
+                .transpose()?
+        }
+        aya::programs::Program::TracePoint(p) => {
+            p.load().map_err(load)?;
+            let id = p
+                .attach("syscalls", &format!("sys_enter_{}", syscall_of(program)))
+                .map_err(attach_err)?;
+            keep.then(|| p.take_link(id).map(FdLink::try_from))
+                .transpose()
+                .map_err(attach_err)?
+                .transpose()
+                .map_err(|e: LinkError| LoadError::Handover {
+                    path: PathBuf::from(program),
+                    reason: format!("the tracepoint link is not a BPF link: {e}"),
+                })?
         }
         _ => return Err(LoadError::MissingProgram(program)),
     };
     Ok(link)
+}
+
+fn cgroup_dir(cgroup: &Path) -> Result<fs::File, LoadError> {
+    fs::File::open(cgroup).map_err(|source| LoadError::Cgroup {
+        path: cgroup.to_owned(),
+        source,
+    })
+}
+
+/// A cgroup link as a pinnable [`FdLink`].
+fn cgroup_link<L>(program: &str, cgroup: &Path, link: L) -> Result<FdLink, LoadError>
+where
+    FdLink: TryFrom<L, Error = LinkError>,
+{
+    FdLink::try_from(link).map_err(|e| LoadError::Handover {
+        path: cgroup.to_owned(),
+        reason: format!("{program} was not attached with a link: {e}"),
+    })
 }
 
 /// Pins the new links and detaches the previous daemon's, with no gap: every new link

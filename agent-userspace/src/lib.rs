@@ -14,6 +14,7 @@ pub mod kernel_offsets;
 pub mod maps;
 pub mod metrics;
 pub mod mounts;
+pub mod sockets;
 pub mod tasks;
 
 pub use backend::{Backend, BackendChoice};

@@ -2,7 +2,7 @@
 //! map, and a full map says so with the remedy.
 
 use agent_common::{
-    Action, ExecGrant, ExecKey, NetKey, NetRules, ScriptKey, TaskInfo, Verdict,
+    Action, ExecGrant, ExecKey, NetKey, NetRules, ScriptKey, TaskInfo, UnixKey, Verdict,
     event::counter_index,
     maps::{self as names, Stat},
 };
@@ -42,6 +42,8 @@ pub struct Maps {
     exec: HashMap<MapData, ExecKey, ExecGrant>,
     scripts: HashMap<MapData, ScriptKey, ExecGrant>,
     net: LpmTrie<MapData, NetKey, NetRules>,
+    unix: HashMap<MapData, UnixKey, ExecGrant>,
+    protected: HashMap<MapData, u32, u32>,
     decisions: PerCpuArray<MapData, u64>,
     stats: PerCpuArray<MapData, u64>,
 }
@@ -79,6 +81,7 @@ fn config_key(map: &str) -> &'static str {
         names::EXEC_GRANTS => "exec_grants",
         names::SCRIPT_GRANTS => "script_grants",
         names::NET_GRANTS => "net_grants",
+        names::UNIX_GRANTS => "unix_grants",
         _ => "events_bytes",
     }
 }
@@ -102,10 +105,26 @@ pub struct TaskKeys {
     pub exec: Vec<ExecKey>,
     pub scripts: Vec<ScriptKey>,
     pub net: Vec<(u32, NetKey)>,
+    pub unix: Vec<UnixKey>,
 }
 
-/// Decision counts of one counter slot: `[action][verdict]`.
-pub type DecisionCounts = [[u64; 3]; 3];
+/// The counted actions, in the row order of [`DecisionCounts`].
+pub const COUNTED: [Action; 6] = [
+    Action::Exec,
+    Action::Connect,
+    Action::Send,
+    Action::Socket,
+    Action::Tamper,
+    Action::Fork,
+];
+
+/// Decision counts of one counter slot: `[action][verdict]`, actions as in [`COUNTED`].
+pub type DecisionCounts = [[u64; 3]; COUNTED.len()];
+
+/// A real thread id, not a fork reservation (see [`names::RESERVED`]).
+const fn is_tid(key: u32) -> bool {
+    key < names::RESERVED
+}
 
 impl Maps {
     /// Takes the maps out of a loaded object.
@@ -116,6 +135,8 @@ impl Maps {
             exec: take(ebpf, names::EXEC_GRANTS)?,
             scripts: take(ebpf, names::SCRIPT_GRANTS)?,
             net: take(ebpf, names::NET_GRANTS)?,
+            unix: take(ebpf, names::UNIX_GRANTS)?,
+            protected: take(ebpf, names::PROTECTED)?,
             decisions: take(ebpf, names::DECISIONS)?,
             stats: take(ebpf, names::STATS)?,
         })
@@ -159,7 +180,47 @@ impl Maps {
         for k in scripts {
             removed(self.scripts.remove(&k), names::SCRIPT_GRANTS)?;
         }
+        let unix: Vec<_> = self
+            .unix
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.task == id)
+            .collect();
+        for k in unix {
+            self.revoke_unix(&k)?;
+        }
         self.set_net(id, &[])
+    }
+
+    pub fn grant_unix(&mut self, key: &UnixKey, grant: ExecGrant) -> Result<(), MapsError> {
+        self.unix
+            .insert(key, grant, 0)
+            .map_err(op_err("insert", names::UNIX_GRANTS))
+    }
+
+    pub fn revoke_unix(&mut self, key: &UnixKey) -> Result<(), MapsError> {
+        removed(self.unix.remove(key), names::UNIX_GRANTS)
+    }
+
+    /// Makes `pid` a leash process that tagged processes may not signal or trace,
+    /// forgetting earlier ones (a previous daemon's pid may be reused by anyone).
+    pub fn protect_only(&mut self, pid: u32) -> Result<(), MapsError> {
+        let old: Vec<u32> = self.protected.keys().filter_map(Result::ok).collect();
+        for k in old {
+            removed(self.protected.remove(&k), names::PROTECTED)?;
+        }
+        self.protect(pid)
+    }
+
+    /// Adds `pid` to the protected processes.
+    pub fn protect(&mut self, pid: u32) -> Result<(), MapsError> {
+        self.protected
+            .insert(pid, 1, 0)
+            .map_err(op_err("insert", names::PROTECTED))
+    }
+
+    pub fn unprotect(&mut self, pid: u32) -> Result<(), MapsError> {
+        removed(self.protected.remove(&pid), names::PROTECTED)
     }
 
     pub fn grant_exec(&mut self, key: &ExecKey, grant: ExecGrant) -> Result<(), MapsError> {
@@ -239,6 +300,9 @@ impl Maps {
                 .net
                 .push((k.prefix_len(), k.data()));
         }
+        for k in self.unix.keys().filter_map(Result::ok) {
+            out.entry(k.task).or_default().unix.push(k);
+        }
         out
     }
 
@@ -286,6 +350,7 @@ impl Maps {
         self.procs
             .iter()
             .filter_map(Result::ok)
+            .filter(|(tid, _)| is_tid(*tid))
             .map(|(_, t)| t)
             .collect()
     }
@@ -298,7 +363,7 @@ impl Maps {
         vec![
             (
                 names::PROCS,
-                self.procs.keys().count() as u64,
+                self.procs.keys().filter_map(Result::ok).filter(|k| is_tid(*k)).count() as u64,
                 cap(self.procs.map()),
             ),
             (
@@ -320,6 +385,11 @@ impl Maps {
                 names::NET_GRANTS,
                 self.net.keys().count() as u64,
                 cap(self.net.map()),
+            ),
+            (
+                names::UNIX_GRANTS,
+                self.unix.keys().count() as u64,
+                cap(self.unix.map()),
             ),
         ]
     }
@@ -346,6 +416,7 @@ impl Maps {
             (names::EXEC_GRANTS, read(self.exec.map())),
             (names::SCRIPT_GRANTS, read(self.scripts.map())),
             (names::NET_GRANTS, read(self.net.map())),
+            (names::UNIX_GRANTS, read(self.unix.map())),
         ]
     }
 
@@ -355,18 +426,15 @@ impl Maps {
         self.procs
             .iter()
             .filter_map(Result::ok)
-            .filter(|(_, t)| *t == task)
+            .filter(|(tid, t)| *t == task && is_tid(*tid))
             .map(|(tid, _)| tid)
             .collect()
     }
 
     /// Sum over CPUs of one counter slot.
     pub fn decisions(&self, slot: u32) -> Result<DecisionCounts, MapsError> {
-        let mut out = [[0u64; 3]; 3];
-        for (a, action) in [Action::Exec, Action::Connect, Action::Send]
-            .into_iter()
-            .enumerate()
-        {
+        let mut out = [[0u64; 3]; COUNTED.len()];
+        for (a, action) in COUNTED.into_iter().enumerate() {
             for (v, verdict) in [Verdict::Allowed, Verdict::Denied, Verdict::Audited]
                 .into_iter()
                 .enumerate()

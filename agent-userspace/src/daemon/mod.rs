@@ -95,6 +95,10 @@ impl Daemon {
     fn adopt(&self) {
         let mut inner = self.lock();
         let Inner { enforcer, tasks } = &mut *inner;
+        // Tagged processes may not signal or trace this daemon (guard.rs).
+        if let Err(e) = enforcer.maps_mut().protect_only(std::process::id()) {
+            tracing::error!("cannot protect the daemon from tagged processes: {e}");
+        }
         tasks.set_installed(enforcer.maps().keys_by_task());
         let live: Vec<u64> = tasks
             .tasks
@@ -442,6 +446,15 @@ impl Daemon {
                     protocol,
                 } => {
                     json!({ "addr": addr.to_string(), "port": port, "protocol": protocol })
+                }
+                Target::Unix { path } => json!({ "unix": path }),
+                Target::Socket {
+                    family,
+                    socket_type,
+                    protocol,
+                } => json!({ "family": family, "type": socket_type, "protocol": protocol }),
+                Target::Guard { call, target_pid } => {
+                    json!({ "call": call, "target_pid": target_pid })
                 }
                 Target::Process {} => json!({}),
             };

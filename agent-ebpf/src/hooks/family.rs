@@ -1,0 +1,298 @@
+//! Socket families of tagged processes: unix, TCP and UDP as usual (the latter governed
+//! by `net.rs`); raw IP, packet, netlink and vsock only with a `socket:` grant; every
+//! other family never. Unix connects and sends reach only `unix:` granted paths.
+//!
+//! Raw IP is refused with EPERM by the cgroup `sock_create` hook, which the kernel
+//! runs for inet sockets only. The other families and unix paths have no cgroup hook
+//! this loader can attach (`connect_unix` needs aya support and kernel 6.7), so they
+//! are checked at syscall entry and a denied caller is killed before the call
+//! returns: the call itself completes (docs/security.md).
+
+use agent_common::{
+    Action, ExecGrant, Reason, UnixKey,
+    grant::UNIX_PATH_LEN,
+    maps::UNIX_GRANTS_CAPACITY,
+    task::{FAMILY_NETLINK, FAMILY_PACKET, FAMILY_RAW, FAMILY_VSOCK},
+};
+use aya_ebpf::{
+    helpers::{bpf_probe_read_kernel_str_bytes, bpf_probe_read_user, bpf_probe_read_user_buf},
+    macros::{cgroup_sock, map, tracepoint},
+    maps::HashMap,
+    programs::{SockContext, TracePointContext},
+};
+
+use super::{Decision, Gate, PROCS, current_tid, gate, kill_current, now_ns};
+
+const AF_UNIX: u16 = 1;
+const AF_INET: u32 = 2;
+const AF_INET6: u32 = 10;
+const AF_NETLINK: u32 = 16;
+const AF_PACKET: u32 = 17;
+const AF_VSOCK: u32 = 40;
+const IPPROTO_TCP: u32 = 6;
+const IPPROTO_UDP: u32 = 17;
+/// Low bits of socket()'s type argument; the rest are SOCK_NONBLOCK/SOCK_CLOEXEC.
+const SOCK_TYPE_MASK: u64 = 0xf;
+/// `sun_path` length.
+const SUN_PATH: usize = 108;
+/// Named messages of one `sendmmsg` that are checked (docs/security.md).
+const MMSG_CHECKED: u32 = 8;
+
+#[map]
+pub static UNIX_GRANTS: HashMap<UnixKey, ExecGrant> =
+    HashMap::with_max_entries(UNIX_GRANTS_CAPACITY, 0);
+
+/// Syscall tracepoint argument `i` (after the 8-byte header and the syscall number).
+#[inline(always)]
+pub fn sys_arg(ctx: &TracePointContext, i: usize) -> u64 {
+    // SAFETY: the tracepoint record holds six u64 arguments from offset 16.
+    unsafe { ctx.read_at::<u64>(16 + 8 * i) }.unwrap_or(0)
+}
+
+/// Decides for the calling thread, `None` when it is untagged. `check` sees the task's
+/// granted family bits; closed tasks deny without it.
+#[inline(always)]
+fn judge(action: Action, now: u64, check: impl FnOnce(u64, u32) -> Result<(), Reason>) -> Option<Decision> {
+    // SAFETY: PROCS values are plain u64 copies.
+    match gate(unsafe { PROCS.get(current_tid()) }, now) {
+        Gate::Untagged => None,
+        Gate::Closed { task, slot, reason } => Some(Decision::closed(task, slot, action, reason)),
+        Gate::Live { task, info } => {
+            Some(Decision::of(task, &info, action, check(task, info.families)))
+        }
+    }
+}
+
+/// Counts a family decision and reports denials (allowed ones are the hot path).
+#[inline(always)]
+fn report(d: &Decision, now: u64, family: u32, sock_type: u32, proto: u32) {
+    d.count();
+    if matches!(d.verdict, agent_common::Verdict::Allowed) {
+        return;
+    }
+    let Some(mut entry) = d.event(now) else {
+        return;
+    };
+    // SAFETY: `event` initialised every field.
+    let ev = unsafe { entry.assume_init_mut() };
+    ev.family = family as u8;
+    ev.port = sock_type as u16;
+    ev.proto = proto as u8;
+    entry.submit(0);
+}
+
+/// The grant bit a family needs; 0 = none can grant it.
+#[inline(always)]
+const fn family_bit(family: u32) -> u32 {
+    match family {
+        AF_PACKET => FAMILY_PACKET,
+        AF_NETLINK => FAMILY_NETLINK,
+        AF_VSOCK => FAMILY_VSOCK,
+        _ => 0,
+    }
+}
+
+#[inline(always)]
+fn bit_granted(families: u32, bit: u32) -> Result<(), Reason> {
+    if bit != 0 && families & bit == bit {
+        Ok(())
+    } else {
+        Err(Reason::FamilyNotGranted)
+    }
+}
+
+/// `BPF_CGROUP_INET_SOCK_CREATE` (>= 4.10): every inet socket a tagged process creates.
+/// TCP and UDP pass (their destinations are checked by `net.rs`); raw sockets and
+/// other IP protocols (ICMP, SCTP, ...) need `socket:raw`. Returning 0 fails
+/// `socket()` with EPERM.
+#[cgroup_sock(sock_create)]
+pub fn family_sock_create(ctx: SockContext) -> i32 {
+    // SAFETY: PROCS values are plain u64 copies.
+    if unsafe { PROCS.get(current_tid()) }.is_none() {
+        return 1;
+    }
+    // SAFETY: the kernel hands a valid context to the program.
+    let sk = unsafe { &*ctx.sock };
+    let (family, sock_type, proto) = (sk.family, sk.type_, sk.protocol);
+    let now = now_ns();
+    let Some(d) = judge(Action::Socket, now, |_, families| {
+        if proto == IPPROTO_TCP || proto == IPPROTO_UDP {
+            Ok(())
+        } else {
+            bit_granted(families, FAMILY_RAW)
+        }
+    }) else {
+        return 1;
+    };
+    report(&d, now, family, sock_type, proto);
+    i32::from(d.allows())
+}
+
+/// `socket(family, type, protocol)` at syscall entry: families other than unix and
+/// inet. A denied caller is killed (the socket is created, and dies with it).
+#[tracepoint]
+pub fn family_socket(ctx: TracePointContext) -> u32 {
+    let family = sys_arg(&ctx, 0) as u32;
+    if family == u32::from(AF_UNIX) || family == AF_INET || family == AF_INET6 {
+        return 0;
+    }
+    // SAFETY: PROCS values are plain u64 copies.
+    if unsafe { PROCS.get(current_tid()) }.is_none() {
+        return 0;
+    }
+    let now = now_ns();
+    let Some(d) = judge(Action::Socket, now, |_, families| {
+        bit_granted(families, family_bit(family))
+    }) else {
+        return 0;
+    };
+    let sock_type = (sys_arg(&ctx, 1) & SOCK_TYPE_MASK) as u32;
+    report(&d, now, family, sock_type, sys_arg(&ctx, 2) as u32);
+    if !d.allows() {
+        kill_current();
+    }
+    0
+}
+
+/// Builds the grant key of a user `sockaddr_un` of `len` bytes; `None` when `addr` is
+/// not a unix address with a name (unnamed and non-unix addresses are not ours).
+#[inline(always)]
+fn unix_key(task: u64, addr: u64, len: u64) -> Option<UnixKey> {
+    if addr == 0 || len <= 2 {
+        return None;
+    }
+    // A read can fail where the kernel's own copy would not (a page not yet mapped
+    // in): such an address is denied, never skipped. 0xff starts no granted name.
+    let unreadable = UnixKey {
+        task,
+        path: [0xff; UNIX_PATH_LEN],
+    };
+    // SAFETY: probe read of user memory.
+    let Ok(family) = (unsafe { bpf_probe_read_user(addr as *const u16) }) else {
+        return Some(unreadable);
+    };
+    if family != AF_UNIX {
+        return None;
+    }
+    // Exactly the bytes the kernel will use (it stops at `len`), zero-padded.
+    let name = (len - 2).min(SUN_PATH as u64) as usize;
+    let mut raw = [0u8; UNIX_PATH_LEN];
+    // SAFETY: probe read of `name` (<= 108) user bytes into a stack buffer.
+    if unsafe { bpf_probe_read_user_buf((addr + 2) as *const u8, &mut raw[..name]) }.is_err() {
+        return Some(unreadable);
+    }
+    let mut key = UnixKey {
+        task,
+        path: [0; UNIX_PATH_LEN],
+    };
+    if raw[0] == 0 {
+        // Abstract: every one of the bytes is the name.
+        key.path = raw;
+    } else {
+        // A path name ends at its first NUL: a string copy of the padded buffer stops
+        // there (or at `len`), with no loop for the verifier to walk.
+        // SAFETY: bounded string read of our own stack buffer.
+        if unsafe { bpf_probe_read_kernel_str_bytes(raw.as_ptr(), &mut key.path) }.is_err() {
+            return Some(unreadable);
+        }
+    }
+    Some(key)
+}
+
+/// Decides a unix connect or send to the user address `addr` (`len` bytes); kills a
+/// denied caller and says so.
+#[inline(always)]
+fn unix_check(action: Action, addr: u64, len: u64) -> bool {
+    let Some(task) = super::current_task() else {
+        return false;
+    };
+    let Some(key) = unix_key(task, addr, len) else {
+        return false;
+    };
+    let now = now_ns();
+    let Some(d) = judge(action, now, |_, _| {
+        // SAFETY: the value is copied out at once.
+        match unsafe { UNIX_GRANTS.get(key) } {
+            Some(g) if g.expires_ns == 0 || now < g.expires_ns => Ok(()),
+            _ => Err(Reason::NotGranted),
+        }
+    }) else {
+        return false;
+    };
+    d.count();
+    if d.allows() {
+        return false;
+    }
+    {
+        if let Some(mut entry) = d.event(now) {
+            // SAFETY: `event` initialised every field.
+            let ev = unsafe { entry.assume_init_mut() };
+            ev.family = AF_UNIX as u8;
+            let mut i = 0;
+            while i < UNIX_PATH_LEN {
+                ev.path[i] = key.path[i];
+                i += 1;
+            }
+            if key.path[0] == 0 {
+                ev.path[0] = b'@';
+            }
+            entry.submit(0);
+        }
+        kill_current();
+    }
+    true
+}
+
+/// `connect(fd, addr, len)`: unix destinations (inet ones are decided by `net.rs`).
+#[tracepoint]
+pub fn family_connect(ctx: TracePointContext) -> u32 {
+    let _ = unix_check(Action::Connect, sys_arg(&ctx, 1), sys_arg(&ctx, 2));
+    0
+}
+
+/// `sendto(fd, buf, n, flags, addr, len)`.
+#[tracepoint]
+pub fn family_sendto(ctx: TracePointContext) -> u32 {
+    let _ = unix_check(Action::Send, sys_arg(&ctx, 4), sys_arg(&ctx, 5));
+    0
+}
+
+/// Checks the destination of one user `msghdr` (`msg_name` at 0, `msg_namelen` at 8).
+#[inline(always)]
+fn msghdr_check(msg: u64) -> bool {
+    // SAFETY: probe reads of user memory.
+    let name: u64 = unsafe { bpf_probe_read_user(msg as *const u64) }.unwrap_or(0);
+    let len: u32 = unsafe { bpf_probe_read_user((msg + 8) as *const u32) }.unwrap_or(0);
+    unix_check(Action::Send, name, u64::from(len))
+}
+
+/// `sendmsg(fd, msg, flags)`.
+#[tracepoint]
+pub fn family_sendmsg(ctx: TracePointContext) -> u32 {
+    if super::current_task().is_some() {
+        let _ = msghdr_check(sys_arg(&ctx, 1));
+    }
+    0
+}
+
+/// `sendmmsg(fd, msgs, vlen, flags)`: the first [`MMSG_CHECKED`] messages (64-byte
+/// `mmsghdr` each).
+#[tracepoint]
+pub fn family_sendmmsg(ctx: TracePointContext) -> u32 {
+    if super::current_task().is_none() {
+        return 0;
+    }
+    let msgs = sys_arg(&ctx, 1);
+    let vlen = sys_arg(&ctx, 2) as u32;
+    let mut i = 0;
+    while i < MMSG_CHECKED {
+        if i >= vlen {
+            break;
+        }
+        if msghdr_check(msgs + u64::from(i) * 64) {
+            break;
+        }
+        i += 1;
+    }
+    0
+}
