@@ -16,7 +16,7 @@ pub enum Backend {
 }
 
 const SOCKETS_RAW: &str = "raw IP sockets and IP protocols other than TCP/UDP: EPERM unless socket:raw (cgroup sock_create)";
-const SOCKETS_OTHER: &str = "packet, netlink, vsock sockets (unless socket: granted), other families, unix connect/send to paths not unix: granted: killed with SIGKILL at syscall entry; io_uring IORING_OP_SOCKET/CONNECT to unix paths not seen";
+const SOCKETS_OTHER: &str = "packet, netlink, vsock sockets (unless socket: granted), other families, killed with SIGKILL at syscall entry; unix connect/send that reached a name not unix: granted: killed at syscall exit (failed attempts let be); io_uring IORING_OP_SOCKET/CONNECT to unix paths not seen";
 const GUARD: &str = "bpf(), ptrace/process_vm_writev outside the task, pidfd_getfd, signals or pidfd_open to the daemon, kill(-1), unlink/rename/umount on /sys/fs/bpf, cgroup moves: the caller is killed with SIGKILL (the call itself completes; see docs/security.md)";
 const FORK: &str = "fork with a full process map: refused (the caller is killed before the child exists)";
 
@@ -64,7 +64,7 @@ impl Backend {
 
 /// Programs both backends load: tagging, the cgroup network hooks, socket families
 /// (family.rs) and self-protection (guard.rs).
-pub const COMMON_PROGRAMS: [&str; 32] = [
+pub const COMMON_PROGRAMS: [&str; 36] = [
     p::PROCESS_NEWTASK,
     p::PROCESS_EXIT,
     p::NET_CONNECT4,
@@ -77,6 +77,10 @@ pub const COMMON_PROGRAMS: [&str; 32] = [
     p::FAMILY_SENDTO,
     p::FAMILY_SENDMSG,
     p::FAMILY_SENDMMSG,
+    p::FAMILY_CONNECT_EXIT,
+    p::FAMILY_SENDTO_EXIT,
+    p::FAMILY_SENDMSG_EXIT,
+    p::FAMILY_SENDMMSG_EXIT,
     p::GUARD_BPF,
     p::GUARD_PTRACE,
     p::GUARD_PROCESS_VM_WRITEV,

@@ -119,34 +119,38 @@ fn attach_point(program: &str) -> &'static str {
     }
 }
 
-/// The syscall whose `syscalls:sys_enter_*` tracepoint a program attaches to.
+/// The `syscalls:` tracepoint a program attaches to.
 fn syscall_of(program: &str) -> &'static str {
     use names::programs as p;
     match program {
-        p::FAMILY_SOCKET => "socket",
-        p::FAMILY_CONNECT => "connect",
-        p::FAMILY_SENDTO => "sendto",
-        p::FAMILY_SENDMSG => "sendmsg",
-        p::FAMILY_SENDMMSG => "sendmmsg",
-        p::GUARD_BPF => "bpf",
-        p::GUARD_PTRACE => "ptrace",
-        p::GUARD_PROCESS_VM_WRITEV => "process_vm_writev",
-        p::GUARD_PIDFD_OPEN => "pidfd_open",
-        p::GUARD_PIDFD_GETFD => "pidfd_getfd",
-        p::GUARD_KILL => "kill",
-        p::GUARD_TKILL => "tkill",
-        p::GUARD_TGKILL => "tgkill",
-        p::GUARD_UNLINK => "unlink",
-        p::GUARD_UNLINKAT => "unlinkat",
-        p::GUARD_RMDIR => "rmdir",
-        p::GUARD_RENAME => "rename",
-        p::GUARD_RENAMEAT => "renameat",
-        p::GUARD_RENAMEAT2 => "renameat2",
-        p::GUARD_UMOUNT => "umount",
-        p::GUARD_CLONE => "clone",
-        p::GUARD_CLONE3 => "clone3",
-        p::GUARD_FORK => "fork",
-        p::GUARD_VFORK => "vfork",
+        p::FAMILY_SOCKET => "sys_enter_socket",
+        p::FAMILY_CONNECT => "sys_enter_connect",
+        p::FAMILY_SENDTO => "sys_enter_sendto",
+        p::FAMILY_SENDMSG => "sys_enter_sendmsg",
+        p::FAMILY_SENDMMSG => "sys_enter_sendmmsg",
+        p::FAMILY_CONNECT_EXIT => "sys_exit_connect",
+        p::FAMILY_SENDTO_EXIT => "sys_exit_sendto",
+        p::FAMILY_SENDMSG_EXIT => "sys_exit_sendmsg",
+        p::FAMILY_SENDMMSG_EXIT => "sys_exit_sendmmsg",
+        p::GUARD_BPF => "sys_enter_bpf",
+        p::GUARD_PTRACE => "sys_enter_ptrace",
+        p::GUARD_PROCESS_VM_WRITEV => "sys_enter_process_vm_writev",
+        p::GUARD_PIDFD_OPEN => "sys_enter_pidfd_open",
+        p::GUARD_PIDFD_GETFD => "sys_enter_pidfd_getfd",
+        p::GUARD_KILL => "sys_enter_kill",
+        p::GUARD_TKILL => "sys_enter_tkill",
+        p::GUARD_TGKILL => "sys_enter_tgkill",
+        p::GUARD_UNLINK => "sys_enter_unlink",
+        p::GUARD_UNLINKAT => "sys_enter_unlinkat",
+        p::GUARD_RMDIR => "sys_enter_rmdir",
+        p::GUARD_RENAME => "sys_enter_rename",
+        p::GUARD_RENAMEAT => "sys_enter_renameat",
+        p::GUARD_RENAMEAT2 => "sys_enter_renameat2",
+        p::GUARD_UMOUNT => "sys_enter_umount",
+        p::GUARD_CLONE => "sys_enter_clone",
+        p::GUARD_CLONE3 => "sys_enter_clone3",
+        p::GUARD_FORK => "sys_enter_fork",
+        p::GUARD_VFORK => "sys_enter_vfork",
         _ => "",
     }
 }
@@ -404,7 +408,7 @@ fn attach(
         aya::programs::Program::TracePoint(p) => {
             p.load().map_err(load)?;
             let id = p
-                .attach("syscalls", &format!("sys_enter_{}", syscall_of(program)))
+                .attach("syscalls", syscall_of(program))
                 .map_err(attach_err)?;
             keep.then(|| p.take_link(id).map(FdLink::try_from))
                 .transpose()

@@ -198,6 +198,15 @@ impl Maps {
             .map_err(op_err("insert", names::UNIX_GRANTS))
     }
 
+    /// Lets every task reach the unix socket at `path` (the kernel's task 0 entry).
+    pub fn grant_unix_everywhere(&mut self, path: &std::path::Path) -> Result<(), MapsError> {
+        let spec = format!("unix:{}", path.display());
+        if let Some(Ok(crate::sockets::SocketGrant::Unix(name))) = crate::sockets::parse(&spec) {
+            self.grant_unix(&name.key(0), ExecGrant { expires_ns: 0 })?;
+        }
+        Ok(())
+    }
+
     pub fn revoke_unix(&mut self, key: &UnixKey) -> Result<(), MapsError> {
         removed(self.unix.remove(key), names::UNIX_GRANTS)
     }

@@ -6,15 +6,19 @@
 //! runs for inet sockets only. The other families and unix paths have no cgroup hook
 //! this loader can attach (`connect_unix` needs aya support and kernel 6.7), so they
 //! are checked at syscall entry and a denied caller is killed before the call
-//! returns: the call itself completes (docs/security.md).
+//! returns: the call itself completes (docs/security.md). A unix connect or send to
+//! a name not granted is decided at syscall exit, once its outcome is known: one that
+//! failed (no such socket: glibc tries nscd's on every user lookup) harmed no one and
+//! is let be; one that reached a socket kills the caller before it can use it.
 
 use agent_common::{
     Action, ExecGrant, Reason, UnixKey,
     grant::UNIX_PATH_LEN,
-    maps::UNIX_GRANTS_CAPACITY,
+    maps::{PROCS_CAPACITY, UNIX_GRANTS_CAPACITY},
     task::{FAMILY_NETLINK, FAMILY_PACKET, FAMILY_RAW, FAMILY_VSOCK},
 };
 use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
     helpers::{bpf_probe_read_kernel_str_bytes, bpf_probe_read_user, bpf_probe_read_user_buf},
     macros::{cgroup_sock, map, tracepoint},
     maps::HashMap,
@@ -41,6 +45,14 @@ const MMSG_CHECKED: u32 = 8;
 #[map]
 pub static UNIX_GRANTS: HashMap<UnixKey, ExecGrant> =
     HashMap::with_max_entries(UNIX_GRANTS_CAPACITY, 0);
+
+/// Thread id → the ungranted unix name its current connect or send aims at, from
+/// syscall entry to exit.
+#[map]
+pub static UNIX_PENDING: HashMap<u32, UnixKey> =
+    HashMap::with_max_entries(PROCS_CAPACITY, BPF_F_NO_PREALLOC);
+
+const EINPROGRESS: i64 = 115;
 
 /// Syscall tracepoint argument `i` (after the 8-byte header and the syscall number).
 #[inline(always)]
@@ -114,13 +126,13 @@ pub fn family_sock_create(ctx: SockContext) -> i32 {
     // SAFETY: the kernel hands a valid context to the program.
     let sk = unsafe { &*ctx.sock };
     let (family, sock_type, proto) = (sk.family, sk.type_, sk.protocol);
+    if proto == IPPROTO_TCP || proto == IPPROTO_UDP {
+        // Decided where they are used, by destination (net.rs), with the task's state.
+        return 1;
+    }
     let now = now_ns();
     let Some(d) = judge(Action::Socket, now, |_, families| {
-        if proto == IPPROTO_TCP || proto == IPPROTO_UDP {
-            Ok(())
-        } else {
-            bit_granted(families, FAMILY_RAW)
-        }
+        bit_granted(families, FAMILY_RAW)
     }) else {
         return 1;
     };
@@ -199,84 +211,151 @@ fn unix_key(task: u64, addr: u64, len: u64) -> Option<UnixKey> {
     Some(key)
 }
 
-/// Decides a unix connect or send to the user address `addr` (`len` bytes); kills a
-/// denied caller and says so.
+/// Is `key` granted to its task (or to every task: task 0, the daemon's own socket)?
 #[inline(always)]
-fn unix_check(action: Action, addr: u64, len: u64) -> bool {
+fn unix_granted(key: &UnixKey, now: u64) -> bool {
+    let live = |g: Option<&ExecGrant>| g.is_some_and(|g| g.expires_ns == 0 || now < g.expires_ns);
+    let mut any = *key;
+    any.task = 0;
+    // SAFETY: the values are read at once.
+    unsafe { live(UNIX_GRANTS.get(key)) || live(UNIX_GRANTS.get(any)) }
+}
+
+/// At syscall entry: notes a unix connect or send to an ungranted name, for the exit
+/// to decide on. Says whether it did.
+#[inline(always)]
+fn unix_enter(addr: u64, len: u64) -> bool {
     let Some(task) = super::current_task() else {
         return false;
     };
+    // A note left by a thread killed between entry and exit must not outlive it.
+    let _ = UNIX_PENDING.remove(current_tid());
     let Some(key) = unix_key(task, addr, len) else {
         return false;
     };
     let now = now_ns();
-    let Some(d) = judge(action, now, |_, _| {
-        // SAFETY: the value is copied out at once.
-        match unsafe { UNIX_GRANTS.get(key) } {
-            Some(g) if g.expires_ns == 0 || now < g.expires_ns => Ok(()),
-            _ => Err(Reason::NotGranted),
-        }
-    }) else {
-        return false;
-    };
-    d.count();
-    if d.allows() {
+    // Ended and expired tasks get nothing: their grants are not consulted.
+    let live = matches!(gate(Some(&task), now), Gate::Live { .. });
+    if live && unix_granted(&key, now) {
         return false;
     }
-    {
-        if let Some(mut entry) = d.event(now) {
-            // SAFETY: `event` initialised every field.
-            let ev = unsafe { entry.assume_init_mut() };
-            ev.family = AF_UNIX as u8;
-            let mut i = 0;
-            while i < UNIX_PATH_LEN {
-                ev.path[i] = key.path[i];
-                i += 1;
-            }
-            if key.path[0] == 0 {
-                ev.path[0] = b'@';
-            }
-            entry.submit(0);
-        }
-        kill_current();
+    if UNIX_PENDING.insert(current_tid(), key, 0).is_err() {
+        // No room to remember it: decide now, fail closed.
+        unix_deny(&key, Action::Connect, now);
     }
     true
 }
 
-/// `connect(fd, addr, len)`: unix destinations (inet ones are decided by `net.rs`).
+/// At syscall exit: a noted call that reached a socket (`reached`) is denied, counted,
+/// reported, and its caller killed before it returns to user space.
+#[inline(always)]
+fn unix_exit(action: Action, reached: bool) {
+    let tid = current_tid();
+    // SAFETY: the value is copied out at once.
+    let Some(key) = (unsafe { UNIX_PENDING.get(tid) }).copied() else {
+        return;
+    };
+    let _ = UNIX_PENDING.remove(tid);
+    if reached {
+        unix_deny(&key, action, now_ns());
+    }
+}
+
+#[inline(always)]
+fn unix_deny(key: &UnixKey, action: Action, now: u64) {
+    let Some(d) = judge(action, now, |_, _| Err(Reason::NotGranted)) else {
+        return;
+    };
+    d.count();
+    if let Some(mut entry) = d.event(now) {
+        // SAFETY: `event` initialised every field.
+        let ev = unsafe { entry.assume_init_mut() };
+        ev.family = AF_UNIX as u8;
+        let mut i = 0;
+        while i < UNIX_PATH_LEN {
+            ev.path[i] = key.path[i];
+            i += 1;
+        }
+        if key.path[0] == 0 {
+            ev.path[0] = b'@';
+        }
+        entry.submit(0);
+    }
+    if !d.allows() {
+        kill_current();
+    }
+}
+
+/// The return value of a `sys_exit_*` tracepoint.
+#[inline(always)]
+fn sys_ret(ctx: &TracePointContext) -> i64 {
+    // SAFETY: `long ret` at offset 16 of every sys_exit record.
+    unsafe { ctx.read_at::<i64>(16) }.unwrap_or(-1)
+}
+
+/// `connect(fd, addr, len)` entry: unix destinations (inet ones are decided by `net.rs`).
 #[tracepoint]
 pub fn family_connect(ctx: TracePointContext) -> u32 {
-    let _ = unix_check(Action::Connect, sys_arg(&ctx, 1), sys_arg(&ctx, 2));
+    let _ = unix_enter(sys_arg(&ctx, 1), sys_arg(&ctx, 2));
     0
 }
 
-/// `sendto(fd, buf, n, flags, addr, len)`.
+/// `connect` exit: connected, or connecting (non-blocking), reached the socket.
+#[tracepoint]
+pub fn family_connect_exit(ctx: TracePointContext) -> u32 {
+    let ret = sys_ret(&ctx);
+    unix_exit(Action::Connect, ret == 0 || ret == -EINPROGRESS);
+    0
+}
+
+/// `sendto(fd, buf, n, flags, addr, len)` entry.
 #[tracepoint]
 pub fn family_sendto(ctx: TracePointContext) -> u32 {
-    let _ = unix_check(Action::Send, sys_arg(&ctx, 4), sys_arg(&ctx, 5));
+    let _ = unix_enter(sys_arg(&ctx, 4), sys_arg(&ctx, 5));
     0
 }
 
-/// Checks the destination of one user `msghdr` (`msg_name` at 0, `msg_namelen` at 8).
+/// `sendto` exit: a message went out.
+#[tracepoint]
+pub fn family_sendto_exit(ctx: TracePointContext) -> u32 {
+    unix_exit(Action::Send, sys_ret(&ctx) >= 0);
+    0
+}
+
+/// `sendmsg` exit.
+#[tracepoint]
+pub fn family_sendmsg_exit(ctx: TracePointContext) -> u32 {
+    unix_exit(Action::Send, sys_ret(&ctx) >= 0);
+    0
+}
+
+/// `sendmmsg` exit: at least one message went out.
+#[tracepoint]
+pub fn family_sendmmsg_exit(ctx: TracePointContext) -> u32 {
+    unix_exit(Action::Send, sys_ret(&ctx) > 0);
+    0
+}
+
+/// Notes the destination of one user `msghdr` (`msg_name` at 0, `msg_namelen` at 8).
 #[inline(always)]
-fn msghdr_check(msg: u64) -> bool {
+fn msghdr_enter(msg: u64) -> bool {
     // SAFETY: probe reads of user memory.
     let name: u64 = unsafe { bpf_probe_read_user(msg as *const u64) }.unwrap_or(0);
     let len: u32 = unsafe { bpf_probe_read_user((msg + 8) as *const u32) }.unwrap_or(0);
-    unix_check(Action::Send, name, u64::from(len))
+    unix_enter(name, u64::from(len))
 }
 
-/// `sendmsg(fd, msg, flags)`.
+/// `sendmsg(fd, msg, flags)` entry.
 #[tracepoint]
 pub fn family_sendmsg(ctx: TracePointContext) -> u32 {
     if super::current_task().is_some() {
-        let _ = msghdr_check(sys_arg(&ctx, 1));
+        let _ = msghdr_enter(sys_arg(&ctx, 1));
     }
     0
 }
 
-/// `sendmmsg(fd, msgs, vlen, flags)`: the first [`MMSG_CHECKED`] messages (64-byte
-/// `mmsghdr` each).
+/// `sendmmsg(fd, msgs, vlen, flags)` entry: the first [`MMSG_CHECKED`] messages
+/// (64-byte `mmsghdr` each).
 #[tracepoint]
 pub fn family_sendmmsg(ctx: TracePointContext) -> u32 {
     if super::current_task().is_none() {
@@ -289,7 +368,7 @@ pub fn family_sendmmsg(ctx: TracePointContext) -> u32 {
         if i >= vlen {
             break;
         }
-        if msghdr_check(msgs + u64::from(i) * 64) {
+        if msghdr_enter(msgs + u64::from(i) * 64) {
             break;
         }
         i += 1;

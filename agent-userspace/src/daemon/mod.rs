@@ -47,6 +47,12 @@ impl Daemon {
     pub fn new(enforcer: Enforcer, config: &Config, audit: AuditSink) -> anyhow::Result<Arc<Self>> {
         let store = store::Store::new(config.state_dir.clone());
         let tasks = store.load()?;
+        let mut enforcer = enforcer;
+        // Tagged processes reach unix sockets only by grant; the API socket is open to
+        // them all, so that they hear a clear 403 from the API instead of being killed.
+        if let Err(e) = enforcer.maps_mut().grant_unix_everywhere(&config.socket.path) {
+            tracing::error!("cannot open the API socket to tagged processes: {e}");
+        }
         let daemon = Arc::new(Self {
             inner: Mutex::new(Inner { enforcer, tasks }),
             audit,

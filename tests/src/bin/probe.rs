@@ -10,6 +10,9 @@ use std::{
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
 };
 
+#[path = "probe/attacks.rs"]
+mod attacks;
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if !args.is_empty() {
@@ -77,7 +80,7 @@ fn run(w: &[String]) -> String {
         "flood" => flood(arg(1), arg(2), arg(3).parse().unwrap_or(0)),
         "api-create" => api_create(arg(1)),
         "leader-exit" => leader_exit(&w[1..]),
-        other => format!("error unknown command {other:?}"),
+        other => attacks::run(w).unwrap_or_else(|| format!("error unknown command {other:?}")),
     }
 }
 
