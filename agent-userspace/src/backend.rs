@@ -18,7 +18,8 @@ pub enum Backend {
 const SOCKETS_RAW: &str = "raw IP sockets and IP protocols other than TCP/UDP: EPERM unless socket:raw (cgroup sock_create)";
 const SOCKETS_OTHER: &str = "packet, netlink, vsock sockets (unless socket: granted), other families, killed with SIGKILL at syscall entry; unix connect/send that reached a name not unix: granted: killed at syscall exit (failed attempts let be); io_uring IORING_OP_SOCKET/CONNECT to unix paths not seen";
 const GUARD: &str = "bpf(), ptrace/process_vm_writev outside the task, pidfd_getfd, signals or pidfd_open to the daemon, kill(-1), unlink/rename/umount on /sys/fs/bpf, cgroup moves: the caller is killed with SIGKILL (the call itself completes; see docs/security.md)";
-const FORK: &str = "fork with a full process map: refused (the caller is killed before the child exists)";
+const FORK: &str =
+    "fork with a full process map: refused (the caller is killed before the child exists)";
 
 impl Backend {
     /// What a tagged process meets on this backend, for `leash status` and the docs.

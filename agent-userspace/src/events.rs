@@ -21,7 +21,9 @@ pub enum Target {
         protocol: String,
     },
     /// A unix socket by path (`@name`: abstract).
-    Unix { path: String },
+    Unix {
+        path: String,
+    },
     /// A socket the task created: `AF_*` family, type and protocol numbers.
     Socket {
         family: u8,
@@ -29,7 +31,10 @@ pub enum Target {
         protocol: u8,
     },
     /// An attempt on leash: the syscall and the pid it aimed at (0: none).
-    Guard { call: String, target_pid: u32 },
+    Guard {
+        call: String,
+        target_pid: u32,
+    },
     /// Lifecycle records that name no target.
     Process {},
 }

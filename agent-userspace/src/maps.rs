@@ -372,7 +372,11 @@ impl Maps {
         vec![
             (
                 names::PROCS,
-                self.procs.keys().filter_map(Result::ok).filter(|k| is_tid(*k)).count() as u64,
+                self.procs
+                    .keys()
+                    .filter_map(Result::ok)
+                    .filter(|k| is_tid(*k))
+                    .count() as u64,
                 cap(self.procs.map()),
             ),
             (

@@ -193,12 +193,12 @@ fn register_kernel(reg: &mut Registry, snap: &Snapshot, recorded: &Recorded) {
     );
     reg.register(
         "leash_tag_failures",
-        "Children of tagged processes that could not be tagged (their parent was killed)",
+        "Forks of tagged processes refused because the process map was full (the forking process was killed)",
         counter(snap.tag_failures),
     );
     reg.register(
         "leash_processes_killed",
-        "Tagged processes the kernel killed (denied execs on the portable backend, tag failures)",
+        "Tagged processes the kernel killed (denied execs on the portable backend, socket families, attempts on leash, full process map)",
         counter(snap.killed),
     );
     reg.register(

@@ -147,7 +147,10 @@ mod tests {
     }
 
     fn err(spec: &str) -> String {
-        parse(spec).expect("a socket grant").unwrap_err().to_string()
+        parse(spec)
+            .expect("a socket grant")
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]
@@ -165,7 +168,10 @@ mod tests {
         assert_eq!(&abs.key(1).path[..4], b"\0bus");
         assert_eq!(ok("socket:netlink"), SocketGrant::Family(FAMILY_NETLINK));
         assert_eq!(ok(" socket:raw "), SocketGrant::Family(FAMILY_RAW));
-        assert!(parse("127.0.0.1:80").is_none(), "address grants are not ours");
+        assert!(
+            parse("127.0.0.1:80").is_none(),
+            "address grants are not ours"
+        );
         assert_eq!(
             families_of(&["socket:packet", "socket:vsock", "unix:/x", "1.2.3.4:5"]),
             FAMILY_PACKET | FAMILY_VSOCK

@@ -50,7 +50,10 @@ impl Daemon {
         let mut enforcer = enforcer;
         // Tagged processes reach unix sockets only by grant; the API socket is open to
         // them all, so that they hear a clear 403 from the API instead of being killed.
-        if let Err(e) = enforcer.maps_mut().grant_unix_everywhere(&config.socket.path) {
+        if let Err(e) = enforcer
+            .maps_mut()
+            .grant_unix_everywhere(&config.socket.path)
+        {
             tracing::error!("cannot open the API socket to tagged processes: {e}");
         }
         let daemon = Arc::new(Self {

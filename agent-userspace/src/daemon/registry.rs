@@ -811,13 +811,11 @@ pub fn resolve(
                 })
                 .collect();
         }
-        GrantKind::Connect => {
-            match sockets::parse(spec).transpose()? {
-                Some(SocketGrant::Unix(name)) => rec.unix.push(name.to_string()),
-                Some(SocketGrant::Family(bit)) => rec.families = bit,
-                None => rec.nets = net_records(spec)?,
-            }
-        }
+        GrantKind::Connect => match sockets::parse(spec).transpose()? {
+            Some(SocketGrant::Unix(name)) => rec.unix.push(name.to_string()),
+            Some(SocketGrant::Family(bit)) => rec.families = bit,
+            None => rec.nets = net_records(spec)?,
+        },
     }
     Ok(rec)
 }

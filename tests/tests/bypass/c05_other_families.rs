@@ -28,8 +28,14 @@ fn raw_ip_sockets_are_refused_unless_granted() {
         }
     );
     // TCP and UDP sockets are created as usual (their destinations are checked).
-    assert_eq!(task.probe(&format!("socket {AF_INET} {} 0", libc::SOCK_STREAM)), "ok");
-    assert_eq!(task.probe(&format!("socket {AF_INET} {} 0", libc::SOCK_DGRAM)), "ok");
+    assert_eq!(
+        task.probe(&format!("socket {AF_INET} {} 0", libc::SOCK_STREAM)),
+        "ok"
+    );
+    assert_eq!(
+        task.probe(&format!("socket {AF_INET} {} 0", libc::SOCK_DGRAM)),
+        "ok"
+    );
 
     let granted = h.task(spec(&[], &["socket:raw"]));
     assert_eq!(granted.probe(&raw), "ok");
@@ -43,16 +49,32 @@ fn packet_netlink_and_vsock_sockets_stop_the_caller_unless_granted() {
     let packet = format!("socket {AF_PACKET} {} 0", libc::SOCK_RAW);
     let netlink = format!("socket {AF_NETLINK} {} 0", libc::SOCK_RAW);
     let vsock = format!("socket {AF_VSOCK} {} 0", libc::SOCK_STREAM);
-    let ev = task.assert_denied("socket", "family_not_granted", KILLED, || task.probe(&packet));
-    assert!(matches!(ev.target, leash::events::Target::Socket { family: 17, .. }));
-    task.assert_denied("socket", "family_not_granted", KILLED, || task.probe(&netlink));
-    task.assert_denied("socket", "family_not_granted", KILLED, || task.probe(&vsock));
+    let ev = task.assert_denied("socket", "family_not_granted", KILLED, || {
+        task.probe(&packet)
+    });
+    assert!(matches!(
+        ev.target,
+        leash::events::Target::Socket { family: 17, .. }
+    ));
+    task.assert_denied("socket", "family_not_granted", KILLED, || {
+        task.probe(&netlink)
+    });
+    task.assert_denied("socket", "family_not_granted", KILLED, || {
+        task.probe(&vsock)
+    });
     // A family no grant can name (AF_ALG).
     task.assert_denied("socket", "family_not_granted", KILLED, || {
-        task.probe(&format!("socket {} {} 0", libc::AF_ALG, libc::SOCK_SEQPACKET))
+        task.probe(&format!(
+            "socket {} {} 0",
+            libc::AF_ALG,
+            libc::SOCK_SEQPACKET
+        ))
     });
     // Unix sockets themselves are fine.
-    assert_eq!(task.probe(&format!("socket {} {} 0", libc::AF_UNIX, libc::SOCK_STREAM)), "ok");
+    assert_eq!(
+        task.probe(&format!("socket {} {} 0", libc::AF_UNIX, libc::SOCK_STREAM)),
+        "ok"
+    );
 
     let granted = h.task(spec(&[], &["socket:netlink", "socket:packet"]));
     assert_eq!(granted.probe(&netlink), "ok");
@@ -85,19 +107,37 @@ fn unix_sockets_only_at_granted_names() {
     let ev = task.assert_denied("connect", "not_granted", KILLED, || {
         task.probe(&format!("unix-connect {other}"))
     });
-    assert_eq!(ev.target, leash::events::Target::Unix { path: other.clone() });
+    assert_eq!(
+        ev.target,
+        leash::events::Target::Unix {
+            path: other.clone()
+        }
+    );
     // A name with no socket behind it fails in the kernel and is let be (glibc tries
     // nscd's socket on every user lookup).
-    assert_eq!(task.probe(&format!("unix-connect {}", s.path("absent.sock"))), "errno 2");
+    assert_eq!(
+        task.probe(&format!("unix-connect {}", s.path("absent.sock"))),
+        "errno 2"
+    );
     let ev = task.assert_denied("connect", "not_granted", KILLED, || {
         task.probe(&format!("unix-connect {abstract_name}"))
     });
-    assert_eq!(ev.target, leash::events::Target::Unix { path: abstract_name.clone() });
+    assert_eq!(
+        ev.target,
+        leash::events::Target::Unix {
+            path: abstract_name.clone()
+        }
+    );
     for op in ["unix-sendto", "unix-sendmsg", "unix-sendmmsg"] {
-        task.assert_denied("send", "not_granted", KILLED, || task.probe(&format!("{op} {dgram}")));
+        task.assert_denied("send", "not_granted", KILLED, || {
+            task.probe(&format!("{op} {dgram}"))
+        });
     }
 
-    let both = h.task(spec(&[], &[&format!("unix:{abstract_name}"), &format!("unix:{dgram}")]));
+    let both = h.task(spec(
+        &[],
+        &[&format!("unix:{abstract_name}"), &format!("unix:{dgram}")],
+    ));
     assert_eq!(both.probe(&format!("unix-connect {abstract_name}")), "ok");
     assert_eq!(both.probe(&format!("unix-sendto {dgram}")), "ok");
     assert_eq!(untagged(&format!("unix-connect {other}")), "ok");

@@ -10,7 +10,10 @@ use super::untagged;
 #[test]
 fn pidfd_getfd_is_stopped() {
     let h = Harness::load();
-    let mut victim = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+    let mut victim = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
     let pid = victim.id();
     let task = h.task(spec(&[], &[]));
     let ev = task.assert_denied("tamper", "leash_process", "signal 9", || {

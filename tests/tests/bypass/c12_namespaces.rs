@@ -2,7 +2,6 @@
 
 use harness::{EPERM, Harness, Listeners, Scratch, exec_denied, spec};
 
-
 #[test]
 fn new_namespaces_keep_the_tag() {
     let h = Harness::load();
@@ -14,7 +13,10 @@ fn new_namespaces_keep_the_tag() {
     let newns = libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
     // A new network namespace: the cgroup hooks still decide (before any routing).
     task.assert_denied("send", "not_granted", EPERM, || {
-        task.probe(&format!("unshare {newnet} sendto 127.0.0.1 {}", l.udp4_port()))
+        task.probe(&format!(
+            "unshare {newnet} sendto 127.0.0.1 {}",
+            l.udp4_port()
+        ))
     });
     task.assert_denied("socket", "family_not_granted", EPERM, || {
         task.probe(&format!("unshare {newnet} socket 2 {} 1", libc::SOCK_RAW))

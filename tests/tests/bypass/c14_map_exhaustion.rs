@@ -61,5 +61,8 @@ fn a_full_process_map_refuses_the_fork_and_no_child_escapes() {
             .filter(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
             .collect()
     };
-    assert!(untagged.is_empty(), "children running untagged: {untagged:?}");
+    assert!(
+        untagged.is_empty(),
+        "children running untagged: {untagged:?}"
+    );
 }

@@ -17,7 +17,12 @@ struct Victim(std::process::Child);
 
 impl Victim {
     fn new() -> Self {
-        Self(std::process::Command::new("sleep").arg("30").spawn().unwrap())
+        Self(
+            std::process::Command::new("sleep")
+                .arg("30")
+                .spawn()
+                .unwrap(),
+        )
     }
 
     fn pid(&self) -> u32 {
@@ -67,7 +72,11 @@ fn ptrace_and_memory_writes_outside_the_task_are_stopped() {
     task.assert_denied("tamper", "leash_process", KILLED, || {
         task.probe(&format!("vm-write {pid}"))
     });
-    assert_eq!(untagged(&format!("vm-write {pid}")), "errno 14", "untagged: EFAULT");
+    assert_eq!(
+        untagged(&format!("vm-write {pid}")),
+        "errno 14",
+        "untagged: EFAULT"
+    );
 }
 
 #[test]
@@ -75,7 +84,12 @@ fn leash_processes_cannot_be_signalled() {
     let h = Harness::load();
     let daemon = Victim::new();
     let bystander = Victim::new();
-    h.enforcer.lock().unwrap().maps_mut().protect(daemon.pid()).unwrap();
+    h.enforcer
+        .lock()
+        .unwrap()
+        .maps_mut()
+        .protect(daemon.pid())
+        .unwrap();
     let task = h.task(spec(&[], &[]));
     // Signal 0 only checks: the test proves the stop without harming the target (a
     // real signal would still be delivered on the portable backend: docs/security.md).
@@ -90,7 +104,9 @@ fn leash_processes_cannot_be_signalled() {
             target_pid: d
         }
     );
-    task.assert_denied("tamper", "leash_process", KILLED, || task.probe("kill -1 0"));
+    task.assert_denied("tamper", "leash_process", KILLED, || {
+        task.probe("kill -1 0")
+    });
     task.assert_denied("tamper", "leash_process", KILLED, || {
         task.probe(&format!("pidfd-open {d}"))
     });
@@ -109,8 +125,12 @@ fn the_bpf_file_system_is_out_of_reach() {
     let task = h.task(spec(&[], &[]));
     // Paths that do not exist: the kill must come from the path, not the outcome.
     let absent = "/sys/fs/bpf/leash-bypass-absent";
-    task.assert_denied("tamper", "leash_pins", KILLED, || task.probe(&format!("unlink {absent}")));
-    task.assert_denied("tamper", "leash_pins", KILLED, || task.probe(&format!("rmdir {absent}")));
+    task.assert_denied("tamper", "leash_pins", KILLED, || {
+        task.probe(&format!("unlink {absent}"))
+    });
+    task.assert_denied("tamper", "leash_pins", KILLED, || {
+        task.probe(&format!("rmdir {absent}"))
+    });
     task.assert_denied("tamper", "leash_pins", KILLED, || {
         task.probe(&format!("rename {absent} /tmp/leash-bypass-absent"))
     });

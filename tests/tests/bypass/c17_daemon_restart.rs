@@ -40,20 +40,26 @@ fn kill9_keeps_enforcement_and_a_restart_adopts_the_task() {
     d.spawn();
     assert_eq!(s.run(&denied), EPERM, "no gap across the restart");
     // Denials while the daemon was down and after are counted and reported by it.
-    wait_for("the restarted daemon to count and report the denials", || {
-        let (_, metrics) = d.metrics_get("/metrics");
-        let counted = metrics.lines().any(|l| {
-            l.starts_with("leash_decisions_total{action=\"connect\",verdict=\"denied\",agent=\"ci\"}")
-                && l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) >= Some(2.0)
-        });
-        let reported = d
-            .audit()
-            .iter()
-            .filter(|e| e["task"] == id.as_str() && e["kind"] == "connect" && e["verdict"] == "denied")
-            .count()
-            >= 2;
-        counted && reported
-    });
+    wait_for(
+        "the restarted daemon to count and report the denials",
+        || {
+            let (_, metrics) = d.metrics_get("/metrics");
+            let counted = metrics.lines().any(|l| {
+                l.starts_with(
+                    "leash_decisions_total{action=\"connect\",verdict=\"denied\",agent=\"ci\"}",
+                ) && l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) >= Some(2.0)
+            });
+            let reported = d
+                .audit()
+                .iter()
+                .filter(|e| {
+                    e["task"] == id.as_str() && e["kind"] == "connect" && e["verdict"] == "denied"
+                })
+                .count()
+                >= 2;
+            counted && reported
+        },
+    );
     let t = task_json(&d, &id);
     assert_eq!(t["state"], "active", "{t}");
     assert_eq!(t["grants"].as_array().unwrap().len(), 2);

@@ -40,7 +40,9 @@ pub fn run(w: &[String]) -> Option<String> {
         }),
         "unlink" => in_child(|| path_call(arg(1), |p| unsafe { libc::unlink(p) })),
         "rmdir" => in_child(|| path_call(arg(1), |p| unsafe { libc::rmdir(p) })),
-        "umount" => in_child(|| path_call(arg(1), |p| unsafe { libc::umount2(p, libc::MNT_DETACH) })),
+        "umount" => {
+            in_child(|| path_call(arg(1), |p| unsafe { libc::umount2(p, libc::MNT_DETACH) }))
+        }
         "rename" => in_child(|| {
             let (Ok(a), Ok(b)) = (CString::new(arg(1)), CString::new(arg(2))) else {
                 return "error bad path".into();
@@ -166,7 +168,10 @@ fn unix_op(path: &str, op: UnixOp) -> String {
             UnixOp::SendTo => libc::sendto(fd, byte.as_ptr().cast(), 1, 0, sp, len) as i32,
             UnixOp::SendMsg => libc::sendmsg(fd, &raw const msg, 0) as i32,
             UnixOp::SendMmsg => {
-                let mut m = [libc::mmsghdr { msg_hdr: msg, msg_len: 0 }];
+                let mut m = [libc::mmsghdr {
+                    msg_hdr: msg,
+                    msg_len: 0,
+                }];
                 libc::sendmmsg(fd, m.as_mut_ptr(), 1, 0)
             }
         }
@@ -206,7 +211,16 @@ fn vm_write(pid: i64) -> String {
         iov_len: 1,
     };
     // SAFETY: one local byte to a (bad) remote address; the kernel checks both.
-    let rc = unsafe { libc::process_vm_writev(pid as libc::pid_t, &raw const local, 1, &raw const remote, 1, 0) };
+    let rc = unsafe {
+        libc::process_vm_writev(
+            pid as libc::pid_t,
+            &raw const local,
+            1,
+            &raw const remote,
+            1,
+            0,
+        )
+    };
     outcome(rc as i32)
 }
 
@@ -229,7 +243,10 @@ fn path_call(path: &str, f: impl FnOnce(*const libc::c_char) -> i32) -> String {
 
 /// Writes our pid into `DIR/cgroup.procs`.
 fn cgroup_move(dir: &str) -> String {
-    match std::fs::write(format!("{dir}/cgroup.procs"), std::process::id().to_string()) {
+    match std::fs::write(
+        format!("{dir}/cgroup.procs"),
+        std::process::id().to_string(),
+    ) {
         Ok(()) => "ok".into(),
         Err(e) => format!("errno {}", e.raw_os_error().unwrap_or(-1)),
     }
