@@ -364,7 +364,7 @@ fn attach(
     ebpf: &mut Ebpf,
     btf: &Btf,
     program: &'static str,
-    cgroup: &PathBuf,
+    cgroup: &Path,
     keep: bool,
 ) -> Result<Option<FdLink>, LoadError> {
     let load = |source| LoadError::Load { program, source };

@@ -99,6 +99,9 @@ pub const fn reason_name(r: u8) -> &'static str {
     }
 }
 
+/// `AF_UNIX`, as a network event's family says it.
+const AF_UNIX_FAMILY: u8 = 1;
+
 fn cstr(bytes: &[u8]) -> String {
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
     String::from_utf8_lossy(&bytes[..end]).into_owned()
@@ -112,7 +115,6 @@ pub fn decode(bytes: &[u8]) -> Option<Decision> {
     }
     // SAFETY: length checked; Event is plain integers, read unaligned.
     let e: Event = unsafe { bytes.as_ptr().cast::<Event>().read_unaligned() };
-    const AF_UNIX: u8 = 1;
     let target = if e.action == Action::Exit as u8 || e.action == Action::Fork as u8 {
         Target::Process {}
     } else if e.action == Action::Socket as u8 {
@@ -126,7 +128,7 @@ pub fn decode(bytes: &[u8]) -> Option<Decision> {
             call: cstr(&e.path),
             target_pid: e.dev,
         }
-    } else if e.family == AF_UNIX {
+    } else if e.family == AF_UNIX_FAMILY {
         Target::Unix {
             path: cstr(&e.path),
         }

@@ -371,7 +371,17 @@ mod tests {
         let recorded = Recorded::default();
         recorded.grant_apply.observe(0.0005);
         let snap = Snapshot {
-            decisions: vec![("alpha".into(), [[1, 2, 3], [4, 5, 6], [7, 8, 9]])],
+            decisions: vec![(
+                "alpha".into(),
+                [
+                    [1, 2, 3],
+                    [4, 5, 6],
+                    [7, 8, 9],
+                    [0, 10, 0],
+                    [0, 11, 0],
+                    [0, 12, 0],
+                ],
+            )],
             tasks_active: vec![("alpha".into(), 2)],
             grants_active: [("exec", 3), ("connect", 1)],
             maps: vec![("PROCS", 5, 100)],
@@ -379,6 +389,12 @@ mod tests {
             ..Snapshot::default()
         };
         let om = render(&snap, &recorded);
+        for (action, n) in [("socket", 10), ("tamper", 11), ("fork", 12)] {
+            let line = format!(
+                "leash_decisions_total{{action=\"{action}\",verdict=\"denied\",agent=\"alpha\"}} {n}"
+            );
+            assert!(om.contains(&line), "{line} missing");
+        }
         assert!(
             om.contains(
                 "leash_decisions_total{action=\"connect\",verdict=\"denied\",agent=\"alpha\"} 5"

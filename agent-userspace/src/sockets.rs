@@ -7,7 +7,7 @@
 //!   raw IP and every IP protocol other than TCP and UDP).
 //!
 //! Without them a tagged process may create unix, TCP and UDP sockets only, and reach
-//! no unix socket by name. Other families (Bluetooth, CAN, AF_ALG, XDP, ...) cannot be
+//! no unix socket by name. Other families (Bluetooth, CAN, `AF_ALG`, XDP, ...) cannot be
 //! granted.
 
 use std::fmt;

@@ -48,16 +48,13 @@ impl TaskSpec {
             out.exec.extend(grants::resolve_exec(spec)?);
         }
         for spec in &self.connect {
-            match sockets::parse(spec) {
-                Some(grant) => {
-                    if let SocketGrant::Unix(name) = grant? {
-                        out.unix.push(name);
-                    }
+            if let Some(grant) = sockets::parse(spec) {
+                if let SocketGrant::Unix(name) = grant? {
+                    out.unix.push(name);
                 }
-                None => {
-                    let parsed: ConnectSpec = spec.parse()?;
-                    out.net.extend(parsed.to_net_grants(spec, 0)?);
-                }
+            } else {
+                let parsed: ConnectSpec = spec.parse()?;
+                out.net.extend(parsed.to_net_grants(spec, 0)?);
             }
         }
         Ok(out)

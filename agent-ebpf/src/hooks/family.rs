@@ -35,7 +35,7 @@ const AF_PACKET: u32 = 17;
 const AF_VSOCK: u32 = 40;
 const IPPROTO_TCP: u32 = 6;
 const IPPROTO_UDP: u32 = 17;
-/// Low bits of socket()'s type argument; the rest are SOCK_NONBLOCK/SOCK_CLOEXEC.
+/// Low bits of `socket()`'s type argument; the rest are `SOCK_NONBLOCK` and `SOCK_CLOEXEC`.
 const SOCK_TYPE_MASK: u64 = 0xf;
 /// `sun_path` length.
 const SUN_PATH: usize = 108;
@@ -64,14 +64,21 @@ pub fn sys_arg(ctx: &TracePointContext, i: usize) -> u64 {
 /// Decides for the calling thread, `None` when it is untagged. `check` sees the task's
 /// granted family bits; closed tasks deny without it.
 #[inline(always)]
-fn judge(action: Action, now: u64, check: impl FnOnce(u64, u32) -> Result<(), Reason>) -> Option<Decision> {
+fn judge(
+    action: Action,
+    now: u64,
+    check: impl FnOnce(u64, u32) -> Result<(), Reason>,
+) -> Option<Decision> {
     // SAFETY: PROCS values are plain u64 copies.
     match gate(unsafe { PROCS.get(current_tid()) }, now) {
         Gate::Untagged => None,
         Gate::Closed { task, slot, reason } => Some(Decision::closed(task, slot, action, reason)),
-        Gate::Live { task, info } => {
-            Some(Decision::of(task, &info, action, check(task, info.families)))
-        }
+        Gate::Live { task, info } => Some(Decision::of(
+            task,
+            &info,
+            action,
+            check(task, info.families),
+        )),
     }
 }
 

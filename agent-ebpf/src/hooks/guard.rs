@@ -18,7 +18,9 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, TracePointContext},
 };
 
-use super::{Decision, PROCS, bump, current_task, current_tid, family::sys_arg, kill_current, now_ns};
+use super::{
+    Decision, PROCS, bump, current_task, current_tid, family::sys_arg, kill_current, now_ns,
+};
 
 /// Process ids (tgids) of leash's own processes: the daemon writes its own at start.
 #[map]
@@ -61,7 +63,10 @@ fn same_task(task: u64, pid: u64) -> bool {
 #[inline(always)]
 fn protected(pid: u64) -> bool {
     // SAFETY: presence check only.
-    pid != 0 && pid <= u64::from(u32::MAX) && unsafe { PROTECTED.get(pid as u32) }.is_some()
+    match u32::try_from(pid) {
+        Ok(0) | Err(_) => false,
+        Ok(pid) => unsafe { PROTECTED.get(pid) }.is_some(),
+    }
 }
 
 /// `bpf(cmd, attr, size)`: any command. Every way to leash's maps and links starts with

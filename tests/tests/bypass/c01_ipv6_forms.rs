@@ -1,5 +1,5 @@
 //! Class 1, IPv6 forms of the same address: IPv6 itself, IPv4-mapped IPv6 on an
-//! AF_INET6 socket, and the unspecified addresses `0.0.0.0` and `::`.
+//! `AF_INET6` socket, and the unspecified addresses `0.0.0.0` and `::`.
 
 use harness::{EPERM, Harness, Listeners, spec};
 

@@ -1,4 +1,4 @@
-//! Class 2, io_uring: `IORING_OP_CONNECT` never passes through the connect syscall.
+//! Class 2, `io_uring`: `IORING_OP_CONNECT` never passes through the connect syscall.
 
 use harness::{EPERM, Harness, Listeners, spec};
 

@@ -1,5 +1,9 @@
 //! Class 17, daemon restart or crash: enforcement continues with the daemon killed
 //! (programs and maps are pinned), and the restarted daemon adopts the task.
+#![expect(
+    clippy::many_single_char_names,
+    reason = "d(aemon), l(istener), o(utput), p(robe), s(ession) keep the scenario short"
+)]
 
 use harness::{
     EPERM, Listeners,

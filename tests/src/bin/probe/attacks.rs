@@ -1,4 +1,4 @@
-//! Attempts on leash's own defences: socket families, unix paths, bpf(), ptrace,
+//! Attempts on leash's own defences: socket families, unix paths, `bpf()`, ptrace,
 //! signals, the pin directory, cgroup moves, fork floods. Each runs in a forked child,
 //! since a denial may kill the caller; the outcome is the child's report, or
 //! `signal N` when it was killed first.
@@ -114,6 +114,7 @@ fn socket(family: i64, ty: i64, proto: i64) -> String {
     outcome(fd)
 }
 
+#[derive(Clone, Copy)]
 enum UnixOp {
     Connect,
     SendTo,
