@@ -13,7 +13,7 @@ pub enum Action {
     /// Creating a socket of a family or protocol grants must name (raw, packet,
     /// netlink, vsock, ...). `family` holds the `AF_*` number.
     Socket = 4,
-    /// An attempt on leash itself (bpf(), ptrace or signals to the daemon or an
+    /// An attempt on leash itself (`bpf()`, ptrace or signals to the daemon or an
     /// untagged process, the pin directory, cgroup migration). `path` names the call.
     Tamper = 5,
     /// A fork refused because the process map is full (fail closed).

@@ -17,7 +17,7 @@ pub enum Backend {
 
 const SOCKETS_RAW: &str = "raw IP sockets and IP protocols other than TCP/UDP: EPERM unless socket:raw (cgroup sock_create)";
 const SOCKETS_OTHER: &str = "packet, netlink, vsock sockets (unless socket: granted), other families, killed with SIGKILL at syscall entry; unix connect/send that reached a name not unix: granted: killed at syscall exit (failed attempts let be); io_uring IORING_OP_SOCKET/CONNECT to unix paths not seen";
-const GUARD: &str = "bpf(), ptrace/process_vm_writev outside the task, pidfd_getfd, signals or pidfd_open to the daemon, kill(-1), unlink/rename/umount on /sys/fs/bpf, cgroup moves: the caller is killed with SIGKILL (the call itself completes; see docs/security.md)";
+const GUARD: &str = "bpf(), signals or pidfd_open to the daemon, kill(-1), unlink/rename/umount on /sys/fs/bpf, cgroup moves: the caller is killed with SIGKILL (the call itself completes; see docs/security.md)";
 const FORK: &str =
     "fork with a full process map: refused (the caller is killed before the child exists)";
 
@@ -31,7 +31,8 @@ impl Backend {
                 "fork: refused once the task has ended or expired (lsm task_alloc)",
                 "connect/sendmsg: EPERM (cgroup sock_addr hooks)",
                 SOCKETS_RAW,
-                SOCKETS_OTHER,
+                "packet, netlink, vsock sockets (unless socket: granted), other families, unix connect/send to names not unix: granted: EPERM (lsm socket_create, socket_connect, socket_sendmsg; io_uring included)",
+                "ptrace attach, process_vm_*, /proc/<pid>/mem, pidfd_getfd outside the task: EPERM (lsm ptrace_access_check)",
                 GUARD,
                 FORK,
             ],
@@ -41,6 +42,7 @@ impl Backend {
                 "connect/sendmsg: EPERM (cgroup sock_addr hooks)",
                 SOCKETS_RAW,
                 SOCKETS_OTHER,
+                "ptrace attach, process_vm_writev outside the task, pidfd_getfd: the caller is killed with SIGKILL (a process_vm_writev lands; /proc/<pid>/mem is not watched)",
                 GUARD,
                 FORK,
             ],
@@ -57,15 +59,34 @@ impl Backend {
                 p::EXEC_BPRM_CHECK,
                 p::PROCESS_TASK_ALLOC,
                 p::PROCESS_SCHED_EXEC,
+                p::GUARD_LSM_PTRACE,
+                p::FAMILY_LSM_SOCKET_CREATE,
+                p::FAMILY_LSM_SOCKET_CONNECT,
+                p::FAMILY_LSM_SOCKET_SENDMSG,
             ],
-            Self::Portable => &[p::EXEC_SCHED_EXEC],
+            // Syscall tracepoints where the lsm backend has an LSM hook (lsm_guard.rs).
+            Self::Portable => &[
+                p::EXEC_SCHED_EXEC,
+                p::FAMILY_SOCKET,
+                p::FAMILY_CONNECT,
+                p::FAMILY_SENDTO,
+                p::FAMILY_SENDMSG,
+                p::FAMILY_SENDMMSG,
+                p::FAMILY_CONNECT_EXIT,
+                p::FAMILY_SENDTO_EXIT,
+                p::FAMILY_SENDMSG_EXIT,
+                p::FAMILY_SENDMMSG_EXIT,
+                p::GUARD_PTRACE,
+                p::GUARD_PROCESS_VM_WRITEV,
+                p::GUARD_PIDFD_GETFD,
+            ],
         }
     }
 }
 
 /// Programs both backends load: tagging, the cgroup network hooks, socket families
 /// (family.rs) and self-protection (guard.rs).
-pub const COMMON_PROGRAMS: [&str; 36] = [
+pub const COMMON_PROGRAMS: [&str; 24] = [
     p::PROCESS_NEWTASK,
     p::PROCESS_EXIT,
     p::NET_CONNECT4,
@@ -73,20 +94,8 @@ pub const COMMON_PROGRAMS: [&str; 36] = [
     p::NET_SENDMSG4,
     p::NET_SENDMSG6,
     p::FAMILY_SOCK_CREATE,
-    p::FAMILY_SOCKET,
-    p::FAMILY_CONNECT,
-    p::FAMILY_SENDTO,
-    p::FAMILY_SENDMSG,
-    p::FAMILY_SENDMMSG,
-    p::FAMILY_CONNECT_EXIT,
-    p::FAMILY_SENDTO_EXIT,
-    p::FAMILY_SENDMSG_EXIT,
-    p::FAMILY_SENDMMSG_EXIT,
     p::GUARD_BPF,
-    p::GUARD_PTRACE,
-    p::GUARD_PROCESS_VM_WRITEV,
     p::GUARD_PIDFD_OPEN,
-    p::GUARD_PIDFD_GETFD,
     p::GUARD_KILL,
     p::GUARD_TKILL,
     p::GUARD_TGKILL,

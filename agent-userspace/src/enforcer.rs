@@ -115,6 +115,10 @@ fn attach_point(program: &str) -> &'static str {
         p::EXEC_BPRM_CHECK => "bprm_check_security",
         p::PROCESS_TASK_ALLOC => "task_alloc",
         p::GUARD_CGROUP => "cgroup_attach_task",
+        p::GUARD_LSM_PTRACE => "ptrace_access_check",
+        p::FAMILY_LSM_SOCKET_CREATE => "socket_create",
+        p::FAMILY_LSM_SOCKET_CONNECT => "socket_connect",
+        p::FAMILY_LSM_SOCKET_SENDMSG => "socket_sendmsg",
         _ => "",
     }
 }

@@ -383,6 +383,17 @@ pub fn exec_denied(backend: Backend) -> &'static str {
     }
 }
 
+/// How a denial shows that an LSM hook refuses and the portable backend's syscall
+/// tracepoints kill (socket families, unix names, ptrace): EPERM on lsm, SIGKILL on
+/// portable.
+#[must_use]
+pub fn refused(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Portable => "signal 9",
+        Backend::Lsm => EPERM,
+    }
+}
+
 /// The probe's outcome for an EPERM from a network call.
 pub const EPERM: &str = "errno 1";
 

@@ -19,7 +19,10 @@ use agent_common::{
 };
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
-    helpers::{bpf_probe_read_kernel_str_bytes, bpf_probe_read_user, bpf_probe_read_user_buf},
+    helpers::{
+        bpf_probe_read_kernel_buf, bpf_probe_read_kernel_str_bytes, bpf_probe_read_user,
+        bpf_probe_read_user_buf,
+    },
     macros::{cgroup_sock, map, tracepoint},
     maps::HashMap,
     programs::{SockContext, TracePointContext},
@@ -152,31 +155,57 @@ pub fn family_sock_create(ctx: SockContext) -> i32 {
 #[tracepoint]
 pub fn family_socket(ctx: TracePointContext) -> u32 {
     let family = sys_arg(&ctx, 0) as u32;
+    let sock_type = (sys_arg(&ctx, 1) & SOCK_TYPE_MASK) as u32;
+    if socket_denied(family, sock_type, sys_arg(&ctx, 2) as u32) {
+        kill_current();
+    }
+    0
+}
+
+/// Decides and reports `socket(family, ...)` for a tagged caller when the family is
+/// neither unix nor inet; says whether it is denied.
+#[inline(always)]
+pub fn socket_denied(family: u32, sock_type: u32, proto: u32) -> bool {
     if family == u32::from(AF_UNIX) || family == AF_INET || family == AF_INET6 {
-        return 0;
+        return false;
     }
     // SAFETY: PROCS values are plain u64 copies.
     if unsafe { PROCS.get(current_tid()) }.is_none() {
-        return 0;
+        return false;
     }
     let now = now_ns();
     let Some(d) = judge(Action::Socket, now, |_, families| {
         bit_granted(families, family_bit(family))
     }) else {
-        return 0;
+        return false;
     };
-    let sock_type = (sys_arg(&ctx, 1) & SOCK_TYPE_MASK) as u32;
-    report(&d, now, family, sock_type, sys_arg(&ctx, 2) as u32);
-    if !d.allows() {
-        kill_current();
-    }
-    0
+    report(&d, now, family, sock_type & SOCK_TYPE_MASK as u32, proto);
+    !d.allows()
 }
 
 /// Builds the grant key of a user `sockaddr_un` of `len` bytes; `None` when `addr` is
 /// not a unix address with a name (unnamed and non-unix addresses are not ours).
 #[inline(always)]
 fn unix_key(task: u64, addr: u64, len: u64) -> Option<UnixKey> {
+    unix_key_in(task, addr, len, false)
+}
+
+/// Fills `dst` from `src`, in kernel or user memory.
+#[inline(always)]
+fn read(kernel: bool, src: *const u8, dst: &mut [u8]) -> Result<(), i32> {
+    // SAFETY: probe reads into a stack buffer; a fault is an error.
+    unsafe {
+        if kernel {
+            bpf_probe_read_kernel_buf(src, dst)
+        } else {
+            bpf_probe_read_user_buf(src, dst)
+        }
+    }
+}
+
+/// [`unix_key`] of an address in kernel memory (`kernel`) or user memory.
+#[inline(always)]
+pub fn unix_key_in(task: u64, addr: u64, len: u64, kernel: bool) -> Option<UnixKey> {
     if addr == 0 || len <= 2 {
         return None;
     }
@@ -186,18 +215,17 @@ fn unix_key(task: u64, addr: u64, len: u64) -> Option<UnixKey> {
         task,
         path: [0xff; UNIX_PATH_LEN],
     };
-    // SAFETY: probe read of user memory.
-    let Ok(family) = (unsafe { bpf_probe_read_user(addr as *const u16) }) else {
+    let mut family = [0u8; 2];
+    if read(kernel, addr as *const u8, &mut family).is_err() {
         return Some(unreadable);
-    };
-    if family != AF_UNIX {
+    }
+    if u16::from_ne_bytes(family) != AF_UNIX {
         return None;
     }
     // Exactly the bytes the kernel will use (it stops at `len`), zero-padded.
     let name = (len - 2).min(SUN_PATH as u64) as usize;
     let mut raw = [0u8; UNIX_PATH_LEN];
-    // SAFETY: probe read of `name` (<= 108) user bytes into a stack buffer.
-    if unsafe { bpf_probe_read_user_buf((addr + 2) as *const u8, &mut raw[..name]) }.is_err() {
+    if read(kernel, (addr + 2) as *const u8, &mut raw[..name]).is_err() {
         return Some(unreadable);
     }
     let mut key = UnixKey {
@@ -220,7 +248,7 @@ fn unix_key(task: u64, addr: u64, len: u64) -> Option<UnixKey> {
 
 /// Is `key` granted to its task (or to every task: task 0, the daemon's own socket)?
 #[inline(always)]
-fn unix_granted(key: &UnixKey, now: u64) -> bool {
+pub fn unix_granted(key: &UnixKey, now: u64) -> bool {
     let live = |g: Option<&ExecGrant>| g.is_some_and(|g| g.expires_ns == 0 || now < g.expires_ns);
     let mut any = *key;
     any.task = 0;
@@ -246,9 +274,10 @@ fn unix_enter(addr: u64, len: u64) -> bool {
     if live && unix_granted(&key, now) {
         return false;
     }
-    if UNIX_PENDING.insert(current_tid(), key, 0).is_err() {
-        // No room to remember it: decide now, fail closed.
-        unix_deny(&key, Action::Connect, now);
+    if UNIX_PENDING.insert(current_tid(), key, 0).is_err() && unix_deny(&key, Action::Connect, now)
+    {
+        // No room to remember it: decided now, failing closed.
+        kill_current();
     }
     true
 }
@@ -263,15 +292,17 @@ fn unix_exit(action: Action, reached: bool) {
         return;
     };
     let _ = UNIX_PENDING.remove(tid);
-    if reached {
-        unix_deny(&key, action, now_ns());
+    if reached && unix_deny(&key, action, now_ns()) {
+        kill_current();
     }
 }
 
+/// Counts and reports a unix connect or send to `key` that is not granted; says
+/// whether it is denied (audit mode allows).
 #[inline(always)]
-fn unix_deny(key: &UnixKey, action: Action, now: u64) {
+pub fn unix_deny(key: &UnixKey, action: Action, now: u64) -> bool {
     let Some(d) = judge(action, now, |_, _| Err(Reason::NotGranted)) else {
-        return;
+        return false;
     };
     d.count();
     if let Some(mut entry) = d.event(now) {
@@ -288,9 +319,7 @@ fn unix_deny(key: &UnixKey, action: Action, now: u64) {
         }
         entry.submit(0);
     }
-    if !d.allows() {
-        kill_current();
-    }
+    !d.allows()
 }
 
 /// The return value of a `sys_exit_*` tracepoint.

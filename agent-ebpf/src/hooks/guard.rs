@@ -32,10 +32,16 @@ const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 /// Where bpffs is mounted and leash pins by default.
 const BPFFS: &[u8; 11] = b"/sys/fs/bpf";
 
-/// Denies `call` for task `task`: counts it, reports it (`target` in the event's
-/// `dev` field) and kills the caller.
+/// Denies `call` for task `task`: counts it, reports it and kills the caller.
 #[inline(always)]
 fn stop(task: u64, reason: Reason, call: &[u8; 8], target: u32) {
+    refuse(task, reason, call, target);
+    kill_current();
+}
+
+/// Counts and reports a denied `call` of task `task` (`target` in the event's `dev`).
+#[inline(always)]
+pub fn refuse(task: u64, reason: Reason, call: &[u8; 8], target: u32) {
     let now = now_ns();
     let d = Decision::forced(task, Action::Tamper, reason);
     d.count();
@@ -50,12 +56,11 @@ fn stop(task: u64, reason: Reason, call: &[u8; 8], target: u32) {
         }
         entry.submit(0);
     }
-    kill_current();
 }
 
 /// Is `pid` a thread of the same task as the caller?
 #[inline(always)]
-fn same_task(task: u64, pid: u64) -> bool {
+pub fn same_task(task: u64, pid: u64) -> bool {
     // SAFETY: PROCS values are plain u64 copies.
     pid != 0 && pid < u64::from(RESERVED) && unsafe { PROCS.get(pid as u32) } == Some(&task)
 }

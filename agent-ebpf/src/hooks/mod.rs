@@ -8,6 +8,7 @@
 pub mod exec;
 pub mod family;
 pub mod guard;
+pub mod lsm_guard;
 pub mod net;
 pub mod process;
 

@@ -3,7 +3,7 @@
 
 use std::os::unix::net::{UnixDatagram, UnixListener};
 
-use harness::{EPERM, Harness, Scratch, spec};
+use harness::{EPERM, Harness, Scratch, refused, spec};
 
 use super::untagged;
 
@@ -11,7 +11,6 @@ const AF_INET: i32 = libc::AF_INET;
 const AF_PACKET: i32 = libc::AF_PACKET;
 const AF_NETLINK: i32 = libc::AF_NETLINK;
 const AF_VSOCK: i32 = libc::AF_VSOCK;
-const KILLED: &str = "signal 9";
 
 #[test]
 fn raw_ip_sockets_are_refused_unless_granted() {
@@ -45,25 +44,26 @@ fn raw_ip_sockets_are_refused_unless_granted() {
 #[test]
 fn packet_netlink_and_vsock_sockets_stop_the_caller_unless_granted() {
     let h = Harness::load();
+    let denied = refused(h.backend());
     let task = h.task(spec(&[], &[]));
     let packet = format!("socket {AF_PACKET} {} 0", libc::SOCK_RAW);
     let netlink = format!("socket {AF_NETLINK} {} 0", libc::SOCK_RAW);
     let vsock = format!("socket {AF_VSOCK} {} 0", libc::SOCK_STREAM);
-    let ev = task.assert_denied("socket", "family_not_granted", KILLED, || {
+    let ev = task.assert_denied("socket", "family_not_granted", denied, || {
         task.probe(&packet)
     });
     assert!(matches!(
         ev.target,
         leash::events::Target::Socket { family: 17, .. }
     ));
-    task.assert_denied("socket", "family_not_granted", KILLED, || {
+    task.assert_denied("socket", "family_not_granted", denied, || {
         task.probe(&netlink)
     });
-    task.assert_denied("socket", "family_not_granted", KILLED, || {
+    task.assert_denied("socket", "family_not_granted", denied, || {
         task.probe(&vsock)
     });
     // A family no grant can name (AF_ALG).
-    task.assert_denied("socket", "family_not_granted", KILLED, || {
+    task.assert_denied("socket", "family_not_granted", denied, || {
         task.probe(&format!(
             "socket {} {} 0",
             libc::AF_ALG,
@@ -86,6 +86,7 @@ fn packet_netlink_and_vsock_sockets_stop_the_caller_unless_granted() {
 #[test]
 fn unix_sockets_only_at_granted_names() {
     let h = Harness::load();
+    let denied = refused(h.backend());
     let s = Scratch::new("unix");
     let granted = s.path("granted.sock");
     let other = s.path("other.sock");
@@ -104,7 +105,7 @@ fn unix_sockets_only_at_granted_names() {
     let task = h.task(spec(&[], &[&format!("unix:{granted}")]));
 
     assert_eq!(task.probe(&format!("unix-connect {granted}")), "ok");
-    let ev = task.assert_denied("connect", "not_granted", KILLED, || {
+    let ev = task.assert_denied("connect", "not_granted", denied, || {
         task.probe(&format!("unix-connect {other}"))
     });
     assert_eq!(
@@ -119,7 +120,7 @@ fn unix_sockets_only_at_granted_names() {
         task.probe(&format!("unix-connect {}", s.path("absent.sock"))),
         "errno 2"
     );
-    let ev = task.assert_denied("connect", "not_granted", KILLED, || {
+    let ev = task.assert_denied("connect", "not_granted", denied, || {
         task.probe(&format!("unix-connect {abstract_name}"))
     });
     assert_eq!(
@@ -129,7 +130,7 @@ fn unix_sockets_only_at_granted_names() {
         }
     );
     for op in ["unix-sendto", "unix-sendmsg", "unix-sendmmsg"] {
-        task.assert_denied("send", "not_granted", KILLED, || {
+        task.assert_denied("send", "not_granted", denied, || {
             task.probe(&format!("{op} {dgram}"))
         });
     }

@@ -3,7 +3,7 @@
 //! closes: taking descriptors out of another process (`pidfd_getfd`), and `leash run`
 //! tags itself before it opens anything (tests/tests/daemon.rs runs it).
 
-use harness::{Harness, spec};
+use harness::{Harness, refused, spec};
 
 use super::untagged;
 
@@ -16,14 +16,20 @@ fn pidfd_getfd_is_stopped() {
         .unwrap();
     let pid = victim.id();
     let task = h.task(spec(&[], &[]));
-    let ev = task.assert_denied("tamper", "leash_process", "signal 9", || {
+    let ev = task.assert_denied("tamper", "leash_process", refused(h.backend()), || {
         task.probe(&format!("pidfd-getfd {pid} 0"))
     });
+    // The portable backend stops any pidfd_getfd (its target is not known at syscall
+    // entry); the lsm backend refuses the access check on the target.
+    let (call, target_pid) = match h.backend() {
+        leash::Backend::Portable => ("getfd", 0),
+        leash::Backend::Lsm => ("ptrace", pid),
+    };
     assert_eq!(
         ev.target,
         leash::events::Target::Guard {
-            call: "getfd".into(),
-            target_pid: 0
+            call: call.into(),
+            target_pid
         }
     );
     assert_eq!(untagged(&format!("pidfd-getfd {pid} 0")), "ok");

@@ -61,3 +61,21 @@ fn exec_from_a_non_leader_thread_is_checked_and_keeps_the_tag() {
         format!("{denied}\nexit 0")
     );
 }
+
+#[test]
+fn a_vfork_spawn_is_checked_like_a_fork() {
+    let h = Harness::load();
+    let s = Scratch::new("spawn");
+    let granted = s.copy_true("granted");
+    let other = s.copy_true("other");
+    let task = h.task(spec(&[&granted], &[]));
+    assert_eq!(task.probe(&format!("spawn {granted}")), "exit 0");
+    // posix_spawn reports a refused exec as its own error on lsm.
+    let denied = match h.backend() {
+        leash::Backend::Portable => "signal 9",
+        leash::Backend::Lsm => "errno 1",
+    };
+    task.assert_denied("exec", "not_granted", denied, || {
+        task.probe(&format!("spawn {other}"))
+    });
+}

@@ -5,7 +5,7 @@
 use harness::{
     Harness,
     daemon::{DaemonGuard, stderr, stdout},
-    probe, spec,
+    probe, refused, spec,
 };
 
 use super::untagged;
@@ -59,7 +59,8 @@ fn ptrace_and_memory_writes_outside_the_task_are_stopped() {
     let victim = Victim::new();
     let task = h.task(spec(&[], &[]));
     let pid = victim.pid();
-    let ev = task.assert_denied("tamper", "leash_process", KILLED, || {
+    let denied = refused(h.backend());
+    let ev = task.assert_denied("tamper", "leash_process", denied, || {
         task.probe(&format!("ptrace-attach {pid}"))
     });
     assert_eq!(
@@ -69,7 +70,7 @@ fn ptrace_and_memory_writes_outside_the_task_are_stopped() {
             target_pid: pid
         }
     );
-    task.assert_denied("tamper", "leash_process", KILLED, || {
+    task.assert_denied("tamper", "leash_process", denied, || {
         task.probe(&format!("vm-write {pid}"))
     });
     assert_eq!(

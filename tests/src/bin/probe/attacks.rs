@@ -53,6 +53,7 @@ pub fn run(w: &[String]) -> Option<String> {
         "cgroup-move" => in_child(|| cgroup_move(arg(1))),
         "clone3-into-cgroup" => in_child(|| clone3_into_cgroup(arg(1))),
         "fork-fill" => fork_fill(num(1)),
+        "spawn" => spawn(arg(1)),
         "unshare" => in_child(|| {
             // SAFETY: unshare with flags from the test.
             if unsafe { libc::unshare(num(1) as i32) } < 0 {
@@ -295,6 +296,33 @@ fn clone3_into_cgroup(dir: &str) -> String {
     }
     super::wait_outcome(pid as libc::pid_t);
     "ok".into()
+}
+
+/// `posix_spawn`: glibc creates the child with `clone(CLONE_VM | CLONE_VFORK)`.
+/// `errno N` when the spawn itself failed (an exec refused with EPERM), else how the
+/// child ended.
+fn spawn(path: &str) -> String {
+    let Ok(c) = CString::new(path) else {
+        return "error bad path".into();
+    };
+    let argv = [c.as_ptr().cast_mut(), std::ptr::null_mut()];
+    let envp: [*mut libc::c_char; 1] = [std::ptr::null_mut()];
+    let mut pid: libc::pid_t = 0;
+    // SAFETY: NUL-terminated argv and envp; no file actions or attributes.
+    let rc = unsafe {
+        libc::posix_spawn(
+            &raw mut pid,
+            c.as_ptr(),
+            std::ptr::null(),
+            std::ptr::null(),
+            argv.as_ptr(),
+            envp.as_ptr(),
+        )
+    };
+    if rc != 0 {
+        return format!("errno {rc}");
+    }
+    super::wait_outcome(pid)
 }
 
 /// Forks up to `n` children that sleep, in a new process group the test can find and
