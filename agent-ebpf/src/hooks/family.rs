@@ -21,7 +21,7 @@ use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     helpers::{
         bpf_probe_read_kernel_buf, bpf_probe_read_kernel_str_bytes, bpf_probe_read_user,
-        bpf_probe_read_user_buf,
+        bpf_probe_read_user_buf, bpf_probe_read_user_str_bytes,
     },
     macros::{cgroup_sock, map, tracepoint},
     maps::HashMap,
@@ -203,45 +203,51 @@ fn read(kernel: bool, src: *const u8, dst: &mut [u8]) -> Result<(), i32> {
     }
 }
 
-/// [`unix_key`] of an address in kernel memory (`kernel`) or user memory.
+/// Copies the string at `src` into `dst`, stopping at its NUL or the end of `dst`.
+#[inline(always)]
+fn read_str(kernel: bool, src: *const u8, dst: &mut [u8]) -> Result<(), i32> {
+    // SAFETY: bounded string probe reads into a stack buffer.
+    unsafe {
+        if kernel {
+            bpf_probe_read_kernel_str_bytes(src, dst).map(|_| ())
+        } else {
+            bpf_probe_read_user_str_bytes(src, dst).map(|_| ())
+        }
+    }
+}
+
+/// [`unix_key`] of an address in kernel memory (`kernel`) or user memory. One key on
+/// the stack and no copies: the lsm hooks share the 512-byte stack with the event.
 #[inline(always)]
 pub fn unix_key_in(task: u64, addr: u64, len: u64, kernel: bool) -> Option<UnixKey> {
     if addr == 0 || len <= 2 {
         return None;
     }
-    // A read can fail where the kernel's own copy would not (a page not yet mapped
-    // in): such an address is denied, never skipped. 0xff starts no granted name.
-    let unreadable = UnixKey {
-        task,
-        path: [0xff; UNIX_PATH_LEN],
-    };
-    let mut family = [0u8; 2];
-    if read(kernel, addr as *const u8, &mut family).is_err() {
-        return Some(unreadable);
-    }
-    if u16::from_ne_bytes(family) != AF_UNIX {
-        return None;
-    }
-    // Exactly the bytes the kernel will use (it stops at `len`), zero-padded.
-    let name = (len - 2).min(SUN_PATH as u64) as usize;
-    let mut raw = [0u8; UNIX_PATH_LEN];
-    if read(kernel, (addr + 2) as *const u8, &mut raw[..name]).is_err() {
-        return Some(unreadable);
-    }
     let mut key = UnixKey {
         task,
         path: [0; UNIX_PATH_LEN],
     };
-    if raw[0] == 0 {
-        // Abstract: every one of the bytes is the name.
-        key.path = raw;
-    } else {
-        // A path name ends at its first NUL: a string copy of the padded buffer stops
-        // there (or at `len`), with no loop for the verifier to walk.
-        // SAFETY: bounded string read of our own stack buffer.
-        if unsafe { bpf_probe_read_kernel_str_bytes(raw.as_ptr(), &mut key.path) }.is_err() {
-            return Some(unreadable);
-        }
+    // The family and the name's first byte (NUL: an abstract name).
+    let mut head = [0u8; 3];
+    let ok = read(kernel, addr as *const u8, &mut head).is_ok();
+    if ok && u16::from_ne_bytes([head[0], head[1]]) != AF_UNIX {
+        return None;
+    }
+    // Exactly the bytes the kernel will use: it stops at `len`, and a path name also
+    // at its first NUL; the rest stays zero.
+    let name = (len - 2).min(SUN_PATH as u64) as usize;
+    let src = (addr + 2) as *const u8;
+    let ok = ok
+        && if head[2] == 0 {
+            read(kernel, src, &mut key.path[..name]).is_ok()
+        } else {
+            read_str(kernel, src, &mut key.path[..=name]).is_ok()
+        };
+    if !ok {
+        // A read can fail where the kernel's own copy would not (a page not yet
+        // mapped in): such an address is denied, never skipped. 0xff starts no
+        // granted name.
+        key.path = [0xff; UNIX_PATH_LEN];
     }
     Some(key)
 }
