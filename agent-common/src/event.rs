@@ -10,10 +10,18 @@ pub enum Action {
     /// Not a decision: the last thread of a tagged process exited. Lets the daemon end
     /// a task whose last process is gone without polling. Never counted.
     Exit = 3,
+    /// Creating a socket of a family or protocol grants must name (raw, packet,
+    /// netlink, vsock, ...). `family` holds the `AF_*` number.
+    Socket = 4,
+    /// An attempt on leash itself (`bpf()`, ptrace or signals to the daemon or an
+    /// untagged process, the pin directory, cgroup migration). `path` names the call.
+    Tamper = 5,
+    /// A fork refused because the process map is full (fail closed).
+    Fork = 6,
 }
 
-/// Decision actions (those with counters).
-pub const ACTIONS: u32 = 3;
+/// Counter rows per slot: every action but [`Action::Exit`] is counted; its row stays 0.
+pub const ACTIONS: u32 = 7;
 
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,6 +50,18 @@ pub enum Reason {
     Protocol = 6,
     /// The kernel could not read what it needed to decide; denied (fail closed).
     ReadFailed = 7,
+    /// A socket family or protocol the task has no `socket:` grant for.
+    FamilyNotGranted = 8,
+    /// `bpf()` from a tagged process: it could detach programs or edit maps.
+    GuardBpf = 9,
+    /// ptrace, signal or fd theft aimed at the daemon or outside the task.
+    GuardProcess = 10,
+    /// Unlink, rename or unmount reaching the BPF file system (the pins).
+    GuardPins = 11,
+    /// Moving a tagged process to another cgroup.
+    GuardCgroup = 12,
+    /// The process map has no room for a child.
+    MapFull = 13,
 }
 
 /// Counter rows per slot.
@@ -83,13 +103,15 @@ pub struct Event {
     pub proto: u8,
     /// Network: destination port, host order.
     pub port: u16,
-    /// Network: 4 or 6, the socket family the call came from.
+    /// Network: 4 or 6, the socket family the call came from; 1 (`AF_UNIX`) for a
+    /// unix socket path (in `path`). Socket: the `AF_*` number, type in `port`.
     pub family: u8,
     pub _pad: [u8; 5],
     /// Network: destination, IPv4 as mapped IPv6.
     pub addr: [u8; 16],
     pub comm: [u8; COMM_LEN],
-    /// Exec: the path as passed to exec (NUL-terminated, possibly cut).
+    /// Exec: the path as passed to exec (NUL-terminated, possibly cut). Unix: the
+    /// socket path (`@` first for an abstract name). Tamper: the syscall's name.
     pub path: [u8; PATH_LEN],
 }
 

@@ -118,3 +118,17 @@ pub struct ScriptKey {
 }
 
 const _: () = assert!(size_of::<ScriptKey>() == 8 + SCRIPT_PATH_LEN);
+
+/// Longest unix socket path (`sun_path` is 108 bytes), rounded for alignment.
+pub const UNIX_PATH_LEN: usize = 112;
+
+/// Key of `UNIX_GRANTS`: a unix socket a task may connect or send to, by the path
+/// passed to the call (NUL-padded), or for an abstract socket a NUL then its name.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct UnixKey {
+    pub task: u64,
+    pub path: [u8; UNIX_PATH_LEN],
+}
+
+const _: () = assert!(size_of::<UnixKey>() == 8 + UNIX_PATH_LEN);

@@ -24,8 +24,13 @@ pub const DECISIONS: &str = "DECISIONS";
 /// Per-CPU health counters, indexed by [`Stat`].
 pub const STATS: &str = "STATS";
 
+/// [`crate::UnixKey`] → [`crate::ExecGrant`]: granted unix socket paths.
+pub const UNIX_GRANTS: &str = "UNIX_GRANTS";
+/// Process id (tgid) → 1: processes a tagged process may not signal or trace (the daemon).
+pub const PROTECTED: &str = "PROTECTED";
+
 /// Every map of the object, for checks and for `leash status`.
-pub const ALL: [&str; 10] = [
+pub const ALL: [&str; 12] = [
     PROCS,
     TASKS,
     EXEC_GRANTS,
@@ -36,6 +41,8 @@ pub const ALL: [&str; 10] = [
     DECISIONS,
     STATS,
     LEASH_CGROUPS,
+    UNIX_GRANTS,
+    PROTECTED,
 ];
 
 /// Default capacities; userspace may resize before load.
@@ -48,6 +55,14 @@ pub const NET_GRANTS_CAPACITY: u32 = 65_536;
 pub const EVENTS_BYTES: u32 = 1 << 22;
 /// Leash cgroups (one per cgroup that holds tasks' processes).
 pub const LEASH_CGROUPS_CAPACITY: u32 = 4_096;
+pub const UNIX_GRANTS_CAPACITY: u32 = 4_096;
+pub const PROTECTED_CAPACITY: u32 = 64;
+
+/// Keys of [`PROCS`] at or above this are fork reservations, not thread ids: a tagged
+/// thread holds one (`RESERVED | tid`) from fork entry until its child is tagged, so a
+/// fork that could not be tagged is refused before the child exists. Thread ids stay
+/// below `PID_MAX_LIMIT` (2^22).
+pub const RESERVED: u32 = 1 << 31;
 
 /// Indexes of the [`STATS`] per-CPU array.
 #[repr(u32)]
@@ -78,4 +93,38 @@ pub mod programs {
     pub const NET_SENDMSG4: &str = "net_sendmsg4";
     pub const NET_SENDMSG6: &str = "net_sendmsg6";
     pub const SCOPE_CGROUP_ATTACH: &str = "scope_cgroup_attach";
+    pub const FAMILY_SOCK_CREATE: &str = "family_sock_create";
+    pub const FAMILY_SOCKET: &str = "family_socket";
+    pub const FAMILY_CONNECT: &str = "family_connect";
+    pub const FAMILY_SENDTO: &str = "family_sendto";
+    pub const FAMILY_SENDMSG: &str = "family_sendmsg";
+    pub const FAMILY_SENDMMSG: &str = "family_sendmmsg";
+    pub const FAMILY_CONNECT_EXIT: &str = "family_connect_exit";
+    pub const FAMILY_SENDTO_EXIT: &str = "family_sendto_exit";
+    pub const FAMILY_SENDMSG_EXIT: &str = "family_sendmsg_exit";
+    pub const FAMILY_SENDMMSG_EXIT: &str = "family_sendmmsg_exit";
+    pub const GUARD_BPF: &str = "guard_bpf";
+    pub const GUARD_PTRACE: &str = "guard_ptrace";
+    pub const GUARD_PROCESS_VM_WRITEV: &str = "guard_process_vm_writev";
+    pub const GUARD_PIDFD_OPEN: &str = "guard_pidfd_open";
+    pub const GUARD_PIDFD_GETFD: &str = "guard_pidfd_getfd";
+    pub const GUARD_KILL: &str = "guard_kill";
+    pub const GUARD_TKILL: &str = "guard_tkill";
+    pub const GUARD_TGKILL: &str = "guard_tgkill";
+    pub const GUARD_UNLINK: &str = "guard_unlink";
+    pub const GUARD_UNLINKAT: &str = "guard_unlinkat";
+    pub const GUARD_RMDIR: &str = "guard_rmdir";
+    pub const GUARD_RENAME: &str = "guard_rename";
+    pub const GUARD_RENAMEAT: &str = "guard_renameat";
+    pub const GUARD_RENAMEAT2: &str = "guard_renameat2";
+    pub const GUARD_UMOUNT: &str = "guard_umount";
+    pub const GUARD_CGROUP: &str = "guard_cgroup";
+    pub const GUARD_CLONE: &str = "guard_clone";
+    pub const GUARD_CLONE3: &str = "guard_clone3";
+    pub const GUARD_FORK: &str = "guard_fork";
+    pub const GUARD_VFORK: &str = "guard_vfork";
+    pub const GUARD_LSM_PTRACE: &str = "guard_lsm_ptrace";
+    pub const FAMILY_LSM_SOCKET_CREATE: &str = "family_lsm_socket_create";
+    pub const FAMILY_LSM_SOCKET_CONNECT: &str = "family_lsm_socket_connect";
+    pub const FAMILY_LSM_SOCKET_SENDMSG: &str = "family_lsm_socket_sendmsg";
 }

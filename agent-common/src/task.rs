@@ -30,8 +30,18 @@ pub struct TaskInfo {
     pub mode: u32,
     /// Row of the decision counters this task counts into (one per agent).
     pub counter_slot: u32,
-    pub _pad: u32,
+    /// Granted socket families beyond unix and TCP/UDP: `FAMILY_*` bits.
+    pub families: u32,
 }
+
+/// `socket:raw`: raw IP sockets and IP protocols other than TCP and UDP.
+pub const FAMILY_RAW: u32 = 1;
+/// `socket:packet`: `AF_PACKET`.
+pub const FAMILY_PACKET: u32 = 2;
+/// `socket:netlink`: `AF_NETLINK`.
+pub const FAMILY_NETLINK: u32 = 4;
+/// `socket:vsock`: `AF_VSOCK`.
+pub const FAMILY_VSOCK: u32 = 8;
 
 const _: () = assert!(size_of::<TaskInfo>() == 24);
 

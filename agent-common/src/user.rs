@@ -1,6 +1,6 @@
 //! Userspace-only impls: the types are plain old data for aya's maps.
 
-use crate::{ExecGrant, ExecKey, KernelOffsets, NetKey, NetRules, ScriptKey, TaskInfo};
+use crate::{ExecGrant, ExecKey, KernelOffsets, NetKey, NetRules, ScriptKey, TaskInfo, UnixKey};
 
 // SAFETY: each type is `repr(C)`, `Copy`, made only of integers, with explicit padding
 // (size asserts next to the definitions), so every bit pattern is valid.
@@ -17,3 +17,5 @@ unsafe impl aya::Pod for NetRules {}
 unsafe impl aya::Pod for KernelOffsets {}
 // SAFETY: as above.
 unsafe impl aya::Pod for ScriptKey {}
+// SAFETY: as above.
+unsafe impl aya::Pod for UnixKey {}

@@ -15,6 +15,12 @@ pub enum Backend {
     Portable,
 }
 
+const SOCKETS_RAW: &str = "raw IP sockets and IP protocols other than TCP/UDP: EPERM unless socket:raw (cgroup sock_create)";
+const SOCKETS_OTHER: &str = "packet, netlink, vsock sockets (unless socket: granted), other families, killed with SIGKILL at syscall entry; unix connect/send that reached a name not unix: granted: killed at syscall exit (failed attempts let be); io_uring IORING_OP_SOCKET/CONNECT to unix paths not seen";
+const GUARD: &str = "bpf(), signals or pidfd_open to the daemon, kill(-1), unlink/rename/umount on /sys/fs/bpf, cgroup moves: the caller is killed with SIGKILL (the call itself completes; see docs/security.md)";
+const FORK: &str =
+    "fork with a full process map: refused (the caller is killed before the child exists)";
+
 impl Backend {
     /// What a tagged process meets on this backend, for `leash status` and the docs.
     #[must_use]
@@ -24,11 +30,21 @@ impl Backend {
                 "exec: refused with EPERM before the new program loads (lsm bprm_check_security; script and interpreter both checked)",
                 "fork: refused once the task has ended or expired (lsm task_alloc)",
                 "connect/sendmsg: EPERM (cgroup sock_addr hooks)",
+                SOCKETS_RAW,
+                "packet, netlink, vsock sockets (unless socket: granted), other families, unix connect/send to names not unix: granted: EPERM (lsm socket_create, socket_connect, socket_sendmsg; io_uring included)",
+                "ptrace attach, process_vm_*, /proc/<pid>/mem, pidfd_getfd outside the task: EPERM (lsm ptrace_access_check)",
+                GUARD,
+                FORK,
             ],
             Self::Portable => &[
                 "exec: killed with SIGKILL after exec commits, before the new program runs an instruction (tp_btf sched_process_exec)",
                 "shebang scripts: interpreter checked by inode, script by its granted absolute path",
                 "connect/sendmsg: EPERM (cgroup sock_addr hooks)",
+                SOCKETS_RAW,
+                SOCKETS_OTHER,
+                "ptrace attach, process_vm_writev outside the task, pidfd_getfd: the caller is killed with SIGKILL (a process_vm_writev lands; /proc/<pid>/mem is not watched)",
+                GUARD,
+                FORK,
             ],
         }
     }
@@ -43,20 +59,58 @@ impl Backend {
                 p::EXEC_BPRM_CHECK,
                 p::PROCESS_TASK_ALLOC,
                 p::PROCESS_SCHED_EXEC,
+                p::GUARD_LSM_PTRACE,
+                p::FAMILY_LSM_SOCKET_CREATE,
+                p::FAMILY_LSM_SOCKET_CONNECT,
+                p::FAMILY_LSM_SOCKET_SENDMSG,
             ],
-            Self::Portable => &[p::EXEC_SCHED_EXEC],
+            // Syscall tracepoints where the lsm backend has an LSM hook (lsm_guard.rs).
+            Self::Portable => &[
+                p::EXEC_SCHED_EXEC,
+                p::FAMILY_SOCKET,
+                p::FAMILY_CONNECT,
+                p::FAMILY_SENDTO,
+                p::FAMILY_SENDMSG,
+                p::FAMILY_SENDMMSG,
+                p::FAMILY_CONNECT_EXIT,
+                p::FAMILY_SENDTO_EXIT,
+                p::FAMILY_SENDMSG_EXIT,
+                p::FAMILY_SENDMMSG_EXIT,
+                p::GUARD_PTRACE,
+                p::GUARD_PROCESS_VM_WRITEV,
+                p::GUARD_PIDFD_GETFD,
+            ],
         }
     }
 }
 
-/// Programs both backends load: tagging and the cgroup network hooks.
-pub const COMMON_PROGRAMS: [&str; 6] = [
+/// Programs both backends load: tagging, the cgroup network hooks, socket families
+/// (family.rs) and self-protection (guard.rs).
+pub const COMMON_PROGRAMS: [&str; 24] = [
     p::PROCESS_NEWTASK,
     p::PROCESS_EXIT,
     p::NET_CONNECT4,
     p::NET_CONNECT6,
     p::NET_SENDMSG4,
     p::NET_SENDMSG6,
+    p::FAMILY_SOCK_CREATE,
+    p::GUARD_BPF,
+    p::GUARD_PIDFD_OPEN,
+    p::GUARD_KILL,
+    p::GUARD_TKILL,
+    p::GUARD_TGKILL,
+    p::GUARD_UNLINK,
+    p::GUARD_UNLINKAT,
+    p::GUARD_RMDIR,
+    p::GUARD_RENAME,
+    p::GUARD_RENAMEAT,
+    p::GUARD_RENAMEAT2,
+    p::GUARD_UMOUNT,
+    p::GUARD_CGROUP,
+    p::GUARD_CLONE,
+    p::GUARD_CLONE3,
+    p::GUARD_FORK,
+    p::GUARD_VFORK,
 ];
 
 impl fmt::Display for Backend {

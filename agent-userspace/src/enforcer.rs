@@ -149,8 +149,51 @@ fn attach_point(program: &str) -> &'static str {
         p::EXEC_SCHED_EXEC | p::PROCESS_SCHED_EXEC => "sched_process_exec",
         p::EXEC_BPRM_CHECK => "bprm_check_security",
         p::PROCESS_TASK_ALLOC => "task_alloc",
+        p::GUARD_CGROUP => "cgroup_attach_task",
+        p::GUARD_LSM_PTRACE => "ptrace_access_check",
+        p::FAMILY_LSM_SOCKET_CREATE => "socket_create",
+        p::FAMILY_LSM_SOCKET_CONNECT => "socket_connect",
+        p::FAMILY_LSM_SOCKET_SENDMSG => "socket_sendmsg",
         _ => "",
     }
+}
+
+/// The `category:name` tracepoint a program attaches to.
+fn tracepoint_of(program: &str) -> (&'static str, &'static str) {
+    use names::programs as p;
+    let syscall = match program {
+        p::SCOPE_CGROUP_ATTACH => return ("cgroup", "cgroup_attach_task"),
+        p::FAMILY_SOCKET => "sys_enter_socket",
+        p::FAMILY_CONNECT => "sys_enter_connect",
+        p::FAMILY_SENDTO => "sys_enter_sendto",
+        p::FAMILY_SENDMSG => "sys_enter_sendmsg",
+        p::FAMILY_SENDMMSG => "sys_enter_sendmmsg",
+        p::FAMILY_CONNECT_EXIT => "sys_exit_connect",
+        p::FAMILY_SENDTO_EXIT => "sys_exit_sendto",
+        p::FAMILY_SENDMSG_EXIT => "sys_exit_sendmsg",
+        p::FAMILY_SENDMMSG_EXIT => "sys_exit_sendmmsg",
+        p::GUARD_BPF => "sys_enter_bpf",
+        p::GUARD_PTRACE => "sys_enter_ptrace",
+        p::GUARD_PROCESS_VM_WRITEV => "sys_enter_process_vm_writev",
+        p::GUARD_PIDFD_OPEN => "sys_enter_pidfd_open",
+        p::GUARD_PIDFD_GETFD => "sys_enter_pidfd_getfd",
+        p::GUARD_KILL => "sys_enter_kill",
+        p::GUARD_TKILL => "sys_enter_tkill",
+        p::GUARD_TGKILL => "sys_enter_tgkill",
+        p::GUARD_UNLINK => "sys_enter_unlink",
+        p::GUARD_UNLINKAT => "sys_enter_unlinkat",
+        p::GUARD_RMDIR => "sys_enter_rmdir",
+        p::GUARD_RENAME => "sys_enter_rename",
+        p::GUARD_RENAMEAT => "sys_enter_renameat",
+        p::GUARD_RENAMEAT2 => "sys_enter_renameat2",
+        p::GUARD_UMOUNT => "sys_enter_umount",
+        p::GUARD_CLONE => "sys_enter_clone",
+        p::GUARD_CLONE3 => "sys_enter_clone3",
+        p::GUARD_FORK => "sys_enter_fork",
+        p::GUARD_VFORK => "sys_enter_vfork",
+        _ => "",
+    };
+    ("syscalls", syscall)
 }
 
 impl Enforcer {
@@ -209,6 +252,7 @@ impl Enforcer {
         if task_scope {
             scope::check_tracepoint_format().map_err(LoadError::Scope)?;
         }
+        mounts::ensure_tracefs()?;
         let guard = task_scope.then_some(names::programs::SCOPE_CGROUP_ATTACH);
         // Tagging first, so nothing can be created untagged once enforcement starts.
         let programs: Vec<&'static str> = COMMON_PROGRAMS
@@ -558,23 +602,27 @@ fn attach(
                 .transpose()
                 .map_err(attach_err)?
         }
-        aya::programs::Program::TracePoint(p) => {
+        aya::programs::Program::CgroupSock(p) => {
             p.load().map_err(load)?;
             let id = p
-                .attach("cgroup", "cgroup_attach_task")
+                .attach(cgroup_dir(cgroup)?, CgroupAttachMode::Single)
                 .map_err(attach_err)?;
-            if keep {
-                let link = p.take_link(id).map_err(attach_err)?;
-                // A bpf_link (>= 5.15) can be pinned; an older perf-event attachment not.
-                Some(
-                    FdLink::try_from(link).map_err(|e: LinkError| LoadError::Handover {
-                        path: PathBuf::from("cgroup:cgroup_attach_task"),
-                        reason: format!("{program} was not attached with a link: {e}"),
-                    })?,
-                )
-            } else {
-                None
-            }
+            keep.then(|| cgroup_link(program, cgroup, p.take_link(id).map_err(attach_err)?))
+                .transpose()?
+        }
+        aya::programs::Program::TracePoint(p) => {
+            p.load().map_err(load)?;
+            let (category, name) = tracepoint_of(program);
+            let id = p.attach(category, name).map_err(attach_err)?;
+            // A bpf_link (>= 5.15) can be pinned; an older perf-event attachment not.
+            keep.then(|| p.take_link(id).map(FdLink::try_from))
+                .transpose()
+                .map_err(attach_err)?
+                .transpose()
+                .map_err(|e: LinkError| LoadError::Handover {
+                    path: PathBuf::from(format!("{category}:{name}")),
+                    reason: format!("{program}: the tracepoint link is not a BPF link: {e}"),
+                })?
         }
         aya::programs::Program::CgroupSockAddr(_) => attach_sock_addr(ebpf, program, cgroup, keep)?,
         _ => return Err(LoadError::MissingProgram(program)),
@@ -598,25 +646,31 @@ fn attach_sock_addr(
     if p.fd().is_err() {
         p.load().map_err(load)?;
     }
-    let dir = fs::File::open(cgroup).map_err(|source| LoadError::Cgroup {
-        path: cgroup.to_owned(),
-        source,
-    })?;
     // Single: link-based attachment still coexists with other programs here,
     // while AllowMultiple is refused by BPF_LINK_CREATE (platform-notes.md).
     let id = p
-        .attach(dir, CgroupAttachMode::Single)
+        .attach(cgroup_dir(cgroup)?, CgroupAttachMode::Single)
         .map_err(attach_err)?;
-    if !keep {
-        return Ok(None);
-    }
-    let link = p.take_link(id).map_err(attach_err)?;
-    FdLink::try_from(link)
-        .map(Some)
-        .map_err(|e: LinkError| LoadError::Handover {
-            path: cgroup.to_owned(),
-            reason: format!("{program} was not attached with a link: {e}"),
-        })
+    keep.then(|| cgroup_link(program, cgroup, p.take_link(id).map_err(attach_err)?))
+        .transpose()
+}
+
+fn cgroup_dir(cgroup: &Path) -> Result<fs::File, LoadError> {
+    fs::File::open(cgroup).map_err(|source| LoadError::Cgroup {
+        path: cgroup.to_owned(),
+        source,
+    })
+}
+
+/// A cgroup link as a pinnable [`FdLink`].
+fn cgroup_link<L>(program: &str, cgroup: &Path, link: L) -> Result<FdLink, LoadError>
+where
+    FdLink: TryFrom<L, Error = LinkError>,
+{
+    FdLink::try_from(link).map_err(|e| LoadError::Handover {
+        path: cgroup.to_owned(),
+        reason: format!("{program} was not attached with a link: {e}"),
+    })
 }
 
 /// Pins the new links and detaches the previous daemon's, with no gap: every new link

@@ -20,6 +20,21 @@ pub enum Target {
         port: u16,
         protocol: String,
     },
+    /// A unix socket by path (`@name`: abstract).
+    Unix {
+        path: String,
+    },
+    /// A socket the task created: `AF_*` family, type and protocol numbers.
+    Socket {
+        family: u8,
+        socket_type: u16,
+        protocol: u8,
+    },
+    /// An attempt on leash: the syscall and the pid it aimed at (0: none).
+    Guard {
+        call: String,
+        target_pid: u32,
+    },
     /// Lifecycle records that name no target.
     Process {},
 }
@@ -46,6 +61,9 @@ pub const fn action_name(a: u8) -> &'static str {
         x if x == Action::Connect as u8 => "connect",
         x if x == Action::Send as u8 => "send",
         x if x == Action::Exit as u8 => "exit",
+        x if x == Action::Socket as u8 => "socket",
+        x if x == Action::Tamper as u8 => "tamper",
+        x if x == Action::Fork as u8 => "fork",
         _ => "unknown",
     }
 }
@@ -71,9 +89,18 @@ pub const fn reason_name(r: u8) -> &'static str {
         x if x == Reason::ScriptNotGranted as u8 => "script_not_granted",
         x if x == Reason::Protocol as u8 => "protocol_not_grantable",
         x if x == Reason::ReadFailed as u8 => "kernel_read_failed",
+        x if x == Reason::FamilyNotGranted as u8 => "family_not_granted",
+        x if x == Reason::GuardBpf as u8 => "leash_bpf",
+        x if x == Reason::GuardProcess as u8 => "leash_process",
+        x if x == Reason::GuardPins as u8 => "leash_pins",
+        x if x == Reason::GuardCgroup as u8 => "leash_cgroup",
+        x if x == Reason::MapFull as u8 => "map_full",
         _ => "unknown",
     }
 }
+
+/// `AF_UNIX`, as a network event's family says it.
+const AF_UNIX_FAMILY: u8 = 1;
 
 fn cstr(bytes: &[u8]) -> String {
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
@@ -88,8 +115,23 @@ pub fn decode(bytes: &[u8]) -> Option<Decision> {
     }
     // SAFETY: length checked; Event is plain integers, read unaligned.
     let e: Event = unsafe { bytes.as_ptr().cast::<Event>().read_unaligned() };
-    let target = if e.action == Action::Exit as u8 {
+    let target = if e.action == Action::Exit as u8 || e.action == Action::Fork as u8 {
         Target::Process {}
+    } else if e.action == Action::Socket as u8 {
+        Target::Socket {
+            family: e.family,
+            socket_type: e.port,
+            protocol: e.proto,
+        }
+    } else if e.action == Action::Tamper as u8 {
+        Target::Guard {
+            call: cstr(&e.path),
+            target_pid: e.dev,
+        }
+    } else if e.family == AF_UNIX_FAMILY {
+        Target::Unix {
+            path: cstr(&e.path),
+        }
     } else if e.action == Action::Exec as u8 {
         Target::Exec {
             path: cstr(&e.path),

@@ -44,6 +44,10 @@ pub enum GrantError {
         reason: String,
     },
     #[error(
+        "socket grant {spec:?}: {reason}; expected unix:/abs/path, unix:@abstract or socket:raw|packet|netlink|vsock"
+    )]
+    BadSocket { spec: String, reason: String },
+    #[error(
         "connect grants: prefix {prefix} of one task needs {count} port rules, more than the {MAX_PORT_RULES} the kernel holds per prefix; merge port ranges"
     )]
     TooManyRules { prefix: String, count: usize },

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod mounts;
 pub mod policy;
 pub mod scope;
+pub mod sockets;
 pub mod tasks;
 
 pub use backend::{Backend, BackendChoice};

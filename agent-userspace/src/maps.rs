@@ -2,7 +2,7 @@
 //! map, and a full map says so with the remedy.
 
 use agent_common::{
-    Action, ExecGrant, ExecKey, NetKey, NetRules, ScriptKey, TaskInfo, Verdict,
+    Action, ExecGrant, ExecKey, NetKey, NetRules, ScriptKey, TaskInfo, UnixKey, Verdict,
     event::counter_index,
     grant::NET_KEY_TASK_BITS,
     maps::{self as names, Stat},
@@ -48,6 +48,8 @@ pub struct Maps {
     scripts: HashMap<MapData, ScriptKey, ExecGrant>,
     net: LpmTrie<MapData, NetKey, NetRules>,
     hosts: HashMap<MapData, NetKey, NetRules>,
+    unix: HashMap<MapData, UnixKey, ExecGrant>,
+    protected: HashMap<MapData, u32, u32>,
     decisions: PerCpuArray<MapData, u64>,
     stats: PerCpuArray<MapData, u64>,
     scopes: HashMap<MapData, u64, u8>,
@@ -87,6 +89,7 @@ fn config_key(map: &str) -> &'static str {
         names::SCRIPT_GRANTS => "script_grants",
         names::NET_GRANTS | names::NET_HOSTS => "net_grants",
         names::LEASH_CGROUPS => "leash_cgroups",
+        names::UNIX_GRANTS => "unix_grants",
         _ => "events_bytes",
     }
 }
@@ -110,10 +113,26 @@ pub struct TaskKeys {
     pub exec: Vec<ExecKey>,
     pub scripts: Vec<ScriptKey>,
     pub net: Vec<(u32, NetKey)>,
+    pub unix: Vec<UnixKey>,
 }
 
-/// Decision counts of one counter slot: `[action][verdict]`.
-pub type DecisionCounts = [[u64; 3]; 3];
+/// The counted actions, in the row order of [`DecisionCounts`].
+pub const COUNTED: [Action; 6] = [
+    Action::Exec,
+    Action::Connect,
+    Action::Send,
+    Action::Socket,
+    Action::Tamper,
+    Action::Fork,
+];
+
+/// Decision counts of one counter slot: `[action][verdict]`, actions as in [`COUNTED`].
+pub type DecisionCounts = [[u64; 3]; COUNTED.len()];
+
+/// A real thread id, not a fork reservation (see [`names::RESERVED`]).
+const fn is_tid(key: u32) -> bool {
+    key < names::RESERVED
+}
 
 impl Maps {
     /// Takes the maps out of a loaded object.
@@ -125,6 +144,8 @@ impl Maps {
             tasks: take(ebpf, names::TASKS)?,
             exec: take(ebpf, names::EXEC_GRANTS)?,
             scripts: take(ebpf, names::SCRIPT_GRANTS)?,
+            unix: take(ebpf, names::UNIX_GRANTS)?,
+            protected: take(ebpf, names::PROTECTED)?,
             decisions: take(ebpf, names::DECISIONS)?,
             stats: take(ebpf, names::STATS)?,
             scopes: take(ebpf, names::LEASH_CGROUPS)?,
@@ -169,7 +190,56 @@ impl Maps {
         for k in scripts {
             removed(self.scripts.remove(&k), names::SCRIPT_GRANTS)?;
         }
+        let unix: Vec<_> = self
+            .unix
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.task == id)
+            .collect();
+        for k in unix {
+            self.revoke_unix(&k)?;
+        }
         self.set_net(id, &[])
+    }
+
+    pub fn grant_unix(&mut self, key: &UnixKey, grant: ExecGrant) -> Result<(), MapsError> {
+        self.unix
+            .insert(key, grant, 0)
+            .map_err(op_err("insert", names::UNIX_GRANTS))
+    }
+
+    /// Lets every task reach the unix socket at `path` (the kernel's task 0 entry).
+    pub fn grant_unix_everywhere(&mut self, path: &std::path::Path) -> Result<(), MapsError> {
+        let spec = format!("unix:{}", path.display());
+        if let Some(Ok(crate::sockets::SocketGrant::Unix(name))) = crate::sockets::parse(&spec) {
+            self.grant_unix(&name.key(0), ExecGrant { expires_ns: 0 })?;
+        }
+        Ok(())
+    }
+
+    pub fn revoke_unix(&mut self, key: &UnixKey) -> Result<(), MapsError> {
+        removed(self.unix.remove(key), names::UNIX_GRANTS)
+    }
+
+    /// Makes `pid` a leash process that tagged processes may not signal or trace,
+    /// forgetting earlier ones (a previous daemon's pid may be reused by anyone).
+    pub fn protect_only(&mut self, pid: u32) -> Result<(), MapsError> {
+        let old: Vec<u32> = self.protected.keys().filter_map(Result::ok).collect();
+        for k in old {
+            removed(self.protected.remove(&k), names::PROTECTED)?;
+        }
+        self.protect(pid)
+    }
+
+    /// Adds `pid` to the protected processes.
+    pub fn protect(&mut self, pid: u32) -> Result<(), MapsError> {
+        self.protected
+            .insert(pid, 1, 0)
+            .map_err(op_err("insert", names::PROTECTED))
+    }
+
+    pub fn unprotect(&mut self, pid: u32) -> Result<(), MapsError> {
+        removed(self.protected.remove(&pid), names::PROTECTED)
     }
 
     pub fn grant_exec(&mut self, key: &ExecKey, grant: ExecGrant) -> Result<(), MapsError> {
@@ -271,6 +341,9 @@ impl Maps {
         for (prefix, key) in self.net_keys() {
             out.entry(key.task).or_default().net.push((prefix, key));
         }
+        for k in self.unix.keys().filter_map(Result::ok) {
+            out.entry(k.task).or_default().unix.push(k);
+        }
         out
     }
 
@@ -343,13 +416,14 @@ impl Maps {
         self.procs
             .iter()
             .filter_map(Result::ok)
+            .filter(|(tid, _)| is_tid(*tid))
             .map(|(_, t)| t)
             .collect()
     }
 
     /// Capacity of each map, one syscall each.
     #[must_use]
-    pub fn capacities(&self) -> [(&'static str, u64); 6] {
+    pub fn capacities(&self) -> [(&'static str, u64); 7] {
         use aya::maps::IterableMap as _;
         let cap = |m: &MapData| m.info().map_or(0, |i| u64::from(i.max_entries()));
         [
@@ -359,13 +433,26 @@ impl Maps {
             (names::SCRIPT_GRANTS, cap(self.scripts.map())),
             (names::NET_GRANTS, cap(self.net.map())),
             (names::NET_HOSTS, cap(self.hosts.map())),
+            (names::UNIX_GRANTS, cap(self.unix.map())),
         ]
     }
 
-    /// Tagged threads, by walking the process map (one syscall per entry).
+    /// Tagged threads, by walking the process map (one syscall per entry); fork
+    /// reservations are not threads.
     #[must_use]
     pub fn procs_len(&self) -> u64 {
-        self.procs.keys().count() as u64
+        self.procs
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| is_tid(*k))
+            .count() as u64
+    }
+
+    /// Granted unix names, by walking the map (small: a few per task, and the API
+    /// socket's entry that no task record holds).
+    #[must_use]
+    pub fn unix_len(&self) -> u64 {
+        self.unix.keys().count() as u64
     }
 
     /// Entries and capacity of each map, counted by walking every map (one syscall per
@@ -379,6 +466,7 @@ impl Maps {
             self.scripts.keys().count() as u64,
             self.net.keys().count() as u64,
             self.hosts.keys().count() as u64,
+            self.unix.keys().count() as u64,
         ];
         self.capacities()
             .into_iter()
@@ -410,6 +498,7 @@ impl Maps {
             (names::SCRIPT_GRANTS, read(self.scripts.map())),
             (names::NET_GRANTS, read(self.net.map())),
             (names::NET_HOSTS, read(self.hosts.map())),
+            (names::UNIX_GRANTS, read(self.unix.map())),
         ]
     }
 
@@ -419,18 +508,15 @@ impl Maps {
         self.procs
             .iter()
             .filter_map(Result::ok)
-            .filter(|(_, t)| *t == task)
+            .filter(|(tid, t)| *t == task && is_tid(*tid))
             .map(|(tid, _)| tid)
             .collect()
     }
 
     /// Sum over CPUs of one counter slot.
     pub fn decisions(&self, slot: u32) -> Result<DecisionCounts, MapsError> {
-        let mut out = [[0u64; 3]; 3];
-        for (a, action) in [Action::Exec, Action::Connect, Action::Send]
-            .into_iter()
-            .enumerate()
-        {
+        let mut out = [[0u64; 3]; COUNTED.len()];
+        for (a, action) in COUNTED.into_iter().enumerate() {
             for (v, verdict) in [Verdict::Allowed, Verdict::Denied, Verdict::Audited]
                 .into_iter()
                 .enumerate()

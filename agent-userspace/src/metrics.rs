@@ -83,7 +83,7 @@ impl Default for Recorded {
 #[derive(Debug, Default)]
 pub struct Snapshot {
     /// (agent, counts[action][verdict]) per counter slot in use; slot 0 is "unknown".
-    pub decisions: Vec<(String, [[u64; 3]; 3])>,
+    pub decisions: Vec<(String, crate::maps::DecisionCounts)>,
     pub tasks_active: Vec<(String, i64)>,
     pub grants_active: [(&'static str, i64); 2],
     pub maps: Vec<(&'static str, u64, u64)>,
@@ -101,7 +101,9 @@ pub fn bpf_stats_enabled() -> bool {
     std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").is_ok_and(|s| s.trim() == "1")
 }
 
-const ACTIONS: [&str; 3] = ["exec", "connect", "send"];
+/// Names of the rows of [`crate::maps::DecisionCounts`].
+const ACTIONS: [&str; crate::maps::COUNTED.len()] =
+    ["exec", "connect", "send", "socket", "tamper", "fork"];
 const VERDICTS: [&str; 3] = ["allowed", "denied", "audited"];
 
 /// Renders the OpenMetrics text for one scrape.
@@ -193,12 +195,12 @@ fn register_kernel(reg: &mut Registry, snap: &Snapshot, recorded: &Recorded) {
     );
     reg.register(
         "leash_tag_failures",
-        "Children of tagged processes that could not be tagged (their parent was killed)",
+        "Forks of tagged processes refused because the process map was full (the forking process was killed)",
         counter(snap.tag_failures),
     );
     reg.register(
         "leash_processes_killed",
-        "Tagged processes the kernel killed (denied execs on the portable backend, tag failures)",
+        "Tagged processes the kernel killed (denied execs on the portable backend, socket families, attempts on leash, full process map)",
         counter(snap.killed),
     );
     reg.register(
@@ -376,7 +378,17 @@ mod tests {
         let recorded = Recorded::default();
         recorded.grant_apply.observe(0.0005);
         let snap = Snapshot {
-            decisions: vec![("alpha".into(), [[1, 2, 3], [4, 5, 6], [7, 8, 9]])],
+            decisions: vec![(
+                "alpha".into(),
+                [
+                    [1, 2, 3],
+                    [4, 5, 6],
+                    [7, 8, 9],
+                    [0, 10, 0],
+                    [0, 11, 0],
+                    [0, 12, 0],
+                ],
+            )],
             tasks_active: vec![("alpha".into(), 2)],
             grants_active: [("exec", 3), ("connect", 1)],
             maps: vec![("PROCS", 5, 100)],
@@ -384,6 +396,12 @@ mod tests {
             ..Snapshot::default()
         };
         let om = render(&snap, &recorded);
+        for (action, n) in [("socket", 10), ("tamper", 11), ("fork", 12)] {
+            let line = format!(
+                "leash_decisions_total{{action=\"{action}\",verdict=\"denied\",agent=\"alpha\"}} {n}"
+            );
+            assert!(om.contains(&line), "{line} missing");
+        }
         assert!(
             om.contains(
                 "leash_decisions_total{action=\"connect\",verdict=\"denied\",agent=\"alpha\"} 5"

@@ -96,6 +96,14 @@ pub fn ensure_securityfs() -> Result<PathBuf, MountError> {
     ensure("securityfs", SECURITYFS)
 }
 
+/// tracefs, where the syscall tracepoints are named (aya also looks under debugfs).
+pub fn ensure_tracefs() -> Result<PathBuf, MountError> {
+    if let Some(m) = mounts_of("tracefs")?.into_iter().next() {
+        return Ok(m);
+    }
+    ensure("tracefs", "/sys/kernel/tracing")
+}
+
 /// The cgroup2 hierarchy the network hooks attach to: the host's if it has one.
 pub fn cgroup2_root() -> Result<PathBuf, MountError> {
     if let Some(m) = mounts_of("cgroup2")?.into_iter().next() {

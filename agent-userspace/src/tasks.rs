@@ -8,6 +8,7 @@ use crate::{
     clock,
     grants::{self, ConnectSpec, ExecFile, GrantError, NetGrant},
     maps::{Maps, MapsError},
+    sockets::{self, SocketGrant, UnixName},
 };
 
 /// Grants in the design.md syntax, plus per-task settings.
@@ -27,6 +28,8 @@ pub struct TaskSpec {
 pub struct CompiledGrants {
     pub exec: Vec<ExecFile>,
     pub net: Vec<NetGrant>,
+    /// Unix socket names (`unix:` grants).
+    pub unix: Vec<UnixName>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -45,8 +48,14 @@ impl TaskSpec {
             out.exec.extend(grants::resolve_exec(spec)?);
         }
         for spec in &self.connect {
-            let parsed: ConnectSpec = spec.parse()?;
-            out.net.extend(parsed.to_net_grants(spec, 0)?);
+            if let Some(grant) = sockets::parse(spec) {
+                if let SocketGrant::Unix(name) = grant? {
+                    out.unix.push(name);
+                }
+            } else {
+                let parsed: ConnectSpec = spec.parse()?;
+                out.net.extend(parsed.to_net_grants(spec, 0)?);
+            }
         }
         Ok(out)
     }
@@ -62,7 +71,7 @@ impl TaskSpec {
                 TaskMode::Enforce
             } as u32,
             counter_slot: self.counter_slot,
-            _pad: 0,
+            families: sockets::families_of(&self.connect),
         }
     }
 }
@@ -83,6 +92,9 @@ pub fn install(
             }
         }
         maps.set_net(id, &grants::compile_net(id, &grants.net)?)?;
+        for name in &grants.unix {
+            maps.grant_unix(&name.key(id), ExecGrant { expires_ns: 0 })?;
+        }
         maps.put_task(id, info)?;
         Ok(())
     })();

@@ -85,18 +85,28 @@ impl Harness {
     /// Loads and attaches the programs with the backend this kernel allows.
     #[must_use]
     pub fn load() -> Self {
-        Self::load_scoped(leash::scope::AttachScope::Root)
+        Self::load_with(leash::scope::AttachScope::Root, Vec::new())
     }
 
     /// Loads with the network hooks attached at `scope`; in scope `task`, task commands
     /// move themselves into this process's leash cgroup before they exec.
     #[must_use]
     pub fn load_scoped(attach_scope: leash::scope::AttachScope) -> Self {
+        Self::load_with(attach_scope, Vec::new())
+    }
+
+    /// [`Self::load_scoped`] with map capacities (`max_entries` by map name).
+    #[must_use]
+    pub fn load_with(
+        attach_scope: leash::scope::AttachScope,
+        capacities: Vec<(&'static str, u32)>,
+    ) -> Self {
         require_root();
         let mut enforcer = Enforcer::load(&LoadOptions {
             backend: backend_choice(),
             kernel_log_level: None,
             attach_scope,
+            capacities,
             ..LoadOptions::default()
         })
         .unwrap_or_else(|e| panic!("cannot load leash: {e}"));
@@ -270,6 +280,50 @@ impl Task<'_> {
         self.h.events(self.id, min)
     }
 
+    /// Runs `attempt`, expects `outcome` from it, and then a denial of `kind` for
+    /// `reason` both counted (the task's denied counter of that action grew) and
+    /// reported (a new denied event). Returns the event.
+    pub fn assert_denied(
+        &self,
+        kind: &str,
+        reason: &str,
+        outcome: &str,
+        attempt: impl FnOnce() -> String,
+    ) -> Decision {
+        let row = leash::maps::COUNTED
+            .iter()
+            .position(|a| leash::events::action_name(*a as u8) == kind)
+            .unwrap_or_else(|| panic!("{kind} is not a counted action"));
+        let matching = |evs: &[Decision]| -> Vec<Decision> {
+            evs.iter()
+                .filter(|e| e.kind == kind && e.verdict == "denied" && e.reason == reason)
+                .cloned()
+                .collect()
+        };
+        let before_count = self.decisions()[row][1];
+        let before_events = matching(&self.events(0)).len();
+        let got = attempt();
+        assert_eq!(got, outcome, "{kind} attempt ({reason})");
+        let after_count = self.decisions()[row][1];
+        assert!(
+            after_count > before_count,
+            "{kind} denial ({reason}) not counted: {before_count} -> {after_count}"
+        );
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            let events = matching(&self.events(0));
+            if events.len() > before_events {
+                return events[events.len() - 1].clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no new denied {kind} event for {reason}: {:?}",
+                self.events(0)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Threads of the task still in the process map.
     #[must_use]
     pub fn procs(&self) -> Vec<u32> {
@@ -370,6 +424,17 @@ pub fn exec_denied(backend: Backend) -> &'static str {
     }
 }
 
+/// How a denial shows that an LSM hook refuses and the portable backend's syscall
+/// tracepoints kill (socket families, unix names, ptrace): EPERM on lsm, SIGKILL on
+/// portable.
+#[must_use]
+pub fn refused(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Portable => "signal 9",
+        Backend::Lsm => EPERM,
+    }
+}
+
 /// The probe's outcome for an EPERM from a network call.
 pub const EPERM: &str = "errno 1";
 
@@ -417,4 +482,52 @@ pub fn spec(exec: &[&str], connect: &[&str]) -> TaskSpec {
         connect: connect.iter().map(|s| (*s).to_owned()).collect(),
         ..TaskSpec::default()
     }
+}
+
+/// A fresh directory of private files (distinct inodes), removed on drop.
+pub struct Scratch {
+    pub dir: PathBuf,
+}
+
+impl Scratch {
+    #[must_use]
+    pub fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("leash-test-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self { dir }
+    }
+
+    /// A private copy of /bin/true: a file no grant names yet.
+    #[must_use]
+    pub fn copy_true(&self, name: &str) -> String {
+        use std::os::unix::fs::PermissionsExt as _;
+        let p = self.dir.join(name);
+        std::fs::copy("/bin/true", &p).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p.display().to_string()
+    }
+
+    #[must_use]
+    pub fn path(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Polls `f` for up to 3 s.
+pub fn wait_until(mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    f()
 }

@@ -134,7 +134,7 @@ fn a_tagged_process_moving_itself_out_of_its_leash_cgroup_is_killed_and_counted(
     let target = root.join(parent.strip_prefix("/").unwrap());
     // The move itself succeeds; the process never returns to user space.
     assert_eq!(
-        s.run(&format!("cgroup-move {}", target.display())),
+        s.run(&format!("cgroup-move-self {}", target.display())),
         "",
         "the probe must die before answering"
     );

@@ -48,7 +48,10 @@ pub fn run(mode: Mode) -> anyhow::Result<()> {
         ("nightly toolchain (rust-src, clippy)", nightly),
         ("host toolchain (clippy, rustfmt)", host_components),
         ("bpf-linker 0.13", bpf_linker),
-        ("apt packages (bpftool, iproute2, prometheus, openssl)", apt_packages),
+        (
+            "apt packages (bpftool, iproute2, prometheus, openssl)",
+            apt_packages,
+        ),
     ];
     for (name, step) in steps {
         match step(mode).with_context(|| format!("setup step `{name}` failed"))? {

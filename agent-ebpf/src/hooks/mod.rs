@@ -6,6 +6,9 @@
 #![expect(clippy::needless_pass_by_value, reason = "aya program signatures")]
 
 pub mod exec;
+pub mod family;
+pub mod guard;
+pub mod lsm_guard;
 pub mod net;
 pub mod process;
 pub mod scope;
@@ -17,7 +20,9 @@ use agent_common::{
 };
 use aya_ebpf::{
     Global,
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns, bpf_send_signal,
+    },
     macros::map,
     maps::{HashMap, PerCpuArray, RingBuf},
 };
@@ -73,6 +78,21 @@ pub fn bump(stat: Stat) {
         // SAFETY: per-CPU slot, no concurrent writer on this CPU.
         unsafe { *v += 1 };
     }
+}
+
+/// Stops the calling process (every thread of it) before it returns to user space.
+#[inline(always)]
+pub fn kill_current() {
+    bump(Stat::Killed);
+    // SIGKILL. SAFETY: signals the current task only.
+    unsafe { bpf_send_signal(9) };
+}
+
+/// The task of the calling thread, if it is tagged.
+#[inline(always)]
+pub fn current_task() -> Option<u64> {
+    // SAFETY: PROCS values are plain u64 copies.
+    unsafe { PROCS.get(current_tid()) }.copied()
 }
 
 /// The task a tagged thread belongs to, and whether its grants may be consulted.
@@ -157,6 +177,15 @@ impl Decision {
             verdict: Verdict::Denied,
             reason,
         }
+    }
+
+    /// A denial that no grant can lift (self-protection, a full map); the counter slot
+    /// comes from the task while it exists.
+    #[inline(always)]
+    pub fn forced(task: u64, action: Action, reason: Reason) -> Self {
+        // SAFETY: the value is copied out at once.
+        let slot = unsafe { TASKS.get(task) }.map_or(0, |i| i.counter_slot);
+        Self::closed(task, slot, action, reason)
     }
 
     #[inline(always)]

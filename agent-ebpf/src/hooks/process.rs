@@ -1,6 +1,9 @@
 //! Tagging: a task's tag follows every thread and process created from a tagged one.
 
-use agent_common::{Action, Reason, Verdict, maps::Stat};
+use agent_common::{
+    Action, Reason, Verdict,
+    maps::{RESERVED, Stat},
+};
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel, bpf_send_signal},
     macros::{btf_tracepoint, lsm},
@@ -26,6 +29,8 @@ pub fn process_newtask(ctx: BtfTracePointContext) -> i32 {
     let child: *const i32 = ctx.arg(0);
     // SAFETY: reads kernel memory through the probe helper, which checks the access.
     let pid = unsafe { bpf_probe_read_kernel(child.byte_add(offsets().task_pid as usize)) };
+    // The slot reserved at fork entry (guard.rs) is traded for the child's entry.
+    let _ = PROCS.remove(RESERVED | current_tid());
     let inserted = match pid {
         Ok(pid) => PROCS.insert(pid as u32, task, 0).is_ok(),
         Err(_) => false,
@@ -59,6 +64,7 @@ pub fn process_exit(_ctx: BtfTracePointContext) -> i32 {
         return 0;
     };
     let _ = PROCS.remove(tid);
+    let _ = PROCS.remove(RESERVED | tid);
     if (pid_tgid >> 32) as u32 == tid {
         let exit = Decision {
             task,

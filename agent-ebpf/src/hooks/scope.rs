@@ -1,19 +1,16 @@
 //! Attach scope `task`: the network hooks run only in leash cgroups, so a tagged
 //! process must not leave them. A tagged thread moved to any other cgroup2 cgroup is
-//! counted as an escape, and the mover is killed when it is tagged (a process moving
-//! itself, or a tagged process moving another).
+//! counted as an escape; a tagged mover (a process moving itself, or a tagged process
+//! moving another) is stopped by `guard_cgroup` on every backend and scope.
 
 use agent_common::maps::{LEASH_CGROUPS_CAPACITY, Stat};
 use aya_ebpf::{
-    helpers::bpf_send_signal,
     macros::{map, tracepoint},
     maps::HashMap,
     programs::TracePointContext,
 };
 
-use super::{PROCS, bump, current_tid};
-
-const SIGKILL: u32 = 9;
+use super::{PROCS, bump};
 
 /// Cgroup ids (kernfs ids) of the cgroups the network hooks are attached to.
 #[map]
@@ -51,11 +48,5 @@ pub fn scope_cgroup_attach(ctx: TracePointContext) -> u32 {
         return 0;
     }
     bump(Stat::Escaped);
-    // SAFETY: PROCS values are plain u64 copies.
-    if unsafe { PROCS.get(current_tid()) }.is_some() {
-        bump(Stat::Killed);
-        // SAFETY: signals the current task only.
-        unsafe { bpf_send_signal(SIGKILL) };
-    }
     0
 }

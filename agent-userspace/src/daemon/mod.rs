@@ -51,6 +51,15 @@ impl Daemon {
         let store = store::Store::new(config.state_dir.clone());
         let tasks = store.load()?;
         let guard = policy::Guard::new(config)?;
+        let mut enforcer = enforcer;
+        // Tagged processes reach unix sockets only by grant; the API socket is open to
+        // them all, so that they hear a clear 403 from the API instead of being killed.
+        if let Err(e) = enforcer
+            .maps_mut()
+            .grant_unix_everywhere(&config.socket.path)
+        {
+            tracing::error!("cannot open the API socket to tagged processes: {e}");
+        }
         let daemon = Arc::new(Self {
             inner: Mutex::new(Inner { enforcer, tasks }),
             audit,
@@ -103,6 +112,10 @@ impl Daemon {
     fn adopt(&self) {
         let mut inner = self.lock();
         let Inner { enforcer, tasks } = &mut *inner;
+        // Tagged processes may not signal or trace this daemon (guard.rs).
+        if let Err(e) = enforcer.maps_mut().protect_only(std::process::id()) {
+            tracing::error!("cannot protect the daemon from tagged processes: {e}");
+        }
         tasks.set_installed(enforcer.maps().keys_by_task());
         let live: Vec<u64> = tasks
             .tasks
@@ -484,6 +497,15 @@ impl Daemon {
                 } => {
                     json!({ "addr": addr.to_string(), "port": port, "protocol": protocol })
                 }
+                Target::Unix { path } => json!({ "unix": path }),
+                Target::Socket {
+                    family,
+                    socket_type,
+                    protocol,
+                } => json!({ "family": family, "type": socket_type, "protocol": protocol }),
+                Target::Guard { call, target_pid } => {
+                    json!({ "call": call, "target_pid": target_pid })
+                }
                 Target::Process {} => json!({}),
             };
             events.push(AuditEvent {
@@ -636,7 +658,8 @@ pub fn clear_state(config: &Config) {
 
 /// Entries and capacity of each map for a scrape. Grant and task entries come from the
 /// registry's records (walking the maps cost one syscall per entry: 3.6 ms with 1000
-/// tasks); only the process map, which the kernel fills on fork, is walked.
+/// tasks); only the process map, which the kernel fills on fork, and the small unix
+/// map, which also holds the API socket's entry, are walked.
 fn kernel_usage(maps: &crate::maps::Maps, tasks: &Tasks) -> Vec<(&'static str, u64, u64)> {
     let counted = tasks.kernel_entries();
     maps.capacities()
@@ -645,7 +668,11 @@ fn kernel_usage(maps: &crate::maps::Maps, tasks: &Tasks) -> Vec<(&'static str, u
             let n = counted
                 .iter()
                 .find(|(c, _)| *c == name)
-                .map_or_else(|| maps.procs_len(), |(_, n)| *n);
+                .map(|(_, n)| *n)
+                .unwrap_or_else(|| match name {
+                    agent_common::maps::UNIX_GRANTS => maps.unix_len(),
+                    _ => maps.procs_len(),
+                });
             (name, n, cap)
         })
         .collect()

@@ -78,11 +78,29 @@ impl Guard {
     }
 }
 
-fn kind_of(k: GrantKind) -> Kind {
-    match k {
-        GrantKind::Exec => Kind::Exec,
-        GrantKind::Connect => Kind::Connect,
-    }
+/// The policy's verdict on one grant as the API names it: `unix:` names arrive in the
+/// connect list but have ceilings of their own.
+fn check_grant(policy: &Policy, agent: &str, kind: GrantKind, spec: &str) -> Verdict {
+    let (kind, spec) = match kind {
+        GrantKind::Exec => (Kind::Exec, spec),
+        GrantKind::Connect => match spec.strip_prefix("unix:") {
+            Some(name) => (Kind::Unix, name),
+            None if spec.starts_with("socket:") => {
+                return Verdict::Deny(format!(
+                    "grant connect:{spec}: socket-family grants are outside every policy \
+                     ceiling (a node policy cannot allow them yet)"
+                ));
+            }
+            None => (Kind::Connect, spec),
+        },
+    };
+    policy.check_grant(
+        agent,
+        &GrantSpec {
+            kind,
+            spec: spec.to_owned(),
+        },
+    )
 }
 
 fn forbidden(m: impl Into<String>) -> RegistryError {
@@ -169,13 +187,9 @@ impl Daemon {
             ] {
                 let mut keep = Vec::new();
                 for spec in list.drain(..) {
-                    let g = GrantSpec {
-                        kind: kind_of(kind),
-                        spec,
-                    };
-                    match policy.check_grant(&req.agent, &g) {
-                        Verdict::Allow => keep.push(g.spec),
-                        Verdict::Pending => pending.push((kind, g.spec)),
+                    match check_grant(&policy, &req.agent, kind, &spec) {
+                        Verdict::Allow => keep.push(spec),
+                        Verdict::Pending => pending.push((kind, spec)),
                         Verdict::Deny(m) => return Err(forbidden(m)),
                     }
                 }
@@ -216,11 +230,7 @@ impl Daemon {
         let agent = self.agent_of(id)?;
         self.check_acting(caller, &agent)?;
         if let (Some(policy), Some((kind, spec))) = (self.guard.current(), requested(req)) {
-            let g = GrantSpec {
-                kind: kind_of(kind),
-                spec: spec.to_owned(),
-            };
-            match policy.check_grant(&agent, &g) {
+            match check_grant(&policy, &agent, kind, spec) {
                 Verdict::Allow => {}
                 Verdict::Deny(m) => return Err(forbidden(m)),
                 Verdict::Pending => {
@@ -441,11 +451,7 @@ impl Daemon {
     pub fn enforce_policy(&self, policy: &Policy) -> usize {
         let mut revoked = 0;
         for (id, agent, g) in self.live_grants() {
-            let spec = GrantSpec {
-                kind: kind_of(g.kind),
-                spec: g.spec,
-            };
-            if let Verdict::Deny(m) = policy.check_grant(&agent, &spec)
+            if let Verdict::Deny(m) = check_grant(policy, &agent, g.kind, &g.spec)
                 && self
                     .revoke_grant(id, &g.id, &format!("policy: {m}"))
                     .is_ok()
@@ -482,7 +488,8 @@ pub fn is_pending_target(pending: &[registry::GrantRecord], target: &Target) -> 
                     && n.protos & proto != 0
             })
         }
-        Target::Process {} => false,
+        Target::Unix { path } => g.unix.iter().any(|u| u == path),
+        Target::Process {} | Target::Socket { .. } | Target::Guard { .. } => false,
     })
 }
 

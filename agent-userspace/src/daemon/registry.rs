@@ -9,7 +9,7 @@ use std::{
 };
 
 use agent_common::{
-    ExecGrant, ExecKey, NetKey, ScriptKey, TaskInfo, TaskMode, TaskState as KState,
+    ExecGrant, ExecKey, NetKey, ScriptKey, TaskInfo, TaskMode, TaskState as KState, UnixKey,
 };
 use serde::{Deserialize, Serialize};
 
@@ -18,6 +18,7 @@ use crate::{
     clock,
     grants::{self, ConnectSpec, ExecFile, GrantError, NetGrant},
     maps::{Maps, MapsError},
+    sockets::{self, SocketGrant},
 };
 
 /// Why a request was refused; the API maps each to a status and code.
@@ -69,11 +70,17 @@ pub struct GrantRecord {
     /// grant is resolved but not in the kernel, so the kernel denies it.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub pending_ns: u64,
+    /// `unix:` grants: the socket name as written after `unix:`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unix: Vec<String>,
+    /// `socket:` grants: `FAMILY_*` bits.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub families: u32,
 }
 
-#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if signature
-fn is_zero(n: &u64) -> bool {
-    *n == 0
+/// serde's `skip_serializing_if` takes a reference.
+fn is_zero<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -123,6 +130,7 @@ pub struct Installed {
     pub exec: HashSet<ExecKey>,
     pub scripts: HashSet<ScriptKey>,
     pub net: HashSet<(u32, [u8; 16])>,
+    pub unix: HashSet<UnixKey>,
 }
 
 impl Installed {
@@ -133,6 +141,7 @@ impl Installed {
             exec: keys.exec.iter().copied().collect(),
             scripts: keys.scripts.iter().copied().collect(),
             net: keys.net.iter().map(|(p, k)| (*p, k.addr)).collect(),
+            unix: keys.unix.iter().copied().collect(),
         }
     }
 }
@@ -237,7 +246,7 @@ impl TaskRecord {
                 Mode::Audit => TaskMode::Audit,
             } as u32,
             counter_slot: self.counter_slot,
-            _pad: 0,
+            families: self.grants.iter().fold(0, |acc, g| acc | g.families),
         }
     }
 
@@ -584,6 +593,17 @@ impl Tasks {
                 });
             }
         }
+        let mut unix: HashMap<UnixKey, u64> = HashMap::new();
+        for g in &task.grants {
+            for name in &g.unix {
+                if let Some(Ok(SocketGrant::Unix(n))) = sockets::parse(&format!("unix:{name}")) {
+                    let e = unix.entry(n.key(id)).or_insert(g.expires_ns);
+                    if g.expires_ns == 0 || (*e != 0 && g.expires_ns > *e) {
+                        *e = g.expires_ns;
+                    }
+                }
+            }
+        }
         let info = task.kernel_info();
         let net_entries = grants::compile_net(id, &nets)?;
         let mut script_keys: HashMap<ScriptKey, u64> = HashMap::new();
@@ -603,6 +623,16 @@ impl Tasks {
         for (key, &expires_ns) in &script_keys {
             maps.grant_script(key, ExecGrant { expires_ns })?;
             installed.scripts.insert(*key);
+        }
+        for (key, &expires_ns) in &unix {
+            maps.grant_unix(key, ExecGrant { expires_ns })?;
+            installed.unix.insert(*key);
+        }
+        for key in installed.unix.clone() {
+            if !unix.contains_key(&key) {
+                maps.revoke_unix(&key)?;
+                installed.unix.remove(&key);
+            }
         }
         maps.insert_net(&net_entries)?;
         installed
@@ -760,6 +790,9 @@ fn uninstall(maps: &mut Maps, id: u64, installed: &mut Installed) -> Result<(), 
     for (prefix, addr) in installed.net.drain() {
         maps.remove_net(prefix, NetKey { task: id, addr })?;
     }
+    for key in installed.unix.drain() {
+        maps.revoke_unix(&key)?;
+    }
     Ok(())
 }
 
@@ -804,6 +837,8 @@ pub fn resolve(
         files: Vec::new(),
         nets: Vec::new(),
         pending_ns: 0,
+        unix: Vec::new(),
+        families: 0,
     };
     match kind {
         GrantKind::Exec => {
@@ -817,22 +852,28 @@ pub fn resolve(
                 })
                 .collect();
         }
-        GrantKind::Connect => {
-            let parsed: ConnectSpec = spec.parse()?;
-            rec.nets = parsed
-                .to_net_grants(spec, 0)?
-                .into_iter()
-                .map(|n| NetRecord {
-                    addr: n.addr,
-                    prefix: n.prefix,
-                    port_lo: n.rule.port_lo,
-                    port_hi: n.rule.port_hi,
-                    protos: n.rule.protos,
-                })
-                .collect();
-        }
+        GrantKind::Connect => match sockets::parse(spec).transpose()? {
+            Some(SocketGrant::Unix(name)) => rec.unix.push(name.to_string()),
+            Some(SocketGrant::Family(bit)) => rec.families = bit,
+            None => rec.nets = net_records(spec)?,
+        },
     }
     Ok(rec)
+}
+
+fn net_records(spec: &str) -> Result<Vec<NetRecord>, RegistryError> {
+    let parsed: ConnectSpec = spec.parse()?;
+    Ok(parsed
+        .to_net_grants(spec, 0)?
+        .into_iter()
+        .map(|n| NetRecord {
+            addr: n.addr,
+            prefix: n.prefix,
+            port_lo: n.rule.port_lo,
+            port_hi: n.rule.port_hi,
+            protos: n.rule.protos,
+        })
+        .collect())
 }
 
 /// Thread ids of a process (just the pid if /proc cannot be read).

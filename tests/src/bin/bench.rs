@@ -462,7 +462,7 @@ fn scale(t: &Targets, rounds: usize) -> anyhow::Result<String> {
                         state: 1,
                         mode: 0,
                         counter_slot: 0,
-                        _pad: 0,
+                        families: 0,
                     },
                 )?;
                 maps.grant_exec(

@@ -10,6 +10,9 @@ use std::{
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
 };
 
+#[path = "probe/attacks.rs"]
+mod attacks;
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if !args.is_empty() {
@@ -77,15 +80,16 @@ fn run(w: &[String]) -> String {
         "flood" => flood(arg(1), arg(2), arg(3).parse().unwrap_or(0)),
         "api-create" => api_create(arg(1)),
         "leader-exit" => leader_exit(&w[1..]),
-        // Moves this process into the cgroup2 cgroup at the given path.
-        "cgroup-move" => match std::fs::write(
+        // Moves this very process (not a forked child, as `cgroup-move` does) into the
+        // cgroup2 cgroup at the given path.
+        "cgroup-move-self" => match std::fs::write(
             std::path::Path::new(arg(1)).join("cgroup.procs"),
             std::process::id().to_string(),
         ) {
             Ok(()) => "ok".into(),
             Err(e) => format!("errno {}", e.raw_os_error().unwrap_or(-1)),
         },
-        other => format!("error unknown command {other:?}"),
+        other => attacks::run(w).unwrap_or_else(|| format!("error unknown command {other:?}")),
     }
 }
 

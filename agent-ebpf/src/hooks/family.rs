@@ -1,0 +1,419 @@
+//! Socket families of tagged processes: unix, TCP and UDP as usual (the latter governed
+//! by `net.rs`); raw IP, packet, netlink and vsock only with a `socket:` grant; every
+//! other family never. Unix connects and sends reach only `unix:` granted paths.
+//!
+//! Raw IP is refused with EPERM by the cgroup `sock_create` hook, which the kernel
+//! runs for inet sockets only. The other families and unix paths have no cgroup hook
+//! this loader can attach (`connect_unix` needs aya support and kernel 6.7), so they
+//! are checked at syscall entry and a denied caller is killed before the call
+//! returns: the call itself completes (docs/security.md). A unix connect or send to
+//! a name not granted is decided at syscall exit, once its outcome is known: one that
+//! failed (no such socket: glibc tries nscd's on every user lookup) harmed no one and
+//! is let be; one that reached a socket kills the caller before it can use it.
+
+use agent_common::{
+    Action, ExecGrant, Reason, UnixKey,
+    grant::UNIX_PATH_LEN,
+    maps::{PROCS_CAPACITY, UNIX_GRANTS_CAPACITY},
+    task::{FAMILY_NETLINK, FAMILY_PACKET, FAMILY_RAW, FAMILY_VSOCK},
+};
+use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
+    helpers::{
+        bpf_probe_read_kernel_buf, bpf_probe_read_kernel_str_bytes, bpf_probe_read_user,
+        bpf_probe_read_user_buf, bpf_probe_read_user_str_bytes,
+    },
+    macros::{cgroup_sock, map, tracepoint},
+    maps::HashMap,
+    programs::{SockContext, TracePointContext},
+};
+
+use super::{Decision, Gate, PROCS, current_tid, gate, kill_current, now_ns};
+
+const AF_UNIX: u16 = 1;
+const AF_INET: u32 = 2;
+const AF_INET6: u32 = 10;
+const AF_NETLINK: u32 = 16;
+const AF_PACKET: u32 = 17;
+const AF_VSOCK: u32 = 40;
+const IPPROTO_TCP: u32 = 6;
+const IPPROTO_UDP: u32 = 17;
+/// Low bits of `socket()`'s type argument; the rest are `SOCK_NONBLOCK` and `SOCK_CLOEXEC`.
+const SOCK_TYPE_MASK: u64 = 0xf;
+/// `sun_path` length.
+const SUN_PATH: usize = 108;
+/// Named messages of one `sendmmsg` that are checked (docs/security.md).
+const MMSG_CHECKED: u32 = 8;
+
+#[map]
+pub static UNIX_GRANTS: HashMap<UnixKey, ExecGrant> =
+    HashMap::with_max_entries(UNIX_GRANTS_CAPACITY, 0);
+
+/// Thread id → the ungranted unix name its current connect or send aims at, from
+/// syscall entry to exit.
+#[map]
+pub static UNIX_PENDING: HashMap<u32, UnixKey> =
+    HashMap::with_max_entries(PROCS_CAPACITY, BPF_F_NO_PREALLOC);
+
+const EINPROGRESS: i64 = 115;
+
+/// Syscall tracepoint argument `i` (after the 8-byte header and the syscall number).
+#[inline(always)]
+pub fn sys_arg(ctx: &TracePointContext, i: usize) -> u64 {
+    // SAFETY: the tracepoint record holds six u64 arguments from offset 16.
+    unsafe { ctx.read_at::<u64>(16 + 8 * i) }.unwrap_or(0)
+}
+
+/// Decides for the calling thread, `None` when it is untagged. `check` sees the task's
+/// granted family bits; closed tasks deny without it.
+#[inline(always)]
+fn judge(
+    action: Action,
+    now: u64,
+    check: impl FnOnce(u64, u32) -> Result<(), Reason>,
+) -> Option<Decision> {
+    // SAFETY: PROCS values are plain u64 copies.
+    match gate(unsafe { PROCS.get(current_tid()) }, now) {
+        Gate::Untagged => None,
+        Gate::Closed { task, slot, reason } => Some(Decision::closed(task, slot, action, reason)),
+        Gate::Live { task, info } => Some(Decision::of(
+            task,
+            &info,
+            action,
+            check(task, info.families),
+        )),
+    }
+}
+
+/// Counts a family decision and reports denials (allowed ones are the hot path).
+#[inline(always)]
+fn report(d: &Decision, now: u64, family: u32, sock_type: u32, proto: u32) {
+    d.count();
+    if matches!(d.verdict, agent_common::Verdict::Allowed) {
+        return;
+    }
+    let Some(mut entry) = d.event(now) else {
+        return;
+    };
+    // SAFETY: `event` initialised every field.
+    let ev = unsafe { entry.assume_init_mut() };
+    ev.family = family as u8;
+    ev.port = sock_type as u16;
+    ev.proto = proto as u8;
+    entry.submit(0);
+}
+
+/// The grant bit a family needs; 0 = none can grant it.
+#[inline(always)]
+const fn family_bit(family: u32) -> u32 {
+    match family {
+        AF_PACKET => FAMILY_PACKET,
+        AF_NETLINK => FAMILY_NETLINK,
+        AF_VSOCK => FAMILY_VSOCK,
+        _ => 0,
+    }
+}
+
+#[inline(always)]
+fn bit_granted(families: u32, bit: u32) -> Result<(), Reason> {
+    if bit != 0 && families & bit == bit {
+        Ok(())
+    } else {
+        Err(Reason::FamilyNotGranted)
+    }
+}
+
+/// `BPF_CGROUP_INET_SOCK_CREATE` (>= 4.10): every inet socket a tagged process creates.
+/// TCP and UDP pass (their destinations are checked by `net.rs`); raw sockets and
+/// other IP protocols (ICMP, SCTP, ...) need `socket:raw`. Returning 0 fails
+/// `socket()` with EPERM.
+#[cgroup_sock(sock_create)]
+pub fn family_sock_create(ctx: SockContext) -> i32 {
+    // SAFETY: PROCS values are plain u64 copies.
+    if unsafe { PROCS.get(current_tid()) }.is_none() {
+        return 1;
+    }
+    // SAFETY: the kernel hands a valid context to the program.
+    let sk = unsafe { &*ctx.sock };
+    let (family, sock_type, proto) = (sk.family, sk.type_, sk.protocol);
+    if proto == IPPROTO_TCP || proto == IPPROTO_UDP {
+        // Decided where they are used, by destination (net.rs), with the task's state.
+        return 1;
+    }
+    let now = now_ns();
+    let Some(d) = judge(Action::Socket, now, |_, families| {
+        bit_granted(families, FAMILY_RAW)
+    }) else {
+        return 1;
+    };
+    report(&d, now, family, sock_type, proto);
+    i32::from(d.allows())
+}
+
+/// `socket(family, type, protocol)` at syscall entry: families other than unix and
+/// inet. A denied caller is killed (the socket is created, and dies with it).
+#[tracepoint]
+pub fn family_socket(ctx: TracePointContext) -> u32 {
+    let family = sys_arg(&ctx, 0) as u32;
+    let sock_type = (sys_arg(&ctx, 1) & SOCK_TYPE_MASK) as u32;
+    if socket_denied(family, sock_type, sys_arg(&ctx, 2) as u32) {
+        kill_current();
+    }
+    0
+}
+
+/// Decides and reports `socket(family, ...)` for a tagged caller when the family is
+/// neither unix nor inet; says whether it is denied.
+#[inline(always)]
+pub fn socket_denied(family: u32, sock_type: u32, proto: u32) -> bool {
+    if family == u32::from(AF_UNIX) || family == AF_INET || family == AF_INET6 {
+        return false;
+    }
+    // SAFETY: PROCS values are plain u64 copies.
+    if unsafe { PROCS.get(current_tid()) }.is_none() {
+        return false;
+    }
+    let now = now_ns();
+    let Some(d) = judge(Action::Socket, now, |_, families| {
+        bit_granted(families, family_bit(family))
+    }) else {
+        return false;
+    };
+    report(&d, now, family, sock_type & SOCK_TYPE_MASK as u32, proto);
+    !d.allows()
+}
+
+/// Builds the grant key of a user `sockaddr_un` of `len` bytes; `None` when `addr` is
+/// not a unix address with a name (unnamed and non-unix addresses are not ours).
+#[inline(always)]
+fn unix_key(task: u64, addr: u64, len: u64) -> Option<UnixKey> {
+    unix_key_in(task, addr, len, false)
+}
+
+/// Fills `dst` from `src`, in kernel or user memory.
+#[inline(always)]
+fn read(kernel: bool, src: *const u8, dst: &mut [u8]) -> Result<(), i32> {
+    // SAFETY: probe reads into a stack buffer; a fault is an error.
+    unsafe {
+        if kernel {
+            bpf_probe_read_kernel_buf(src, dst)
+        } else {
+            bpf_probe_read_user_buf(src, dst)
+        }
+    }
+}
+
+/// Copies the string at `src` into `dst`, stopping at its NUL or the end of `dst`.
+#[inline(always)]
+fn read_str(kernel: bool, src: *const u8, dst: &mut [u8]) -> Result<(), i32> {
+    // SAFETY: bounded string probe reads into a stack buffer.
+    unsafe {
+        if kernel {
+            bpf_probe_read_kernel_str_bytes(src, dst).map(|_| ())
+        } else {
+            bpf_probe_read_user_str_bytes(src, dst).map(|_| ())
+        }
+    }
+}
+
+/// [`unix_key`] of an address in kernel memory (`kernel`) or user memory. One key on
+/// the stack and no copies: the lsm hooks share the 512-byte stack with the event.
+#[inline(always)]
+pub fn unix_key_in(task: u64, addr: u64, len: u64, kernel: bool) -> Option<UnixKey> {
+    if addr == 0 || len <= 2 {
+        return None;
+    }
+    let mut key = UnixKey {
+        task,
+        path: [0; UNIX_PATH_LEN],
+    };
+    // The family and the name's first byte (NUL: an abstract name).
+    let mut head = [0u8; 3];
+    let ok = read(kernel, addr as *const u8, &mut head).is_ok();
+    if ok && u16::from_ne_bytes([head[0], head[1]]) != AF_UNIX {
+        return None;
+    }
+    // Exactly the bytes the kernel will use: it stops at `len`, and a path name also
+    // at its first NUL; the rest stays zero.
+    let name = (len - 2).min(SUN_PATH as u64) as usize;
+    let src = (addr + 2) as *const u8;
+    let ok = ok
+        && if head[2] == 0 {
+            read(kernel, src, &mut key.path[..name]).is_ok()
+        } else {
+            read_str(kernel, src, &mut key.path[..=name]).is_ok()
+        };
+    if !ok {
+        // A read can fail where the kernel's own copy would not (a page not yet
+        // mapped in): such an address is denied, never skipped. 0xff starts no
+        // granted name.
+        key.path = [0xff; UNIX_PATH_LEN];
+    }
+    Some(key)
+}
+
+/// Is `key` granted to its task (or to every task: task 0, the daemon's own socket)?
+#[inline(always)]
+pub fn unix_granted(key: &UnixKey, now: u64) -> bool {
+    let live = |g: Option<&ExecGrant>| g.is_some_and(|g| g.expires_ns == 0 || now < g.expires_ns);
+    let mut any = *key;
+    any.task = 0;
+    // SAFETY: the values are read at once.
+    unsafe { live(UNIX_GRANTS.get(key)) || live(UNIX_GRANTS.get(any)) }
+}
+
+/// At syscall entry: notes a unix connect or send to an ungranted name, for the exit
+/// to decide on. Says whether it did.
+#[inline(always)]
+fn unix_enter(addr: u64, len: u64) -> bool {
+    let Some(task) = super::current_task() else {
+        return false;
+    };
+    // A note left by a thread killed between entry and exit must not outlive it.
+    let _ = UNIX_PENDING.remove(current_tid());
+    let Some(key) = unix_key(task, addr, len) else {
+        return false;
+    };
+    let now = now_ns();
+    // Ended and expired tasks get nothing: their grants are not consulted.
+    let live = matches!(gate(Some(&task), now), Gate::Live { .. });
+    if live && unix_granted(&key, now) {
+        return false;
+    }
+    if UNIX_PENDING.insert(current_tid(), key, 0).is_err() && unix_deny(&key, Action::Connect, now)
+    {
+        // No room to remember it: decided now, failing closed.
+        kill_current();
+    }
+    true
+}
+
+/// At syscall exit: a noted call that reached a socket (`reached`) is denied, counted,
+/// reported, and its caller killed before it returns to user space.
+#[inline(always)]
+fn unix_exit(action: Action, reached: bool) {
+    let tid = current_tid();
+    // SAFETY: the value is copied out at once.
+    let Some(key) = (unsafe { UNIX_PENDING.get(tid) }).copied() else {
+        return;
+    };
+    let _ = UNIX_PENDING.remove(tid);
+    if reached && unix_deny(&key, action, now_ns()) {
+        kill_current();
+    }
+}
+
+/// Counts and reports a unix connect or send to `key` that is not granted; says
+/// whether it is denied (audit mode allows).
+#[inline(always)]
+pub fn unix_deny(key: &UnixKey, action: Action, now: u64) -> bool {
+    let Some(d) = judge(action, now, |_, _| Err(Reason::NotGranted)) else {
+        return false;
+    };
+    d.count();
+    if let Some(mut entry) = d.event(now) {
+        // SAFETY: `event` initialised every field.
+        let ev = unsafe { entry.assume_init_mut() };
+        ev.family = AF_UNIX as u8;
+        let mut i = 0;
+        while i < UNIX_PATH_LEN {
+            ev.path[i] = key.path[i];
+            i += 1;
+        }
+        if key.path[0] == 0 {
+            ev.path[0] = b'@';
+        }
+        entry.submit(0);
+    }
+    !d.allows()
+}
+
+/// The return value of a `sys_exit_*` tracepoint.
+#[inline(always)]
+fn sys_ret(ctx: &TracePointContext) -> i64 {
+    // SAFETY: `long ret` at offset 16 of every sys_exit record.
+    unsafe { ctx.read_at::<i64>(16) }.unwrap_or(-1)
+}
+
+/// `connect(fd, addr, len)` entry: unix destinations (inet ones are decided by `net.rs`).
+#[tracepoint]
+pub fn family_connect(ctx: TracePointContext) -> u32 {
+    let _ = unix_enter(sys_arg(&ctx, 1), sys_arg(&ctx, 2));
+    0
+}
+
+/// `connect` exit: connected, or connecting (non-blocking), reached the socket.
+#[tracepoint]
+pub fn family_connect_exit(ctx: TracePointContext) -> u32 {
+    let ret = sys_ret(&ctx);
+    unix_exit(Action::Connect, ret == 0 || ret == -EINPROGRESS);
+    0
+}
+
+/// `sendto(fd, buf, n, flags, addr, len)` entry.
+#[tracepoint]
+pub fn family_sendto(ctx: TracePointContext) -> u32 {
+    let _ = unix_enter(sys_arg(&ctx, 4), sys_arg(&ctx, 5));
+    0
+}
+
+/// `sendto` exit: a message went out.
+#[tracepoint]
+pub fn family_sendto_exit(ctx: TracePointContext) -> u32 {
+    unix_exit(Action::Send, sys_ret(&ctx) >= 0);
+    0
+}
+
+/// `sendmsg` exit.
+#[tracepoint]
+pub fn family_sendmsg_exit(ctx: TracePointContext) -> u32 {
+    unix_exit(Action::Send, sys_ret(&ctx) >= 0);
+    0
+}
+
+/// `sendmmsg` exit: at least one message went out.
+#[tracepoint]
+pub fn family_sendmmsg_exit(ctx: TracePointContext) -> u32 {
+    unix_exit(Action::Send, sys_ret(&ctx) > 0);
+    0
+}
+
+/// Notes the destination of one user `msghdr` (`msg_name` at 0, `msg_namelen` at 8).
+#[inline(always)]
+fn msghdr_enter(msg: u64) -> bool {
+    // SAFETY: probe reads of user memory.
+    let name: u64 = unsafe { bpf_probe_read_user(msg as *const u64) }.unwrap_or(0);
+    let len: u32 = unsafe { bpf_probe_read_user((msg + 8) as *const u32) }.unwrap_or(0);
+    unix_enter(name, u64::from(len))
+}
+
+/// `sendmsg(fd, msg, flags)` entry.
+#[tracepoint]
+pub fn family_sendmsg(ctx: TracePointContext) -> u32 {
+    if super::current_task().is_some() {
+        let _ = msghdr_enter(sys_arg(&ctx, 1));
+    }
+    0
+}
+
+/// `sendmmsg(fd, msgs, vlen, flags)` entry: the first [`MMSG_CHECKED`] messages
+/// (64-byte `mmsghdr` each).
+#[tracepoint]
+pub fn family_sendmmsg(ctx: TracePointContext) -> u32 {
+    if super::current_task().is_none() {
+        return 0;
+    }
+    let msgs = sys_arg(&ctx, 1);
+    let vlen = sys_arg(&ctx, 2) as u32;
+    let mut i = 0;
+    while i < MMSG_CHECKED {
+        if i >= vlen {
+            break;
+        }
+        if msghdr_enter(msgs + u64::from(i) * 64) {
+            break;
+        }
+        i += 1;
+    }
+    0
+}

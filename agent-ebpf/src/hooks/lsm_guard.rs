@@ -1,0 +1,117 @@
+//! The lsm backend's socket-family and self-protection checks: where an LSM hook
+//! exists, the call fails with EPERM (nothing happens) instead of the caller being
+//! killed after it, and the hook also sees what syscall tracepoints cannot: `io_uring`
+//! sockets and unix connects, `/proc/<pid>/mem`, the kernel's own copy of an address.
+//! The portable backend's tracepoint versions are in `family.rs` and `guard.rs`.
+
+use agent_common::{Action, Reason};
+use aya_ebpf::{helpers::bpf_probe_read_kernel, macros::lsm, programs::LsmContext};
+
+use super::{
+    current_task,
+    family::{socket_denied, unix_deny, unix_granted, unix_key_in},
+    guard::{refuse, same_task},
+    now_ns, offsets,
+};
+
+const EPERM: i32 = 1;
+/// `PTRACE_MODE_ATTACH`: ptrace attach, `process_vm_*`, `/proc/<pid>/mem`, `pidfd_getfd`.
+const PTRACE_MODE_ATTACH: u32 = 0x02;
+
+/// `int security_ptrace_access_check(struct task_struct *child, unsigned int mode)`
+/// (>= 5.7 for BPF LSM): attach-mode access to a process outside the task.
+#[lsm(hook = "ptrace_access_check")]
+pub fn guard_lsm_ptrace(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(2);
+    if previous != 0 {
+        return previous;
+    }
+    let mode: u32 = ctx.arg(1);
+    if mode & PTRACE_MODE_ATTACH == 0 {
+        return 0;
+    }
+    let Some(task) = current_task() else {
+        return 0;
+    };
+    let child: *const u8 = ctx.arg(0);
+    // SAFETY: probe read of `task_struct.pid`.
+    let pid: i32 = unsafe { bpf_probe_read_kernel(child.add(offsets().task_pid as usize).cast()) }
+        .unwrap_or(0);
+    if same_task(task, u64::from(pid as u32)) {
+        return 0;
+    }
+    refuse(task, Reason::GuardProcess, b"ptrace\0\0", pid as u32);
+    -EPERM
+}
+
+/// `int security_socket_create(int family, int type, int protocol, int kern)`: families
+/// other than unix and inet, `io_uring`'s `IORING_OP_SOCKET` included.
+#[lsm(hook = "socket_create")]
+pub fn family_lsm_socket_create(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(4);
+    if previous != 0 {
+        return previous;
+    }
+    let kern: i32 = ctx.arg(3);
+    if kern != 0 {
+        return 0;
+    }
+    let (family, sock_type, proto): (i32, i32, i32) = (ctx.arg(0), ctx.arg(1), ctx.arg(2));
+    if socket_denied(family as u32, sock_type as u32, proto as u32) {
+        -EPERM
+    } else {
+        0
+    }
+}
+
+/// Decides a unix connect or send to the kernel address `addr` of `len` bytes.
+#[inline(always)]
+fn unix_decide(action: Action, addr: u64, len: u64) -> i32 {
+    let Some(task) = current_task() else {
+        return 0;
+    };
+    let Some(key) = unix_key_in(task, addr, len, true) else {
+        return 0;
+    };
+    let now = now_ns();
+    let live = matches!(super::gate(Some(&task), now), super::Gate::Live { .. });
+    if live && unix_granted(&key, now) {
+        return 0;
+    }
+    if unix_deny(&key, action, now) {
+        -EPERM
+    } else {
+        0
+    }
+}
+
+/// `int security_socket_connect(struct socket *sock, struct sockaddr *address, int
+/// addrlen)`: the kernel's copy of the address, `io_uring` connects included.
+#[lsm(hook = "socket_connect")]
+pub fn family_lsm_socket_connect(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(3);
+    if previous != 0 {
+        return previous;
+    }
+    let addr: u64 = ctx.arg(1);
+    let len: i32 = ctx.arg(2);
+    unix_decide(Action::Connect, addr, u64::from(len as u32))
+}
+
+/// `int security_socket_sendmsg(struct socket *sock, struct msghdr *msg, int size)`:
+/// `msg->msg_name` (offset 0) and `msg_namelen` (offset 8) are the kernel's copy.
+#[lsm(hook = "socket_sendmsg")]
+pub fn family_lsm_socket_sendmsg(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(3);
+    if previous != 0 {
+        return previous;
+    }
+    if current_task().is_none() {
+        return 0;
+    }
+    let msg: u64 = ctx.arg(1);
+    // SAFETY: probe reads of the kernel's msghdr (the helper copies; no alignment needed).
+    let name: u64 = unsafe { bpf_probe_read_kernel(msg as *const u64) }.unwrap_or(0);
+    let len: i32 = unsafe { bpf_probe_read_kernel((msg + 8) as *const i32) }.unwrap_or(0);
+    unix_decide(Action::Send, name, u64::from(len as u32))
+}

@@ -1,0 +1,150 @@
+//! Class 5, other families: raw IP, packet, netlink and vsock sockets need a `socket:`
+//! grant; unix sockets are reached only at `unix:` granted names.
+
+use std::os::unix::net::{UnixDatagram, UnixListener};
+
+use harness::{EPERM, Harness, Scratch, refused, spec};
+
+use super::untagged;
+
+const AF_INET: i32 = libc::AF_INET;
+const AF_PACKET: i32 = libc::AF_PACKET;
+const AF_NETLINK: i32 = libc::AF_NETLINK;
+const AF_VSOCK: i32 = libc::AF_VSOCK;
+
+#[test]
+fn raw_ip_sockets_are_refused_unless_granted() {
+    let h = Harness::load();
+    let task = h.task(spec(&[], &[]));
+    let raw = format!("socket {AF_INET} {} {}", libc::SOCK_RAW, libc::IPPROTO_ICMP);
+    let ev = task.assert_denied("socket", "family_not_granted", EPERM, || task.probe(&raw));
+    assert_eq!(
+        ev.target,
+        leash::events::Target::Socket {
+            family: AF_INET as u8,
+            socket_type: libc::SOCK_RAW as u16,
+            protocol: libc::IPPROTO_ICMP as u8
+        }
+    );
+    // TCP and UDP sockets are created as usual (their destinations are checked).
+    assert_eq!(
+        task.probe(&format!("socket {AF_INET} {} 0", libc::SOCK_STREAM)),
+        "ok"
+    );
+    assert_eq!(
+        task.probe(&format!("socket {AF_INET} {} 0", libc::SOCK_DGRAM)),
+        "ok"
+    );
+
+    let granted = h.task(spec(&[], &["socket:raw"]));
+    assert_eq!(granted.probe(&raw), "ok");
+    assert_eq!(untagged(&raw), "ok");
+}
+
+#[test]
+fn packet_netlink_and_vsock_sockets_stop_the_caller_unless_granted() {
+    let h = Harness::load();
+    let denied = refused(h.backend());
+    let task = h.task(spec(&[], &[]));
+    let packet = format!("socket {AF_PACKET} {} 0", libc::SOCK_RAW);
+    let netlink = format!("socket {AF_NETLINK} {} 0", libc::SOCK_RAW);
+    let vsock = format!("socket {AF_VSOCK} {} 0", libc::SOCK_STREAM);
+    let ev = task.assert_denied("socket", "family_not_granted", denied, || {
+        task.probe(&packet)
+    });
+    assert!(matches!(
+        ev.target,
+        leash::events::Target::Socket { family: 17, .. }
+    ));
+    task.assert_denied("socket", "family_not_granted", denied, || {
+        task.probe(&netlink)
+    });
+    task.assert_denied("socket", "family_not_granted", denied, || {
+        task.probe(&vsock)
+    });
+    // A family no grant can name (AF_ALG).
+    task.assert_denied("socket", "family_not_granted", denied, || {
+        task.probe(&format!(
+            "socket {} {} 0",
+            libc::AF_ALG,
+            libc::SOCK_SEQPACKET
+        ))
+    });
+    // Unix sockets themselves are fine.
+    assert_eq!(
+        task.probe(&format!("socket {} {} 0", libc::AF_UNIX, libc::SOCK_STREAM)),
+        "ok"
+    );
+
+    let granted = h.task(spec(&[], &["socket:netlink", "socket:packet"]));
+    assert_eq!(granted.probe(&netlink), "ok");
+    assert_eq!(granted.probe(&packet), "ok");
+    assert_eq!(untagged(&netlink), "ok");
+    assert_eq!(untagged(&packet), "ok");
+}
+
+#[test]
+fn unix_sockets_only_at_granted_names() {
+    let h = Harness::load();
+    let denied = refused(h.backend());
+    let s = Scratch::new("unix");
+    let granted = s.path("granted.sock");
+    let other = s.path("other.sock");
+    let _l1 = UnixListener::bind(&granted).unwrap();
+    let _l2 = UnixListener::bind(&other).unwrap();
+    let dgram = s.path("dgram.sock");
+    let _d = UnixDatagram::bind(&dgram).unwrap();
+    let abstract_name = format!("@leash-bypass-{}", std::process::id());
+    let _a = UnixListener::bind_addr(
+        &<std::os::unix::net::SocketAddr as std::os::linux::net::SocketAddrExt>::from_abstract_name(
+            &abstract_name.as_bytes()[1..],
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let task = h.task(spec(&[], &[&format!("unix:{granted}")]));
+
+    assert_eq!(task.probe(&format!("unix-connect {granted}")), "ok");
+    let ev = task.assert_denied("connect", "not_granted", denied, || {
+        task.probe(&format!("unix-connect {other}"))
+    });
+    assert_eq!(
+        ev.target,
+        leash::events::Target::Unix {
+            path: other.clone()
+        }
+    );
+    // A name with no socket behind it: the portable backend decides once the call has
+    // failed and lets it be (glibc tries nscd's socket on every user lookup); the lsm
+    // hook runs before the lookup and refuses it like any other name.
+    let absent = format!("unix-connect {}", s.path("absent.sock"));
+    match h.backend() {
+        leash::Backend::Portable => assert_eq!(task.probe(&absent), "errno 2"),
+        leash::Backend::Lsm => {
+            task.assert_denied("connect", "not_granted", EPERM, || task.probe(&absent));
+        }
+    }
+    let ev = task.assert_denied("connect", "not_granted", denied, || {
+        task.probe(&format!("unix-connect {abstract_name}"))
+    });
+    assert_eq!(
+        ev.target,
+        leash::events::Target::Unix {
+            path: abstract_name.clone()
+        }
+    );
+    for op in ["unix-sendto", "unix-sendmsg", "unix-sendmmsg"] {
+        task.assert_denied("send", "not_granted", denied, || {
+            task.probe(&format!("{op} {dgram}"))
+        });
+    }
+
+    let both = h.task(spec(
+        &[],
+        &[&format!("unix:{abstract_name}"), &format!("unix:{dgram}")],
+    ));
+    assert_eq!(both.probe(&format!("unix-connect {abstract_name}")), "ok");
+    assert_eq!(both.probe(&format!("unix-sendto {dgram}")), "ok");
+    assert_eq!(untagged(&format!("unix-connect {other}")), "ok");
+    assert_eq!(untagged(&format!("unix-sendmsg {dgram}")), "ok");
+}

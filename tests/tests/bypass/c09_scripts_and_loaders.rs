@@ -1,0 +1,60 @@
+//! Class 9, scripts and loaders: a shebang script needs both the script and its
+//! interpreter; `ld.so /path/to/binary` needs ld.so granted.
+
+use std::{fs, os::unix::fs::PermissionsExt as _};
+
+use harness::{Harness, Scratch, exec_denied, spec};
+
+#[test]
+fn shebang_script_needs_script_and_interpreter() {
+    let h = Harness::load();
+    let s = Scratch::new("shebang");
+    let interp = s.copy_true("interp");
+    let script = s.path("script.sh");
+    fs::write(&script, format!("#!{interp}\n")).unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    let denied = exec_denied(h.backend());
+
+    let both = h.task(spec(&[&script, &interp], &[]));
+    assert_eq!(both.probe(&format!("exec {script}")), "exit 0");
+
+    let only_interp = h.task(spec(&[&interp], &[]));
+    // The script is not granted. The portable backend sees only the interpreter's
+    // image and names the script in the reason; lsm checks the script's inode itself.
+    let reason = match h.backend() {
+        leash::Backend::Portable => "script_not_granted",
+        leash::Backend::Lsm => "not_granted",
+    };
+    only_interp.assert_denied("exec", reason, denied, || {
+        only_interp.probe(&format!("exec {script}"))
+    });
+
+    let only_script = h.task(spec(&[&script], &[]));
+    assert_eq!(
+        only_script.probe(&format!("exec {script}")),
+        denied,
+        "interpreter not granted"
+    );
+}
+
+#[test]
+fn the_dynamic_loader_is_a_program_like_any_other() {
+    let Some(ld) = ["/lib64/ld-linux-x86-64.so.2", "/lib/ld-linux-aarch64.so.1"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+    else {
+        eprintln!("skipped: no dynamic loader at a known path");
+        return;
+    };
+    let h = Harness::load();
+    let s = Scratch::new("ldso");
+    let granted = s.copy_true("granted");
+    let task = h.task(spec(&[&granted], &[]));
+    // ld.so would map and run the granted binary without exec'ing it: ld.so itself is
+    // the program exec'd, and it is not granted.
+    let ev = task.assert_denied("exec", "not_granted", exec_denied(h.backend()), || {
+        task.probe(&format!("exec {ld} {granted}"))
+    });
+    assert!(matches!(ev.target, leash::events::Target::Exec { .. }));
+    assert_eq!(task.probe(&format!("exec {granted}")), "exit 0");
+}

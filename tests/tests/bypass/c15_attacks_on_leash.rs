@@ -1,0 +1,239 @@
+//! Class 15, attacks on leash itself: from inside a task (root, every capability) no
+//! `bpf()`, no ptrace or memory writes outside the task, no signals to leash's
+//! processes, nothing on the BPF file system, no cgroup moves, no mutating API call.
+
+use harness::{
+    Harness,
+    daemon::{DaemonGuard, stderr, stdout},
+    probe, refused, spec,
+};
+
+use super::untagged;
+
+const KILLED: &str = "signal 9";
+
+/// An untagged process for the task to aim at; killed on drop.
+struct Victim(std::process::Child);
+
+impl Victim {
+    fn new() -> Self {
+        Self(
+            std::process::Command::new("sleep")
+                .arg("30")
+                .spawn()
+                .unwrap(),
+        )
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Victim {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn bpf_is_stopped_at_the_first_call() {
+    let h = Harness::load();
+    let task = h.task(spec(&[], &[]));
+    let get = "bpf-obj-get /sys/fs/bpf/leash-bypass-absent";
+    let ev = task.assert_denied("tamper", "leash_bpf", KILLED, || task.probe(get));
+    assert_eq!(
+        ev.target,
+        leash::events::Target::Guard {
+            call: "bpf".into(),
+            target_pid: 0
+        }
+    );
+    assert_eq!(untagged(get), "errno 2", "untagged bpf() is untouched");
+}
+
+#[test]
+fn ptrace_and_memory_writes_outside_the_task_are_stopped() {
+    let h = Harness::load();
+    let victim = Victim::new();
+    let task = h.task(spec(&[], &[]));
+    let pid = victim.pid();
+    let denied = refused(h.backend());
+    let ev = task.assert_denied("tamper", "leash_process", denied, || {
+        task.probe(&format!("ptrace-attach {pid}"))
+    });
+    assert_eq!(
+        ev.target,
+        leash::events::Target::Guard {
+            call: "ptrace".into(),
+            target_pid: pid
+        }
+    );
+    task.assert_denied("tamper", "leash_process", denied, || {
+        task.probe(&format!("vm-write {pid}"))
+    });
+    assert_eq!(
+        untagged(&format!("vm-write {pid}")),
+        "errno 14",
+        "untagged: EFAULT"
+    );
+}
+
+#[test]
+fn leash_processes_cannot_be_signalled() {
+    let h = Harness::load();
+    let daemon = Victim::new();
+    let bystander = Victim::new();
+    h.enforcer
+        .lock()
+        .unwrap()
+        .maps_mut()
+        .protect(daemon.pid())
+        .unwrap();
+    let task = h.task(spec(&[], &[]));
+    // Signal 0 only checks: the test proves the stop without harming the target (a
+    // real signal would still be delivered on the portable backend: docs/security.md).
+    let d = daemon.pid();
+    let ev = task.assert_denied("tamper", "leash_process", KILLED, || {
+        task.probe(&format!("kill {d} 0"))
+    });
+    assert_eq!(
+        ev.target,
+        leash::events::Target::Guard {
+            call: "kill".into(),
+            target_pid: d
+        }
+    );
+    task.assert_denied("tamper", "leash_process", KILLED, || {
+        task.probe("kill -1 0")
+    });
+    task.assert_denied("tamper", "leash_process", KILLED, || {
+        task.probe(&format!("pidfd-open {d}"))
+    });
+    task.assert_denied("tamper", "leash_process", KILLED, || {
+        task.probe(&format!("tkill {d} 0"))
+    });
+    // Other processes are the task's business, as in any shell.
+    assert_eq!(task.probe(&format!("kill {} 0", bystander.pid())), "ok");
+    assert_eq!(untagged(&format!("kill {d} 0")), "ok");
+    h.enforcer.lock().unwrap().maps_mut().unprotect(d).unwrap();
+}
+
+#[test]
+fn the_bpf_file_system_is_out_of_reach() {
+    let h = Harness::load();
+    let task = h.task(spec(&[], &[]));
+    // Paths that do not exist: the kill must come from the path, not the outcome.
+    let absent = "/sys/fs/bpf/leash-bypass-absent";
+    task.assert_denied("tamper", "leash_pins", KILLED, || {
+        task.probe(&format!("unlink {absent}"))
+    });
+    task.assert_denied("tamper", "leash_pins", KILLED, || {
+        task.probe(&format!("rmdir {absent}"))
+    });
+    task.assert_denied("tamper", "leash_pins", KILLED, || {
+        task.probe(&format!("rename {absent} /tmp/leash-bypass-absent"))
+    });
+    task.assert_denied("tamper", "leash_pins", KILLED, || {
+        task.probe(&format!("umount {absent}/sub"))
+    });
+    assert_eq!(task.probe("unlink /tmp/leash-bypass-absent"), "errno 2");
+    assert_eq!(untagged(&format!("unlink {absent}")), "errno 2");
+}
+
+/// A child cgroup of the hierarchy leash attaches to; removed on drop.
+struct Cgroup(std::path::PathBuf);
+
+impl Cgroup {
+    fn new() -> Self {
+        let root = leash::mounts::cgroup2_root().unwrap();
+        let dir = root.join(format!("leash-bypass-{}", std::process::id()));
+        let _ = std::fs::create_dir(&dir);
+        Self(dir)
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        // Its processes are gone by now (killed, or exited).
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.0).is_ok() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+#[test]
+fn moving_between_cgroups_is_stopped() {
+    let h = Harness::load();
+    let cg = Cgroup::new();
+    let dir = cg.0.display().to_string();
+    let task = h.task(spec(&[], &[]));
+    task.assert_denied("tamper", "leash_cgroup", KILLED, || {
+        task.probe(&format!("cgroup-move {dir}"))
+    });
+    task.assert_denied("tamper", "leash_cgroup", KILLED, || {
+        task.probe(&format!("clone3-into-cgroup {dir}"))
+    });
+    assert_eq!(untagged(&format!("cgroup-move {dir}")), "ok");
+}
+
+#[test]
+fn a_process_inside_a_task_cannot_change_tasks_or_grants() {
+    let d = DaemonGuard::start("forbidden", "");
+    // Not by itself, nor when its leader thread has exited and another thread calls.
+    let p = probe().display().to_string();
+    let socket = d.socket.display().to_string();
+    let o = d.run(&[
+        "run",
+        "--allow-exec",
+        &p,
+        "--",
+        &p,
+        "leader-exit",
+        "api-create",
+        &socket,
+    ]);
+    assert_eq!(stdout(&o), "status 403", "{}", stderr(&o));
+    let o = std::process::Command::new(probe())
+        .args(["api-create", &socket])
+        .output()
+        .unwrap();
+    assert_eq!(
+        stdout(&o),
+        "status 201",
+        "an untagged caller may create tasks"
+    );
+
+    // A process inside a task may not call mutating routes: here, the leash CLI itself.
+    let leash = harness::daemon::leash_bin().display().to_string();
+    let o = d.run(&[
+        "run",
+        "--allow-exec",
+        &leash,
+        "--",
+        &leash,
+        "task",
+        "create",
+        "--agent",
+        "escape",
+        "--allow-exec",
+        "/bin/sh",
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("inside a leash task"), "{}", stderr(&o));
+    // Nor signal the daemon: a run inside a task sends it signal 0 and is stopped.
+    let pid = d.pid().unwrap().to_string();
+    let o = d.run(&["run", "--allow-exec", &p, "--", &p, "kill", &pid, "0"]);
+    assert_eq!(stdout(&o), "signal 9", "{}", stderr(&o));
+    let tamper = d
+        .audit()
+        .into_iter()
+        .find(|e| e["kind"] == "tamper")
+        .expect("a tamper event in the audit log");
+    assert_eq!(tamper["verdict"], "denied", "{tamper}");
+    assert_eq!(tamper["reason"], "leash_process", "{tamper}");
+}
