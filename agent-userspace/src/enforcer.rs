@@ -113,6 +113,10 @@ pub struct Enforcer {
     /// Leash cgroups with the network hooks attached, by cgroup id.
     scopes: HashMap<u64, ScopeLinks>,
     pin_dir: Option<PathBuf>,
+    /// This daemon's own references to its pinned root links: a pin removed under
+    /// bpffs (by a tagged process the guard kills only after the unlink) then detaches
+    /// nothing while the daemon runs.
+    held: Vec<PinnedLink>,
 }
 
 /// The network hooks of one leash cgroup. With a pin dir the links are pinned under
@@ -283,6 +287,7 @@ impl Enforcer {
             scope: opts.attach_scope,
             scopes: HashMap::new(),
             pin_dir: opts.pin_dir.clone(),
+            held: Vec::new(),
         };
         enforcer.take_over(links)?;
         Ok(enforcer)
@@ -305,7 +310,7 @@ impl Enforcer {
             }
         }
         if let Some(dir) = &self.pin_dir {
-            hand_over(&dir.join("links"), links)?;
+            self.held = hand_over(&dir.join("links"), links)?;
             if self.scope == AttachScope::Root {
                 // A task-scope generation's per-cgroup hooks: the root hooks cover them.
                 cleanup_scopes(dir, &self.cgroup)?;
@@ -375,7 +380,8 @@ impl Enforcer {
                     path: dir.clone(),
                     source,
                 })?;
-                hand_over(&dir, links)?;
+                // Not held: an emptied leash cgroup's links must go with their pins.
+                drop(hand_over(&dir, links)?);
                 Vec::new()
             }
             None => links.into_iter().map(|(_, l)| l).collect(),
@@ -676,17 +682,19 @@ where
 /// Pins the new links and detaches the previous daemon's, with no gap: every new link
 /// is attached and pinned (as `NAME-new`) before any old one is let go; then each new
 /// pin takes its final name. A crash at any point leaves at least one generation pinned.
-fn hand_over(dir: &Path, links: Vec<(&'static str, FdLink)>) -> Result<(), LoadError> {
+/// Returns the new links, whose fds the caller may hold.
+fn hand_over(dir: &Path, links: Vec<(&'static str, FdLink)>) -> Result<Vec<PinnedLink>, LoadError> {
     let mut staged = Vec::new();
+    let mut held = Vec::new();
     for (program, link) in links {
         // bpffs refuses names with a dot, hence the dash.
         let path = dir.join(format!("{program}-new"));
         detach_pin(&path)?;
-        link.pin(&path).map_err(|source| LoadError::Pin {
+        held.push(link.pin(&path).map_err(|source| LoadError::Pin {
             what: format!("link of {program}"),
             path: path.clone(),
             source,
-        })?;
+        })?);
         staged.push((program, path));
     }
     // Every pinned link of an earlier generation, including programs this backend does
@@ -708,7 +716,7 @@ fn hand_over(dir: &Path, links: Vec<(&'static str, FdLink)>) -> Result<(), LoadE
             reason: e.to_string(),
         })?;
     }
-    Ok(())
+    Ok(held)
 }
 
 /// Unpins a link and drops it, which detaches it. Absent pins are fine.

@@ -665,14 +665,13 @@ fn kernel_usage(maps: &crate::maps::Maps, tasks: &Tasks) -> Vec<(&'static str, u
     maps.capacities()
         .into_iter()
         .map(|(name, cap)| {
-            let n = counted
-                .iter()
-                .find(|(c, _)| *c == name)
-                .map(|(_, n)| *n)
-                .unwrap_or_else(|| match name {
+            let n = counted.iter().find(|(c, _)| *c == name).map_or_else(
+                || match name {
                     agent_common::maps::UNIX_GRANTS => maps.unix_len(),
                     _ => maps.procs_len(),
-                });
+                },
+                |(_, n)| *n,
+            );
             (name, n, cap)
         })
         .collect()

@@ -237,3 +237,39 @@ fn a_process_inside_a_task_cannot_change_tasks_or_grants() {
     assert_eq!(tamper["verdict"], "denied", "{tamper}");
     assert_eq!(tamper["reason"], "leash_process", "{tamper}");
 }
+
+#[test]
+fn a_removed_link_pin_detaches_nothing_while_the_daemon_runs() {
+    let d = DaemonGuard::start("pins", "");
+    let l = harness::Listeners::new();
+    let p = probe().display().to_string();
+    let pin = d.pin_dir.join("links").join("net_connect4");
+    assert!(pin.exists(), "no pin at {}", pin.display());
+    // The unlink lands before the guard's kill (a syscall-enter tracepoint cannot
+    // refuse), so the pin is gone ...
+    let o = d.run(&[
+        "run",
+        "--allow-exec",
+        &p,
+        "--",
+        &p,
+        "unlink",
+        &pin.display().to_string(),
+    ]);
+    assert_eq!(stdout(&o), KILLED, "{}", stderr(&o));
+    assert!(!pin.exists(), "the unlink was expected to land first");
+    // ... but the daemon still holds the link, so the connect hook still denies.
+    let port = l.tcp4_port().to_string();
+    let o = d.run(&[
+        "run",
+        "--allow-exec",
+        &p,
+        "--",
+        &p,
+        "connect",
+        "tcp",
+        "127.0.0.1",
+        &port,
+    ]);
+    assert_eq!(stdout(&o), harness::EPERM, "{}", stderr(&o));
+}
