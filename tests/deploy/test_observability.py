@@ -32,6 +32,7 @@ EXPORTED = {
     "leash_events_lost_total",
     "leash_tag_failures_total",
     "leash_processes_killed_total",
+    "leash_cgroup_escapes_total",
     "leash_bpf_program_run_seconds_total",
     "leash_bpf_program_runs_total",
     "leash_tasks_active",
