@@ -229,11 +229,10 @@ fn a_process_inside_a_task_cannot_change_tasks_or_grants() {
     let pid = d.pid().unwrap().to_string();
     let o = d.run(&["run", "--allow-exec", &p, "--", &p, "kill", &pid, "0"]);
     assert_eq!(stdout(&o), "signal 9", "{}", stderr(&o));
-    let tamper = d
-        .audit()
-        .into_iter()
-        .find(|e| e["kind"] == "tamper")
-        .expect("a tamper event in the audit log");
+    // The audit record follows the kill through the event reader: wait for it.
+    let tamper = || d.audit().into_iter().find(|e| e["kind"] == "tamper");
+    harness::daemon::wait_for("a tamper event in the audit log", || tamper().is_some());
+    let tamper = tamper().expect("a tamper event in the audit log");
     assert_eq!(tamper["verdict"], "denied", "{tamper}");
     assert_eq!(tamper["reason"], "leash_process", "{tamper}");
 }
