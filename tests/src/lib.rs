@@ -24,6 +24,16 @@ use leash::{
     tasks::{self, TaskSpec},
 };
 
+/// The probe run once outside any task.
+#[must_use]
+pub fn untagged(words: &str) -> String {
+    let out = Command::new(probe())
+        .args(words.split_whitespace())
+        .output()
+        .expect("spawn the probe");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 /// The probe binary built next to the tests.
 #[must_use]
 pub fn probe() -> PathBuf {

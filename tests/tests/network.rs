@@ -1,15 +1,7 @@
 //! Network enforcement on the real kernel: connect and unconnected sends of a tagged
 //! process go only where its grants say; untagged processes are unaffected.
 
-use harness::{EPERM, Harness, Listeners, probe, spec};
-
-fn untagged(words: &str) -> String {
-    let out = std::process::Command::new(probe())
-        .args(words.split_whitespace())
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
+use harness::{EPERM, Harness, Listeners, spec, untagged};
 
 #[test]
 fn tcp_connect_to_granted_port_only() {

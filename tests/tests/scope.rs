@@ -7,7 +7,7 @@ use std::{os::unix::process::ExitStatusExt as _, path::Path};
 use harness::{
     EPERM, Listeners,
     daemon::{DaemonGuard, TaskSession, stdout, wait_for},
-    probe,
+    probe, untagged,
 };
 
 const TASK_SCOPE: &str = "attach_scope: task\n";
@@ -37,14 +37,6 @@ fn cgroup_of(pid: &str) -> String {
         .find_map(|l| l.strip_prefix("0::"))
         .unwrap()
         .to_owned()
-}
-
-fn untagged(words: &str) -> String {
-    let out = std::process::Command::new(probe())
-        .args(words.split_whitespace())
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 fn counter(d: &DaemonGuard, name: &str) -> u64 {

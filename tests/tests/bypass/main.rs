@@ -21,13 +21,4 @@ mod c15_attacks_on_leash;
 mod c16_time;
 mod c17_daemon_restart;
 
-use harness::probe;
-
-/// The probe run once outside any task.
-fn untagged(words: &str) -> String {
-    let out = std::process::Command::new(probe())
-        .args(words.split_whitespace())
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
+use harness::untagged;
