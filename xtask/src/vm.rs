@@ -127,7 +127,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
 
     eprintln!("==> vm: setup");
     setup::run(setup::Mode::Implicit)?;
-    ensure_qemu()?;
+    ensure_packages()?;
     ensure_musl_target()?;
     util::require_bpf_linker()?;
 
@@ -362,30 +362,39 @@ fn result_line(line: &str) -> Option<&str> {
     (rest.starts_with("success") || rest.starts_with("failure")).then_some(rest.trim_end())
 }
 
-fn ensure_qemu() -> anyhow::Result<()> {
-    let present = Command::new("qemu-system-x86_64")
-        .arg("--version")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if present {
+/// Debian packages the VM run needs: qemu, and musl-gcc for the C parts of the static
+/// build (`psm`, via cedar-policy's `stacker`).
+const VM_PACKAGES: &[(&str, &str)] = &[
+    ("qemu-system-x86_64", "qemu-system-x86"),
+    ("musl-gcc", "musl-tools"),
+];
+
+fn ensure_packages() -> anyhow::Result<()> {
+    let missing: Vec<&str> = VM_PACKAGES
+        .iter()
+        .filter(|(tool, _)| {
+            !Command::new("sh")
+                .args(["-c", &format!("command -v {tool}")])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .map(|(_, package)| *package)
+        .collect();
+    if missing.is_empty() {
         return Ok(());
     }
     if !util::is_root()? {
-        bail!("qemu-system-x86_64 is not installed: sudo apt-get install qemu-system-x86");
+        bail!("not installed: sudo apt-get install {}", missing.join(" "));
     }
-    eprintln!("vm: installing qemu-system-x86");
+    eprintln!("vm: installing {}", missing.join(", "));
     let install = || {
         util::run(
             Command::new("apt-get")
-                .args([
-                    "install",
-                    "-y",
-                    "--no-install-recommends",
-                    "qemu-system-x86",
-                ])
+                .args(["install", "-y", "--no-install-recommends"])
+                .args(&missing)
                 .env("DEBIAN_FRONTEND", "noninteractive")
                 .stdin(Stdio::null()),
         )
@@ -419,6 +428,8 @@ struct Binaries {
 fn build(target_dir: &Path) -> anyhow::Result<Binaries> {
     let common = |cmd: &mut Command| {
         cmd.args(["--release", "--target", MUSL])
+            // cc-rs looks for x86_64-linux-musl-gcc; Debian's musl-tools names it so.
+            .env("CC_x86_64_unknown_linux_musl", "musl-gcc")
             .arg("--target-dir")
             .arg(target_dir)
             .arg("--message-format=json-render-diagnostics");
