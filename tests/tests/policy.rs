@@ -377,7 +377,8 @@ fn reload_keeps_the_old_policy_on_a_bad_file_and_revokes_what_a_narrower_one_ref
     assert_eq!(
         grants.as_array().map(Vec::len),
         Some(1),
-        "the grant refused at start was not revoked: {grants}\n{}",
+        "the grant refused at start was not revoked: {grants}\n{:?}\n{}",
+        audit_kinds(&d, "grant_revoked"),
         d.log()
     );
     assert_eq!(
