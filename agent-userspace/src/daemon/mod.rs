@@ -76,7 +76,14 @@ impl Daemon {
         });
         daemon.adopt();
         if let Some(policy) = daemon.guard.current() {
-            daemon.enforce_policy(&policy);
+            // On a thread of its own: Cedar (through `stacker`) cannot tell the main
+            // thread's stack size in a static musl build and then refuses to evaluate
+            // ("recursion limit reached"), which would revoke every adopted grant.
+            std::thread::scope(|s| {
+                if s.spawn(|| daemon.enforce_policy(&policy)).join().is_err() {
+                    tracing::error!("the policy check of adopted tasks panicked");
+                }
+            });
         }
         Ok(daemon)
     }
