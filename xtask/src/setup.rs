@@ -284,13 +284,7 @@ fn apt_packages(mode: Mode) -> anyhow::Result<Outcome> {
         };
     }
     util::apt_update()?;
-    util::run(
-        Command::new("apt-get")
-            .args(["install", "-y", "--no-install-recommends"])
-            .args(&missing)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdin(Stdio::null()),
-    )?;
+    util::apt_install(&missing)?;
     match missing_packages()? {
         Some(still) if !still.is_empty() => {
             bail!(

@@ -193,6 +193,15 @@ pub fn apt_update() -> anyhow::Result<()> {
         .stdin(Stdio::null()))
 }
 
+/// `apt-get install -y --no-install-recommends PACKAGES`, without prompts.
+pub fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
+    run(Command::new("apt-get")
+        .args(["install", "-y", "--no-install-recommends"])
+        .args(packages)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .stdin(Stdio::null()))
+}
+
 /// Whether this process runs as root. Reads `id -u` rather than pulling in libc.
 pub fn is_root() -> anyhow::Result<bool> {
     let uid = output(Command::new("id").arg("-u"))?;

@@ -390,18 +390,10 @@ fn ensure_packages() -> anyhow::Result<()> {
         bail!("not installed: sudo apt-get install {}", missing.join(" "));
     }
     eprintln!("vm: installing {}", missing.join(", "));
-    let install = || {
-        util::run(
-            Command::new("apt-get")
-                .args(["install", "-y", "--no-install-recommends"])
-                .args(&missing)
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .stdin(Stdio::null()),
-        )
-    };
-    if install().is_err() {
+    // The package lists may be stale or absent: update once, only when needed.
+    if util::apt_install(&missing).is_err() {
         util::apt_update()?;
-        install()?;
+        util::apt_install(&missing)?;
     }
     Ok(())
 }
