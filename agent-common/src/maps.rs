@@ -103,6 +103,8 @@ pub mod programs {
     pub const FAMILY_SENDTO_EXIT: &str = "family_sendto_exit";
     pub const FAMILY_SENDMSG_EXIT: &str = "family_sendmsg_exit";
     pub const FAMILY_SENDMMSG_EXIT: &str = "family_sendmmsg_exit";
+    pub const FAMILY_CONNECT_UNIX: &str = "family_connect_unix";
+    pub const FAMILY_SENDMSG_UNIX: &str = "family_sendmsg_unix";
     pub const GUARD_BPF: &str = "guard_bpf";
     pub const GUARD_PTRACE: &str = "guard_ptrace";
     pub const GUARD_PROCESS_VM_WRITEV: &str = "guard_process_vm_writev";

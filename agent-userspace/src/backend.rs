@@ -16,42 +16,64 @@ pub enum Backend {
 }
 
 const SOCKETS_RAW: &str = "raw IP sockets and IP protocols other than TCP/UDP: EPERM unless socket:raw (cgroup sock_create)";
-const SOCKETS_OTHER: &str = "packet, netlink, vsock sockets (unless socket: granted), other families, killed with SIGKILL at syscall entry; unix connect/send that reached a name not unix: granted: killed at syscall exit (failed attempts let be); io_uring IORING_OP_SOCKET/CONNECT to unix paths not seen";
+const SOCKETS_OTHER: &str = "packet, netlink, vsock sockets (unless socket: granted), other families: killed with SIGKILL at syscall entry (io_uring IORING_OP_SOCKET not seen)";
+const UNIX_HOOKS: &str = "unix connect/send to names not unix: granted: EPERM (cgroup connect_unix, sendmsg_unix, Linux >= 6.7; io_uring included)";
+const UNIX_TRACEPOINTS: &str = "unix connect/send that reached a name not unix: granted: killed at syscall exit (failed attempts let be; kernels before 6.7, which have no cgroup unix hooks); io_uring connects to unix paths not seen";
 const GUARD: &str = "bpf(), signals or pidfd_open to the daemon, kill(-1), unlink/rename/umount on /sys/fs/bpf, cgroup moves: the caller is killed with SIGKILL (the call itself completes; see docs/security.md)";
+const NET: &str = "connect/sendmsg: EPERM (cgroup sock_addr hooks)";
+const PORTABLE_EXEC: &str = "exec: killed with SIGKILL after exec commits, before the new program runs an instruction (tp_btf sched_process_exec)";
+const PORTABLE_SCRIPTS: &str =
+    "shebang scripts: interpreter checked by inode, script by its granted absolute path";
+const PORTABLE_PTRACE: &str = "ptrace attach, process_vm_writev outside the task, pidfd_getfd: the caller is killed with SIGKILL (a process_vm_writev lands; /proc/<pid>/mem is not watched)";
 const FORK: &str =
     "fork with a full process map: refused (the caller is killed before the child exists)";
 
 impl Backend {
-    /// What a tagged process meets on this backend, for `leash status` and the docs.
+    /// What a tagged process meets on this backend, for `leash status` and the docs;
+    /// `unix_hooks`: the kernel has the cgroup unix hooks and the portable backend uses
+    /// them.
     #[must_use]
-    pub const fn guarantees(self) -> &'static [&'static str] {
+    pub const fn guarantees(self, unix_hooks: bool) -> &'static [&'static str] {
         match self {
             Self::Lsm => &[
                 "exec: refused with EPERM before the new program loads (lsm bprm_check_security; script and interpreter both checked)",
                 "fork: refused once the task has ended or expired (lsm task_alloc)",
-                "connect/sendmsg: EPERM (cgroup sock_addr hooks)",
+                NET,
                 SOCKETS_RAW,
                 "packet, netlink, vsock sockets (unless socket: granted), other families, unix connect/send to names not unix: granted: EPERM (lsm socket_create, socket_connect, socket_sendmsg; io_uring included)",
                 "ptrace attach, process_vm_*, /proc/<pid>/mem, pidfd_getfd outside the task: EPERM (lsm ptrace_access_check)",
                 GUARD,
                 FORK,
             ],
-            Self::Portable => &[
-                "exec: killed with SIGKILL after exec commits, before the new program runs an instruction (tp_btf sched_process_exec)",
-                "shebang scripts: interpreter checked by inode, script by its granted absolute path",
-                "connect/sendmsg: EPERM (cgroup sock_addr hooks)",
+            Self::Portable if unix_hooks => &[
+                PORTABLE_EXEC,
+                PORTABLE_SCRIPTS,
+                NET,
                 SOCKETS_RAW,
                 SOCKETS_OTHER,
-                "ptrace attach, process_vm_writev outside the task, pidfd_getfd: the caller is killed with SIGKILL (a process_vm_writev lands; /proc/<pid>/mem is not watched)",
+                UNIX_HOOKS,
+                PORTABLE_PTRACE,
+                GUARD,
+                FORK,
+            ],
+            Self::Portable => &[
+                PORTABLE_EXEC,
+                PORTABLE_SCRIPTS,
+                NET,
+                SOCKETS_RAW,
+                SOCKETS_OTHER,
+                UNIX_TRACEPOINTS,
+                PORTABLE_PTRACE,
                 GUARD,
                 FORK,
             ],
         }
     }
 
-    /// Programs this backend loads in addition to [`COMMON_PROGRAMS`].
+    /// Programs this backend loads in addition to [`COMMON_PROGRAMS`]; `unix_hooks` as
+    /// for [`Self::guarantees`].
     #[must_use]
-    pub const fn programs(self) -> &'static [&'static str] {
+    pub const fn programs(self, unix_hooks: bool) -> &'static [&'static str] {
         match self {
             // process_sched_exec only carries a tag across an exec from a non-leader
             // thread; exec_sched_exec (portable) does that itself.
@@ -64,7 +86,17 @@ impl Backend {
                 p::FAMILY_LSM_SOCKET_CONNECT,
                 p::FAMILY_LSM_SOCKET_SENDMSG,
             ],
-            // Syscall tracepoints where the lsm backend has an LSM hook (lsm_guard.rs).
+            // Syscall tracepoints where the lsm backend has an LSM hook (lsm_guard.rs);
+            // unix names by the cgroup unix hooks where the kernel has them.
+            Self::Portable if unix_hooks => &[
+                p::EXEC_SCHED_EXEC,
+                p::FAMILY_SOCKET,
+                p::FAMILY_CONNECT_UNIX,
+                p::FAMILY_SENDMSG_UNIX,
+                p::GUARD_PTRACE,
+                p::GUARD_PROCESS_VM_WRITEV,
+                p::GUARD_PIDFD_GETFD,
+            ],
             Self::Portable => &[
                 p::EXEC_SCHED_EXEC,
                 p::FAMILY_SOCKET,
@@ -112,6 +144,22 @@ pub const COMMON_PROGRAMS: [&str; 24] = [
     p::GUARD_FORK,
     p::GUARD_VFORK,
 ];
+
+/// Every program of the object that some backend attaches, each once.
+#[must_use]
+pub fn all_programs() -> Vec<&'static str> {
+    let mut all: Vec<&'static str> = COMMON_PROGRAMS.to_vec();
+    for backend in [Backend::Portable, Backend::Lsm] {
+        for unix_hooks in [false, true] {
+            for p in backend.programs(unix_hooks) {
+                if !all.contains(p) {
+                    all.push(p);
+                }
+            }
+        }
+    }
+    all
+}
 
 impl fmt::Display for Backend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -3,6 +3,7 @@
 use std::{
     collections::HashMap,
     fs,
+    os::fd::OwnedFd,
     path::{Path, PathBuf},
 };
 
@@ -26,6 +27,7 @@ use crate::{
     maps::{Maps, MapsError},
     mounts::{self, MountError},
     scope::{self, AttachScope},
+    unix_hooks::{self, UnixHookError, UnixHooks},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +42,8 @@ pub enum LoadError {
     Object(#[source] aya::EbpfError),
     #[error(transparent)]
     Maps(#[from] MapsError),
+    #[error(transparent)]
+    UnixHooks(#[from] UnixHookError),
     #[error("program {0} is missing from the eBPF object")]
     MissingProgram(&'static str),
     #[error("cannot load program {program}: {source}")]
@@ -117,13 +121,40 @@ pub struct Enforcer {
     /// bpffs (by a tagged process the guard kills only after the unlink) then detaches
     /// nothing while the daemon runs.
     held: Vec<PinnedLink>,
+    /// The cgroup unix hooks, where the kernel has them (portable backend).
+    unix: Option<UnixHooks>,
+    /// Their root links when nothing is pinned (dropping them detaches).
+    #[expect(dead_code, reason = "held only for their lifetime")]
+    unix_links: Vec<OwnedFd>,
+}
+
+/// New links by program, to hand over.
+type Links = Vec<(&'static str, NewLink)>;
+
+/// A link to pin or hold: aya's, or one of the unix hooks (made by `unix_hooks.rs`).
+enum NewLink {
+    Aya(FdLink),
+    Raw(OwnedFd),
+}
+
+impl NewLink {
+    fn pin(self, program: &'static str, path: &Path) -> Result<PinnedLink, LoadError> {
+        match self {
+            Self::Aya(link) => link.pin(path).map_err(|source| LoadError::Pin {
+                what: format!("link of {program}"),
+                path: path.to_owned(),
+                source,
+            }),
+            Self::Raw(fd) => Ok(unix_hooks::pin_link(program, &fd, path)?),
+        }
+    }
 }
 
 /// The network hooks of one leash cgroup. With a pin dir the links are pinned under
 /// `links-scope/<cgroup id>/` (and `links` stays empty); else dropping them detaches.
 struct ScopeLinks {
     path: PathBuf,
-    links: Vec<FdLink>,
+    links: Vec<NewLink>,
 }
 
 /// Programs attached per leash cgroup in attach scope `task`.
@@ -232,6 +263,8 @@ impl Enforcer {
             loader.map_pin_path(name, path.as_path());
         }
         let mut ebpf = loader.load(EBPF_OBJECT).map_err(LoadError::Object)?;
+        // Before the log reader and the control plane take theirs.
+        let map_fds = unix_hooks::map_fds(&ebpf)?;
         let logger = match EbpfLogger::init(&mut ebpf) {
             Ok(l) => Some(l),
             Err(e) => {
@@ -250,6 +283,14 @@ impl Enforcer {
 
         let (backend, why) = choose(&mut ebpf, &btf, opts.backend)?;
         tracing::info!(%backend, reason = %why, "enforcement backend chosen");
+        // The lsm backend decides unix names in its socket hooks.
+        let unix = match backend {
+            Backend::Portable => {
+                UnixHooks::load(EBPF_OBJECT, &map_fds, &btf, offsets.sock_addr_uaddrlen != 0)?
+            }
+            Backend::Lsm => None,
+        };
+        drop(map_fds);
 
         let cgroup = mounts::cgroup2_root()?;
         let task_scope = opts.attach_scope == AttachScope::Task;
@@ -261,20 +302,19 @@ impl Enforcer {
         // Tagging first, so nothing can be created untagged once enforcement starts.
         let programs: Vec<&'static str> = COMMON_PROGRAMS
             .into_iter()
-            .chain(backend.programs().iter().copied())
+            .chain(backend.programs(unix.is_some()).iter().copied())
             .chain(guard)
             .collect();
-        let mut links = Vec::new();
-        for &program in &programs {
-            // In attach scope `task` the network hooks go to each leash cgroup instead.
-            if task_scope && NET_PROGRAMS.contains(&program) {
-                continue;
-            }
-            let keep = opts.pin_dir.is_some();
-            if let Some(link) = attach(&mut ebpf, &btf, program, &cgroup, keep)? {
-                links.push((program, link));
-            }
-        }
+        let keep = opts.pin_dir.is_some();
+        let (links, unix_links) = attach_root(
+            &mut ebpf,
+            &btf,
+            &programs,
+            unix.as_ref(),
+            &cgroup,
+            keep,
+            task_scope,
+        )?;
         let mut enforcer = Self {
             ebpf,
             backend,
@@ -288,6 +328,8 @@ impl Enforcer {
             scopes: HashMap::new(),
             pin_dir: opts.pin_dir.clone(),
             held: Vec::new(),
+            unix,
+            unix_links,
         };
         enforcer.take_over(links)?;
         Ok(enforcer)
@@ -295,7 +337,7 @@ impl Enforcer {
 
     /// Replaces a previous daemon's pinned links with `links` (and, in attach scope
     /// `task`, its leash cgroups' links with this binary's programs), with no gap.
-    fn take_over(&mut self, links: Vec<(&'static str, FdLink)>) -> Result<(), LoadError> {
+    fn take_over(&mut self, links: Links) -> Result<(), LoadError> {
         if self.scope == AttachScope::Task {
             self.adopt_scopes()?;
             // Tagged processes of a root-scope generation: into their leash cgroups
@@ -371,7 +413,12 @@ impl Enforcer {
         for program in NET_PROGRAMS {
             let link = attach_sock_addr(&mut self.ebpf, program, path, true)?
                 .ok_or(LoadError::MissingProgram(program))?;
-            links.push((program, link));
+            links.push((program, NewLink::Aya(link)));
+        }
+        if let Some(unix) = &self.unix {
+            for (program, link) in unix.attach(path)? {
+                links.push((program, NewLink::Raw(link)));
+            }
         }
         let links = match &self.pin_dir {
             Some(dir) => {
@@ -494,13 +541,29 @@ impl Enforcer {
     /// counts them while `kernel.bpf_stats_enabled` is 1 (else both stay 0).
     #[must_use]
     pub fn program_stats(&self) -> Vec<(&'static str, std::time::Duration, u64)> {
-        self.attached
+        let mut stats: Vec<_> = self
+            .attached
             .iter()
             .filter_map(|&name| {
                 let info = self.ebpf.program(name)?.info().ok()?;
                 Some((name, info.run_time(), info.run_count()))
             })
-            .collect()
+            .collect();
+        stats.extend(self.unix.iter().flat_map(UnixHooks::stats));
+        stats
+    }
+
+    /// Whether unix names are refused by the cgroup unix hooks (EPERM) rather than
+    /// by syscall tracepoints (portable, before Linux 6.7) or LSM hooks.
+    #[must_use]
+    pub const fn unix_hooks(&self) -> bool {
+        self.unix.is_some()
+    }
+
+    /// What a tagged process meets here, for `leash status`.
+    #[must_use]
+    pub const fn guarantees(&self) -> &'static [&'static str] {
+        self.backend.guarantees(self.unix_hooks())
     }
 
     /// The event stream; there is one reader.
@@ -542,7 +605,7 @@ fn choose(
             lsms.trim()
         ));
     }
-    for program in Backend::Lsm.programs() {
+    for program in Backend::Lsm.programs(false) {
         // Only the LSM programs tell whether BPF LSM works; the others load on attach.
         if !matches!(ebpf.program(program), Some(aya::programs::Program::Lsm(_))) {
             continue;
@@ -577,6 +640,43 @@ fn load_lsm(ebpf: &mut Ebpf, btf: &Btf, program: &'static str) -> Result<(), Loa
         .map_err(|source| LoadError::Load { program, source })?;
     prog.load(attach_point(program), btf)
         .map_err(|source| LoadError::Load { program, source })
+}
+
+/// Attaches `programs` at the cgroup2 root (the network and unix hooks only in attach
+/// scope `root`). With `keep`, returns the links to pin; else aya's stay in `ebpf`
+/// and the unix hooks' are returned apart, to hold.
+fn attach_root(
+    ebpf: &mut Ebpf,
+    btf: &Btf,
+    programs: &[&'static str],
+    unix: Option<&UnixHooks>,
+    cgroup: &Path,
+    keep: bool,
+    task_scope: bool,
+) -> Result<(Links, Vec<OwnedFd>), LoadError> {
+    let mut links = Vec::new();
+    for &program in programs {
+        // In attach scope `task` the network hooks go to each leash cgroup instead.
+        if (task_scope && NET_PROGRAMS.contains(&program))
+            || unix_hooks::PROGRAMS.iter().any(|(p, _)| *p == program)
+        {
+            continue;
+        }
+        if let Some(link) = attach(ebpf, btf, program, cgroup, keep)? {
+            links.push((program, NewLink::Aya(link)));
+        }
+    }
+    let mut unix_links = Vec::new();
+    if let Some(unix) = unix.filter(|_| !task_scope) {
+        for (program, link) in unix.attach(cgroup)? {
+            if keep {
+                links.push((program, NewLink::Raw(link)));
+            } else {
+                unix_links.push(link);
+            }
+        }
+    }
+    Ok((links, unix_links))
 }
 
 /// Loads (unless already loaded) and attaches one program. With `keep`, the link is
@@ -683,18 +783,14 @@ where
 /// is attached and pinned (as `NAME-new`) before any old one is let go; then each new
 /// pin takes its final name. A crash at any point leaves at least one generation pinned.
 /// Returns the new links, whose fds the caller may hold.
-fn hand_over(dir: &Path, links: Vec<(&'static str, FdLink)>) -> Result<Vec<PinnedLink>, LoadError> {
+fn hand_over(dir: &Path, links: Links) -> Result<Vec<PinnedLink>, LoadError> {
     let mut staged = Vec::new();
     let mut held = Vec::new();
     for (program, link) in links {
         // bpffs refuses names with a dot, hence the dash.
         let path = dir.join(format!("{program}-new"));
         detach_pin(&path)?;
-        held.push(link.pin(&path).map_err(|source| LoadError::Pin {
-            what: format!("link of {program}"),
-            path: path.clone(),
-            source,
-        })?);
+        held.push(link.pin(program, &path)?);
         staged.push((program, path));
     }
     // Every pinned link of an earlier generation, including programs this backend does

@@ -52,8 +52,18 @@ pub fn from_file(path: &Path) -> Result<KernelOffsets, OffsetError> {
         inode_sb: field(&btf, "inode", "i_sb")?,
         sb_dev: field(&btf, "super_block", "s_dev")?,
         task_pid: field(&btf, "task_struct", "pid")?,
+        sock_addr_uaddr: field(&btf, SOCK_ADDR_KERN, "uaddr")?,
+        // Added with the unix hooks (6.7); without it they are not used.
+        sock_addr_uaddrlen: match field(&btf, SOCK_ADDR_KERN, "uaddrlen") {
+            Ok(off) => off,
+            Err(OffsetError::NoField { .. }) => 0,
+            Err(e) => return Err(e),
+        },
     })
 }
+
+/// The context behind a cgroup `sock_addr` program.
+const SOCK_ADDR_KERN: &str = "bpf_sock_addr_kern";
 
 /// Byte offset of `structure.field`, looking through anonymous structs and unions.
 fn field(btf: &Btf, structure: &'static str, name: &'static str) -> Result<u32, OffsetError> {
@@ -134,5 +144,6 @@ mod tests {
         assert_ne!(o.bprm_filename, o.bprm_interp);
         assert_eq!(o.inode_sb % 8, 0);
         assert!(o.task_pid > 0);
+        assert_eq!(o.sock_addr_uaddr % 8, 0);
     }
 }

@@ -19,6 +19,7 @@ pub mod policy;
 pub mod scope;
 pub mod sockets;
 pub mod tasks;
+pub mod unix_hooks;
 
 pub use backend::{Backend, BackendChoice};
 pub use enforcer::{Enforcer, LoadError, LoadOptions};

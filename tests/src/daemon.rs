@@ -408,6 +408,24 @@ pub fn task_json(d: &DaemonGuard, id: &str) -> serde_json::Value {
     serde_json::from_slice(&o.stdout).expect("task show --json")
 }
 
+/// Whether the daemon refuses unix names with the cgroup unix hooks (`leash status`).
+#[must_use]
+pub fn unix_hooks(d: &DaemonGuard) -> bool {
+    let o = d.run(&["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&o.stdout).expect("status --json");
+    status["programs"].as_array().is_some_and(|programs| {
+        programs
+            .iter()
+            .any(|p| p["name"] == "family_connect_unix" && p["attached"] == true)
+    })
+}
+
+/// Links pinned per leash cgroup: the four network hooks, and the unix hooks where used.
+#[must_use]
+pub fn scope_links(d: &DaemonGuard) -> usize {
+    if unix_hooks(d) { 6 } else { 4 }
+}
+
 /// Polls `f` for up to 5 s; panics naming `what` if it never holds.
 pub fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(5);

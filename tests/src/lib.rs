@@ -143,6 +143,21 @@ impl Harness {
         self.enforcer.lock().unwrap().backend()
     }
 
+    /// Whether the cgroup unix hooks refuse unix names here (portable on Linux >= 6.7).
+    pub fn unix_hooks(&self) -> bool {
+        self.enforcer.lock().unwrap().unix_hooks()
+    }
+
+    /// How a refused unix connect or send ends: EPERM from the lsm or cgroup unix
+    /// hooks, else the syscall tracepoints' SIGKILL.
+    pub fn unix_refused(&self) -> &'static str {
+        if self.unix_hooks() {
+            EPERM
+        } else {
+            refused(self.backend())
+        }
+    }
+
     /// Creates a task with its own counter slot. The probe is always granted (it is how
     /// the test acts inside the task), plus `spec`'s grants.
     #[must_use]

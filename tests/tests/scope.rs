@@ -84,6 +84,15 @@ fn a_task_runs_in_its_leash_cgroup_enforced_as_before_and_untagged_are_not_reach
         s.run(&format!("sendto 127.0.0.1 {}", other.udp4_port())),
         EPERM
     );
+    // Unix names: the leash cgroup carries the unix hooks too, where the kernel has them.
+    let scratch = harness::Scratch::new("scope-unix");
+    let sock = scratch.path("other.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let unix = format!("unix-connect {sock}");
+    if harness::daemon::unix_hooks(&d) {
+        assert_eq!(s.run(&unix), EPERM);
+    }
+    assert_eq!(untagged(&unix), "ok");
     // Processes outside: not tagged, and not where the hooks are.
     assert_eq!(untagged(&denied), "ok");
     // The hooks are pinned per leash cgroup, none at the root.
@@ -97,7 +106,10 @@ fn a_task_runs_in_its_leash_cgroup_enforced_as_before_and_untagged_are_not_reach
         "no network hook at the root: {root_links:?}"
     );
     assert!(root_links.iter().any(|n| n == "scope_cgroup_attach"));
-    assert_eq!(count_pins(&d.pin_dir.join("links-scope")), 4);
+    assert_eq!(
+        count_pins(&d.pin_dir.join("links-scope")),
+        harness::daemon::scope_links(&d)
+    );
 
     // Once its processes are gone, the leash cgroup and its hooks go too.
     drop(s);
@@ -186,7 +198,11 @@ fn a_restarted_daemon_takes_over_the_leash_cgroups_hooks() {
         .map(|e| e.file_name())
         .collect();
     assert_eq!(pins_after, pins_before, "the same leash cgroup, adopted");
-    assert_eq!(count_pins(&scope_dir), 4, "its links replaced, not doubled");
+    assert_eq!(
+        count_pins(&scope_dir),
+        harness::daemon::scope_links(&d),
+        "its links replaced, not doubled"
+    );
     // The adopted task still takes new grants.
     let out = d.run(&[
         "grant",

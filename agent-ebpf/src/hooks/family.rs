@@ -3,13 +3,14 @@
 //! other family never. Unix connects and sends reach only `unix:` granted paths.
 //!
 //! Raw IP is refused with EPERM by the cgroup `sock_create` hook, which the kernel
-//! runs for inet sockets only. The other families and unix paths have no cgroup hook
-//! this loader can attach (`connect_unix` needs aya support and kernel 6.7), so they
-//! are checked at syscall entry and a denied caller is killed before the call
-//! returns: the call itself completes (docs/security.md). A unix connect or send to
-//! a name not granted is decided at syscall exit, once its outcome is known: one that
-//! failed (no such socket: glibc tries nscd's on every user lookup) harmed no one and
-//! is let be; one that reached a socket kills the caller before it can use it.
+//! runs for inet sockets only. Unix names are refused with EPERM by the cgroup
+//! `connect_unix`/`sendmsg_unix` hooks where the kernel has them (>= 6.7). Packet,
+//! netlink and vsock sockets, and unix names on older kernels, have no cgroup hook,
+//! so they are checked at syscall entry and a denied caller is killed before the call
+//! returns: the call itself completes (docs/security.md). There, a unix connect or
+//! send to a name not granted is decided at syscall exit, once its outcome is known:
+//! one that failed (no such socket: glibc tries nscd's on every user lookup) harmed no
+//! one and is let be; one that reached a socket kills the caller before it can use it.
 
 use agent_common::{
     Action, ExecGrant, Reason, UnixKey,
@@ -20,12 +21,12 @@ use agent_common::{
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     helpers::{
-        bpf_probe_read_kernel_buf, bpf_probe_read_kernel_str_bytes, bpf_probe_read_user,
-        bpf_probe_read_user_buf, bpf_probe_read_user_str_bytes,
+        bpf_probe_read_kernel, bpf_probe_read_kernel_buf, bpf_probe_read_kernel_str_bytes,
+        bpf_probe_read_user, bpf_probe_read_user_buf, bpf_probe_read_user_str_bytes,
     },
-    macros::{cgroup_sock, map, tracepoint},
+    macros::{cgroup_sock, cgroup_sock_addr, map, tracepoint},
     maps::HashMap,
-    programs::{SockContext, TracePointContext},
+    programs::{SockAddrContext, SockContext, TracePointContext},
 };
 
 use super::{Decision, Gate, PROCS, current_tid, gate, kill_current, now_ns};
@@ -260,6 +261,63 @@ pub fn unix_granted(key: &UnixKey, now: u64) -> bool {
     any.task = 0;
     // SAFETY: the values are read at once.
     unsafe { live(UNIX_GRANTS.get(key)) || live(UNIX_GRANTS.get(any)) }
+}
+
+/// Decides a unix connect or send of the calling thread to the kernel's copy of an
+/// address (`addr`, `len` bytes), before the kernel looks the name up; says whether it
+/// is refused (counted and reported then).
+#[inline(always)]
+pub fn unix_refused(action: Action, addr: u64, len: u64) -> bool {
+    let Some(task) = super::current_task() else {
+        return false;
+    };
+    let Some(key) = unix_key_in(task, addr, len, true) else {
+        return false;
+    };
+    let now = now_ns();
+    // Ended and expired tasks get nothing: their grants are not consulted.
+    let live = matches!(gate(Some(&task), now), Gate::Live { .. });
+    !(live && unix_granted(&key, now)) && unix_deny(&key, action, now)
+}
+
+/// The cgroup `sock_addr` hooks for unix sockets (Linux >= 6.7): `connect()` of stream
+/// and datagram sockets, and `sendmsg()`/`sendto()`/`sendmmsg()` with an address, from
+/// syscalls and `io_uring` alike. They run before the kernel looks the name up, and a
+/// refusal fails the call with EPERM, so on such kernels the portable backend needs none
+/// of the syscall tracepoints below for unix names.
+///
+/// aya 0.14 has no attach type for them: the macro's `connect4`/`sendmsg4` only name
+/// the ELF section, and the loader (`unix_hooks.rs` in userspace) loads these two with
+/// `BPF_CGROUP_UNIX_CONNECT`/`BPF_CGROUP_UNIX_SENDMSG`. The context is a
+/// `bpf_sock_addr_kern` whose address the `bpf_sock_addr` view does not expose for
+/// unix sockets, so it is read at the offsets the loader took from the kernel's BTF.
+#[inline(always)]
+fn unix_sock_addr(ctx: &SockAddrContext, action: Action) -> i32 {
+    if super::current_task().is_none() {
+        return 1;
+    }
+    let o = super::offsets();
+    let base = ctx.sock_addr.cast::<u8>().cast_const();
+    // SAFETY: probe reads of the program's own context, at BTF offsets.
+    let addr: u64 =
+        unsafe { bpf_probe_read_kernel(base.wrapping_add(o.sock_addr_uaddr as usize).cast()) }
+            .unwrap_or(0);
+    let len: u32 =
+        unsafe { bpf_probe_read_kernel(base.wrapping_add(o.sock_addr_uaddrlen as usize).cast()) }
+            .unwrap_or(0);
+    i32::from(!unix_refused(action, addr, u64::from(len)))
+}
+
+/// `BPF_CGROUP_UNIX_CONNECT`, see [`unix_sock_addr`].
+#[cgroup_sock_addr(connect4)]
+pub fn family_connect_unix(ctx: SockAddrContext) -> i32 {
+    unix_sock_addr(&ctx, Action::Connect)
+}
+
+/// `BPF_CGROUP_UNIX_SENDMSG`, see [`unix_sock_addr`].
+#[cgroup_sock_addr(sendmsg4)]
+pub fn family_sendmsg_unix(ctx: SockAddrContext) -> i32 {
+    unix_sock_addr(&ctx, Action::Send)
 }
 
 /// At syscall entry: notes a unix connect or send to an ungranted name, for the exit

@@ -9,9 +9,9 @@ use aya_ebpf::{helpers::bpf_probe_read_kernel, macros::lsm, programs::LsmContext
 
 use super::{
     current_task,
-    family::{socket_denied, unix_deny, unix_granted, unix_key_in},
+    family::{socket_denied, unix_refused},
     guard::{refuse, same_task},
-    now_ns, offsets,
+    offsets,
 };
 
 const EPERM: i32 = 1;
@@ -64,21 +64,10 @@ pub fn family_lsm_socket_create(ctx: LsmContext) -> i32 {
     }
 }
 
-/// Decides a unix connect or send to the kernel address `addr` of `len` bytes.
+/// EPERM for a unix connect or send to the kernel address `addr` that is refused.
 #[inline(always)]
 fn unix_decide(action: Action, addr: u64, len: u64) -> i32 {
-    let Some(task) = current_task() else {
-        return 0;
-    };
-    let Some(key) = unix_key_in(task, addr, len, true) else {
-        return 0;
-    };
-    let now = now_ns();
-    let live = matches!(super::gate(Some(&task), now), super::Gate::Live { .. });
-    if live && unix_granted(&key, now) {
-        return 0;
-    }
-    if unix_deny(&key, action, now) {
+    if unix_refused(action, addr, len) {
         -EPERM
     } else {
         0

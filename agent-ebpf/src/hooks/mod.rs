@@ -38,6 +38,8 @@ static LEASH_OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
     inode_sb: 0,
     sb_dev: 0,
     task_pid: 0,
+    sock_addr_uaddr: 0,
+    sock_addr_uaddrlen: 0,
 });
 
 #[inline(always)]

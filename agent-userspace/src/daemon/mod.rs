@@ -366,10 +366,8 @@ impl Daemon {
             backend_reason: e.backend_reason().into(),
             cgroup: e.cgroup().display().to_string(),
             // Every program of the object, and whether this backend attached it.
-            programs: crate::backend::COMMON_PROGRAMS
+            programs: crate::backend::all_programs()
                 .iter()
-                .chain(crate::Backend::Portable.programs())
-                .chain(crate::Backend::Lsm.programs())
                 .map(|p| types::ProgramStatus {
                     name: (*p).into(),
                     attached: e.attached().contains(p),
@@ -389,12 +387,7 @@ impl Daemon {
             events_lost: stat(agent_common::maps::Stat::EventsLost),
             tag_failures: stat(agent_common::maps::Stat::TagFailed),
             bpf_stats_enabled: crate::metrics::bpf_stats_enabled(),
-            guarantees: e
-                .backend()
-                .guarantees()
-                .iter()
-                .map(|g| (*g).to_owned())
-                .collect(),
+            guarantees: e.guarantees().iter().map(|g| (*g).to_owned()).collect(),
             policy: self.guard.describe(),
         }
     }

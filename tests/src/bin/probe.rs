@@ -213,7 +213,11 @@ fn sock_op(proto: &str, addr: &str, port: &str, op: Op) -> String {
     }
 }
 
-fn uring_connect(sock: &OwnedFd, sp: *const libc::sockaddr, len: libc::socklen_t) -> String {
+pub(crate) fn uring_connect(
+    sock: &OwnedFd,
+    sp: *const libc::sockaddr,
+    len: libc::socklen_t,
+) -> String {
     use io_uring::{IoUring, opcode, types};
     let mut ring = match IoUring::new(4) {
         Ok(r) => r,

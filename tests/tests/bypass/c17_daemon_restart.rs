@@ -91,7 +91,8 @@ fn kill9_keeps_enforcement_and_a_restart_adopts_the_task() {
     };
     assert_eq!(
         links,
-        leash::backend::COMMON_PROGRAMS.len() + backend.programs().len(),
+        leash::backend::COMMON_PROGRAMS.len()
+            + backend.programs(harness::daemon::unix_hooks(&d)).len(),
         "one pinned link per program of the {backend} backend, no leftovers from the first daemon"
     );
 }

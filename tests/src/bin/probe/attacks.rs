@@ -17,6 +17,8 @@ pub fn run(w: &[String]) -> Option<String> {
         "unix-sendto" => in_child(|| unix_op(arg(1), UnixOp::SendTo)),
         "unix-sendmsg" => in_child(|| unix_op(arg(1), UnixOp::SendMsg)),
         "unix-sendmmsg" => in_child(|| unix_op(arg(1), UnixOp::SendMmsg)),
+        "unix-uring-connect" => in_child(|| unix_op(arg(1), UnixOp::Uring)),
+        "unix-sendmmsg-tail" => in_child(|| unix_sendmmsg_tail(arg(1), arg(2))),
         "bpf-obj-get" => in_child(|| bpf_obj_get(arg(1))),
         "ptrace-attach" => in_child(|| {
             // SAFETY: PTRACE_ATTACH with a pid; no memory is passed.
@@ -121,6 +123,8 @@ enum UnixOp {
     SendTo,
     SendMsg,
     SendMmsg,
+    /// `IORING_OP_CONNECT`: no connect syscall.
+    Uring,
 }
 
 /// `@name` is abstract.
@@ -140,7 +144,7 @@ fn unix_addr(path: &str) -> (libc::sockaddr_un, libc::socklen_t) {
 }
 
 fn unix_op(path: &str, op: UnixOp) -> String {
-    let ty = if matches!(op, UnixOp::Connect) {
+    let ty = if matches!(op, UnixOp::Connect | UnixOp::Uring) {
         libc::SOCK_STREAM
     } else {
         libc::SOCK_DGRAM
@@ -176,9 +180,46 @@ fn unix_op(path: &str, op: UnixOp) -> String {
                 }];
                 libc::sendmmsg(fd, m.as_mut_ptr(), 1, 0)
             }
+            UnixOp::Uring => {
+                let sock = std::os::fd::OwnedFd::from_raw_fd(fd);
+                return super::uring_connect(&sock, sp, len);
+            }
         }
     };
     outcome(rc)
+}
+
+/// One `sendmmsg` of nine datagrams: eight to `granted`, the ninth to `other`. Reports
+/// how many went out (`sent N`), or the errno when none did.
+fn unix_sendmmsg_tail(granted: &str, other: &str) -> String {
+    // SAFETY: a fresh unix datagram socket.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM, 0) };
+    if fd < 0 {
+        return format!("error socket errno {}", errno());
+    }
+    let mut addrs = [unix_addr(granted), unix_addr(other)];
+    let mut byte = *b"x";
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    // SAFETY: all-zero is a valid mmsghdr; the fields set below point at live locals.
+    let mut msgs: [libc::mmsghdr; 9] = unsafe { std::mem::zeroed() };
+    for (i, m) in msgs.iter_mut().enumerate() {
+        let (sa, len) = &mut addrs[usize::from(i == 8)];
+        m.msg_hdr.msg_name = (&raw mut *sa).cast();
+        m.msg_hdr.msg_namelen = *len;
+        m.msg_hdr.msg_iov = &raw mut iov;
+        m.msg_hdr.msg_iovlen = 1;
+    }
+    // SAFETY: nine valid messages. Never blocks on a full receiver (10 datagrams queue
+    // by default): that ends the batch, short, instead.
+    let rc = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), 9, libc::MSG_DONTWAIT) };
+    if rc < 0 {
+        format!("errno {}", errno())
+    } else {
+        format!("sent {rc}")
+    }
 }
 
 /// `bpf(BPF_OBJ_GET, {pathname})`: the first step to editing a pinned map.
