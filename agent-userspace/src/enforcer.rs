@@ -157,12 +157,14 @@ struct ScopeLinks {
     links: Vec<NewLink>,
 }
 
-/// Programs attached per leash cgroup in attach scope `task`.
-const NET_PROGRAMS: [&str; 4] = [
+/// Cgroup programs attached per leash cgroup in attach scope `task` (with the unix
+/// hooks where used), so untagged processes elsewhere run none of them.
+const SCOPED_PROGRAMS: [&str; 5] = [
     names::programs::NET_CONNECT4,
     names::programs::NET_CONNECT6,
     names::programs::NET_SENDMSG4,
     names::programs::NET_SENDMSG6,
+    names::programs::FAMILY_SOCK_CREATE,
 ];
 
 /// Sizes the maps before load. `maps.net_grants` sizes both network maps.
@@ -410,8 +412,8 @@ impl Enforcer {
     fn attach_scope_hooks(&mut self, id: u64, path: &Path) -> Result<(), LoadError> {
         self.maps.add_scope(id)?;
         let mut links = Vec::new();
-        for program in NET_PROGRAMS {
-            let link = attach_sock_addr(&mut self.ebpf, program, path, true)?
+        for program in SCOPED_PROGRAMS {
+            let link = attach_cgroup(&mut self.ebpf, program, path, true)?
                 .ok_or(LoadError::MissingProgram(program))?;
             links.push((program, NewLink::Aya(link)));
         }
@@ -657,7 +659,7 @@ fn attach_root(
     let mut links = Vec::new();
     for &program in programs {
         // In attach scope `task` the network hooks go to each leash cgroup instead.
-        if (task_scope && NET_PROGRAMS.contains(&program))
+        if (task_scope && SCOPED_PROGRAMS.contains(&program))
             || unix_hooks::PROGRAMS.iter().any(|(p, _)| *p == program)
         {
             continue;
@@ -708,14 +710,6 @@ fn attach(
                 .transpose()
                 .map_err(attach_err)?
         }
-        aya::programs::Program::CgroupSock(p) => {
-            p.load().map_err(load)?;
-            let id = p
-                .attach(cgroup_dir(cgroup)?, CgroupAttachMode::Single)
-                .map_err(attach_err)?;
-            keep.then(|| cgroup_link(program, cgroup, p.take_link(id).map_err(attach_err)?))
-                .transpose()?
-        }
         aya::programs::Program::TracePoint(p) => {
             p.load().map_err(load)?;
             let (category, name) = tracepoint_of(program);
@@ -730,14 +724,16 @@ fn attach(
                     reason: format!("{program}: the tracepoint link is not a BPF link: {e}"),
                 })?
         }
-        aya::programs::Program::CgroupSockAddr(_) => attach_sock_addr(ebpf, program, cgroup, keep)?,
+        aya::programs::Program::CgroupSockAddr(_) | aya::programs::Program::CgroupSock(_) => {
+            attach_cgroup(ebpf, program, cgroup, keep)?
+        }
         _ => return Err(LoadError::MissingProgram(program)),
     };
     Ok(link)
 }
 
-/// Loads (once) and attaches one cgroup `sock_addr` program to `cgroup`.
-fn attach_sock_addr(
+/// Loads (once) and attaches one cgroup `sock_addr` or `sock` program to `cgroup`.
+fn attach_cgroup(
     ebpf: &mut Ebpf,
     program: &'static str,
     cgroup: &Path,
@@ -745,20 +741,27 @@ fn attach_sock_addr(
 ) -> Result<Option<FdLink>, LoadError> {
     let load = |source| LoadError::Load { program, source };
     let attach_err = |source| LoadError::Attach { program, source };
-    let Some(aya::programs::Program::CgroupSockAddr(p)) = ebpf.program_mut(program) else {
-        return Err(LoadError::MissingProgram(program));
-    };
-    // Loaded once, attached to each leash cgroup in attach scope `task`.
-    if p.fd().is_err() {
-        p.load().map_err(load)?;
+    // Loaded once, attached to each leash cgroup in attach scope `task`. Single:
+    // link-based attachment still coexists with other programs here, while
+    // AllowMultiple is refused by BPF_LINK_CREATE (platform-notes.md).
+    // The two program types share these methods but no trait.
+    macro_rules! attach {
+        ($p:expr) => {{
+            if $p.fd().is_err() {
+                $p.load().map_err(load)?;
+            }
+            let id = $p
+                .attach(cgroup_dir(cgroup)?, CgroupAttachMode::Single)
+                .map_err(attach_err)?;
+            keep.then(|| cgroup_link(program, cgroup, $p.take_link(id).map_err(attach_err)?))
+                .transpose()
+        }};
     }
-    // Single: link-based attachment still coexists with other programs here,
-    // while AllowMultiple is refused by BPF_LINK_CREATE (platform-notes.md).
-    let id = p
-        .attach(cgroup_dir(cgroup)?, CgroupAttachMode::Single)
-        .map_err(attach_err)?;
-    keep.then(|| cgroup_link(program, cgroup, p.take_link(id).map_err(attach_err)?))
-        .transpose()
+    match ebpf.program_mut(program) {
+        Some(aya::programs::Program::CgroupSockAddr(p)) => attach!(p),
+        Some(aya::programs::Program::CgroupSock(p)) => attach!(p),
+        _ => Err(LoadError::MissingProgram(program)),
+    }
 }
 
 fn cgroup_dir(cgroup: &Path) -> Result<fs::File, LoadError> {

@@ -420,10 +420,11 @@ pub fn unix_hooks(d: &DaemonGuard) -> bool {
     })
 }
 
-/// Links pinned per leash cgroup: the four network hooks, and the unix hooks where used.
+/// Links pinned per leash cgroup: the four network hooks and `sock_create`, and the
+/// unix hooks where used.
 #[must_use]
 pub fn scope_links(d: &DaemonGuard) -> usize {
-    if unix_hooks(d) { 6 } else { 4 }
+    if unix_hooks(d) { 7 } else { 5 }
 }
 
 /// Polls `f` for up to 5 s; panics naming `what` if it never holds.

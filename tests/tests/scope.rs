@@ -93,6 +93,10 @@ fn a_task_runs_in_its_leash_cgroup_enforced_as_before_and_untagged_are_not_reach
         assert_eq!(s.run(&unix), EPERM);
     }
     assert_eq!(untagged(&unix), "ok");
+    // Raw sockets: `sock_create` is attached there too.
+    let raw = format!("socket {} {} {}", libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP);
+    assert_eq!(s.run(&raw), EPERM);
+    assert_eq!(untagged(&raw), "ok");
     // Processes outside: not tagged, and not where the hooks are.
     assert_eq!(untagged(&denied), "ok");
     // The hooks are pinned per leash cgroup, none at the root.

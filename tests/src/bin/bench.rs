@@ -24,6 +24,7 @@ enum Kind {
     Connect,
     Udp,
     Exec,
+    Syscall,
 }
 
 struct Work {
@@ -39,6 +40,7 @@ impl Work {
             Kind::Connect => "connect",
             Kind::Udp => "udp",
             Kind::Exec => "exec",
+            Kind::Syscall => "syscall",
         };
         [k.to_owned(), self.target.clone(), self.n.to_string()]
     }
@@ -168,6 +170,12 @@ fn data_plane(t: &Targets, rounds: usize) -> anyhow::Result<String> {
             target: "/bin/true".into(),
             n: 300,
         },
+        Work {
+            name: "getppid (no leash program: the syscall floor)",
+            kind: Kind::Syscall,
+            target: "-".into(),
+            n: 1_000_000,
+        },
     ];
     // [work][state][round]; states: none, landlock, untagged, tagged (attach scope
     // root), untagged, tagged (attach scope task).
@@ -177,7 +185,7 @@ fn data_plane(t: &Targets, rounds: usize) -> anyhow::Result<String> {
         eprintln!("data plane round {}/{rounds}", round + 1);
         for (i, w) in works.iter().enumerate() {
             s[i][0].push(run_probe(Command::new(probe()).arg("bench"), &w.args())?);
-            if w.kind != Kind::Udp {
+            if !matches!(w.kind, Kind::Udp | Kind::Syscall) {
                 // Landlock governs TCP connect and execute; it has no UDP rule.
                 let mut ll = w.args().to_vec();
                 ll.push(t.tcp_port.to_string());
