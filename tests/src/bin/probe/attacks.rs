@@ -214,7 +214,8 @@ fn unix_sendmmsg_tail(granted: &str, other: &str) -> String {
     }
     // SAFETY: nine valid messages. Never blocks on a full receiver (10 datagrams queue
     // by default): that ends the batch, short, instead.
-    let rc = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), 9, libc::MSG_DONTWAIT) };
+    // (The flags are an int in glibc, unsigned in musl.)
+    let rc = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), 9, libc::MSG_DONTWAIT as _) };
     if rc < 0 {
         format!("errno {}", errno())
     } else {
