@@ -1,0 +1,278 @@
+//! The pool of per-task prefix tries (`NET_PREFIXES`, `NET_SLOTS`).
+//!
+//! A task with prefix grants owns one slot of the `NET_PREFIXES` array, which holds
+//! its own LPM trie: a connect looks up only that task's prefixes, whatever the number
+//! of tasks. Writing a slot of a map-in-map makes the `bpf()` syscall wait for an RCU
+//! grace period (~10 ms), once per syscall: slots are filled ahead of need, many per
+//! `BPF_MAP_UPDATE_BATCH`, and reused. Taking, filling and emptying a slot's trie are
+//! plain trie updates. Everything is in pinned maps, so a restarted daemon rebuilds
+//! the pool from them.
+
+use std::{
+    collections::HashMap as StdHashMap,
+    os::fd::{AsFd as _, AsRawFd as _},
+};
+
+use agent_common::{NetKey, NetRules, maps as names};
+use aya::maps::{ArrayOfMaps, HashMap, IterableMap as _, LpmTrie, MapData, lpm_trie::Key};
+
+use super::{MapsError, op_err, removed};
+
+/// One task's prefix trie.
+pub type NetTrie = LpmTrie<MapData, NetKey, NetRules>;
+
+/// `BPF_F_NO_PREALLOC` (uapi `bpf.h`): the kernel requires it of LPM tries.
+const BPF_F_NO_PREALLOC: u32 = 1;
+/// `BPF_MAP_UPDATE_BATCH` (uapi `bpf.h`, >= 5.6).
+const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+/// Slots filled by the first growth; each later one doubles the pool, so growing to
+/// 10 000 tasks waits for a grace period 8 times in all.
+const FIRST_GROWTH: u32 = 64;
+
+/// The slots and who owns them; the kernel maps are the truth, this mirrors them.
+pub struct NetPool {
+    tries: ArrayOfMaps<MapData, NetTrie>,
+    /// A second handle on `tries`, for its fd and info (the typed handle hides its
+    /// `MapData`).
+    tries_meta: MapData,
+    owners: HashMap<MapData, u64, u32>,
+    /// `max_entries` of each new trie (`maps.net_grants`).
+    trie_capacity: u32,
+    /// Slots `0..filled` hold a trie.
+    filled: u32,
+    /// Emptied slots, lowest last.
+    free: Vec<u32>,
+    of_task: StdHashMap<u64, u32>,
+}
+
+impl NetPool {
+    /// Takes over the pool as the maps hold it (empty, or pinned by a previous daemon).
+    pub fn take(ebpf: &mut aya::Ebpf, trie_capacity: u32) -> Result<Self, MapsError> {
+        let name = names::NET_PREFIXES;
+        let map = ebpf.take_map(name).ok_or(MapsError::Missing(name))?;
+        let meta = match &map {
+            aya::maps::Map::ArrayOfMaps(data) => {
+                Some(data.info().and_then(|i| MapData::from_id(i.id())))
+            }
+            _ => None,
+        };
+        // A map of another type fails here, with the type error.
+        let tries =
+            ArrayOfMaps::try_from(map).map_err(|source| MapsError::Type { map: name, source })?;
+        let meta = meta
+            .ok_or(MapsError::Missing(name))?
+            .map_err(op_err("open", name))?;
+        Ok(Self::adopt(
+            tries,
+            meta,
+            super::take(ebpf, names::NET_SLOTS)?,
+            trie_capacity,
+        ))
+    }
+
+    fn adopt(
+        tries: ArrayOfMaps<MapData, NetTrie>,
+        tries_meta: MapData,
+        owners: HashMap<MapData, u64, u32>,
+        trie_capacity: u32,
+    ) -> Self {
+        // Slots are filled in order from 0: the first empty one ends the pool.
+        let filled = (0..tries.len())
+            .find(|i| tries.get(i, 0).is_err())
+            .unwrap_or(tries.len());
+        let of_task: StdHashMap<u64, u32> = owners
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, slot)| *slot < filled)
+            .collect();
+        let mut pool = Self {
+            tries,
+            tries_meta,
+            owners,
+            trie_capacity,
+            filled,
+            free: Vec::new(),
+            of_task,
+        };
+        let owned: std::collections::HashSet<u32> = pool.of_task.values().copied().collect();
+        // A slot is emptied again when taken, so one a crash left half-emptied is safe.
+        pool.free = (0..filled).rev().filter(|s| !owned.contains(s)).collect();
+        pool
+    }
+
+    /// The slot of a task with prefix grants.
+    #[must_use]
+    pub fn slot_of(&self, task: u64) -> Option<u32> {
+        self.of_task.get(&task).copied()
+    }
+
+    /// Tasks holding a slot, with it.
+    pub fn owned(&self) -> impl Iterator<Item = (u64, u32)> + '_ {
+        self.of_task.iter().map(|(t, s)| (*t, *s))
+    }
+
+    /// Slots in use and slots filled with a trie.
+    #[must_use]
+    pub fn slots(&self) -> (u32, u32) {
+        (self.of_task.len() as u32, self.filled)
+    }
+
+    /// The trie in a slot (a new fd on it, closed on drop).
+    pub fn trie(&self, slot: u32) -> Result<NetTrie, MapsError> {
+        self.tries.get(&slot, 0).map_err(|source| MapsError::Op {
+            op: "lookup",
+            map: names::NET_PREFIXES,
+            source,
+        })
+    }
+
+    /// The task's trie, taking an emptied slot if it has none (published only by
+    /// [`Self::publish`], once filled).
+    pub fn slot_for(&mut self, task: u64) -> Result<(u32, NetTrie, bool), MapsError> {
+        if let Some(slot) = self.slot_of(task) {
+            return Ok((slot, self.trie(slot)?, false));
+        }
+        if self.free.is_empty() {
+            self.grow()?;
+        }
+        let slot = self.free.pop().ok_or(MapsError::PoolFull {
+            capacity: self.tries.len(),
+        })?;
+        let mut trie = self.trie(slot)?;
+        if let Err(e) = clear(&mut trie) {
+            self.free.push(slot);
+            return Err(e);
+        }
+        Ok((slot, trie, true))
+    }
+
+    /// Makes `slot` the task's, for the kernel too.
+    pub fn publish(&mut self, task: u64, slot: u32) -> Result<(), MapsError> {
+        self.owners
+            .insert(task, slot, 0)
+            .map_err(op_err("insert", names::NET_SLOTS))?;
+        self.of_task.insert(task, slot);
+        Ok(())
+    }
+
+    /// Gives back an unpublished slot.
+    pub fn put_back(&mut self, slot: u32) {
+        self.free.push(slot);
+    }
+
+    /// Frees the task's slot: unlinked first (its lookups find nothing from then on),
+    /// then emptied, then free for another task.
+    pub fn release(&mut self, task: u64) -> Result<(), MapsError> {
+        let Some(slot) = self.slot_of(task) else {
+            return Ok(());
+        };
+        removed(self.owners.remove(&task), names::NET_SLOTS)?;
+        self.of_task.remove(&task);
+        clear(&mut self.trie(slot)?)?;
+        self.free.push(slot);
+        Ok(())
+    }
+
+    /// Fills more slots with new tries in one batch update (one RCU wait).
+    fn grow(&mut self) -> Result<(), MapsError> {
+        let capacity = self.tries.len();
+        let n = self.filled.max(FIRST_GROWTH).min(capacity - self.filled);
+        if n == 0 {
+            return Err(MapsError::PoolFull { capacity });
+        }
+        let new: Vec<NetTrie> = (0..n)
+            .map(|_| NetTrie::create(self.trie_capacity, BPF_F_NO_PREALLOC))
+            .collect::<Result<_, _>>()
+            .map_err(op_err("create", names::NET_PREFIXES))?;
+        let keys: Vec<u32> = (self.filled..self.filled + n).collect();
+        let fds: Vec<u32> = new
+            .iter()
+            .map(|t| t.map().fd().as_fd().as_raw_fd() as u32)
+            .collect();
+        update_batch(self.tries_meta.fd().as_fd().as_raw_fd(), &keys, &fds).or_else(|done| {
+            // A kernel without batch updates of this map type: one at a time.
+            for (k, t) in keys.iter().zip(&new).skip(done) {
+                self.tries
+                    .set(*k, t, 0)
+                    .map_err(op_err("insert", names::NET_PREFIXES))?;
+            }
+            Ok::<(), MapsError>(())
+        })?;
+        self.free.extend(keys.iter().rev());
+        self.filled += n;
+        Ok(())
+    }
+
+    /// Kernel memory of every filled slot's trie, by `read` on each.
+    pub fn tries_memlock(&self, read: impl Fn(&MapData) -> u64) -> u64 {
+        (0..self.filled)
+            .filter_map(|s| self.trie(s).ok())
+            .map(|t| read(t.map()))
+            .sum()
+    }
+
+    /// The outer array and the owner map (for map info and memory).
+    #[must_use]
+    pub fn maps(&self) -> [&MapData; 2] {
+        [&self.tries_meta, self.owners.map()]
+    }
+}
+
+/// Removes every entry of a trie.
+pub fn clear(trie: &mut NetTrie) -> Result<(), MapsError> {
+    let keys: Vec<Key<NetKey>> = trie.keys().filter_map(Result::ok).collect();
+    for k in keys {
+        removed(trie.remove(&k), names::NET_PREFIXES)?;
+    }
+    Ok(())
+}
+
+/// Whether a trie has no entry.
+pub fn is_empty(trie: &NetTrie) -> bool {
+    trie.keys().next().is_none()
+}
+
+/// `BPF_MAP_UPDATE_BATCH` of u32 keys and values; on failure, how many went in.
+fn update_batch(map_fd: i32, keys: &[u32], values: &[u32]) -> Result<(), usize> {
+    /// The `batch` member of `union bpf_attr`.
+    #[repr(C)]
+    #[derive(Default)]
+    struct BatchAttr {
+        in_batch: u64,
+        out_batch: u64,
+        keys: u64,
+        values: u64,
+        count: u32,
+        map_fd: u32,
+        elem_flags: u64,
+        flags: u64,
+    }
+    let mut attr = BatchAttr {
+        keys: keys.as_ptr() as u64,
+        values: values.as_ptr() as u64,
+        count: keys.len().min(values.len()) as u32,
+        map_fd: map_fd as u32,
+        ..BatchAttr::default()
+    };
+    // SAFETY: `attr` points at `count` keys and values that outlive the call; the
+    // kernel writes back only `count`.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_UPDATE_BATCH,
+            &raw mut attr,
+            size_of::<BatchAttr>(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(attr.count as usize)
+    }
+}
+
+/// Key of a trie entry.
+#[must_use]
+pub fn key(prefix: u32, key: NetKey) -> Key<NetKey> {
+    Key::new(prefix, key)
+}
