@@ -397,6 +397,17 @@ impl Maps {
         self.net.slots()
     }
 
+    /// The prefix-trie slot of a task, if it has prefix grants.
+    #[must_use]
+    pub fn net_slot_of(&self, task: u64) -> Option<u32> {
+        self.net.slot_of(task)
+    }
+
+    /// Entries in a slot's trie, whichever task they name.
+    pub fn net_slot_len(&self, slot: u32) -> Result<usize, MapsError> {
+        Ok(self.net.trie(slot)?.keys().count())
+    }
+
     /// Every grant key in the kernel, grouped by task, in one pass per map (for a
     /// daemon adopting pinned maps).
     #[must_use]

@@ -125,3 +125,125 @@ fn network_decisions_are_counted_and_denials_reported() {
             .any(|e| e.kind == "send" && e.reason == "not_granted")
     );
 }
+
+/// `connect tcp <addr> <port>` as a probe command.
+fn connect(addr: &str, port: u16) -> String {
+    format!("connect tcp {addr} {port}")
+}
+
+/// Granted but nothing listens there: the kernel tries, and is refused.
+const GRANTED: &str = "errno 111";
+
+#[test]
+fn prefix_grants_stay_per_task_across_many_tasks_and_pool_growth() {
+    let h = Harness::load();
+    let port = Listeners::new().tcp4_port();
+    // 150 tasks: the pool grows from 0 to 64, 128, then 256 slots.
+    let tasks: Vec<_> = (1..=150u16)
+        .map(|i| h.task(spec(&[], &[&format!("127.{i}.0.0/16:{port}/tcp")])))
+        .collect();
+    {
+        let enf = h.enforcer.lock().unwrap();
+        let maps = enf.maps();
+        assert_eq!(maps.net_slots(), (150, 256), "(in use, filled)");
+        let slots: std::collections::HashSet<_> = tasks
+            .iter()
+            .map(|t| maps.net_slot_of(t.id).expect("a slot per prefix task"))
+            .collect();
+        assert_eq!(slots.len(), 150, "one slot per task");
+    }
+    // Tasks filled by each growth batch, the first and last of each.
+    for i in [1u16, 64, 65, 128, 129, 150] {
+        let t = &tasks[usize::from(i) - 1];
+        let own = format!("127.{i}.0.5");
+        let next = format!("127.{}.0.5", i % 150 + 1);
+        assert_eq!(
+            t.probe(&connect(&own, port)),
+            GRANTED,
+            "task {i}, own prefix"
+        );
+        assert_eq!(t.probe(&connect(&next, port)), EPERM, "task {i}, another's");
+    }
+    assert_eq!(untagged(&connect("127.200.0.5", port)), GRANTED);
+    drop(tasks);
+    let (in_use, filled) = h.enforcer.lock().unwrap().maps().net_slots();
+    assert_eq!((in_use, filled), (0, 256), "teardown frees every slot");
+}
+
+#[test]
+fn a_freed_slot_is_emptied_and_its_next_task_never_sees_the_old_prefixes() {
+    let h = Harness::load();
+    let port = Listeners::new().tcp4_port();
+    let old = h.task(spec(&[], &[&format!("127.5.0.0/16:{port}/tcp")]));
+    let host_only = h.task(spec(&[], &[&format!("127.0.0.1:{port}/tcp")]));
+    let mut survivor = old.session();
+    assert_eq!(survivor.run(&connect("127.5.0.5", port)), GRANTED);
+    let slot_len = |slot| {
+        h.enforcer
+            .lock()
+            .unwrap()
+            .maps()
+            .net_slot_len(slot)
+            .unwrap()
+    };
+    let slot_of = |id| h.enforcer.lock().unwrap().maps().net_slot_of(id);
+    let slot = slot_of(old.id).expect("a prefix task has a slot");
+    assert_eq!(slot_of(host_only.id), None, "host grants take no slot");
+    assert_eq!(slot_len(slot), 1);
+
+    old.end();
+    assert_eq!(
+        survivor.run(&connect("127.5.0.5", port)),
+        EPERM,
+        "a process of an ended task is denied"
+    );
+    assert_eq!(slot_of(old.id), None);
+    assert_eq!(slot_len(slot), 0, "teardown empties the trie");
+
+    let new = h.task(spec(&[], &[&format!("127.6.0.0/16:{port}/tcp")]));
+    assert_eq!(slot_of(new.id), Some(slot), "the freed slot is reused");
+    assert_eq!(slot_len(slot), 1, "holding only the new task's prefix");
+    assert_eq!(new.probe(&connect("127.6.0.5", port)), GRANTED);
+    assert_eq!(
+        new.probe(&connect("127.5.0.5", port)),
+        EPERM,
+        "the old task's prefix does not follow the slot"
+    );
+    assert_eq!(
+        survivor.run(&connect("127.6.0.5", port)),
+        EPERM,
+        "nor does the new task's grant reach the old task's process"
+    );
+}
+
+#[test]
+fn a_full_prefix_pool_is_a_clear_error_until_a_slot_frees() {
+    use agent_common::maps::TASKS;
+    use leash::{scope::AttachScope, tasks};
+    // Slots are sized with the task map: 2 here.
+    let h = Harness::load_with(AttachScope::Root, vec![(TASKS, 2)]);
+    let port = Listeners::new().tcp4_port();
+    let first = h.task(spec(&[], &[&format!("127.5.0.0/16:{port}/tcp")]));
+    let _second = h.task(spec(&[], &[&format!("127.6.0.0/16:{port}/tcp")]));
+    let third = spec(&[], &[&format!("127.7.0.0/16:{port}/tcp")]);
+    let grants = third.compile().unwrap();
+    let id = (u64::from(std::process::id()) << 32) | 0xffff;
+    let install = |h: &Harness| {
+        let mut enf = h.enforcer.lock().unwrap();
+        tasks::install(enf.maps_mut(), id, &third.info(), &grants)
+    };
+    let err = install(&h).expect_err("no slot left");
+    assert!(
+        err.to_string().contains("prefix-grant slots"),
+        "the error names the cause: {err}"
+    );
+    assert_eq!(first.probe(&connect("127.5.0.5", port)), GRANTED);
+    drop(first);
+    install(&h).expect("a freed slot serves the next task");
+    h.enforcer
+        .lock()
+        .unwrap()
+        .maps_mut()
+        .remove_task(id)
+        .unwrap();
+}
