@@ -186,3 +186,61 @@ fn the_daemon_accepts_the_kubernetes_config() {
         "agent pods reach the socket by group"
     );
 }
+
+/// Creates a task whose only network grant is `prefix` on `port`; returns its id.
+fn prefix_task(daemon: &DaemonGuard, prefix: &str, port: u16) -> String {
+    let out = daemon.run(&[
+        "task",
+        "create",
+        "--agent",
+        "ci",
+        "--allow-exec",
+        &probe().display().to_string(),
+        "--allow-connect",
+        &format!("{prefix}:{port}/tcp"),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    stdout(&out)
+}
+
+#[test]
+fn a_restarted_daemon_keeps_the_prefix_slots_of_running_tasks() {
+    let mut daemon = DaemonGuard::start("prefix-restart", "");
+    let port = Listeners::new().tcp4_port();
+    let refused = "errno 111";
+    let old = prefix_task(&daemon, "127.9.0.0/16", port);
+    let mut old_session = TaskSession::join(&daemon, &old);
+    assert_eq!(
+        old_session.run(&format!("connect tcp 127.9.0.5 {port}")),
+        refused
+    );
+
+    daemon.stop().expect("the daemon was running");
+    daemon.spawn();
+    assert_eq!(
+        old_session.run(&format!("connect tcp 127.9.0.5 {port}")),
+        refused,
+        "the adopted task keeps its prefix"
+    );
+    // A task created now takes a free slot, not the adopted task's (which it would
+    // empty on taking it).
+    let new = prefix_task(&daemon, "127.10.0.0/16", port);
+    let mut new_session = TaskSession::join(&daemon, &new);
+    assert_eq!(
+        new_session.run(&format!("connect tcp 127.10.0.5 {port}")),
+        refused
+    );
+    assert_eq!(
+        new_session.run(&format!("connect tcp 127.9.0.5 {port}")),
+        EPERM
+    );
+    assert_eq!(
+        old_session.run(&format!("connect tcp 127.9.0.5 {port}")),
+        refused,
+        "the new task did not take the adopted task's slot"
+    );
+    assert_eq!(
+        old_session.run(&format!("connect tcp 127.10.0.5 {port}")),
+        EPERM
+    );
+}
