@@ -287,18 +287,30 @@ impl Maps {
                 .iter()
                 .any(|(p, k, _)| *p == prefix && k.addr == key.addr)
         };
+        let prefixes = if entries.iter().any(|(p, ..)| *p != FULL_ADDRESS) {
+            self.prefix_keys_of(task)?
+        } else {
+            // No prefix left: the whole trie goes at once.
+            self.remove_net_task(task)?;
+            Vec::new()
+        };
         let stale: Vec<(u32, NetKey)> = self
             .hosts
             .keys()
             .filter_map(Result::ok)
             .map(|k| (FULL_ADDRESS, k))
-            .chain(self.prefix_keys_of(task)?)
+            .chain(prefixes)
             .filter(|(p, k)| k.task == task && !wanted(*p, k))
             .collect();
         for (prefix, key) in stale {
             self.remove_net(prefix, key)?;
         }
         Ok(())
+    }
+
+    /// Removes every prefix entry of a task: its slot is unlinked, emptied and freed.
+    pub fn remove_net_task(&mut self, task: u64) -> Result<(), MapsError> {
+        self.net.release(task)
     }
 
     /// Inserts (or replaces) network entries: full addresses in the host hash, shorter
