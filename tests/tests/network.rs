@@ -138,36 +138,42 @@ const GRANTED: &str = "errno 111";
 fn prefix_grants_stay_per_task_across_many_tasks_and_pool_growth() {
     let h = Harness::load();
     let port = Listeners::new().tcp4_port();
-    // 150 tasks: the pool grows from 0 to 64, 128, then 256 slots.
-    let tasks: Vec<_> = (1..=150u16)
-        .map(|i| h.task(spec(&[], &[&format!("127.{i}.0.0/16:{port}/tcp")])))
+    // Task i holds 127.a.b.0/24 for i = a * 256 + b, a from 1: nothing on 127.0.0.1.
+    let prefix = |i: u32| format!("127.{}.{}", i / 256, i % 256);
+    // 1100 tasks: the pool, prefilled with 1024 slots at load, grows to 2048.
+    let tasks: Vec<_> = (256..1356u32)
+        .map(|i| h.task(spec(&[], &[&format!("{}.0/24:{port}/tcp", prefix(i))])))
         .collect();
     {
         let enf = h.enforcer.lock().unwrap();
         let maps = enf.maps();
-        assert_eq!(maps.net_slots(), (150, 256), "(in use, filled)");
+        assert_eq!(maps.net_slots(), (1100, 2048), "(in use, filled)");
         let slots: std::collections::HashSet<_> = tasks
             .iter()
             .map(|t| maps.net_slot_of(t.id).expect("a slot per prefix task"))
             .collect();
-        assert_eq!(slots.len(), 150, "one slot per task");
+        assert_eq!(slots.len(), 1100, "one slot per task");
     }
-    // Tasks filled by each growth batch, the first and last of each.
-    for i in [1u16, 64, 65, 128, 129, 150] {
-        let t = &tasks[usize::from(i) - 1];
-        let own = format!("127.{i}.0.5");
-        let next = format!("127.{}.0.5", i % 150 + 1);
+    // The first and last tasks of the prefill and of the growth.
+    for n in [0u32, 1023, 1024, 1099] {
+        let t = &tasks[n as usize];
+        let own = format!("{}.5", prefix(256 + n));
+        let other = format!("{}.5", prefix(256 + (n + 1) % 1100));
         assert_eq!(
             t.probe(&connect(&own, port)),
             GRANTED,
-            "task {i}, own prefix"
+            "task {n}, own prefix"
         );
-        assert_eq!(t.probe(&connect(&next, port)), EPERM, "task {i}, another's");
+        assert_eq!(
+            t.probe(&connect(&other, port)),
+            EPERM,
+            "task {n}, another's"
+        );
     }
     assert_eq!(untagged(&connect("127.200.0.5", port)), GRANTED);
     drop(tasks);
     let (in_use, filled) = h.enforcer.lock().unwrap().maps().net_slots();
-    assert_eq!((in_use, filled), (0, 256), "teardown frees every slot");
+    assert_eq!((in_use, filled), (0, 2048), "teardown frees every slot");
 }
 
 #[test]

@@ -25,9 +25,10 @@ pub type NetTrie = LpmTrie<MapData, NetKey, NetRules>;
 const BPF_F_NO_PREALLOC: u32 = 1;
 /// `BPF_MAP_UPDATE_BATCH` (uapi `bpf.h`, >= 5.6).
 const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
-/// Slots filled by the first growth; each later one doubles the pool, so growing to
-/// 10 000 tasks waits for a grace period 8 times in all.
-const FIRST_GROWTH: u32 = 64;
+/// Slots filled when the daemon starts with an empty pool (~1.2 KiB of kernel memory
+/// each while empty); each later growth doubles the pool, so growing to 10 000 tasks
+/// stalls a grant apply for one grace period 4 times in all.
+const PREFILL: u32 = 1024;
 
 /// The slots and who owns them; the kernel maps are the truth, this mirrors them.
 pub struct NetPool {
@@ -97,6 +98,12 @@ impl NetPool {
         let owned: std::collections::HashSet<u32> = pool.of_task.values().copied().collect();
         // A slot is emptied again when taken, so one a crash left half-emptied is safe.
         pool.free = (0..filled).rev().filter(|s| !owned.contains(s)).collect();
+        if filled == 0 {
+            // Filled now rather than on the first prefix grant, which would wait.
+            if let Err(e) = pool.grow() {
+                tracing::warn!("cannot prefill the prefix-grant slots (retried on use): {e}");
+            }
+        }
         pool
     }
 
@@ -176,7 +183,7 @@ impl NetPool {
     /// Fills more slots with new tries in one batch update (one RCU wait).
     fn grow(&mut self) -> Result<(), MapsError> {
         let capacity = self.tries.len();
-        let n = self.filled.max(FIRST_GROWTH).min(capacity - self.filled);
+        let n = self.filled.max(PREFILL).min(capacity - self.filled);
         if n == 0 {
             return Err(MapsError::PoolFull { capacity });
         }
