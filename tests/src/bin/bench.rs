@@ -606,6 +606,7 @@ fn control_plane(n: usize) -> anyhow::Result<String> {
     let tasks_map: HashMap<MapData, u64, agent_common::TaskInfo> =
         HashMap::try_from(Map::HashMap(tasks_map))?;
     let (mut create, mut grant, mut teardown) = (Vec::new(), Vec::new(), Vec::new());
+    let mut grant_prefix = Vec::new();
     let mut floor = Vec::new();
     let started = Instant::now();
     for i in 0..n {
@@ -633,6 +634,23 @@ fn control_plane(n: usize) -> anyhow::Result<String> {
         grant.push(t.elapsed());
         if status != 201 {
             bail!("add grant: {status} {body}");
+        }
+        // A prefix grant: the task's first takes a slot of the per-task trie pool.
+        let t = Instant::now();
+        let spec = format!(
+            r#"{{"connect":"10.{}.{}.0/24:443/tcp"}}"#,
+            (i / 256) % 256,
+            i % 256
+        );
+        let (status, body) = http(
+            &d.socket,
+            "POST",
+            &format!("/v1/tasks/{id}/grants"),
+            spec.as_bytes(),
+        );
+        grant_prefix.push(t.elapsed());
+        if status != 201 {
+            bail!("add prefix grant: {status} {body}");
         }
         // The same round trip with no map work: the HTTP and scheduling floor.
         let t = Instant::now();
@@ -674,6 +692,10 @@ fn control_plane(n: usize) -> anyhow::Result<String> {
         (
             "grant apply (API request → map updated → answer)",
             &mut grant,
+        ),
+        (
+            "prefix grant apply (a /24: the task's first takes a trie slot)",
+            &mut grant_prefix,
         ),
         (
             "read-only round trip (GET the task: no map work, the HTTP floor)",
