@@ -148,7 +148,7 @@ impl Maps {
     /// Takes the maps out of a loaded object. `net_capacity` sizes each task's
     /// prefix trie (`maps.net_grants`).
     pub fn take(ebpf: &mut Ebpf, net_capacity: u32) -> Result<Self, MapsError> {
-        Ok(Self {
+        let mut maps = Self {
             net: NetPool::take(ebpf, net_capacity)?,
             net_capacity,
             hosts: take(ebpf, names::NET_HOSTS)?,
@@ -161,7 +161,25 @@ impl Maps {
             decisions: take(ebpf, names::DECISIONS)?,
             stats: take(ebpf, names::STATS)?,
             scopes: take(ebpf, names::LEASH_CGROUPS)?,
-        })
+        };
+        maps.free_orphan_slots()?;
+        Ok(maps)
+    }
+
+    /// Frees the prefix slots of tasks the kernel no longer knows: a daemon stopped
+    /// between removing a task's entry and its prefixes. At load nothing is being
+    /// installed, so every live task already has its entry.
+    fn free_orphan_slots(&mut self) -> Result<(), MapsError> {
+        let orphans: Vec<u64> = self
+            .net
+            .owned()
+            .map(|(task, _)| task)
+            .filter(|task| self.tasks.get(task, 0).is_err())
+            .collect();
+        for task in orphans {
+            self.net.release(task)?;
+        }
+        Ok(())
     }
 
     pub fn put_task(&mut self, id: u64, info: &TaskInfo) -> Result<(), MapsError> {

@@ -253,3 +253,47 @@ fn a_full_prefix_pool_is_a_clear_error_until_a_slot_frees() {
         .remove_task(id)
         .unwrap();
 }
+
+#[test]
+fn a_reload_frees_the_prefix_slots_of_tasks_the_kernel_lost() {
+    use leash::{Enforcer, LoadOptions, tasks};
+    harness::require_root();
+    let pin_dir = std::path::PathBuf::from(format!(
+        "/sys/fs/bpf/leash-it-orphan-slots-{}",
+        std::process::id()
+    ));
+    let opts = LoadOptions {
+        backend: harness::backend_choice(),
+        pin_dir: Some(pin_dir.clone()),
+        ..LoadOptions::default()
+    };
+    let install = |e: &mut Enforcer, id: u64, prefix: &str| {
+        let s = spec(&[], &[&format!("{prefix}:443/tcp")]);
+        tasks::install(e.maps_mut(), id, &s.info(), &s.compile().unwrap()).unwrap();
+    };
+    let (kept, lost) = (0x7e57_0001_u64 << 16, 0x7e57_0002_u64 << 16);
+    let result = std::panic::catch_unwind(|| {
+        {
+            let mut e = Enforcer::load(&opts).expect("load with pins");
+            install(&mut e, kept, "10.1.0.0/16");
+            install(&mut e, lost, "10.2.0.0/16");
+            // A daemon stopped mid-teardown: the task entry went, its prefixes did not.
+            e.maps_mut().remove_task_entry(lost).unwrap();
+            assert_eq!(e.maps().net_slots().0, 2);
+        }
+        let mut e = Enforcer::load(&opts).expect("reload on the pins");
+        let maps = e.maps();
+        assert!(
+            maps.net_slot_of(kept).is_some(),
+            "a live task keeps its slot"
+        );
+        assert_eq!(maps.net_slot_of(lost), None, "the orphan's slot is freed");
+        assert_eq!(maps.net_slots().0, 1);
+        e.maps_mut().remove_task(kept).unwrap();
+    });
+    leash::enforcer::cleanup(&pin_dir).expect("remove the test's pins");
+    let _ = std::fs::remove_dir_all(&pin_dir);
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}
