@@ -630,35 +630,25 @@ fn control_plane(n: usize) -> anyhow::Result<String> {
         }
         let task: serde_json::Value = serde_json::from_str(&body)?;
         let id = task["id"].as_str().context("task id")?.to_owned();
-        let t = Instant::now();
-        let spec = format!(r#"{{"connect":"127.0.0.1:{}/tcp"}}"#, 1000 + i % 60000);
-        let (status, body) = http(
-            &d.socket,
-            "POST",
-            &format!("/v1/tasks/{id}/grants"),
-            spec.as_bytes(),
-        );
-        grant.push(t.elapsed());
-        if status != 201 {
-            bail!("add grant: {status} {body}");
-        }
-        // A prefix grant: the task's first takes a slot of the per-task trie pool.
-        let t = Instant::now();
-        let spec = format!(
-            r#"{{"connect":"10.{}.{}.0/24:443/tcp"}}"#,
+        // A host grant, then a prefix grant (the task's first takes a slot of the
+        // per-task trie pool): each timed as one API round trip.
+        let add_grant = |connect: String| -> anyhow::Result<Duration> {
+            let t = Instant::now();
+            let spec = format!(r#"{{"connect":"{connect}"}}"#);
+            let path = format!("/v1/tasks/{id}/grants");
+            let (status, body) = http(&d.socket, "POST", &path, spec.as_bytes());
+            let took = t.elapsed();
+            if status != 201 {
+                bail!("add grant {connect}: {status} {body}");
+            }
+            Ok(took)
+        };
+        grant.push(add_grant(format!("127.0.0.1:{}/tcp", 1000 + i % 60000))?);
+        grant_prefix.push(add_grant(format!(
+            "10.{}.{}.0/24:443/tcp",
             (i / 256) % 256,
             i % 256
-        );
-        let (status, body) = http(
-            &d.socket,
-            "POST",
-            &format!("/v1/tasks/{id}/grants"),
-            spec.as_bytes(),
-        );
-        grant_prefix.push(t.elapsed());
-        if status != 201 {
-            bail!("add prefix grant: {status} {body}");
-        }
+        ))?);
         // The same round trip with no map work: the HTTP and scheduling floor.
         let t = Instant::now();
         let (status, body) = http(&d.socket, "GET", &format!("/v1/tasks/{id}"), b"");
