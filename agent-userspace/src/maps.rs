@@ -13,6 +13,7 @@ use aya::{
 };
 
 mod net_pool;
+mod sys;
 use net_pool::NetPool;
 
 #[derive(Debug, thiserror::Error)]

@@ -14,17 +14,18 @@ use std::{
 };
 
 use agent_common::{NetKey, NetRules, maps as names};
-use aya::maps::{ArrayOfMaps, HashMap, IterableMap as _, LpmTrie, MapData, lpm_trie::Key};
+use aya::maps::{
+    ArrayOfMaps, HashMap, IterableMap as _, LpmTrie, MapData, MapError, lpm_trie::Key,
+};
 
-use super::{MapsError, op_err, removed};
+use super::{MapsError, op_err, removed, sys};
 
 /// One task's prefix trie.
 pub type NetTrie = LpmTrie<MapData, NetKey, NetRules>;
 
-/// `BPF_F_NO_PREALLOC` (uapi `bpf.h`): the kernel requires it of LPM tries.
-const BPF_F_NO_PREALLOC: u32 = 1;
-/// `BPF_MAP_UPDATE_BATCH` (uapi `bpf.h`, >= 5.6).
-const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+/// New tries per batch update: each holds an fd until the batch is in, and the fd limit
+/// may be as low as 1024.
+const CHUNK: u32 = 256;
 /// Slots filled when the daemon starts with an empty pool (~1.2 KiB of kernel memory
 /// each while empty); each later growth doubles the pool, so growing to 10 000 tasks
 /// stalls a grant apply for one grace period 4 times in all.
@@ -39,6 +40,8 @@ pub struct NetPool {
     owners: HashMap<MapData, u64, u32>,
     /// `max_entries` of each new trie (`maps.net_grants`).
     trie_capacity: u32,
+    /// Types for the new tries, so they match the kernel's template (see [`sys::TrieBtf`]).
+    btf: Option<sys::TrieBtf>,
     /// Slots `0..filled` hold a trie.
     filled: u32,
     /// Emptied slots, lowest last.
@@ -86,11 +89,15 @@ impl NetPool {
             .filter_map(Result::ok)
             .filter(|(_, slot)| *slot < filled)
             .collect();
+        let btf = sys::TrieBtf::load(size_of::<Key<NetKey>>(), size_of::<NetRules>())
+            .inspect_err(|e| tracing::debug!("prefix tries without BTF: {e}"))
+            .ok();
         let mut pool = Self {
             tries,
             tries_meta,
             owners,
             trie_capacity,
+            btf,
             filled,
             free: Vec::new(),
             of_task,
@@ -187,27 +194,53 @@ impl NetPool {
         if n == 0 {
             return Err(MapsError::PoolFull { capacity });
         }
-        let new: Vec<NetTrie> = (0..n)
-            .map(|_| NetTrie::create(self.trie_capacity, BPF_F_NO_PREALLOC))
-            .collect::<Result<_, _>>()
-            .map_err(op_err("create", names::NET_PREFIXES))?;
-        let keys: Vec<u32> = (self.filled..self.filled + n).collect();
+        let last = self.filled + n;
+        while self.filled < last {
+            let end = (self.filled + CHUNK).min(last);
+            self.fill(self.filled..end)?;
+            self.free.extend((self.filled..end).rev());
+            self.filled = end;
+        }
+        Ok(())
+    }
+
+    /// Puts new tries in `slots`, in one batch update (one RCU wait).
+    fn fill(&mut self, slots: std::ops::Range<u32>) -> Result<(), MapsError> {
+        let new: Vec<NetTrie> = slots
+            .clone()
+            .map(|_| self.new_trie())
+            .collect::<Result<_, _>>()?;
+        let keys: Vec<u32> = slots.collect();
         let fds: Vec<u32> = new
             .iter()
             .map(|t| t.map().fd().as_fd().as_raw_fd() as u32)
             .collect();
-        update_batch(self.tries_meta.fd().as_fd().as_raw_fd(), &keys, &fds).or_else(|done| {
+        sys::update_batch(self.tries_meta.fd().as_fd(), &keys, &fds).or_else(|done| {
             // A kernel without batch updates of this map type: one at a time.
             for (k, t) in keys.iter().zip(&new).skip(done) {
                 self.tries
                     .set(*k, t, 0)
                     .map_err(op_err("insert", names::NET_PREFIXES))?;
             }
-            Ok::<(), MapsError>(())
-        })?;
-        self.free.extend(keys.iter().rev());
-        self.filled += n;
-        Ok(())
+            Ok(())
+        })
+    }
+
+    fn new_trie(&self) -> Result<NetTrie, MapsError> {
+        let trie = match &self.btf {
+            Some(btf) => btf
+                .create_trie(self.trie_capacity)
+                .map_err(|io_error| {
+                    MapError::SyscallError(aya::sys::SyscallError {
+                        call: "bpf_map_create",
+                        io_error,
+                    })
+                })
+                .and_then(MapData::from_fd)
+                .and_then(|data| NetTrie::try_from(aya::maps::Map::LpmTrie(data))),
+            None => NetTrie::create(self.trie_capacity, sys::BPF_F_NO_PREALLOC),
+        };
+        trie.map_err(op_err("create", names::NET_PREFIXES))
     }
 
     /// Kernel memory of every filled slot's trie, by `read` on each.
@@ -237,45 +270,6 @@ pub fn clear(trie: &mut NetTrie) -> Result<(), MapsError> {
 /// Whether a trie has no entry.
 pub fn is_empty(trie: &NetTrie) -> bool {
     trie.keys().next().is_none()
-}
-
-/// `BPF_MAP_UPDATE_BATCH` of u32 keys and values; on failure, how many went in.
-fn update_batch(map_fd: i32, keys: &[u32], values: &[u32]) -> Result<(), usize> {
-    /// The `batch` member of `union bpf_attr`.
-    #[repr(C)]
-    #[derive(Default)]
-    struct BatchAttr {
-        in_batch: u64,
-        out_batch: u64,
-        keys: u64,
-        values: u64,
-        count: u32,
-        map_fd: u32,
-        elem_flags: u64,
-        flags: u64,
-    }
-    let mut attr = BatchAttr {
-        keys: keys.as_ptr() as u64,
-        values: values.as_ptr() as u64,
-        count: keys.len().min(values.len()) as u32,
-        map_fd: map_fd as u32,
-        ..BatchAttr::default()
-    };
-    // SAFETY: `attr` points at `count` keys and values that outlive the call; the
-    // kernel writes back only `count`.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_MAP_UPDATE_BATCH,
-            &raw mut attr,
-            size_of::<BatchAttr>(),
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(attr.count as usize)
-    }
 }
 
 /// Key of a trie entry.
