@@ -11,8 +11,15 @@ pub const TASKS: &str = "TASKS";
 pub const EXEC_GRANTS: &str = "EXEC_GRANTS";
 /// [`crate::ScriptKey`] → [`crate::ExecGrant`] (portable backend only).
 pub const SCRIPT_GRANTS: &str = "SCRIPT_GRANTS";
-/// LPM trie: [`crate::NetKey`] → [`crate::NetRules`], prefixes shorter than an address.
+/// Prefixes shorter than an address, counted over every task's trie: the name the
+/// config (`maps.net_grants`), metrics and `leash status` use. Not a kernel map: the
+/// entries live in the tries of [`NET_PREFIXES`].
 pub const NET_GRANTS: &str = "NET_GRANTS";
+/// Array of maps: slot → one task's LPM trie ([`crate::NetKey`] → [`crate::NetRules`],
+/// prefixes shorter than an address). Userspace fills slots ahead of need.
+pub const NET_PREFIXES: &str = "NET_PREFIXES";
+/// Task id → its slot in [`NET_PREFIXES`] (`u32`); tasks without prefixes have none.
+pub const NET_SLOTS: &str = "NET_SLOTS";
 /// Hash: [`crate::NetKey`] → [`crate::NetRules`], full addresses (looked up first).
 pub const NET_HOSTS: &str = "NET_HOSTS";
 /// Cgroup id → 1: the cgroups the network hooks are attached to (attach scope `task`).
@@ -30,12 +37,13 @@ pub const UNIX_GRANTS: &str = "UNIX_GRANTS";
 pub const PROTECTED: &str = "PROTECTED";
 
 /// Every map of the object, for checks and for `leash status`.
-pub const ALL: [&str; 12] = [
+pub const ALL: [&str; 13] = [
     PROCS,
     TASKS,
     EXEC_GRANTS,
     SCRIPT_GRANTS,
-    NET_GRANTS,
+    NET_PREFIXES,
+    NET_SLOTS,
     NET_HOSTS,
     EVENTS,
     DECISIONS,
@@ -50,7 +58,8 @@ pub const PROCS_CAPACITY: u32 = 65_536;
 pub const TASKS_CAPACITY: u32 = 16_384;
 pub const EXEC_GRANTS_CAPACITY: u32 = 65_536;
 pub const SCRIPT_GRANTS_CAPACITY: u32 = 4_096;
-/// Entries of `NET_GRANTS` and of `NET_HOSTS` each (allocated per entry).
+/// Entries of `NET_HOSTS`, and of each task's prefix trie (allocated per entry).
+/// `NET_PREFIXES` and `NET_SLOTS` hold one slot per task at most (`TASKS_CAPACITY`).
 pub const NET_GRANTS_CAPACITY: u32 = 65_536;
 pub const EVENTS_BYTES: u32 = 1 << 22;
 /// Leash cgroups (one per cgroup that holds tasks' processes).

@@ -167,14 +167,25 @@ const SCOPED_PROGRAMS: [&str; 5] = [
     names::programs::FAMILY_SOCK_CREATE,
 ];
 
-/// Sizes the maps before load. `maps.net_grants` sizes both network maps.
-fn set_capacities(loader: &mut EbpfLoader<'_>, capacities: &[(&'static str, u32)]) {
+/// Sizes the maps before load. `maps.net_grants` sizes the host hash and each task's
+/// prefix trie (returned: userspace creates those); `maps.tasks` the prefix slots.
+fn set_capacities(loader: &mut EbpfLoader<'_>, capacities: &[(&'static str, u32)]) -> u32 {
+    let mut net_trie = names::NET_GRANTS_CAPACITY;
     for &(name, capacity) in capacities {
         loader.map_max_entries(name, capacity);
-        if name == names::NET_GRANTS {
-            loader.map_max_entries(names::NET_HOSTS, capacity);
+        match name {
+            names::NET_GRANTS => {
+                loader.map_max_entries(names::NET_HOSTS, capacity);
+                net_trie = capacity;
+            }
+            names::TASKS => {
+                loader.map_max_entries(names::NET_PREFIXES, capacity);
+                loader.map_max_entries(names::NET_SLOTS, capacity);
+            }
+            _ => {}
         }
     }
+    net_trie
 }
 
 /// The tracepoint or hook each program attaches to.
@@ -244,7 +255,7 @@ impl Enforcer {
             .btf(Some(&btf))
             .override_global(GLOBAL_NAME, &offsets, true)
             .override_global(aya_log::LEVEL, &level, false);
-        set_capacities(&mut loader, &opts.capacities);
+        let net_trie = set_capacities(&mut loader, &opts.capacities);
         let map_pins: Vec<(&'static str, PathBuf)> = match &opts.pin_dir {
             Some(dir) => {
                 mounts::ensure_bpffs()?;
@@ -274,7 +285,7 @@ impl Enforcer {
                 None
             }
         };
-        let maps = Maps::take(&mut ebpf)?;
+        let maps = Maps::take(&mut ebpf, net_trie)?;
         let ring = ebpf
             .take_map(names::EVENTS)
             .ok_or(MapsError::Missing(names::EVENTS))?;

@@ -9,8 +9,12 @@ use agent_common::{
 };
 use aya::{
     Ebpf,
-    maps::{HashMap, LpmTrie, MapData, MapError, PerCpuArray, lpm_trie::Key},
+    maps::{HashMap, MapData, MapError, PerCpuArray},
 };
+
+mod net_pool;
+mod sys;
+use net_pool::NetPool;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MapsError {
@@ -27,6 +31,10 @@ pub enum MapsError {
         map: &'static str,
         config_key: &'static str,
     },
+    #[error(
+        "all {capacity} prefix-grant slots of NET_PREFIXES are in use; raise maps.tasks in the config"
+    )]
+    PoolFull { capacity: u32 },
     #[error("{op} on map {map} failed: {source}")]
     Op {
         op: &'static str,
@@ -46,7 +54,10 @@ pub struct Maps {
     tasks: HashMap<MapData, u64, TaskInfo>,
     exec: HashMap<MapData, ExecKey, ExecGrant>,
     scripts: HashMap<MapData, ScriptKey, ExecGrant>,
-    net: LpmTrie<MapData, NetKey, NetRules>,
+    /// Prefixes shorter than an address: one trie per task, from a pool of slots.
+    net: NetPool,
+    /// `maps.net_grants`: capacity of each task's trie.
+    net_capacity: u32,
     hosts: HashMap<MapData, NetKey, NetRules>,
     unix: HashMap<MapData, UnixKey, ExecGrant>,
     protected: HashMap<MapData, u32, u32>,
@@ -87,7 +98,7 @@ fn config_key(map: &str) -> &'static str {
         names::TASKS => "tasks",
         names::EXEC_GRANTS => "exec_grants",
         names::SCRIPT_GRANTS => "script_grants",
-        names::NET_GRANTS | names::NET_HOSTS => "net_grants",
+        names::NET_GRANTS | names::NET_HOSTS | names::NET_PREFIXES => "net_grants",
         names::LEASH_CGROUPS => "leash_cgroups",
         names::UNIX_GRANTS => "unix_grants",
         _ => "events_bytes",
@@ -135,10 +146,12 @@ const fn is_tid(key: u32) -> bool {
 }
 
 impl Maps {
-    /// Takes the maps out of a loaded object.
-    pub fn take(ebpf: &mut Ebpf) -> Result<Self, MapsError> {
-        Ok(Self {
-            net: take(ebpf, names::NET_GRANTS)?,
+    /// Takes the maps out of a loaded object. `net_capacity` sizes each task's
+    /// prefix trie (`maps.net_grants`).
+    pub fn take(ebpf: &mut Ebpf, net_capacity: u32) -> Result<Self, MapsError> {
+        let mut maps = Self {
+            net: NetPool::take(ebpf, net_capacity)?,
+            net_capacity,
             hosts: take(ebpf, names::NET_HOSTS)?,
             procs: take(ebpf, names::PROCS)?,
             tasks: take(ebpf, names::TASKS)?,
@@ -149,7 +162,25 @@ impl Maps {
             decisions: take(ebpf, names::DECISIONS)?,
             stats: take(ebpf, names::STATS)?,
             scopes: take(ebpf, names::LEASH_CGROUPS)?,
-        })
+        };
+        maps.free_orphan_slots()?;
+        Ok(maps)
+    }
+
+    /// Frees the prefix slots of tasks the kernel no longer knows: a daemon stopped
+    /// between removing a task's entry and its prefixes. At load nothing is being
+    /// installed, so every live task already has its entry.
+    fn free_orphan_slots(&mut self) -> Result<(), MapsError> {
+        let orphans: Vec<u64> = self
+            .net
+            .owned()
+            .map(|(task, _)| task)
+            .filter(|task| self.tasks.get(task, 0).is_err())
+            .collect();
+        for task in orphans {
+            self.net.release(task)?;
+        }
+        Ok(())
     }
 
     pub fn put_task(&mut self, id: u64, info: &TaskInfo) -> Result<(), MapsError> {
@@ -275,9 +306,19 @@ impl Maps {
                 .iter()
                 .any(|(p, k, _)| *p == prefix && k.addr == key.addr)
         };
+        let prefixes = if entries.iter().any(|(p, ..)| *p != FULL_ADDRESS) {
+            self.prefix_keys_of(task)?
+        } else {
+            // No prefix left: the whole trie goes at once.
+            self.remove_net_task(task)?;
+            Vec::new()
+        };
         let stale: Vec<(u32, NetKey)> = self
-            .net_keys()
-            .into_iter()
+            .hosts
+            .keys()
+            .filter_map(Result::ok)
+            .map(|k| (FULL_ADDRESS, k))
+            .chain(prefixes)
             .filter(|(p, k)| k.task == task && !wanted(*p, k))
             .collect();
         for (prefix, key) in stale {
@@ -286,45 +327,116 @@ impl Maps {
         Ok(())
     }
 
+    /// Removes every prefix entry of a task: its slot is unlinked, emptied and freed.
+    pub fn remove_net_task(&mut self, task: u64) -> Result<(), MapsError> {
+        self.net.release(task)
+    }
+
     /// Inserts (or replaces) network entries: full addresses in the host hash, shorter
-    /// prefixes in the trie.
+    /// prefixes in their task's trie (the task takes a slot with its first prefix).
     pub fn insert_net(&mut self, entries: &[(u32, NetKey, NetRules)]) -> Result<(), MapsError> {
-        for (prefix, key, rules) in entries {
+        let mut prefixes: std::collections::BTreeMap<u64, Vec<_>> =
+            std::collections::BTreeMap::new();
+        for entry @ (prefix, key, rules) in entries {
             if *prefix == FULL_ADDRESS {
                 self.hosts
                     .insert(key, rules, 0)
                     .map_err(op_err("insert", names::NET_HOSTS))?;
             } else {
-                self.net
-                    .insert(&Key::new(*prefix, *key), rules, 0)
-                    .map_err(op_err("insert", names::NET_GRANTS))?;
+                prefixes.entry(key.task).or_default().push(entry);
+            }
+        }
+        for (task, group) in prefixes {
+            let (slot, mut trie, new) = self.net.slot_for(task)?;
+            let filled = group.iter().try_for_each(|(prefix, key, rules)| {
+                trie.insert(&net_pool::key(*prefix, *key), rules, 0)
+                    .map_err(|e| match op_err("insert", names::NET_PREFIXES)(e) {
+                        MapsError::Full { map, .. } => MapsError::Full {
+                            map: names::NET_GRANTS,
+                            config_key: config_key(map),
+                        },
+                        e => e,
+                    })
+            });
+            match (filled, new) {
+                // The kernel finds the trie only once it is filled.
+                (Ok(()), true) => self.net.publish(task, slot)?,
+                (Ok(()), false) => {}
+                (Err(e), true) => {
+                    net_pool::clear(&mut trie)?;
+                    self.net.put_back(slot);
+                    return Err(e);
+                }
+                (Err(e), false) => return Err(e),
             }
         }
         Ok(())
     }
 
-    /// Removes one network entry. A full address leaves both maps: a daemon before
-    /// the host hash kept it in the trie, and a stale trie entry would still allow.
+    /// Removes one network entry. A task's trie left empty gives its slot back.
     pub fn remove_net(&mut self, prefix: u32, key: NetKey) -> Result<(), MapsError> {
         if prefix == FULL_ADDRESS {
-            removed(self.hosts.remove(&key), names::NET_HOSTS)?;
+            return removed(self.hosts.remove(&key), names::NET_HOSTS);
         }
-        removed(self.net.remove(&Key::new(prefix, key)), names::NET_GRANTS)
+        let Some(slot) = self.net.slot_of(key.task) else {
+            return Ok(());
+        };
+        let mut trie = self.net.trie(slot)?;
+        removed(
+            trie.remove(&net_pool::key(prefix, key)),
+            names::NET_PREFIXES,
+        )?;
+        if net_pool::is_empty(&trie) {
+            self.net.release(key.task)?;
+        }
+        Ok(())
+    }
+
+    /// The prefix entries of a task, as (prefix length, key).
+    fn prefix_keys_of(&self, task: u64) -> Result<Vec<(u32, NetKey)>, MapsError> {
+        let Some(slot) = self.net.slot_of(task) else {
+            return Ok(Vec::new());
+        };
+        Ok(self
+            .net
+            .trie(slot)?
+            .keys()
+            .filter_map(Result::ok)
+            .map(|k| (k.prefix_len(), k.data()))
+            // Only the owner's: a slot never answers for another task.
+            .filter(|(_, k)| k.task == task)
+            .collect())
     }
 
     /// Every network entry in the kernel, as (prefix length, key).
     fn net_keys(&self) -> Vec<(u32, NetKey)> {
-        self.net
+        let mut out: Vec<(u32, NetKey)> = self
+            .hosts
             .keys()
             .filter_map(Result::ok)
-            .map(|k| (k.prefix_len(), k.data()))
-            .chain(
-                self.hosts
-                    .keys()
-                    .filter_map(Result::ok)
-                    .map(|k| (FULL_ADDRESS, k)),
-            )
-            .collect()
+            .map(|k| (FULL_ADDRESS, k))
+            .collect();
+        for (task, _) in self.net.owned() {
+            out.extend(self.prefix_keys_of(task).unwrap_or_default());
+        }
+        out
+    }
+
+    /// Prefix-trie slots: (in use, filled with a trie).
+    #[must_use]
+    pub fn net_slots(&self) -> (u32, u32) {
+        self.net.slots()
+    }
+
+    /// The prefix-trie slot of a task, if it has prefix grants.
+    #[must_use]
+    pub fn net_slot_of(&self, task: u64) -> Option<u32> {
+        self.net.slot_of(task)
+    }
+
+    /// Entries in a slot's trie, whichever task they name.
+    pub fn net_slot_len(&self, slot: u32) -> Result<usize, MapsError> {
+        Ok(self.net.trie(slot)?.keys().count())
     }
 
     /// Every grant key in the kernel, grouped by task, in one pass per map (for a
@@ -421,7 +533,8 @@ impl Maps {
             .collect()
     }
 
-    /// Capacity of each map, one syscall each.
+    /// Capacity of each map, one syscall each. `NET_GRANTS` is that of each task's
+    /// prefix trie.
     #[must_use]
     pub fn capacities(&self) -> [(&'static str, u64); 7] {
         use aya::maps::IterableMap as _;
@@ -431,7 +544,7 @@ impl Maps {
             (names::TASKS, cap(self.tasks.map())),
             (names::EXEC_GRANTS, cap(self.exec.map())),
             (names::SCRIPT_GRANTS, cap(self.scripts.map())),
-            (names::NET_GRANTS, cap(self.net.map())),
+            (names::NET_GRANTS, u64::from(self.net_capacity)),
             (names::NET_HOSTS, cap(self.hosts.map())),
             (names::UNIX_GRANTS, cap(self.unix.map())),
         ]
@@ -464,7 +577,10 @@ impl Maps {
             self.tasks.keys().count() as u64,
             self.exec.keys().count() as u64,
             self.scripts.keys().count() as u64,
-            self.net.keys().count() as u64,
+            self.net
+                .owned()
+                .map(|(t, _)| self.prefix_keys_of(t).map_or(0, |k| k.len() as u64))
+                .sum(),
             self.hosts.keys().count() as u64,
             self.unix.keys().count() as u64,
         ];
@@ -496,7 +612,10 @@ impl Maps {
             (names::TASKS, read(self.tasks.map())),
             (names::EXEC_GRANTS, read(self.exec.map())),
             (names::SCRIPT_GRANTS, read(self.scripts.map())),
-            (names::NET_GRANTS, read(self.net.map())),
+            (
+                names::NET_GRANTS,
+                self.net.maps().into_iter().map(&read).sum::<u64>() + self.net.tries_memlock(read),
+            ),
             (names::NET_HOSTS, read(self.hosts.map())),
             (names::UNIX_GRANTS, read(self.unix.map())),
         ]

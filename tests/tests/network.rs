@@ -125,3 +125,175 @@ fn network_decisions_are_counted_and_denials_reported() {
             .any(|e| e.kind == "send" && e.reason == "not_granted")
     );
 }
+
+/// `connect tcp <addr> <port>` as a probe command.
+fn connect(addr: &str, port: u16) -> String {
+    format!("connect tcp {addr} {port}")
+}
+
+/// Granted but nothing listens there: the kernel tries, and is refused.
+const GRANTED: &str = "errno 111";
+
+#[test]
+fn prefix_grants_stay_per_task_across_many_tasks_and_pool_growth() {
+    let h = Harness::load();
+    let port = Listeners::new().tcp4_port();
+    // Task i holds 127.a.b.0/24 for i = a * 256 + b, a from 1: nothing on 127.0.0.1.
+    let prefix = |i: u32| format!("127.{}.{}", i / 256, i % 256);
+    // 1100 tasks: the pool, prefilled with 1024 slots at load, grows to 2048.
+    let tasks: Vec<_> = (256..1356u32)
+        .map(|i| h.task(spec(&[], &[&format!("{}.0/24:{port}/tcp", prefix(i))])))
+        .collect();
+    {
+        let enf = h.enforcer.lock().unwrap();
+        let maps = enf.maps();
+        assert_eq!(maps.net_slots(), (1100, 2048), "(in use, filled)");
+        let slots: std::collections::HashSet<_> = tasks
+            .iter()
+            .map(|t| maps.net_slot_of(t.id).expect("a slot per prefix task"))
+            .collect();
+        assert_eq!(slots.len(), 1100, "one slot per task");
+    }
+    // The first and last tasks of the prefill and of the growth.
+    for n in [0u32, 1023, 1024, 1099] {
+        let t = &tasks[n as usize];
+        let own = format!("{}.5", prefix(256 + n));
+        let other = format!("{}.5", prefix(256 + (n + 1) % 1100));
+        assert_eq!(
+            t.probe(&connect(&own, port)),
+            GRANTED,
+            "task {n}, own prefix"
+        );
+        assert_eq!(
+            t.probe(&connect(&other, port)),
+            EPERM,
+            "task {n}, another's"
+        );
+    }
+    assert_eq!(untagged(&connect("127.200.0.5", port)), GRANTED);
+    drop(tasks);
+    let (in_use, filled) = h.enforcer.lock().unwrap().maps().net_slots();
+    assert_eq!((in_use, filled), (0, 2048), "teardown frees every slot");
+}
+
+#[test]
+fn a_freed_slot_is_emptied_and_its_next_task_never_sees_the_old_prefixes() {
+    let h = Harness::load();
+    let port = Listeners::new().tcp4_port();
+    let old = h.task(spec(&[], &[&format!("127.5.0.0/16:{port}/tcp")]));
+    let host_only = h.task(spec(&[], &[&format!("127.0.0.1:{port}/tcp")]));
+    let mut survivor = old.session();
+    assert_eq!(survivor.run(&connect("127.5.0.5", port)), GRANTED);
+    let slot_len = |slot| {
+        h.enforcer
+            .lock()
+            .unwrap()
+            .maps()
+            .net_slot_len(slot)
+            .unwrap()
+    };
+    let slot_of = |id| h.enforcer.lock().unwrap().maps().net_slot_of(id);
+    let slot = slot_of(old.id).expect("a prefix task has a slot");
+    assert_eq!(slot_of(host_only.id), None, "host grants take no slot");
+    assert_eq!(slot_len(slot), 1);
+
+    old.end();
+    assert_eq!(
+        survivor.run(&connect("127.5.0.5", port)),
+        EPERM,
+        "a process of an ended task is denied"
+    );
+    assert_eq!(slot_of(old.id), None);
+    assert_eq!(slot_len(slot), 0, "teardown empties the trie");
+
+    let new = h.task(spec(&[], &[&format!("127.6.0.0/16:{port}/tcp")]));
+    assert_eq!(slot_of(new.id), Some(slot), "the freed slot is reused");
+    assert_eq!(slot_len(slot), 1, "holding only the new task's prefix");
+    assert_eq!(new.probe(&connect("127.6.0.5", port)), GRANTED);
+    assert_eq!(
+        new.probe(&connect("127.5.0.5", port)),
+        EPERM,
+        "the old task's prefix does not follow the slot"
+    );
+    assert_eq!(
+        survivor.run(&connect("127.6.0.5", port)),
+        EPERM,
+        "nor does the new task's grant reach the old task's process"
+    );
+}
+
+#[test]
+fn a_full_prefix_pool_is_a_clear_error_until_a_slot_frees() {
+    use agent_common::maps::TASKS;
+    use leash::{scope::AttachScope, tasks};
+    // Slots are sized with the task map: 2 here.
+    let h = Harness::load_with(AttachScope::Root, vec![(TASKS, 2)]);
+    let port = Listeners::new().tcp4_port();
+    let first = h.task(spec(&[], &[&format!("127.5.0.0/16:{port}/tcp")]));
+    let _second = h.task(spec(&[], &[&format!("127.6.0.0/16:{port}/tcp")]));
+    let third = spec(&[], &[&format!("127.7.0.0/16:{port}/tcp")]);
+    let grants = third.compile().unwrap();
+    let id = (u64::from(std::process::id()) << 32) | 0xffff;
+    let install = |h: &Harness| {
+        let mut enf = h.enforcer.lock().unwrap();
+        tasks::install(enf.maps_mut(), id, &third.info(), &grants)
+    };
+    let err = install(&h).expect_err("no slot left");
+    assert!(
+        err.to_string().contains("prefix-grant slots"),
+        "the error names the cause: {err}"
+    );
+    assert_eq!(first.probe(&connect("127.5.0.5", port)), GRANTED);
+    drop(first);
+    install(&h).expect("a freed slot serves the next task");
+    h.enforcer
+        .lock()
+        .unwrap()
+        .maps_mut()
+        .remove_task(id)
+        .unwrap();
+}
+
+#[test]
+fn a_reload_frees_the_prefix_slots_of_tasks_the_kernel_lost() {
+    use leash::{Enforcer, LoadOptions, tasks};
+    harness::require_root();
+    let pin_dir = std::path::PathBuf::from(format!(
+        "/sys/fs/bpf/leash-it-orphan-slots-{}",
+        std::process::id()
+    ));
+    let opts = LoadOptions {
+        backend: harness::backend_choice(),
+        pin_dir: Some(pin_dir.clone()),
+        ..LoadOptions::default()
+    };
+    let install = |e: &mut Enforcer, id: u64, prefix: &str| {
+        let s = spec(&[], &[&format!("{prefix}:443/tcp")]);
+        tasks::install(e.maps_mut(), id, &s.info(), &s.compile().unwrap()).unwrap();
+    };
+    let (kept, lost) = (0x7e57_0001_u64 << 16, 0x7e57_0002_u64 << 16);
+    let result = std::panic::catch_unwind(|| {
+        {
+            let mut e = Enforcer::load(&opts).expect("load with pins");
+            install(&mut e, kept, "10.1.0.0/16");
+            install(&mut e, lost, "10.2.0.0/16");
+            // A daemon stopped mid-teardown: the task entry went, its prefixes did not.
+            e.maps_mut().remove_task_entry(lost).unwrap();
+            assert_eq!(e.maps().net_slots().0, 2);
+        }
+        let mut e = Enforcer::load(&opts).expect("reload on the pins");
+        let maps = e.maps();
+        assert!(
+            maps.net_slot_of(kept).is_some(),
+            "a live task keeps its slot"
+        );
+        assert_eq!(maps.net_slot_of(lost), None, "the orphan's slot is freed");
+        assert_eq!(maps.net_slots().0, 1);
+        e.maps_mut().remove_task(kept).unwrap();
+    });
+    leash::enforcer::cleanup(&pin_dir).expect("remove the test's pins");
+    let _ = std::fs::remove_dir_all(&pin_dir);
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}

@@ -41,19 +41,7 @@ fn a_rolling_update_hands_a_running_task_to_another_binary() {
 
     let listener = Listeners::new();
     let other = Listeners::new();
-    let probe_path = probe().display().to_string();
-    let out = daemon.run(&[
-        "task",
-        "create",
-        "--agent",
-        "ci",
-        "--allow-exec",
-        &probe_path,
-        "--allow-connect",
-        &format!("127.0.0.1:{}/tcp", listener.tcp4_port()),
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let id = stdout(&out);
+    let id = connect_task(&daemon, "127.0.0.1", listener.tcp4_port());
     let mut session = TaskSession::join(&daemon, &id);
     let ok = format!("connect tcp 127.0.0.1 {}", listener.tcp4_port());
     let denied = format!("connect tcp 127.0.0.1 {}", other.tcp4_port());
@@ -184,5 +172,63 @@ fn the_daemon_accepts_the_kubernetes_config() {
     assert!(
         c.socket.group.is_some(),
         "agent pods reach the socket by group"
+    );
+}
+
+/// Creates a task whose only network grant is `prefix` on `port`; returns its id.
+fn connect_task(daemon: &DaemonGuard, prefix: &str, port: u16) -> String {
+    let out = daemon.run(&[
+        "task",
+        "create",
+        "--agent",
+        "ci",
+        "--allow-exec",
+        &probe().display().to_string(),
+        "--allow-connect",
+        &format!("{prefix}:{port}/tcp"),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    stdout(&out)
+}
+
+#[test]
+fn a_restarted_daemon_keeps_the_prefix_slots_of_running_tasks() {
+    let mut daemon = DaemonGuard::start("prefix-restart", "");
+    let port = Listeners::new().tcp4_port();
+    let refused = "errno 111";
+    let old = connect_task(&daemon, "127.9.0.0/16", port);
+    let mut old_session = TaskSession::join(&daemon, &old);
+    assert_eq!(
+        old_session.run(&format!("connect tcp 127.9.0.5 {port}")),
+        refused
+    );
+
+    daemon.stop().expect("the daemon was running");
+    daemon.spawn();
+    assert_eq!(
+        old_session.run(&format!("connect tcp 127.9.0.5 {port}")),
+        refused,
+        "the adopted task keeps its prefix"
+    );
+    // A task created now takes a free slot, not the adopted task's (which it would
+    // empty on taking it).
+    let new = connect_task(&daemon, "127.10.0.0/16", port);
+    let mut new_session = TaskSession::join(&daemon, &new);
+    assert_eq!(
+        new_session.run(&format!("connect tcp 127.10.0.5 {port}")),
+        refused
+    );
+    assert_eq!(
+        new_session.run(&format!("connect tcp 127.9.0.5 {port}")),
+        EPERM
+    );
+    assert_eq!(
+        old_session.run(&format!("connect tcp 127.9.0.5 {port}")),
+        refused,
+        "the new task did not take the adopted task's slot"
+    );
+    assert_eq!(
+        old_session.run(&format!("connect tcp 127.10.0.5 {port}")),
+        EPERM
     );
 }

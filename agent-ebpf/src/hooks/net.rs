@@ -7,12 +7,13 @@
 use agent_common::{
     Action, NetKey, NetRules, Reason, TaskInfo,
     grant::{NET_KEY_TASK_BITS, PROTO_TCP, PROTO_UDP},
-    maps::NET_GRANTS_CAPACITY,
+    maps::{NET_GRANTS_CAPACITY, TASKS_CAPACITY},
 };
 use aya_ebpf::{
-    bindings::bpf_sock_addr,
-    macros::{cgroup_sock_addr, map},
-    maps::{HashMap, LpmTrie, lpm_trie::Key},
+    bindings::{BPF_F_NO_PREALLOC, bpf_sock_addr},
+    btf_maps::{ArrayOfMaps, LpmTrie, lpm_trie::Key},
+    macros::{btf_map, cgroup_sock_addr, map},
+    maps::HashMap,
     programs::SockAddrContext,
 };
 
@@ -25,18 +26,29 @@ const DENY: i32 = 0;
 const IPPROTO_TCP: u32 = 6;
 const IPPROTO_UDP: u32 = 17;
 
-/// Prefixes shorter than a full address. One trie for every task: its depth grows
-/// with the number of tasks that have such grants.
+/// Prefixes shorter than a full address: one LPM trie per task that has any, in a
+/// slot of this array, so a lookup walks only that task's prefixes whatever the number
+/// of tasks (one trie shared by all got deeper with each). Userspace creates the tries
+/// and fills slots ahead of need, in batches: each update of a map-in-map waits for an
+/// RCU grace period, once per syscall. A slot is reused after its task ends, emptied
+/// first; keys still carry the task id, so a trie never answers for another task.
+#[btf_map]
+pub static NET_PREFIXES: ArrayOfMaps<
+    LpmTrie<NetKey, NetRules, { NET_GRANTS_CAPACITY as usize }>,
+    { TASKS_CAPACITY as usize },
+> = ArrayOfMaps::new();
+
+/// Task id → its slot in `NET_PREFIXES`; no entry: the task has no prefix grant.
 #[map]
-pub static NET_GRANTS: LpmTrie<NetKey, NetRules> =
-    LpmTrie::with_max_entries(NET_GRANTS_CAPACITY, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
+pub static NET_SLOTS: HashMap<u64, u32> =
+    HashMap::with_max_entries(TASKS_CAPACITY, BPF_F_NO_PREALLOC);
 
 /// Full addresses (`/32`, `/128`: hosts and resolved names, the common grant): one
 /// hash lookup whatever the number of tasks. An entry carries the rules of every
 /// granted prefix that contains it, as the longest trie match would.
 #[map]
 pub static NET_HOSTS: HashMap<NetKey, NetRules> =
-    HashMap::with_max_entries(NET_GRANTS_CAPACITY, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
+    HashMap::with_max_entries(NET_GRANTS_CAPACITY, BPF_F_NO_PREALLOC);
 
 /// A destination as the grants see it.
 #[derive(Clone, Copy)]
@@ -105,10 +117,7 @@ fn dest_granted(task: u64, dest: &Dest, now: u64) -> Result<(), Reason> {
     // under a reader; the rules are only read.
     let rules = match unsafe { NET_HOSTS.get(data) } {
         Some(rules) => rules,
-        None => match NET_GRANTS.get(Key::new(NET_KEY_TASK_BITS + 128, data)) {
-            Some(rules) => rules,
-            None => return Err(Reason::NotGranted),
-        },
+        None => prefix_rules(task, data).ok_or(Reason::NotGranted)?,
     };
     let len = rules.len as usize;
     let mut i = 0;
@@ -122,6 +131,18 @@ fn dest_granted(task: u64, dest: &Dest, now: u64) -> Result<(), Reason> {
         i += 1;
     }
     Err(Reason::NotGranted)
+}
+
+/// The longest granted prefix of `data.addr` in the task's own trie.
+#[inline(always)]
+fn prefix_rules(task: u64, data: NetKey) -> Option<&'static NetRules> {
+    // SAFETY: a plain u32 copy.
+    let slot = *unsafe { NET_SLOTS.get(task) }?;
+    let key = Key::new(NET_KEY_TASK_BITS + 128, data);
+    let rules = NET_PREFIXES.get_value_ptr_mut(slot, &key)?;
+    // SAFETY: the trie allocates per entry and frees after RCU, so the entry stays
+    // valid for this program run; the rules are only read.
+    Some(unsafe { &*rules })
 }
 
 #[inline(always)]

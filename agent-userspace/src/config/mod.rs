@@ -298,7 +298,7 @@ pub struct MapsConfig {
     pub exec_grants: u32,
     /// Entries of [`maps::SCRIPT_GRANTS`].
     pub script_grants: u32,
-    /// Entries of [`maps::NET_GRANTS`] and of [`maps::NET_HOSTS`] each.
+    /// Entries of [`maps::NET_HOSTS`], and of each task's prefix trie ([`maps::NET_GRANTS`]).
     pub net_grants: u32,
     /// Size in bytes of the [`maps::EVENTS`] ring buffer.
     pub events_bytes: u32,

@@ -787,9 +787,14 @@ fn uninstall(maps: &mut Maps, id: u64, installed: &mut Installed) -> Result<(), 
     for key in installed.scripts.drain() {
         maps.revoke_script(&key)?;
     }
+    // Host entries one by one; the prefixes leave with the task's trie slot.
+    let full = agent_common::grant::NET_KEY_TASK_BITS + 128;
     for (prefix, addr) in installed.net.drain() {
-        maps.remove_net(prefix, NetKey { task: id, addr })?;
+        if prefix == full {
+            maps.remove_net(prefix, NetKey { task: id, addr })?;
+        }
     }
+    maps.remove_net_task(id)?;
     for key in installed.unix.drain() {
         maps.revoke_unix(&key)?;
     }

@@ -1,0 +1,279 @@
+//! The pool of per-task prefix tries (`NET_PREFIXES`, `NET_SLOTS`).
+//!
+//! A task with prefix grants owns one slot of the `NET_PREFIXES` array, which holds
+//! its own LPM trie: a connect looks up only that task's prefixes, whatever the number
+//! of tasks. Writing a slot of a map-in-map makes the `bpf()` syscall wait for an RCU
+//! grace period (~10 ms), once per syscall: slots are filled ahead of need, many per
+//! `BPF_MAP_UPDATE_BATCH`, and reused. Taking, filling and emptying a slot's trie are
+//! plain trie updates. Everything is in pinned maps, so a restarted daemon rebuilds
+//! the pool from them.
+
+use std::{
+    collections::HashMap as StdHashMap,
+    os::fd::{AsFd as _, AsRawFd as _},
+};
+
+use agent_common::{NetKey, NetRules, maps as names};
+use aya::maps::{
+    ArrayOfMaps, HashMap, IterableMap as _, LpmTrie, MapData, MapError, lpm_trie::Key,
+};
+
+use super::{MapsError, op_err, removed, sys};
+
+/// One task's prefix trie.
+pub type NetTrie = LpmTrie<MapData, NetKey, NetRules>;
+
+/// New tries per batch update: each holds an fd until the batch is in, and the fd limit
+/// may be as low as 1024.
+const CHUNK: u32 = 256;
+/// Slots filled when the daemon starts with an empty pool (~1.2 KiB of kernel memory
+/// each while empty); each later growth doubles the pool, so growing to 10 000 tasks
+/// stalls a grant apply for one grace period 4 times in all.
+const PREFILL: u32 = 1024;
+
+/// The slots and who owns them; the kernel maps are the truth, this mirrors them.
+pub struct NetPool {
+    tries: ArrayOfMaps<MapData, NetTrie>,
+    /// A second handle on `tries`, for its fd and info (the typed handle hides its
+    /// `MapData`).
+    tries_meta: MapData,
+    owners: HashMap<MapData, u64, u32>,
+    /// `max_entries` of each new trie (`maps.net_grants`).
+    trie_capacity: u32,
+    /// Types for the new tries, so they match the kernel's template (see [`sys::TrieBtf`]).
+    btf: Option<sys::TrieBtf>,
+    /// Slots `0..filled` hold a trie.
+    filled: u32,
+    /// Emptied slots, lowest last.
+    free: Vec<u32>,
+    of_task: StdHashMap<u64, u32>,
+}
+
+impl NetPool {
+    /// Takes over the pool as the maps hold it (empty, or pinned by a previous daemon).
+    pub fn take(ebpf: &mut aya::Ebpf, trie_capacity: u32) -> Result<Self, MapsError> {
+        let name = names::NET_PREFIXES;
+        let map = ebpf.take_map(name).ok_or(MapsError::Missing(name))?;
+        let meta = match &map {
+            aya::maps::Map::ArrayOfMaps(data) => {
+                Some(data.info().and_then(|i| MapData::from_id(i.id())))
+            }
+            _ => None,
+        };
+        // A map of another type fails here, with the type error.
+        let tries =
+            ArrayOfMaps::try_from(map).map_err(|source| MapsError::Type { map: name, source })?;
+        let meta = meta
+            .ok_or(MapsError::Missing(name))?
+            .map_err(op_err("open", name))?;
+        Ok(Self::adopt(
+            tries,
+            meta,
+            super::take(ebpf, names::NET_SLOTS)?,
+            trie_capacity,
+        ))
+    }
+
+    fn adopt(
+        tries: ArrayOfMaps<MapData, NetTrie>,
+        tries_meta: MapData,
+        owners: HashMap<MapData, u64, u32>,
+        trie_capacity: u32,
+    ) -> Self {
+        // Slots are filled in order from 0: the first empty one ends the pool.
+        let filled = (0..tries.len())
+            .find(|i| tries.get(i, 0).is_err())
+            .unwrap_or(tries.len());
+        let of_task: StdHashMap<u64, u32> = owners
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, slot)| *slot < filled)
+            .collect();
+        let btf = sys::TrieBtf::load(size_of::<Key<NetKey>>(), size_of::<NetRules>())
+            .inspect_err(|e| tracing::debug!("prefix tries without BTF: {e}"))
+            .ok();
+        let mut pool = Self {
+            tries,
+            tries_meta,
+            owners,
+            trie_capacity,
+            btf,
+            filled,
+            free: Vec::new(),
+            of_task,
+        };
+        let owned: std::collections::HashSet<u32> = pool.of_task.values().copied().collect();
+        // A slot is emptied again when taken, so one a crash left half-emptied is safe.
+        pool.free = (0..filled).rev().filter(|s| !owned.contains(s)).collect();
+        if filled == 0 {
+            // Filled now rather than on the first prefix grant, which would wait.
+            if let Err(e) = pool.grow() {
+                tracing::warn!("cannot prefill the prefix-grant slots (retried on use): {e}");
+            }
+        }
+        pool
+    }
+
+    /// The slot of a task with prefix grants.
+    #[must_use]
+    pub fn slot_of(&self, task: u64) -> Option<u32> {
+        self.of_task.get(&task).copied()
+    }
+
+    /// Tasks holding a slot, with it.
+    pub fn owned(&self) -> impl Iterator<Item = (u64, u32)> + '_ {
+        self.of_task.iter().map(|(t, s)| (*t, *s))
+    }
+
+    /// Slots in use and slots filled with a trie.
+    #[must_use]
+    pub fn slots(&self) -> (u32, u32) {
+        (self.of_task.len() as u32, self.filled)
+    }
+
+    /// The trie in a slot (a new fd on it, closed on drop).
+    pub fn trie(&self, slot: u32) -> Result<NetTrie, MapsError> {
+        self.tries.get(&slot, 0).map_err(|source| MapsError::Op {
+            op: "lookup",
+            map: names::NET_PREFIXES,
+            source,
+        })
+    }
+
+    /// The task's trie, taking an emptied slot if it has none (published only by
+    /// [`Self::publish`], once filled).
+    pub fn slot_for(&mut self, task: u64) -> Result<(u32, NetTrie, bool), MapsError> {
+        if let Some(slot) = self.slot_of(task) {
+            return Ok((slot, self.trie(slot)?, false));
+        }
+        if self.free.is_empty() {
+            self.grow()?;
+        }
+        let slot = self.free.pop().ok_or(MapsError::PoolFull {
+            capacity: self.tries.len(),
+        })?;
+        let mut trie = self.trie(slot)?;
+        if let Err(e) = clear(&mut trie) {
+            self.free.push(slot);
+            return Err(e);
+        }
+        Ok((slot, trie, true))
+    }
+
+    /// Makes `slot` the task's, for the kernel too.
+    pub fn publish(&mut self, task: u64, slot: u32) -> Result<(), MapsError> {
+        self.owners
+            .insert(task, slot, 0)
+            .map_err(op_err("insert", names::NET_SLOTS))?;
+        self.of_task.insert(task, slot);
+        Ok(())
+    }
+
+    /// Gives back an unpublished slot.
+    pub fn put_back(&mut self, slot: u32) {
+        self.free.push(slot);
+    }
+
+    /// Frees the task's slot: unlinked first (its lookups find nothing from then on),
+    /// then emptied, then free for another task.
+    pub fn release(&mut self, task: u64) -> Result<(), MapsError> {
+        let Some(slot) = self.slot_of(task) else {
+            return Ok(());
+        };
+        removed(self.owners.remove(&task), names::NET_SLOTS)?;
+        self.of_task.remove(&task);
+        clear(&mut self.trie(slot)?)?;
+        self.free.push(slot);
+        Ok(())
+    }
+
+    /// Fills more slots with new tries in one batch update (one RCU wait).
+    fn grow(&mut self) -> Result<(), MapsError> {
+        let capacity = self.tries.len();
+        let n = self.filled.max(PREFILL).min(capacity - self.filled);
+        if n == 0 {
+            return Err(MapsError::PoolFull { capacity });
+        }
+        let last = self.filled + n;
+        while self.filled < last {
+            let end = (self.filled + CHUNK).min(last);
+            self.fill(self.filled..end)?;
+            self.free.extend((self.filled..end).rev());
+            self.filled = end;
+        }
+        Ok(())
+    }
+
+    /// Puts new tries in `slots`, in one batch update (one RCU wait).
+    fn fill(&mut self, slots: std::ops::Range<u32>) -> Result<(), MapsError> {
+        let new: Vec<NetTrie> = slots
+            .clone()
+            .map(|_| self.new_trie())
+            .collect::<Result<_, _>>()?;
+        let keys: Vec<u32> = slots.collect();
+        let fds: Vec<u32> = new
+            .iter()
+            .map(|t| t.map().fd().as_fd().as_raw_fd() as u32)
+            .collect();
+        sys::update_batch(self.tries_meta.fd().as_fd(), &keys, &fds).or_else(|done| {
+            // A kernel without batch updates of this map type: one at a time.
+            for (k, t) in keys.iter().zip(&new).skip(done) {
+                self.tries
+                    .set(*k, t, 0)
+                    .map_err(op_err("insert", names::NET_PREFIXES))?;
+            }
+            Ok(())
+        })
+    }
+
+    fn new_trie(&self) -> Result<NetTrie, MapsError> {
+        let trie = match &self.btf {
+            Some(btf) => btf
+                .create_trie(self.trie_capacity)
+                .map_err(|io_error| {
+                    MapError::SyscallError(aya::sys::SyscallError {
+                        call: "bpf_map_create",
+                        io_error,
+                    })
+                })
+                .and_then(MapData::from_fd)
+                .and_then(|data| NetTrie::try_from(aya::maps::Map::LpmTrie(data))),
+            None => NetTrie::create(self.trie_capacity, sys::BPF_F_NO_PREALLOC),
+        };
+        trie.map_err(op_err("create", names::NET_PREFIXES))
+    }
+
+    /// Kernel memory of every filled slot's trie, by `read` on each.
+    pub fn tries_memlock(&self, read: impl Fn(&MapData) -> u64) -> u64 {
+        (0..self.filled)
+            .filter_map(|s| self.trie(s).ok())
+            .map(|t| read(t.map()))
+            .sum()
+    }
+
+    /// The outer array and the owner map (for map info and memory).
+    #[must_use]
+    pub fn maps(&self) -> [&MapData; 2] {
+        [&self.tries_meta, self.owners.map()]
+    }
+}
+
+/// Removes every entry of a trie.
+pub fn clear(trie: &mut NetTrie) -> Result<(), MapsError> {
+    let keys: Vec<Key<NetKey>> = trie.keys().filter_map(Result::ok).collect();
+    for k in keys {
+        removed(trie.remove(&k), names::NET_PREFIXES)?;
+    }
+    Ok(())
+}
+
+/// Whether a trie has no entry.
+pub fn is_empty(trie: &NetTrie) -> bool {
+    trie.keys().next().is_none()
+}
+
+/// Key of a trie entry.
+#[must_use]
+pub fn key(prefix: u32, key: NetKey) -> Key<NetKey> {
+    Key::new(prefix, key)
+}
