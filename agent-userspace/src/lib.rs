@@ -4,6 +4,7 @@
 pub mod api;
 pub mod auth;
 pub mod backend;
+pub mod bpf_syscall;
 pub mod client;
 pub mod clock;
 pub mod config;

@@ -13,7 +13,7 @@ use std::{
     collections::{HashMap, HashSet},
     ffi::CString,
     io,
-    os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
+    os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd},
     path::Path,
 };
 
@@ -197,27 +197,13 @@ fn relocated(
         .collect()
 }
 
-fn bpf(cmd: bpf_cmd, attr: &mut bpf_attr) -> io::Result<i64> {
-    // SAFETY: `attr` is a zero-initialised bpf_attr of the full size, filled for `cmd`.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd as libc::c_long,
-            std::ptr::from_mut(attr),
-            size_of::<bpf_attr>(),
-        )
-    };
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    }
+fn bpf(cmd: bpf_cmd, attr: &mut bpf_attr) -> io::Result<libc::c_long> {
+    crate::bpf_syscall::bpf(cmd as libc::c_long, attr)
 }
 
 /// `bpf()` returned a new descriptor.
-fn owned(fd: i64) -> OwnedFd {
-    // SAFETY: the kernel just handed this descriptor to us.
-    unsafe { OwnedFd::from_raw_fd(fd as i32) }
+fn owned(fd: libc::c_long) -> OwnedFd {
+    crate::bpf_syscall::owned_fd(fd)
 }
 
 fn zeroed() -> bpf_attr {

@@ -2,8 +2,10 @@
 
 use std::{
     io,
-    os::fd::{AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd},
+    os::fd::{AsRawFd as _, BorrowedFd, OwnedFd},
 };
+
+use crate::bpf_syscall::{bpf, owned_fd};
 
 /// `BPF_F_NO_PREALLOC` (uapi `bpf.h`): the kernel requires it of LPM tries.
 pub const BPF_F_NO_PREALLOC: u32 = 1;
@@ -13,22 +15,6 @@ const BPF_BTF_LOAD: libc::c_long = 18;
 const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
 const BPF_MAP_TYPE_LPM_TRIE: u32 = 11;
 const BTF_KIND_STRUCT: u32 = 4;
-
-fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
-    // SAFETY: `attr` is a prefix of `union bpf_attr` for `cmd`; the kernel reads and
-    // writes only within `size_of::<T>()` bytes, and any pointers in it outlive the call.
-    let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, std::ptr::from_mut(attr), size_of::<T>()) };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(rc)
-    }
-}
-
-fn owned_fd(rc: libc::c_long) -> OwnedFd {
-    // SAFETY: the kernel returned a new fd that nothing else owns.
-    unsafe { OwnedFd::from_raw_fd(rc as i32) }
-}
 
 /// `BPF_MAP_UPDATE_BATCH` of u32 keys and values; on failure, how many went in.
 pub fn update_batch(map: BorrowedFd<'_>, keys: &[u32], values: &[u32]) -> Result<(), usize> {
