@@ -94,7 +94,12 @@ fn a_task_runs_in_its_leash_cgroup_enforced_as_before_and_untagged_are_not_reach
     }
     assert_eq!(untagged(&unix), "ok");
     // Raw sockets: `sock_create` is attached there too.
-    let raw = format!("socket {} {} {}", libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP);
+    let raw = format!(
+        "socket {} {} {}",
+        libc::AF_INET,
+        libc::SOCK_RAW,
+        libc::IPPROTO_ICMP
+    );
     assert_eq!(s.run(&raw), EPERM);
     assert_eq!(untagged(&raw), "ok");
     // Processes outside: not tagged, and not where the hooks are.
