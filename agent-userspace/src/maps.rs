@@ -577,10 +577,12 @@ impl Maps {
             self.tasks.keys().count() as u64,
             self.exec.keys().count() as u64,
             self.scripts.keys().count() as u64,
+            // The fullest task's trie, against the capacity of each (`capacities`).
             self.net
                 .owned()
                 .map(|(t, _)| self.prefix_keys_of(t).map_or(0, |k| k.len() as u64))
-                .sum(),
+                .max()
+                .unwrap_or(0),
             self.hosts.keys().count() as u64,
             self.unix.keys().count() as u64,
         ];

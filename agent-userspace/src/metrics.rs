@@ -173,10 +173,14 @@ fn register_state(reg: &mut Registry, snap: &Snapshot, recorded: &Recorded) {
         entries.get_or_create(&MapLabels { map }).set(e as i64);
         capacity.get_or_create(&MapLabels { map }).set(c as i64);
     }
-    reg.register("leash_map_entries", "Entries in each BPF map", entries);
+    reg.register(
+        "leash_map_entries",
+        "Entries in each BPF map (NET_GRANTS: the fullest task's prefix trie)",
+        entries,
+    );
     reg.register(
         "leash_map_capacity",
-        "Capacity (max_entries) of each BPF map",
+        "Capacity (max_entries) of each BPF map (NET_GRANTS: of each task's prefix trie)",
         capacity,
     );
 }

@@ -83,6 +83,10 @@ fn decision_counters_match_the_actions_exactly_per_agent() {
         &p,
         "--allow-connect",
         &format!("127.0.0.1:{}/tcp", l.tcp4_port()),
+        "--allow-connect",
+        "10.0.0.0/8:443/tcp",
+        "--allow-connect",
+        "10.1.0.0/16:443/tcp",
     ]);
     let alpha = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     let out = d.run(&[
@@ -93,6 +97,8 @@ fn decision_counters_match_the_actions_exactly_per_agent() {
         "--audit",
         "--allow-exec",
         &p,
+        "--allow-connect",
+        "192.168.0.0/16:443/tcp",
     ]);
     let beta = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     let mut a = TaskSession::join(&d, &alpha);
@@ -135,8 +141,14 @@ fn decision_counters_match_the_actions_exactly_per_agent() {
     assert_eq!(after.get("leash_tasks_active{agent=\"alpha\"}"), Some(&1.0));
     assert_eq!(after.get("leash_tasks_active{agent=\"beta\"}"), Some(&1.0));
     assert_eq!(after.get("leash_grants_active{kind=\"exec\"}"), Some(&2.0));
-    // Two tasks; alpha's one network grant (a full address) in the host hash.
-    assert_map_entries(&d, &after, &[("TASKS", 2.0), ("NET_HOSTS", 1.0)]);
+    // Two tasks; alpha's full address in the host hash. Prefixes fill each task's own
+    // trie, so NET_GRANTS reports the fullest (alpha's two), against the capacity of
+    // one trie: a sum over tasks would raise the near-capacity alert too early.
+    assert_map_entries(
+        &d,
+        &after,
+        &[("TASKS", 2.0), ("NET_HOSTS", 1.0), ("NET_GRANTS", 2.0)],
+    );
     assert!(
         after
             .get("leash_grant_apply_seconds_count")

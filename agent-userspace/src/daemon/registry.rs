@@ -759,7 +759,8 @@ impl Tasks {
             n[0] += 1;
             n[1] += t.installed.exec.len() as u64;
             n[2] += t.installed.scripts.len() as u64;
-            n[3] += t.installed.net.len() as u64 - hosts;
+            // Each task's prefixes fill its own trie: the fullest is what a grant meets.
+            n[3] = n[3].max(t.installed.net.len() as u64 - hosts);
             n[4] += hosts;
         }
         [
