@@ -206,6 +206,20 @@ impl NetPool {
 
     /// Puts new tries in `slots`, in one batch update (one RCU wait).
     fn fill(&mut self, slots: std::ops::Range<u32>) -> Result<(), MapsError> {
+        match self.fill_with(slots.clone()) {
+            // The kernel takes a trie into the array only if it matches the template
+            // the loader created, BTF included (6.1). That template has no BTF when the
+            // object's BTF could not be loaded: then tries without it.
+            Err(MapsError::Op { source, .. }) if self.btf.is_some() && is_einval(&source) => {
+                tracing::debug!("prefix tries refused with BTF ({source}): created without");
+                self.btf = None;
+                self.fill_with(slots)
+            }
+            r => r,
+        }
+    }
+
+    fn fill_with(&mut self, slots: std::ops::Range<u32>) -> Result<(), MapsError> {
         let new: Vec<NetTrie> = slots
             .clone()
             .map(|_| self.new_trie())
@@ -259,6 +273,10 @@ impl NetPool {
 }
 
 /// Removes every entry of a trie.
+fn is_einval(e: &MapError) -> bool {
+    matches!(e, MapError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::EINVAL))
+}
+
 pub fn clear(trie: &mut NetTrie) -> Result<(), MapsError> {
     let keys: Vec<Key<NetKey>> = trie.keys().filter_map(Result::ok).collect();
     for k in keys {

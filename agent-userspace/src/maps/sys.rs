@@ -66,6 +66,9 @@ impl TrieBtf {
             btf_size: u32,
             btf_log_size: u32,
             btf_log_level: u32,
+            /// Explicit, so it is zero: a kernel that does not know the field here
+            /// (6.1) refuses non-zero bytes past the ones it knows (EINVAL).
+            pad: u32,
         }
         let (key_size, value_size) = (key_size as u32, value_size as u32);
         // Header, then types 1 (key) and 2 (value): anonymous structs with no members
@@ -94,6 +97,7 @@ impl TrieBtf {
             btf_size: blob.len() as u32,
             btf_log_size: 0,
             btf_log_level: 0,
+            pad: 0,
         };
         let fd = owned_fd(bpf(BPF_BTF_LOAD, &mut attr)?);
         Ok(Self {
