@@ -63,6 +63,17 @@ fn assert_map_entries(d: &DaemonGuard, scraped: &BTreeMap<String, f64>, expected
     }
 }
 
+/// `leash task create ARGS` (split at spaces): the new task's id.
+fn create_task(d: &DaemonGuard, args: &str) -> String {
+    let args: Vec<&str> = ["task", "create"]
+        .into_iter()
+        .chain(args.split_whitespace())
+        .collect();
+    let out = d.run(&args);
+    assert!(out.status.success(), "task create {args:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 #[test]
 fn decision_counters_match_the_actions_exactly_per_agent() {
     let d = DaemonGuard::start("metrics", "");
@@ -74,33 +85,16 @@ fn decision_counters_match_the_actions_exactly_per_agent() {
     std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
     let before = scrape(&d);
 
-    let out = d.run(&[
-        "task",
-        "create",
-        "--agent",
-        "alpha",
-        "--allow-exec",
-        &p,
-        "--allow-connect",
-        &format!("127.0.0.1:{}/tcp", l.tcp4_port()),
-        "--allow-connect",
-        "10.0.0.0/8:443/tcp",
-        "--allow-connect",
-        "10.1.0.0/16:443/tcp",
-    ]);
-    let alpha = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    let out = d.run(&[
-        "task",
-        "create",
-        "--agent",
-        "beta",
-        "--audit",
-        "--allow-exec",
-        &p,
-        "--allow-connect",
-        "192.168.0.0/16:443/tcp",
-    ]);
-    let beta = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let own = format!("127.0.0.1:{}/tcp", l.tcp4_port());
+    let prefixes = "--allow-connect 10.0.0.0/8:443/tcp --allow-connect 10.1.0.0/16:443/tcp";
+    let alpha = create_task(
+        &d,
+        &format!("--agent alpha --allow-exec {p} --allow-connect {own} {prefixes}"),
+    );
+    let beta = create_task(
+        &d,
+        &format!("--agent beta --audit --allow-exec {p} --allow-connect 192.168.0.0/16:443/tcp"),
+    );
     let mut a = TaskSession::join(&d, &alpha);
     let mut b = TaskSession::join(&d, &beta);
     let ok = format!("connect tcp 127.0.0.1 {}", l.tcp4_port());
