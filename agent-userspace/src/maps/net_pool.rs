@@ -26,10 +26,11 @@ pub type NetTrie = LpmTrie<MapData, NetKey, NetRules>;
 /// New tries per batch update: each holds an fd until the batch is in, and the fd limit
 /// may be as low as 1024.
 const CHUNK: u32 = 256;
-/// Slots filled when the daemon starts with an empty pool (~1.2 KiB of kernel memory
-/// each while empty); each later growth doubles the pool, so growing to 10 000 tasks
-/// stalls a grant apply for one grace period 4 times in all.
-const PREFILL: u32 = 1024;
+/// Slots filled by the first prefix grant (~1.2 KiB of kernel memory each while
+/// empty); each later growth doubles the pool, so growing to 10 000 tasks stalls a
+/// grant apply for one grace period 6 times in all. Not at start: a daemon (or a slow
+/// emulated machine) with no prefix grants pays nothing.
+const PREFILL: u32 = 256;
 
 /// The slots and who owns them; the kernel maps are the truth, this mirrors them.
 pub struct NetPool {
@@ -105,12 +106,6 @@ impl NetPool {
         let owned: std::collections::HashSet<u32> = pool.of_task.values().copied().collect();
         // A slot is emptied again when taken, so one a crash left half-emptied is safe.
         pool.free = (0..filled).rev().filter(|s| !owned.contains(s)).collect();
-        if filled == 0 {
-            // Filled now rather than on the first prefix grant, which would wait.
-            if let Err(e) = pool.grow() {
-                tracing::warn!("cannot prefill the prefix-grant slots (retried on use): {e}");
-            }
-        }
         pool
     }
 
