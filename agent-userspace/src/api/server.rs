@@ -199,6 +199,14 @@ fn task_id(s: &str) -> Result<u64, ApiError> {
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, RegistryError> + Send + 'static,
 ) -> Result<T, ApiError> {
+    // On the daemon's multi-thread runtime the work (a few µs of map and file calls)
+    // runs in place, its other tasks moved to the second worker: no hand-off to the
+    // blocking pool and back, two thread wake-ups on every request.
+    if tokio::runtime::Handle::current().runtime_flavor()
+        == tokio::runtime::RuntimeFlavor::MultiThread
+    {
+        return tokio::task::block_in_place(f).map_err(ApiError::from);
+    }
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| {

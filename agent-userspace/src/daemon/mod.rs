@@ -196,7 +196,15 @@ impl Daemon {
         let started = std::time::Instant::now();
         let mut inner = self.lock();
         let Inner { enforcer, tasks } = &mut *inner;
-        let id = tasks.create(enforcer.maps_mut(), req, &self.limits, &caller_root(caller))?;
+        let agents = tasks.agents.len();
+        let created = tasks.create(enforcer.maps_mut(), req, &self.limits, &caller_root(caller));
+        // Slots are only ever added (a refused task may have added one too), so an
+        // agent seen before changes nothing.
+        if inner.tasks.agents.len() != agents {
+            self.save_agents(&inner);
+        }
+        let id = created?;
+        let Inner { tasks, .. } = &mut *inner;
         self.recorded
             .grant_apply
             .observe(started.elapsed().as_secs_f64());
@@ -206,7 +214,6 @@ impl Daemon {
             .ok_or_else(|| RegistryError::NoTask(registry::task_id_string(id)))?;
         let pruned = tasks.prune_ended();
         self.save(&inner, id);
-        self.save_agents(&inner);
         for old in pruned {
             self.save(&inner, old);
         }

@@ -96,8 +96,14 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let out_path = args.iter().skip_while(|a| *a != "--out").nth(1).cloned();
     let quick = args.iter().any(|a| a == "--quick");
-    // Only section 3, at full rounds (to check the scale figures alone).
-    let scale_only = args.iter().any(|a| a == "--scale-only");
+    // `--only stats,control`: just those sections, at full size (to check some figures
+    // alone); names: data, stats, scale, control, drain, memory.
+    let only: Option<Vec<String>> = args
+        .iter()
+        .skip_while(|a| *a != "--only")
+        .nth(1)
+        .map(|s| s.split(',').map(str::to_owned).collect());
+    let wanted = |name: &str| only.as_ref().is_none_or(|o| o.iter().any(|s| s == name));
     harness::require_root();
     let t = targets()?;
     let rounds = if quick { 3 } else { 11 };
@@ -119,14 +125,22 @@ fn main() -> anyhow::Result<()> {
         )
         .trim(),
     )?;
-    if scale_only {
-        md.push_str(&scale(&t, 5)?);
-    } else {
+    if wanted("data") {
         md.push_str(&data_plane(&t, rounds)?);
+    }
+    if wanted("stats") {
         md.push_str(&program_stats(&t)?);
+    }
+    if wanted("scale") {
         md.push_str(&scale(&t, if quick { 2 } else { 5 })?);
+    }
+    if wanted("control") {
         md.push_str(&control_plane(if quick { 100 } else { 1000 })?);
+    }
+    if wanted("drain") {
         md.push_str(&event_drain(if quick { 50_000 } else { 400_000 })?);
+    }
+    if wanted("memory") {
         md.push_str(&daemon_memory(if quick { 1000 } else { 10_000 })?);
     }
     print!("{md}");
