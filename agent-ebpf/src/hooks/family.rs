@@ -61,8 +61,7 @@ const EINPROGRESS: i64 = 115;
 /// Syscall tracepoint argument `i` (after the 8-byte header and the syscall number).
 #[inline(always)]
 pub fn sys_arg(ctx: &TracePointContext, i: usize) -> u64 {
-    // SAFETY: the tracepoint record holds six u64 arguments from offset 16.
-    unsafe { ctx.read_at::<u64>(16 + 8 * i) }.unwrap_or(0)
+    super::tp_field(ctx, 16 + 8 * i)
 }
 
 /// Decides for the calling thread, `None` when it is untagged. `check` sees the task's
@@ -130,15 +129,16 @@ fn bit_granted(families: u32, bit: u32) -> Result<(), Reason> {
 /// `socket()` with EPERM.
 #[cgroup_sock(sock_create)]
 pub fn family_sock_create(ctx: SockContext) -> i32 {
-    // SAFETY: PROCS values are plain u64 copies.
-    if unsafe { PROCS.get(current_tid()) }.is_none() {
-        return 1;
-    }
     // SAFETY: the kernel hands a valid context to the program.
     let sk = unsafe { &*ctx.sock };
     let (family, sock_type, proto) = (sk.family, sk.type_, sk.protocol);
     if proto == IPPROTO_TCP || proto == IPPROTO_UDP {
-        // Decided where they are used, by destination (net.rs), with the task's state.
+        // Decided where they are used, by destination (net.rs), with the task's state;
+        // tested first, so the common socket costs no map lookup, tagged or not.
+        return 1;
+    }
+    // SAFETY: PROCS values are plain u64 copies.
+    if unsafe { PROCS.get(current_tid()) }.is_none() {
         return 1;
     }
     let now = now_ns();
@@ -264,13 +264,10 @@ pub fn unix_granted(key: &UnixKey, now: u64) -> bool {
 }
 
 /// Decides a unix connect or send of the calling thread to the kernel's copy of an
-/// address (`addr`, `len` bytes), before the kernel looks the name up; says whether it
-/// is refused (counted and reported then).
+/// address (`addr`, `len` bytes) for its `task`, before the kernel looks the name up;
+/// says whether it is refused (counted and reported then).
 #[inline(always)]
-pub fn unix_refused(action: Action, addr: u64, len: u64) -> bool {
-    let Some(task) = super::current_task() else {
-        return false;
-    };
+pub fn unix_refused(task: u64, action: Action, addr: u64, len: u64) -> bool {
     let Some(key) = unix_key_in(task, addr, len, true) else {
         return false;
     };
@@ -293,9 +290,9 @@ pub fn unix_refused(action: Action, addr: u64, len: u64) -> bool {
 /// unix sockets, so it is read at the offsets the loader took from the kernel's BTF.
 #[inline(always)]
 fn unix_sock_addr(ctx: &SockAddrContext, action: Action) -> i32 {
-    if super::current_task().is_none() {
+    let Some(task) = super::current_task() else {
         return 1;
-    }
+    };
     let o = super::offsets();
     let base = ctx.sock_addr.cast::<u8>().cast_const();
     // SAFETY: probe reads of the program's own context, at BTF offsets.
@@ -305,7 +302,7 @@ fn unix_sock_addr(ctx: &SockAddrContext, action: Action) -> i32 {
     let len: u32 =
         unsafe { bpf_probe_read_kernel(base.wrapping_add(o.sock_addr_uaddrlen as usize).cast()) }
             .unwrap_or(0);
-    i32::from(!unix_refused(action, addr, u64::from(len)))
+    i32::from(!unix_refused(task, action, addr, u64::from(len)))
 }
 
 /// `BPF_CGROUP_UNIX_CONNECT`, see [`unix_sock_addr`].
@@ -389,8 +386,8 @@ pub fn unix_deny(key: &UnixKey, action: Action, now: u64) -> bool {
 /// The return value of a `sys_exit_*` tracepoint.
 #[inline(always)]
 fn sys_ret(ctx: &TracePointContext) -> i64 {
-    // SAFETY: `long ret` at offset 16 of every sys_exit record.
-    unsafe { ctx.read_at::<i64>(16) }.unwrap_or(-1)
+    // `long ret` at offset 16 of every sys_exit record.
+    super::tp_field(ctx, 16)
 }
 
 /// `connect(fd, addr, len)` entry: unix destinations (inet ones are decided by `net.rs`).

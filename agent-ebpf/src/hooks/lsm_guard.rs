@@ -67,7 +67,10 @@ pub fn family_lsm_socket_create(ctx: LsmContext) -> i32 {
 /// EPERM for a unix connect or send to the kernel address `addr` that is refused.
 #[inline(always)]
 fn unix_decide(action: Action, addr: u64, len: u64) -> i32 {
-    if unix_refused(action, addr, len) {
+    let Some(task) = current_task() else {
+        return 0;
+    };
+    if unix_refused(task, action, addr, len) {
         -EPERM
     } else {
         0

@@ -19,12 +19,13 @@ use agent_common::{
     maps::{EVENTS_BYTES, PROCS_CAPACITY, STATS_LEN, Stat, TASKS_CAPACITY},
 };
 use aya_ebpf::{
-    Global,
+    EbpfContext as _, Global,
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns, bpf_send_signal,
     },
     macros::map,
     maps::{HashMap, PerCpuArray, RingBuf},
+    programs::TracePointContext,
 };
 
 /// Field offsets of the running kernel, written by the loader from BTF.
@@ -61,6 +62,17 @@ pub static DECISIONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DECISIONS
 
 #[map]
 pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STATS_LEN, 0);
+
+/// A field of a tracepoint record at a constant, aligned `offset`, loaded straight from
+/// the context (the verifier allows that for tracepoint programs) rather than through
+/// `read_at`'s probe-read helper call, which every guard and `socket()` paid.
+#[inline(always)]
+pub fn tp_field<T: Copy>(ctx: &TracePointContext, offset: usize) -> T {
+    // SAFETY: the record is at least `offset + size_of::<T>()` bytes long for every
+    // tracepoint a caller reads (the syscall records hold six u64 arguments from
+    // offset 16), and the offsets are aligned.
+    unsafe { ctx.as_ptr().cast::<u8>().add(offset).cast::<T>().read() }
+}
 
 #[inline(always)]
 pub fn current_tid() -> u32 {

@@ -10,7 +10,7 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 
-use super::{PROCS, bump};
+use super::{PROCS, bump, tp_field};
 
 /// Cgroup ids (kernfs ids) of the cgroups the network hooks are attached to.
 #[map]
@@ -28,14 +28,11 @@ pub const PID: usize = 24;
 /// hierarchies do not change where the hooks run.
 #[tracepoint(category = "cgroup", name = "cgroup_attach_task")]
 pub fn scope_cgroup_attach(ctx: TracePointContext) -> u32 {
-    // SAFETY: reads of the tracepoint record through the probe helper.
-    let (Ok(root), Ok(dst), Ok(pid)) = (
-        unsafe { ctx.read_at::<i32>(DST_ROOT) },
-        unsafe { ctx.read_at::<u64>(DST_ID) },
-        unsafe { ctx.read_at::<i32>(PID) },
-    ) else {
-        return 0;
-    };
+    let (root, dst, pid): (i32, u64, i32) = (
+        tp_field(&ctx, DST_ROOT),
+        tp_field(&ctx, DST_ID),
+        tp_field(&ctx, PID),
+    );
     if root != 0 {
         return 0;
     }
