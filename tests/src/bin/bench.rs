@@ -132,7 +132,7 @@ fn main() -> anyhow::Result<()> {
         md.push_str(&program_stats(&t)?);
     }
     if wanted("scale") {
-        md.push_str(&scale(&t, if quick { 2 } else { 5 })?);
+        md.push_str(&scale(&t, if quick { 3 } else { 15 })?);
     }
     if wanted("control") {
         md.push_str(&control_plane(if quick { 100 } else { 1000 })?);
@@ -451,18 +451,16 @@ fn stats_table(
 }
 
 /// Tagged allowed-connect cost with the maps populated by many tasks and grants.
+///
+/// One loaded harness per kind (host or prefix grants) and one measured task in it; in
+/// every round the other tasks are put in, measured with, and taken out again, so each
+/// ratio compares the same task, programs and maps a few hundred ms apart.
 fn scale(t: &Targets, rounds: usize) -> anyhow::Result<String> {
-    use agent_common::{ExecGrant, NetKey, NetRules, PortRule, TaskInfo, grant::PROTO_TCP};
-    // (tasks, grants each, prefix grants): full addresses go to the host hash, shorter
-    // prefixes (here /24, and 127.0.0.0/8 for the measured task) to the shared trie.
-    let configs: [(u32, u32, bool); 7] = [
-        (1, 1, false),
-        (100, 1, false),
-        (100, 100, false),
-        (10_000, 1, false),
-        (1, 1, true),
-        (100, 1, true),
-        (10_000, 1, true),
+    // (other tasks + 1, grants each): full addresses go to the host hash, prefixes
+    // (here /24s, and 127.0.0.0/8 for the measured task) to each task's own trie.
+    const SIZES: [(bool, &[(u32, u32)]); 2] = [
+        (false, &[(100, 1), (100, 100), (10_000, 1)]),
+        (true, &[(100, 1), (10_000, 1)]),
     ];
     let connect = [
         "connect".to_owned(),
@@ -470,97 +468,49 @@ fn scale(t: &Targets, rounds: usize) -> anyhow::Result<String> {
         "3000".to_owned(),
     ];
     let mut rows = Vec::new();
-    let mut baseline = [Vec::new(), Vec::new()];
-    let mut base_prog = [1.0, 1.0];
-    for &(tasks, grants, cidr) in &configs {
-        let h = Harness::load();
-        let own = if cidr { "127.0.0.0/8" } else { "127.0.0.1" };
-        let task = h.task(spec(
-            &["/bin/true"],
-            &[&format!("{own}:{}/tcp", t.tcp_port)],
-        ));
-        {
-            let mut enf = h.enforcer.lock().unwrap();
-            let maps = enf.maps_mut();
-            for id in 1..tasks {
-                let id = u64::from(id) | (1 << 48);
-                maps.put_task(
-                    id,
-                    &TaskInfo {
-                        expires_ns: 0,
-                        state: 1,
-                        mode: 0,
-                        counter_slot: 0,
-                        families: 0,
-                    },
-                )?;
-                maps.grant_exec(
-                    &agent_common::ExecKey {
-                        task: id,
-                        ino: u64::from(id as u32),
-                        dev: 1,
-                        _pad: 0,
-                    },
-                    ExecGrant { expires_ns: 0 },
-                )?;
-                let mut rules = NetRules::EMPTY;
-                rules.len = 1;
-                rules.rules[0] = PortRule {
-                    expires_ns: 0,
-                    port_lo: 443,
-                    port_hi: 443,
-                    protos: PROTO_TCP,
-                    _pad: [0; 3],
-                };
-                let entries: Vec<_> = (0..grants)
-                    .map(|g| {
-                        let mut addr = [0u8; 16];
-                        addr[10] = 0xff;
-                        addr[11] = 0xff;
-                        let host = if cidr { g << 8 } else { g };
-                        addr[12..].copy_from_slice(&(0x0a00_0000u32 + host).to_be_bytes());
-                        let prefix = if cidr { 64 + 120 } else { 64 + 128 };
-                        (prefix, NetKey { task: id, addr }, rules)
-                    })
-                    .collect();
-                maps.insert_net(&entries)?;
+    with_bpf_stats(|| {
+        for (cidr, sizes) in SIZES {
+            let h = Harness::load();
+            let own = if cidr { "127.0.0.0/8" } else { "127.0.0.1" };
+            let task = h.task(spec(
+                &["/bin/true"],
+                &[&format!("{own}:{}/tcp", t.tcp_port)],
+            ));
+            let measure = || -> anyhow::Result<(f64, f64)> {
+                let before = connect_stats(&h);
+                let ns = run_probe(task.command(probe()).arg("bench"), &connect)?;
+                let after = connect_stats(&h);
+                let prog = after.0.saturating_sub(before.0).as_nanos() as f64
+                    / (after.1 - before.1).max(1) as f64;
+                Ok((prog, ns))
+            };
+            let first = rows.len();
+            let base = measure()?;
+            let mut base_row = (vec![base.0], vec![base.1]);
+            for &(tasks, grants) in sizes {
+                let (mut prog, mut whole) = (Vec::new(), Vec::new());
+                let (mut usage, mut mem) = (Vec::new(), 0);
+                for _ in 0..rounds {
+                    let (p0, w0) = measure()?;
+                    base_row.0.push(p0);
+                    base_row.1.push(w0);
+                    let others = populate(&h, tasks, grants, cidr)?;
+                    let (p1, w1) = measure()?;
+                    prog.push(p1 / p0);
+                    whole.push(w1 / w0);
+                    let enf = h.enforcer.lock().unwrap();
+                    usage = enf.maps().usage();
+                    mem = enf.maps().memlock().iter().map(|(_, b)| b).sum::<u64>();
+                    drop(enf);
+                    depopulate(&h, &others)?;
+                }
+                rows.push((tasks, grants, cidr, prog, whole, usage, mem));
             }
+            let alone = vec![median(&base_row.0)];
+            rows.insert(first, (1, 1, cidr, alone, base_row.1, Vec::new(), 0));
         }
-        let mut samples = Vec::new();
-        let program_ns = with_bpf_stats(|| {
-            let before = connect_stats(&h);
-            for _ in 0..rounds {
-                samples.push(run_probe(task.command(probe()).arg("bench"), &connect)?);
-            }
-            let after = connect_stats(&h);
-            Ok((after.0.saturating_sub(before.0)).as_nanos() as f64
-                / (after.1 - before.1).max(1) as f64)
-        })?;
-        let usage = h.enforcer.lock().unwrap().maps().usage();
-        let mem: u64 = h
-            .enforcer
-            .lock()
-            .unwrap()
-            .maps()
-            .memlock()
-            .iter()
-            .map(|(_, b)| b)
-            .sum();
-        if tasks == 1 {
-            baseline[usize::from(cidr)].clone_from(&samples);
-            base_prog[usize::from(cidr)] = program_ns;
-        }
-        rows.push((
-            tasks,
-            grants,
-            cidr,
-            median(&samples),
-            program_ns,
-            usage,
-            mem,
-        ));
-    }
-    let base = [median(&baseline[0]), median(&baseline[1])];
+        Ok(())
+    })?;
     let mut md = String::new();
     writeln!(
         md,
@@ -568,21 +518,34 @@ fn scale(t: &Targets, rounds: usize) -> anyhow::Result<String> {
     )?;
     writeln!(
         md,
-        "Other tasks get one exec grant and `grants` network entries each: /32 (hosts, in the NET_HOSTS hash) or, in the \"prefix\" rows, /24 (in each task's own trie of the NET_PREFIXES pool, with the measured task's own grant a /8), compared with 1 task of the same kind. The connect4 program's own run time (bpf_stats) is the precise figure; the whole-connect time (medians of {rounds} runs of 3000 connects, each configuration loaded in turn) carries the machine's noise. Memory: the maps' `memlock` from fdinfo (PROCS, TASKS and EXEC_GRANTS are preallocated at their capacity; the network maps allocate per entry).\n"
+        "One tagged task connects (3000 connects per run) while the other tasks get one exec grant and `grants` network entries each: /32 (hosts, in the NET_HOSTS hash) or, in the \"prefix\" rows, /24 (in each task's own trie of the NET_PREFIXES pool; the measured task's grant is a /8). Interleaved: in each of {rounds} rounds the connects run with the measured task alone, then with the others put into the maps, which are then taken out again; ratio = with / alone in the same round (median, min–max). The connect4 program's own run time (bpf_stats) is the precise figure; the whole connect carries the machine's noise. Memory: the maps' `memlock` from fdinfo with the others in (PROCS, TASKS and EXEC_GRANTS are preallocated at their capacity; the network maps allocate per entry).\n"
     )?;
     writeln!(
         md,
-        "| live tasks | grants each | kind | connect4 program, ns/run | vs 1 task | whole connect, ns | vs 1 task | TASKS / EXEC_GRANTS / NET_HOSTS / NET_GRANTS entries | map memory |"
+        "| live tasks | grants each | kind | connect4 program vs 1 task | whole connect vs 1 task | TASKS / EXEC_GRANTS / NET_HOSTS / NET_GRANTS entries | map memory |"
     )?;
-    writeln!(md, "|---|---|---|---|---|---|---|---|---|")?;
-    for (tasks, grants, cidr, ns, prog, usage, mem) in rows {
+    writeln!(md, "|---|---|---|---|---|---|---|")?;
+    let ratio = |v: &[f64]| {
+        let (lo, hi) = range(v);
+        format!("{:.3}× ({lo:.2}–{hi:.2})", median(v))
+    };
+    for (tasks, grants, cidr, prog, whole, usage, mem) in rows {
+        let kind = if cidr { "prefix" } else { "host" };
+        if tasks == 1 {
+            writeln!(
+                md,
+                "| 1 | 1 | {kind} | {:.0} ns/run | {:.0} ns | | |",
+                prog[0],
+                median(&whole)
+            )?;
+            continue;
+        }
         let e = |name: &str| usage.iter().find(|u| u.0 == name).map_or(0, |u| u.1);
         writeln!(
             md,
-            "| {tasks} | {grants} | {} | {prog:.0} | {:.3}× | {ns:.0} | {:.3}× | {} / {} / {} / {} | {:.1} MiB |",
-            if cidr { "prefix" } else { "host" },
-            prog / base_prog[usize::from(cidr)],
-            ns / base[usize::from(cidr)],
+            "| {tasks} | {grants} | {kind} | {} | {} | {} / {} / {} / {} | {:.1} MiB |",
+            ratio(&prog),
+            ratio(&whole),
             e("TASKS"),
             e("EXEC_GRANTS"),
             e("NET_HOSTS"),
@@ -595,6 +558,78 @@ fn scale(t: &Targets, rounds: usize) -> anyhow::Result<String> {
         "\n10 000 tasks × 100 grants (1 M network entries) exceeds the default `maps.net_grants` (65 536) and is not run.\n"
     )?;
     Ok(md)
+}
+
+/// A task [`populate`] put in: its id and network entries (prefix length, key).
+type Other = (u64, Vec<(u32, agent_common::NetKey)>);
+
+/// Puts `tasks - 1` other live tasks into the harness's maps, with one exec grant and
+/// `grants` network entries each; returns what to take out again.
+fn populate(h: &Harness, tasks: u32, grants: u32, cidr: bool) -> anyhow::Result<Vec<Other>> {
+    use agent_common::{ExecGrant, NetKey, NetRules, PortRule, TaskInfo, grant::PROTO_TCP};
+    let mut enf = h.enforcer.lock().unwrap();
+    let maps = enf.maps_mut();
+    let mut rules = NetRules::EMPTY;
+    rules.len = 1;
+    rules.rules[0] = PortRule {
+        expires_ns: 0,
+        port_lo: 443,
+        port_hi: 443,
+        protos: PROTO_TCP,
+        _pad: [0; 3],
+    };
+    let mut out = Vec::new();
+    for id in 1..tasks {
+        let id = u64::from(id) | (1 << 48);
+        maps.put_task(
+            id,
+            &TaskInfo {
+                expires_ns: 0,
+                state: 1,
+                mode: 0,
+                counter_slot: 0,
+                families: 0,
+            },
+        )?;
+        maps.grant_exec(&exec_key(id), ExecGrant { expires_ns: 0 })?;
+        let entries: Vec<_> = (0..grants)
+            .map(|g| {
+                let mut addr = [0u8; 16];
+                addr[10] = 0xff;
+                addr[11] = 0xff;
+                let host = if cidr { g << 8 } else { g };
+                addr[12..].copy_from_slice(&(0x0a00_0000u32 + host).to_be_bytes());
+                let prefix = if cidr { 64 + 120 } else { 64 + 128 };
+                (prefix, NetKey { task: id, addr }, rules)
+            })
+            .collect();
+        maps.insert_net(&entries)?;
+        out.push((id, entries.iter().map(|(p, k, _)| (*p, *k)).collect()));
+    }
+    Ok(out)
+}
+
+fn exec_key(id: u64) -> agent_common::ExecKey {
+    agent_common::ExecKey {
+        task: id,
+        ino: u64::from(id as u32),
+        dev: 1,
+        _pad: 0,
+    }
+}
+
+/// Takes the tasks [`populate`] put in out again, entry by entry.
+fn depopulate(h: &Harness, others: &[Other]) -> anyhow::Result<()> {
+    let mut enf = h.enforcer.lock().unwrap();
+    let maps = enf.maps_mut();
+    for (id, net) in others {
+        for (prefix, key) in net {
+            maps.remove_net(*prefix, *key)?;
+        }
+        maps.revoke_exec(&exec_key(*id))?;
+        maps.remove_task_entry(*id)?;
+    }
+    Ok(())
 }
 
 /// Cumulative run time and count of the connect4 program of a harness.
