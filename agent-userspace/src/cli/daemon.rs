@@ -259,10 +259,9 @@ async fn pump_events(
         guard.clear_ready();
         drop(guard);
         if !batch.is_empty() {
-            let d = Arc::clone(&daemon);
-            tokio::task::spawn_blocking(move || d.on_kernel_events(batch))
-                .await
-                .context("event handler")?;
+            // In place (the other tasks move to the second worker): no hand-off to the
+            // blocking pool and back between an exit and the task's teardown.
+            tokio::task::block_in_place(|| daemon.on_kernel_events(batch));
         }
     }
 }
