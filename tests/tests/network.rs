@@ -140,7 +140,7 @@ fn prefix_grants_stay_per_task_across_many_tasks_and_pool_growth() {
     let port = Listeners::new().tcp4_port();
     // Task i holds 127.a.b.0/24 for i = a * 256 + b, a from 1: nothing on 127.0.0.1.
     let prefix = |i: u32| format!("127.{}.{}", i / 256, i % 256);
-    // 1100 tasks: the pool, prefilled with 1024 slots at load, grows to 2048.
+    // 1100 tasks: the pool, 256 slots from the first prefix grant, doubles to 2048.
     let tasks: Vec<_> = (256..1356u32)
         .map(|i| h.task(spec(&[], &[&format!("{}.0/24:{port}/tcp", prefix(i))])))
         .collect();
@@ -174,6 +174,39 @@ fn prefix_grants_stay_per_task_across_many_tasks_and_pool_growth() {
     drop(tasks);
     let (in_use, filled) = h.enforcer.lock().unwrap().maps().net_slots();
     assert_eq!((in_use, filled), (0, 2048), "teardown frees every slot");
+}
+
+#[test]
+fn the_prefix_pool_grows_before_it_runs_out() {
+    let h = Harness::load();
+    let port = Listeners::new().tcp4_port();
+    let slots = || h.enforcer.lock().unwrap().maps().net_slots();
+    let task = |i: u32| h.task(spec(&[], &[&format!("127.1.{i}.0/24:{port}/tcp")]));
+    let mut tasks = vec![task(0)];
+    assert_eq!(slots(), (1, 256), "the first prefix grant fills 256 slots");
+    // Past three quarters in use, a growth to 512 starts in the background; the first
+    // slot taken after it is over takes its slots in. Slots stay free all along, so
+    // no grant waits for it.
+    tasks.extend((1..=192).map(task));
+    assert_eq!(slots(), (193, 256));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_mins(1);
+    loop {
+        let next = task(193);
+        match slots() {
+            (194, 512) => {
+                tasks.push(next);
+                break;
+            }
+            (194, 256) => {}
+            other => panic!("(in use, filled) = {other:?}"),
+        }
+        assert!(std::time::Instant::now() < deadline, "the pool never grew");
+        drop(next);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let last = &tasks[193];
+    assert_eq!(last.probe(&connect("127.1.193.5", port)), GRANTED);
+    assert_eq!(last.probe(&connect("127.1.192.5", port)), EPERM);
 }
 
 #[test]

@@ -7,10 +7,16 @@
 //! `BPF_MAP_UPDATE_BATCH`, and reused. Taking, filling and emptying a slot's trie are
 //! plain trie updates. Everything is in pinned maps, so a restarted daemon rebuilds
 //! the pool from them.
+//!
+//! The first prefix grant fills the first slots itself. Later growth runs on a thread
+//! of its own as soon as fewer than a quarter of the filled slots are free, so grants
+//! do not wait for its grace periods; a grant finds it done (or, outpaced, waits for it).
 
 use std::{
     collections::HashMap as StdHashMap,
-    os::fd::{AsFd as _, AsRawFd as _},
+    ops::Range,
+    os::fd::{AsFd as _, AsRawFd as _, OwnedFd},
+    sync::{Arc, Condvar, Mutex, PoisonError},
 };
 
 use agent_common::{NetKey, NetRules, maps as names};
@@ -42,13 +48,28 @@ pub struct NetPool {
     /// `max_entries` of each new trie (`maps.net_grants`).
     trie_capacity: u32,
     /// Types for the new tries, so they match the kernel's template (see [`sys::TrieBtf`]).
-    btf: Option<sys::TrieBtf>,
+    btf: Option<Arc<sys::TrieBtf>>,
+    /// A batch update went in with the current `btf` choice: growth may then run in
+    /// the background (it has no fallback of its own).
+    proven: bool,
     /// Slots `0..filled` hold a trie.
     filled: u32,
     /// Emptied slots, lowest last.
     free: Vec<u32>,
     of_task: StdHashMap<u64, u32>,
+    /// The growth running in the background, filling the slots from `filled` on.
+    growing: Option<Growth>,
 }
+
+/// A background growth: the slots it fills, and where it says how far it got.
+struct Growth {
+    slots: Range<u32>,
+    done: Arc<(Mutex<Option<Grown>>, Condvar)>,
+}
+
+/// Slots filled from the start of a growth's range (always a prefix of it: a batch
+/// update goes in key order), and why it stopped short, if it did.
+type Grown = (u32, Option<MapsError>);
 
 impl NetPool {
     /// Takes over the pool as the maps hold it (empty, or pinned by a previous daemon).
@@ -92,16 +113,19 @@ impl NetPool {
             .collect();
         let btf = sys::TrieBtf::load(size_of::<Key<NetKey>>(), size_of::<NetRules>())
             .inspect_err(|e| tracing::debug!("prefix tries without BTF: {e}"))
-            .ok();
+            .ok()
+            .map(Arc::new);
         let mut pool = Self {
             tries,
             tries_meta,
             owners,
             trie_capacity,
             btf,
+            proven: false,
             filled,
             free: Vec::new(),
             of_task,
+            growing: None,
         };
         let owned: std::collections::HashSet<u32> = pool.of_task.values().copied().collect();
         // A slot is emptied again when taken, so one a crash left half-emptied is safe.
@@ -141,6 +165,7 @@ impl NetPool {
         if let Some(slot) = self.slot_of(task) {
             return Ok((slot, self.trie(slot)?, false));
         }
+        self.settle(self.free.is_empty());
         if self.free.is_empty() {
             self.grow()?;
         }
@@ -152,7 +177,80 @@ impl NetPool {
             self.free.push(slot);
             return Err(e);
         }
+        self.grow_ahead();
         Ok((slot, trie, true))
+    }
+
+    /// Starts a background growth once fewer than a quarter of the filled slots are
+    /// free (and none runs): it doubles the pool, up to its capacity.
+    fn grow_ahead(&mut self) {
+        let capacity = self.tries.len();
+        if self.growing.is_some()
+            || !self.proven
+            || self.free.len() as u32 >= self.filled / 4
+            || self.filled >= capacity
+        {
+            return;
+        }
+        let slots = self.filled..self.filled + self.filled.min(capacity - self.filled);
+        let outer = match self.tries_meta.fd().as_fd().try_clone_to_owned() {
+            Ok(fd) => fd,
+            Err(e) => {
+                tracing::warn!("cannot grow the prefix-trie pool ahead of need: {e}");
+                return;
+            }
+        };
+        let done = Arc::new((Mutex::new(None), Condvar::new()));
+        let job = Job {
+            outer,
+            btf: self.btf.clone(),
+            trie_capacity: self.trie_capacity,
+            slots: slots.clone(),
+        };
+        let report = Arc::clone(&done);
+        let spawned = std::thread::Builder::new()
+            .name("leash-net-pool".into())
+            .spawn(move || {
+                let grown = job.run();
+                let (lock, cvar) = &*report;
+                *lock.lock().unwrap_or_else(PoisonError::into_inner) = Some(grown);
+                cvar.notify_all();
+            });
+        match spawned {
+            Ok(_) => self.growing = Some(Growth { slots, done }),
+            Err(e) => tracing::warn!("cannot grow the prefix-trie pool ahead of need: {e}"),
+        }
+    }
+
+    /// Takes in the slots a background growth filled, once it is over; with `wait`,
+    /// waits for it to be.
+    fn settle(&mut self, wait: bool) {
+        let Some(growth) = &self.growing else {
+            return;
+        };
+        let (lock, cvar) = &*growth.done;
+        let mut result = lock.lock().unwrap_or_else(PoisonError::into_inner);
+        if wait {
+            result = cvar
+                .wait_while(result, |r| r.is_none())
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        let Some((n, error)) = result.take() else {
+            return;
+        };
+        drop(result);
+        let start = growth.slots.start;
+        self.growing = None;
+        if let Some(e) = error {
+            // The next growth is done in place, where its error reaches the grant.
+            tracing::warn!("growing the prefix-trie pool in the background stopped: {e}");
+        }
+        // Nothing else fills slots while a growth runs, so they follow `filled`.
+        debug_assert_eq!(start, self.filled);
+        let end = start + n;
+        // Lowest last: the new slots are above every free one.
+        self.free.splice(0..0, (start..end).rev());
+        self.filled = end;
     }
 
     /// Makes `slot` the task's, for the kernel too.
@@ -200,7 +298,7 @@ impl NetPool {
     }
 
     /// Puts new tries in `slots`, in one batch update (one RCU wait).
-    fn fill(&mut self, slots: std::ops::Range<u32>) -> Result<(), MapsError> {
+    fn fill(&mut self, slots: Range<u32>) -> Result<(), MapsError> {
         match self.fill_with(slots.clone()) {
             // The kernel takes a trie into the array only if it matches the template
             // the loader created, BTF included (6.1). That template has no BTF when the
@@ -214,17 +312,16 @@ impl NetPool {
         }
     }
 
-    fn fill_with(&mut self, slots: std::ops::Range<u32>) -> Result<(), MapsError> {
+    fn fill_with(&mut self, slots: Range<u32>) -> Result<(), MapsError> {
         let new: Vec<NetTrie> = slots
             .clone()
-            .map(|_| self.new_trie())
+            .map(|_| new_trie(self.btf.as_deref(), self.trie_capacity))
             .collect::<Result<_, _>>()?;
         let keys: Vec<u32> = slots.collect();
-        let fds: Vec<u32> = new
-            .iter()
-            .map(|t| t.map().fd().as_fd().as_raw_fd() as u32)
-            .collect();
-        sys::update_batch(self.tries_meta.fd().as_fd(), &keys, &fds).or_else(|done| {
+        let fds = trie_fds(&new);
+        let batch = sys::update_batch(self.tries_meta.fd().as_fd(), &keys, &fds);
+        self.proven = batch.is_ok();
+        batch.or_else(|(done, _)| {
             // A kernel without batch updates of this map type: one at a time.
             for (k, t) in keys.iter().zip(&new).skip(done) {
                 self.tries
@@ -233,23 +330,6 @@ impl NetPool {
             }
             Ok(())
         })
-    }
-
-    fn new_trie(&self) -> Result<NetTrie, MapsError> {
-        let trie = match &self.btf {
-            Some(btf) => btf
-                .create_trie(self.trie_capacity)
-                .map_err(|io_error| {
-                    MapError::SyscallError(aya::sys::SyscallError {
-                        call: "bpf_map_create",
-                        io_error,
-                    })
-                })
-                .and_then(MapData::from_fd)
-                .and_then(|data| NetTrie::try_from(aya::maps::Map::LpmTrie(data))),
-            None => NetTrie::create(self.trie_capacity, sys::BPF_F_NO_PREALLOC),
-        };
-        trie.map_err(op_err("create", names::NET_PREFIXES))
     }
 
     /// Kernel memory of every filled slot's trie, by `read` on each.
@@ -267,11 +347,79 @@ impl NetPool {
     }
 }
 
-/// Removes every entry of a trie.
+/// What a background growth needs, apart from the pool.
+struct Job {
+    /// `NET_PREFIXES`, its own descriptor.
+    outer: OwnedFd,
+    btf: Option<Arc<sys::TrieBtf>>,
+    trie_capacity: u32,
+    slots: Range<u32>,
+}
+
+impl Job {
+    fn run(self) -> Grown {
+        let mut done = 0;
+        for start in self.slots.clone().step_by(CHUNK as usize) {
+            let end = (start + CHUNK).min(self.slots.end);
+            let new: Vec<NetTrie> = match (start..end)
+                .map(|_| new_trie(self.btf.as_deref(), self.trie_capacity))
+                .collect()
+            {
+                Ok(new) => new,
+                Err(e) => return (done, Some(e)),
+            };
+            let keys: Vec<u32> = (start..end).collect();
+            if let Err((n, io_error)) =
+                sys::update_batch(self.outer.as_fd(), &keys, &trie_fds(&new))
+            {
+                let source = MapError::SyscallError(aya::sys::SyscallError {
+                    call: "bpf_map_update_batch",
+                    io_error,
+                });
+                return (
+                    done + n as u32,
+                    Some(MapsError::Op {
+                        op: "insert",
+                        map: names::NET_PREFIXES,
+                        source,
+                    }),
+                );
+            }
+            done += end - start;
+        }
+        (done, None)
+    }
+}
+
+fn new_trie(btf: Option<&sys::TrieBtf>, capacity: u32) -> Result<NetTrie, MapsError> {
+    let trie = match btf {
+        Some(btf) => btf
+            .create_trie(capacity)
+            .map_err(|io_error| {
+                MapError::SyscallError(aya::sys::SyscallError {
+                    call: "bpf_map_create",
+                    io_error,
+                })
+            })
+            .and_then(MapData::from_fd)
+            .and_then(|data| NetTrie::try_from(aya::maps::Map::LpmTrie(data))),
+        None => NetTrie::create(capacity, sys::BPF_F_NO_PREALLOC),
+    };
+    trie.map_err(op_err("create", names::NET_PREFIXES))
+}
+
+fn trie_fds(tries: &[NetTrie]) -> Vec<u32> {
+    tries
+        .iter()
+        .map(|t| t.map().fd().as_fd().as_raw_fd() as u32)
+        .collect()
+}
+
 fn is_einval(e: &MapError) -> bool {
     matches!(e, MapError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::EINVAL))
 }
 
+/// Removes every entry of a trie.
 pub fn clear(trie: &mut NetTrie) -> Result<(), MapsError> {
     let keys: Vec<Key<NetKey>> = trie.keys().filter_map(Result::ok).collect();
     for k in keys {

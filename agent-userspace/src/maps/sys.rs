@@ -16,8 +16,13 @@ const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
 const BPF_MAP_TYPE_LPM_TRIE: u32 = 11;
 const BTF_KIND_STRUCT: u32 = 4;
 
-/// `BPF_MAP_UPDATE_BATCH` of u32 keys and values; on failure, how many went in.
-pub fn update_batch(map: BorrowedFd<'_>, keys: &[u32], values: &[u32]) -> Result<(), usize> {
+/// `BPF_MAP_UPDATE_BATCH` of u32 keys and values; on failure, how many went in, and why
+/// the rest did not.
+pub fn update_batch(
+    map: BorrowedFd<'_>,
+    keys: &[u32],
+    values: &[u32],
+) -> Result<(), (usize, io::Error)> {
     /// The `batch` member of `union bpf_attr`.
     #[repr(C)]
     struct Attr {
@@ -42,7 +47,7 @@ pub fn update_batch(map: BorrowedFd<'_>, keys: &[u32], values: &[u32]) -> Result
     };
     bpf(BPF_MAP_UPDATE_BATCH, &mut attr)
         .map(drop)
-        .map_err(|_| attr.count as usize)
+        .map_err(|e| (attr.count as usize, e))
 }
 
 /// Two empty structs the sizes of a trie's key and value, in BTF of their own.
