@@ -122,6 +122,8 @@ pub mod programs {
     pub const GUARD_KILL: &str = "guard_kill";
     pub const GUARD_TKILL: &str = "guard_tkill";
     pub const GUARD_TGKILL: &str = "guard_tgkill";
+    pub const GUARD_RT_SIGQUEUEINFO: &str = "guard_rt_sigqueueinfo";
+    pub const GUARD_RT_TGSIGQUEUEINFO: &str = "guard_rt_tgsigqueueinfo";
     pub const GUARD_UNLINK: &str = "guard_unlink";
     pub const GUARD_UNLINKAT: &str = "guard_unlinkat";
     pub const GUARD_RMDIR: &str = "guard_rmdir";

@@ -118,7 +118,7 @@ impl Backend {
 
 /// Programs both backends load: tagging, the cgroup network hooks, socket families
 /// (family.rs) and self-protection (guard.rs).
-pub const COMMON_PROGRAMS: [&str; 24] = [
+pub const COMMON_PROGRAMS: [&str; 26] = [
     p::PROCESS_NEWTASK,
     p::PROCESS_EXIT,
     p::NET_CONNECT4,
@@ -131,6 +131,8 @@ pub const COMMON_PROGRAMS: [&str; 24] = [
     p::GUARD_KILL,
     p::GUARD_TKILL,
     p::GUARD_TGKILL,
+    p::GUARD_RT_SIGQUEUEINFO,
+    p::GUARD_RT_TGSIGQUEUEINFO,
     p::GUARD_UNLINK,
     p::GUARD_UNLINKAT,
     p::GUARD_RMDIR,

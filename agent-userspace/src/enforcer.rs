@@ -228,6 +228,8 @@ fn tracepoint_of(program: &str) -> (&'static str, &'static str) {
         p::GUARD_KILL => "sys_enter_kill",
         p::GUARD_TKILL => "sys_enter_tkill",
         p::GUARD_TGKILL => "sys_enter_tgkill",
+        p::GUARD_RT_SIGQUEUEINFO => "sys_enter_rt_sigqueueinfo",
+        p::GUARD_RT_TGSIGQUEUEINFO => "sys_enter_rt_tgsigqueueinfo",
         p::GUARD_UNLINK => "sys_enter_unlink",
         p::GUARD_UNLINKAT => "sys_enter_unlinkat",
         p::GUARD_RMDIR => "sys_enter_rmdir",

@@ -137,8 +137,8 @@ pub fn guard_pidfd_getfd(_ctx: TracePointContext) -> u32 {
     0
 }
 
-/// Checks a signal's target pid (`kill` and `tgkill` take a process id): leash's own
-/// processes, and -1 (every process).
+/// Checks a signal's target pid (`kill`, `tgkill` and the queued signals take a process
+/// id first): leash's own processes, and -1 (every process).
 #[inline(always)]
 fn signal_check(ctx: &TracePointContext, call: &[u8; 8]) {
     let Some(task) = current_task() else {
@@ -161,6 +161,20 @@ pub fn guard_kill(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn guard_tgkill(ctx: TracePointContext) -> u32 {
     signal_check(&ctx, b"tgkill\0\0");
+    0
+}
+
+/// `rt_sigqueueinfo(tgid, sig, info)`: a queued signal (`sigqueue(3)`).
+#[tracepoint]
+pub fn guard_rt_sigqueueinfo(ctx: TracePointContext) -> u32 {
+    signal_check(&ctx, b"sigqueue");
+    0
+}
+
+/// `rt_tgsigqueueinfo(tgid, tid, sig, info)`: a queued signal to one thread.
+#[tracepoint]
+pub fn guard_rt_tgsigqueueinfo(ctx: TracePointContext) -> u32 {
+    signal_check(&ctx, b"tgsigque");
     0
 }
 

@@ -114,8 +114,16 @@ fn leash_processes_cannot_be_signalled() {
     task.assert_denied("tamper", "leash_process", KILLED, || {
         task.probe(&format!("tkill {d} 0"))
     });
+    // Queued signals take their own syscalls, past kill()'s.
+    task.assert_denied("tamper", "leash_process", KILLED, || {
+        task.probe(&format!("sigqueue {d} 0"))
+    });
+    task.assert_denied("tamper", "leash_process", KILLED, || {
+        task.probe(&format!("tgsigqueue {d} {d} 0"))
+    });
     // Other processes are the task's business, as in any shell.
     assert_eq!(task.probe(&format!("kill {} 0", bystander.pid())), "ok");
+    assert_eq!(task.probe(&format!("sigqueue {} 0", bystander.pid())), "ok");
     assert_eq!(untagged(&format!("kill {d} 0")), "ok");
     h.enforcer.lock().unwrap().maps_mut().unprotect(d).unwrap();
 }

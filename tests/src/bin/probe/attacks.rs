@@ -40,6 +40,8 @@ pub fn run(w: &[String]) -> Option<String> {
             // SAFETY: tkill(tid, sig).
             outcome(unsafe { libc::syscall(libc::SYS_tkill, num(1), num(2)) } as i32)
         }),
+        "sigqueue" => in_child(|| sigqueue(num(1), None, num(2))),
+        "tgsigqueue" => in_child(|| sigqueue(num(1), Some(num(2)), num(3))),
         "unlink" => in_child(|| path_call(arg(1), |p| unsafe { libc::unlink(p) })),
         "rmdir" => in_child(|| path_call(arg(1), |p| unsafe { libc::rmdir(p) })),
         "umount" => {
@@ -70,6 +72,26 @@ pub fn run(w: &[String]) -> Option<String> {
 
 /// Forks; the child runs `f` and writes its outcome to a pipe. A child killed before
 /// it reports shows as `signal N`.
+/// `rt_sigqueueinfo(tgid, sig, info)`, or `rt_tgsigqueueinfo(tgid, tid, sig, info)`:
+/// a queued signal, which `kill()`'s checks never see.
+fn sigqueue(tgid: i64, tid: Option<i64>, sig: i64) -> String {
+    /// `SI_QUEUE`: what `sigqueue(3)` sends; allowed towards another process.
+    const SI_QUEUE: i32 = -1;
+    // SAFETY: an all-zero siginfo is valid; the fields set below are plain integers.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    info.si_signo = sig as i32;
+    info.si_code = SI_QUEUE;
+    let info = std::ptr::from_ref(&info);
+    // SAFETY: the syscalls read `info` only.
+    let rc = unsafe {
+        match tid {
+            None => libc::syscall(libc::SYS_rt_sigqueueinfo, tgid, sig, info),
+            Some(tid) => libc::syscall(libc::SYS_rt_tgsigqueueinfo, tgid, tid, sig, info),
+        }
+    };
+    outcome(rc as i32)
+}
+
 fn in_child(f: impl FnOnce() -> String) -> String {
     in_child_pid(f).1
 }
