@@ -74,7 +74,7 @@ pub fn run(w: &[String]) -> Option<String> {
 /// it reports shows as `signal N`.
 /// `rt_sigqueueinfo(tgid, sig, info)`, or `rt_tgsigqueueinfo(tgid, tid, sig, info)`:
 /// a queued signal, which `kill()`'s checks never see.
-fn sigqueue(tgid: i64, tid: Option<i64>, sig: i64) -> String {
+fn sigqueue(process: i64, thread: Option<i64>, sig: i64) -> String {
     /// `SI_QUEUE`: what `sigqueue(3)` sends; allowed towards another process.
     const SI_QUEUE: i32 = -1;
     // SAFETY: an all-zero siginfo is valid; the fields set below are plain integers.
@@ -84,9 +84,9 @@ fn sigqueue(tgid: i64, tid: Option<i64>, sig: i64) -> String {
     let info = std::ptr::from_ref(&info);
     // SAFETY: the syscalls read `info` only.
     let rc = unsafe {
-        match tid {
-            None => libc::syscall(libc::SYS_rt_sigqueueinfo, tgid, sig, info),
-            Some(tid) => libc::syscall(libc::SYS_rt_tgsigqueueinfo, tgid, tid, sig, info),
+        match thread {
+            None => libc::syscall(libc::SYS_rt_sigqueueinfo, process, sig, info),
+            Some(t) => libc::syscall(libc::SYS_rt_tgsigqueueinfo, process, t, sig, info),
         }
     };
     outcome(rc as i32)
