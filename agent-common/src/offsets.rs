@@ -23,6 +23,8 @@ pub struct KernelOffsets {
     pub sb_dev: u32,
     /// `task_struct.pid`
     pub task_pid: u32,
+    /// `task_struct.tgid`
+    pub task_tgid: u32,
     /// `bpf_sock_addr_kern.uaddr`: the kernel's copy of a connect or send address,
     /// behind the context of a cgroup `sock_addr` program.
     pub sock_addr_uaddr: u32,
@@ -30,7 +32,7 @@ pub struct KernelOffsets {
     pub sock_addr_uaddrlen: u32,
 }
 
-const _: () = assert!(size_of::<KernelOffsets>() == 40);
+const _: () = assert!(size_of::<KernelOffsets>() == 44);
 
 /// Name of the load-time global that holds the [`KernelOffsets`].
 pub const GLOBAL_NAME: &str = "LEASH_OFFSETS";

@@ -52,6 +52,7 @@ pub fn from_file(path: &Path) -> Result<KernelOffsets, OffsetError> {
         inode_sb: field(&btf, "inode", "i_sb")?,
         sb_dev: field(&btf, "super_block", "s_dev")?,
         task_pid: field(&btf, "task_struct", "pid")?,
+        task_tgid: field(&btf, "task_struct", "tgid")?,
         sock_addr_uaddr: field(&btf, SOCK_ADDR_KERN, "uaddr")?,
         // Added with the unix hooks (6.7); without it they are not used.
         sock_addr_uaddrlen: match field(&btf, SOCK_ADDR_KERN, "uaddrlen") {
@@ -144,6 +145,7 @@ mod tests {
         assert_ne!(o.bprm_filename, o.bprm_interp);
         assert_eq!(o.inode_sb % 8, 0);
         assert!(o.task_pid > 0);
+        assert_eq!(o.task_tgid, o.task_pid + 4, "pid_t pid; pid_t tgid;");
         assert_eq!(o.sock_addr_uaddr % 8, 0);
     }
 }

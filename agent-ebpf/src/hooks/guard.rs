@@ -66,7 +66,7 @@ pub fn same_task(task: u64, pid: u64) -> bool {
 }
 
 #[inline(always)]
-fn protected(pid: u64) -> bool {
+pub fn protected(pid: u64) -> bool {
     // SAFETY: presence check only.
     match u32::try_from(pid) {
         Ok(0) | Err(_) => false,

@@ -10,7 +10,7 @@ use aya_ebpf::{helpers::bpf_probe_read_kernel, macros::lsm, programs::LsmContext
 use super::{
     current_task,
     family::{socket_denied, unix_refused},
-    guard::{refuse, same_task},
+    guard::{protected, refuse, same_task},
     offsets,
 };
 
@@ -41,6 +41,31 @@ pub fn guard_lsm_ptrace(ctx: LsmContext) -> i32 {
         return 0;
     }
     refuse(task, Reason::GuardProcess, b"ptrace\0\0", pid as u32);
+    -EPERM
+}
+
+/// `int security_task_kill(struct task_struct *p, struct kernel_siginfo *info, int sig,
+/// const struct cred *cred)`: every signal a process sends (`kill`, `tkill`, `tgkill`,
+/// queued signals, `pidfd_send_signal` with a pidfd got from anywhere, each target of
+/// `kill(-1)`), refused towards leash's own processes: the signal never arrives.
+#[lsm(hook = "task_kill")]
+pub fn guard_lsm_task_kill(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(4);
+    if previous != 0 {
+        return previous;
+    }
+    let Some(task) = current_task() else {
+        return 0;
+    };
+    let target: *const u8 = ctx.arg(0);
+    // SAFETY: probe read of `task_struct.tgid`.
+    let tgid: i32 =
+        unsafe { bpf_probe_read_kernel(target.add(offsets().task_tgid as usize).cast()) }
+            .unwrap_or(0);
+    if !protected(u64::from(tgid as u32)) {
+        return 0;
+    }
+    refuse(task, Reason::GuardProcess, b"signal\0\0", tgid as u32);
     -EPERM
 }
 

@@ -3,10 +3,11 @@
 //! processes, nothing on the BPF file system, no cgroup moves, no mutating API call.
 
 use harness::{
-    Harness,
+    EPERM, Harness,
     daemon::{DaemonGuard, stderr, stdout},
     probe, refused, spec,
 };
+use leash::backend::Backend;
 
 use super::untagged;
 
@@ -92,35 +93,51 @@ fn leash_processes_cannot_be_signalled() {
         .protect(daemon.pid())
         .unwrap();
     let task = h.task(spec(&[], &[]));
-    // Signal 0 only checks: the test proves the stop without harming the target (a
-    // real signal would still be delivered on the portable backend: docs/security.md).
+    // lsm refuses the signal itself (task_kill); portable kills the sender, and a real
+    // signal would still be delivered (docs/security.md), so the portable run sends
+    // signal 0, which only checks, and proves the stop without harming the target.
+    let lsm = h.backend() == Backend::Lsm;
+    let (denied, call) = if lsm {
+        (EPERM, "signal")
+    } else {
+        (KILLED, "kill")
+    };
     let d = daemon.pid();
-    let ev = task.assert_denied("tamper", "leash_process", KILLED, || {
+    let ev = task.assert_denied("tamper", "leash_process", denied, || {
         task.probe(&format!("kill {d} 0"))
     });
     assert_eq!(
         ev.target,
         leash::events::Target::Guard {
-            call: "kill".into(),
+            call: call.into(),
             target_pid: d
         }
     );
-    task.assert_denied("tamper", "leash_process", KILLED, || {
-        task.probe("kill -1 0")
-    });
+    // kill(-1) succeeds when some target took the signal: on lsm every one but leash's.
+    task.assert_denied(
+        "tamper",
+        "leash_process",
+        if lsm { "ok" } else { KILLED },
+        || task.probe("kill -1 0"),
+    );
     task.assert_denied("tamper", "leash_process", KILLED, || {
         task.probe(&format!("pidfd-open {d}"))
     });
-    task.assert_denied("tamper", "leash_process", KILLED, || {
-        task.probe(&format!("tkill {d} 0"))
-    });
-    // Queued signals take their own syscalls, past kill()'s.
-    task.assert_denied("tamper", "leash_process", KILLED, || {
-        task.probe(&format!("sigqueue {d} 0"))
-    });
-    task.assert_denied("tamper", "leash_process", KILLED, || {
-        task.probe(&format!("tgsigqueue {d} {d} 0"))
-    });
+    for attempt in [
+        format!("tkill {d} 0"),
+        // Queued signals take their own syscalls, past kill()'s.
+        format!("sigqueue {d} 0"),
+        format!("tgsigqueue {d} {d} 0"),
+    ] {
+        task.assert_denied("tamper", "leash_process", denied, || task.probe(&attempt));
+    }
+    if lsm {
+        // A real signal, refused before delivery: the target lives on.
+        task.assert_denied("tamper", "leash_process", EPERM, || {
+            task.probe(&format!("sigqueue {d} 15"))
+        });
+        assert_eq!(untagged(&format!("kill {d} 0")), "ok", "still alive");
+    }
     // Other processes are the task's business, as in any shell.
     assert_eq!(task.probe(&format!("kill {} 0", bystander.pid())), "ok");
     assert_eq!(task.probe(&format!("sigqueue {} 0", bystander.pid())), "ok");
@@ -278,5 +295,5 @@ fn a_removed_link_pin_detaches_nothing_while_the_daemon_runs() {
         "127.0.0.1",
         &port,
     ]);
-    assert_eq!(stdout(&o), harness::EPERM, "{}", stderr(&o));
+    assert_eq!(stdout(&o), EPERM, "{}", stderr(&o));
 }
