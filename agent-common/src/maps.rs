@@ -138,6 +138,7 @@ pub mod programs {
     pub const GUARD_VFORK: &str = "guard_vfork";
     pub const GUARD_LSM_PTRACE: &str = "guard_lsm_ptrace";
     pub const GUARD_LSM_TASK_KILL: &str = "guard_lsm_task_kill";
+    pub const GUARD_LSM_BPF: &str = "guard_lsm_bpf";
     pub const FAMILY_LSM_SOCKET_CREATE: &str = "family_lsm_socket_create";
     pub const FAMILY_LSM_SOCKET_CONNECT: &str = "family_lsm_socket_connect";
     pub const FAMILY_LSM_SOCKET_SENDMSG: &str = "family_lsm_socket_sendmsg";

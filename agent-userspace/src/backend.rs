@@ -20,7 +20,7 @@ const SOCKETS_OTHER: &str = "packet, netlink, vsock sockets (unless socket: gran
 const UNIX_HOOKS: &str = "unix connect/send to names not unix: granted: EPERM (cgroup connect_unix, sendmsg_unix, Linux >= 6.7; io_uring included)";
 const UNIX_TRACEPOINTS: &str = "unix connect/send that reached a name not unix: granted: killed at syscall exit (failed attempts let be; kernels before 6.7, which have no cgroup unix hooks); io_uring connects to unix paths not seen";
 const GUARD: &str = "bpf(), signals or pidfd_open to the daemon, kill(-1), unlink/rename/umount on /sys/fs/bpf, cgroup moves: the caller is killed with SIGKILL (the call itself completes; see docs/security.md)";
-const LSM_GUARD: &str = "signals to the daemon: EPERM, never delivered (lsm task_kill); bpf(), pidfd_open of the daemon, unlink/rename/umount on /sys/fs/bpf, cgroup moves: the caller is killed with SIGKILL (the call itself completes; see docs/security.md)";
+const LSM_GUARD: &str = "bpf(): EPERM (lsm bpf); signals to the daemon: EPERM, never delivered (lsm task_kill); pidfd_open of the daemon, unlink/rename/umount on /sys/fs/bpf, cgroup moves: the caller is killed with SIGKILL (the call itself completes; see docs/security.md)";
 const NET: &str = "connect/sendmsg: EPERM (cgroup sock_addr hooks)";
 const PORTABLE_EXEC: &str = "exec: killed with SIGKILL after exec commits, before the new program runs an instruction (tp_btf sched_process_exec)";
 const PORTABLE_SCRIPTS: &str =
@@ -84,6 +84,7 @@ impl Backend {
                 p::PROCESS_SCHED_EXEC,
                 p::GUARD_LSM_PTRACE,
                 p::GUARD_LSM_TASK_KILL,
+                p::GUARD_LSM_BPF,
                 p::FAMILY_LSM_SOCKET_CREATE,
                 p::FAMILY_LSM_SOCKET_CONNECT,
                 p::FAMILY_LSM_SOCKET_SENDMSG,
@@ -98,6 +99,7 @@ impl Backend {
                 p::GUARD_PTRACE,
                 p::GUARD_PROCESS_VM_WRITEV,
                 p::GUARD_PIDFD_GETFD,
+                p::GUARD_BPF,
                 p::GUARD_KILL,
                 p::GUARD_TKILL,
                 p::GUARD_TGKILL,
@@ -118,6 +120,7 @@ impl Backend {
                 p::GUARD_PTRACE,
                 p::GUARD_PROCESS_VM_WRITEV,
                 p::GUARD_PIDFD_GETFD,
+                p::GUARD_BPF,
                 p::GUARD_KILL,
                 p::GUARD_TKILL,
                 p::GUARD_TGKILL,
@@ -130,7 +133,7 @@ impl Backend {
 
 /// Programs both backends load: tagging, the cgroup network hooks, socket families
 /// (family.rs) and self-protection (guard.rs).
-pub const COMMON_PROGRAMS: [&str; 21] = [
+pub const COMMON_PROGRAMS: [&str; 20] = [
     p::PROCESS_NEWTASK,
     p::PROCESS_EXIT,
     p::NET_CONNECT4,
@@ -138,7 +141,6 @@ pub const COMMON_PROGRAMS: [&str; 21] = [
     p::NET_SENDMSG4,
     p::NET_SENDMSG6,
     p::FAMILY_SOCK_CREATE,
-    p::GUARD_BPF,
     p::GUARD_PIDFD_OPEN,
     p::GUARD_UNLINK,
     p::GUARD_UNLINKAT,

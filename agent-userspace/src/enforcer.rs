@@ -200,6 +200,7 @@ fn attach_point(program: &str) -> &'static str {
         p::GUARD_CGROUP => "cgroup_attach_task",
         p::GUARD_LSM_PTRACE => "ptrace_access_check",
         p::GUARD_LSM_TASK_KILL => "task_kill",
+        p::GUARD_LSM_BPF => "bpf",
         p::FAMILY_LSM_SOCKET_CREATE => "socket_create",
         p::FAMILY_LSM_SOCKET_CONNECT => "socket_connect",
         p::FAMILY_LSM_SOCKET_SENDMSG => "socket_sendmsg",

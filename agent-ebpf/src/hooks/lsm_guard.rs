@@ -44,6 +44,20 @@ pub fn guard_lsm_ptrace(ctx: LsmContext) -> i32 {
     -EPERM
 }
 
+/// `int security_bpf(int cmd, union bpf_attr *attr, unsigned int size, ...)`: every
+/// `bpf()` call of a tagged process fails, whatever the command, before it does
+/// anything. Only the caller matters, so the arguments (a fourth came in 6.14) are not
+/// read; a denial by an earlier program on the hook never reaches this one (the
+/// trampoline stops at the first non-zero return).
+#[lsm(hook = "bpf")]
+pub fn guard_lsm_bpf(_ctx: LsmContext) -> i32 {
+    let Some(task) = current_task() else {
+        return 0;
+    };
+    refuse(task, Reason::GuardBpf, b"bpf\0\0\0\0\0", 0);
+    -EPERM
+}
+
 /// `int security_task_kill(struct task_struct *p, struct kernel_siginfo *info, int sig,
 /// const struct cred *cred)`: every signal a process sends (`kill`, `tkill`, `tgkill`,
 /// queued signals, `pidfd_send_signal` with a pidfd got from anywhere, each target of
