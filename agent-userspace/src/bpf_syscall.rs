@@ -2,9 +2,43 @@
 //! pool's batch updates, the cgroup unix hooks).
 
 use std::{
+    ffi::CString,
     io,
-    os::fd::{FromRawFd as _, OwnedFd},
+    os::fd::{AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd},
+    path::Path,
 };
+
+const BPF_OBJ_PIN: libc::c_long = 6;
+const BPF_OBJ_GET: libc::c_long = 7;
+
+/// The `BPF_OBJ_PIN`/`BPF_OBJ_GET` member of `union bpf_attr`.
+#[repr(C)]
+struct ObjAttr {
+    pathname: u64,
+    bpf_fd: u32,
+    file_flags: u32,
+}
+
+fn obj(cmd: libc::c_long, fd: u32, path: &Path) -> io::Result<libc::c_long> {
+    let c = CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let mut attr = ObjAttr {
+        pathname: c.as_ptr() as u64,
+        bpf_fd: fd,
+        file_flags: 0,
+    };
+    bpf(cmd, &mut attr)
+}
+
+/// Pins the map, program or link behind `fd` at `path` on bpffs.
+pub fn pin(fd: BorrowedFd<'_>, path: &Path) -> io::Result<()> {
+    obj(BPF_OBJ_PIN, fd.as_raw_fd() as u32, path).map(drop)
+}
+
+/// A new descriptor of the object pinned at `path`.
+pub fn get_pinned(path: &Path) -> io::Result<OwnedFd> {
+    obj(BPF_OBJ_GET, 0, path).map(owned_fd)
+}
 
 /// `bpf(cmd, attr, sizeof attr)`.
 pub fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {

@@ -3,7 +3,7 @@
 use std::{
     collections::HashMap,
     fs,
-    os::fd::OwnedFd,
+    os::fd::{AsFd as _, OwnedFd},
     path::{Path, PathBuf},
 };
 
@@ -22,6 +22,7 @@ use aya_log::EbpfLogger;
 use crate::{
     EBPF_OBJECT,
     backend::{Backend, BackendChoice, COMMON_PROGRAMS},
+    bpf_syscall,
     events::EventReader,
     kernel_offsets::{self, OffsetError},
     maps::{Maps, MapsError},
@@ -117,10 +118,14 @@ pub struct Enforcer {
     /// Leash cgroups with the network hooks attached, by cgroup id.
     scopes: HashMap<u64, ScopeLinks>,
     pin_dir: Option<PathBuf>,
-    /// This daemon's own references to its pinned root links: a pin removed under
-    /// bpffs (by a tagged process the guard kills only after the unlink) then detaches
-    /// nothing while the daemon runs.
-    held: Vec<PinnedLink>,
+    /// This daemon's own references to its pinned root links, by pin path: a pin removed
+    /// under bpffs (by a tagged process the guard kills only after the unlink, or not
+    /// at all: it compares path strings) then detaches nothing while the daemon runs,
+    /// and [`Self::restore_pins`] pins it again.
+    held: Vec<(PathBuf, OwnedFd)>,
+    /// Its own references to the pinned maps, by pin path, for the same purpose: a
+    /// daemon started after a map pin is gone would create that map anew, empty.
+    pinned_maps: Vec<(PathBuf, OwnedFd)>,
     /// The cgroup unix hooks, where the kernel has them (portable backend).
     unix: Option<UnixHooks>,
     /// Their root links when nothing is pinned (dropping them detaches).
@@ -307,7 +312,14 @@ impl Enforcer {
             }
             Backend::Lsm => None,
         };
-        drop(map_fds);
+        // What is pinned, kept to pin again (restore_pins).
+        let pinned_maps: Vec<(PathBuf, OwnedFd)> = map_fds
+            .into_iter()
+            .filter_map(|(name, fd)| {
+                let (_, path) = map_pins.iter().find(|(n, _)| *n == name)?;
+                Some((path.clone(), fd))
+            })
+            .collect();
 
         let cgroup = mounts::cgroup2_root()?;
         let task_scope = opts.attach_scope == AttachScope::Task;
@@ -345,11 +357,32 @@ impl Enforcer {
             scopes: HashMap::new(),
             pin_dir: opts.pin_dir.clone(),
             held: Vec::new(),
+            pinned_maps,
             unix,
             unix_links,
         };
         enforcer.take_over(links)?;
         Ok(enforcer)
+    }
+
+    /// Pins again every root link and map of this daemon whose pin is gone (removed
+    /// under bpffs by a path the guard does not recognise, or while its caller was
+    /// being killed), so a daemon started next still finds them; returns those paths.
+    /// A link pin whose `-new` twin exists is a hand-over in progress: left alone.
+    pub fn restore_pins(&self) -> Vec<PathBuf> {
+        let mut restored = Vec::new();
+        for (path, fd) in self.held.iter().chain(&self.pinned_maps) {
+            let mut twin = path.as_os_str().to_owned();
+            twin.push("-new");
+            if path.symlink_metadata().is_ok() || Path::new(&twin).symlink_metadata().is_ok() {
+                continue;
+            }
+            match bpf_syscall::pin(fd.as_fd(), path) {
+                Ok(()) => restored.push(path.clone()),
+                Err(e) => tracing::error!(path = %path.display(), "cannot pin again: {e}"),
+            }
+        }
+        restored
     }
 
     /// Replaces a previous daemon's pinned links with `links` (and, in attach scope
@@ -800,15 +833,20 @@ where
 /// Pins the new links and detaches the previous daemon's, with no gap: every new link
 /// is attached and pinned (as `NAME-new`) before any old one is let go; then each new
 /// pin takes its final name. A crash at any point leaves at least one generation pinned.
-/// Returns the new links, whose fds the caller may hold.
-fn hand_over(dir: &Path, links: Links) -> Result<Vec<PinnedLink>, LoadError> {
+/// Returns a descriptor of each new link, by its final pin path, for the caller to hold.
+fn hand_over(dir: &Path, links: Links) -> Result<Vec<(PathBuf, OwnedFd)>, LoadError> {
     let mut staged = Vec::new();
     let mut held = Vec::new();
     for (program, link) in links {
         // bpffs refuses names with a dot, hence the dash.
         let path = dir.join(format!("{program}-new"));
         detach_pin(&path)?;
-        held.push(link.pin(program, &path)?);
+        drop(link.pin(program, &path)?);
+        let fd = bpf_syscall::get_pinned(&path).map_err(|e| LoadError::Handover {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        held.push((dir.join(program), fd));
         staged.push((program, path));
     }
     // Every pinned link of an earlier generation, including programs this backend does

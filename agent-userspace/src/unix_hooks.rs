@@ -289,14 +289,7 @@ pub fn pin_link(
         path: path.display().to_string(),
         source,
     };
-    let c = CString::new(path.as_os_str().as_encoded_bytes())
-        .map_err(|e| pin(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
-    let mut attr = zeroed();
-    // SAFETY: the BPF_OBJ_PIN member of the union.
-    let a = unsafe { &mut attr.__bindgen_anon_4 };
-    a.pathname = c.as_ptr() as u64;
-    a.bpf_fd = link.as_raw_fd() as u32;
-    bpf(bpf_cmd::BPF_OBJ_PIN, &mut attr).map_err(pin)?;
+    crate::bpf_syscall::pin(link.as_fd(), path).map_err(pin)?;
     PinnedLink::from_pin(path).map_err(|e| pin(io::Error::other(e.to_string())))
 }
 

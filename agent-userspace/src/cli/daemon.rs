@@ -166,6 +166,8 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     };
     let _ = stop_tx.send(true);
     let _ = sweeper.await;
+    // The pins are all the next daemon gets: complete them one last time.
+    daemon.restore_pins();
     let _ = std::fs::remove_file(&config.socket.path);
     if let Some(why) = failed {
         bail!(why);

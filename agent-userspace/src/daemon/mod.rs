@@ -578,7 +578,19 @@ impl Daemon {
             // Catches exits whose event was lost to a full ring buffer.
             self.end_exited(&active);
         }
+        if all_exits {
+            self.restore_pins();
+        }
         self.lock().enforcer.prune_scopes();
+    }
+
+    /// Pins again what someone removed from the pin directory while this daemon runs
+    /// (its own references keep enforcement in place meanwhile), so the next daemon
+    /// adopts the same maps and links.
+    pub fn restore_pins(&self) {
+        for path in self.lock().enforcer.restore_pins() {
+            tracing::warn!(path = %path.display(), "a pin was removed; pinned again");
+        }
     }
 }
 

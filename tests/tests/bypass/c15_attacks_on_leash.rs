@@ -267,14 +267,25 @@ fn a_process_inside_a_task_cannot_change_tasks_or_grants() {
 }
 
 #[test]
-fn a_removed_link_pin_detaches_nothing_while_the_daemon_runs() {
+fn a_removed_pin_detaches_nothing_and_is_pinned_again() {
+    use aya::{
+        maps::MapData,
+        programs::links::{FdLink, PinnedLink},
+    };
     let d = DaemonGuard::start("pins", "");
     let l = harness::Listeners::new();
     let p = probe().display().to_string();
     let pin = d.pin_dir.join("links").join("net_connect4");
-    assert!(pin.exists(), "no pin at {}", pin.display());
+    let maps = d.pin_dir.join("maps");
+    let procs = maps.join(agent_common::maps::PROCS);
+    let ids = || {
+        let link = FdLink::from(PinnedLink::from_pin(&pin).unwrap());
+        let map = MapData::from_pin(&procs).unwrap();
+        (link.info().unwrap().id(), map.info().unwrap().id())
+    };
+    let before = ids();
     // The unlink lands before the guard's kill (a syscall-enter tracepoint cannot
-    // refuse), so the pin is gone ...
+    // refuse) ...
     let o = d.run(&[
         "run",
         "--allow-exec",
@@ -285,8 +296,21 @@ fn a_removed_link_pin_detaches_nothing_while_the_daemon_runs() {
         &pin.display().to_string(),
     ]);
     assert_eq!(stdout(&o), KILLED, "{}", stderr(&o));
-    assert!(!pin.exists(), "the unlink was expected to land first");
-    // ... but the daemon still holds the link, so the connect hook still denies.
+    // ... and a name relative to a directory descriptor passes the guard, which
+    // compares path strings (docs/security.md): the process map's pin goes.
+    let dir = maps.display().to_string();
+    let o = d.run(&[
+        "run",
+        "--allow-exec",
+        &p,
+        "--",
+        &p,
+        "unlinkat",
+        &dir,
+        "PROCS",
+    ]);
+    assert_eq!(stdout(&o), "ok", "{}", stderr(&o));
+    // The daemon still holds the link and the map, so the connect hook still denies ...
     let port = l.tcp4_port().to_string();
     let o = d.run(&[
         "run",
@@ -300,4 +324,7 @@ fn a_removed_link_pin_detaches_nothing_while_the_daemon_runs() {
         &port,
     ]);
     assert_eq!(stdout(&o), EPERM, "{}", stderr(&o));
+    // ... and pins both again (every 2 s), the same objects, for the next daemon.
+    harness::daemon::wait_for("the pins again", || pin.exists() && procs.exists());
+    assert_eq!(ids(), before, "(link id, map id)");
 }

@@ -44,6 +44,18 @@ pub fn run(w: &[String]) -> Option<String> {
         "tgsigqueue" => in_child(|| sigqueue(num(1), Some(num(2)), num(3))),
         "unlink" => in_child(|| path_call(arg(1), |p| unsafe { libc::unlink(p) })),
         "rmdir" => in_child(|| path_call(arg(1), |p| unsafe { libc::rmdir(p) })),
+        // unlinkat(open(DIR), NAME): a name relative to a directory descriptor.
+        "unlinkat" => in_child(|| {
+            let (Ok(dir), Ok(name)) = (CString::new(arg(1)), CString::new(arg(2))) else {
+                return "error bad path".into();
+            };
+            // SAFETY: open and unlinkat with NUL-terminated paths.
+            let fd = unsafe { libc::open(dir.as_ptr(), libc::O_PATH | libc::O_DIRECTORY) };
+            if fd < 0 {
+                return outcome(fd);
+            }
+            outcome(unsafe { libc::unlinkat(fd, name.as_ptr(), 0) })
+        }),
         "umount" => {
             in_child(|| path_call(arg(1), |p| unsafe { libc::umount2(p, libc::MNT_DETACH) }))
         }
