@@ -139,6 +139,9 @@ pub mod programs {
     pub const GUARD_LSM_PTRACE: &str = "guard_lsm_ptrace";
     pub const GUARD_LSM_TASK_KILL: &str = "guard_lsm_task_kill";
     pub const GUARD_LSM_BPF: &str = "guard_lsm_bpf";
+    pub const GUARD_LSM_UNLINK: &str = "guard_lsm_unlink";
+    pub const GUARD_LSM_RMDIR: &str = "guard_lsm_rmdir";
+    pub const GUARD_LSM_RENAME: &str = "guard_lsm_rename";
     pub const FAMILY_LSM_SOCKET_CREATE: &str = "family_lsm_socket_create";
     pub const FAMILY_LSM_SOCKET_CONNECT: &str = "family_lsm_socket_connect";
     pub const FAMILY_LSM_SOCKET_SENDMSG: &str = "family_lsm_socket_sendmsg";

@@ -21,6 +21,8 @@ pub struct KernelOffsets {
     pub inode_sb: u32,
     /// `super_block.s_dev`
     pub sb_dev: u32,
+    /// `super_block.s_magic`
+    pub sb_magic: u32,
     /// `task_struct.pid`
     pub task_pid: u32,
     /// `task_struct.tgid`
@@ -32,7 +34,7 @@ pub struct KernelOffsets {
     pub sock_addr_uaddrlen: u32,
 }
 
-const _: () = assert!(size_of::<KernelOffsets>() == 44);
+const _: () = assert!(size_of::<KernelOffsets>() == 48);
 
 /// Name of the load-time global that holds the [`KernelOffsets`].
 pub const GLOBAL_NAME: &str = "LEASH_OFFSETS";

@@ -20,7 +20,7 @@ const SOCKETS_OTHER: &str = "packet, netlink, vsock sockets (unless socket: gran
 const UNIX_HOOKS: &str = "unix connect/send to names not unix: granted: EPERM (cgroup connect_unix, sendmsg_unix, Linux >= 6.7; io_uring included)";
 const UNIX_TRACEPOINTS: &str = "unix connect/send that reached a name not unix: granted: killed at syscall exit (failed attempts let be; kernels before 6.7, which have no cgroup unix hooks); io_uring connects to unix paths not seen";
 const GUARD: &str = "bpf(), signals or pidfd_open to the daemon, kill(-1), unlink/rename/umount on /sys/fs/bpf, cgroup moves: the caller is killed with SIGKILL (the call itself completes; see docs/security.md)";
-const LSM_GUARD: &str = "bpf(): EPERM (lsm bpf); signals to the daemon: EPERM, never delivered (lsm task_kill); pidfd_open of the daemon, unlink/rename/umount on /sys/fs/bpf, cgroup moves: the caller is killed with SIGKILL (the call itself completes; see docs/security.md)";
+const LSM_GUARD: &str = "bpf(): EPERM (lsm bpf); signals to the daemon: EPERM, never delivered (lsm task_kill); unlink, rmdir, rename on any bpffs mount: EPERM (lsm inode_unlink, inode_rmdir, inode_rename); pidfd_open of the daemon, umount of /sys/fs/bpf or above, cgroup moves: the caller is killed with SIGKILL (the call itself completes; see docs/security.md)";
 const NET: &str = "connect/sendmsg: EPERM (cgroup sock_addr hooks)";
 const PORTABLE_EXEC: &str = "exec: killed with SIGKILL after exec commits, before the new program runs an instruction (tp_btf sched_process_exec)";
 const PORTABLE_SCRIPTS: &str =
@@ -74,66 +74,77 @@ impl Backend {
     /// Programs this backend loads in addition to [`COMMON_PROGRAMS`]; `unix_hooks` as
     /// for [`Self::guarantees`].
     #[must_use]
-    pub const fn programs(self, unix_hooks: bool) -> &'static [&'static str] {
+    pub fn programs(self, unix_hooks: bool) -> Vec<&'static str> {
         match self {
             // process_sched_exec only carries a tag across an exec from a non-leader
             // thread; exec_sched_exec (portable) does that itself.
-            Self::Lsm => &[
+            Self::Lsm => vec![
                 p::EXEC_BPRM_CHECK,
                 p::PROCESS_TASK_ALLOC,
                 p::PROCESS_SCHED_EXEC,
                 p::GUARD_LSM_PTRACE,
                 p::GUARD_LSM_TASK_KILL,
                 p::GUARD_LSM_BPF,
+                p::GUARD_LSM_UNLINK,
+                p::GUARD_LSM_RMDIR,
+                p::GUARD_LSM_RENAME,
                 p::FAMILY_LSM_SOCKET_CREATE,
                 p::FAMILY_LSM_SOCKET_CONNECT,
                 p::FAMILY_LSM_SOCKET_SENDMSG,
             ],
-            // Syscall tracepoints where the lsm backend has an LSM hook (lsm_guard.rs);
-            // unix names by the cgroup unix hooks where the kernel has them.
-            Self::Portable if unix_hooks => &[
-                p::EXEC_SCHED_EXEC,
-                p::FAMILY_SOCKET,
-                p::FAMILY_CONNECT_UNIX,
-                p::FAMILY_SENDMSG_UNIX,
-                p::GUARD_PTRACE,
-                p::GUARD_PROCESS_VM_WRITEV,
-                p::GUARD_PIDFD_GETFD,
-                p::GUARD_BPF,
-                p::GUARD_KILL,
-                p::GUARD_TKILL,
-                p::GUARD_TGKILL,
-                p::GUARD_RT_SIGQUEUEINFO,
-                p::GUARD_RT_TGSIGQUEUEINFO,
-            ],
-            Self::Portable => &[
-                p::EXEC_SCHED_EXEC,
-                p::FAMILY_SOCKET,
-                p::FAMILY_CONNECT,
-                p::FAMILY_SENDTO,
-                p::FAMILY_SENDMSG,
-                p::FAMILY_SENDMMSG,
-                p::FAMILY_CONNECT_EXIT,
-                p::FAMILY_SENDTO_EXIT,
-                p::FAMILY_SENDMSG_EXIT,
-                p::FAMILY_SENDMMSG_EXIT,
-                p::GUARD_PTRACE,
-                p::GUARD_PROCESS_VM_WRITEV,
-                p::GUARD_PIDFD_GETFD,
-                p::GUARD_BPF,
-                p::GUARD_KILL,
-                p::GUARD_TKILL,
-                p::GUARD_TGKILL,
-                p::GUARD_RT_SIGQUEUEINFO,
-                p::GUARD_RT_TGSIGQUEUEINFO,
-            ],
+            // Unix names by the cgroup unix hooks where the kernel has them.
+            Self::Portable => [p::EXEC_SCHED_EXEC, p::FAMILY_SOCKET]
+                .into_iter()
+                .chain(
+                    if unix_hooks {
+                        &[p::FAMILY_CONNECT_UNIX, p::FAMILY_SENDMSG_UNIX][..]
+                    } else {
+                        &UNIX_TRACEPOINT_PROGRAMS[..]
+                    }
+                    .iter()
+                    .copied(),
+                )
+                .chain(PORTABLE_GUARDS)
+                .collect(),
         }
     }
 }
 
+/// The portable backend's unix-name tracepoints, before Linux 6.7 (`family.rs`).
+const UNIX_TRACEPOINT_PROGRAMS: [&str; 8] = [
+    p::FAMILY_CONNECT,
+    p::FAMILY_SENDTO,
+    p::FAMILY_SENDMSG,
+    p::FAMILY_SENDMMSG,
+    p::FAMILY_CONNECT_EXIT,
+    p::FAMILY_SENDTO_EXIT,
+    p::FAMILY_SENDMSG_EXIT,
+    p::FAMILY_SENDMMSG_EXIT,
+];
+
+/// Syscall tracepoints of the portable backend's self-protection where the lsm backend
+/// has an LSM hook that refuses the call instead (`lsm_guard.rs`).
+const PORTABLE_GUARDS: [&str; 15] = [
+    p::GUARD_PTRACE,
+    p::GUARD_PROCESS_VM_WRITEV,
+    p::GUARD_PIDFD_GETFD,
+    p::GUARD_BPF,
+    p::GUARD_KILL,
+    p::GUARD_TKILL,
+    p::GUARD_TGKILL,
+    p::GUARD_RT_SIGQUEUEINFO,
+    p::GUARD_RT_TGSIGQUEUEINFO,
+    p::GUARD_UNLINK,
+    p::GUARD_UNLINKAT,
+    p::GUARD_RMDIR,
+    p::GUARD_RENAME,
+    p::GUARD_RENAMEAT,
+    p::GUARD_RENAMEAT2,
+];
+
 /// Programs both backends load: tagging, the cgroup network hooks, socket families
 /// (family.rs) and self-protection (guard.rs).
-pub const COMMON_PROGRAMS: [&str; 20] = [
+pub const COMMON_PROGRAMS: [&str; 14] = [
     p::PROCESS_NEWTASK,
     p::PROCESS_EXIT,
     p::NET_CONNECT4,
@@ -142,12 +153,6 @@ pub const COMMON_PROGRAMS: [&str; 20] = [
     p::NET_SENDMSG6,
     p::FAMILY_SOCK_CREATE,
     p::GUARD_PIDFD_OPEN,
-    p::GUARD_UNLINK,
-    p::GUARD_UNLINKAT,
-    p::GUARD_RMDIR,
-    p::GUARD_RENAME,
-    p::GUARD_RENAMEAT,
-    p::GUARD_RENAMEAT2,
     p::GUARD_UMOUNT,
     p::GUARD_CGROUP,
     p::GUARD_CLONE,
@@ -163,7 +168,7 @@ pub fn all_programs() -> Vec<&'static str> {
     for backend in [Backend::Portable, Backend::Lsm] {
         for unix_hooks in [false, true] {
             for p in backend.programs(unix_hooks) {
-                if !all.contains(p) {
+                if !all.contains(&p) {
                     all.push(p);
                 }
             }

@@ -206,6 +206,9 @@ fn attach_point(program: &str) -> &'static str {
         p::GUARD_LSM_PTRACE => "ptrace_access_check",
         p::GUARD_LSM_TASK_KILL => "task_kill",
         p::GUARD_LSM_BPF => "bpf",
+        p::GUARD_LSM_UNLINK => "inode_unlink",
+        p::GUARD_LSM_RMDIR => "inode_rmdir",
+        p::GUARD_LSM_RENAME => "inode_rename",
         p::FAMILY_LSM_SOCKET_CREATE => "socket_create",
         p::FAMILY_LSM_SOCKET_CONNECT => "socket_connect",
         p::FAMILY_LSM_SOCKET_SENDMSG => "socket_sendmsg",
@@ -331,7 +334,7 @@ impl Enforcer {
         // Tagging first, so nothing can be created untagged once enforcement starts.
         let programs: Vec<&'static str> = COMMON_PROGRAMS
             .into_iter()
-            .chain(backend.programs(unix.is_some()).iter().copied())
+            .chain(backend.programs(unix.is_some()))
             .chain(guard)
             .collect();
         let keep = opts.pin_dir.is_some();

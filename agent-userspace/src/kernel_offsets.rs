@@ -51,6 +51,7 @@ pub fn from_file(path: &Path) -> Result<KernelOffsets, OffsetError> {
         inode_ino: field(&btf, "inode", "i_ino")?,
         inode_sb: field(&btf, "inode", "i_sb")?,
         sb_dev: field(&btf, "super_block", "s_dev")?,
+        sb_magic: field(&btf, "super_block", "s_magic")?,
         task_pid: field(&btf, "task_struct", "pid")?,
         task_tgid: field(&btf, "task_struct", "tgid")?,
         sock_addr_uaddr: field(&btf, SOCK_ADDR_KERN, "uaddr")?,

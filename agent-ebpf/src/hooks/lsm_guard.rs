@@ -58,6 +58,69 @@ pub fn guard_lsm_bpf(_ctx: LsmContext) -> i32 {
     -EPERM
 }
 
+/// `BPF_FS_MAGIC`: a bpffs superblock, wherever it is mounted.
+const BPF_FS_MAGIC: u64 = 0xcafe_4a11;
+
+/// Refuses a tagged caller's change to a directory on bpffs (any mount of it, by any
+/// path: the portable guard compares path strings); `call` names it in the event.
+#[inline(always)]
+fn bpffs_change(dirs: [*const u8; 2], call: &[u8; 8]) -> i32 {
+    let Some(task) = current_task() else {
+        return 0;
+    };
+    let o = offsets();
+    for dir in dirs {
+        // SAFETY: probe reads of `inode.i_sb` and `super_block.s_magic`.
+        let magic = unsafe {
+            let sb: Result<*const u8, _> =
+                bpf_probe_read_kernel(dir.add(o.inode_sb as usize).cast());
+            sb.and_then(|sb| {
+                let magic: Result<u64, _> =
+                    bpf_probe_read_kernel(sb.add(o.sb_magic as usize).cast());
+                magic
+            })
+        };
+        if magic == Ok(BPF_FS_MAGIC) {
+            refuse(task, Reason::GuardPins, call, 0);
+            return -EPERM;
+        }
+    }
+    0
+}
+
+/// `int security_inode_unlink(struct inode *dir, struct dentry *dentry)`: a pin removed.
+#[lsm(hook = "inode_unlink")]
+pub fn guard_lsm_unlink(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(2);
+    if previous != 0 {
+        return previous;
+    }
+    let dir: *const u8 = ctx.arg(0);
+    bpffs_change([dir, dir], b"unlink\0\0")
+}
+
+/// `int security_inode_rmdir(struct inode *dir, struct dentry *dentry)`.
+#[lsm(hook = "inode_rmdir")]
+pub fn guard_lsm_rmdir(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(2);
+    if previous != 0 {
+        return previous;
+    }
+    let dir: *const u8 = ctx.arg(0);
+    bpffs_change([dir, dir], b"rmdir\0\0\0")
+}
+
+/// `int security_inode_rename(struct inode *old_dir, struct dentry *old_dentry,
+/// struct inode *new_dir, struct dentry *new_dentry)`: either side on bpffs.
+#[lsm(hook = "inode_rename")]
+pub fn guard_lsm_rename(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(4);
+    if previous != 0 {
+        return previous;
+    }
+    bpffs_change([ctx.arg(0), ctx.arg(2)], b"rename\0\0")
+}
+
 /// `int security_task_kill(struct task_struct *p, struct kernel_siginfo *info, int sig,
 /// const struct cred *cred)`: every signal a process sends (`kill`, `tkill`, `tgkill`,
 /// queued signals, `pidfd_send_signal` with a pidfd got from anywhere, each target of

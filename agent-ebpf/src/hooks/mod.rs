@@ -38,6 +38,7 @@ static LEASH_OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
     inode_ino: 0,
     inode_sb: 0,
     sb_dev: 0,
+    sb_magic: 0,
     task_pid: 0,
     task_tgid: 0,
     sock_addr_uaddr: 0,

@@ -151,22 +151,41 @@ fn leash_processes_cannot_be_signalled() {
 fn the_bpf_file_system_is_out_of_reach() {
     let h = Harness::load();
     let task = h.task(spec(&[], &[]));
-    // Paths that do not exist: the kill must come from the path, not the outcome.
-    let absent = "/sys/fs/bpf/leash-bypass-absent";
+    if h.backend() == Backend::Lsm {
+        // The LSM hooks look at the directory's file system, whatever the path names
+        // it: they need a real directory on bpffs, and refuse before anything changes.
+        let name = format!("leash-bypass-{}", std::process::id());
+        let dir = format!("/sys/fs/bpf/{name}");
+        std::fs::create_dir_all(&dir).unwrap();
+        for attempt in [
+            format!("rmdir {dir}"),
+            format!("rename {dir} {dir}-moved"),
+            format!("rename /sys/fs/../fs/bpf/../bpf/{name} /sys/fs/bpf/x"),
+        ] {
+            task.assert_denied("tamper", "leash_pins", EPERM, || task.probe(&attempt));
+        }
+        assert!(std::path::Path::new(&dir).is_dir(), "refused: still there");
+        assert_eq!(untagged(&format!("rmdir {dir}")), "ok");
+    } else {
+        // Paths that do not exist: the kill must come from the path, not the outcome.
+        let absent = "/sys/fs/bpf/leash-bypass-absent";
+        for attempt in [
+            format!("unlink {absent}"),
+            format!("rmdir {absent}"),
+            format!("rename {absent} /tmp/leash-bypass-absent"),
+        ] {
+            task.assert_denied("tamper", "leash_pins", KILLED, || task.probe(&attempt));
+        }
+    }
+    // umount is watched by path on both backends (an umount above bpffs takes it along).
     task.assert_denied("tamper", "leash_pins", KILLED, || {
-        task.probe(&format!("unlink {absent}"))
-    });
-    task.assert_denied("tamper", "leash_pins", KILLED, || {
-        task.probe(&format!("rmdir {absent}"))
-    });
-    task.assert_denied("tamper", "leash_pins", KILLED, || {
-        task.probe(&format!("rename {absent} /tmp/leash-bypass-absent"))
-    });
-    task.assert_denied("tamper", "leash_pins", KILLED, || {
-        task.probe(&format!("umount {absent}/sub"))
+        task.probe("umount /sys/fs/bpf/leash-bypass-absent/sub")
     });
     assert_eq!(task.probe("unlink /tmp/leash-bypass-absent"), "errno 2");
-    assert_eq!(untagged(&format!("unlink {absent}")), "errno 2");
+    assert_eq!(
+        untagged("unlink /sys/fs/bpf/leash-bypass-absent"),
+        "errno 2"
+    );
 }
 
 /// A child cgroup of the hierarchy leash attaches to; removed on drop.
@@ -284,7 +303,8 @@ fn a_removed_pin_detaches_nothing_and_is_pinned_again() {
         (link.info().unwrap().id(), map.info().unwrap().id())
     };
     let before = ids();
-    // The unlink lands before the guard's kill (a syscall-enter tracepoint cannot
+    let lsm = Harness::backend_of_daemon(&d) == Backend::Lsm;
+    // On portable, the unlink lands before the guard's kill (a syscall-enter tracepoint cannot
     // refuse) ...
     let o = d.run(&[
         "run",
@@ -295,9 +315,15 @@ fn a_removed_pin_detaches_nothing_and_is_pinned_again() {
         "unlink",
         &pin.display().to_string(),
     ]);
-    assert_eq!(stdout(&o), KILLED, "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        if lsm { EPERM } else { KILLED },
+        "{}",
+        stderr(&o)
+    );
     // ... and a name relative to a directory descriptor passes the guard, which
-    // compares path strings (docs/security.md): the process map's pin goes.
+    // compares path strings (docs/security.md): the process map's pin goes. The lsm
+    // backend refuses both by the file system, whatever the path.
     let dir = maps.display().to_string();
     let o = d.run(&[
         "run",
@@ -309,7 +335,7 @@ fn a_removed_pin_detaches_nothing_and_is_pinned_again() {
         &dir,
         "PROCS",
     ]);
-    assert_eq!(stdout(&o), "ok", "{}", stderr(&o));
+    assert_eq!(stdout(&o), if lsm { EPERM } else { "ok" }, "{}", stderr(&o));
     // The daemon still holds the link and the map, so the connect hook still denies ...
     let port = l.tcp4_port().to_string();
     let o = d.run(&[
