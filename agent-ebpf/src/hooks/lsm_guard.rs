@@ -61,31 +61,35 @@ pub fn guard_lsm_bpf(_ctx: LsmContext) -> i32 {
 /// `BPF_FS_MAGIC`: a bpffs superblock, wherever it is mounted.
 const BPF_FS_MAGIC: u64 = 0xcafe_4a11;
 
-/// Refuses a tagged caller's change to a directory on bpffs (any mount of it, by any
-/// path: the portable guard compares path strings); `call` names it in the event.
+/// Is the directory inode `dir` on bpffs (any mount of it, by any path)?
 #[inline(always)]
-fn bpffs_change(dirs: [*const u8; 2], call: &[u8; 8]) -> i32 {
+fn on_bpffs(dir: *const u8) -> bool {
+    let o = offsets();
+    // SAFETY: probe reads of `inode.i_sb` and `super_block.s_magic`.
+    unsafe {
+        let Ok(sb): Result<*const u8, _> =
+            bpf_probe_read_kernel(dir.add(o.inode_sb as usize).cast())
+        else {
+            return false;
+        };
+        let magic: Result<u64, _> = bpf_probe_read_kernel(sb.add(o.sb_magic as usize).cast());
+        magic == Ok(BPF_FS_MAGIC)
+    }
+}
+
+/// Refuses a tagged caller's change on bpffs (the portable guard compares path
+/// strings instead); `bpffs` is asked only for a tagged caller, `call` names it in the
+/// event.
+#[inline(always)]
+fn bpffs_change(bpffs: impl FnOnce() -> bool, call: &[u8; 8]) -> i32 {
     let Some(task) = current_task() else {
         return 0;
     };
-    let o = offsets();
-    for dir in dirs {
-        // SAFETY: probe reads of `inode.i_sb` and `super_block.s_magic`.
-        let magic = unsafe {
-            let sb: Result<*const u8, _> =
-                bpf_probe_read_kernel(dir.add(o.inode_sb as usize).cast());
-            sb.and_then(|sb| {
-                let magic: Result<u64, _> =
-                    bpf_probe_read_kernel(sb.add(o.sb_magic as usize).cast());
-                magic
-            })
-        };
-        if magic == Ok(BPF_FS_MAGIC) {
-            refuse(task, Reason::GuardPins, call, 0);
-            return -EPERM;
-        }
+    if !bpffs() {
+        return 0;
     }
-    0
+    refuse(task, Reason::GuardPins, call, 0);
+    -EPERM
 }
 
 /// `int security_inode_unlink(struct inode *dir, struct dentry *dentry)`: a pin removed.
@@ -95,8 +99,7 @@ pub fn guard_lsm_unlink(ctx: LsmContext) -> i32 {
     if previous != 0 {
         return previous;
     }
-    let dir: *const u8 = ctx.arg(0);
-    bpffs_change([dir, dir], b"unlink\0\0")
+    bpffs_change(|| on_bpffs(ctx.arg(0)), b"unlink\0\0")
 }
 
 /// `int security_inode_rmdir(struct inode *dir, struct dentry *dentry)`.
@@ -106,8 +109,7 @@ pub fn guard_lsm_rmdir(ctx: LsmContext) -> i32 {
     if previous != 0 {
         return previous;
     }
-    let dir: *const u8 = ctx.arg(0);
-    bpffs_change([dir, dir], b"rmdir\0\0\0")
+    bpffs_change(|| on_bpffs(ctx.arg(0)), b"rmdir\0\0\0")
 }
 
 /// `int security_inode_rename(struct inode *old_dir, struct dentry *old_dentry,
@@ -118,7 +120,10 @@ pub fn guard_lsm_rename(ctx: LsmContext) -> i32 {
     if previous != 0 {
         return previous;
     }
-    bpffs_change([ctx.arg(0), ctx.arg(2)], b"rename\0\0")
+    bpffs_change(
+        || on_bpffs(ctx.arg(0)) || on_bpffs(ctx.arg(2)),
+        b"rename\0\0",
+    )
 }
 
 /// `int security_task_kill(struct task_struct *p, struct kernel_siginfo *info, int sig,

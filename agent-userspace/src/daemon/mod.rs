@@ -204,15 +204,15 @@ impl Daemon {
             self.save_agents(&inner);
         }
         let id = created?;
-        let Inner { tasks, .. } = &mut *inner;
         self.recorded
             .grant_apply
             .observe(started.elapsed().as_secs_f64());
-        let rec = tasks
+        let rec = inner
+            .tasks
             .get(id)
             .cloned()
             .ok_or_else(|| RegistryError::NoTask(registry::task_id_string(id)))?;
-        let pruned = tasks.prune_ended();
+        let pruned = inner.tasks.prune_ended();
         self.save(&inner, id);
         for old in pruned {
             self.save(&inner, old);

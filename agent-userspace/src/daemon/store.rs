@@ -108,8 +108,7 @@ impl Store {
     /// Appends the task's new state to its journal (creating it for a new task).
     pub fn save_task(&self, task: &TaskRecord) -> anyhow::Result<()> {
         let path = self.task_file(task.id, JOURNAL);
-        let mut line = serde_json::to_vec(task)?;
-        line.push(b'\n');
+        let line = record_line(task)?;
         let mut f = match fs::OpenOptions::new().append(true).open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return self.rewrite(task),
@@ -129,9 +128,7 @@ impl Store {
 
     /// Replaces the task's journal with one line: its current state.
     fn rewrite(&self, task: &TaskRecord) -> anyhow::Result<()> {
-        let mut line = serde_json::to_vec(task)?;
-        line.push(b'\n');
-        write_atomic(&self.task_file(task.id, JOURNAL), &line)
+        write_atomic(&self.task_file(task.id, JOURNAL), &record_line(task)?)
     }
 
     pub fn remove_task(&self, id: u64) -> anyhow::Result<()> {
@@ -164,6 +161,13 @@ const LEGACY: &str = "json";
 /// A journal past this size is rewritten to its last line (about 60 changes of a task
 /// with a few grants; a task's record rarely exceeds a few KiB).
 const COMPACT_BYTES: u64 = 64 * 1024;
+
+/// A record as one journal line.
+fn record_line(task: &TaskRecord) -> anyhow::Result<Vec<u8>> {
+    let mut line = serde_json::to_vec(task)?;
+    line.push(b'\n');
+    Ok(line)
+}
 
 fn remove(path: &Path) -> anyhow::Result<()> {
     match fs::remove_file(path) {

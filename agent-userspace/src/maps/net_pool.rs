@@ -16,7 +16,8 @@ use std::{
     collections::HashMap as StdHashMap,
     ops::Range,
     os::fd::{AsFd as _, AsRawFd as _, OwnedFd},
-    sync::{Arc, Condvar, Mutex, PoisonError},
+    sync::Arc,
+    thread::JoinHandle,
 };
 
 use agent_common::{NetKey, NetRules, maps as names};
@@ -61,10 +62,10 @@ pub struct NetPool {
     growing: Option<Growth>,
 }
 
-/// A background growth: the slots it fills, and where it says how far it got.
+/// A background growth: the first slot it fills, and its thread.
 struct Growth {
-    slots: Range<u32>,
-    done: Arc<(Mutex<Option<Grown>>, Condvar)>,
+    start: u32,
+    thread: JoinHandle<Grown>,
 }
 
 /// Slots filled from the start of a growth's range (always a prefix of it: a batch
@@ -200,24 +201,18 @@ impl NetPool {
                 return;
             }
         };
-        let done = Arc::new((Mutex::new(None), Condvar::new()));
+        let start = slots.start;
         let job = Job {
             outer,
             btf: self.btf.clone(),
             trie_capacity: self.trie_capacity,
-            slots: slots.clone(),
+            slots,
         };
-        let report = Arc::clone(&done);
-        let spawned = std::thread::Builder::new()
+        match std::thread::Builder::new()
             .name("leash-net-pool".into())
-            .spawn(move || {
-                let grown = job.run();
-                let (lock, cvar) = &*report;
-                *lock.lock().unwrap_or_else(PoisonError::into_inner) = Some(grown);
-                cvar.notify_all();
-            });
-        match spawned {
-            Ok(_) => self.growing = Some(Growth { slots, done }),
+            .spawn(move || job.run())
+        {
+            Ok(thread) => self.growing = Some(Growth { start, thread }),
             Err(e) => tracing::warn!("cannot grow the prefix-trie pool ahead of need: {e}"),
         }
     }
@@ -225,22 +220,13 @@ impl NetPool {
     /// Takes in the slots a background growth filled, once it is over; with `wait`,
     /// waits for it to be.
     fn settle(&mut self, wait: bool) {
-        let Some(growth) = &self.growing else {
+        let Some(Growth { start, thread }) =
+            self.growing.take_if(|g| wait || g.thread.is_finished())
+        else {
             return;
         };
-        let (lock, cvar) = &*growth.done;
-        let mut result = lock.lock().unwrap_or_else(PoisonError::into_inner);
-        if wait {
-            result = cvar
-                .wait_while(result, |r| r.is_none())
-                .unwrap_or_else(PoisonError::into_inner);
-        }
-        let Some((n, error)) = result.take() else {
-            return;
-        };
-        drop(result);
-        let start = growth.slots.start;
-        self.growing = None;
+        // A growth that panicked is redone in place; its slots are refilled then.
+        let (n, error) = thread.join().unwrap_or((0, None));
         if let Some(e) = error {
             // The next growth is done in place, where its error reaches the grant.
             tracing::warn!("growing the prefix-trie pool in the background stopped: {e}");

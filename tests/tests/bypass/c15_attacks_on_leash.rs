@@ -302,19 +302,17 @@ fn a_removed_pin_detaches_nothing_and_is_pinned_again() {
         let map = MapData::from_pin(&procs).unwrap();
         (link.info().unwrap().id(), map.info().unwrap().id())
     };
+    // The probe in a task of its own.
+    let in_task = |args: &[&str]| {
+        let mut argv = vec!["run", "--allow-exec", p.as_str(), "--", p.as_str()];
+        argv.extend_from_slice(args);
+        d.run(&argv)
+    };
     let before = ids();
     let lsm = Harness::backend_of_daemon(&d) == Backend::Lsm;
-    // On portable, the unlink lands before the guard's kill (a syscall-enter tracepoint cannot
-    // refuse) ...
-    let o = d.run(&[
-        "run",
-        "--allow-exec",
-        &p,
-        "--",
-        &p,
-        "unlink",
-        &pin.display().to_string(),
-    ]);
+    // On portable, the unlink lands before the guard's kill (a syscall-enter
+    // tracepoint cannot refuse) ...
+    let o = in_task(&["unlink", &pin.display().to_string()]);
     assert_eq!(
         stdout(&o),
         if lsm { EPERM } else { KILLED },
@@ -325,30 +323,11 @@ fn a_removed_pin_detaches_nothing_and_is_pinned_again() {
     // compares path strings (docs/security.md): the process map's pin goes. The lsm
     // backend refuses both by the file system, whatever the path.
     let dir = maps.display().to_string();
-    let o = d.run(&[
-        "run",
-        "--allow-exec",
-        &p,
-        "--",
-        &p,
-        "unlinkat",
-        &dir,
-        "PROCS",
-    ]);
+    let o = in_task(&["unlinkat", &dir, "PROCS"]);
     assert_eq!(stdout(&o), if lsm { EPERM } else { "ok" }, "{}", stderr(&o));
     // The daemon still holds the link and the map, so the connect hook still denies ...
     let port = l.tcp4_port().to_string();
-    let o = d.run(&[
-        "run",
-        "--allow-exec",
-        &p,
-        "--",
-        &p,
-        "connect",
-        "tcp",
-        "127.0.0.1",
-        &port,
-    ]);
+    let o = in_task(&["connect", "tcp", "127.0.0.1", &port]);
     assert_eq!(stdout(&o), EPERM, "{}", stderr(&o));
     // ... and pins both again (every 2 s), the same objects, for the next daemon.
     harness::daemon::wait_for("the pins again", || pin.exists() && procs.exists());
