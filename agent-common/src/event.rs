@@ -62,6 +62,21 @@ pub enum Reason {
     GuardCgroup = 12,
     /// The process map has no room for a child.
     MapFull = 13,
+    /// A compat (i386 or x32) system call, which the native syscall tracepoints never
+    /// see: the process is stopped at its first one.
+    CompatSyscall = 14,
+    /// Mounting, unmounting or pivoting a root: a task must not re-point names or
+    /// recycle file system identities.
+    GuardMount = 15,
+    /// A door into the kernel: module load/unload, kexec, `iopl`/`ioperm`, raw memory
+    /// devices.
+    GuardKernel = 16,
+    /// A write to host state the kernel or untagged processes act on (`/proc/sys`,
+    /// `/sys`, binfmt_misc).
+    GuardHostState = 17,
+    /// io_uring without a `socket:io_uring` grant: its operations bypass syscall-level
+    /// checks.
+    IoUringNotGranted = 18,
 }
 
 /// Counter rows per slot.

@@ -95,6 +95,11 @@ pub const fn reason_name(r: u8) -> &'static str {
         x if x == Reason::GuardPins as u8 => "leash_pins",
         x if x == Reason::GuardCgroup as u8 => "leash_cgroup",
         x if x == Reason::MapFull as u8 => "map_full",
+        x if x == Reason::CompatSyscall as u8 => "compat_syscall",
+        x if x == Reason::GuardMount as u8 => "leash_mount",
+        x if x == Reason::GuardKernel as u8 => "kernel_door",
+        x if x == Reason::GuardHostState as u8 => "host_state",
+        x if x == Reason::IoUringNotGranted as u8 => "io_uring_not_granted",
         _ => "unknown",
     }
 }

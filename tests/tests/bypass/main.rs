@@ -1,5 +1,5 @@
 //! The bypass suite: one module per numbered class of the threat model
-//! (/work/shared/docs/threat-model.md, summarised in docs/security.md). Every class
+//! (docs/security.md). Every class
 //! runs at least one concrete attempt inside a task and expects the denial, its
 //! counter and its event; untagged processes must be unaffected by the same call.
 
