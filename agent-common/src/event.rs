@@ -77,6 +77,8 @@ pub enum Reason {
     /// io_uring without a `socket:io_uring` grant: its operations bypass syscall-level
     /// checks.
     IoUringNotGranted = 18,
+    /// A granted file whose content (or inode) changed after it was granted.
+    ChangedSinceGrant = 19,
 }
 
 /// Counter rows per slot.

@@ -23,6 +23,37 @@ pub struct ExecGrant {
 
 const _: () = assert!(size_of::<ExecGrant>() == 8);
 
+/// [`ExecFileGrant::checks`]: compare the inode's change time.
+pub const CHECK_CTIME: u32 = 1;
+/// [`ExecFileGrant::checks`]: compare the inode's generation (`i_generation`), where the
+/// file system reported one at grant time.
+pub const CHECK_GENERATION: u32 = 2;
+
+/// Value of `EXEC_GRANTS`: the expiry, and the file as it was when it was granted.
+///
+/// A write to the file, a chmod, a new link or a new file that got the same inode
+/// number all change the inode's change time, which no call can set back; so an exec
+/// whose file no longer has the granted change time runs other content than was
+/// granted, and is denied (`changed_since_grant`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExecFileGrant {
+    /// `CLOCK_BOOTTIME` ns after which this grant no longer applies; 0 = the task's.
+    pub expires_ns: u64,
+    /// `inode.i_ctime` seconds at grant time.
+    pub ctime_sec: i64,
+    /// `inode.i_ctime` nanoseconds at grant time.
+    pub ctime_nsec: u32,
+    /// `inode.i_generation` at grant time (with [`CHECK_GENERATION`]).
+    pub generation: u32,
+    /// [`CHECK_CTIME`] | [`CHECK_GENERATION`]; 0 for a grant recorded by a daemon that
+    /// did not know the file's state (state from before this field existed).
+    pub checks: u32,
+    pub _pad: u32,
+}
+
+const _: () = assert!(size_of::<ExecFileGrant>() == 32);
+
 /// Data part of the `NET_GRANTS` LPM key (the trie adds the prefix length in front).
 ///
 /// The task id is always matched in full, so the prefix length is

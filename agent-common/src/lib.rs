@@ -12,7 +12,9 @@ pub mod offsets;
 pub mod task;
 
 pub use event::{Action, Event, Reason, Verdict};
-pub use grant::{ExecGrant, ExecKey, NetKey, NetRules, PortRule, ScriptKey, UnixKey};
+pub use grant::{
+    ExecFileGrant, ExecGrant, ExecKey, NetKey, NetRules, PortRule, ScriptKey, UnixKey,
+};
 pub use offsets::KernelOffsets;
 pub use task::{TaskInfo, TaskMode, TaskState};
 

@@ -32,9 +32,18 @@ pub struct KernelOffsets {
     pub sock_addr_uaddr: u32,
     /// `bpf_sock_addr_kern.uaddrlen` (Linux >= 6.7, with the unix hooks); 0 when absent.
     pub sock_addr_uaddrlen: u32,
+    /// Seconds of `inode`'s change time: `i_ctime_sec` (>= 6.11), else `__i_ctime`
+    /// (6.6) or `i_ctime` (a `timespec64`, whose `tv_sec` comes first).
+    pub inode_ctime_sec: u32,
+    /// Nanoseconds of the change time: `i_ctime_nsec`, else `tv_nsec` of the
+    /// `timespec64` (8 bytes after its seconds; read as its low 32 bits).
+    pub inode_ctime_nsec: u32,
+    /// `inode.i_generation`
+    pub inode_generation: u32,
+    pub _pad: u32,
 }
 
-const _: () = assert!(size_of::<KernelOffsets>() == 48);
+const _: () = assert!(size_of::<KernelOffsets>() == 64);
 
 /// Name of the load-time global that holds the [`KernelOffsets`].
 pub const GLOBAL_NAME: &str = "LEASH_OFFSETS";

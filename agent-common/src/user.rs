@@ -1,6 +1,9 @@
 //! Userspace-only impls: the types are plain old data for aya's maps.
 
-use crate::{ExecGrant, ExecKey, KernelOffsets, NetKey, NetRules, ScriptKey, TaskInfo, UnixKey};
+use crate::{
+    ExecFileGrant, ExecGrant, ExecKey, KernelOffsets, NetKey, NetRules, ScriptKey, TaskInfo,
+    UnixKey,
+};
 
 // SAFETY: each type is `repr(C)`, `Copy`, made only of integers, with explicit padding
 // (size asserts next to the definitions), so every bit pattern is valid.
@@ -9,6 +12,8 @@ unsafe impl aya::Pod for TaskInfo {}
 unsafe impl aya::Pod for ExecKey {}
 // SAFETY: as above.
 unsafe impl aya::Pod for ExecGrant {}
+// SAFETY: as above.
+unsafe impl aya::Pod for ExecFileGrant {}
 // SAFETY: as above.
 unsafe impl aya::Pod for NetKey {}
 // SAFETY: as above.

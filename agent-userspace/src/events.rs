@@ -100,6 +100,7 @@ pub const fn reason_name(r: u8) -> &'static str {
         x if x == Reason::GuardKernel as u8 => "kernel_door",
         x if x == Reason::GuardHostState as u8 => "host_state",
         x if x == Reason::IoUringNotGranted as u8 => "io_uring_not_granted",
+        x if x == Reason::ChangedSinceGrant as u8 => "changed_since_grant",
         _ => "unknown",
     }
 }

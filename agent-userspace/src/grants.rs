@@ -16,6 +16,7 @@ use std::{
     str::FromStr,
 };
 
+use crate::file_state::FileState;
 use agent_common::{
     ExecKey, NetKey, NetRules, PortRule, ScriptKey,
     grant::{MAX_PORT_RULES, NET_KEY_TASK_BITS, PROTO_TCP, PROTO_UDP, SCRIPT_PATH_LEN},
@@ -70,6 +71,9 @@ pub struct ExecFile {
     pub ino: u64,
     /// Starts with `#!`: the portable backend also needs its path (see [`ScriptKey`]).
     pub script: bool,
+    /// Its change time and generation when resolved: the kernel denies an exec of
+    /// anything else at this identity.
+    pub state: FileState,
 }
 
 impl ExecFile {
@@ -227,6 +231,7 @@ fn exec_file(root: &fs::File, path: &Path) -> Result<ExecFile, String> {
         dev: kernel_dev(meta.dev()),
         ino: meta.ino(),
         script,
+        state: FileState::of(&file, &meta),
     })
 }
 

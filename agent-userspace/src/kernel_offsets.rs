@@ -43,6 +43,7 @@ pub fn from_file(path: &Path) -> Result<KernelOffsets, OffsetError> {
         path: path.display().to_string(),
         reason: format!("{e:#}"),
     })?;
+    let ctime = ctime_offsets(&btf)?;
     Ok(KernelOffsets {
         bprm_file: field(&btf, "linux_binprm", "file")?,
         bprm_filename: field(&btf, "linux_binprm", "filename")?,
@@ -61,7 +62,28 @@ pub fn from_file(path: &Path) -> Result<KernelOffsets, OffsetError> {
             Err(OffsetError::NoField { .. }) => 0,
             Err(e) => return Err(e),
         },
+        inode_ctime_sec: ctime.0,
+        inode_ctime_nsec: ctime.1,
+        inode_generation: field(&btf, "inode", "i_generation")?,
+        _pad: 0,
     })
+}
+
+/// Offsets of the seconds and nanoseconds of `inode`'s change time, whose field was
+/// renamed twice: `i_ctime_sec`/`i_ctime_nsec` (6.11), `__i_ctime` (6.6), `i_ctime`.
+fn ctime_offsets(btf: &Btf) -> Result<(u32, u32), OffsetError> {
+    match field(btf, "inode", "i_ctime_sec") {
+        Ok(sec) => return Ok((sec, field(btf, "inode", "i_ctime_nsec")?)),
+        Err(OffsetError::NoField { .. }) => {}
+        Err(e) => return Err(e),
+    }
+    let sec = match field(btf, "inode", "__i_ctime") {
+        Ok(off) => off,
+        Err(OffsetError::NoField { .. }) => field(btf, "inode", "i_ctime")?,
+        Err(e) => return Err(e),
+    };
+    // `struct timespec64 { time64_t tv_sec; long tv_nsec; }`
+    Ok((sec, sec + 8))
 }
 
 /// The context behind a cgroup `sock_addr` program.
@@ -148,5 +170,8 @@ mod tests {
         assert!(o.task_pid > 0);
         assert_eq!(o.task_tgid, o.task_pid + 4, "pid_t pid; pid_t tgid;");
         assert_eq!(o.sock_addr_uaddr % 8, 0);
+        assert_eq!(o.inode_ctime_sec % 8, 0, "time64_t");
+        assert!(o.inode_ctime_nsec > o.inode_ctime_sec);
+        assert!(o.inode_generation > 0);
     }
 }

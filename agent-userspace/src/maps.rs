@@ -2,7 +2,8 @@
 //! map, and a full map says so with the remedy.
 
 use agent_common::{
-    Action, ExecGrant, ExecKey, NetKey, NetRules, ScriptKey, TaskInfo, UnixKey, Verdict,
+    Action, ExecFileGrant, ExecGrant, ExecKey, NetKey, NetRules, ScriptKey, TaskInfo, UnixKey,
+    Verdict,
     event::counter_index,
     grant::NET_KEY_TASK_BITS,
     maps::{self as names, Stat},
@@ -52,7 +53,7 @@ const FULL_ADDRESS: u32 = NET_KEY_TASK_BITS + 128;
 pub struct Maps {
     procs: HashMap<MapData, u32, u64>,
     tasks: HashMap<MapData, u64, TaskInfo>,
-    exec: HashMap<MapData, ExecKey, ExecGrant>,
+    exec: HashMap<MapData, ExecKey, ExecFileGrant>,
     scripts: HashMap<MapData, ScriptKey, ExecGrant>,
     /// Prefixes shorter than an address: one trie per task, from a pool of slots.
     net: NetPool,
@@ -273,7 +274,7 @@ impl Maps {
         removed(self.protected.remove(&pid), names::PROTECTED)
     }
 
-    pub fn grant_exec(&mut self, key: &ExecKey, grant: ExecGrant) -> Result<(), MapsError> {
+    pub fn grant_exec(&mut self, key: &ExecKey, grant: ExecFileGrant) -> Result<(), MapsError> {
         self.exec
             .insert(key, grant, 0)
             .map_err(op_err("insert", names::EXEC_GRANTS))

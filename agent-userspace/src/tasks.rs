@@ -86,7 +86,7 @@ pub fn install(
 ) -> Result<(), TaskError> {
     let result = (|| {
         for file in &grants.exec {
-            maps.grant_exec(&file.key(id), ExecGrant { expires_ns: 0 })?;
+            maps.grant_exec(&file.key(id), file.state.grant(0))?;
             for key in file.script_keys(id)? {
                 maps.grant_script(&key, ExecGrant { expires_ns: 0 })?;
             }

@@ -1,8 +1,8 @@
 //! Exec enforcement: a tagged process may start only the files its task was granted.
 
 use agent_common::{
-    Action, ExecGrant, ExecKey, Reason, ScriptKey, TaskInfo,
-    grant::SCRIPT_PATH_LEN,
+    Action, ExecFileGrant, ExecGrant, ExecKey, Reason, ScriptKey, TaskInfo,
+    grant::{CHECK_CTIME, CHECK_GENERATION, SCRIPT_PATH_LEN},
     maps::{EXEC_GRANTS_CAPACITY, SCRIPT_GRANTS_CAPACITY, Stat},
 };
 use aya_ebpf::{
@@ -18,19 +18,24 @@ const SIGKILL: u32 = 9;
 const EPERM: i32 = 1;
 
 #[map]
-pub static EXEC_GRANTS: HashMap<ExecKey, ExecGrant> =
+pub static EXEC_GRANTS: HashMap<ExecKey, ExecFileGrant> =
     HashMap::with_max_entries(EXEC_GRANTS_CAPACITY, 0);
 
 #[map]
 pub static SCRIPT_GRANTS: HashMap<ScriptKey, ExecGrant> =
     HashMap::with_max_entries(SCRIPT_GRANTS_CAPACITY, 0);
 
-/// A file's identity: (device in `s_dev` encoding, inode number).
+/// A file's identity: (device in `s_dev` encoding, inode number), and its inode.
 #[derive(Clone, Copy)]
 struct FileId {
     dev: u32,
     ino: u64,
+    inode: *const u8,
 }
+
+/// Multigrain timestamps (6.13) keep a flag in the top bit of `i_ctime_nsec`;
+/// nanoseconds never reach it, so masking is right on every kernel.
+const CTIME_NSEC_MASK: u32 = 0x7fff_ffff;
 
 /// Reads `file->f_inode->{i_sb->s_dev, i_ino}`.
 #[inline(always)]
@@ -42,7 +47,7 @@ fn file_id(file: *const u8) -> Result<FileId, i32> {
         let ino: u64 = bpf_probe_read_kernel(inode.add(o.inode_ino as usize).cast())?;
         let sb: *const u8 = bpf_probe_read_kernel(inode.add(o.inode_sb as usize).cast())?;
         let dev: u32 = bpf_probe_read_kernel(sb.add(o.sb_dev as usize).cast())?;
-        Ok(FileId { dev, ino })
+        Ok(FileId { dev, ino, inode })
     }
 }
 
@@ -66,10 +71,38 @@ fn file_granted(task: u64, id: FileId, now: u64) -> Result<(), Reason> {
         _pad: 0,
     };
     // SAFETY: the value is copied out at once.
-    match unsafe { EXEC_GRANTS.get(key) } {
-        Some(g) if granted(g.expires_ns, now) => Ok(()),
+    match unsafe { EXEC_GRANTS.get(key) }.copied() {
+        Some(g) if granted(g.expires_ns, now) => unchanged(id.inode, &g),
         _ => Err(Reason::NotGranted),
     }
+}
+
+/// Is the file still as it was granted: same change time (a write, chmod or link
+/// changes it, and a new inode that reused the number has its own), same generation?
+#[inline(always)]
+fn unchanged(inode: *const u8, g: &ExecFileGrant) -> Result<(), Reason> {
+    let o = offsets();
+    // SAFETY: every read goes through bpf_probe_read_kernel, which faults safely.
+    unsafe {
+        if g.checks & CHECK_CTIME != 0 {
+            let sec: i64 = bpf_probe_read_kernel(inode.add(o.inode_ctime_sec as usize).cast())
+                .map_err(|_| Reason::ReadFailed)?;
+            let nsec: u32 = bpf_probe_read_kernel(inode.add(o.inode_ctime_nsec as usize).cast())
+                .map_err(|_| Reason::ReadFailed)?;
+            if sec != g.ctime_sec || nsec & CTIME_NSEC_MASK != g.ctime_nsec {
+                return Err(Reason::ChangedSinceGrant);
+            }
+        }
+        if g.checks & CHECK_GENERATION != 0 {
+            let generation: u32 =
+                bpf_probe_read_kernel(inode.add(o.inode_generation as usize).cast())
+                    .map_err(|_| Reason::ReadFailed)?;
+            if generation != g.generation {
+                return Err(Reason::ChangedSinceGrant);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Portable backend: the script of a shebang exec must be granted by path (see

@@ -43,6 +43,10 @@ static LEASH_OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
     task_tgid: 0,
     sock_addr_uaddr: 0,
     sock_addr_uaddrlen: 0,
+    inode_ctime_sec: 0,
+    inode_ctime_nsec: 0,
+    inode_generation: 0,
+    _pad: 0,
 });
 
 #[inline(always)]

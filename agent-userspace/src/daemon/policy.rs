@@ -559,6 +559,7 @@ mod tests {
                 dev: 8,
                 ino: 42,
                 script: false,
+                state: None,
             }],
             ..grant("127.0.0.1:1")
         };

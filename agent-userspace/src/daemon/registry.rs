@@ -9,13 +9,15 @@ use std::{
 };
 
 use agent_common::{
-    ExecGrant, ExecKey, NetKey, ScriptKey, TaskInfo, TaskMode, TaskState as KState, UnixKey,
+    ExecFileGrant, ExecGrant, ExecKey, NetKey, ScriptKey, TaskInfo, TaskMode, TaskState as KState,
+    UnixKey,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::{
     api::types::{self, EndReason, GrantKind, Mode, TaskState},
     clock,
+    file_state::{self, FileState},
     grants::{self, ConnectSpec, ExecFile, GrantError, NetGrant},
     maps::{Maps, MapsError},
     sockets::{self, SocketGrant},
@@ -89,6 +91,10 @@ pub struct FileRecord {
     pub dev: u32,
     pub ino: u64,
     pub script: bool,
+    /// The file's state when granted; absent in state written before it was kept,
+    /// and then only the identity is checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<FileState>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -559,7 +565,7 @@ impl Tasks {
     /// this task's entries.
     pub fn sync(&mut self, maps: &mut Maps, id: u64) -> Result<(), RegistryError> {
         let task = self.get_mut(id)?;
-        let mut exec: HashMap<ExecKey, u64> = HashMap::new();
+        let mut exec: HashMap<ExecKey, ExecFileGrant> = HashMap::new();
         let mut scripts: Vec<(ExecFile, u64)> = Vec::new();
         let mut nets: Vec<NetGrant> = Vec::new();
         for g in task.grants.iter().filter(|g| g.pending_ns == 0) {
@@ -570,11 +576,30 @@ impl Tasks {
                     dev: f.dev,
                     _pad: 0,
                 };
-                // Two grants of one file: the longer-lived wins (0 = with the task).
-                let e = exec.entry(key).or_insert(g.expires_ns);
-                if g.expires_ns == 0 || (*e != 0 && g.expires_ns > *e) {
-                    *e = g.expires_ns;
-                }
+                let grant = f.state.map_or_else(
+                    || {
+                        tracing::warn!(
+                            task = %task_id_string(id),
+                            path = %f.path,
+                            "exec grant recorded by an older daemon, without the file's state: checked by identity only until granted again"
+                        );
+                        file_state::unchecked(g.expires_ns)
+                    },
+                    |s| s.grant(g.expires_ns),
+                );
+                // Two grants of one file: the longer-lived expiry wins (0 = with the
+                // task), and the later grant's state: the file as last granted.
+                let e = exec.entry(key).or_insert(grant);
+                let expires_ns =
+                    if g.expires_ns == 0 || (e.expires_ns != 0 && g.expires_ns > e.expires_ns) {
+                        g.expires_ns
+                    } else {
+                        e.expires_ns
+                    };
+                *e = ExecFileGrant {
+                    expires_ns,
+                    ..grant
+                };
                 if f.script {
                     scripts.push((exec_file(f), g.expires_ns));
                 }
@@ -616,8 +641,8 @@ impl Tasks {
         // New entries go in before stale ones leave, and the task entry last: a
         // process never sees a live task with half its grants (it would be denied,
         // never wrongly allowed).
-        for (key, &expires_ns) in &exec {
-            maps.grant_exec(key, ExecGrant { expires_ns })?;
+        for (key, &grant) in &exec {
+            maps.grant_exec(key, grant)?;
             installed.exec.insert(*key);
         }
         for (key, &expires_ns) in &script_keys {
@@ -808,6 +833,7 @@ fn exec_file(f: &FileRecord) -> ExecFile {
         dev: f.dev,
         ino: f.ino,
         script: f.script,
+        state: f.state.unwrap_or_default(),
     }
 }
 
@@ -855,6 +881,7 @@ pub fn resolve(
                     dev: f.dev,
                     ino: f.ino,
                     script: f.script,
+                    state: Some(f.state),
                 })
                 .collect();
         }

@@ -566,7 +566,7 @@ type Other = (u64, Vec<(u32, agent_common::NetKey)>);
 /// Puts `tasks - 1` other live tasks into the harness's maps, with one exec grant and
 /// `grants` network entries each; returns what to take out again.
 fn populate(h: &Harness, tasks: u32, grants: u32, cidr: bool) -> anyhow::Result<Vec<Other>> {
-    use agent_common::{ExecGrant, NetKey, NetRules, PortRule, TaskInfo, grant::PROTO_TCP};
+    use agent_common::{NetKey, NetRules, PortRule, TaskInfo, grant::PROTO_TCP};
     let mut enf = h.enforcer.lock().unwrap();
     let maps = enf.maps_mut();
     let mut rules = NetRules::EMPTY;
@@ -591,7 +591,7 @@ fn populate(h: &Harness, tasks: u32, grants: u32, cidr: bool) -> anyhow::Result<
                 families: 0,
             },
         )?;
-        maps.grant_exec(&exec_key(id), ExecGrant { expires_ns: 0 })?;
+        maps.grant_exec(&exec_key(id), leash::file_state::unchecked(0))?;
         let entries: Vec<_> = (0..grants)
             .map(|g| {
                 let mut addr = [0u8; 16];
