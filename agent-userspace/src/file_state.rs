@@ -10,8 +10,14 @@ use agent_common::{
 };
 use serde::{Deserialize, Serialize};
 
-/// `FS_IOC_GETVERSION`: `_IOR('v', 1, long)`.
-const FS_IOC_GETVERSION: libc::c_ulong = 0x8008_7601;
+/// `FS_IOC_GETVERSION`: `_IOR('v', 1, long)`. The request's type is `c_ulong` with
+/// glibc and `c_int` with musl; the bits are the same.
+#[allow(
+    clippy::cast_possible_wrap,
+    clippy::cast_lossless,
+    reason = "a 32-bit request number, widened (glibc) or reinterpreted (musl)"
+)]
+const FS_IOC_GETVERSION: libc::Ioctl = 0x8008_7601_u32 as libc::Ioctl;
 
 /// The state of a granted file, as the kernel compares it at exec.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
