@@ -32,9 +32,12 @@ pub struct KernelOffsets {
     pub sock_addr_uaddr: u32,
     /// `bpf_sock_addr_kern.uaddrlen` (Linux >= 6.7, with the unix hooks); 0 when absent.
     pub sock_addr_uaddrlen: u32,
+    /// `task_struct.thread_info.status` (x86: `TS_COMPAT` while an i386 system call
+    /// runs); the thread_info is embedded in the task_struct.
+    pub task_ti_status: u32,
 }
 
-const _: () = assert!(size_of::<KernelOffsets>() == 48);
+const _: () = assert!(size_of::<KernelOffsets>() == 52);
 
 /// Name of the load-time global that holds the [`KernelOffsets`].
 pub const GLOBAL_NAME: &str = "LEASH_OFFSETS";

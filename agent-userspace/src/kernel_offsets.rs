@@ -61,6 +61,8 @@ pub fn from_file(path: &Path) -> Result<KernelOffsets, OffsetError> {
             Err(OffsetError::NoField { .. }) => 0,
             Err(e) => return Err(e),
         },
+        task_ti_status: field(&btf, "task_struct", "thread_info")?
+            + field(&btf, "thread_info", "status")?,
     })
 }
 
@@ -148,5 +150,7 @@ mod tests {
         assert!(o.task_pid > 0);
         assert_eq!(o.task_tgid, o.task_pid + 4, "pid_t pid; pid_t tgid;");
         assert_eq!(o.sock_addr_uaddr % 8, 0);
+        // x86_64: flags, syscall_work, then status, in the task's first bytes.
+        assert_eq!(o.task_ti_status, 16, "thread_info first in task_struct");
     }
 }

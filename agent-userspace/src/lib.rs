@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod enforcer;
 pub mod events;
 pub mod grants;
+pub mod ia32;
 pub mod kernel_offsets;
 pub mod maps;
 pub mod metrics;

@@ -5,6 +5,7 @@
 // The program macros fix the context parameter by value.
 #![expect(clippy::needless_pass_by_value, reason = "aya program signatures")]
 
+pub mod compat;
 pub mod exec;
 pub mod family;
 pub mod guard;
@@ -43,6 +44,7 @@ static LEASH_OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
     task_tgid: 0,
     sock_addr_uaddr: 0,
     sock_addr_uaddrlen: 0,
+    task_ti_status: 0,
 });
 
 #[inline(always)]
