@@ -33,7 +33,7 @@ pub struct KernelOffsets {
     /// `bpf_sock_addr_kern.uaddrlen` (Linux >= 6.7, with the unix hooks); 0 when absent.
     pub sock_addr_uaddrlen: u32,
     /// `task_struct.thread_info.status` (x86: `TS_COMPAT` while an i386 system call
-    /// runs); the thread_info is embedded in the task_struct.
+    /// runs); the `thread_info` is embedded in the `task_struct`.
     pub task_ti_status: u32,
 }
 

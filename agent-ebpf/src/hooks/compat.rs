@@ -31,9 +31,9 @@ fn in_ia32_syscall() -> bool {
     // load-time constant (read-only data) the verifier checks against the task_struct's
     // BTF, and the load of `thread_info.status` cannot fault.
     let status = unsafe {
-        let task = bpf_get_current_task_btf().cast::<u8>();
-        task.add(offsets().task_ti_status as usize)
+        bpf_get_current_task_btf()
             .cast::<u32>()
+            .byte_add(offsets().task_ti_status as usize)
             .read_volatile()
     };
     status & TS_COMPAT != 0
