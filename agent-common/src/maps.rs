@@ -145,4 +145,5 @@ pub mod programs {
     pub const FAMILY_LSM_SOCKET_CREATE: &str = "family_lsm_socket_create";
     pub const FAMILY_LSM_SOCKET_CONNECT: &str = "family_lsm_socket_connect";
     pub const FAMILY_LSM_SOCKET_SENDMSG: &str = "family_lsm_socket_sendmsg";
+    pub const COMPAT_SYS_ENTER: &str = "compat_sys_enter";
 }

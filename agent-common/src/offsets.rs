@@ -40,7 +40,9 @@ pub struct KernelOffsets {
     pub inode_ctime_nsec: u32,
     /// `inode.i_generation`
     pub inode_generation: u32,
-    pub _pad: u32,
+    /// `task_struct.thread_info.status` (x86: `TS_COMPAT` while an i386 system call
+    /// runs); the `thread_info` is embedded in the `task_struct`.
+    pub task_ti_status: u32,
 }
 
 const _: () = assert!(size_of::<KernelOffsets>() == 64);

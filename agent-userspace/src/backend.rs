@@ -26,6 +26,7 @@ const PORTABLE_EXEC: &str = "exec: killed with SIGKILL after exec commits, befor
 const PORTABLE_SCRIPTS: &str =
     "shebang scripts: interpreter checked by inode, script by its granted absolute path";
 const PORTABLE_PTRACE: &str = "ptrace attach, process_vm_writev outside the task, pidfd_getfd: the caller is killed with SIGKILL (a process_vm_writev lands; /proc/<pid>/mem is not watched)";
+const COMPAT: &str = "compat system calls (i386: int 0x80, sysenter, 32-bit syscall; x32): the caller is killed with SIGKILL at its first one, whatever the call (tp_btf sys_enter; the call itself completes, see docs/security.md); granted 32-bit programs are stopped too";
 const FORK: &str =
     "fork with a full process map: refused (the caller is killed before the child exists)";
 
@@ -45,6 +46,7 @@ impl Backend {
                 "ptrace attach, process_vm_*, /proc/<pid>/mem, pidfd_getfd outside the task: EPERM (lsm ptrace_access_check)",
                 LSM_GUARD,
                 FORK,
+                COMPAT,
             ],
             Self::Portable if unix_hooks => &[
                 PORTABLE_EXEC,
@@ -56,6 +58,7 @@ impl Backend {
                 PORTABLE_PTRACE,
                 GUARD,
                 FORK,
+                COMPAT,
             ],
             Self::Portable => &[
                 PORTABLE_EXEC,
@@ -67,6 +70,7 @@ impl Backend {
                 PORTABLE_PTRACE,
                 GUARD,
                 FORK,
+                COMPAT,
             ],
         }
     }
@@ -143,8 +147,8 @@ const PORTABLE_GUARDS: [&str; 15] = [
 ];
 
 /// Programs both backends load: tagging, the cgroup network hooks, socket families
-/// (family.rs) and self-protection (guard.rs).
-pub const COMMON_PROGRAMS: [&str; 14] = [
+/// (family.rs), self-protection (guard.rs) and compat system calls (compat.rs).
+pub const COMMON_PROGRAMS: [&str; 15] = [
     p::PROCESS_NEWTASK,
     p::PROCESS_EXIT,
     p::NET_CONNECT4,
@@ -159,6 +163,7 @@ pub const COMMON_PROGRAMS: [&str; 14] = [
     p::GUARD_CLONE3,
     p::GUARD_FORK,
     p::GUARD_VFORK,
+    p::COMPAT_SYS_ENTER,
 ];
 
 /// Every program of the object that some backend attaches, each once.

@@ -212,6 +212,7 @@ fn attach_point(program: &str) -> &'static str {
         p::FAMILY_LSM_SOCKET_CREATE => "socket_create",
         p::FAMILY_LSM_SOCKET_CONNECT => "socket_connect",
         p::FAMILY_LSM_SOCKET_SENDMSG => "socket_sendmsg",
+        p::COMPAT_SYS_ENTER => "sys_enter",
         _ => "",
     }
 }

@@ -35,6 +35,11 @@ pub enum Target {
         call: String,
         target_pid: u32,
     },
+    /// A compat system call: the table (`compat`: i386, `x32`) and its number.
+    Compat {
+        call: String,
+        syscall: u32,
+    },
     /// Lifecycle records that name no target.
     Process {},
 }
@@ -128,6 +133,11 @@ pub fn decode(bytes: &[u8]) -> Option<Decision> {
             family: e.family,
             socket_type: e.port,
             protocol: e.proto,
+        }
+    } else if e.action == Action::Tamper as u8 && e.reason == Reason::CompatSyscall as u8 {
+        Target::Compat {
+            call: cstr(&e.path),
+            syscall: e.dev,
         }
     } else if e.action == Action::Tamper as u8 {
         Target::Guard {

@@ -65,7 +65,8 @@ pub fn from_file(path: &Path) -> Result<KernelOffsets, OffsetError> {
         inode_ctime_sec: ctime.0,
         inode_ctime_nsec: ctime.1,
         inode_generation: field(&btf, "inode", "i_generation")?,
-        _pad: 0,
+        task_ti_status: field(&btf, "task_struct", "thread_info")?
+            + field(&btf, "thread_info", "status")?,
     })
 }
 
@@ -173,5 +174,7 @@ mod tests {
         assert_eq!(o.inode_ctime_sec % 8, 0, "time64_t");
         assert!(o.inode_ctime_nsec > o.inode_ctime_sec);
         assert!(o.inode_generation > 0);
+        // x86_64: flags, syscall_work, then status, in the task's first bytes.
+        assert_eq!(o.task_ti_status, 16, "thread_info first in task_struct");
     }
 }

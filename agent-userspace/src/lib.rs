@@ -13,6 +13,7 @@ pub mod enforcer;
 pub mod events;
 pub mod file_state;
 pub mod grants;
+pub mod ia32;
 pub mod kernel_offsets;
 pub mod maps;
 pub mod metrics;

@@ -5,6 +5,7 @@
 // The program macros fix the context parameter by value.
 #![expect(clippy::needless_pass_by_value, reason = "aya program signatures")]
 
+pub mod compat;
 pub mod exec;
 pub mod family;
 pub mod guard;
@@ -46,7 +47,7 @@ static LEASH_OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
     inode_ctime_sec: 0,
     inode_ctime_nsec: 0,
     inode_generation: 0,
-    _pad: 0,
+    task_ti_status: 0,
 });
 
 #[inline(always)]

@@ -178,6 +178,10 @@ pub struct Status {
     /// The node policy in force, or that there is none.
     #[serde(default)]
     pub policy: String,
+    /// Whether the kernel takes i386 system calls (`enabled`, `disabled`, `unknown`)
+    /// and what that was told from; tagged callers of them are stopped either way.
+    #[serde(default)]
+    pub ia32_emulation: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

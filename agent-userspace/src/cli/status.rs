@@ -45,6 +45,7 @@ fn status_text(s: &Status) -> String {
                 "off (sysctl kernel.bpf_stats_enabled=1 to measure program run time)".to_owned()
             },
         ),
+        ("ia32", format!("emulation {}", s.ia32_emulation)),
     ]);
     for g in &s.guarantees {
         let _ = writeln!(text, "guarantee: {g}");
@@ -132,6 +133,7 @@ mod tests {
             bpf_stats_enabled: false,
             guarantees: vec!["exec: EPERM".into()],
             policy: "policy /etc/leash/policy.yaml (2 rules)".into(),
+            ia32_emulation: "disabled (ia32_emulation=0 on the kernel command line)".into(),
         });
         assert!(
             text.contains("policy:       policy /etc/leash/policy.yaml (2 rules)\n"),
@@ -142,6 +144,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("tag failures: 1\n"), "{text}");
+        assert!(
+            text.contains("ia32:         emulation disabled (ia32_emulation=0"),
+            "{text}"
+        );
         assert!(text.contains("leash_bprm_check  yes\n"), "{text}");
         assert!(text.contains("leash_sendmsg4    no\n"), "{text}");
         assert!(text.contains("TASKS  3        1024      0%\n"), "{text}");

@@ -396,6 +396,7 @@ impl Daemon {
             bpf_stats_enabled: crate::metrics::bpf_stats_enabled(),
             guarantees: e.guarantees().iter().map(|g| (*g).to_owned()).collect(),
             policy: self.guard.describe(),
+            ia32_emulation: crate::ia32::detect().to_string(),
         }
     }
 
@@ -513,6 +514,7 @@ impl Daemon {
                 Target::Guard { call, target_pid } => {
                     json!({ "call": call, "target_pid": target_pid })
                 }
+                Target::Compat { call, syscall } => json!({ "call": call, "syscall": syscall }),
                 Target::Process {} => json!({}),
             };
             events.push(AuditEvent {

@@ -489,7 +489,10 @@ pub fn is_pending_target(pending: &[registry::GrantRecord], target: &Target) -> 
             })
         }
         Target::Unix { path } => g.unix.iter().any(|u| u == path),
-        Target::Process {} | Target::Socket { .. } | Target::Guard { .. } => false,
+        Target::Process {}
+        | Target::Socket { .. }
+        | Target::Guard { .. }
+        | Target::Compat { .. } => false,
     })
 }
 

@@ -20,6 +20,7 @@ mod c14_map_exhaustion;
 mod c15_attacks_on_leash;
 mod c16_time;
 mod c17_daemon_restart;
+mod c18_compat_syscalls;
 mod c23_changed_files;
 
 use harness::untagged;
