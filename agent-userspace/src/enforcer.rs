@@ -212,7 +212,7 @@ fn attach_point(program: &str) -> &'static str {
         p::FAMILY_LSM_SOCKET_CREATE => "socket_create",
         p::FAMILY_LSM_SOCKET_CONNECT => "socket_connect",
         p::FAMILY_LSM_SOCKET_SENDMSG => "socket_sendmsg",
-        _ => "",
+        _ => crate::attach_points::lsm_hook(program),
     }
 }
 
@@ -251,7 +251,7 @@ fn tracepoint_of(program: &str) -> (&'static str, &'static str) {
         p::GUARD_CLONE3 => "sys_enter_clone3",
         p::GUARD_FORK => "sys_enter_fork",
         p::GUARD_VFORK => "sys_enter_vfork",
-        _ => "",
+        _ => crate::attach_points::tracepoint(program),
     };
     ("syscalls", syscall)
 }

@@ -9,6 +9,8 @@ pub mod exec;
 pub mod family;
 pub mod guard;
 pub mod lsm_guard;
+pub mod mounts;
+pub mod doors;
 pub mod net;
 pub mod process;
 pub mod scope;
@@ -43,6 +45,8 @@ static LEASH_OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
     task_tgid: 0,
     sock_addr_uaddr: 0,
     sock_addr_uaddrlen: 0,
+    dentry_inode: 0,
+    vfsmount_sb: 0,
 });
 
 #[inline(always)]

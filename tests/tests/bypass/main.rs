@@ -20,5 +20,7 @@ mod c14_map_exhaustion;
 mod c15_attacks_on_leash;
 mod c16_time;
 mod c17_daemon_restart;
+mod c19_mounts_and_unix_names;
+mod c22_kernel_doors;
 
 use harness::untagged;

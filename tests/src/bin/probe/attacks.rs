@@ -104,7 +104,7 @@ fn sigqueue(process: i64, thread: Option<i64>, sig: i64) -> String {
     outcome(rc as i32)
 }
 
-fn in_child(f: impl FnOnce() -> String) -> String {
+pub fn in_child(f: impl FnOnce() -> String) -> String {
     in_child_pid(f).1
 }
 
@@ -175,6 +175,10 @@ fn unix_addr(path: &str) -> (libc::sockaddr_un, libc::socklen_t) {
     }
     let len = 2 + skip + bytes.len().min(107 - skip) + usize::from(skip == 0);
     (sa, len as libc::socklen_t)
+}
+
+pub fn unix_connect(path: &str) -> String {
+    unix_op(path, UnixOp::Connect)
 }
 
 fn unix_op(path: &str, op: UnixOp) -> String {
