@@ -1,6 +1,8 @@
 //! Where the mount and kernel-door programs attach (`hooks/mounts.rs`, `hooks/doors.rs`
 //! in the kernel crate): a syscall tracepoint or an LSM hook each.
 
+use std::path::Path;
+
 use agent_common::maps::programs as p;
 
 /// Program → `syscalls:` tracepoint.
@@ -52,6 +54,29 @@ pub fn tracepoint(program: &str) -> &'static str {
 #[must_use]
 pub fn lsm_hook(program: &str) -> &'static str {
     find(&LSM_HOOKS, program)
+}
+
+/// Calls a kernel may be built without (modules, kexec, I/O ports): their syscall
+/// tracepoints exist only where the calls do. Elsewhere the call fails with ENOSYS for
+/// everyone, so there is nothing to guard, and the program is not attached.
+const OPTIONAL: [&str; 7] = [
+    p::DOOR_INIT_MODULE,
+    p::DOOR_FINIT_MODULE,
+    p::DOOR_DELETE_MODULE,
+    p::DOOR_KEXEC_LOAD,
+    p::DOOR_KEXEC_FILE_LOAD,
+    p::DOOR_IOPL,
+    p::DOOR_IOPERM,
+];
+
+/// Whether `program` attaches on this kernel; `tracefs` is where tracefs is mounted.
+#[must_use]
+pub fn available(program: &str, tracefs: &Path) -> bool {
+    !OPTIONAL.contains(&program)
+        || tracefs
+            .join("events/syscalls")
+            .join(tracepoint(program))
+            .exists()
 }
 
 /// The portable backend's tracepoints where the lsm backend has an LSM hook instead.

@@ -329,13 +329,14 @@ impl Enforcer {
         if task_scope {
             scope::check_tracepoint_format().map_err(LoadError::Scope)?;
         }
-        mounts::ensure_tracefs()?;
+        let tracefs = mounts::ensure_tracefs()?;
         let guard = task_scope.then_some(names::programs::SCOPE_CGROUP_ATTACH);
         // Tagging first, so nothing can be created untagged once enforcement starts.
         let programs: Vec<&'static str> = COMMON_PROGRAMS
             .into_iter()
             .chain(backend.programs(unix.is_some()))
             .chain(guard)
+            .filter(|p| crate::attach_points::available(p, &tracefs))
             .collect();
         let keep = opts.pin_dir.is_some();
         let (links, unix_links) = attach_root(

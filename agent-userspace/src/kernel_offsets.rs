@@ -150,7 +150,10 @@ mod tests {
         assert!(o.task_pid > 0);
         assert_eq!(o.task_tgid, o.task_pid + 4, "pid_t pid; pid_t tgid;");
         assert_eq!(o.sock_addr_uaddr % 8, 0);
-        assert_eq!(o.vfsmount_sb, 8, "struct dentry *mnt_root; struct super_block *mnt_sb;");
+        assert_eq!(
+            o.vfsmount_sb, 8,
+            "struct dentry *mnt_root; struct super_block *mnt_sb;"
+        );
     }
 
     /// The value of `name` in the kernel enum `ty`.

@@ -26,7 +26,6 @@ use super::{
 
 const EPERM: i32 = 1;
 
-
 /// Stops a tagged caller.
 #[inline(always)]
 fn deny(call: &[u8; 8]) {
@@ -129,5 +128,8 @@ pub fn door_lsm_read_file(ctx: LsmContext) -> i32 {
 #[lsm(hook = "locked_down")]
 pub fn door_lsm_locked_down(ctx: LsmContext) -> i32 {
     let what: u32 = ctx.arg(0);
-    refuse_door(ctx.arg(1), (what == LOCKDOWN_IOPORT).then_some(b"ioport\0\0"))
+    refuse_door(
+        ctx.arg(1),
+        (what == LOCKDOWN_IOPORT).then_some(b"ioport\0\0"),
+    )
 }

@@ -5,12 +5,12 @@
 // The program macros fix the context parameter by value.
 #![expect(clippy::needless_pass_by_value, reason = "aya program signatures")]
 
+pub mod doors;
 pub mod exec;
 pub mod family;
 pub mod guard;
 pub mod lsm_guard;
 pub mod mounts;
-pub mod doors;
 pub mod net;
 pub mod process;
 pub mod scope;

@@ -33,8 +33,7 @@ fn chain(path: &Path) -> Vec<PathBuf> {
     let canonical = std::fs::canonicalize(path).ok();
     for start in std::iter::once(path).chain(canonical.as_deref()) {
         for p in start.ancestors() {
-            if p.parent().is_some() && !p.as_os_str().is_empty() && !out.iter().any(|o| o == p)
-            {
+            if p.parent().is_some() && !p.as_os_str().is_empty() && !out.iter().any(|o| o == p) {
                 out.push(p.to_path_buf());
             }
         }

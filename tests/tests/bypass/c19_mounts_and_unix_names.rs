@@ -70,7 +70,10 @@ fn a_bind_mount_over_the_api_socket_is_stopped_before_it_is_reached() {
     assert!(!other.reached(), "the other socket was reached");
     // Untagged, the same steps reach the other socket: the attack is real.
     assert_eq!(mount_ns::untagged(&[], &attempt), "ok");
-    assert!(other.reached(), "untagged: the bind mount re-pointed the name");
+    assert!(
+        other.reached(),
+        "untagged: the bind mount re-pointed the name"
+    );
 }
 
 #[test]
@@ -92,7 +95,10 @@ fn chroot_with_a_hard_link_to_another_socket_is_stopped() {
     assert_eq!(ev.target, guard("chroot"));
     assert!(!other.reached(), "the other socket was reached");
     assert_eq!(untagged(&attempt), "ok");
-    assert!(other.reached(), "untagged: the granted name named the other socket");
+    assert!(
+        other.reached(),
+        "untagged: the granted name named the other socket"
+    );
 }
 
 #[test]
@@ -217,7 +223,5 @@ fn the_daemon_protects_its_own_socket() {
             .into_iter()
             .find(|e| e["kind"] == "tamper" && e["reason"] == "leash_pins")
     };
-    harness::daemon::wait_for("a leash_pins event in the audit log", || {
-        tamper().is_some()
-    });
+    harness::daemon::wait_for("a leash_pins event in the audit log", || tamper().is_some());
 }

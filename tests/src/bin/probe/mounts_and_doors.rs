@@ -18,11 +18,7 @@ pub fn run(w: &[String]) -> Option<String> {
         // mount --bind OTHER TARGET, then connect to TARGET.
         "bind-connect" => in_child(|| {
             let rc = mount(arg(1), arg(2), None, libc::MS_BIND);
-            if rc == "ok" {
-                unix_connect(arg(2))
-            } else {
-                rc
-            }
+            if rc == "ok" { unix_connect(arg(2)) } else { rc }
         }),
         "mount-tmpfs" => in_child(|| mount("leash-probe", arg(1), Some("tmpfs"), 0)),
         // chroot JAIL, then connect to PATH inside it.
@@ -41,8 +37,9 @@ pub fn run(w: &[String]) -> Option<String> {
                 return "error bad path".into();
             };
             // SAFETY: two NUL-terminated paths.
-            outcome(unsafe { libc::syscall(libc::SYS_pivot_root, new.as_ptr(), old.as_ptr()) }
-                as i32)
+            outcome(
+                unsafe { libc::syscall(libc::SYS_pivot_root, new.as_ptr(), old.as_ptr()) } as i32,
+            )
         }),
         // move_mount of an attached mount FROM onto TO.
         "move-mount" => in_child(|| {
