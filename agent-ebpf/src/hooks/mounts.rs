@@ -134,7 +134,7 @@ pub fn protected_name(ptr: u64) -> bool {
         buf[len - 1] = 0;
     }
     // SAFETY: presence check only.
-    unsafe { PROTECTED_NAMES.get(&buf) }.is_some()
+    unsafe { PROTECTED_NAMES.get(buf) }.is_some()
 }
 
 /// Is the file behind `dentry` (a `struct dentry *`) protected? A negative dentry
@@ -172,7 +172,7 @@ pub fn protected_inode(dentry: *const u8) -> bool {
             dev,
             _pad: 0,
         };
-        PROTECTED_INODES.get(&key).is_some()
+        PROTECTED_INODES.get(key).is_some()
     }
 }
 
