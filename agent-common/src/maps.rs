@@ -35,9 +35,15 @@ pub const STATS: &str = "STATS";
 pub const UNIX_GRANTS: &str = "UNIX_GRANTS";
 /// Process id (tgid) → 1: processes a tagged process may not signal or trace (the daemon).
 pub const PROTECTED: &str = "PROTECTED";
+/// NUL-padded path (`[u8; UNIX_PATH_LEN]`) → 1: the daemon's API socket and the
+/// directories above it, which a tagged process may not unlink or rename (portable
+/// backend, by the path string the call passes).
+pub const PROTECTED_NAMES: &str = "PROTECTED_NAMES";
+/// [`crate::ExecKey`] with task 0 → 1: the same files by identity (lsm backend).
+pub const PROTECTED_INODES: &str = "PROTECTED_INODES";
 
 /// Every map of the object, for checks and for `leash status`.
-pub const ALL: [&str; 13] = [
+pub const ALL: [&str; 15] = [
     PROCS,
     TASKS,
     EXEC_GRANTS,
@@ -51,6 +57,8 @@ pub const ALL: [&str; 13] = [
     LEASH_CGROUPS,
     UNIX_GRANTS,
     PROTECTED,
+    PROTECTED_NAMES,
+    PROTECTED_INODES,
 ];
 
 /// Default capacities; userspace may resize before load.
@@ -66,6 +74,8 @@ pub const EVENTS_BYTES: u32 = 1 << 22;
 pub const LEASH_CGROUPS_CAPACITY: u32 = 4_096;
 pub const UNIX_GRANTS_CAPACITY: u32 = 4_096;
 pub const PROTECTED_CAPACITY: u32 = 64;
+/// The API socket, its directories, and the canonical forms of both.
+pub const PROTECTED_NAMES_CAPACITY: u32 = 32;
 
 /// Keys of [`PROCS`] at or above this are fork reservations, not thread ids: a tagged
 /// thread holds one (`RESERVED | tid`) from fork entry until its child is tagged, so a
@@ -146,4 +156,28 @@ pub mod programs {
     pub const FAMILY_LSM_SOCKET_CONNECT: &str = "family_lsm_socket_connect";
     pub const FAMILY_LSM_SOCKET_SENDMSG: &str = "family_lsm_socket_sendmsg";
     pub const COMPAT_SYS_ENTER: &str = "compat_sys_enter";
+    pub const GUARD_MOUNT: &str = "guard_mount";
+    pub const GUARD_MOVE_MOUNT: &str = "guard_move_mount";
+    pub const GUARD_FSOPEN: &str = "guard_fsopen";
+    pub const GUARD_FSMOUNT: &str = "guard_fsmount";
+    pub const GUARD_FSPICK: &str = "guard_fspick";
+    pub const GUARD_OPEN_TREE: &str = "guard_open_tree";
+    pub const GUARD_MOUNT_SETATTR: &str = "guard_mount_setattr";
+    pub const GUARD_PIVOT_ROOT: &str = "guard_pivot_root";
+    pub const GUARD_CHROOT: &str = "guard_chroot";
+    pub const GUARD_LSM_MOUNT: &str = "guard_lsm_mount";
+    pub const GUARD_LSM_MOVE_MOUNT: &str = "guard_lsm_move_mount";
+    pub const GUARD_LSM_UMOUNT: &str = "guard_lsm_umount";
+    pub const GUARD_LSM_PIVOT_ROOT: &str = "guard_lsm_pivot_root";
+    pub const GUARD_LSM_CHROOT: &str = "guard_lsm_chroot";
+    pub const DOOR_INIT_MODULE: &str = "door_init_module";
+    pub const DOOR_FINIT_MODULE: &str = "door_finit_module";
+    pub const DOOR_DELETE_MODULE: &str = "door_delete_module";
+    pub const DOOR_KEXEC_LOAD: &str = "door_kexec_load";
+    pub const DOOR_KEXEC_FILE_LOAD: &str = "door_kexec_file_load";
+    pub const DOOR_IOPL: &str = "door_iopl";
+    pub const DOOR_IOPERM: &str = "door_ioperm";
+    pub const DOOR_LSM_LOAD_DATA: &str = "door_lsm_load_data";
+    pub const DOOR_LSM_READ_FILE: &str = "door_lsm_read_file";
+    pub const DOOR_LSM_LOCKED_DOWN: &str = "door_lsm_locked_down";
 }

@@ -43,9 +43,27 @@ pub struct KernelOffsets {
     /// `task_struct.thread_info.status` (x86: `TS_COMPAT` while an i386 system call
     /// runs); the `thread_info` is embedded in the `task_struct`.
     pub task_ti_status: u32,
+    /// `dentry.d_inode`
+    pub dentry_inode: u32,
+    /// `vfsmount.mnt_sb`
+    pub vfsmount_sb: u32,
 }
 
-const _: () = assert!(size_of::<KernelOffsets>() == 64);
+const _: () = assert!(size_of::<KernelOffsets>() == 72);
 
 /// Name of the load-time global that holds the [`KernelOffsets`].
 pub const GLOBAL_NAME: &str = "LEASH_OFFSETS";
+
+/// Values of kernel enums the LSM hooks compare with (stable since Linux 5.7; a
+/// userspace test checks them against the running kernel's BTF).
+pub mod enums {
+    /// `READING_MODULE` / `LOADING_MODULE`: `enum kernel_read_file_id` and `enum
+    /// kernel_load_data_id` are built from one list (`__kernel_read_file_id`).
+    pub const READING_MODULE: u32 = 2;
+    /// `READING_KEXEC_IMAGE` / `LOADING_KEXEC_IMAGE`.
+    pub const READING_KEXEC_IMAGE: u32 = 3;
+    /// `READING_KEXEC_INITRAMFS` / `LOADING_KEXEC_INITRAMFS`.
+    pub const READING_KEXEC_INITRAMFS: u32 = 4;
+    /// `LOCKDOWN_IOPORT` of `enum lockdown_reason`: `iopl` and `ioperm` turning access on.
+    pub const LOCKDOWN_IOPORT: u32 = 7;
+}

@@ -4,6 +4,8 @@ use std::{fmt, str::FromStr};
 
 use agent_common::maps::programs as p;
 
+use crate::attach_points::{LSM_MOUNT_DOORS, PORTABLE_MOUNT_DOORS};
+
 /// Which backend enforces exec (network uses the cgroup hooks on both).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -19,8 +21,12 @@ const SOCKETS_RAW: &str = "raw IP sockets and IP protocols other than TCP/UDP: E
 const SOCKETS_OTHER: &str = "packet, netlink, vsock sockets (unless socket: granted), other families: killed with SIGKILL at syscall entry (io_uring IORING_OP_SOCKET not seen)";
 const UNIX_HOOKS: &str = "unix connect/send to names not unix: granted: EPERM (cgroup connect_unix, sendmsg_unix, Linux >= 6.7; io_uring included)";
 const UNIX_TRACEPOINTS: &str = "unix connect/send that reached a name not unix: granted: killed at syscall exit (failed attempts let be; kernels before 6.7, which have no cgroup unix hooks); io_uring connects to unix paths not seen";
-const GUARD: &str = "bpf(), signals or pidfd_open to the daemon, kill(-1), unlink/rename/umount on /sys/fs/bpf, cgroup moves: the caller is killed with SIGKILL (the call itself completes; see docs/security.md)";
-const LSM_GUARD: &str = "bpf(): EPERM (lsm bpf); signals to the daemon: EPERM, never delivered (lsm task_kill); unlink, rmdir, rename on any bpffs mount: EPERM (lsm inode_unlink, inode_rmdir, inode_rename); pidfd_open of the daemon, umount of /sys/fs/bpf or above, cgroup moves: the caller is killed with SIGKILL (the call itself completes; see docs/security.md)";
+const GUARD: &str = "bpf(), signals or pidfd_open to the daemon, kill(-1), unlink/rename/umount on /sys/fs/bpf, unlink/rename of the API socket or a directory above it (by the path passed), cgroup moves: the caller is killed with SIGKILL (the call itself completes; see docs/security.md)";
+const LSM_GUARD: &str = "bpf(): EPERM (lsm bpf); signals to the daemon: EPERM, never delivered (lsm task_kill); unlink, rmdir, rename on any bpffs mount, or of the API socket or a directory above it (by inode): EPERM (lsm inode_unlink, inode_rmdir, inode_rename); pidfd_open of the daemon, cgroup moves: the caller is killed with SIGKILL (the call itself completes; see docs/security.md)";
+const MOUNTS: &str = "mount, umount2 (any mount), move_mount, fsopen, fsmount, fspick, open_tree clones, mount_setattr, pivot_root, chroot: the caller is killed with SIGKILL (a mount, unmount, pivot or attribute change lands in the caller's mount namespace; see docs/security.md)";
+const LSM_MOUNTS: &str = "mount, umount2 (any mount), move_mount, pivot_root, chroot: EPERM (lsm sb_mount, move_mount, sb_umount, sb_pivotroot, path_chroot); fsopen, fsmount, fspick, open_tree clones, mount_setattr: the caller is killed with SIGKILL (no LSM hook)";
+const DOORS: &str = "init_module, finit_module, delete_module, kexec_load, kexec_file_load, iopl, ioperm: the caller is killed with SIGKILL (the call itself completes)";
+const LSM_DOORS: &str = "module and kexec image loads, iopl/ioperm: EPERM before anything is loaded or granted (lsm kernel_load_data, kernel_read_file, locked_down); delete_module: the caller is killed with SIGKILL (the unload lands; no LSM hook)";
 const NET: &str = "connect/sendmsg: EPERM (cgroup sock_addr hooks)";
 const PORTABLE_EXEC: &str = "exec: killed with SIGKILL after exec commits, before the new program runs an instruction (tp_btf sched_process_exec)";
 const PORTABLE_SCRIPTS: &str =
@@ -47,6 +53,8 @@ impl Backend {
                 LSM_GUARD,
                 FORK,
                 COMPAT,
+                LSM_MOUNTS,
+                LSM_DOORS,
             ],
             Self::Portable if unix_hooks => &[
                 PORTABLE_EXEC,
@@ -59,6 +67,8 @@ impl Backend {
                 GUARD,
                 FORK,
                 COMPAT,
+                MOUNTS,
+                DOORS,
             ],
             Self::Portable => &[
                 PORTABLE_EXEC,
@@ -71,6 +81,8 @@ impl Backend {
                 GUARD,
                 FORK,
                 COMPAT,
+                MOUNTS,
+                DOORS,
             ],
         }
     }
@@ -82,7 +94,7 @@ impl Backend {
         match self {
             // process_sched_exec only carries a tag across an exec from a non-leader
             // thread; exec_sched_exec (portable) does that itself.
-            Self::Lsm => vec![
+            Self::Lsm => [
                 p::EXEC_BPRM_CHECK,
                 p::PROCESS_TASK_ALLOC,
                 p::PROCESS_SCHED_EXEC,
@@ -95,7 +107,10 @@ impl Backend {
                 p::FAMILY_LSM_SOCKET_CREATE,
                 p::FAMILY_LSM_SOCKET_CONNECT,
                 p::FAMILY_LSM_SOCKET_SENDMSG,
-            ],
+            ]
+            .into_iter()
+            .chain(LSM_MOUNT_DOORS)
+            .collect(),
             // Unix names by the cgroup unix hooks where the kernel has them.
             Self::Portable => [p::EXEC_SCHED_EXEC, p::FAMILY_SOCKET]
                 .into_iter()
@@ -109,6 +124,7 @@ impl Backend {
                     .copied(),
                 )
                 .chain(PORTABLE_GUARDS)
+                .chain(PORTABLE_MOUNT_DOORS)
                 .collect(),
         }
     }
@@ -147,8 +163,9 @@ const PORTABLE_GUARDS: [&str; 15] = [
 ];
 
 /// Programs both backends load: tagging, the cgroup network hooks, socket families
-/// (family.rs), self-protection (guard.rs) and compat system calls (compat.rs).
-pub const COMMON_PROGRAMS: [&str; 15] = [
+/// (family.rs), self-protection (guard.rs, mounts.rs, doors.rs) and compat system
+/// calls (compat.rs).
+pub const COMMON_PROGRAMS: [&str; 20] = [
     p::PROCESS_NEWTASK,
     p::PROCESS_EXIT,
     p::NET_CONNECT4,
@@ -157,13 +174,19 @@ pub const COMMON_PROGRAMS: [&str; 15] = [
     p::NET_SENDMSG6,
     p::FAMILY_SOCK_CREATE,
     p::GUARD_PIDFD_OPEN,
-    p::GUARD_UMOUNT,
     p::GUARD_CGROUP,
     p::GUARD_CLONE,
     p::GUARD_CLONE3,
     p::GUARD_FORK,
     p::GUARD_VFORK,
     p::COMPAT_SYS_ENTER,
+    // Mount calls and module unloading, which no LSM hook sees (mounts.rs, doors.rs).
+    p::GUARD_FSOPEN,
+    p::GUARD_FSMOUNT,
+    p::GUARD_FSPICK,
+    p::GUARD_OPEN_TREE,
+    p::GUARD_MOUNT_SETATTR,
+    p::DOOR_DELETE_MODULE,
 ];
 
 /// Every program of the object that some backend attaches, each once.

@@ -213,7 +213,7 @@ fn attach_point(program: &str) -> &'static str {
         p::FAMILY_LSM_SOCKET_CONNECT => "socket_connect",
         p::FAMILY_LSM_SOCKET_SENDMSG => "socket_sendmsg",
         p::COMPAT_SYS_ENTER => "sys_enter",
-        _ => "",
+        _ => crate::attach_points::lsm_hook(program),
     }
 }
 
@@ -252,7 +252,7 @@ fn tracepoint_of(program: &str) -> (&'static str, &'static str) {
         p::GUARD_CLONE3 => "sys_enter_clone3",
         p::GUARD_FORK => "sys_enter_fork",
         p::GUARD_VFORK => "sys_enter_vfork",
-        _ => "",
+        _ => crate::attach_points::tracepoint(program),
     };
     ("syscalls", syscall)
 }
@@ -330,13 +330,14 @@ impl Enforcer {
         if task_scope {
             scope::check_tracepoint_format().map_err(LoadError::Scope)?;
         }
-        mounts::ensure_tracefs()?;
+        let tracefs = mounts::ensure_tracefs()?;
         let guard = task_scope.then_some(names::programs::SCOPE_CGROUP_ATTACH);
         // Tagging first, so nothing can be created untagged once enforcement starts.
         let programs: Vec<&'static str> = COMMON_PROGRAMS
             .into_iter()
             .chain(backend.programs(unix.is_some()))
             .chain(guard)
+            .filter(|p| crate::attach_points::available(p, &tracefs))
             .collect();
         let keep = opts.pin_dir.is_some();
         let (links, unix_links) = attach_root(

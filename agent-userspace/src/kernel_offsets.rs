@@ -67,6 +67,8 @@ pub fn from_file(path: &Path) -> Result<KernelOffsets, OffsetError> {
         inode_generation: field(&btf, "inode", "i_generation")?,
         task_ti_status: field(&btf, "task_struct", "thread_info")?
             + field(&btf, "thread_info", "status")?,
+        dentry_inode: field(&btf, "dentry", "d_inode")?,
+        vfsmount_sb: field(&btf, "vfsmount", "mnt_sb")?,
     })
 }
 
@@ -176,5 +178,45 @@ mod tests {
         assert!(o.inode_generation > 0);
         // x86_64: flags, syscall_work, then status, in the task's first bytes.
         assert_eq!(o.task_ti_status, 16, "thread_info first in task_struct");
+        assert_eq!(
+            o.vfsmount_sb, 8,
+            "struct dentry *mnt_root; struct super_block *mnt_sb;"
+        );
+    }
+
+    /// The value of `name` in the kernel enum `ty`.
+    fn enum_value(btf: &Btf, ty: &str, name: &str) -> u32 {
+        let types = btf.resolve_types_by_name(ty).unwrap();
+        let Some(Type::Enum(e)) = types.iter().find(|t| matches!(t, Type::Enum(_))) else {
+            panic!("no enum {ty}");
+        };
+        e.members
+            .iter()
+            .find(|m| btf.resolve_name(*m).unwrap() == name)
+            .unwrap_or_else(|| panic!("no {name} in enum {ty}"))
+            .val()
+    }
+
+    #[test]
+    fn the_lsm_hooks_enum_values_are_the_running_kernels() {
+        use agent_common::offsets::enums as e;
+        if !Path::new(VMLINUX_BTF).exists() {
+            eprintln!("skipped: {VMLINUX_BTF} absent (kernel without BTF)");
+            return;
+        }
+        let btf = Btf::from_file(VMLINUX_BTF).unwrap();
+        for (ty, prefix) in [
+            ("kernel_read_file_id", "READING_"),
+            ("kernel_load_data_id", "LOADING_"),
+        ] {
+            let v = |name: &str| enum_value(&btf, ty, &format!("{prefix}{name}"));
+            assert_eq!(v("MODULE"), e::READING_MODULE, "{ty}");
+            assert_eq!(v("KEXEC_IMAGE"), e::READING_KEXEC_IMAGE, "{ty}");
+            assert_eq!(v("KEXEC_INITRAMFS"), e::READING_KEXEC_INITRAMFS, "{ty}");
+        }
+        assert_eq!(
+            enum_value(&btf, "lockdown_reason", "LOCKDOWN_IOPORT"),
+            e::LOCKDOWN_IOPORT
+        );
     }
 }

@@ -2,6 +2,7 @@
 //! entries, tags processes and reads back decisions.
 
 pub mod api;
+pub mod attach_points;
 pub mod auth;
 pub mod backend;
 pub mod bpf_syscall;

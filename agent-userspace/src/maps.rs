@@ -14,8 +14,10 @@ use aya::{
 };
 
 mod net_pool;
+mod protected_names;
 mod sys;
 use net_pool::NetPool;
+use protected_names::ProtectedNames;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MapsError {
@@ -62,6 +64,8 @@ pub struct Maps {
     hosts: HashMap<MapData, NetKey, NetRules>,
     unix: HashMap<MapData, UnixKey, ExecGrant>,
     protected: HashMap<MapData, u32, u32>,
+    /// The API socket's names (`protect_socket_only`).
+    protected_names: ProtectedNames,
     decisions: PerCpuArray<MapData, u64>,
     stats: PerCpuArray<MapData, u64>,
     scopes: HashMap<MapData, u64, u8>,
@@ -160,6 +164,7 @@ impl Maps {
             scripts: take(ebpf, names::SCRIPT_GRANTS)?,
             unix: take(ebpf, names::UNIX_GRANTS)?,
             protected: take(ebpf, names::PROTECTED)?,
+            protected_names: ProtectedNames::take(ebpf)?,
             decisions: take(ebpf, names::DECISIONS)?,
             stats: take(ebpf, names::STATS)?,
             scopes: take(ebpf, names::LEASH_CGROUPS)?,

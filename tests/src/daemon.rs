@@ -42,6 +42,9 @@ pub fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
+/// How long a started daemon may take to listen on its socket.
+const LISTEN_WITHIN_S: u64 = 60;
+
 impl DaemonGuard {
     /// Starts a daemon with its own paths and waits until its socket answers.
     #[must_use]
@@ -118,7 +121,9 @@ impl DaemonGuard {
         if !wait {
             return;
         }
-        let deadline = Instant::now() + Duration::from_secs(20);
+        // Generous: under TCG (the VM suite) the lsm backend's programs take most of
+        // it to load, each LSM hook looked up in the kernel's BTF.
+        let deadline = Instant::now() + Duration::from_secs(LISTEN_WITHIN_S);
         while Instant::now() < deadline {
             if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
                 return;
@@ -128,7 +133,10 @@ impl DaemonGuard {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("leash daemon did not listen within 20 s: {}", self.log());
+        panic!(
+            "leash daemon did not listen within {LISTEN_WITHIN_S} s: {}",
+            self.log()
+        );
     }
 
     /// Sends a signal to the daemon and waits for it to exit.
@@ -199,7 +207,9 @@ impl DaemonGuard {
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
+        // Generous: under TCG (the VM suite) the lsm backend's programs take most of
+        // it to load, each LSM hook looked up in the kernel's BTF.
+        let deadline = Instant::now() + Duration::from_secs(LISTEN_WITHIN_S);
         while Instant::now() < deadline {
             if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
                 return;
@@ -214,7 +224,7 @@ impl DaemonGuard {
             std::thread::sleep(Duration::from_millis(50));
         }
         panic!(
-            "{} daemon did not listen within 20 s: {}",
+            "{} daemon did not listen within {LISTEN_WITHIN_S} s: {}",
             bin.display(),
             self.log()
         );

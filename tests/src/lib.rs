@@ -3,6 +3,7 @@
 //! own maps, so tests do not see each other's tasks.
 
 pub mod daemon;
+pub mod mount_ns;
 
 use std::{
     io::{BufRead as _, BufReader, Write as _},
@@ -238,6 +239,25 @@ impl Task<'_> {
     /// A command that tags itself into this task between fork and exec, as `leash run` does.
     #[must_use]
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        self.tag_on_exec(Command::new(program))
+    }
+
+    /// Runs the probe once in the task, started in a private mount namespace with
+    /// `mounts` made in it before it is tagged ([`mount_ns::on_exec`]).
+    #[must_use]
+    pub fn probe_in_mount_ns(&self, mounts: &[mount_ns::Mount<'_>], words: &str) -> String {
+        let mut cmd = Command::new(probe());
+        mount_ns::on_exec(&mut cmd, mounts);
+        let out = self
+            .tag_on_exec(cmd)
+            .args(words.split_whitespace())
+            .output()
+            .expect("spawn probe");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// Adds the tagging step to `cmd`, after any it already has.
+    fn tag_on_exec(&self, mut cmd: Command) -> Command {
         let mut enf = self.h.enforcer.lock().unwrap();
         let fd = enf.maps().procs_fd();
         // Attach scope `task`: the child joins the leash cgroup of this process's cgroup.
@@ -252,7 +272,6 @@ impl Task<'_> {
             });
         drop(enf);
         let task = self.id;
-        let mut cmd = Command::new(program);
         // SAFETY: the closure makes one write() and one raw bpf() syscall, both
         // async-signal-safe; `scope` is moved in and outlives the fork.
         unsafe {

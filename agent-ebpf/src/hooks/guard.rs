@@ -34,7 +34,7 @@ const BPFFS: &[u8; 11] = b"/sys/fs/bpf";
 
 /// Denies `call` for task `task`: counts it, reports it and kills the caller.
 #[inline(always)]
-fn stop(task: u64, reason: Reason, call: &[u8; 8], target: u32) {
+pub fn stop(task: u64, reason: Reason, call: &[u8; 8], target: u32) {
     refuse(task, reason, call, target);
     kill_current();
 }
@@ -212,12 +212,15 @@ fn reaches_bpffs(ptr: u64, umount: bool) -> bool {
     buf[BPFFS.len()] == 0 || buf[BPFFS.len()] == b'/'
 }
 
+/// A path argument of an unlink, rmdir or rename (or `umount`): bpffs, or (not for
+/// `umount`, which `guard_umount` stops whatever it names) the API socket's names.
 #[inline(always)]
 fn path_check(ctx: &TracePointContext, arg: usize, umount: bool, call: &[u8; 8]) {
     let Some(task) = current_task() else {
         return;
     };
-    if reaches_bpffs(sys_arg(ctx, arg), umount) {
+    let path = sys_arg(ctx, arg);
+    if reaches_bpffs(path, umount) || (!umount && super::mounts::protected_name(path)) {
         stop(task, Reason::GuardPins, call, 0);
     }
 }
@@ -267,10 +270,20 @@ pub fn guard_renameat2(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// `umount2(target, flags)`: the last mount of a bpffs instance takes its pins along.
+/// `umount2(target, flags)`: any unmount (a task must not recycle a file system's
+/// device number, nor uncover what a mount hides); the last mount of a bpffs instance
+/// would also take leash's pins along, which is reported as such.
 #[tracepoint]
 pub fn guard_umount(ctx: TracePointContext) -> u32 {
-    path_check(&ctx, 0, true, b"umount\0\0");
+    let Some(task) = current_task() else {
+        return 0;
+    };
+    let reason = if reaches_bpffs(sys_arg(&ctx, 0), true) {
+        Reason::GuardPins
+    } else {
+        Reason::GuardMount
+    };
+    stop(task, reason, b"umount\0\0", 0);
     0
 }
 

@@ -11,6 +11,7 @@ use super::{
     current_task,
     family::{socket_denied, unix_refused},
     guard::{protected, refuse, same_task},
+    mounts::protected_inode,
     offsets,
 };
 
@@ -77,9 +78,9 @@ fn on_bpffs(dir: *const u8) -> bool {
     }
 }
 
-/// Refuses a tagged caller's change on bpffs (the portable guard compares path
-/// strings instead); `bpffs` is asked only for a tagged caller, `call` names it in the
-/// event.
+/// Refuses a tagged caller's change on bpffs or to the API socket's names (the
+/// portable guard compares path strings instead); `bpffs` is asked only for a tagged
+/// caller, `call` names it in the event.
 #[inline(always)]
 fn bpffs_change(bpffs: impl FnOnce() -> bool, call: &[u8; 8]) -> i32 {
     let Some(task) = current_task() else {
@@ -99,7 +100,10 @@ pub fn guard_lsm_unlink(ctx: LsmContext) -> i32 {
     if previous != 0 {
         return previous;
     }
-    bpffs_change(|| on_bpffs(ctx.arg(0)), b"unlink\0\0")
+    bpffs_change(
+        || on_bpffs(ctx.arg(0)) || protected_inode(ctx.arg(1)),
+        b"unlink\0\0",
+    )
 }
 
 /// `int security_inode_rmdir(struct inode *dir, struct dentry *dentry)`.
@@ -109,11 +113,15 @@ pub fn guard_lsm_rmdir(ctx: LsmContext) -> i32 {
     if previous != 0 {
         return previous;
     }
-    bpffs_change(|| on_bpffs(ctx.arg(0)), b"rmdir\0\0\0")
+    bpffs_change(
+        || on_bpffs(ctx.arg(0)) || protected_inode(ctx.arg(1)),
+        b"rmdir\0\0\0",
+    )
 }
 
 /// `int security_inode_rename(struct inode *old_dir, struct dentry *old_dentry,
-/// struct inode *new_dir, struct dentry *new_dentry)`: either side on bpffs.
+/// struct inode *new_dir, struct dentry *new_dentry)`: either side on bpffs, the API
+/// socket (or a directory above it) moved, or replaced by what is renamed over it.
 #[lsm(hook = "inode_rename")]
 pub fn guard_lsm_rename(ctx: LsmContext) -> i32 {
     let previous: i32 = ctx.arg(4);
@@ -121,7 +129,12 @@ pub fn guard_lsm_rename(ctx: LsmContext) -> i32 {
         return previous;
     }
     bpffs_change(
-        || on_bpffs(ctx.arg(0)) || on_bpffs(ctx.arg(2)),
+        || {
+            on_bpffs(ctx.arg(0))
+                || on_bpffs(ctx.arg(2))
+                || protected_inode(ctx.arg(1))
+                || protected_inode(ctx.arg(3))
+        },
         b"rename\0\0",
     )
 }

@@ -6,10 +6,12 @@
 #![expect(clippy::needless_pass_by_value, reason = "aya program signatures")]
 
 pub mod compat;
+pub mod doors;
 pub mod exec;
 pub mod family;
 pub mod guard;
 pub mod lsm_guard;
+pub mod mounts;
 pub mod net;
 pub mod process;
 pub mod scope;
@@ -48,6 +50,8 @@ static LEASH_OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
     inode_ctime_nsec: 0,
     inode_generation: 0,
     task_ti_status: 0,
+    dentry_inode: 0,
+    vfsmount_sb: 0,
 });
 
 #[inline(always)]

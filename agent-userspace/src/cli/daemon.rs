@@ -140,6 +140,15 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let daemon = Daemon::new(enforcer, &config, audit)?;
     let _ = metrics_state.daemon.set(Arc::clone(&daemon));
     let listener = bind_socket(&config)?;
+    // Tagged processes may not unlink or rename it, or a directory above it.
+    if let Err(e) = daemon
+        .lock()
+        .enforcer
+        .maps_mut()
+        .protect_socket_only(&config.socket.path)
+    {
+        tracing::error!("cannot protect the API socket's name from tagged processes: {e}");
+    }
     tracing::info!(socket = %config.socket.path.display(), audit_log = %config.audit_log.display(), "API listening");
 
     let events = tokio::spawn(pump_events(reader, Arc::clone(&daemon), Arc::clone(&ready)));

@@ -14,6 +14,8 @@ use std::{
 mod attacks;
 #[path = "probe/compat.rs"]
 mod compat;
+#[path = "probe/mounts_and_doors.rs"]
+mod mounts_and_doors;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -93,6 +95,7 @@ fn run(w: &[String]) -> String {
         },
         other => attacks::run(w)
             .or_else(|| compat::run(w))
+            .or_else(|| mounts_and_doors::run(w))
             .unwrap_or_else(|| format!("error unknown command {other:?}")),
     }
 }

@@ -3,8 +3,9 @@
 //! processes, nothing on the BPF file system, no cgroup moves, no mutating API call.
 
 use harness::{
-    EPERM, Harness,
+    EPERM, Harness, Scratch,
     daemon::{DaemonGuard, stderr, stdout},
+    mount_ns::Mount,
     probe, refused, spec,
 };
 use leash::backend::Backend;
@@ -177,10 +178,26 @@ fn the_bpf_file_system_is_out_of_reach() {
             task.assert_denied("tamper", "leash_pins", KILLED, || task.probe(&attempt));
         }
     }
-    // umount is watched by path on both backends (an umount above bpffs takes it along).
-    task.assert_denied("tamper", "leash_pins", KILLED, || {
-        task.probe("umount /sys/fs/bpf/leash-bypass-absent/sub")
-    });
+    if h.backend() == Backend::Lsm {
+        // lsm/sb_umount refuses any unmount, and names a bpffs instance by its file
+        // system: one the test mounts in a namespace of its own.
+        let s = Scratch::new("c15-bpffs");
+        let dir = s.path("bpf");
+        std::fs::create_dir(&dir).unwrap();
+        let bpffs = [Mount {
+            fstype: "bpf",
+            target: &dir,
+        }];
+        task.assert_denied("tamper", "leash_pins", EPERM, || {
+            task.probe_in_mount_ns(&bpffs, &format!("umount {dir}"))
+        });
+    } else {
+        // The umount tracepoint names bpffs by the path (an umount above it takes it
+        // along); any other unmount is stopped too, as leash_mount (c19).
+        task.assert_denied("tamper", "leash_pins", KILLED, || {
+            task.probe("umount /sys/fs/bpf/leash-bypass-absent/sub")
+        });
+    }
     assert_eq!(task.probe("unlink /tmp/leash-bypass-absent"), "errno 2");
     assert_eq!(
         untagged("unlink /sys/fs/bpf/leash-bypass-absent"),

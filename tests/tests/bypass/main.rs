@@ -22,5 +22,7 @@ mod c16_time;
 mod c17_daemon_restart;
 mod c18_compat_syscalls;
 mod c23_changed_files;
+mod c19_mounts_and_unix_names;
+mod c22_kernel_doors;
 
 use harness::untagged;

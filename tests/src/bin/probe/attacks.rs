@@ -177,6 +177,10 @@ fn unix_addr(path: &str) -> (libc::sockaddr_un, libc::socklen_t) {
     (sa, len as libc::socklen_t)
 }
 
+pub fn unix_connect(path: &str) -> String {
+    unix_op(path, UnixOp::Connect)
+}
+
 fn unix_op(path: &str, op: UnixOp) -> String {
     let ty = if matches!(op, UnixOp::Connect | UnixOp::Uring) {
         libc::SOCK_STREAM
