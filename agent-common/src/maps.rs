@@ -145,4 +145,12 @@ pub mod programs {
     pub const FAMILY_LSM_SOCKET_CREATE: &str = "family_lsm_socket_create";
     pub const FAMILY_LSM_SOCKET_CONNECT: &str = "family_lsm_socket_connect";
     pub const FAMILY_LSM_SOCKET_SENDMSG: &str = "family_lsm_socket_sendmsg";
+    pub const HOST_OPEN_EXIT: &str = "host_open_exit";
+    pub const HOST_OPENAT_EXIT: &str = "host_openat_exit";
+    pub const HOST_OPENAT2_EXIT: &str = "host_openat2_exit";
+    pub const HOST_OPEN_BY_HANDLE_AT_EXIT: &str = "host_open_by_handle_at_exit";
+    pub const HOST_CREAT_EXIT: &str = "host_creat_exit";
+    pub const HOST_LSM_FILE_OPEN: &str = "host_lsm_file_open";
+    pub const URING_SETUP: &str = "uring_setup";
+    pub const URING_LSM_ANON_INODE: &str = "uring_lsm_anon_inode";
 }

@@ -61,6 +61,16 @@ pub fn from_file(path: &Path) -> Result<KernelOffsets, OffsetError> {
             Err(OffsetError::NoField { .. }) => 0,
             Err(e) => return Err(e),
         },
+        task_files: field(&btf, "task_struct", "files")?,
+        files_fdt: field(&btf, "files_struct", "fdt")?,
+        fdtable_fd: field(&btf, "fdtable", "fd")?,
+        file_mode: field(&btf, "file", "f_mode")?,
+        file_dentry: field(&btf, "file", "f_path")? + field(&btf, "path", "dentry")?,
+        dentry_parent: field(&btf, "dentry", "d_parent")?,
+        dentry_name: field(&btf, "dentry", "d_name")?,
+        qstr_name: field(&btf, "qstr", "name")?,
+        inode_mode: field(&btf, "inode", "i_mode")?,
+        inode_rdev: field(&btf, "inode", "i_rdev")?,
     })
 }
 
@@ -148,5 +158,8 @@ mod tests {
         assert!(o.task_pid > 0);
         assert_eq!(o.task_tgid, o.task_pid + 4, "pid_t pid; pid_t tgid;");
         assert_eq!(o.sock_addr_uaddr % 8, 0);
+        assert_eq!(o.file_dentry % 8, 0);
+        assert_eq!(o.qstr_name, 8, "the hash and length come first");
+        assert_ne!(o.inode_mode, o.inode_rdev);
     }
 }

@@ -8,10 +8,12 @@
 pub mod exec;
 pub mod family;
 pub mod guard;
+pub mod host;
 pub mod lsm_guard;
 pub mod net;
 pub mod process;
 pub mod scope;
+pub mod uring;
 
 use agent_common::{
     Action, Event, KernelOffsets, Reason, TaskInfo, Verdict,
@@ -43,6 +45,16 @@ static LEASH_OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
     task_tgid: 0,
     sock_addr_uaddr: 0,
     sock_addr_uaddrlen: 0,
+    task_files: 0,
+    files_fdt: 0,
+    fdtable_fd: 0,
+    file_mode: 0,
+    file_dentry: 0,
+    dentry_parent: 0,
+    dentry_name: 0,
+    qstr_name: 0,
+    inode_mode: 0,
+    inode_rdev: 0,
 });
 
 #[inline(always)]

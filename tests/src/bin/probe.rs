@@ -12,6 +12,8 @@ use std::{
 
 #[path = "probe/attacks.rs"]
 mod attacks;
+#[path = "probe/host.rs"]
+mod host;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -89,7 +91,9 @@ fn run(w: &[String]) -> String {
             Ok(()) => "ok".into(),
             Err(e) => format!("errno {}", e.raw_os_error().unwrap_or(-1)),
         },
-        other => attacks::run(w).unwrap_or_else(|| format!("error unknown command {other:?}")),
+        other => attacks::run(w)
+            .or_else(|| host::run(w))
+            .unwrap_or_else(|| format!("error unknown command {other:?}")),
     }
 }
 

@@ -20,5 +20,7 @@ mod c14_map_exhaustion;
 mod c15_attacks_on_leash;
 mod c16_time;
 mod c17_daemon_restart;
+mod c20_host_state;
+mod c21_io_uring_grant;
 
 use harness::untagged;
