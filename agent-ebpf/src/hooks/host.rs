@@ -59,6 +59,7 @@ const fn host_fs(magic: u64) -> Option<Name> {
         _ => return None,
     })
 }
+
 /// procfs directories deeper than this are not walked to their top: the file is taken
 /// for host state (fail closed). `/proc/sys/net/ipv4/conf/<dev>/<name>` is 6 deep.
 const MAX_DEPTH: u32 = 16;
@@ -91,8 +92,11 @@ fn door(file: *const u8) -> Option<(Reason, Name)> {
             return closed;
         };
         if i_mode & S_IFMT == S_IFCHR {
-            let rdev: u32 =
-                bpf_probe_read_kernel(inode.add(o.inode_rdev as usize).cast()).unwrap_or(0);
+            let Ok(rdev): Result<u32, _> =
+                bpf_probe_read_kernel(inode.add(o.inode_rdev as usize).cast())
+            else {
+                return closed;
+            };
             return match rdev {
                 r if r == MEM_MAJOR | 1 => Some((Reason::GuardKernel, name(b"mem\0\0\0\0\0"))),
                 r if r == MEM_MAJOR | 2 => Some((Reason::GuardKernel, name(b"kmem\0\0\0\0"))),
