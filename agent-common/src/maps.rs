@@ -180,4 +180,12 @@ pub mod programs {
     pub const DOOR_LSM_LOAD_DATA: &str = "door_lsm_load_data";
     pub const DOOR_LSM_READ_FILE: &str = "door_lsm_read_file";
     pub const DOOR_LSM_LOCKED_DOWN: &str = "door_lsm_locked_down";
+    pub const HOST_OPEN_EXIT: &str = "host_open_exit";
+    pub const HOST_OPENAT_EXIT: &str = "host_openat_exit";
+    pub const HOST_OPENAT2_EXIT: &str = "host_openat2_exit";
+    pub const HOST_OPEN_BY_HANDLE_AT_EXIT: &str = "host_open_by_handle_at_exit";
+    pub const HOST_CREAT_EXIT: &str = "host_creat_exit";
+    pub const HOST_LSM_FILE_OPEN: &str = "host_lsm_file_open";
+    pub const URING_SETUP: &str = "uring_setup";
+    pub const URING_LSM_ANON_INODE: &str = "uring_lsm_anon_inode";
 }

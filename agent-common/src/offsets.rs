@@ -47,9 +47,29 @@ pub struct KernelOffsets {
     pub dentry_inode: u32,
     /// `vfsmount.mnt_sb`
     pub vfsmount_sb: u32,
+    /// `task_struct.files`
+    pub task_files: u32,
+    /// `files_struct.fdt`
+    pub files_fdt: u32,
+    /// `fdtable.fd`
+    pub fdtable_fd: u32,
+    /// `file.f_mode`
+    pub file_mode: u32,
+    /// `file.f_path` plus `path.dentry`: the dentry a file was opened at.
+    pub file_dentry: u32,
+    /// `dentry.d_parent`
+    pub dentry_parent: u32,
+    /// `dentry.d_name`
+    pub dentry_name: u32,
+    /// `qstr.name`
+    pub qstr_name: u32,
+    /// `inode.i_mode`
+    pub inode_mode: u32,
+    /// `inode.i_rdev`
+    pub inode_rdev: u32,
 }
 
-const _: () = assert!(size_of::<KernelOffsets>() == 72);
+const _: () = assert!(size_of::<KernelOffsets>() == 112);
 
 /// Name of the load-time global that holds the [`KernelOffsets`].
 pub const GLOBAL_NAME: &str = "LEASH_OFFSETS";

@@ -42,6 +42,8 @@ pub const FAMILY_PACKET: u32 = 2;
 pub const FAMILY_NETLINK: u32 = 4;
 /// `socket:vsock`: `AF_VSOCK`.
 pub const FAMILY_VSOCK: u32 = 8;
+/// `socket:io_uring`: `io_uring_setup` at all (its operations bypass syscall-level checks).
+pub const FAMILY_IO_URING: u32 = 16;
 
 const _: () = assert!(size_of::<TaskInfo>() == 24);
 

@@ -35,6 +35,10 @@ const PORTABLE_PTRACE: &str = "ptrace attach, process_vm_writev outside the task
 const COMPAT: &str = "compat system calls (i386: int 0x80, sysenter, 32-bit syscall; x32): the caller is killed with SIGKILL at its first one, whatever the call (tp_btf sys_enter; the call itself completes, see docs/security.md); granted 32-bit programs are stopped too";
 const FORK: &str =
     "fork with a full process map: refused (the caller is killed before the child exists)";
+const LSM_HOST: &str = "opening for write /proc/sys (procfs outside /proc/<pid>), sysfs, binfmt_misc, debugfs, tracefs, securityfs, configfs, efivarfs; opening /dev/mem, /dev/kmem, /dev/port (by device number) or /proc/kcore: EPERM (lsm file_open; io_uring opens included)";
+const LSM_URING: &str = "io_uring without socket:io_uring: EPERM (lsm inode_init_security_anon)";
+const PORTABLE_HOST_STATE: &str = "opening for write /proc/sys (procfs outside /proc/<pid>), sysfs, binfmt_misc, debugfs, tracefs, securityfs, configfs, efivarfs; opening /dev/mem, /dev/kmem, /dev/port (by device number) or /proc/kcore: killed with SIGKILL at the open's exit (the open completes, nothing is written; another thread writing through the new descriptor first wins the race; io_uring opens not seen)";
+const PORTABLE_URING: &str = "io_uring without socket:io_uring: killed with SIGKILL at io_uring_setup (the ring dies with the caller)";
 
 impl Backend {
     /// What a tagged process meets on this backend, for `leash status` and the docs;
@@ -55,6 +59,8 @@ impl Backend {
                 COMPAT,
                 LSM_MOUNTS,
                 LSM_DOORS,
+                LSM_HOST,
+                LSM_URING,
             ],
             Self::Portable if unix_hooks => &[
                 PORTABLE_EXEC,
@@ -69,6 +75,8 @@ impl Backend {
                 COMPAT,
                 MOUNTS,
                 DOORS,
+                PORTABLE_HOST_STATE,
+                PORTABLE_URING,
             ],
             Self::Portable => &[
                 PORTABLE_EXEC,
@@ -83,6 +91,8 @@ impl Backend {
                 COMPAT,
                 MOUNTS,
                 DOORS,
+                PORTABLE_HOST_STATE,
+                PORTABLE_URING,
             ],
         }
     }
@@ -107,6 +117,8 @@ impl Backend {
                 p::FAMILY_LSM_SOCKET_CREATE,
                 p::FAMILY_LSM_SOCKET_CONNECT,
                 p::FAMILY_LSM_SOCKET_SENDMSG,
+                p::HOST_LSM_FILE_OPEN,
+                p::URING_LSM_ANON_INODE,
             ]
             .into_iter()
             .chain(LSM_MOUNT_DOORS)
@@ -125,6 +137,7 @@ impl Backend {
                 )
                 .chain(PORTABLE_GUARDS)
                 .chain(PORTABLE_MOUNT_DOORS)
+                .chain(PORTABLE_HOST)
                 .collect(),
         }
     }
@@ -160,6 +173,18 @@ const PORTABLE_GUARDS: [&str; 15] = [
     p::GUARD_RENAME,
     p::GUARD_RENAMEAT,
     p::GUARD_RENAMEAT2,
+];
+
+/// The portable backend's open-exit tracepoints for host state and kernel doors, and
+/// its `io_uring_setup` guard, where the lsm backend refuses in `file_open` and
+/// `inode_init_security_anon` (`host.rs`, `uring.rs`).
+const PORTABLE_HOST: [&str; 6] = [
+    p::HOST_OPEN_EXIT,
+    p::HOST_OPENAT_EXIT,
+    p::HOST_OPENAT2_EXIT,
+    p::HOST_OPEN_BY_HANDLE_AT_EXIT,
+    p::HOST_CREAT_EXIT,
+    p::URING_SETUP,
 ];
 
 /// Programs both backends load: tagging, the cgroup network hooks, socket families

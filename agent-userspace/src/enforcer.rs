@@ -213,6 +213,8 @@ fn attach_point(program: &str) -> &'static str {
         p::FAMILY_LSM_SOCKET_CONNECT => "socket_connect",
         p::FAMILY_LSM_SOCKET_SENDMSG => "socket_sendmsg",
         p::COMPAT_SYS_ENTER => "sys_enter",
+        p::HOST_LSM_FILE_OPEN => "file_open",
+        p::URING_LSM_ANON_INODE => "inode_init_security_anon",
         _ => crate::attach_points::lsm_hook(program),
     }
 }
@@ -252,6 +254,12 @@ fn tracepoint_of(program: &str) -> (&'static str, &'static str) {
         p::GUARD_CLONE3 => "sys_enter_clone3",
         p::GUARD_FORK => "sys_enter_fork",
         p::GUARD_VFORK => "sys_enter_vfork",
+        p::HOST_OPEN_EXIT => "sys_exit_open",
+        p::HOST_OPENAT_EXIT => "sys_exit_openat",
+        p::HOST_OPENAT2_EXIT => "sys_exit_openat2",
+        p::HOST_OPEN_BY_HANDLE_AT_EXIT => "sys_exit_open_by_handle_at",
+        p::HOST_CREAT_EXIT => "sys_exit_creat",
+        p::URING_SETUP => "sys_enter_io_uring_setup",
         _ => crate::attach_points::tracepoint(program),
     };
     ("syscalls", syscall)

@@ -45,7 +45,7 @@ pub enum GrantError {
         reason: String,
     },
     #[error(
-        "socket grant {spec:?}: {reason}; expected unix:/abs/path, unix:@abstract or socket:raw|packet|netlink|vsock"
+        "socket grant {spec:?}: {reason}; expected unix:/abs/path, unix:@abstract or socket:raw|packet|netlink|vsock|io_uring"
     )]
     BadSocket { spec: String, reason: String },
     #[error(

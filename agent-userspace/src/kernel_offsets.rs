@@ -69,6 +69,16 @@ pub fn from_file(path: &Path) -> Result<KernelOffsets, OffsetError> {
             + field(&btf, "thread_info", "status")?,
         dentry_inode: field(&btf, "dentry", "d_inode")?,
         vfsmount_sb: field(&btf, "vfsmount", "mnt_sb")?,
+        task_files: field(&btf, "task_struct", "files")?,
+        files_fdt: field(&btf, "files_struct", "fdt")?,
+        fdtable_fd: field(&btf, "fdtable", "fd")?,
+        file_mode: field(&btf, "file", "f_mode")?,
+        file_dentry: field(&btf, "file", "f_path")? + field(&btf, "path", "dentry")?,
+        dentry_parent: field(&btf, "dentry", "d_parent")?,
+        dentry_name: field(&btf, "dentry", "d_name")?,
+        qstr_name: field(&btf, "qstr", "name")?,
+        inode_mode: field(&btf, "inode", "i_mode")?,
+        inode_rdev: field(&btf, "inode", "i_rdev")?,
     })
 }
 
@@ -178,6 +188,9 @@ mod tests {
         assert!(o.inode_generation > 0);
         // x86_64: flags, syscall_work, then status, in the task's first bytes.
         assert_eq!(o.task_ti_status, 16, "thread_info first in task_struct");
+        assert_eq!(o.file_dentry % 8, 0);
+        assert_eq!(o.qstr_name, 8, "the hash and length come first");
+        assert_ne!(o.inode_mode, o.inode_rdev);
         assert_eq!(
             o.vfsmount_sb, 8,
             "struct dentry *mnt_root; struct super_block *mnt_sb;"

@@ -4,7 +4,9 @@
 //!   caller names it (a relative path or another name for it is denied: fail closed);
 //! - `unix:@name`: the abstract unix socket `name`;
 //! - `socket:raw|packet|netlink|vsock`: create sockets of that kind at all (raw covers
-//!   raw IP and every IP protocol other than TCP and UDP).
+//!   raw IP and every IP protocol other than TCP and UDP);
+//! - `socket:io_uring`: create io_uring instances at all. Its operations bypass the
+//!   syscall-level checks (docs/security.md says which), so no task has it by default.
 //!
 //! Without them a tagged process may create unix, TCP and UDP sockets only, and reach
 //! no unix socket by name. Other families (Bluetooth, CAN, `AF_ALG`, XDP, ...) cannot be
@@ -15,7 +17,7 @@ use std::fmt;
 use agent_common::{
     UnixKey,
     grant::UNIX_PATH_LEN,
-    task::{FAMILY_NETLINK, FAMILY_PACKET, FAMILY_RAW, FAMILY_VSOCK},
+    task::{FAMILY_IO_URING, FAMILY_NETLINK, FAMILY_PACKET, FAMILY_RAW, FAMILY_VSOCK},
 };
 
 use crate::grants::GrantError;
@@ -23,12 +25,13 @@ use crate::grants::GrantError;
 /// `sun_path` holds at most this many bytes.
 const SUN_PATH: usize = 108;
 
-/// Families `socket:` can name.
-pub const FAMILIES: [(&str, u32); 4] = [
+/// Kinds `socket:` can name.
+pub const FAMILIES: [(&str, u32); 5] = [
     ("raw", FAMILY_RAW),
     ("packet", FAMILY_PACKET),
     ("netlink", FAMILY_NETLINK),
     ("vsock", FAMILY_VSOCK),
+    ("io_uring", FAMILY_IO_URING),
 ];
 
 /// A unix socket name as the kernel compares it: path bytes, or NUL then an abstract name.
@@ -168,6 +171,7 @@ mod tests {
         assert_eq!(&abs.key(1).path[..4], b"\0bus");
         assert_eq!(ok("socket:netlink"), SocketGrant::Family(FAMILY_NETLINK));
         assert_eq!(ok(" socket:raw "), SocketGrant::Family(FAMILY_RAW));
+        assert_eq!(ok("socket:io_uring"), SocketGrant::Family(FAMILY_IO_URING));
         assert!(
             parse("127.0.0.1:80").is_none(),
             "address grants are not ours"
@@ -186,6 +190,7 @@ mod tests {
         assert!(err(&format!("unix:/{}", "a".repeat(108))).contains("108 bytes"));
         assert!(err("unix:/a\0b").contains("NUL"));
         assert!(err("socket:bluetooth").contains("unknown socket kind"));
-        assert!(err("socket:").contains("raw, packet, netlink, vsock"));
+        assert!(err("socket:").contains("raw, packet, netlink, vsock, io_uring"));
+        assert!(err("socket:uring").contains("unknown socket kind"));
     }
 }

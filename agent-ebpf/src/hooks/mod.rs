@@ -10,11 +10,13 @@ pub mod doors;
 pub mod exec;
 pub mod family;
 pub mod guard;
+pub mod host;
 pub mod lsm_guard;
 pub mod mounts;
 pub mod net;
 pub mod process;
 pub mod scope;
+pub mod uring;
 
 use agent_common::{
     Action, Event, KernelOffsets, Reason, TaskInfo, Verdict,
@@ -52,6 +54,16 @@ static LEASH_OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
     task_ti_status: 0,
     dentry_inode: 0,
     vfsmount_sb: 0,
+    task_files: 0,
+    files_fdt: 0,
+    fdtable_fd: 0,
+    file_mode: 0,
+    file_dentry: 0,
+    dentry_parent: 0,
+    dentry_name: 0,
+    qstr_name: 0,
+    inode_mode: 0,
+    inode_rdev: 0,
 });
 
 #[inline(always)]

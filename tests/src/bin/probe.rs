@@ -16,6 +16,8 @@ mod attacks;
 mod compat;
 #[path = "probe/mounts_and_doors.rs"]
 mod mounts_and_doors;
+#[path = "probe/host.rs"]
+mod host;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -96,6 +98,7 @@ fn run(w: &[String]) -> String {
         other => attacks::run(w)
             .or_else(|| compat::run(w))
             .or_else(|| mounts_and_doors::run(w))
+            .or_else(|| host::run(w))
             .unwrap_or_else(|| format!("error unknown command {other:?}")),
     }
 }

@@ -16,7 +16,11 @@ fn io_uring_connect_does_not_bypass() {
     let other = Listeners::new();
     let granted = l.tcp4_port();
     let denied = other.tcp4_port();
-    let task = h.task(spec(&[], &[&format!("127.0.0.1:{granted}/tcp")]));
+    // io_uring itself needs its grant (c21); the connects it makes are still checked.
+    let task = h.task(spec(
+        &[],
+        &[&format!("127.0.0.1:{granted}/tcp"), "socket:io_uring"],
+    ));
 
     // IORING_OP_CONNECT runs in the kernel's connect path (or an io worker that carries
     // the tag): the cgroup hook decides, as for connect().

@@ -24,5 +24,7 @@ mod c18_compat_syscalls;
 mod c23_changed_files;
 mod c19_mounts_and_unix_names;
 mod c22_kernel_doors;
+mod c20_host_state;
+mod c21_io_uring_grant;
 
 use harness::untagged;

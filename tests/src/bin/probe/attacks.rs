@@ -104,7 +104,7 @@ fn sigqueue(process: i64, thread: Option<i64>, sig: i64) -> String {
     outcome(rc as i32)
 }
 
-pub fn in_child(f: impl FnOnce() -> String) -> String {
+pub(super) fn in_child(f: impl FnOnce() -> String) -> String {
     in_child_pid(f).1
 }
 
