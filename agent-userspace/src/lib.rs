@@ -11,6 +11,7 @@ pub mod config;
 pub mod daemon;
 pub mod enforcer;
 pub mod events;
+pub mod file_trust;
 pub mod grants;
 pub mod kernel_offsets;
 pub mod maps;

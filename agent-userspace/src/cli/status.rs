@@ -47,7 +47,7 @@ fn status_text(s: &Status) -> String {
         ),
     ]);
     for g in &s.guarantees {
-        let _ = writeln!(text, "guarantee: {g}");
+        let _ = writeln!(text, "guarantee: {}", output::clean(g));
     }
     let programs: Vec<Vec<String>> = s
         .programs

@@ -12,6 +12,8 @@ use std::{
 
 #[path = "probe/attacks.rs"]
 mod attacks;
+#[path = "probe/linger.rs"]
+mod linger;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -80,6 +82,7 @@ fn run(w: &[String]) -> String {
         "flood" => flood(arg(1), arg(2), arg(3).parse().unwrap_or(0)),
         "api-create" => api_create(arg(1)),
         "leader-exit" => leader_exit(&w[1..]),
+        "linger" => linger::linger(arg(1), arg(2), w.get(3..).unwrap_or_default()),
         // Moves this very process (not a forked child, as `cgroup-move` does) into the
         // cgroup2 cgroup at the given path.
         "cgroup-move-self" => match std::fs::write(
@@ -162,13 +165,15 @@ fn sock_op(proto: &str, addr: &str, port: &str, op: Op) -> String {
     } else {
         libc::AF_INET6
     };
-    let ty = match proto {
-        "tcp" => libc::SOCK_STREAM,
-        "udp" => libc::SOCK_DGRAM,
+    // MPTCP: a stream socket of IP protocol 262 (IPPROTO_MPTCP).
+    let (ty, protocol) = match proto {
+        "tcp" => (libc::SOCK_STREAM, 0),
+        "udp" => (libc::SOCK_DGRAM, 0),
+        "mptcp" => (libc::SOCK_STREAM, 262),
         other => return format!("error bad proto {other:?}"),
     };
     // SAFETY: plain socket syscall; the fd is owned right away.
-    let fd = unsafe { libc::socket(family, ty | libc::SOCK_CLOEXEC, 0) };
+    let fd = unsafe { libc::socket(family, ty | libc::SOCK_CLOEXEC, protocol) };
     if fd < 0 {
         return format!("error socket errno {}", errno());
     }
