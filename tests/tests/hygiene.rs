@@ -108,7 +108,10 @@ fn an_approver_subject_approves_and_a_plain_sub_is_no_agent() {
     };
     let (agent, oncall) = (signer.token(AGENT), signer.token(ONCALL));
     let p = probe().display().to_string();
-    let o = as_token(&agent, &["task", "create", "--allow-exec", &p]);
+    let o = as_token(
+        &agent,
+        &["task", "create", "--agent", "bot-1", "--allow-exec", &p],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let id = stdout(&o);
     let o = as_token(&agent, &["grant", "add", &id, "--connect", &gated]);
