@@ -80,6 +80,10 @@ const AGENT: &str = "spiffe://leash.local/agent/bot-1";
 const ONCALL: &str = "spiffe://example.org/human/oncall";
 
 #[test]
+#[expect(
+    clippy::many_single_char_names,
+    reason = "d(aemon), l(istener), o(utput), p(robe), g(rant), t(ask) keep the scenario short"
+)]
 fn an_approver_subject_approves_and_a_plain_sub_is_no_agent() {
     let signer = Signer::new("hyg-tok");
     let l = Listeners::new();

@@ -249,6 +249,10 @@ mod end_when {
     }
 
     #[test]
+    #[expect(
+        clippy::many_single_char_names,
+        reason = "d(aemon), l(istener), o(utput), p(robe), n(th run) keep the scenario short"
+    )]
     fn a_created_task_lives_through_many_runs_until_ended() {
         let d = DaemonGuard::start("life-session", "");
         let l = Listeners::new();

@@ -42,9 +42,9 @@ enum Command {
     Daemon(daemon::DaemonArgs),
     /// Run a command inside a task: create (or join) it, tag this process, exec CMD.
     ///
-    /// A task this creates ends when CMD exits (end_when: command_exits): processes CMD
-    /// leaves behind lose every grant then (and are killed under tasks.kill_on_end). A
-    /// task joined with --task lives on after CMD exits.
+    /// A task this creates ends when CMD exits (`end_when: command_exits`): processes
+    /// CMD leaves behind lose every grant then (and are killed under
+    /// `tasks.kill_on_end`). A task joined with --task lives on after CMD exits.
     Run(run::RunArgs),
     /// Create, list, show and end tasks.
     #[command(subcommand)]

@@ -123,13 +123,12 @@ pub fn run(client: &Client, args: &RunArgs) -> anyhow::Result<ExitCode> {
 /// Creates the task (or looks up `--task`), warns about an ungranted command, attaches.
 /// Returns the task id.
 async fn join_task(client: &Client, args: &RunArgs, cmd: &Path) -> anyhow::Result<String> {
-    let (task, created) = match &args.task {
-        Some(id) => (client.get_task(id).await?, false),
-        None => {
-            let mut req = args.spec.to_request()?;
-            req.end_when = Some(EndWhen::CommandExits);
-            (client.create_task(&req).await?, true)
-        }
+    let (task, created) = if let Some(id) = &args.task {
+        (client.get_task(id).await?, false)
+    } else {
+        let mut req = args.spec.to_request()?;
+        req.end_when = Some(EndWhen::CommandExits);
+        (client.create_task(&req).await?, true)
     };
     // In audit mode the kernel logs the exec as `audited` and lets it run.
     if task.mode == Mode::Enforce && !is_granted(cmd, &task) {

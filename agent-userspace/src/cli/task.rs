@@ -18,7 +18,7 @@ pub enum TaskCommand {
     /// Create a task and print its id.
     ///
     /// It lives until its TTL, `leash task end` or revocation, whatever its processes
-    /// do (end_when: ended_or_expired): join it any number of times with
+    /// do (`end_when: ended_or_expired`): join it any number of times with
     /// `leash run --task ID`.
     Create(CreateArgs),
     /// List the tasks.

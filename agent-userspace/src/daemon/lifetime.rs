@@ -74,35 +74,34 @@ fn open_command(rec: CommandRecord) -> Option<OwnedFd> {
     (start_ticks(rec.pid) == Some(rec.start_ticks)).then_some(fd)
 }
 
-impl Daemon {
-    /// Before a process joins task `id`: a `command_exits` task takes one process, its
-    /// command. Returns the command to record, with its pidfd, when this is it.
-    pub(super) fn command_for(
-        &self,
-        inner: &Inner,
-        id: u64,
-        pid: u32,
-    ) -> Result<Option<(CommandRecord, OwnedFd)>, RegistryError> {
-        let Some(task) = inner.tasks.get(id) else {
-            return Err(RegistryError::NoTask(registry::task_id_string(id)));
-        };
-        if task.end_when != EndWhen::CommandExits {
-            return Ok(None);
-        }
-        if task.command.is_some() || task.state == TaskState::Active {
-            return Err(RegistryError::Forbidden(format!(
-                "task {} ends when its command exits (end_when: command_exits) and already \
+/// Before a process joins task `id`: a `command_exits` task takes one process, its
+/// command. Returns the command to record, with its pidfd, when this is it.
+pub(super) fn command_for(
+    inner: &Inner,
+    id: u64,
+    pid: u32,
+) -> Result<Option<(CommandRecord, OwnedFd)>, RegistryError> {
+    let Some(task) = inner.tasks.get(id) else {
+        return Err(RegistryError::NoTask(registry::task_id_string(id)));
+    };
+    if task.end_when != EndWhen::CommandExits {
+        return Ok(None);
+    }
+    if task.command.is_some() || task.state == TaskState::Active {
+        return Err(RegistryError::Forbidden(format!(
+            "task {} ends when its command exits (end_when: command_exits) and already \
                  runs it; to run several commands in one task, create it with `leash task \
                  create` (end_when: ended_or_expired) and join it with `leash run --task ID`",
-                task.id_string()
-            )));
-        }
-        let gone = || RegistryError::BadRequest(format!("process {pid} exited before it joined"));
-        let fd = pidfd_open(pid).map_err(|_| gone())?;
-        let start_ticks = start_ticks(pid).ok_or_else(gone)?;
-        Ok(Some((CommandRecord { pid, start_ticks }, fd)))
+            task.id_string()
+        )));
     }
+    let gone = || RegistryError::BadRequest(format!("process {pid} exited before it joined"));
+    let fd = pidfd_open(pid).map_err(|_| gone())?;
+    let start_ticks = start_ticks(pid).ok_or_else(gone)?;
+    Ok(Some((CommandRecord { pid, start_ticks }, fd)))
+}
 
+impl Daemon {
     /// Ends task `id` when the process behind `fd` exits. Without an async runtime
     /// (never in the daemon) the sweep's check below still ends it.
     pub(super) fn watch_command(&self, id: u64, fd: OwnedFd) {

@@ -332,7 +332,7 @@ impl Daemon {
         let mut inner = self.lock();
         inner.tasks.check_attachable(id)?;
         // A `command_exits` task: this process is its command, watched through a pidfd.
-        let command = self.command_for(&inner, id, pid)?;
+        let command = lifetime::command_for(&inner, id, pid)?;
         let Inner { enforcer, tasks } = &mut *inner;
         // Into its leash cgroup first (attach scope `task`), so it is never tagged
         // outside the network hooks' reach.
