@@ -116,14 +116,15 @@ pub struct Event {
     pub verdict: u8,
     /// A [`Reason`].
     pub reason: u8,
-    /// Network: IP protocol number (6 TCP, 17 UDP, ...).
-    pub proto: u8,
-    /// Network: destination port, host order.
-    pub port: u16,
     /// Network: 4 or 6, the socket family the call came from; 1 (`AF_UNIX`) for a
     /// unix socket path (in `path`). Socket: the `AF_*` number, type in `port`.
     pub family: u8,
-    pub _pad: [u8; 5],
+    /// Network: destination port, host order.
+    pub port: u16,
+    pub _pad: [u8; 2],
+    /// Network: the socket's IP protocol number, whole (6 TCP, 17 UDP, 262 MPTCP: a
+    /// byte would report MPTCP as TCP). Socket: the `protocol` argument.
+    pub proto: u32,
     /// Network: destination, IPv4 as mapped IPv6.
     pub addr: [u8; 16],
     pub comm: [u8; COMM_LEN],
@@ -133,3 +134,5 @@ pub struct Event {
 }
 
 const _: () = assert!(size_of::<Event>() == 48 + 16 + 16 + PATH_LEN);
+const _: () = assert!(core::mem::offset_of!(Event, proto) == 44);
+const _: () = assert!(core::mem::offset_of!(Event, addr) == 48);

@@ -28,7 +28,7 @@ pub enum Target {
     Socket {
         family: u8,
         socket_type: u16,
-        protocol: u8,
+        protocol: u32,
     },
     /// An attempt on leash: the syscall and the pid it aimed at (0: none).
     Guard {

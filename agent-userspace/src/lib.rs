@@ -13,6 +13,7 @@ pub mod daemon;
 pub mod enforcer;
 pub mod events;
 pub mod file_state;
+pub mod file_trust;
 pub mod grants;
 pub mod ia32;
 pub mod kernel_offsets;

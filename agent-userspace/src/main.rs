@@ -9,7 +9,7 @@ fn main() -> std::process::ExitCode {
     match cli::run(args) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("leash: {e:#}");
+            eprintln!("leash: {}", cli::error_text(&e));
             std::process::ExitCode::FAILURE
         }
     }

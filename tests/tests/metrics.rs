@@ -89,7 +89,9 @@ fn decision_counters_match_the_actions_exactly_per_agent() {
     let prefixes = "--allow-connect 10.0.0.0/8:443/tcp --allow-connect 10.1.0.0/16:443/tcp";
     let alpha = create_task(
         &d,
-        &format!("--agent alpha --allow-exec {p} --allow-connect {own} {prefixes}"),
+        &format!(
+            "--agent alpha --end-when command_exits --allow-exec {p} --allow-connect {own} {prefixes}"
+        ),
     );
     let beta = create_task(
         &d,

@@ -330,3 +330,30 @@ fn a_reload_frees_the_prefix_slots_of_tasks_the_kernel_lost() {
         std::panic::resume_unwind(panic);
     }
 }
+
+/// An MPTCP socket (IP protocol 262) is reported with its whole protocol number: cut to
+/// a byte, 262 reads as 6, TCP.
+#[test]
+fn mptcp_is_reported_as_protocol_262_not_tcp() {
+    const IPPROTO_MPTCP: u32 = 262;
+    let h = Harness::load();
+    let task = h.task(spec(&[], &[]));
+    let mptcp = format!(
+        "socket {} {} {IPPROTO_MPTCP}",
+        libc::AF_INET,
+        libc::SOCK_STREAM
+    );
+    if untagged(&mptcp) != "ok" {
+        eprintln!("skipped: this kernel has no MPTCP (net.mptcp.enabled)");
+        return;
+    }
+    let ev = task.assert_denied("socket", "family_not_granted", EPERM, || task.probe(&mptcp));
+    assert_eq!(
+        ev.target,
+        leash::events::Target::Socket {
+            family: libc::AF_INET as u8,
+            socket_type: libc::SOCK_STREAM as u16,
+            protocol: IPPROTO_MPTCP,
+        }
+    );
+}

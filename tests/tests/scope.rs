@@ -120,11 +120,10 @@ fn a_task_runs_in_its_leash_cgroup_enforced_as_before_and_untagged_are_not_reach
         harness::daemon::scope_links(&d)
     );
 
-    // Once its processes are gone, the leash cgroup and its hooks go too.
+    // Once its processes are gone, the leash cgroup and its hooks go too (the task,
+    // from `leash task create`, lives on until ended).
     drop(s);
-    wait_for("the task to end", || {
-        harness::daemon::task_json(&d, &id)["state"] == "ended"
-    });
+    assert_eq!(harness::daemon::task_json(&d, &id)["state"], "active");
     wait_for("the empty leash cgroup to be pruned", || {
         count_pins(&d.pin_dir.join("links-scope")) == 0
     });

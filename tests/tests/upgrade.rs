@@ -177,9 +177,12 @@ fn the_daemon_accepts_the_kubernetes_config() {
 
 /// Creates a task whose only network grant is `prefix` on `port`; returns its id.
 fn connect_task(daemon: &DaemonGuard, prefix: &str, port: u16) -> String {
+    // Ends with the one process that joins it, so the new daemon must watch it too.
     let out = daemon.run(&[
         "task",
         "create",
+        "--end-when",
+        "command_exits",
         "--agent",
         "ci",
         "--allow-exec",

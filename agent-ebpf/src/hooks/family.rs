@@ -99,7 +99,7 @@ fn report(d: &Decision, now: u64, family: u32, sock_type: u32, proto: u32) {
     let ev = unsafe { entry.assume_init_mut() };
     ev.family = family as u8;
     ev.port = sock_type as u16;
-    ev.proto = proto as u8;
+    ev.proto = proto;
     entry.submit(0);
 }
 

@@ -159,7 +159,7 @@ fn report(decision: &Decision, dest: &Dest, now: u64) {
     let ev = unsafe { entry.assume_init_mut() };
     ev.addr = dest.addr;
     ev.port = dest.port;
-    ev.proto = dest.proto as u8;
+    ev.proto = dest.proto;
     ev.family = dest.family;
     entry.submit(0);
 }

@@ -18,6 +18,24 @@ pub struct CreateTask {
     pub ttl_seconds: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<Mode>,
+    /// When the task ends on its own; omitted: `ended_or_expired`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_when: Option<EndWhen>,
+}
+
+/// When a task ends, besides its TTL, `leash task end` and revocation (which end every
+/// task).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndWhen {
+    /// When its command exits (`leash run`): the first process attached is the command,
+    /// the task ends when that process exits, whatever it left behind, and no other
+    /// process may join.
+    CommandExits,
+    /// Only when ended, revoked or expired, whatever its processes do (`leash task
+    /// create`, a session of many `leash run --task ID`).
+    #[default]
+    EndedOrExpired,
 }
 
 /// Grants in design.md §3 syntax (also the format of `--grants FILE`, as YAML).
@@ -51,7 +69,7 @@ pub enum TaskState {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EndReason {
-    /// The last process of the task exited.
+    /// The task's command exited (`end_when: command_exits`).
     Exited,
     /// The TTL passed.
     Expired,
@@ -73,6 +91,9 @@ pub struct Task {
     pub intent: Option<String>,
     pub mode: Mode,
     pub state: TaskState,
+    /// When the task ends on its own.
+    #[serde(default)]
+    pub end_when: EndWhen,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_reason: Option<EndReason>,
     /// RFC 3339.

@@ -40,8 +40,10 @@ struct Key {
 #[derive(Clone, Debug)]
 pub struct Verified {
     pub subject: String,
-    /// The value of the agent claim.
-    pub agent_claim: String,
+    /// The value of the agent claim, when the token has it as a string.
+    pub agent_claim: Option<String>,
+    /// Every claim, for the approver mapping (`auth.tokens.approvers`).
+    pub claims: serde_json::Value,
 }
 
 pub struct Verifier {
@@ -157,19 +159,14 @@ impl Verifier {
     }
 
     fn claims(&self, claims: &serde_json::Value) -> Result<Verified, TokenError> {
-        let get = |name: &str| {
-            claims
-                .get(name)
-                .and_then(|v| v.as_str())
-                .map(str::to_owned)
-                .ok_or_else(|| TokenError::Claim {
-                    claim: name.to_owned(),
-                    message: "missing or not a string".into(),
-                })
-        };
+        let get = |name: &str| claims.get(name).and_then(|v| v.as_str()).map(str::to_owned);
         Ok(Verified {
-            subject: get("sub")?,
-            agent_claim: get(&self.agent_claim)?,
+            subject: get("sub").ok_or_else(|| TokenError::Claim {
+                claim: "sub".to_owned(),
+                message: "missing or not a string".into(),
+            })?,
+            agent_claim: get(&self.agent_claim),
+            claims: claims.clone(),
         })
     }
 }

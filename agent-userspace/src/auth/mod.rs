@@ -1,11 +1,12 @@
 //! Who is calling: the socket's peer credentials checked against the uid/gid
-//! allow-list, and optionally a verified bearer token naming the agent.
+//! allow-list, and optionally a verified bearer token naming the agent, or an approver.
 
+pub mod classify;
 pub mod jwt;
 
 use std::collections::HashSet;
 
-use crate::config::AuthConfig;
+use crate::config::{ApproverTokens, AuthConfig};
 
 /// An authenticated caller.
 #[derive(Clone, Debug, Default)]
@@ -14,7 +15,7 @@ pub struct Caller {
     pub uid: u32,
     /// Token `sub`, when a token was presented.
     pub subject: Option<String>,
-    /// The agent the token names.
+    /// The agent the token names; `None` for an approver's token (`auth.tokens.approvers`).
     pub agent: Option<String>,
 }
 
@@ -45,6 +46,9 @@ pub struct Authenticator {
     uids: HashSet<u32>,
     gids: HashSet<u32>,
     tokens: Option<jwt::Verifier>,
+    /// With tokens on: which are approvers', and the claim naming agents.
+    approvers: ApproverTokens,
+    agent_claim: String,
     trust_domain: String,
 }
 
@@ -64,6 +68,15 @@ impl Authenticator {
             uids: config.uids.iter().copied().collect(),
             gids: config.gids.iter().copied().chain(socket_gid).collect(),
             tokens,
+            approvers: config
+                .tokens
+                .as_ref()
+                .map(|t| t.approvers.clone())
+                .unwrap_or_default(),
+            agent_claim: config
+                .tokens
+                .as_ref()
+                .map_or_else(|| "sub".to_owned(), |t| t.agent_claim.clone()),
             trust_domain: trust_domain.to_owned(),
         })
     }
@@ -101,7 +114,15 @@ impl Authenticator {
                 .ok_or(AuthError::BadHeader)?
                 .trim();
             let verified = v.verify(token)?;
-            caller.agent = Some(jwt::agent_of(&verified.agent_claim, &self.trust_domain)?);
+            let role = classify::classify(
+                &verified,
+                &self.approvers,
+                &self.agent_claim,
+                &self.trust_domain,
+            )?;
+            if let classify::Role::Agent(agent) = role {
+                caller.agent = Some(agent);
+            }
             caller.subject = Some(verified.subject);
         }
         Ok(caller)

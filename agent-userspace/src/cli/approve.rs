@@ -19,7 +19,7 @@ pub fn run(client: &Client, args: &DecideArgs, approve: bool) -> anyhow::Result<
     output::print(&format!(
         "{} {}",
         if approve { "approved" } else { "rejected" },
-        args.grant_id
+        output::clean(&args.grant_id)
     ))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -81,6 +81,8 @@ pub fn run(args: &DaemonArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<ExitCode> {
+    // A policy or JWKS that others can rewrite would hand them every grant.
+    leash::file_trust::check_config(&config)?;
     // Health endpoints come up first, so an orchestrator sees "alive, not ready" while
     // the programs load.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -136,7 +138,14 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let reader = enforcer
         .take_events()
         .context("event reader already taken")?;
-    let audit = AuditSink::open(&config.audit_log)?;
+    let audit = AuditSink::open_with(
+        &config.audit_log,
+        daemon::audit_file::Rotation {
+            max_bytes: config.audit.max_bytes,
+            keep: config.audit.keep,
+            gid: config.audit.gid()?,
+        },
+    )?;
     let daemon = Daemon::new(enforcer, &config, audit)?;
     let _ = metrics_state.daemon.set(Arc::clone(&daemon));
     let listener = bind_socket(&config)?;

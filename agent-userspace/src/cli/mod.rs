@@ -41,6 +41,10 @@ enum Command {
     /// Load and attach the kernel programs and report their decisions (root).
     Daemon(daemon::DaemonArgs),
     /// Run a command inside a task: create (or join) it, tag this process, exec CMD.
+    ///
+    /// A task this creates ends when CMD exits (`end_when: command_exits`): processes
+    /// CMD leaves behind lose every grant then (and are killed under
+    /// `tasks.kill_on_end`). A task joined with --task lives on after CMD exits.
     Run(run::RunArgs),
     /// Create, list, show and end tasks.
     #[command(subcommand)]
@@ -59,6 +63,12 @@ enum Command {
     /// Check a policy file and explain its decisions (offline).
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+}
+
+/// An error as printed: it may quote a request or the daemon's answer, so control
+/// characters are escaped as in every other human output.
+pub fn error_text(e: &anyhow::Error) -> String {
+    output::clean(&format!("{e:#}")).into_owned()
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {

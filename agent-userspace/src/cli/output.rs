@@ -31,8 +31,33 @@ pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
         .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
 }
 
-/// Left-aligned columns separated by two spaces, no trailing blanks.
+/// `s` with every control character (newlines, escape sequences, C1 codes) and every
+/// bidirectional override written as a Rust escape (`\n`, `\u{1b}`), so text from a
+/// task (an intent, a spec) cannot forge, reorder or hide lines of what a human reads.
+pub fn clean(s: &str) -> Cow<'_, str> {
+    let bad =
+        |c: char| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    if !s.chars().any(bad) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if bad(c) {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Left-aligned columns separated by two spaces, no trailing blanks; cells [`clean`]ed.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| clean(c).into_owned()).collect())
+        .collect();
+    let rows = rows.as_slice();
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -56,11 +81,12 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-/// `key: value` lines with the values aligned.
+/// `key: value` lines with the values aligned and [`clean`]ed.
 pub fn fields(pairs: &[(&str, String)]) -> String {
     let width = pairs.iter().map(|(k, _)| k.len() + 1).max().unwrap_or(0);
     let mut out = String::new();
     for (key, value) in pairs {
+        let value = clean(value);
         let key = format!("{key}:");
         let _ = writeln!(out, "{}", format!("{key:<width$} {value}").trim_end());
     }
@@ -112,6 +138,24 @@ mod tests {
     fn fields_align_values() {
         let f = fields(&[("id", "1".into()), ("agent", "cli".into())]);
         assert_eq!(f, "id:    1\nagent: cli\n");
+    }
+
+    #[test]
+    fn control_characters_cannot_forge_or_hide_lines() {
+        let intent = "fix bug\nstate:       active\r\u{1b}[2Kapproved\u{202e}txt.exe\u{7}";
+        let f = fields(&[("intent", intent.into()), ("agent", "cli".into())]);
+        assert_eq!(f.lines().count(), 2, "{f}");
+        assert!(!f.chars().any(|c| c.is_control() && c != '\n'), "{f:?}");
+        assert!(f.contains(r"fix bug\nstate:"), "{f}");
+        assert!(
+            f.contains(r"\r\u{1b}[2Kapproved\u{202e}txt.exe\u{7}"),
+            "{f}"
+        );
+        let t = table(&["ID", "AGENT"], &[vec!["a\nb".into(), "\u{9b}31m".into()]]);
+        assert_eq!(t, "ID    AGENT\na\\nb  \\u{9b}31m\n");
+        // Plain text, tabs aside, is left alone (and not copied).
+        assert!(matches!(clean("héllo wörld"), Cow::Borrowed(_)));
+        assert_eq!(clean("a\tb"), r"a\tb");
     }
 
     #[test]

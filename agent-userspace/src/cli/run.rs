@@ -4,7 +4,11 @@
 //! attach request is made from the main thread of a single-threaded process, which then
 //! `execve`s the command in place. The command inherits the tag, and so does the whole
 //! tree below it; stdin/stdout/stderr, signals and the exit status pass through as if
-//! leash were not there, and the daemon ends the task when the last process exits.
+//! leash were not there. A task created here ends when the command exits
+//! (`end_when: command_exits`): the daemon watches this very process (which becomes the
+//! command) through a pidfd, so the task ends even if `leash run` is killed before the
+//! exec. A task joined with `--task` lives on (`leash task create` made it
+//! `ended_or_expired`).
 //!
 //! Note: the command itself must be granted (`--allow-exec`), or the kernel stops the
 //! very exec below. The same holds for a shebang script's interpreter. We warn when the
@@ -23,7 +27,7 @@ use std::{
 
 use anyhow::Context as _;
 use leash::{
-    api::types::{GrantKind, Mode, Task},
+    api::types::{EndWhen, GrantKind, Mode, Task},
     client::Client,
 };
 use nix::{
@@ -45,8 +49,9 @@ const TASK_ENV: &str = "LEASH_TASK";
 pub struct RunArgs {
     #[command(flatten)]
     pub spec: TaskSpec,
-    /// Join this existing task instead of creating one (it is not ended when CMD exits;
-    /// change its grants with `leash grant`).
+    /// Join this existing task instead of creating one: a task from `leash task create`
+    /// lives until its TTL or `leash task end`, so CMD's exit does not end it and it can
+    /// be joined any number of times (change its grants with `leash grant`).
     #[arg(
         long,
         value_name = "ID",
@@ -118,9 +123,12 @@ pub fn run(client: &Client, args: &RunArgs) -> anyhow::Result<ExitCode> {
 /// Creates the task (or looks up `--task`), warns about an ungranted command, attaches.
 /// Returns the task id.
 async fn join_task(client: &Client, args: &RunArgs, cmd: &Path) -> anyhow::Result<String> {
-    let (task, created) = match &args.task {
-        Some(id) => (client.get_task(id).await?, false),
-        None => (client.create_task(&args.spec.to_request()?).await?, true),
+    let (task, created) = if let Some(id) = &args.task {
+        (client.get_task(id).await?, false)
+    } else {
+        let mut req = args.spec.to_request()?;
+        req.end_when = Some(EndWhen::CommandExits);
+        (client.create_task(&req).await?, true)
     };
     // In audit mode the kernel logs the exec as `audited` and lets it run.
     if task.mode == Mode::Enforce && !is_granted(cmd, &task) {
@@ -380,6 +388,7 @@ mod tests {
             intent: None,
             mode: Mode::Enforce,
             state: TaskState::Created,
+            end_when: EndWhen::default(),
             end_reason: None,
             created_at: String::new(),
             expires_at: None,

@@ -48,7 +48,7 @@ fn status_text(s: &Status) -> String {
         ("ia32", format!("emulation {}", s.ia32_emulation)),
     ]);
     for g in &s.guarantees {
-        let _ = writeln!(text, "guarantee: {g}");
+        let _ = writeln!(text, "guarantee: {}", output::clean(g));
     }
     let programs: Vec<Vec<String>> = s
         .programs

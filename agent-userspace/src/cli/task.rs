@@ -7,7 +7,7 @@ use std::{
 
 use anyhow::Context as _;
 use leash::{
-    api::types::{CreateTask, Grant, GrantKind, Grants, Mode, Task, TaskState},
+    api::types::{CreateTask, EndWhen, Grant, GrantKind, Grants, Mode, Task, TaskState},
     client::Client,
 };
 
@@ -16,6 +16,10 @@ use super::output;
 #[derive(Debug, clap::Subcommand)]
 pub enum TaskCommand {
     /// Create a task and print its id.
+    ///
+    /// It lives until its TTL, `leash task end` or revocation, whatever its processes
+    /// do (`end_when: ended_or_expired`): join it any number of times with
+    /// `leash run --task ID`.
     Create(CreateArgs),
     /// List the tasks.
     List(JsonFlag),
@@ -44,9 +48,37 @@ pub struct JsonFlag {
 pub struct CreateArgs {
     #[command(flatten)]
     pub spec: TaskSpec,
+    /// When the task ends on its own: `ended_or_expired` (only by its TTL, `leash task
+    /// end` or revocation) or `command_exits` (when the first process that joins it
+    /// exits; no other may join).
+    #[arg(
+        long,
+        value_name = "WHEN",
+        value_enum,
+        default_value = "ended_or_expired"
+    )]
+    pub end_when: EndWhenArg,
     /// Print the task object as JSON instead of its id.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--end-when`, with the API's names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum EndWhenArg {
+    #[value(name = "ended_or_expired")]
+    EndedOrExpired,
+    #[value(name = "command_exits")]
+    CommandExits,
+}
+
+impl From<EndWhenArg> for EndWhen {
+    fn from(a: EndWhenArg) -> Self {
+        match a {
+            EndWhenArg::EndedOrExpired => Self::EndedOrExpired,
+            EndWhenArg::CommandExits => Self::CommandExits,
+        }
+    }
 }
 
 /// What a new task is: agent, intent, grants, TTL and mode (`leash task create`, `leash run`).
@@ -94,6 +126,7 @@ impl TaskSpec {
             grants,
             ttl_seconds: self.ttl,
             mode: self.audit.then_some(Mode::Audit),
+            end_when: None,
         })
     }
 }
@@ -164,7 +197,8 @@ fn dedup(items: &mut Vec<String>) {
 pub fn run(client: &Client, cmd: TaskCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         TaskCommand::Create(args) => {
-            let req = args.spec.to_request()?;
+            let mut req = args.spec.to_request()?;
+            req.end_when = Some(args.end_when.into());
             let task = super::block_on(client.create_task(&req))??;
             if args.json {
                 output::print_json(&task)?;
@@ -238,6 +272,7 @@ fn show_text(task: &Task) -> String {
     }
     pairs.push(("mode", output::name(&task.mode)));
     pairs.push(("state", state_text(task)));
+    pairs.push(("end_when", output::name(&task.end_when)));
     pairs.push(("created_at", task.created_at.clone()));
     pairs.push((
         "expires_at",
@@ -271,19 +306,23 @@ fn grant_text(grant: &Grant) -> String {
         GrantKind::Exec => "exec",
         GrantKind::Connect => "connect",
     };
-    let mut line = format!("  {:<4} {kind:<8} {}", grant.id, grant.spec);
+    let mut line = format!(
+        "  {:<4} {kind:<8} {}",
+        output::clean(&grant.id),
+        output::clean(&grant.spec)
+    );
     if let Some(expires) = &grant.expires_at {
         line.push_str("  expires_at=");
-        line.push_str(expires);
+        line.push_str(&output::clean(expires));
     }
     if let Some(until) = &grant.pending_until {
         line.push_str("  PENDING approval until ");
-        line.push_str(until);
+        line.push_str(&output::clean(until));
     }
     line.push('\n');
     for resolved in &grant.resolved {
         line.push_str("         -> ");
-        line.push_str(resolved);
+        line.push_str(&output::clean(resolved));
         line.push('\n');
     }
     line
@@ -439,6 +478,7 @@ mod tests {
             intent: Some("triage".into()),
             mode: Mode::Enforce,
             state: TaskState::Ended,
+            end_when: EndWhen::CommandExits,
             end_reason: Some(EndReason::Expired),
             created_at: "2025-01-01T00:00:00Z".into(),
             expires_at: None,
@@ -479,6 +519,7 @@ mod tests {
         assert!(show.contains("state:"), "{show}");
         assert!(show.contains("ended(expired)"), "{show}");
         assert!(show.contains("attached_pids: 41 42"), "{show}");
+        assert!(show.contains("end_when:      command_exits\n"), "{show}");
         assert!(show.contains("  g1   exec     /usr/bin/git\n"), "{show}");
         assert!(show.contains("-> /usr/bin/git 8:1:42"), "{show}");
     }

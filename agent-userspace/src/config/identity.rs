@@ -47,10 +47,34 @@ pub struct TokensConfig {
     pub issuer: String,
     /// Required in `aud`.
     pub audience: String,
-    /// Claim naming the agent: `sub` (a SPIFFE ID `spiffe://<trust_domain>/agent/NAME`
-    /// gives NAME) or another string claim.
+    /// Claim naming the agent: `sub` (only a SPIFFE ID `spiffe://<trust_domain>/agent/NAME`
+    /// names one, NAME: any other subject is no agent) or another string claim (its
+    /// value is the name, or a SPIFFE ID as for `sub`).
     #[serde(default = "default_claim")]
     pub agent_claim: String,
+    /// Which tokens are approvers' (people who approve grants), never agents'.
+    #[serde(default)]
+    pub approvers: ApproverTokens,
+}
+
+/// `auth.tokens.approvers:` tokens matching any entry are approvers' tokens: they carry no
+/// agent, and the policy's `approvers.subjects` decide what they may approve.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApproverTokens {
+    /// Subjects (`sub`): exact, or a prefix ending in `*` (`spiffe://example.org/human/*`).
+    pub subjects: Vec<String>,
+    /// A claim and value: a string claim equal to `value`, or an array claim holding it
+    /// (`{name: groups, value: leash-approvers}`).
+    pub claim: Option<ClaimMatch>,
+}
+
+/// A claim that must hold a value.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimMatch {
+    pub name: String,
+    pub value: String,
 }
 
 fn default_claim() -> String {
@@ -82,6 +106,20 @@ impl AuthConfig {
                     "issuer, audience and agent_claim must not be empty",
                 ));
             }
+            if t.approvers
+                .subjects
+                .iter()
+                .any(|s| s.is_empty() || s == "*")
+                || t.approvers
+                    .claim
+                    .as_ref()
+                    .is_some_and(|c| c.name.is_empty() || c.value.is_empty())
+            {
+                return Err(invalid(
+                    "auth.tokens.approvers",
+                    "an empty or bare `*` subject, or an empty claim name or value, would make                      every token an approver's: name the approvers' subjects or claim",
+                ));
+            }
         }
         Ok(())
     }
@@ -101,6 +139,7 @@ mod tests {
             ("leash", "sub")
         );
         assert_eq!(c.auth.gids, [990]);
+        assert_eq!(t.approvers.subjects, ["spiffe://example.org/human/*"]);
     }
 
     #[test]

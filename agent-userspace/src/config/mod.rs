@@ -19,8 +19,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
 
 use crate::backend::BackendChoice;
 
+mod audit;
 mod identity;
-pub use identity::{AuthConfig, PolicyConfig, TokensConfig};
+pub use audit::AuditConfig;
+pub use identity::{ApproverTokens, AuthConfig, ClaimMatch, PolicyConfig, TokensConfig};
 
 /// The commented default configuration; parsing it gives [`Config::default`].
 const DEFAULT_YAML: &str = include_str!("default.yaml");
@@ -86,6 +88,8 @@ pub struct Config {
     pub pin_dir: PathBuf,
     /// Absolute path of the JSON-lines audit log.
     pub audit_log: PathBuf,
+    /// The audit log's group and rotation.
+    pub audit: AuditConfig,
     /// SPIFFE trust domain of task identities (`spiffe://<trust_domain>/agent/...`).
     pub trust_domain: String,
     /// Exec enforcement backend: `auto`, `lsm` or `portable`.
@@ -121,6 +125,7 @@ impl Default for Config {
             state_dir: PathBuf::from("/var/lib/leash"),
             pin_dir: PathBuf::from("/sys/fs/bpf/leash"),
             audit_log: PathBuf::from("/var/log/leash/audit.jsonl"),
+            audit: AuditConfig::default(),
             trust_domain: "leash.local".to_owned(),
             backend: BackendChoice::Auto,
             attach_scope: crate::scope::AttachScope::Root,
@@ -439,6 +444,7 @@ impl Config {
         check_path("state_dir", &self.state_dir, "/var/lib/leash")?;
         check_pin_dir(&self.pin_dir)?;
         check_file_path("audit_log", &self.audit_log, "/var/log/leash/audit.jsonl")?;
+        self.audit.validate()?;
         check_trust_domain(&self.trust_domain)?;
         self.maps.validate()?;
         self.tasks.validate()?;

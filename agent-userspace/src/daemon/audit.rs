@@ -1,23 +1,23 @@
 //! The audit trail: every decision and lifecycle event as one JSON line, appended to
-//! the audit log and fanned out to `leash events` followers.
+//! the audit log (mode 0640, rotated by size between whole lines, see `audit_file`) and
+//! fanned out to `leash events` followers.
 
 use std::{
     collections::VecDeque,
-    fs::{File, OpenOptions},
-    io::Write as _,
     path::Path,
     sync::{Arc, Mutex},
 };
 
 use tokio::sync::broadcast;
 
+use super::audit_file::{AuditFile, Rotation};
 use crate::api::types::AuditEvent;
 
 /// Events kept in memory for `GET /v1/events` without `follow`.
 const RECENT: usize = 10_000;
 
 pub struct AuditSink {
-    file: Mutex<File>,
+    file: Mutex<AuditFile>,
     recent: Mutex<VecDeque<Arc<AuditEvent>>>,
     tx: broadcast::Sender<Arc<AuditEvent>>,
 }
@@ -33,7 +33,13 @@ pub struct AuditOpenError {
 }
 
 impl AuditSink {
+    /// Opens (creating) the log with the default rotation and no group.
     pub fn open(path: &Path) -> Result<Self, AuditOpenError> {
+        Self::open_with(path, Rotation::default())
+    }
+
+    /// Opens (creating) the log: mode 0640, group and rotation as configured.
+    pub fn open_with(path: &Path, rotation: Rotation) -> Result<Self, AuditOpenError> {
         let err = |source| AuditOpenError {
             path: path.display().to_string(),
             source,
@@ -41,11 +47,7 @@ impl AuditSink {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(err)?;
         }
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(err)?;
+        let file = AuditFile::open(path, rotation).map_err(err)?;
         let (tx, _) = broadcast::channel(4096);
         Ok(Self {
             file: Mutex::new(file),
@@ -92,9 +94,10 @@ impl AuditSink {
         }
     }
 
+    /// Writes whole lines; a rotation happens before a write, never inside one.
     fn write(&self, bytes: &[u8]) {
         if let Ok(mut f) = self.file.lock()
-            && let Err(e) = f.write_all(bytes)
+            && let Err(e) = f.append(bytes)
         {
             tracing::error!("audit log write failed: {e}");
         }

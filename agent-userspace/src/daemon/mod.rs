@@ -1,7 +1,9 @@
 //! `leash daemon`: owns the kernel programs and the tasks, serves the API, writes the
-//! audit log, and ends tasks when they expire or their last process exits.
+//! audit log, and ends tasks when they expire, are ended, or their command exits.
 
 pub mod audit;
+pub mod audit_file;
+pub mod lifetime;
 pub mod policy;
 pub mod registry;
 mod store;
@@ -42,6 +44,8 @@ pub struct Daemon {
     pub recorded: crate::metrics::Recorded,
     /// The node policy and the caller authenticator.
     pub guard: policy::Guard,
+    /// This daemon, for the tasks that watch commands (`lifetime`).
+    me: std::sync::Weak<Daemon>,
 }
 
 impl Daemon {
@@ -60,7 +64,8 @@ impl Daemon {
         {
             tracing::error!("cannot open the API socket to tagged processes: {e}");
         }
-        let daemon = Arc::new(Self {
+        let daemon = Arc::new_cyclic(|me| Self {
+            me: me.clone(),
             inner: Mutex::new(Inner { enforcer, tasks }),
             audit,
             limits: Limits {
@@ -75,6 +80,7 @@ impl Daemon {
             guard,
         });
         daemon.adopt();
+        daemon.watch_adopted();
         if let Some(policy) = daemon.guard.current() {
             // On a thread of its own: Cedar (through `stacker`) cannot tell the main
             // thread's stack size in a static musl build and then refuses to evaluate
@@ -324,15 +330,27 @@ impl Daemon {
 
     pub fn attach(&self, id: u64, pid: u32) -> Result<(), RegistryError> {
         let mut inner = self.lock();
+        inner.tasks.check_attachable(id)?;
+        // A `command_exits` task: this process is its command, watched through a pidfd.
+        let command = lifetime::command_for(&inner, id, pid)?;
         let Inner { enforcer, tasks } = &mut *inner;
         // Into its leash cgroup first (attach scope `task`), so it is never tagged
         // outside the network hooks' reach.
-        tasks.check_attachable(id)?;
         enforcer
             .enter_scope(pid)
             .map_err(|e| RegistryError::Scope(e.to_string()))?;
         tasks.attach(enforcer.maps_mut(), id, pid)?;
+        let fd = command.map(|(rec, fd)| {
+            if let Some(t) = tasks.tasks.get_mut(&id) {
+                t.command = Some(rec);
+            }
+            fd
+        });
         self.save(&inner, id);
+        drop(inner);
+        if let Some(fd) = fd {
+            self.watch_command(id, fd);
+        }
         Ok(())
     }
 
@@ -579,6 +597,11 @@ impl Daemon {
         if !active.is_empty() {
             // Catches exits whose event was lost to a full ring buffer.
             self.end_exited(&active);
+        }
+        if all_exits {
+            for id in self.commands_gone() {
+                self.command_exited(id);
+            }
         }
         if all_exits {
             self.restore_pins();

@@ -435,6 +435,7 @@ impl Daemon {
             .file
             .clone()
             .ok_or_else(|| "no policy file is configured (policy.file)".to_owned())?;
+        crate::file_trust::check("policy.file", &file).map_err(|e| e.to_string())?;
         let policy = Arc::new(Policy::load(&file).map_err(|e| e.to_string())?);
         *self
             .guard

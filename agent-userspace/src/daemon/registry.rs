@@ -15,7 +15,7 @@ use agent_common::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    api::types::{self, EndReason, GrantKind, Mode, TaskState},
+    api::types::{self, EndReason, EndWhen, GrantKind, Mode, TaskState},
     clock,
     file_state::{self, FileState},
     grants::{self, ConnectSpec, ExecFile, GrantError, NetGrant},
@@ -124,6 +124,12 @@ pub struct TaskRecord {
     pub next_grant: u32,
     pub attached_pids: Vec<u32>,
     pub counter_slot: u32,
+    /// When the task ends on its own (see `lifetime`).
+    #[serde(default = "super::lifetime::legacy_end_when")]
+    pub end_when: EndWhen,
+    /// The command a `command_exits` task ends with, once attached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<super::lifetime::CommandRecord>,
     /// What is in the kernel for this task now, so changes touch only their own
     /// entries instead of scanning whole maps. Rebuilt from the maps on adoption.
     #[serde(skip)]
@@ -212,6 +218,7 @@ impl TaskRecord {
             intent: self.intent.clone(),
             mode: self.mode,
             state: self.state,
+            end_when: self.end_when,
             end_reason: self.end_reason,
             created_at: self.created_at.clone(),
             expires_at: self.expires_at.clone(),
@@ -372,6 +379,8 @@ impl Tasks {
             next_grant: n + 1,
             attached_pids: Vec::new(),
             counter_slot,
+            end_when: req.end_when.unwrap_or_default(),
+            command: None,
             installed: Installed::default(),
         };
         self.tasks.insert(id, rec);
@@ -527,7 +536,9 @@ impl Tasks {
         Ok(killed)
     }
 
-    /// Active tasks none of whose processes is left (after an exit event, or as a sweep).
+    /// Active `command_exits` tasks none of whose processes is left (after an exit
+    /// event, or as a sweep): the command is gone too. An `ended_or_expired` task
+    /// outlives its processes.
     #[must_use]
     pub fn exited(&self, maps: &Maps, candidates: &[u64]) -> Vec<u64> {
         let live: BTreeSet<u64> = maps.tagged_tasks();
@@ -535,9 +546,11 @@ impl Tasks {
             .iter()
             .copied()
             .filter(|id| {
-                self.tasks
-                    .get(id)
-                    .is_some_and(|t| t.state == TaskState::Active && !live.contains(id))
+                self.tasks.get(id).is_some_and(|t| {
+                    t.state == TaskState::Active
+                        && t.end_when == EndWhen::CommandExits
+                        && !live.contains(id)
+                })
             })
             .collect()
     }

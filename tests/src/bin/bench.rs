@@ -679,7 +679,7 @@ fn control_plane(n: usize) -> anyhow::Result<String> {
             &d.socket,
             "POST",
             "/v1/tasks",
-            br#"{"agent":"bench","grants":{"exec":["/bin/true"]}}"#,
+            br#"{"agent":"bench","grants":{"exec":["/bin/true"]},"end_when":"command_exits"}"#,
         );
         create.push(t.elapsed());
         if status != 201 {

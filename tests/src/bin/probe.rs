@@ -18,6 +18,8 @@ mod compat;
 mod mounts_and_doors;
 #[path = "probe/host.rs"]
 mod host;
+#[path = "probe/linger.rs"]
+mod linger;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -86,6 +88,7 @@ fn run(w: &[String]) -> String {
         "flood" => flood(arg(1), arg(2), arg(3).parse().unwrap_or(0)),
         "api-create" => api_create(arg(1)),
         "leader-exit" => leader_exit(&w[1..]),
+        "linger" => linger::linger(arg(1), arg(2), w.get(3..).unwrap_or_default()),
         // Moves this very process (not a forked child, as `cgroup-move` does) into the
         // cgroup2 cgroup at the given path.
         "cgroup-move-self" => match std::fs::write(
@@ -172,13 +175,15 @@ fn sock_op(proto: &str, addr: &str, port: &str, op: Op) -> String {
     } else {
         libc::AF_INET6
     };
-    let ty = match proto {
-        "tcp" => libc::SOCK_STREAM,
-        "udp" => libc::SOCK_DGRAM,
+    // MPTCP: a stream socket of IP protocol 262 (IPPROTO_MPTCP).
+    let (ty, protocol) = match proto {
+        "tcp" => (libc::SOCK_STREAM, 0),
+        "udp" => (libc::SOCK_DGRAM, 0),
+        "mptcp" => (libc::SOCK_STREAM, 262),
         other => return format!("error bad proto {other:?}"),
     };
     // SAFETY: plain socket syscall; the fd is owned right away.
-    let fd = unsafe { libc::socket(family, ty | libc::SOCK_CLOEXEC, 0) };
+    let fd = unsafe { libc::socket(family, ty | libc::SOCK_CLOEXEC, protocol) };
     if fd < 0 {
         return format!("error socket errno {}", errno());
     }

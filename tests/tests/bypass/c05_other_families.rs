@@ -23,7 +23,7 @@ fn raw_ip_sockets_are_refused_unless_granted() {
         leash::events::Target::Socket {
             family: AF_INET as u8,
             socket_type: libc::SOCK_RAW as u16,
-            protocol: libc::IPPROTO_ICMP as u8
+            protocol: libc::IPPROTO_ICMP as u32
         }
     );
     // TCP and UDP sockets are created as usual (their destinations are checked).

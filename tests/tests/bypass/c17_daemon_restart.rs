@@ -17,9 +17,12 @@ fn kill9_keeps_enforcement_and_a_restart_adopts_the_task() {
     let l = Listeners::new();
     let other = Listeners::new();
     let p = probe().display().to_string();
+    // Ends with the one process that joins it: the restarted daemon watches it again.
     let o = d.run(&[
         "task",
         "create",
+        "--end-when",
+        "command_exits",
         "--agent",
         "ci",
         "--allow-exec",

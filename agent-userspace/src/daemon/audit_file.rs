@@ -1,0 +1,202 @@
+//! The audit log file: created mode 0640 (group configurable), and rotated by size.
+//!
+//! The sink hands over runs of whole lines, and a rotation happens only between two
+//! runs: before a run that would take the file past `max_bytes`, `audit.jsonl` becomes
+//! `audit.jsonl.1` (older files shift up to `.keep`, the oldest is removed) and a new
+//! file starts. No record is ever split across files.
+
+use std::{
+    fs::{File, OpenOptions, Permissions},
+    io::{self, Write as _},
+    os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _},
+    path::{Path, PathBuf},
+};
+
+/// Mode of the audit log and its rotated files: the owner writes, its group reads.
+pub const AUDIT_MODE: u32 = 0o640;
+
+/// When to rotate, and the group that may read.
+#[derive(Clone, Copy, Debug)]
+pub struct Rotation {
+    /// 0: never rotate.
+    pub max_bytes: u64,
+    pub keep: u32,
+    pub gid: Option<u32>,
+}
+
+/// As `audit:` in the default config: 100 MiB, five files, no group.
+impl Default for Rotation {
+    fn default() -> Self {
+        Self {
+            max_bytes: 100 * 1024 * 1024,
+            keep: 5,
+            gid: None,
+        }
+    }
+}
+
+pub struct AuditFile {
+    path: PathBuf,
+    file: File,
+    size: u64,
+    rotation: Rotation,
+}
+
+impl AuditFile {
+    pub fn open(path: &Path, rotation: Rotation) -> io::Result<Self> {
+        let file = open_log(path, rotation.gid)?;
+        let size = file.metadata()?.len();
+        Ok(Self {
+            path: path.to_owned(),
+            file,
+            size,
+            rotation,
+        })
+    }
+
+    /// Appends `bytes` (whole lines), rotating first if they would not fit.
+    pub fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let max = self.rotation.max_bytes;
+        if max != 0 && self.size > 0 && self.size + bytes.len() as u64 > max {
+            self.rotate()?;
+        }
+        self.file.write_all(bytes)?;
+        self.size += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn rotated(&self, n: u32) -> PathBuf {
+        let mut name = self.path.clone().into_os_string();
+        name.push(format!(".{n}"));
+        PathBuf::from(name)
+    }
+
+    fn rotate(&mut self) -> io::Result<()> {
+        let keep = self.rotation.keep.max(1);
+        match std::fs::remove_file(self.rotated(keep)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        for n in (1..keep).rev() {
+            match std::fs::rename(self.rotated(n), self.rotated(n + 1)) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        std::fs::rename(&self.path, self.rotated(1))?;
+        self.file = open_log(&self.path, self.rotation.gid)?;
+        self.size = 0;
+        Ok(())
+    }
+}
+
+/// Opens for append, creating with [`AUDIT_MODE`]; an existing file (a log from an older
+/// daemon was 0644) is brought to that mode and group too.
+fn open_log(path: &Path, gid: Option<u32>) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(AUDIT_MODE)
+        .open(path)?;
+    file.set_permissions(Permissions::from_mode(AUDIT_MODE))?;
+    if let Some(gid) = gid {
+        std::os::unix::fs::fchown(&file, None, Some(gid))?;
+    }
+    Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt as _;
+
+    use super::*;
+
+    fn dir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("leash-audit-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn created_0640_with_its_group_and_an_old_0644_log_is_fixed() {
+        let d = dir("mode");
+        let path = d.join("audit.jsonl");
+        std::fs::write(&path, "{\"old\":1}\n").unwrap();
+        std::fs::set_permissions(&path, Permissions::from_mode(0o644)).unwrap();
+        let gid = nix::unistd::getegid().as_raw();
+        let mut f = AuditFile::open(
+            &path,
+            Rotation {
+                gid: Some(gid),
+                ..Rotation::default()
+            },
+        )
+        .unwrap();
+        f.append(b"{\"new\":2}\n").unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.mode() & 0o777, 0o640);
+        assert_eq!(meta.gid(), gid);
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "{\"old\":1}\n{\"new\":2}\n"
+        );
+        std::fs::remove_file(&path).unwrap();
+        let _f = AuditFile::open(&path, Rotation::default()).unwrap();
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().mode() & 0o777,
+            0o640,
+            "a new log is created 0640, whatever the umask"
+        );
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn rotation_keeps_records_whole_and_at_most_keep_files() {
+        let d = dir("rotate");
+        let path = d.join("audit.jsonl");
+        let rotation = Rotation {
+            max_bytes: 100,
+            keep: 2,
+            gid: None,
+        };
+        let mut f = AuditFile::open(&path, rotation).unwrap();
+        let mut written = Vec::new();
+        for i in 0..40 {
+            // Runs of one to three lines, of varying length, as the sink writes them.
+            let mut run = String::new();
+            for j in 0..=(i % 3) {
+                let line = format!(
+                    "{{\"n\":{i},\"j\":{j},\"pad\":\"{}\"}}\n",
+                    "x".repeat(i % 7)
+                );
+                written.push(line.trim_end().to_owned());
+                run.push_str(&line);
+            }
+            f.append(run.as_bytes()).unwrap();
+        }
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+        let files = [f.rotated(2), f.rotated(1), path.clone()];
+        assert!(!f.rotated(3).exists(), "only `keep` rotated files");
+        let mut lines = Vec::new();
+        for p in &files {
+            let text = read(p);
+            assert!(text.ends_with('\n'), "{}: {text:?}", p.display());
+            assert!(text.len() as u64 <= 100 + 200, "{}", p.display());
+            assert_eq!(
+                std::fs::metadata(p).unwrap().mode() & 0o777,
+                0o640,
+                "{}",
+                p.display()
+            );
+            for l in text.lines() {
+                serde_json::from_str::<serde_json::Value>(l)
+                    .unwrap_or_else(|e| panic!("split record {l:?}: {e}"));
+                lines.push(l.to_owned());
+            }
+        }
+        // The newest records, in order, with nothing lost between the kept files.
+        assert_eq!(lines, written[written.len() - lines.len()..]);
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}
