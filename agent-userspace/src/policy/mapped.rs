@@ -82,7 +82,8 @@ pub fn combine(v6: Outcome, v4: Outcome, whole: bool) -> (Outcome, bool) {
         _ => {}
     }
     let permits = |o: &Outcome| matches!(o, Outcome::Allow | Outcome::Pending);
-    if !permits(&v6) && !(whole && permits(&v4)) {
+    let covered = permits(&v6) || (whole && permits(&v4));
+    if !covered {
         return (Outcome::Outside, false);
     }
     if v6 == Outcome::Pending || v4 == Outcome::Pending {
