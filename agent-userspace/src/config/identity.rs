@@ -13,7 +13,7 @@ pub struct PolicyConfig {
     /// Policy file (YAML, compiled to Cedar); `None`: no policy.
     pub file: Option<PathBuf>,
     /// Resolve exec grants for callers whose mount namespace belongs to a user
-    /// namespace other than the initial one (which the caller may have arranged).
+    /// namespace other than the daemon's (which the caller may have arranged).
     pub trust_userns_mounts: bool,
 }
 
