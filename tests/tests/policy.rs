@@ -14,6 +14,9 @@ use harness::{
     probe,
 };
 
+#[path = "policy/ceilings.rs"]
+mod ceilings;
+
 /// A file removed when the test ends.
 struct TempFile(PathBuf);
 

@@ -12,6 +12,9 @@ use super::{ConfigError, check_path, invalid};
 pub struct PolicyConfig {
     /// Policy file (YAML, compiled to Cedar); `None`: no policy.
     pub file: Option<PathBuf>,
+    /// Resolve exec grants for callers whose mount namespace belongs to a user
+    /// namespace other than the daemon's (which the caller may have arranged).
+    pub trust_userns_mounts: bool,
 }
 
 /// `auth:` how callers are authenticated.

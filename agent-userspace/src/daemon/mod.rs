@@ -4,13 +4,14 @@
 pub mod audit;
 pub mod audit_file;
 pub mod lifetime;
+mod caller_root;
 pub mod policy;
 pub mod registry;
+mod reload;
 mod store;
 
 use std::{
     collections::{BTreeMap, HashMap},
-    path::PathBuf,
     sync::{Arc, Mutex, MutexGuard},
     time::Duration,
 };
@@ -46,6 +47,8 @@ pub struct Daemon {
     pub guard: policy::Guard,
     /// This daemon, for the tasks that watch commands (`lifetime`).
     me: std::sync::Weak<Daemon>,
+    /// Resolve exec paths in mount namespaces owned by other user namespaces too.
+    trust_userns_mounts: bool,
 }
 
 impl Daemon {
@@ -78,6 +81,7 @@ impl Daemon {
             store,
             recorded: crate::metrics::Recorded::default(),
             guard,
+            trust_userns_mounts: config.policy.trust_userns_mounts,
         });
         daemon.adopt();
         daemon.watch_adopted();
@@ -200,10 +204,11 @@ impl Daemon {
         caller: Option<u32>,
     ) -> Result<types::Task, RegistryError> {
         let started = std::time::Instant::now();
+        let root = self.caller_root(caller, !req.grants.exec.is_empty())?;
         let mut inner = self.lock();
         let Inner { enforcer, tasks } = &mut *inner;
         let agents = tasks.agents.len();
-        let created = tasks.create(enforcer.maps_mut(), req, &self.limits, &caller_root(caller));
+        let created = tasks.create(enforcer.maps_mut(), req, &self.limits, &root);
         // Slots are only ever added (a refused task may have added one too), so an
         // agent seen before changes nothing.
         if inner.tasks.agents.len() != agents {
@@ -234,6 +239,16 @@ impl Daemon {
     }
 
     pub fn end_task(&self, id: u64, reason: EndReason) -> Result<types::Task, RegistryError> {
+        self.end_task_noting(id, reason, serde_json::Map::new())
+    }
+
+    /// Ends a task; `note` goes into the `task_ended` record's target (e.g. the rule).
+    fn end_task_noting(
+        &self,
+        id: u64,
+        reason: EndReason,
+        note: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<types::Task, RegistryError> {
         let mut inner = self.lock();
         let Inner { enforcer, tasks } = &mut *inner;
         let was_live = tasks
@@ -258,12 +273,11 @@ impl Daemon {
                     reason: reason.clone(),
                 })
                 .inc();
-            self.lifecycle_event(
-                &rec,
-                "task_ended",
-                json!({ "killed_pids": killed }),
-                &reason,
-            );
+            let mut target = json!({ "killed_pids": killed });
+            if let Some(t) = target.as_object_mut() {
+                t.extend(note);
+            }
+            self.lifecycle_event(&rec, "task_ended", target, &reason);
         }
         Ok(rec.view(&self.limits.trust_domain))
     }
@@ -275,16 +289,10 @@ impl Daemon {
         caller: Option<u32>,
     ) -> Result<String, RegistryError> {
         let started = std::time::Instant::now();
+        let root = self.caller_root(caller, req.exec.is_some())?;
         let mut inner = self.lock();
         let Inner { enforcer, tasks } = &mut *inner;
-        let gid = tasks.add_grant(
-            enforcer.maps_mut(),
-            id,
-            req,
-            &self.limits,
-            &caller_root(caller),
-            0,
-        )?;
+        let gid = tasks.add_grant(enforcer.maps_mut(), id, req, &self.limits, &root, 0)?;
         self.recorded
             .grant_apply
             .observe(started.elapsed().as_secs_f64());
@@ -657,15 +665,6 @@ impl Daemon {
 
 /// A task's agent, SPIFFE ID, intent and pending grants, for its kernel events.
 type TaskMeta = (String, String, Option<String>, Vec<registry::GrantRecord>);
-
-/// Where a caller's exec paths are looked up: its own root, which differs from the
-/// daemon's when the caller runs in a container.
-fn caller_root(pid: Option<u32>) -> PathBuf {
-    pid.map_or_else(
-        || PathBuf::from("/"),
-        |p| PathBuf::from(format!("/proc/{p}/root")),
-    )
-}
 
 /// How often DNS names of connect grants are resolved again. The system resolver does
 /// not expose record TTLs, so this is a fixed period shorter than common TTLs.

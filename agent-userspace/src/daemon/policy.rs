@@ -10,7 +10,7 @@ use std::{
 
 use serde_json::json;
 
-use super::{Daemon, Inner, RegistryError, caller_root, registry};
+use super::{Daemon, Inner, RegistryError, registry};
 use crate::{
     api::types::{self, EndReason, GrantKind},
     auth::{Authenticator, Caller},
@@ -201,7 +201,8 @@ impl Daemon {
         }
         // A pending grant that cannot be resolved fails the request before the task exists.
         for (kind, spec) in &pending {
-            registry::resolve(*kind, spec, String::new(), 0, &caller_root(caller.pid))?;
+            let root = self.caller_root(caller.pid, *kind == GrantKind::Exec)?;
+            registry::resolve(*kind, spec, String::new(), 0, &root)?;
         }
         let task = self.create_task(&req, caller.pid)?;
         let id = registry::parse_task_id(&task.id)?;
@@ -244,9 +245,11 @@ impl Daemon {
         Ok((self.add_grant(id, req, caller.pid)?, false))
     }
 
-    /// `POST /v1/tasks/{id}/attach`: with tokens on, only for the task's own agent.
+    /// `POST /v1/tasks/{id}/attach`: with tokens on, only for the task's own agent;
+    /// only to a task the policy in force allows.
     pub fn attach_as(&self, caller: &Caller, id: u64, pid: u32) -> Result<(), RegistryError> {
         self.check_acting(caller, &self.agent_of(id)?)?;
+        self.check_joinable(id)?;
         self.attach(id, pid)
     }
 
@@ -258,6 +261,7 @@ impl Daemon {
         req: &types::AddGrant,
         wait: Duration,
     ) -> Result<String, RegistryError> {
+        let root = self.caller_root(caller.pid, req.exec.is_some())?;
         let mut inner = self.lock();
         let Inner { enforcer, tasks } = &mut *inner;
         let task_expiry = tasks.get(id).map_or(0, |t| t.expires_ns);
@@ -265,14 +269,7 @@ impl Daemon {
         if task_expiry != 0 {
             until = until.min(task_expiry);
         }
-        let gid = tasks.add_grant(
-            enforcer.maps_mut(),
-            id,
-            req,
-            &self.limits,
-            &caller_root(caller.pid),
-            until,
-        )?;
+        let gid = tasks.add_grant(enforcer.maps_mut(), id, req, &self.limits, &root, until)?;
         let rec = tasks.get(id).cloned();
         self.save(&inner, id);
         drop(inner);
@@ -447,9 +444,11 @@ impl Daemon {
         Ok(revoked)
     }
 
-    /// Revokes every live grant `policy` refuses (after a reload, or at start when
-    /// adopted tasks were granted under another policy); returns how many.
+    /// Ends every live task `policy` refuses, then revokes every live grant it refuses
+    /// (after a reload, or at start when adopted tasks were granted under another
+    /// policy); returns how many grants.
     pub fn enforce_policy(&self, policy: &Policy) -> usize {
+        self.end_refused_tasks(policy);
         let mut revoked = 0;
         for (id, agent, g) in self.live_grants() {
             if let Verdict::Deny(m) = check_grant(policy, &agent, g.kind, &g.spec)

@@ -18,6 +18,7 @@ use cedar_policy::{
 use super::{
     Approver, PolicyFile, Rule, Verdict,
     ceiling::{self, Attr, GrantSpec, Kind},
+    mapped::{self, Outcome},
 };
 use crate::api::types::Mode;
 
@@ -343,48 +344,68 @@ impl Engine {
         run().unwrap_or_else(|e| Verdict::Deny(format!("cannot evaluate the task request: {e}")))
     }
 
+    /// Cedar's answer on one grant, without its message.
+    fn evaluate(&self, rule: &Rule, agent: &str, grant: &GrantSpec) -> Result<Outcome, String> {
+        let attrs = ceiling::attributes(grant)?
+            .into_iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    Attr::Str(s) => RestrictedExpression::new_string(s),
+                    Attr::Long(n) => RestrictedExpression::new_long(n),
+                    Attr::Bool(b) => RestrictedExpression::new_bool(b),
+                    Attr::Ip(s) => RestrictedExpression::new_ip(s),
+                };
+                (k.to_owned(), v)
+            })
+            .collect();
+        let resource = uid(grant.kind.entity_type(), &grant.spec);
+        let mut entities = Self::agent_entities(rule, agent)?;
+        entities
+            .push(Entity::new(resource.clone(), attrs, HashSet::new()).map_err(|e| e.to_string())?);
+        let (decision, reasons) = self.decide(
+            uid("Leash::Agent", agent),
+            grant.kind.as_str(),
+            resource,
+            Context::empty(),
+            entities,
+        )?;
+        Ok(match decision {
+            Decision::Allow
+                if reasons.iter().any(|id| {
+                    self.policies
+                        .annotation(&PolicyId::new(id), APPROVAL)
+                        .is_some()
+                }) =>
+            {
+                Outcome::Pending
+            }
+            Decision::Allow => Outcome::Allow,
+            Decision::Deny if !reasons.is_empty() => Outcome::Forbidden(reasons),
+            Decision::Deny => Outcome::Outside,
+        })
+    }
+
     pub fn check_grant(&self, rule: &Rule, agent: &str, grant: &GrantSpec) -> Verdict {
         let run = || -> Result<Verdict, String> {
-            let attrs = ceiling::attributes(grant)?
-                .into_iter()
-                .map(|(k, v)| {
-                    let v = match v {
-                        Attr::Str(s) => RestrictedExpression::new_string(s),
-                        Attr::Long(n) => RestrictedExpression::new_long(n),
-                        Attr::Bool(b) => RestrictedExpression::new_bool(b),
-                        Attr::Ip(s) => RestrictedExpression::new_ip(s),
-                    };
-                    (k.to_owned(), v)
-                })
-                .collect();
-            let resource = uid(grant.kind.entity_type(), &grant.spec);
-            let mut entities = Self::agent_entities(rule, agent)?;
-            entities.push(
-                Entity::new(resource.clone(), attrs, HashSet::new()).map_err(|e| e.to_string())?,
-            );
-            let (decision, reasons) = self.decide(
-                uid("Leash::Agent", agent),
-                grant.kind.as_str(),
-                resource,
-                Context::empty(),
-                entities,
-            )?;
-            Ok(match decision {
-                Decision::Allow
-                    if reasons.iter().any(|id| {
-                        self.policies
-                            .annotation(&PolicyId::new(id), APPROVAL)
-                            .is_some()
-                    }) =>
-                {
-                    Verdict::Pending
-                }
-                Decision::Allow => Verdict::Allow,
-                Decision::Deny if !reasons.is_empty() => Verdict::Deny(format!(
-                    "{grant} for agent {agent:?} is forbidden by {}",
-                    self.describe(&reasons)
+            let mut outcome = self.evaluate(rule, agent, grant)?;
+            let mut as_ipv4 = None;
+            if let Some(part) = mapped::ipv4_part(grant) {
+                let v4 = self.evaluate(rule, agent, &part.grant)?;
+                let (joined, from_v4) = mapped::combine(outcome, v4, part.whole);
+                outcome = joined;
+                as_ipv4 = from_v4.then_some(part.grant.spec);
+            }
+            Ok(match outcome {
+                Outcome::Pending => Verdict::Pending,
+                Outcome::Allow => Verdict::Allow,
+                Outcome::Forbidden(reasons) => Verdict::Deny(format!(
+                    "{grant} for agent {agent:?} is forbidden by {}{}",
+                    self.describe(&reasons),
+                    as_ipv4.map_or_else(String::new, |v4| format!(
+                        " (it reaches IPv4 {v4}: the kernel matches IPv4 as ::ffff:a.b.c.d)"
+                    ))
                 )),
-                Decision::Deny => {
+                Outcome::Outside => {
                     let r = &rule.file;
                     let list = |c: &[String]| {
                         if c.is_empty() {

@@ -149,7 +149,10 @@ fn connect_condition(entry: &str) -> Result<String, String> {
     let c: ConnectSpec = parse_as.parse().map_err(|e| format!("{e}"))?;
     let host = match &c.host {
         Host::Net(ip, prefix) => {
-            format!("resource has net && resource.net.isInRange(ip(\"{ip}/{prefix}\"))")
+            format!(
+                "resource has net && resource.net.isInRange(ip(\"{}\"))",
+                net_text(*ip, *prefix)
+            )
         }
         Host::Name(n) if pattern => {
             format!(
@@ -216,8 +219,16 @@ pub fn attributes(g: &GrantSpec) -> Result<Vec<(&'static str, Attr)>, String> {
     }
 }
 
+/// `ADDR/PREFIX` as Cedar's `ip()` reads it: IPv6 always in hex groups, since Cedar
+/// refuses the dotted form Rust prints for `::ffff:a.b.c.d`.
 fn net_text(ip: IpAddr, prefix: u8) -> String {
-    format!("{ip}/{prefix}")
+    match ip {
+        IpAddr::V4(v4) => format!("{v4}/{prefix}"),
+        IpAddr::V6(v6) => {
+            let groups: Vec<String> = v6.segments().iter().map(|g| format!("{g:x}")).collect();
+            format!("{}/{prefix}", groups.join(":"))
+        }
+    }
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 
 mod cedar;
 mod ceiling;
+mod mapped;
 
 use std::{
     collections::BTreeMap,

@@ -215,3 +215,75 @@ fn bad_files_are_rejected_with_the_rule() {
         assert!(e.contains(want), "{text}: {e}");
     }
 }
+
+/// The kernel matches IPv4 as `::ffff:a.b.c.d`: IPv6 grants reaching that block meet
+/// the IPv4 `forbid`s and may use the IPv4 ceilings.
+#[test]
+fn ipv6_grants_reaching_ipv4_meet_the_ipv4_policies() {
+    let wide = Policy::from_yaml(
+        r#"
+rules:
+  - name: wide
+    agents: [w]
+    connect: ["[::]/0:*", "0.0.0.0/0:*"]
+cedar: |
+  @id("no-loopback")
+  forbid(principal, action == Leash::Action::"connect", resource)
+  when { resource has net && (resource.net.isInRange(ip("127.0.0.0/8")) || ip("127.0.0.0/8").isInRange(resource.net)) };
+  @id("no-metadata-service")
+  forbid(principal, action == Leash::Action::"connect", resource)
+  when { resource has net && (resource.net.isInRange(ip("169.254.0.0/16")) || ip("169.254.0.0/16").isInRange(resource.net)) };
+"#,
+        "t",
+    )
+    .unwrap();
+    for (g, rule) in [
+        ("connect:[::]/0:*", "no-loopback"),
+        ("connect:[::]/0:*", "no-metadata-service"),
+        ("connect:[::ffff:0:0]/96:443/tcp", "no-loopback"),
+        ("connect:[::ffff:127.0.0.1]:80", "no-loopback"),
+        ("connect:127.0.0.1:80", "no-loopback"),
+        ("connect:[::ffff:169.254.169.254]:80", "no-metadata-service"),
+    ] {
+        let m = denied(wide.check_grant("w", &grant(g)));
+        assert!(m.contains(rule), "{g}: {m}");
+    }
+    let m = denied(wide.check_grant("w", &grant("connect:[::ffff:127.0.0.1]:80")));
+    assert!(m.contains("it reaches IPv4 127.0.0.1/32:80"), "{m}");
+    for g in [
+        "connect:[::ffff:10.0.0.1]:443",
+        "connect:[2001:db8::]/32:*",
+        "connect:[::1]:80",
+        "connect:10.0.0.0/8:*",
+    ] {
+        assert_eq!(wide.check_grant("w", &grant(g)), Verdict::Allow, "{g}");
+    }
+
+    // The example policy: a mapped address is the IPv4 grant it names.
+    let p = policy();
+    assert_eq!(
+        p.check_grant("dev-x", &grant("connect:[::ffff:127.0.0.1]:80")),
+        Verdict::Allow
+    );
+    assert_eq!(
+        p.check_grant("ci-x", &grant("connect:[::ffff:10.1.2.3]:443/tcp")),
+        Verdict::Allow
+    );
+    assert_eq!(
+        p.check_grant("ci-x", &grant("connect:[::ffff:1.2.3.4]:80/tcp")),
+        Verdict::Pending
+    );
+    // [::]/0 reaches 169.254.0.0/16; the example's forbid tests overlap.
+    let m = denied(p.check_grant("dev-x", &grant("connect:[::]/0:*")));
+    assert!(m.contains("no-metadata-service"), "{m}");
+    // Only part of [::]/0 is IPv4: without a forbid, the IPv4 ceiling cannot cover the rest.
+    let m = denied(policy_without_cedar().check_grant("dev-x", &grant("connect:[::]/0:*")));
+    assert!(m.contains("outside the ceiling of rule \"dev\""), "{m}");
+    let m = denied(p.check_grant("dev-x", &grant("connect:[::ffff:169.254.169.254]:80")));
+    assert!(m.contains("no-metadata-service"), "{m}");
+}
+
+fn policy_without_cedar() -> Policy {
+    let text = &EXAMPLE[..EXAMPLE.find("\n# A forbid").unwrap()];
+    Policy::from_yaml(text, "example").unwrap()
+}
