@@ -3,7 +3,7 @@
 //! string, so relative paths, directory fds, symlinks, bind mounts and device nodes
 //! made elsewhere are all caught.
 //!
-//! - Opening for write a file on sysfs, binfmt_misc, debugfs, tracefs, securityfs,
+//! - Opening for write a file on sysfs, `binfmt_misc`, debugfs, tracefs, securityfs,
 //!   configfs or efivarfs, or on procfs outside the per-process directories
 //!   (`/proc/sys`, `/proc/sysrq-trigger`, ...): `host_state`. Reads stay allowed.
 //! - Opening in any mode the raw memory devices (character devices 1:1 `/dev/mem`, 1:2
@@ -41,21 +41,21 @@ const PROC_SUPER_MAGIC: u64 = 0x9fa0;
 /// relocation the loader does not make).
 type Name = u64;
 
-const fn name(b: &[u8; 8]) -> Name {
-    u64::from_le_bytes(*b)
+const fn name(b: [u8; 8]) -> Name {
+    u64::from_le_bytes(b)
 }
 
 /// Pseudo file systems whose files, written, change the kernel or what it runs.
 #[inline(always)]
 const fn host_fs(magic: u64) -> Option<Name> {
     Some(match magic {
-        0x6265_6572 => name(b"sysfs\0\0\0"),
-        0x4249_4e4d => name(b"binfmt\0\0"),
-        0x6462_6720 => name(b"debugfs\0"),
-        0x7472_6163 => name(b"tracefs\0"),
-        0x7363_6673 => name(b"secfs\0\0\0"),
-        0x6265_6570 => name(b"configfs"),
-        0xde5e_81e4 => name(b"efivarfs"),
+        0x6265_6572 => name(*b"sysfs\0\0\0"),
+        0x4249_4e4d => name(*b"binfmt\0\0"),
+        0x6462_6720 => name(*b"debugfs\0"),
+        0x7472_6163 => name(*b"tracefs\0"),
+        0x7363_6673 => name(*b"secfs\0\0\0"),
+        0x6265_6570 => name(*b"configfs"),
+        0xde5e_81e4 => name(*b"efivarfs"),
         _ => return None,
     })
 }
@@ -71,7 +71,7 @@ const MAX_DEPTH: u32 = 16;
 #[inline(always)]
 fn door(file: *const u8) -> Option<(Reason, Name)> {
     let o = offsets();
-    let closed = Some((Reason::GuardHostState, name(b"unread\0\0")));
+    let closed = Some((Reason::GuardHostState, name(*b"unread\0\0")));
     // SAFETY: probe reads of kernel memory at BTF offsets; a fault is an error.
     unsafe {
         let Ok(mode): Result<u32, _> = bpf_probe_read_kernel(file.add(o.file_mode as usize).cast())
@@ -98,9 +98,9 @@ fn door(file: *const u8) -> Option<(Reason, Name)> {
                 return closed;
             };
             return match rdev {
-                r if r == MEM_MAJOR | 1 => Some((Reason::GuardKernel, name(b"mem\0\0\0\0\0"))),
-                r if r == MEM_MAJOR | 2 => Some((Reason::GuardKernel, name(b"kmem\0\0\0\0"))),
-                r if r == MEM_MAJOR | 4 => Some((Reason::GuardKernel, name(b"port\0\0\0\0"))),
+                r if r == MEM_MAJOR | 1 => Some((Reason::GuardKernel, name(*b"mem\0\0\0\0\0"))),
+                r if r == MEM_MAJOR | 2 => Some((Reason::GuardKernel, name(*b"kmem\0\0\0\0"))),
+                r if r == MEM_MAJOR | 4 => Some((Reason::GuardKernel, name(*b"port\0\0\0\0"))),
                 _ => None,
             };
         }
@@ -135,7 +135,7 @@ fn door(file: *const u8) -> Option<(Reason, Name)> {
 unsafe fn proc_door(file: *const u8, write: bool) -> Option<(Reason, Name)> {
     let o = offsets();
     let closed = if write {
-        Some((Reason::GuardHostState, name(b"procfs\0\0")))
+        Some((Reason::GuardHostState, name(*b"procfs\0\0")))
     } else {
         None
     };
@@ -183,7 +183,7 @@ unsafe fn proc_door(file: *const u8, write: bool) -> Option<(Reason, Name)> {
             return closed;
         }
         if starts_with(&top, b"kcore\0") {
-            return Some((Reason::GuardKernel, name(b"kcore\0\0\0")));
+            return Some((Reason::GuardKernel, name(*b"kcore\0\0\0")));
         }
         if top[0].is_ascii_digit() || !write {
             return None;
@@ -256,7 +256,7 @@ fn opened(ctx: &TracePointContext) {
         Some(f) if !f.is_null() => door(f),
         // The descriptor is gone already (another thread closed it): what it was is
         // unknown, so the caller is stopped (fail closed).
-        _ => Some((Reason::GuardHostState, name(b"unread\0\0"))),
+        _ => Some((Reason::GuardHostState, name(*b"unread\0\0"))),
     };
     if let Some((reason, what)) = found {
         refuse(task, reason, &what.to_le_bytes(), 0);

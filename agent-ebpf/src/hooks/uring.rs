@@ -1,4 +1,4 @@
-//! io_uring only with a `socket:io_uring` grant: its operations (`OPENAT`, `SOCKET`,
+//! `io_uring` only with a `socket:io_uring` grant: its operations (`OPENAT`, `SOCKET`,
 //! `RENAMEAT`, `UNLINKAT`, ...) run in the kernel without the system calls the
 //! portable backend's tracepoints watch, so a task that has not been granted it may not
 //! create a ring at all. Audit mode reports and allows, as for any grant.
@@ -17,7 +17,7 @@ use aya_ebpf::{
 use super::{Decision, Gate, PROCS, current_tid, gate, kill_current, now_ns, offsets};
 
 const EPERM: i32 = 1;
-/// The name io_uring gives its anonymous inode, NUL included.
+/// The name `io_uring` gives its anonymous inode, NUL included.
 const RING_NAME: &[u8; 11] = b"[io_uring]\0";
 
 /// Decides a tagged caller's new ring, counts it and reports a denial; says whether it
@@ -66,7 +66,7 @@ pub fn uring_setup(_ctx: TracePointContext) -> u32 {
 }
 
 /// `int security_inode_init_security_anon(struct inode *inode, const struct qstr *name,
-/// const struct inode *context_inode)` (>= 5.12; io_uring creates its ring's inode
+/// const struct inode *context_inode)` (>= 5.12; `io_uring` creates its ring's inode
 /// through it from 5.16 on): the new ring, before its file exists (lsm).
 #[lsm(hook = "inode_init_security_anon")]
 pub fn uring_lsm_anon_inode(ctx: LsmContext) -> i32 {
