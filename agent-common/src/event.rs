@@ -72,9 +72,9 @@ pub enum Reason {
     /// devices.
     GuardKernel = 16,
     /// A write to host state the kernel or untagged processes act on (`/proc/sys`,
-    /// `/sys`, binfmt_misc).
+    /// `/sys`, `binfmt_misc`).
     GuardHostState = 17,
-    /// io_uring without a `socket:io_uring` grant: its operations bypass syscall-level
+    /// `io_uring` without a `socket:io_uring` grant: its operations bypass syscall-level
     /// checks.
     IoUringNotGranted = 18,
 }
