@@ -3,6 +3,7 @@
 //! own maps, so tests do not see each other's tasks.
 
 pub mod daemon;
+pub mod tokens;
 
 use std::{
     io::{BufRead as _, BufReader, Write as _},

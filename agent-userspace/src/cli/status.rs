@@ -46,6 +46,9 @@ fn status_text(s: &Status) -> String {
             },
         ),
     ]);
+    if let Some(scope) = &s.scope {
+        let _ = writeln!(text, "scope: {scope}");
+    }
     for g in &s.guarantees {
         let _ = writeln!(text, "guarantee: {g}");
     }
@@ -132,6 +135,7 @@ mod tests {
             bpf_stats_enabled: false,
             guarantees: vec!["exec: EPERM".into()],
             policy: "policy /etc/leash/policy.yaml (2 rules)".into(),
+            scope: None,
         });
         assert!(
             text.contains("policy:       policy /etc/leash/policy.yaml (2 rules)\n"),

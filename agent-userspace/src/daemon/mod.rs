@@ -1,9 +1,11 @@
 //! `leash daemon`: owns the kernel programs and the tasks, serves the API, writes the
 //! audit log, and ends tasks when they expire or their last process exits.
 
+pub mod approval;
 pub mod audit;
 pub mod policy;
 pub mod registry;
+pub mod scoped;
 mod store;
 
 use std::{
@@ -336,16 +338,6 @@ impl Daemon {
         Ok(())
     }
 
-    /// Whether `pid` runs inside any task (such callers may not change anything).
-    /// Any of its threads counts: a tagged process whose leader thread exited still
-    /// has tagged threads, and the peer pid names the process, not the thread.
-    pub fn in_task(&self, pid: u32) -> bool {
-        let tids = registry::threads_of(pid);
-        let inner = self.lock();
-        tids.iter()
-            .any(|&tid| inner.enforcer.maps().tag_of(tid).is_some())
-    }
-
     pub fn task(&self, id: u64) -> Result<types::Task, RegistryError> {
         self.lock()
             .tasks
@@ -396,6 +388,7 @@ impl Daemon {
             bpf_stats_enabled: crate::metrics::bpf_stats_enabled(),
             guarantees: e.guarantees().iter().map(|g| (*g).to_owned()).collect(),
             policy: self.guard.describe(),
+            scope: None,
         }
     }
 

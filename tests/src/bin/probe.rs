@@ -10,6 +10,8 @@ use std::{
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
 };
 
+#[path = "probe/api.rs"]
+mod api;
 #[path = "probe/attacks.rs"]
 mod attacks;
 
@@ -89,7 +91,9 @@ fn run(w: &[String]) -> String {
             Ok(()) => "ok".into(),
             Err(e) => format!("errno {}", e.raw_os_error().unwrap_or(-1)),
         },
-        other => attacks::run(w).unwrap_or_else(|| format!("error unknown command {other:?}")),
+        other => attacks::run(w)
+            .or_else(|| api::run(w))
+            .unwrap_or_else(|| format!("error unknown command {other:?}")),
     }
 }
 

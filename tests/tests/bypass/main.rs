@@ -20,5 +20,6 @@ mod c14_map_exhaustion;
 mod c15_attacks_on_leash;
 mod c16_time;
 mod c17_daemon_restart;
+mod c20_who_calls_the_api;
 
 use harness::untagged;
