@@ -22,12 +22,12 @@ const BOT2: &str = "spiffe://leash.local/agent/bot-2";
 const REVIEWER: &str = "spiffe://leash.local/agent/reviewer";
 
 /// A daemon with tokens on and a policy: agents `bot-*` may run the probe, and
-/// connect to loopback port 2 once approved by root or by [`REVIEWER`].
+/// connect to loopback port 2 once [`REVIEWER`] approves.
 fn daemon(name: &str, signer: &Signer) -> (DaemonGuard, TempFile) {
     let policy = TempFile::new(
         &format!("{name}-policy.yaml"),
         &format!(
-            "approvers: {{uids: [0], subjects: [\"{REVIEWER}\"]}}\nrules:\n  - name: bots\n    agents: [\"bot-*\"]\n    exec: [\"{}/\"]\n    approval:\n      connect: [\"127.0.0.1:2/tcp\"]\n",
+            "approvers: {{subjects: [\"{REVIEWER}\"]}}\nrules:\n  - name: bots\n    agents: [\"bot-*\"]\n    exec: [\"{}/\"]\n    approval:\n      connect: [\"127.0.0.1:2/tcp\"]\n",
             probe().parent().unwrap().display()
         ),
     );
@@ -96,7 +96,7 @@ fn an_approval_takes_a_second_party_with_or_without_a_token() {
     d.kill9();
     d.spawn();
 
-    // The same uid leaving its token off is the same party; an approver, yet refused.
+    // The same uid leaving its token off is the same party: refused.
     let o = call(&d, None, 0, &["approve", &id, &gid]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("(self_approval)"), "{}", stderr(&o));
@@ -170,7 +170,7 @@ fn with_tokens_ending_and_revoking_take_the_agent_an_approver_or_root() {
             );
         }
     }
-    assert_eq!(task_json(&d, &a)["state"], "active");
+    assert_eq!(task_json(&d, &a)["state"], "created");
     assert_eq!(task_json(&d, &a)["grants"].as_array().unwrap().len(), 1);
     // The agent's token, an approver subject's, and root: allowed.
     let reviewer = signer.token(REVIEWER, "leash", 300);
