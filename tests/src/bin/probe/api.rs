@@ -7,6 +7,10 @@
 //! CODE` to `DIR/status`. MODE:
 //! - `connector-exits`: a child connects, forks, and exits; its child sends;
 //! - `child-connects`: a child connects the parent's socket and exits; the parent sends.
+//!
+//! With a task id in `DIR/attach`, the sender first joins that task (`attach`, on a
+//! connection of its own): a process that was outside every task when its connection
+//! was accepted, and is inside one when it speaks.
 
 use std::{
     io::{Read as _, Write as _},
@@ -117,18 +121,40 @@ fn connect_path(fd: i32, path: &str) -> i32 {
 }
 
 /// Waits for `DIR/go`, sends the request, writes `status CODE` to `DIR/status`; exits.
-fn send_when_told(mut conn: UnixStream, dir: &Path, [method, path, body]: [&str; 3]) -> ! {
+fn send_when_told(conn: UnixStream, dir: &Path, [method, path, body]: [&str; 3]) -> ! {
     let go = dir.join("go");
     let deadline = Instant::now() + Duration::from_secs(30);
     while !go.exists() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
+    if let Ok(task) = std::fs::read_to_string(dir.join("attach")) {
+        let socket = conn
+            .peer_addr()
+            .ok()
+            .and_then(|a| a.as_pathname().map(Path::to_owned));
+        let attached = socket
+            .and_then(|s| UnixStream::connect(s).ok())
+            .map(|c| status_of(c, "POST", &format!("/v1/tasks/{}/attach", task.trim()), ""));
+        if attached.as_deref() != Some("status 200") {
+            let _ = std::fs::write(dir.join("status"), format!("error attach {attached:?}"));
+            // SAFETY: leaving the forked child.
+            unsafe { libc::_exit(1) };
+        }
+    }
+    let out = status_of(conn, method, path, body);
+    let _ = std::fs::write(PathBuf::from(dir).join("status"), out);
+    // SAFETY: leaving the forked child.
+    unsafe { libc::_exit(0) };
+}
+
+/// Sends one request on `conn`; `status CODE [ERROR_CODE]`.
+fn status_of(mut conn: UnixStream, method: &str, path: &str, body: &str) -> String {
     let head = format!(
         "{method} {path} HTTP/1.1\r\nHost: leash\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     let mut resp = String::new();
-    let out = match conn
+    match conn
         .write_all(head.as_bytes())
         .and_then(|()| conn.write_all(body.as_bytes()))
         .and_then(|()| conn.read_to_string(&mut resp))
@@ -145,8 +171,5 @@ fn send_when_told(mut conn: UnixStream, dir: &Path, [method, path, body]: [&str;
             },
         ),
         Err(e) => format!("error {e}"),
-    };
-    let _ = std::fs::write(PathBuf::from(dir).join("status"), out);
-    // SAFETY: leaving the forked child.
-    unsafe { libc::_exit(0) };
+    }
 }
