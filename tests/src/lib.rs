@@ -4,6 +4,7 @@
 
 pub mod daemon;
 pub mod mount_ns;
+pub mod tokens;
 
 use std::{
     io::{BufRead as _, BufReader, Write as _},

@@ -6,37 +6,15 @@
     reason = "d(aemon), l(istener), o(utput), p(robe), s(ession) keep the scenarios short"
 )]
 
-use std::path::{Path, PathBuf};
-
 use harness::{
     EPERM, Listeners,
     daemon::{DaemonGuard, TaskSession, stderr, stdout, task_json, wait_for},
     probe,
+    tokens::{self, TempFile},
 };
 
 #[path = "policy/ceilings.rs"]
 mod ceilings;
-
-/// A file removed when the test ends.
-struct TempFile(PathBuf);
-
-impl TempFile {
-    fn new(name: &str, text: &str) -> Self {
-        let path = std::env::temp_dir().join(format!("leash-it-{name}-{}", std::process::id()));
-        std::fs::write(&path, text).unwrap();
-        Self(path)
-    }
-
-    fn write(&self, text: &str) {
-        std::fs::write(&self.0, text).unwrap();
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
 
 /// A daemon enforcing the policy `text`.
 fn with_policy(name: &str, text: &str, extra: &str) -> (DaemonGuard, TempFile) {
@@ -186,11 +164,15 @@ fn a_pending_grant_is_denied_in_the_kernel_until_approved() {
         .map(|x| format!("\"127.0.0.1:{}/tcp\"", x.tcp4_port()))
         .collect();
     let policy = format!(
-        "approvers: {{uids: [0]}}\nrules:\n  - name: ci\n    agents: [ci]\n    pending_ttl: 2s\n    exec: [\"{}\"]\n    connect: [\"127.0.0.1:{port}/tcp\"]\n    approval:\n      connect: [{}]\n",
+        "approvers: {{uids: [0, {APPROVER}]}}\nrules:\n  - name: ci\n    agents: [ci]\n    pending_ttl: 2s\n    exec: [\"{}\"]\n    connect: [\"127.0.0.1:{port}/tcp\"]\n    approval:\n      connect: [{}]\n",
         probe_dir(),
         gated.join(", ")
     );
-    let (d, _f) = with_policy("pol-approve", &policy, "");
+    let (d, _f) = with_policy(
+        "pol-approve",
+        &policy,
+        &format!("auth:\n  uids: [0, {APPROVER}]\n"),
+    );
     // One gated grant asked for at creation, the others added later.
     let id = create_ci(&d, &[port, a.tcp4_port()]);
     let task = task_json(&d, &id);
@@ -213,12 +195,20 @@ fn a_pending_grant_is_denied_in_the_kernel_until_approved() {
         })
     });
 
+    // Root asked for it, so root may not approve it, approver or not.
     let o = d.run(&["approve", &id, &ga]);
+    assert!(stderr(&o).contains("(self_approval)"), "{}", stderr(&o));
+    assert_eq!(s.run(&to(&a)), EPERM, "still pending");
+    let o = as_uid(&d, APPROVER)
+        .args(["approve", &id, &ga])
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(s.run(&to(&a)), "ok", "approved: in the kernel at once");
     let approved = audit_kinds(&d, "grant_approved");
     assert_eq!(approved.len(), 1);
-    assert_eq!(approved[0]["target"]["by"], "uid 0");
+    assert_eq!(approved[0]["target"]["by"], format!("uid {APPROVER}"));
+    assert_eq!(approved[0]["target"]["requested_by"], "uid 0");
     assert!(
         approved[0]["spiffe_id"]
             .as_str()
@@ -230,6 +220,17 @@ fn a_pending_grant_is_denied_in_the_kernel_until_approved() {
 
     rejected_stays_denied(&d, &mut s, &id, &b);
     expired_stays_denied(&d, &mut s, &id, &c);
+}
+
+/// An approver other than root (who asks for the grants here).
+const APPROVER: u32 = 4242;
+
+/// A `leash` command run as `uid` (group root's, so that it may open the socket).
+fn as_uid(d: &DaemonGuard, uid: u32) -> std::process::Command {
+    use std::os::unix::process::CommandExt as _;
+    let mut c = d.cli();
+    c.uid(uid).gid(0);
+    c
 }
 
 /// A task of agent `ci` allowed the probe and TCP to these loopback ports; its id.
@@ -389,58 +390,6 @@ fn reload_keeps_the_old_policy_on_a_bad_file_and_revokes_what_a_narrower_one_ref
         EPERM,
         "revoked at start"
     );
-}
-
-mod tokens {
-    use jsonwebtoken::{Algorithm, EncodingKey, Header, encode, jwk::Jwk};
-
-    use super::*;
-
-    pub struct Signer {
-        key: EncodingKey,
-        pub jwks: TempFile,
-    }
-
-    impl Signer {
-        /// A fresh Ed25519 key and its JWKS, kid `k1`. The key is 32 random bytes in a
-        /// PKCS#8 wrapper, so no tool is needed (the VM guest has none).
-        pub fn new(name: &str) -> Self {
-            use std::io::Read as _;
-            const PKCS8_ED25519: [u8; 16] = [
-                0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
-                0x04, 0x20,
-            ];
-            let mut der = PKCS8_ED25519.to_vec();
-            let mut seed = [0u8; 32];
-            std::fs::File::open("/dev/urandom")
-                .and_then(|mut f| f.read_exact(&mut seed))
-                .unwrap();
-            der.extend_from_slice(&seed);
-            let key = EncodingKey::from_ed_der(&der);
-            let mut jwk = Jwk::from_encoding_key(&key, Algorithm::EdDSA).unwrap();
-            jwk.common.key_id = Some("k1".into());
-            let jwks = TempFile::new(
-                &format!("{name}-jwks.json"),
-                &serde_json::json!({ "keys": [jwk] }).to_string(),
-            );
-            Self { key, jwks }
-        }
-
-        pub fn token(&self, sub: &str, aud: &str, exp_in: i64) -> String {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_secs() as i64;
-            let mut h = Header::new(Algorithm::EdDSA);
-            h.kid = Some("k1".into());
-            let claims = serde_json::json!({ "sub": sub, "iss": "https://issuer.test", "aud": aud, "exp": now + exp_in });
-            encode(&h, &claims, &self.key).unwrap()
-        }
-    }
-
-    pub fn path(p: &Path) -> String {
-        p.display().to_string()
-    }
 }
 
 #[test]

@@ -1,62 +1,38 @@
-//! The API server: axum on a Unix socket. The caller's pid comes from `SO_PEERCRED`,
-//! never from the request; a caller inside a task may read but never change anything.
+//! The API server: axum on a Unix socket. The caller is the process that connected,
+//! held from accept on (see `peer.rs`), never anything the request says; a caller
+//! inside a task may read its own task but never change anything.
 
 use std::{convert::Infallible, sync::Arc};
 
 use axum::{
     Extension, Router,
     body::{Body, Bytes},
-    extract::{
-        ConnectInfo, DefaultBodyLimit, FromRequest, Path, Query, Request, State, connect_info,
-    },
+    extract::{ConnectInfo, DefaultBodyLimit, FromRequest, Path, Query, Request, State},
     http::{StatusCode, header::AUTHORIZATION},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{delete, get, post},
-    serve::IncomingStream,
 };
 use futures_util::StreamExt as _;
 use serde::de::DeserializeOwned;
 use tokio::net::UnixListener;
 
 use crate::{
-    api::types::{self, EndReason, ErrorBody, ErrorDetail},
-    auth::{AuthError, Caller},
+    api::{
+        peer::{Peer, PeerListener},
+        types::{self, EndReason, ErrorBody, ErrorDetail},
+    },
+    auth::{AuthError, Caller, Standing},
     daemon::{
         Daemon, RegistryError,
         registry::{parse_task_id, task_id_string},
+        scoped::ReadScope,
     },
     maps::MapsError,
 };
 
 /// Largest request body accepted.
 pub const BODY_LIMIT: usize = 64 * 1024;
-
-/// Who is calling, from the socket's peer credentials.
-#[derive(Clone, Copy, Debug)]
-pub struct Peer {
-    pub pid: Option<u32>,
-    pub uid: u32,
-    pub gid: u32,
-}
-
-impl connect_info::Connected<IncomingStream<'_, UnixListener>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Self {
-        match stream.io().peer_cred() {
-            Ok(c) => Self {
-                pid: c.pid().and_then(|p| u32::try_from(p).ok()),
-                uid: c.uid(),
-                gid: c.gid(),
-            },
-            // No credentials: treat as an unknown caller, which mutating routes refuse.
-            Err(_) => Self {
-                pid: None,
-                uid: u32::MAX,
-                gid: u32::MAX,
-            },
-        }
-    }
-}
 
 /// An API error: status, stable code, and a message that says how to fix it.
 #[derive(Debug)]
@@ -99,6 +75,7 @@ impl From<RegistryError> for ApiError {
             }
             RegistryError::Ended(_) => Self::new(StatusCode::CONFLICT, "conflict", msg),
             RegistryError::Forbidden(_) => Self::new(StatusCode::FORBIDDEN, "forbidden", msg),
+            RegistryError::Refused { code, .. } => Self::new(StatusCode::FORBIDDEN, code, msg),
             RegistryError::Maps(MapsError::Full { .. }) => {
                 Self::new(StatusCode::INSUFFICIENT_STORAGE, "map_full", msg)
             }
@@ -143,8 +120,8 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
 
 type Shared = Arc<Daemon>;
 
-/// Authenticates every request (peer credentials, then any bearer token) and hands
-/// the [`Caller`] to the handlers.
+/// Authenticates every request (the connecting process as it stands now, its
+/// credentials, then any bearer token) and hands the [`Caller`] to the handlers.
 async fn authenticate(
     State(d): State<Shared>,
     ConnectInfo(peer): ConnectInfo<Peer>,
@@ -155,10 +132,11 @@ async fn authenticate(
         .headers()
         .get(AUTHORIZATION)
         .map(|v| v.to_str().unwrap_or_default().to_owned());
-    let caller = d
+    let (pid, standing) = peer.standing(&d);
+    let mut caller = d
         .guard
         .auth
-        .authenticate(peer.pid, peer.uid, peer.gid, header.as_deref())
+        .authenticate(pid, peer.uid, peer.gid, header.as_deref())
         .map_err(|e| match e {
             AuthError::NotAllowed { .. } | AuthError::NoCredentials => {
                 ApiError::new(StatusCode::FORBIDDEN, "forbidden", e.to_string())
@@ -167,27 +145,31 @@ async fn authenticate(
                 ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string())
             }
         })?;
+    caller.standing = standing;
     req.extensions_mut().insert(caller);
     Ok(next.run(req).await)
 }
 
-/// Refuses mutating calls from inside a task: a task can never widen its own grants.
-fn mutating(daemon: &Daemon, peer: &Caller) -> Result<(), ApiError> {
-    let Some(pid) = peer.pid else {
-        return Err(ApiError::new(
+/// Refuses mutating calls from a process inside a task (a task can never widen its own
+/// grants) and from a connection whose connecting process has exited or been replaced
+/// (it could be a task's child speaking on its parent's connection).
+fn mutating(peer: &Caller) -> Result<(), ApiError> {
+    match peer.standing {
+        Standing::Host => Ok(()),
+        Standing::InTask(_) => Err(ApiError::new(
             StatusCode::FORBIDDEN,
-            "forbidden",
-            "the caller's process could not be identified",
-        ));
-    };
-    if daemon.in_task(pid) {
-        return Err(ApiError::new(
+            "caller_in_task",
+            "the caller runs inside a leash task (or did when it connected); processes of a \
+             task cannot change tasks or grants: call from outside the task",
+        )),
+        Standing::Gone => Err(ApiError::new(
             StatusCode::FORBIDDEN,
-            "forbidden",
-            "the caller runs inside a leash task; processes of a task cannot change tasks or grants",
-        ));
+            "caller_gone",
+            "the process that opened this connection has exited or its pid now names another \
+             process, so the caller cannot be known to be outside every task: open a new \
+             connection from the process that sends the request",
+        )),
     }
-    Ok(())
 }
 
 fn task_id(s: &str) -> Result<u64, ApiError> {
@@ -224,20 +206,24 @@ async fn create_task(
     Extension(caller): Extension<Caller>,
     JsonBody(req): JsonBody<types::CreateTask>,
 ) -> Result<impl IntoResponse, ApiError> {
-    mutating(&d, &caller)?;
+    mutating(&caller)?;
     let task = blocking(move || d.create_task_as(&caller, req)).await?;
     Ok((StatusCode::CREATED, axum::Json(task)))
 }
 
-async fn list_tasks(State(d): State<Shared>) -> impl IntoResponse {
-    axum::Json(d.list())
+async fn list_tasks(
+    State(d): State<Shared>,
+    Extension(caller): Extension<Caller>,
+) -> impl IntoResponse {
+    axum::Json(d.list_for(&caller))
 }
 
 async fn get_task(
     State(d): State<Shared>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    Ok(axum::Json(d.task(task_id(&id)?)?))
+    Ok(axum::Json(d.task_for(&caller, task_id(&id)?)?))
 }
 
 async fn end_task(
@@ -245,10 +231,14 @@ async fn end_task(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    mutating(&d, &caller)?;
+    mutating(&caller)?;
     let id = task_id(&id)?;
     Ok(axum::Json(
-        blocking(move || d.end_task(id, EndReason::Ended)).await?,
+        blocking(move || {
+            d.check_narrowing(&caller, id)?;
+            d.end_task(id, EndReason::Ended)
+        })
+        .await?,
     ))
 }
 
@@ -258,7 +248,7 @@ async fn add_grant(
     Path(id): Path<String>,
     JsonBody(req): JsonBody<types::AddGrant>,
 ) -> Result<impl IntoResponse, ApiError> {
-    mutating(&d, &caller)?;
+    mutating(&caller)?;
     let id = task_id(&id)?;
     let (grant_id, pending) = blocking(move || d.add_grant_as(&caller, id, &req)).await?;
     Ok((
@@ -279,7 +269,7 @@ async fn decide(
     gid: String,
     approve: bool,
 ) -> Result<StatusCode, ApiError> {
-    mutating(&d, &caller)?;
+    mutating(&caller)?;
     let id = task_id(id)?;
     blocking(move || {
         if approve {
@@ -313,9 +303,13 @@ async fn revoke_grant(
     Extension(caller): Extension<Caller>,
     Path((id, gid)): Path<(String, String)>,
 ) -> Result<impl IntoResponse, ApiError> {
-    mutating(&d, &caller)?;
+    mutating(&caller)?;
     let id = task_id(&id)?;
-    blocking(move || d.revoke_grant(id, &gid, "requested")).await?;
+    blocking(move || {
+        d.check_narrowing(&caller, id)?;
+        d.revoke_grant(id, &gid, "requested")
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -324,7 +318,7 @@ async fn attach(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    mutating(&d, &caller)?;
+    mutating(&caller)?;
     let id = task_id(&id)?;
     // `mutating` refused callers without a pid.
     let pid = caller.pid.unwrap_or_default();
@@ -343,11 +337,14 @@ struct EventsQuery {
 
 async fn events(
     State(d): State<Shared>,
+    Extension(caller): Extension<Caller>,
     Query(q): Query<EventsQuery>,
 ) -> Result<Response, ApiError> {
     if let Some(t) = &q.task {
         task_id(t)?;
     }
+    // From inside a task, only its own events (another task's id gives none).
+    let scope = ReadScope::of(&caller);
     let to_line = |e: &types::AuditEvent| {
         let mut v = serde_json::to_vec(e).unwrap_or_default();
         v.push(b'\n');
@@ -359,6 +356,7 @@ async fn events(
         .audit
         .recent(q.task.as_deref())
         .iter()
+        .filter(|e| scope.sees_event(&e.task))
         .map(|e| to_line(e))
         .collect();
     let backlog = futures_util::stream::iter(recent.into_iter().map(Ok::<_, Infallible>));
@@ -371,7 +369,10 @@ async fn events(
         async move {
             loop {
                 match rx.recv().await {
-                    Ok(e) if task.as_deref().is_none_or(|t| e.task == t) => {
+                    Ok(e)
+                        if task.as_deref().is_none_or(|t| e.task == t)
+                            && scope.sees_event(&e.task) =>
+                    {
                         let mut v = serde_json::to_vec(&*e).unwrap_or_default();
                         v.push(b'\n');
                         return Some((Ok::<_, Infallible>(Bytes::from(v)), rx));
@@ -391,8 +392,15 @@ async fn events(
     Ok(Body::from_stream(backlog.chain(following)).into_response())
 }
 
-async fn status(State(d): State<Shared>) -> impl IntoResponse {
-    axum::Json(tokio::task::spawn_blocking(move || d.status()).await.ok())
+async fn status(
+    State(d): State<Shared>,
+    Extension(caller): Extension<Caller>,
+) -> impl IntoResponse {
+    axum::Json(
+        tokio::task::spawn_blocking(move || d.status_for(&caller))
+            .await
+            .ok(),
+    )
 }
 
 async fn not_found() -> ApiError {
@@ -442,6 +450,10 @@ pub async fn serve(
     daemon: Arc<Daemon>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let listener = PeerListener {
+        inner: listener,
+        daemon: Arc::clone(&daemon),
+    };
     axum::serve(
         listener,
         router(daemon).into_make_service_with_connect_info::<Peer>(),

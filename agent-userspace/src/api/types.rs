@@ -172,7 +172,8 @@ pub struct ErrorBody {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorDetail {
     /// Stable, machine-readable: `bad_request`, `bad_grant`, `not_found`, `forbidden`,
-    /// `conflict`, `payload_too_large`, `map_full`, `internal`.
+    /// `caller_in_task`, `caller_gone`, `self_approval`, `conflict`,
+    /// `payload_too_large`, `map_full`, `internal`.
     pub code: String,
     /// What was wrong and how to fix it.
     pub message: String,
@@ -203,6 +204,9 @@ pub struct Status {
     /// and what that was told from; tagged callers of them are stopped either way.
     #[serde(default)]
     pub ia32_emulation: String,
+    /// Set when the caller sees only part: a process inside a task sees its own task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -8,11 +8,26 @@ use std::collections::HashSet;
 
 use crate::config::{ApproverTokens, AuthConfig};
 
+/// Where the caller's connecting process stands, checked again on every request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Standing {
+    /// A live process outside every task.
+    Host,
+    /// A process inside this task, now or when it connected.
+    InTask(u64),
+    /// The connecting process has exited, or its pid names another process now: the
+    /// most restricted caller (no change, reads of nothing).
+    #[default]
+    Gone,
+}
+
 /// An authenticated caller.
 #[derive(Clone, Debug, Default)]
 pub struct Caller {
+    /// The connecting process, while it is alive (`None` once it is [`Standing::Gone`]).
     pub pid: Option<u32>,
     pub uid: u32,
+    pub standing: Standing,
     /// Token `sub`, when a token was presented.
     pub subject: Option<String>,
     /// The agent the token names; `None` for an approver's token (`auth.tokens.approvers`).

@@ -47,6 +47,9 @@ fn status_text(s: &Status) -> String {
         ),
         ("ia32", format!("emulation {}", s.ia32_emulation)),
     ]);
+    if let Some(scope) = &s.scope {
+        let _ = writeln!(text, "scope: {scope}");
+    }
     for g in &s.guarantees {
         let _ = writeln!(text, "guarantee: {}", output::clean(g));
     }
@@ -134,6 +137,7 @@ mod tests {
             guarantees: vec!["exec: EPERM".into()],
             policy: "policy /etc/leash/policy.yaml (2 rules)".into(),
             ia32_emulation: "disabled (ia32_emulation=0 on the kernel command line)".into(),
+            scope: None,
         });
         assert!(
             text.contains("policy:       policy /etc/leash/policy.yaml (2 rules)\n"),

@@ -1,6 +1,7 @@
 //! `leash daemon`: owns the kernel programs and the tasks, serves the API, writes the
 //! audit log, and ends tasks when they expire, are ended, or their command exits.
 
+pub mod approval;
 pub mod audit;
 pub mod audit_file;
 pub mod lifetime;
@@ -8,6 +9,7 @@ mod caller_root;
 pub mod policy;
 pub mod registry;
 mod reload;
+pub mod scoped;
 mod store;
 
 use std::{
@@ -362,16 +364,6 @@ impl Daemon {
         Ok(())
     }
 
-    /// Whether `pid` runs inside any task (such callers may not change anything).
-    /// Any of its threads counts: a tagged process whose leader thread exited still
-    /// has tagged threads, and the peer pid names the process, not the thread.
-    pub fn in_task(&self, pid: u32) -> bool {
-        let tids = registry::threads_of(pid);
-        let inner = self.lock();
-        tids.iter()
-            .any(|&tid| inner.enforcer.maps().tag_of(tid).is_some())
-    }
-
     pub fn task(&self, id: u64) -> Result<types::Task, RegistryError> {
         self.lock()
             .tasks
@@ -423,6 +415,7 @@ impl Daemon {
             guarantees: e.guarantees().iter().map(|g| (*g).to_owned()).collect(),
             policy: self.guard.describe(),
             ia32_emulation: crate::ia32::detect().to_string(),
+            scope: None,
         }
     }
 

@@ -1,6 +1,6 @@
 //! Identity and policy in the daemon: who may create which task with which grants
-//! (the node policy's ceilings, evaluated by Cedar), grants pending approval, and
-//! atomic policy reloads that revoke what the new policy no longer allows.
+//! (the node policy's ceilings, evaluated by Cedar), and atomic policy reloads that
+//! revoke what the new policy no longer allows. Pending grants: `approval.rs`.
 
 use std::{
     path::PathBuf,
@@ -8,17 +8,14 @@ use std::{
     time::Duration,
 };
 
-use serde_json::json;
-
-use super::{Daemon, Inner, RegistryError, registry};
+use super::{Daemon, RegistryError, registry};
 use crate::{
     api::types::{self, EndReason, GrantKind},
     auth::{Authenticator, Caller},
-    clock,
     config::Config,
     events::Target,
     grants,
-    policy::{Approver, GrantSpec, Kind, PENDING_TTL, Policy, Verdict},
+    policy::{GrantSpec, Kind, PENDING_TTL, Policy, Verdict},
 };
 
 /// The policy in force and the caller authenticator.
@@ -103,7 +100,7 @@ fn check_grant(policy: &Policy, agent: &str, kind: GrantKind, spec: &str) -> Ver
     )
 }
 
-fn forbidden(m: impl Into<String>) -> RegistryError {
+pub(super) fn forbidden(m: impl Into<String>) -> RegistryError {
     RegistryError::Forbidden(m.into())
 }
 
@@ -133,7 +130,7 @@ impl Daemon {
         }
     }
 
-    fn agent_of(&self, id: u64) -> Result<String, RegistryError> {
+    pub(super) fn agent_of(&self, id: u64) -> Result<String, RegistryError> {
         self.lock()
             .tasks
             .get(id)
@@ -253,158 +250,8 @@ impl Daemon {
         self.attach(id, pid)
     }
 
-    /// Records a grant pending approval: resolved, not in the kernel.
-    fn add_pending(
-        &self,
-        caller: &Caller,
-        id: u64,
-        req: &types::AddGrant,
-        wait: Duration,
-    ) -> Result<String, RegistryError> {
-        let root = self.caller_root(caller.pid, req.exec.is_some())?;
-        let mut inner = self.lock();
-        let Inner { enforcer, tasks } = &mut *inner;
-        let task_expiry = tasks.get(id).map_or(0, |t| t.expires_ns);
-        let mut until = clock::expiry_after(Some(wait));
-        if task_expiry != 0 {
-            until = until.min(task_expiry);
-        }
-        let gid = tasks.add_grant(enforcer.maps_mut(), id, req, &self.limits, &root, until)?;
-        let rec = tasks.get(id).cloned();
-        self.save(&inner, id);
-        drop(inner);
-        if let Some(rec) = rec
-            && let Some(g) = rec.grants.iter().find(|g| g.id == gid)
-        {
-            self.lifecycle_event(
-                &rec,
-                "grant_pending",
-                json!({ "grant_id": gid, "kind": g.kind, "spec": g.spec,
-                        "pending_until": registry::wall_of_boot_ns(until), "requested_by": caller.describe() }),
-                "approval required by policy",
-            );
-        }
-        Ok(gid)
-    }
-
-    /// Checks `caller` may decide on a pending grant `gid` of task `id`.
-    fn check_approver(&self, caller: &Caller, id: u64, gid: &str) -> Result<(), RegistryError> {
-        let policy = self
-            .guard
-            .current()
-            .ok_or_else(|| forbidden(format!("{NO_POLICY}; no grant is ever pending")))?;
-        let inner = self.lock();
-        let task = inner
-            .tasks
-            .get(id)
-            .ok_or_else(|| RegistryError::NoTask(registry::task_id_string(id)))?;
-        if task.state == types::TaskState::Ended {
-            return Err(RegistryError::Ended(task.id_string()));
-        }
-        let g = task
-            .grants
-            .iter()
-            .find(|g| g.id == gid)
-            .ok_or_else(|| RegistryError::NoGrant {
-                task: task.id_string(),
-                grant: gid.to_owned(),
-            })?;
-        if g.pending_ns == 0 {
-            return Err(RegistryError::BadRequest(format!(
-                "grant {gid} of task {} is not pending approval",
-                task.id_string()
-            )));
-        }
-        if caller.agent.as_deref() == Some(task.agent.as_str()) {
-            return Err(forbidden(
-                "an agent cannot approve or reject its own grants",
-            ));
-        }
-        let approver = Approver {
-            uid: caller.uid,
-            subject: caller.subject.clone(),
-        };
-        if !policy.may_approve(&approver, &task.agent) {
-            return Err(forbidden(format!(
-                "{} may not approve grants of agent {:?}: not among the approvers of its rule in {}",
-                caller.describe(),
-                task.agent,
-                policy.origin
-            )));
-        }
-        Ok(())
-    }
-
-    /// `POST /v1/tasks/{id}/grants/{gid}/approve`: the grant goes into the kernel.
-    pub fn approve(&self, caller: &Caller, id: u64, gid: &str) -> Result<(), RegistryError> {
-        self.check_approver(caller, id, gid)?;
-        let mut inner = self.lock();
-        let Inner { enforcer, tasks } = &mut *inner;
-        let Some(task) = tasks.tasks.get_mut(&id) else {
-            return Err(RegistryError::NoTask(registry::task_id_string(id)));
-        };
-        let Some(g) = task.grants.iter_mut().find(|g| g.id == gid) else {
-            return Err(RegistryError::NoGrant {
-                task: task.id_string(),
-                grant: gid.to_owned(),
-            });
-        };
-        let was = std::mem::take(&mut g.pending_ns);
-        if let Err(e) = tasks.sync(enforcer.maps_mut(), id) {
-            if let Some(g) = tasks
-                .tasks
-                .get_mut(&id)
-                .and_then(|t| t.grants.iter_mut().find(|g| g.id == gid))
-            {
-                g.pending_ns = was;
-            }
-            let _ = tasks.sync(enforcer.maps_mut(), id);
-            return Err(e);
-        }
-        let rec = tasks.get(id).cloned();
-        self.save(&inner, id);
-        drop(inner);
-        self.decision_event(rec.as_ref(), gid, "grant_approved", caller, "approved");
-        Ok(())
-    }
-
-    /// `POST /v1/tasks/{id}/grants/{gid}/deny`: the pending grant is dropped.
-    pub fn reject(&self, caller: &Caller, id: u64, gid: &str) -> Result<(), RegistryError> {
-        self.check_approver(caller, id, gid)?;
-        self.drop_pending(id, gid, "grant_rejected", &caller.describe())
-    }
-
-    fn drop_pending(&self, id: u64, gid: &str, kind: &str, by: &str) -> Result<(), RegistryError> {
-        let reason = if kind == "grant_rejected" {
-            "rejected"
-        } else {
-            "approval expired"
-        };
-        self.remove_grant(id, gid, kind, reason, Some(by))
-    }
-
-    fn decision_event(
-        &self,
-        rec: Option<&registry::TaskRecord>,
-        gid: &str,
-        kind: &str,
-        caller: &Caller,
-        reason: &str,
-    ) {
-        if let Some(rec) = rec
-            && let Some(g) = rec.grants.iter().find(|g| g.id == gid)
-        {
-            self.lifecycle_event(
-                rec,
-                kind,
-                json!({ "grant_id": gid, "kind": g.kind, "spec": g.spec, "by": caller.describe() }),
-                reason,
-            );
-        }
-    }
-
     /// Every grant of every live task: (task, agent, grant).
-    fn live_grants(&self) -> Vec<(u64, String, registry::GrantRecord)> {
+    pub(super) fn live_grants(&self) -> Vec<(u64, String, registry::GrantRecord)> {
         self.lock()
             .tasks
             .tasks
@@ -412,15 +259,6 @@ impl Daemon {
             .filter(|t| t.state != types::TaskState::Ended)
             .flat_map(|t| t.grants.iter().map(|g| (t.id, t.agent.clone(), g.clone())))
             .collect()
-    }
-
-    /// Drops grants whose wait for approval is over.
-    pub fn sweep_pending(&self, now_ns: u64) {
-        for (id, _, g) in self.live_grants() {
-            if g.pending_ns != 0 && now_ns >= g.pending_ns {
-                let _ = self.drop_pending(id, &g.id, "grant_expired", "leash");
-            }
-        }
     }
 
     /// Loads the policy file again. A file that does not load leaves the policy in

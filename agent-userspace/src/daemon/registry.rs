@@ -38,6 +38,9 @@ pub enum RegistryError {
     Ended(String),
     #[error("{0}")]
     Forbidden(String),
+    /// Forbidden, with a code of its own for callers to act on.
+    #[error("{message}")]
+    Refused { code: &'static str, message: String },
     #[error(transparent)]
     Maps(#[from] MapsError),
     #[error("cannot move the process into its leash cgroup: {0}")]
@@ -78,6 +81,9 @@ pub struct GrantRecord {
     /// `socket:` grants: `FAMILY_*` bits.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub families: u32,
+    /// Who asked for a grant that waits for approval (approval needs another party).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<super::approval::Identity>,
 }
 
 /// serde's `skip_serializing_if` takes a reference.
@@ -884,6 +890,7 @@ pub fn resolve(
         pending_ns: 0,
         unix: Vec::new(),
         families: 0,
+        requested_by: None,
     };
     match kind {
         GrantKind::Exec => {

@@ -10,6 +10,8 @@ use std::{
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
 };
 
+#[path = "probe/api.rs"]
+mod api;
 #[path = "probe/attacks.rs"]
 mod attacks;
 #[path = "probe/compat.rs"]
@@ -102,6 +104,7 @@ fn run(w: &[String]) -> String {
             .or_else(|| compat::run(w))
             .or_else(|| mounts_and_doors::run(w))
             .or_else(|| host::run(w))
+            .or_else(|| api::run(w))
             .unwrap_or_else(|| format!("error unknown command {other:?}")),
     }
 }

@@ -26,5 +26,6 @@ mod c19_mounts_and_unix_names;
 mod c22_kernel_doors;
 mod c20_host_state;
 mod c21_io_uring_grant;
+mod c24_who_calls_the_api;
 
 use harness::untagged;

@@ -1,0 +1,132 @@
+//! What a caller may read. From outside every task: everything. From inside a task: its
+//! own task and its own events; another task's id is "no such task", so a task cannot
+//! learn what else runs. A caller whose connecting process is gone reads nothing.
+
+use super::{Daemon, RegistryError, registry};
+use crate::{
+    api::types,
+    auth::{Caller, Standing},
+};
+
+/// The tasks a caller may read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadScope {
+    All,
+    Task(u64),
+    Nothing,
+}
+
+impl ReadScope {
+    #[must_use]
+    pub fn of(caller: &Caller) -> Self {
+        match caller.standing {
+            Standing::Host => Self::All,
+            Standing::InTask(t) => Self::Task(t),
+            Standing::Gone => Self::Nothing,
+        }
+    }
+
+    #[must_use]
+    pub fn sees(self, id: u64) -> bool {
+        match self {
+            Self::All => true,
+            Self::Task(t) => t == id,
+            Self::Nothing => false,
+        }
+    }
+
+    /// Whether an event of the task with this printable id is visible.
+    #[must_use]
+    pub fn sees_event(self, task: &str) -> bool {
+        match self {
+            Self::All => true,
+            Self::Task(t) => task == registry::task_id_string(t),
+            Self::Nothing => false,
+        }
+    }
+}
+
+impl Daemon {
+    /// The task `pid` runs in. Any of its threads counts: a tagged process whose leader
+    /// thread exited still has tagged threads, and the peer pid names the process.
+    pub fn task_of(&self, pid: u32) -> Option<u64> {
+        let tids = registry::threads_of(pid);
+        let inner = self.lock();
+        tids.iter()
+            .find_map(|&tid| inner.enforcer.maps().tag_of(tid))
+    }
+
+    /// `GET /v1/tasks`: the tasks the caller may see.
+    pub fn list_for(&self, caller: &Caller) -> Vec<types::Task> {
+        let scope = ReadScope::of(caller);
+        self.lock()
+            .tasks
+            .tasks
+            .values()
+            .filter(|t| scope.sees(t.id))
+            .map(|t| t.view(&self.limits.trust_domain))
+            .collect()
+    }
+
+    /// `GET /v1/tasks/{id}`: a task out of the caller's sight does not exist for it.
+    pub fn task_for(&self, caller: &Caller, id: u64) -> Result<types::Task, RegistryError> {
+        if !ReadScope::of(caller).sees(id) {
+            return Err(RegistryError::NoTask(registry::task_id_string(id)));
+        }
+        self.task(id)
+    }
+
+    /// `GET /v1/status`: from inside a task, without what tells of other tasks (their
+    /// count, the maps' fill).
+    pub fn status_for(&self, caller: &Caller) -> types::Status {
+        let mut status = self.status();
+        let scope = ReadScope::of(caller);
+        if scope == ReadScope::All {
+            return status;
+        }
+        let own = match scope {
+            ReadScope::Task(t) => self
+                .lock()
+                .tasks
+                .get(t)
+                .filter(|r| r.state != types::TaskState::Ended)
+                .map_or(0, |_| 1),
+            _ => 0,
+        };
+        status.tasks_active = own;
+        status.maps.clear();
+        status.scope = Some(match scope {
+            ReadScope::Task(t) => format!(
+                "task {}: other tasks and the maps' fill are not shown",
+                registry::task_id_string(t)
+            ),
+            _ => "the calling process has exited: no task is shown".to_owned(),
+        });
+        status
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_task_sees_only_itself_and_a_gone_caller_nothing() {
+        let caller = |standing| Caller {
+            standing,
+            ..Caller::default()
+        };
+        let host = ReadScope::of(&caller(Standing::Host));
+        assert!(host.sees(1) && host.sees_event("0000000000000002"));
+        let t = ReadScope::of(&caller(Standing::InTask(0x2a)));
+        assert!(t.sees(0x2a) && !t.sees(1));
+        assert!(t.sees_event("000000000000002a") && !t.sees_event("0000000000000001"));
+        let gone = ReadScope::of(&Caller::default());
+        assert_eq!(
+            gone,
+            ReadScope::Nothing,
+            "the default caller is the most restricted"
+        );
+        assert!(!gone.sees(0x2a) && !gone.sees_event("000000000000002a"));
+    }
+}
