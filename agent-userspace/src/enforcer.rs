@@ -267,6 +267,10 @@ fn tracepoint_of(program: &str) -> (&'static str, &'static str) {
 
 impl Enforcer {
     /// Loads the object, chooses the backend and attaches every program of it.
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one load sequence, read top to bottom; each step is a call"
+    )]
     pub fn load(opts: &LoadOptions) -> Result<Self, LoadError> {
         let offsets = kernel_offsets::from_vmlinux()?;
         let btf = Btf::from_sys_fs().map_err(LoadError::Btf)?;

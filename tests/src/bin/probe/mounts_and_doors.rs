@@ -12,8 +12,11 @@ use super::{
 
 /// Runs one command; `None` if `w[0]` is not one of these.
 pub fn run(w: &[String]) -> Option<String> {
+    mounts(w).or_else(|| doors(w))
+}
+
+fn mounts(w: &[String]) -> Option<String> {
     let arg = |i: usize| w.get(i).map_or("", String::as_str);
-    let num = |i: usize| arg(i).parse::<i64>().unwrap_or(-1);
     let out = match arg(0) {
         // mount --bind OTHER TARGET, then connect to TARGET.
         "bind-connect" => in_child(|| {
@@ -91,6 +94,15 @@ pub fn run(w: &[String]) -> Option<String> {
                 ) as i32
             })
         }),
+        _ => return None,
+    };
+    Some(out)
+}
+
+fn doors(w: &[String]) -> Option<String> {
+    let arg = |i: usize| w.get(i).map_or("", String::as_str);
+    let num = |i: usize| arg(i).parse::<i64>().unwrap_or(-1);
+    let out = match arg(0) {
         // init_module with 128 zero bytes: longer than an ELF header, no image.
         "init-module" => in_child(|| {
             let image = [0u8; 128];
