@@ -1,4 +1,4 @@
-//! Client of the daemon's API: HTTP/1.1 + JSON on its Unix socket (design.md §5).
+//! Client of the daemon's API: HTTP/1.1 + JSON on its Unix socket (the README's API section).
 //!
 //! One connection per request. Every method needs a tokio runtime with I/O enabled;
 //! the connection is driven by a task spawned on it.

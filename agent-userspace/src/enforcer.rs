@@ -808,7 +808,7 @@ fn attach_cgroup(
     let attach_err = |source| LoadError::Attach { program, source };
     // Loaded once, attached to each leash cgroup in attach scope `task`. Single:
     // link-based attachment still coexists with other programs here, while
-    // AllowMultiple is refused by BPF_LINK_CREATE (platform-notes.md).
+    // AllowMultiple is refused by BPF_LINK_CREATE (EINVAL, seen on Linux 6.18).
     // The two program types share these methods but no trait.
     macro_rules! attach {
         ($p:expr) => {{

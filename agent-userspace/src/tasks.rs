@@ -11,7 +11,7 @@ use crate::{
     sockets::{self, SocketGrant, UnixName},
 };
 
-/// Grants in the design.md syntax, plus per-task settings.
+/// Grants in the README's grant syntax, plus per-task settings.
 #[derive(Clone, Debug, Default)]
 pub struct TaskSpec {
     pub exec: Vec<String>,

@@ -112,7 +112,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "bad_request",
-                format!("invalid JSON body: {e}; see design.md §5 for the fields"),
+                format!("invalid JSON body: {e}; the README's API section lists the fields"),
             )
         })
     }
@@ -407,7 +407,7 @@ async fn not_found() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "not_found",
-        "no such route; see design.md §5 for the API",
+        "no such route; the README's API section lists the routes",
     )
 }
 
@@ -415,7 +415,7 @@ async fn method_not_allowed() -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
-        "this route does not take that method; see design.md §5",
+        "this route does not take that method; the README's API section lists the methods",
     )
 }
 

@@ -1,4 +1,4 @@
-//! JSON shapes of the Unix-socket API (design.md §5). Shared by the server and the CLI,
+//! JSON shapes of the Unix-socket API (the README's API section). Shared by the server and the CLI,
 //! so the two cannot drift apart.
 
 use serde::{Deserialize, Serialize};
@@ -38,7 +38,7 @@ pub enum EndWhen {
     EndedOrExpired,
 }
 
-/// Grants in design.md §3 syntax (also the format of `--grants FILE`, as YAML).
+/// Grants in the README's grant syntax (also the format of `--grants FILE`, as YAML).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Grants {
@@ -222,7 +222,7 @@ pub struct MapStatus {
     pub capacity: u64,
 }
 
-/// One line of `GET /v1/events` and of the audit log (design.md §6).
+/// One line of `GET /v1/events` and of the audit log (README, "Using leash").
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AuditEvent {
     /// RFC 3339 with nanoseconds.

@@ -4,8 +4,8 @@
 pub mod approval;
 pub mod audit;
 pub mod audit_file;
-pub mod lifetime;
 mod caller_root;
+pub mod lifetime;
 pub mod policy;
 pub mod registry;
 mod reload;

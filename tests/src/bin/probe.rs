@@ -16,12 +16,12 @@ mod api;
 mod attacks;
 #[path = "probe/compat.rs"]
 mod compat;
-#[path = "probe/mounts_and_doors.rs"]
-mod mounts_and_doors;
 #[path = "probe/host.rs"]
 mod host;
 #[path = "probe/linger.rs"]
 mod linger;
+#[path = "probe/mounts_and_doors.rs"]
+mod mounts_and_doors;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();

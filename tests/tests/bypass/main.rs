@@ -21,11 +21,11 @@ mod c15_attacks_on_leash;
 mod c16_time;
 mod c17_daemon_restart;
 mod c18_compat_syscalls;
-mod c23_changed_files;
 mod c19_mounts_and_unix_names;
-mod c22_kernel_doors;
 mod c20_host_state;
 mod c21_io_uring_grant;
+mod c22_kernel_doors;
+mod c23_changed_files;
 mod c24_who_calls_the_api;
 
 use harness::untagged;
