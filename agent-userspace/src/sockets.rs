@@ -5,7 +5,7 @@
 //! - `unix:@name`: the abstract unix socket `name`;
 //! - `socket:raw|packet|netlink|vsock`: create sockets of that kind at all (raw covers
 //!   raw IP and every IP protocol other than TCP and UDP);
-//! - `socket:io_uring`: create io_uring instances at all. Its operations bypass the
+//! - `socket:io_uring`: create `io_uring` instances at all. Its operations bypass the
 //!   syscall-level checks (docs/security.md says which), so no task has it by default.
 //!
 //! Without them a tagged process may create unix, TCP and UDP sockets only, and reach

@@ -13,6 +13,9 @@ impl TempFile {
     pub fn new(name: &str, text: &str) -> Self {
         let path = std::env::temp_dir().join(format!("leash-it-{name}-{}", std::process::id()));
         std::fs::write(&path, text).unwrap();
+        // The daemon refuses a policy or JWKS that others can write, whatever the umask.
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .unwrap();
         Self(path)
     }
 

@@ -12,69 +12,8 @@ use harness::{
     Listeners,
     daemon::{DaemonGuard, leash_bin, stderr, stdout, task_json},
     probe,
+    tokens::{Signer, TempFile},
 };
-use jsonwebtoken::{Algorithm, EncodingKey, Header, encode, jwk::Jwk};
-
-/// A file removed when the test ends.
-struct TempFile(PathBuf);
-
-impl TempFile {
-    fn new(name: &str, text: &str) -> Self {
-        let path = std::env::temp_dir().join(format!("leash-it-{name}-{}", std::process::id()));
-        std::fs::write(&path, text).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        Self(path)
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-/// An Ed25519 key (32 random bytes in a PKCS#8 wrapper) and its JWKS, kid `k1`.
-struct Signer {
-    key: EncodingKey,
-    jwks: TempFile,
-}
-
-impl Signer {
-    fn new(name: &str) -> Self {
-        use std::io::Read as _;
-        const PKCS8_ED25519: [u8; 16] = [
-            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
-            0x04, 0x20,
-        ];
-        let mut der = PKCS8_ED25519.to_vec();
-        let mut seed = [0u8; 32];
-        std::fs::File::open("/dev/urandom")
-            .and_then(|mut f| f.read_exact(&mut seed))
-            .unwrap();
-        der.extend_from_slice(&seed);
-        let key = EncodingKey::from_ed_der(&der);
-        let mut jwk = Jwk::from_encoding_key(&key, Algorithm::EdDSA).unwrap();
-        jwk.common.key_id = Some("k1".into());
-        let jwks = TempFile::new(
-            &format!("{name}-jwks.json"),
-            &serde_json::json!({ "keys": [jwk] }).to_string(),
-        );
-        Self { key, jwks }
-    }
-
-    fn token(&self, sub: &str) -> String {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        let mut h = Header::new(Algorithm::EdDSA);
-        h.kid = Some("k1".into());
-        let claims = serde_json::json!({
-            "sub": sub, "iss": "https://issuer.test", "aud": "leash", "exp": now + 300
-        });
-        encode(&h, &claims, &self.key).unwrap()
-    }
-}
 
 const AGENT: &str = "spiffe://leash.local/agent/bot-1";
 const ONCALL: &str = "spiffe://example.org/human/oncall";
@@ -110,7 +49,10 @@ fn an_approver_subject_approves_and_a_plain_sub_is_no_agent() {
             .output()
             .unwrap()
     };
-    let (agent, oncall) = (signer.token(AGENT), signer.token(ONCALL));
+    let (agent, oncall) = (
+        signer.token(AGENT, "leash", 300),
+        signer.token(ONCALL, "leash", 300),
+    );
     let p = probe().display().to_string();
     let o = as_token(
         &agent,
@@ -162,7 +104,7 @@ fn an_approver_subject_approves_and_a_plain_sub_is_no_agent() {
     assert!(!o.status.success(), "{}", stdout(&o));
     // A person's plain `sub` is neither an agent's nor an approver's token: 401.
     let o = as_token(
-        &signer.token("alice@example.org"),
+        &signer.token("alice@example.org", "leash", 300),
         &["task", "create", "--allow-exec", &p],
     );
     assert!(!o.status.success());

@@ -80,6 +80,10 @@ pub fn run(args: &DaemonArgs) -> anyhow::Result<ExitCode> {
     runtime.block_on(serve(config))
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "the daemon's start-up in order; it moves into the library with the lifecycle"
+)]
 async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     // A policy or JWKS that others can rewrite would hand them every grant.
     leash::file_trust::check_config(&config)?;

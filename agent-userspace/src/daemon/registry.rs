@@ -589,36 +589,7 @@ impl Tasks {
         let mut nets: Vec<NetGrant> = Vec::new();
         for g in task.grants.iter().filter(|g| g.pending_ns == 0) {
             for f in &g.files {
-                let key = ExecKey {
-                    task: id,
-                    ino: f.ino,
-                    dev: f.dev,
-                    _pad: 0,
-                };
-                let grant = f.state.map_or_else(
-                    || {
-                        tracing::warn!(
-                            task = %task_id_string(id),
-                            path = %f.path,
-                            "exec grant recorded by an older daemon, without the file's state: checked by identity only until granted again"
-                        );
-                        file_state::unchecked(g.expires_ns)
-                    },
-                    |s| s.grant(g.expires_ns),
-                );
-                // Two grants of one file: the longer-lived expiry wins (0 = with the
-                // task), and the later grant's state: the file as last granted.
-                let e = exec.entry(key).or_insert(grant);
-                let expires_ns =
-                    if g.expires_ns == 0 || (e.expires_ns != 0 && g.expires_ns > e.expires_ns) {
-                        g.expires_ns
-                    } else {
-                        e.expires_ns
-                    };
-                *e = ExecFileGrant {
-                    expires_ns,
-                    ..grant
-                };
+                add_exec(&mut exec, id, f, g.expires_ns);
                 if f.script {
                     scripts.push((exec_file(f), g.expires_ns));
                 }
@@ -844,6 +815,39 @@ fn uninstall(maps: &mut Maps, id: u64, installed: &mut Installed) -> Result<(), 
         maps.revoke_unix(&key)?;
     }
     Ok(())
+}
+
+/// Adds the kernel entry of `f`, granted until `expires_ns`, to `exec`. Of two grants
+/// of one file the longer-lived expiry wins (0 = with the task), and the later grant's
+/// state: the file as last granted.
+fn add_exec(exec: &mut HashMap<ExecKey, ExecFileGrant>, id: u64, f: &FileRecord, expires_ns: u64) {
+    let key = ExecKey {
+        task: id,
+        ino: f.ino,
+        dev: f.dev,
+        _pad: 0,
+    };
+    let grant = f.state.map_or_else(
+        || {
+            tracing::warn!(
+                task = %task_id_string(id),
+                path = %f.path,
+                "exec grant recorded by an older daemon, without the file's state: checked by identity only until granted again"
+            );
+            file_state::unchecked(expires_ns)
+        },
+        |s| s.grant(expires_ns),
+    );
+    let e = exec.entry(key).or_insert(grant);
+    let expires_ns = if expires_ns == 0 || (e.expires_ns != 0 && expires_ns > e.expires_ns) {
+        expires_ns
+    } else {
+        e.expires_ns
+    };
+    *e = ExecFileGrant {
+        expires_ns,
+        ..grant
+    };
 }
 
 fn exec_file(f: &FileRecord) -> ExecFile {

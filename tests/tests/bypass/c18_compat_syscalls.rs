@@ -184,7 +184,7 @@ fn any_compat_or_x32_call_stops_a_tagged_process_only() {
         ev.target,
         Target::Compat {
             call: "x32".into(),
-            syscall: 0x4000_0000 | 39
+            syscall: 0x4000_0000 | 0x27
         }
     );
     // Untagged: the same calls work (x32 may be absent: ENOSYS), and native calls in

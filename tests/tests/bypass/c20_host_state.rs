@@ -1,5 +1,5 @@
 //! Class 20, host state and kernel doors: a task may not write what the kernel or
-//! untagged processes act on (`/proc/sys`, `/sys`, binfmt_misc) nor open the kernel's
+//! untagged processes act on (`/proc/sys`, `/sys`, `binfmt_misc`) nor open the kernel's
 //! memory (`/dev/mem`, `/dev/kmem`, `/dev/port`, `/proc/kcore`). leash decides on the
 //! opened file, so a relative name, a symlink, another mount or a device node made
 //! elsewhere is caught as the plain path is.
@@ -122,7 +122,7 @@ fn proc_sys_and_sys_writes_are_stopped_by_every_name() {
     core.assert_unchanged();
 }
 
-/// A private mount of binfmt_misc (the kernel's one instance before Linux 6.7, or a
+/// A private mount of `binfmt_misc` (the kernel's one instance before Linux 6.7, or a
 /// new one): its `register` file is refused by the file system, wherever it is mounted.
 struct BinfmtMount(String);
 

@@ -1,4 +1,4 @@
-//! Class 21, io_uring without a grant: its operations (`OPENAT`, `SOCKET`, `RENAMEAT`,
+//! Class 21, `io_uring` without a grant: its operations (`OPENAT`, `SOCKET`, `RENAMEAT`,
 //! `UNLINKAT`, ...) run in the kernel past the system calls the portable backend
 //! watches, so a task gets no ring unless granted `socket:io_uring`.
 

@@ -1,5 +1,5 @@
 //! Attempts on host state and kernel doors: opening files for write on `/proc/sys` and
-//! `/sys`, raw memory devices, io_uring. Each runs in a forked child (a denial may kill
+//! `/sys`, raw memory devices, `io_uring`. Each runs in a forked child (a denial may kill
 //! the caller); the outcome is its report, or `signal N`.
 
 use std::{
