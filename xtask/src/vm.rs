@@ -12,6 +12,7 @@
 //! Everything fetched or built is cached under `target/vm/`: the kernel and busybox
 //! packages (`kernels/`, `debs/`), the musl build (`musl/`), and whether KVM works here.
 
+mod boot;
 mod debian;
 mod initramfs;
 mod qemu;
@@ -170,7 +171,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         eprintln!("vm: not run in the guest: {name}: {why}");
     }
     let mut accel = initial_accel(opts.accel, &cache)?;
-    let runs = boot_all(opts, &kernels, &initrd, &cache, &mut accel)?;
+    let runs = boot::boot_all(opts, &kernels, &initrd, &cache, &mut accel)?;
 
     eprintln!("==> vm: summary");
     for r in &runs {
@@ -209,63 +210,6 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         bail!("the VM suite failed on: {}", failed.join(", "));
     }
     Ok(())
-}
-
-/// Boots every kernel once per backend, falling back from KVM to TCG at the first
-/// boot that KVM does not bring to `/init` (with `--accel auto`).
-fn boot_all(
-    opts: &Options,
-    kernels: &[debian::Kernel],
-    initrd: &Path,
-    cache: &Path,
-    accel: &mut Accel,
-) -> anyhow::Result<Vec<Run>> {
-    let mut runs = Vec::new();
-    for kernel in kernels {
-        for &backend in opts.backend.backends() {
-            eprintln!(
-                "==> vm: kernel {} ({}), backend {backend}, {}",
-                kernel.spec,
-                kernel.release,
-                accel.name()
-            );
-            let mut boot = qemu::Boot {
-                vmlinuz: &kernel.vmlinuz,
-                initrd,
-                append: append(backend, &opts.filters),
-                accel: *accel,
-                memory_mb: opts.memory_mb,
-                cpus: opts.cpus,
-                timeout: opts.timeout,
-                init_deadline: init_deadline(*accel),
-                prefix: format!("[{} {backend}] ", kernel.spec),
-                is_last_line: |line| result_line(line).is_some(),
-            };
-            let mut console = qemu::boot(&boot)?;
-            if *accel == Accel::Kvm && opts.accel == AccelArg::Auto && !console.booted() {
-                note_kvm_unusable(cache, &console)?;
-                eprintln!("vm: KVM did not boot the guest; falling back to TCG from now on");
-                *accel = Accel::Tcg;
-                boot.accel = Accel::Tcg;
-                boot.init_deadline = init_deadline(Accel::Tcg);
-                console = qemu::boot(&boot)?;
-            }
-            let run = judge(kernel.spec.clone(), backend, &console, opts.timeout);
-            if let Some(why) = &run.failure {
-                eprintln!(
-                    "==> vm: kernel {} backend {backend}: FAILED: {why}\n--- console tail ---",
-                    kernel.spec
-                );
-                for line in console.tail(60) {
-                    eprintln!("{line}");
-                }
-                eprintln!("--- end of console tail ---");
-            }
-            runs.push(run);
-        }
-    }
-
-    Ok(runs)
 }
 
 /// The kernel command line: BPF LSM on (both backends boot the same kernel; the tests
