@@ -25,12 +25,15 @@ pub(super) fn boot_all(
         .collect();
     let mut runs = Vec::new();
     let mut rest = &jobs[..];
-    // Until a boot has shown whether KVM works, one at a time.
+    // Until a boot has shown whether KVM works, one at a time; a boot that KVM does not
+    // bring to `/init` is run again under TCG, beside the others.
     while *accel == Accel::Kvm
         && let Some((&(kernel, backend), tail)) = rest.split_first()
     {
-        runs.push(boot_one(opts, kernel, backend, initrd, cache, accel)?);
-        rest = tail;
+        if let Some(run) = boot_one(opts, kernel, backend, initrd, cache, accel)? {
+            runs.push(run);
+            rest = tail;
+        }
     }
     let width = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     for batch in rest.chunks(width) {
@@ -41,7 +44,8 @@ pub(super) fn boot_all(
                 .map(|&(kernel, backend)| {
                     s.spawn(move || {
                         let mut accel = tcg;
-                        boot_one(opts, kernel, backend, initrd, cache, &mut accel)
+                        boot_one(opts, kernel, backend, initrd, cache, &mut accel)?
+                            .ok_or_else(|| anyhow::anyhow!("a TCG boot asked to be run again"))
                     })
                 })
                 .collect();
@@ -60,7 +64,9 @@ pub(super) fn boot_all(
     Ok(runs)
 }
 
-/// Boots `kernel` for `backend` once and judges its console.
+/// Boots `kernel` for `backend` once and judges its console; `None` when KVM (with
+/// `--accel auto`) did not bring the guest to `/init`: `accel` is then TCG, and the boot
+/// is to be run again.
 fn boot_one(
     opts: &Options,
     kernel: &debian::Kernel,
@@ -68,14 +74,14 @@ fn boot_one(
     initrd: &Path,
     cache: &Path,
     accel: &mut Accel,
-) -> anyhow::Result<Run> {
+) -> anyhow::Result<Option<Run>> {
     eprintln!(
         "==> vm: kernel {} ({}), backend {backend}, {}",
         kernel.spec,
         kernel.release,
         accel.name()
     );
-    let mut boot = qemu::Boot {
+    let boot = qemu::Boot {
         vmlinuz: &kernel.vmlinuz,
         initrd,
         append: append(backend, &opts.filters),
@@ -87,14 +93,12 @@ fn boot_one(
         prefix: format!("[{} {backend}] ", kernel.spec),
         is_last_line: |line| result_line(line).is_some(),
     };
-    let mut console = qemu::boot(&boot)?;
+    let console = qemu::boot(&boot)?;
     if *accel == Accel::Kvm && opts.accel == AccelArg::Auto && !console.booted() {
         note_kvm_unusable(cache, &console)?;
         eprintln!("vm: KVM did not boot the guest; falling back to TCG from now on");
         *accel = Accel::Tcg;
-        boot.accel = Accel::Tcg;
-        boot.init_deadline = init_deadline(Accel::Tcg);
-        console = qemu::boot(&boot)?;
+        return Ok(None);
     }
     let run = judge(kernel.spec.clone(), backend, &console, opts.timeout);
     if let Some(why) = &run.failure {
@@ -110,5 +114,5 @@ fn boot_one(
         block.push_str("--- end of console tail ---");
         eprintln!("{block}");
     }
-    Ok(run)
+    Ok(Some(run))
 }
