@@ -79,7 +79,7 @@ enum Command {
         #[arg(long, value_enum, default_value_t = vm::AccelArg::Auto)]
         accel: vm::AccelArg,
         /// Seconds one boot (all test binaries of one backend) may take.
-        #[arg(long, value_name = "SECS", default_value_t = 1200)]
+        #[arg(long, value_name = "SECS", default_value_t = 2400)]
         timeout: u64,
         /// Guest memory in MiB.
         #[arg(long, value_name = "MIB", default_value_t = 2048)]
