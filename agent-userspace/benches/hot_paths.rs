@@ -14,8 +14,8 @@ use agent_common::{
 };
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use leash::{
-    events,
     grants::{self, ConnectSpec, NetGrant},
+    kernel::events,
     metrics::{EndedLabels, Recorded, Snapshot},
 };
 
@@ -153,7 +153,7 @@ fn bench_events(c: &mut Criterion) {
 
 fn snapshot(agents: usize) -> (Snapshot, Recorded) {
     let names: Vec<String> = (0..agents).map(|i| format!("agent-{i:03}")).collect();
-    let mut counts: leash::maps::DecisionCounts = Default::default();
+    let mut counts: leash::kernel::maps::DecisionCounts = Default::default();
     for (i, row) in counts.iter_mut().enumerate() {
         for (j, c) in row.iter_mut().enumerate() {
             *c = (i as u64 + 1) * 1000 + j as u64 * 7;

@@ -19,7 +19,7 @@ use hyper_util::rt::TokioIo;
 use serde::{Serialize, de::DeserializeOwned};
 use tokio::net::UnixStream;
 
-use crate::api::types::{
+use crate::protocol::{
     AddGrant, Attached, AuditEvent, CreateTask, ErrorBody, GrantAdded, Status, Task,
 };
 
@@ -621,7 +621,7 @@ mod tests {
         let (socket, server) = serve_once(&dir, vec![response("201 Created", task)]);
         let req = CreateTask {
             agent: "cli".into(),
-            grants: crate::api::types::Grants {
+            grants: crate::protocol::Grants {
                 exec: vec!["/usr/bin/git".into()],
                 connect: vec![],
             },

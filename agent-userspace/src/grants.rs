@@ -16,7 +16,7 @@ use std::{
     str::FromStr,
 };
 
-use crate::file_state::FileState;
+use crate::kernel::file_state::FileState;
 use agent_common::{
     ExecKey, NetKey, NetRules, PortRule, ScriptKey,
     grant::{MAX_PORT_RULES, NET_KEY_TASK_BITS, PROTO_TCP, PROTO_UDP, SCRIPT_PATH_LEN},

@@ -83,7 +83,7 @@ impl Default for Recorded {
 #[derive(Debug, Default)]
 pub struct Snapshot {
     /// (agent, counts[action][verdict]) per counter slot in use; slot 0 is "unknown".
-    pub decisions: Vec<(String, crate::maps::DecisionCounts)>,
+    pub decisions: Vec<(String, crate::kernel::maps::DecisionCounts)>,
     pub tasks_active: Vec<(String, i64)>,
     pub grants_active: [(&'static str, i64); 2],
     pub maps: Vec<(&'static str, u64, u64)>,
@@ -101,8 +101,8 @@ pub fn bpf_stats_enabled() -> bool {
     std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").is_ok_and(|s| s.trim() == "1")
 }
 
-/// Names of the rows of [`crate::maps::DecisionCounts`].
-const ACTIONS: [&str; crate::maps::COUNTED.len()] =
+/// Names of the rows of [`crate::kernel::maps::DecisionCounts`].
+const ACTIONS: [&str; crate::kernel::maps::COUNTED.len()] =
     ["exec", "connect", "send", "socket", "tamper", "fork"];
 const VERDICTS: [&str; 3] = ["allowed", "denied", "audited"];
 

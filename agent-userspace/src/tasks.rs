@@ -7,7 +7,7 @@ use agent_common::{ExecGrant, TaskInfo, TaskMode, TaskState};
 use crate::{
     clock,
     grants::{self, ConnectSpec, ExecFile, GrantError, NetGrant},
-    maps::{Maps, MapsError},
+    kernel::maps::{Maps, MapsError},
     sockets::{self, SocketGrant, UnixName},
 };
 

@@ -21,8 +21,8 @@ use std::{
 use agent_common::maps::Stat;
 use leash::{
     Backend, BackendChoice, Enforcer, LoadOptions,
-    events::{Decision, EventReader},
-    maps::DecisionCounts,
+    kernel::events::{Decision, EventReader},
+    kernel::maps::DecisionCounts,
     tasks::{self, TaskSpec},
 };
 
@@ -97,20 +97,20 @@ impl Harness {
     /// Loads and attaches the programs with the backend this kernel allows.
     #[must_use]
     pub fn load() -> Self {
-        Self::load_with(leash::scope::AttachScope::Root, Vec::new())
+        Self::load_with(leash::kernel::scope::AttachScope::Root, Vec::new())
     }
 
     /// Loads with the network hooks attached at `scope`; in scope `task`, task commands
     /// move themselves into this process's leash cgroup before they exec.
     #[must_use]
-    pub fn load_scoped(attach_scope: leash::scope::AttachScope) -> Self {
+    pub fn load_scoped(attach_scope: leash::kernel::scope::AttachScope) -> Self {
         Self::load_with(attach_scope, Vec::new())
     }
 
     /// [`Self::load_scoped`] with map capacities (`max_entries` by map name).
     #[must_use]
     pub fn load_with(
-        attach_scope: leash::scope::AttachScope,
+        attach_scope: leash::kernel::scope::AttachScope,
         capacities: Vec<(&'static str, u32)>,
     ) -> Self {
         require_root();
@@ -335,9 +335,9 @@ impl Task<'_> {
         outcome: &str,
         attempt: impl FnOnce() -> String,
     ) -> Decision {
-        let row = leash::maps::COUNTED
+        let row = leash::kernel::maps::COUNTED
             .iter()
-            .position(|a| leash::events::action_name(*a as u8) == kind)
+            .position(|a| leash::kernel::events::action_name(*a as u8) == kind)
             .unwrap_or_else(|| panic!("{kind} is not a counted action"));
         let matching = |evs: &[Decision]| -> Vec<Decision> {
             evs.iter()

@@ -52,7 +52,7 @@ fn allowed_and_denied_execs_are_counted_and_reported() {
     let denied: Vec<_> = events.iter().filter(|e| e.verdict == "denied").collect();
     assert_eq!(denied.len(), 2);
     for e in &denied {
-        let leash::events::Target::Exec { path, .. } = &e.target else {
+        let leash::kernel::events::Target::Exec { path, .. } = &e.target else {
             panic!("unexpected target {:?}", e.target);
         };
         assert_eq!(path, &other);

@@ -114,7 +114,7 @@ fn network_decisions_are_counted_and_denials_reported() {
     assert_eq!(connect.pid, s.pid());
     assert_eq!(
         connect.target,
-        leash::events::Target::Net {
+        leash::kernel::events::Target::Net {
             addr: "127.0.0.1".parse().unwrap(),
             port: other.tcp4_port(),
             protocol: "tcp".into()
@@ -258,7 +258,7 @@ fn a_freed_slot_is_emptied_and_its_next_task_never_sees_the_old_prefixes() {
 #[test]
 fn a_full_prefix_pool_is_a_clear_error_until_a_slot_frees() {
     use agent_common::maps::TASKS;
-    use leash::{scope::AttachScope, tasks};
+    use leash::{kernel::scope::AttachScope, tasks};
     // Slots are sized with the task map: 2 here.
     let h = Harness::load_with(AttachScope::Root, vec![(TASKS, 2)]);
     let port = Listeners::new().tcp4_port();
@@ -324,7 +324,7 @@ fn a_reload_frees_the_prefix_slots_of_tasks_the_kernel_lost() {
         assert_eq!(maps.net_slots().0, 1);
         e.maps_mut().remove_task(kept).unwrap();
     });
-    leash::enforcer::cleanup(&pin_dir).expect("remove the test's pins");
+    leash::kernel::enforcer::cleanup(&pin_dir).expect("remove the test's pins");
     let _ = std::fs::remove_dir_all(&pin_dir);
     if let Err(panic) = result {
         std::panic::resume_unwind(panic);
@@ -350,7 +350,7 @@ fn mptcp_is_reported_as_protocol_262_not_tcp() {
     let ev = task.assert_denied("socket", "family_not_granted", EPERM, || task.probe(&mptcp));
     assert_eq!(
         ev.target,
-        leash::events::Target::Socket {
+        leash::kernel::events::Target::Socket {
             family: libc::AF_INET as u8,
             socket_type: libc::SOCK_STREAM as u16,
             protocol: IPPROTO_MPTCP,

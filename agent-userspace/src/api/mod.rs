@@ -2,4 +2,3 @@
 
 pub mod peer;
 pub mod server;
-pub mod types;

@@ -18,17 +18,15 @@ use serde::de::DeserializeOwned;
 use tokio::net::UnixListener;
 
 use crate::{
-    api::{
-        peer::{Peer, PeerListener},
-        types::{self, EndReason, ErrorBody, ErrorDetail},
-    },
+    api::peer::{Peer, PeerListener},
     auth::{AuthError, Caller, Standing},
     daemon::{
         Daemon, RegistryError,
         registry::{parse_task_id, task_id_string},
         scoped::ReadScope,
     },
-    maps::MapsError,
+    kernel::maps::MapsError,
+    protocol::{self, EndReason, ErrorBody, ErrorDetail},
 };
 
 /// Largest request body accepted.
@@ -204,7 +202,7 @@ async fn blocking<T: Send + 'static>(
 async fn create_task(
     State(d): State<Shared>,
     Extension(caller): Extension<Caller>,
-    JsonBody(req): JsonBody<types::CreateTask>,
+    JsonBody(req): JsonBody<protocol::CreateTask>,
 ) -> Result<impl IntoResponse, ApiError> {
     mutating(&caller)?;
     let task = blocking(move || d.create_task_as(&caller, req)).await?;
@@ -246,7 +244,7 @@ async fn add_grant(
     State(d): State<Shared>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-    JsonBody(req): JsonBody<types::AddGrant>,
+    JsonBody(req): JsonBody<protocol::AddGrant>,
 ) -> Result<impl IntoResponse, ApiError> {
     mutating(&caller)?;
     let id = task_id(&id)?;
@@ -257,7 +255,7 @@ async fn add_grant(
         } else {
             StatusCode::CREATED
         },
-        axum::Json(types::GrantAdded { grant_id, pending }),
+        axum::Json(protocol::GrantAdded { grant_id, pending }),
     ))
 }
 
@@ -324,7 +322,7 @@ async fn attach(
     let pid = caller.pid.unwrap_or_default();
     let task = task_id_string(id);
     blocking(move || d.attach_as(&caller, id, pid)).await?;
-    Ok(axum::Json(types::Attached { task, pid }))
+    Ok(axum::Json(protocol::Attached { task, pid }))
 }
 
 #[derive(serde::Deserialize)]
@@ -345,7 +343,7 @@ async fn events(
     }
     // From inside a task, only its own events (another task's id gives none).
     let scope = ReadScope::of(&caller);
-    let to_line = |e: &types::AuditEvent| {
+    let to_line = |e: &protocol::AuditEvent| {
         let mut v = serde_json::to_vec(e).unwrap_or_default();
         v.push(b'\n');
         Bytes::from(v)

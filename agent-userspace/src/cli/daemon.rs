@@ -14,8 +14,8 @@ use leash::{
     Enforcer, LoadOptions,
     config::Config,
     daemon::{self, AuditSink, Daemon},
-    enforcer,
-    events::EventReader,
+    kernel::enforcer,
+    kernel::events::EventReader,
     metrics::{MetricsState, Readiness},
 };
 use tokio::{io::unix::AsyncFd, net::UnixListener, signal::unix::SignalKind};

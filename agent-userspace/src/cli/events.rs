@@ -3,8 +3,8 @@
 use std::process::ExitCode;
 
 use leash::{
-    api::types::AuditEvent,
     client::{Client, EventItem},
+    protocol::AuditEvent,
 };
 
 use super::output;

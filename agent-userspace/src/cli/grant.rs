@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use leash::{api::types::AddGrant, client::Client};
+use leash::{client::Client, protocol::AddGrant};
 
 use super::{output, task};
 

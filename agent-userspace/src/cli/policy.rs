@@ -4,8 +4,8 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
 use leash::{
-    api::types::Mode,
     policy::{GrantSpec, Policy, SCHEMA, Verdict},
+    protocol::Mode,
 };
 
 use super::{output, task};

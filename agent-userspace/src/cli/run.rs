@@ -27,8 +27,8 @@ use std::{
 
 use anyhow::Context as _;
 use leash::{
-    api::types::{EndWhen, GrantKind, Mode, Task},
     client::Client,
+    protocol::{EndWhen, GrantKind, Mode, Task},
 };
 use nix::{
     errno::Errno,
@@ -252,7 +252,7 @@ mod tests {
     use super::*;
     use crate::cli::{Cli, Command};
     use clap::Parser as _;
-    use leash::api::types::{Grant, TaskState};
+    use leash::protocol::{Grant, TaskState};
 
     fn parse(args: &[&str]) -> RunArgs {
         match Cli::try_parse_from(["leash", "run"].iter().chain(args))

@@ -2,7 +2,7 @@
 
 use std::{fmt::Write as _, process::ExitCode};
 
-use leash::{api::types::Status, client::Client};
+use leash::{client::Client, protocol::Status};
 
 use super::output;
 
@@ -95,7 +95,7 @@ mod tests {
     use super::*;
     use crate::cli::{Cli, Command};
     use clap::Parser as _;
-    use leash::api::types::{MapStatus, ProgramStatus};
+    use leash::protocol::{MapStatus, ProgramStatus};
 
     #[test]
     fn parses_status() {

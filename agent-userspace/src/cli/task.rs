@@ -7,8 +7,8 @@ use std::{
 
 use anyhow::Context as _;
 use leash::{
-    api::types::{CreateTask, EndWhen, Grant, GrantKind, Grants, Mode, Task, TaskState},
     client::Client,
+    protocol::{CreateTask, EndWhen, Grant, GrantKind, Grants, Mode, Task, TaskState},
 };
 
 use super::output;
@@ -333,7 +333,7 @@ mod tests {
     use super::*;
     use crate::cli::{Cli, Command};
     use clap::Parser as _;
-    use leash::api::types::EndReason;
+    use leash::protocol::EndReason;
 
     fn spec(args: &[&str]) -> TaskSpec {
         match Cli::try_parse_from(["leash", "task", "create"].iter().chain(args))

@@ -14,10 +14,10 @@ use super::{
     registry,
 };
 use crate::{
-    api::types,
     auth::Caller,
     clock,
     policy::{Approver, Policy},
+    protocol,
 };
 
 /// Who asked for, or decided on, a grant: the caller's uid and its token's subject.
@@ -99,7 +99,7 @@ impl Daemon {
         &self,
         caller: &Caller,
         id: u64,
-        req: &types::AddGrant,
+        req: &protocol::AddGrant,
         wait: Duration,
     ) -> Result<String, RegistryError> {
         let root = self.caller_root(caller.pid, req.exec.is_some())?;
@@ -153,7 +153,7 @@ impl Daemon {
             .tasks
             .get(id)
             .ok_or_else(|| RegistryError::NoTask(registry::task_id_string(id)))?;
-        if task.state == types::TaskState::Ended {
+        if task.state == protocol::TaskState::Ended {
             return Err(RegistryError::Ended(task.id_string()));
         }
         let g = task
@@ -325,7 +325,7 @@ mod tests {
     #[test]
     fn a_pending_grant_keeps_its_requester_in_the_state_file() {
         let mut g = registry::resolve(
-            types::GrantKind::Connect,
+            protocol::GrantKind::Connect,
             "127.0.0.1:1",
             "g1".into(),
             0,

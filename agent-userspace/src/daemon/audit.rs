@@ -11,7 +11,7 @@ use std::{
 use tokio::sync::broadcast;
 
 use super::audit_file::{AuditFile, Rotation};
-use crate::api::types::AuditEvent;
+use crate::protocol::AuditEvent;
 
 /// Events kept in memory for `GET /v1/events` without `follow`.
 const RECENT: usize = 10_000;

@@ -17,7 +17,7 @@ use std::os::fd::{FromRawFd as _, OwnedFd};
 use serde::{Deserialize, Serialize};
 
 use super::{Daemon, Inner, RegistryError, registry};
-use crate::api::types::{EndReason, EndWhen, TaskState};
+use crate::protocol::{EndReason, EndWhen, TaskState};
 
 /// The process a `command_exits` task ends with: its pid and start time (clock ticks
 /// after boot, `/proc/<pid>/stat` field 22), so a recycled pid is never taken for it.

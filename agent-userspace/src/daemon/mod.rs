@@ -21,11 +21,10 @@ use std::{
 use serde_json::json;
 
 use crate::{
-    Enforcer,
-    api::types::{self, AuditEvent, EndReason},
-    clock,
+    Enforcer, clock,
     config::Config,
-    events::{Decision, Target},
+    kernel::events::{Decision, Target},
+    protocol::{self, AuditEvent, EndReason},
 };
 
 pub use audit::AuditSink;
@@ -139,7 +138,7 @@ impl Daemon {
         let live: Vec<u64> = tasks
             .tasks
             .values()
-            .filter(|t| t.state != types::TaskState::Ended)
+            .filter(|t| t.state != protocol::TaskState::Ended)
             .map(|t| t.id)
             .collect();
         let mut adopted = 0;
@@ -163,7 +162,7 @@ impl Daemon {
         for id in enforcer.maps().task_ids() {
             if tasks
                 .get(id)
-                .is_none_or(|t| t.state == types::TaskState::Ended)
+                .is_none_or(|t| t.state == protocol::TaskState::Ended)
             {
                 let _ = enforcer.maps_mut().remove_task(id);
                 tracing::warn!(task = %registry::task_id_string(id), "removed a kernel task without a record");
@@ -202,9 +201,9 @@ impl Daemon {
 
     pub fn create_task(
         &self,
-        req: &types::CreateTask,
+        req: &protocol::CreateTask,
         caller: Option<u32>,
-    ) -> Result<types::Task, RegistryError> {
+    ) -> Result<protocol::Task, RegistryError> {
         let started = std::time::Instant::now();
         let root = self.caller_root(caller, !req.grants.exec.is_empty())?;
         let mut inner = self.lock();
@@ -240,7 +239,7 @@ impl Daemon {
         Ok(rec.view(&self.limits.trust_domain))
     }
 
-    pub fn end_task(&self, id: u64, reason: EndReason) -> Result<types::Task, RegistryError> {
+    pub fn end_task(&self, id: u64, reason: EndReason) -> Result<protocol::Task, RegistryError> {
         self.end_task_noting(id, reason, serde_json::Map::new())
     }
 
@@ -250,12 +249,12 @@ impl Daemon {
         id: u64,
         reason: EndReason,
         note: serde_json::Map<String, serde_json::Value>,
-    ) -> Result<types::Task, RegistryError> {
+    ) -> Result<protocol::Task, RegistryError> {
         let mut inner = self.lock();
         let Inner { enforcer, tasks } = &mut *inner;
         let was_live = tasks
             .get(id)
-            .is_some_and(|t| t.state != types::TaskState::Ended);
+            .is_some_and(|t| t.state != protocol::TaskState::Ended);
         let killed = tasks.end(enforcer.maps_mut(), id, reason, &self.limits)?;
         let rec = tasks
             .get(id)
@@ -287,7 +286,7 @@ impl Daemon {
     pub fn add_grant(
         &self,
         id: u64,
-        req: &types::AddGrant,
+        req: &protocol::AddGrant,
         caller: Option<u32>,
     ) -> Result<String, RegistryError> {
         let started = std::time::Instant::now();
@@ -364,7 +363,7 @@ impl Daemon {
         Ok(())
     }
 
-    pub fn task(&self, id: u64) -> Result<types::Task, RegistryError> {
+    pub fn task(&self, id: u64) -> Result<protocol::Task, RegistryError> {
         self.lock()
             .tasks
             .get(id)
@@ -372,7 +371,7 @@ impl Daemon {
             .ok_or_else(|| RegistryError::NoTask(registry::task_id_string(id)))
     }
 
-    pub fn list(&self) -> Vec<types::Task> {
+    pub fn list(&self) -> Vec<protocol::Task> {
         self.lock()
             .tasks
             .tasks
@@ -381,19 +380,19 @@ impl Daemon {
             .collect()
     }
 
-    pub fn status(&self) -> types::Status {
+    pub fn status(&self) -> protocol::Status {
         let inner = self.lock();
         let e = &inner.enforcer;
         let stat = |s| e.maps().stat(s).unwrap_or(0);
-        types::Status {
+        protocol::Status {
             version: env!("CARGO_PKG_VERSION").into(),
             backend: e.backend().to_string(),
             backend_reason: e.backend_reason().into(),
             cgroup: e.cgroup().display().to_string(),
             // Every program of the object, and whether this backend attached it.
-            programs: crate::backend::all_programs()
+            programs: crate::kernel::backend::all_programs()
                 .iter()
-                .map(|p| types::ProgramStatus {
+                .map(|p| protocol::ProgramStatus {
                     name: (*p).into(),
                     attached: e.attached().contains(p),
                 })
@@ -402,7 +401,7 @@ impl Daemon {
                 .maps()
                 .usage()
                 .into_iter()
-                .map(|(name, entries, capacity)| types::MapStatus {
+                .map(|(name, entries, capacity)| protocol::MapStatus {
                     name: name.into(),
                     entries,
                     capacity,
@@ -414,7 +413,7 @@ impl Daemon {
             bpf_stats_enabled: crate::metrics::bpf_stats_enabled(),
             guarantees: e.guarantees().iter().map(|g| (*g).to_owned()).collect(),
             policy: self.guard.describe(),
-            ia32_emulation: crate::ia32::detect().to_string(),
+            ia32_emulation: crate::kernel::ia32::detect().to_string(),
             scope: None,
         }
     }
@@ -444,13 +443,13 @@ impl Daemon {
                 .tasks
                 .tasks
                 .values()
-                .filter(|t| t.state != types::TaskState::Ended)
+                .filter(|t| t.state != protocol::TaskState::Ended)
             {
                 *active.entry(t.agent.clone()).or_default() += 1;
                 for g in &t.grants {
                     match g.kind {
-                        types::GrantKind::Exec => exec += 1,
-                        types::GrantKind::Connect => connect += 1,
+                        protocol::GrantKind::Exec => exec += 1,
+                        protocol::GrantKind::Connect => connect += 1,
                     }
                 }
             }
@@ -580,7 +579,7 @@ impl Daemon {
                     .tasks
                     .tasks
                     .values()
-                    .filter(|t| t.state == types::TaskState::Active)
+                    .filter(|t| t.state == protocol::TaskState::Active)
                     .map(|t| t.id)
                     .collect()
             } else {
@@ -628,7 +627,7 @@ impl Daemon {
         let named = self.lock().tasks.named_grants();
         for (id, gid, spec) in named {
             match registry::resolve(
-                types::GrantKind::Connect,
+                protocol::GrantKind::Connect,
                 &spec,
                 gid.clone(),
                 0,
@@ -696,7 +695,7 @@ pub fn clear_state(config: &Config) {
 /// registry's records (walking the maps cost one syscall per entry: 3.6 ms with 1000
 /// tasks); only the process map, which the kernel fills on fork, and the small unix
 /// map, which also holds the API socket's entry, are walked.
-fn kernel_usage(maps: &crate::maps::Maps, tasks: &Tasks) -> Vec<(&'static str, u64, u64)> {
+fn kernel_usage(maps: &crate::kernel::maps::Maps, tasks: &Tasks) -> Vec<(&'static str, u64, u64)> {
     let counted = tasks.kernel_entries();
     maps.capacities()
         .into_iter()

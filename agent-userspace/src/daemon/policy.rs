@@ -10,12 +10,12 @@ use std::{
 
 use super::{Daemon, RegistryError, registry};
 use crate::{
-    api::types::{self, EndReason, GrantKind},
     auth::{Authenticator, Caller},
     config::Config,
-    events::Target,
     grants,
+    kernel::events::Target,
     policy::{GrantSpec, Kind, PENDING_TTL, Policy, Verdict},
+    protocol::{self, EndReason, GrantKind},
 };
 
 /// The policy in force and the caller authenticator.
@@ -105,7 +105,7 @@ pub(super) fn forbidden(m: impl Into<String>) -> RegistryError {
 }
 
 /// The one grant of an `AddGrant` request, when it names exactly one.
-fn requested(req: &types::AddGrant) -> Option<(GrantKind, &str)> {
+fn requested(req: &protocol::AddGrant) -> Option<(GrantKind, &str)> {
     match (&req.exec, &req.connect) {
         (Some(e), None) => Some((GrantKind::Exec, e)),
         (None, Some(c)) => Some((GrantKind::Connect, c)),
@@ -143,8 +143,8 @@ impl Daemon {
     pub fn create_task_as(
         &self,
         caller: &Caller,
-        mut req: types::CreateTask,
-    ) -> Result<types::Task, RegistryError> {
+        mut req: protocol::CreateTask,
+    ) -> Result<protocol::Task, RegistryError> {
         if self.guard.auth.tokens_on() {
             let Some(agent) = &caller.agent else {
                 return Err(forbidden(
@@ -204,7 +204,7 @@ impl Daemon {
         let task = self.create_task(&req, caller.pid)?;
         let id = registry::parse_task_id(&task.id)?;
         for (kind, spec) in pending {
-            let add = types::AddGrant {
+            let add = protocol::AddGrant {
                 exec: (kind == GrantKind::Exec).then(|| spec.clone()),
                 connect: (kind == GrantKind::Connect).then_some(spec),
                 ttl_seconds: None,
@@ -223,7 +223,7 @@ impl Daemon {
         &self,
         caller: &Caller,
         id: u64,
-        req: &types::AddGrant,
+        req: &protocol::AddGrant,
     ) -> Result<(String, bool), RegistryError> {
         let agent = self.agent_of(id)?;
         self.check_acting(caller, &agent)?;
@@ -256,7 +256,7 @@ impl Daemon {
             .tasks
             .tasks
             .values()
-            .filter(|t| t.state != types::TaskState::Ended)
+            .filter(|t| t.state != protocol::TaskState::Ended)
             .flat_map(|t| t.grants.iter().map(|g| (t.id, t.agent.clone(), g.clone())))
             .collect()
     }

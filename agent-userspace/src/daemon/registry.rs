@@ -15,11 +15,11 @@ use agent_common::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    api::types::{self, EndReason, EndWhen, GrantKind, Mode, TaskState},
     clock,
-    file_state::{self, FileState},
     grants::{self, ConnectSpec, ExecFile, GrantError, NetGrant},
-    maps::{Maps, MapsError},
+    kernel::file_state::{self, FileState},
+    kernel::maps::{Maps, MapsError},
+    protocol::{self, EndReason, EndWhen, GrantKind, Mode, TaskState},
     sockets::{self, SocketGrant},
 };
 
@@ -154,7 +154,7 @@ pub struct Installed {
 impl Installed {
     /// From the keys found in the kernel's maps.
     #[must_use]
-    pub fn from_keys(keys: &crate::maps::TaskKeys) -> Self {
+    pub fn from_keys(keys: &crate::kernel::maps::TaskKeys) -> Self {
         Self {
             exec: keys.exec.iter().copied().collect(),
             scripts: keys.scripts.iter().copied().collect(),
@@ -216,8 +216,8 @@ impl TaskRecord {
     }
 
     #[must_use]
-    pub fn view(&self, trust_domain: &str) -> types::Task {
-        types::Task {
+    pub fn view(&self, trust_domain: &str) -> protocol::Task {
+        protocol::Task {
             id: self.id_string(),
             agent: self.agent.clone(),
             spiffe_id: self.spiffe_id(trust_domain),
@@ -232,7 +232,7 @@ impl TaskRecord {
             grants: self
                 .grants
                 .iter()
-                .map(|g| types::Grant {
+                .map(|g| protocol::Grant {
                     id: g.id.clone(),
                     kind: g.kind,
                     spec: g.spec.clone(),
@@ -320,7 +320,7 @@ impl Tasks {
     pub fn create(
         &mut self,
         maps: &mut Maps,
-        req: &types::CreateTask,
+        req: &protocol::CreateTask,
         limits: &Limits,
         root: &Path,
     ) -> Result<u64, RegistryError> {
@@ -404,7 +404,7 @@ impl Tasks {
         &mut self,
         maps: &mut Maps,
         id: u64,
-        req: &types::AddGrant,
+        req: &protocol::AddGrant,
         limits: &Limits,
         root: &Path,
         pending_ns: u64,
@@ -678,7 +678,7 @@ impl Tasks {
     }
 
     /// Records what the kernel holds for each task (after adopting pinned maps).
-    pub fn set_installed(&mut self, mut keys: HashMap<u64, crate::maps::TaskKeys>) {
+    pub fn set_installed(&mut self, mut keys: HashMap<u64, crate::kernel::maps::TaskKeys>) {
         for (id, t) in &mut self.tasks {
             t.installed = keys
                 .remove(id)

@@ -10,9 +10,9 @@ use super::{
     registry::{self, TaskRecord},
 };
 use crate::{
-    api::types::{EndReason, TaskState},
     clock,
     policy::{Policy, Verdict},
+    protocol::{EndReason, TaskState},
 };
 
 /// Why `policy` no longer allows `task` at `now_ns`: (the rule governing its agent,

@@ -4,8 +4,8 @@
 
 use super::{Daemon, RegistryError, registry};
 use crate::{
-    api::types,
     auth::{Caller, Standing},
+    protocol,
 };
 
 /// The tasks a caller may read.
@@ -57,7 +57,7 @@ impl Daemon {
     }
 
     /// `GET /v1/tasks`: the tasks the caller may see.
-    pub fn list_for(&self, caller: &Caller) -> Vec<types::Task> {
+    pub fn list_for(&self, caller: &Caller) -> Vec<protocol::Task> {
         let scope = ReadScope::of(caller);
         self.lock()
             .tasks
@@ -69,7 +69,7 @@ impl Daemon {
     }
 
     /// `GET /v1/tasks/{id}`: a task out of the caller's sight does not exist for it.
-    pub fn task_for(&self, caller: &Caller, id: u64) -> Result<types::Task, RegistryError> {
+    pub fn task_for(&self, caller: &Caller, id: u64) -> Result<protocol::Task, RegistryError> {
         if !ReadScope::of(caller).sees(id) {
             return Err(RegistryError::NoTask(registry::task_id_string(id)));
         }
@@ -78,7 +78,7 @@ impl Daemon {
 
     /// `GET /v1/status`: from inside a task, without what tells of other tasks (their
     /// count, the maps' fill).
-    pub fn status_for(&self, caller: &Caller) -> types::Status {
+    pub fn status_for(&self, caller: &Caller) -> protocol::Status {
         let mut status = self.status();
         let scope = ReadScope::of(caller);
         if scope == ReadScope::All {
@@ -89,7 +89,7 @@ impl Daemon {
                 .lock()
                 .tasks
                 .get(t)
-                .filter(|r| r.state != types::TaskState::Ended)
+                .filter(|r| r.state != protocol::TaskState::Ended)
                 .map_or(0, |_| 1),
             _ => 0,
         };

@@ -20,7 +20,7 @@ use super::{
     ceiling::{self, Attr, GrantSpec, Kind},
     mapped::{self, Outcome},
 };
-use crate::api::types::Mode;
+use crate::protocol::Mode;
 
 /// Leash's Cedar schema: what policies may refer to.
 pub const SCHEMA: &str = r#"

@@ -106,7 +106,7 @@ pub struct RuleFile {
     pub max_ttl: Option<String>,
     /// Allowed modes; absent: both.
     #[serde(default)]
-    pub modes: Option<Vec<crate::api::types::Mode>>,
+    pub modes: Option<Vec<crate::protocol::Mode>>,
     /// Tasks must state an intent.
     #[serde(default)]
     pub require_intent: bool,
@@ -244,7 +244,7 @@ impl Policy {
         &self,
         agent: &str,
         ttl: Duration,
-        mode: crate::api::types::Mode,
+        mode: crate::protocol::Mode,
         has_intent: bool,
     ) -> Verdict {
         let Some(rule) = self.rule_for(agent) else {

@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use super::*;
-use crate::api::types::Mode;
+use crate::protocol::Mode;
 
 const EXAMPLE: &str = include_str!("../../../examples/policy/policy.yaml");
 

@@ -36,7 +36,7 @@ fn ipv6_loopback_and_ipv4_mapped() {
     });
     assert_eq!(
         ev.target,
-        leash::events::Target::Net {
+        leash::kernel::events::Target::Net {
             addr: "127.0.0.1".parse().unwrap(),
             port: o4,
             protocol: "tcp".into()

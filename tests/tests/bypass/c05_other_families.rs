@@ -20,7 +20,7 @@ fn raw_ip_sockets_are_refused_unless_granted() {
     let ev = task.assert_denied("socket", "family_not_granted", EPERM, || task.probe(&raw));
     assert_eq!(
         ev.target,
-        leash::events::Target::Socket {
+        leash::kernel::events::Target::Socket {
             family: AF_INET as u8,
             socket_type: libc::SOCK_RAW as u16,
             protocol: libc::IPPROTO_ICMP as u32
@@ -54,7 +54,7 @@ fn packet_netlink_and_vsock_sockets_stop_the_caller_unless_granted() {
     });
     assert!(matches!(
         ev.target,
-        leash::events::Target::Socket { family: 17, .. }
+        leash::kernel::events::Target::Socket { family: 17, .. }
     ));
     task.assert_denied("socket", "family_not_granted", denied, || {
         task.probe(&netlink)
@@ -111,7 +111,7 @@ fn unix_sockets_only_at_granted_names() {
     });
     assert_eq!(
         ev.target,
-        leash::events::Target::Unix {
+        leash::kernel::events::Target::Unix {
             path: other.clone()
         }
     );
@@ -130,7 +130,7 @@ fn unix_sockets_only_at_granted_names() {
     });
     assert_eq!(
         ev.target,
-        leash::events::Target::Unix {
+        leash::kernel::events::Target::Unix {
             path: abstract_name.clone()
         }
     );

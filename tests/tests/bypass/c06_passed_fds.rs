@@ -27,7 +27,7 @@ fn pidfd_getfd_is_stopped() {
     };
     assert_eq!(
         ev.target,
-        leash::events::Target::Guard {
+        leash::kernel::events::Target::Guard {
             call: call.into(),
             target_pid
         }

@@ -29,5 +29,7 @@ fn other_names_for_the_same_file() {
     let ev = task.assert_denied("exec", "not_granted", exec_denied(h.backend()), || {
         task.probe(&format!("exec {copy}"))
     });
-    assert!(matches!(ev.target, leash::events::Target::Exec { ref path, .. } if *path == copy));
+    assert!(
+        matches!(ev.target, leash::kernel::events::Target::Exec { ref path, .. } if *path == copy)
+    );
 }

@@ -55,6 +55,9 @@ fn the_dynamic_loader_is_a_program_like_any_other() {
     let ev = task.assert_denied("exec", "not_granted", exec_denied(h.backend()), || {
         task.probe(&format!("exec {ld} {granted}"))
     });
-    assert!(matches!(ev.target, leash::events::Target::Exec { .. }));
+    assert!(matches!(
+        ev.target,
+        leash::kernel::events::Target::Exec { .. }
+    ));
     assert_eq!(task.probe(&format!("exec {granted}")), "exit 0");
 }

@@ -8,7 +8,7 @@ use harness::{
     mount_ns::Mount,
     probe, refused, spec,
 };
-use leash::backend::Backend;
+use leash::kernel::backend::Backend;
 
 use super::untagged;
 
@@ -49,7 +49,7 @@ fn bpf_is_stopped_at_the_first_call() {
     let ev = task.assert_denied("tamper", "leash_bpf", denied, || task.probe(get));
     assert_eq!(
         ev.target,
-        leash::events::Target::Guard {
+        leash::kernel::events::Target::Guard {
             call: "bpf".into(),
             target_pid: 0
         }
@@ -69,7 +69,7 @@ fn ptrace_and_memory_writes_outside_the_task_are_stopped() {
     });
     assert_eq!(
         ev.target,
-        leash::events::Target::Guard {
+        leash::kernel::events::Target::Guard {
             call: "ptrace".into(),
             target_pid: pid
         }
@@ -111,7 +111,7 @@ fn leash_processes_cannot_be_signalled() {
     });
     assert_eq!(
         ev.target,
-        leash::events::Target::Guard {
+        leash::kernel::events::Target::Guard {
             call: call.into(),
             target_pid: d
         }
@@ -210,7 +210,7 @@ struct Cgroup(std::path::PathBuf);
 
 impl Cgroup {
     fn new() -> Self {
-        let root = leash::mounts::cgroup2_root().unwrap();
+        let root = leash::kernel::mounts::cgroup2_root().unwrap();
         let dir = root.join(format!("leash-bypass-{}", std::process::id()));
         let _ = std::fs::create_dir(&dir);
         Self(dir)

@@ -93,11 +93,11 @@ fn kill9_keeps_enforcement_and_a_restart_adopts_the_task() {
         leash::Backend::Portable
     };
     // Programs of calls this kernel lacks (modules, kexec) are not attached.
-    let tracefs = leash::mounts::ensure_tracefs().unwrap();
-    let expected = leash::backend::COMMON_PROGRAMS
+    let tracefs = leash::kernel::mounts::ensure_tracefs().unwrap();
+    let expected = leash::kernel::backend::COMMON_PROGRAMS
         .into_iter()
         .chain(backend.programs(harness::daemon::unix_hooks(&d)))
-        .filter(|p| leash::attach_points::available(p, &tracefs))
+        .filter(|p| leash::kernel::attach_points::available(p, &tracefs))
         .count();
     assert_eq!(
         links, expected,

@@ -5,7 +5,7 @@
 //! answer; I/O port access is granted to a probe process that does no I/O and exits.
 
 use harness::{Harness, Scratch, refused, spec};
-use leash::{backend::Backend, events::Target};
+use leash::{kernel::backend::Backend, kernel::events::Target};
 
 use super::untagged;
 
@@ -53,7 +53,7 @@ fn module_kexec_and_io_port_calls_are_stopped() {
             denied,
         ),
     ];
-    let tracefs = leash::mounts::ensure_tracefs().unwrap();
+    let tracefs = leash::kernel::mounts::ensure_tracefs().unwrap();
     let mut guarded = 0;
     for (attempt, syscall, call, outcome) in &attempts {
         let kernel = untagged(attempt);

@@ -4,7 +4,7 @@ use std::{fmt, str::FromStr};
 
 use agent_common::maps::programs as p;
 
-use crate::attach_points::{LSM_MOUNT_DOORS, PORTABLE_MOUNT_DOORS};
+use crate::kernel::attach_points::{LSM_MOUNT_DOORS, PORTABLE_MOUNT_DOORS};
 
 /// Which backend enforces exec (network uses the cgroup hooks on both).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]

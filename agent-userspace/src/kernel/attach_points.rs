@@ -112,7 +112,7 @@ mod tests {
 
     #[test]
     fn every_program_here_is_attached_by_some_backend_and_has_its_point() {
-        let all = crate::backend::all_programs();
+        let all = crate::kernel::backend::all_programs();
         for (program, _) in TRACEPOINTS.iter().chain(&LSM_HOOKS) {
             assert!(all.contains(program), "{program} is loaded by no backend");
         }

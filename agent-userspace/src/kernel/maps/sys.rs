@@ -5,7 +5,7 @@ use std::{
     os::fd::{AsRawFd as _, BorrowedFd, OwnedFd},
 };
 
-use crate::bpf_syscall::{bpf, owned_fd};
+use crate::kernel::bpf_syscall::{bpf, owned_fd};
 
 /// `BPF_F_NO_PREALLOC` (uapi `bpf.h`): the kernel requires it of LPM tries.
 pub const BPF_F_NO_PREALLOC: u32 = 1;

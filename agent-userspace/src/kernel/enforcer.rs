@@ -21,14 +21,14 @@ use aya_log::EbpfLogger;
 
 use crate::{
     EBPF_OBJECT,
-    backend::{Backend, BackendChoice, COMMON_PROGRAMS},
-    bpf_syscall,
-    events::EventReader,
-    kernel_offsets::{self, OffsetError},
-    maps::{Maps, MapsError},
-    mounts::{self, MountError},
-    scope::{self, AttachScope},
-    unix_hooks::{self, UnixHookError, UnixHooks},
+    kernel::backend::{Backend, BackendChoice, COMMON_PROGRAMS},
+    kernel::bpf_syscall,
+    kernel::events::EventReader,
+    kernel::kernel_offsets::{self, OffsetError},
+    kernel::maps::{Maps, MapsError},
+    kernel::mounts::{self, MountError},
+    kernel::scope::{self, AttachScope},
+    kernel::unix_hooks::{self, UnixHookError, UnixHooks},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -215,7 +215,7 @@ fn attach_point(program: &str) -> &'static str {
         p::COMPAT_SYS_ENTER => "sys_enter",
         p::HOST_LSM_FILE_OPEN => "file_open",
         p::URING_LSM_ANON_INODE => "inode_init_security_anon",
-        _ => crate::attach_points::lsm_hook(program),
+        _ => crate::kernel::attach_points::lsm_hook(program),
     }
 }
 
@@ -260,7 +260,7 @@ fn tracepoint_of(program: &str) -> (&'static str, &'static str) {
         p::HOST_OPEN_BY_HANDLE_AT_EXIT => "sys_exit_open_by_handle_at",
         p::HOST_CREAT_EXIT => "sys_exit_creat",
         p::URING_SETUP => "sys_enter_io_uring_setup",
-        _ => crate::attach_points::tracepoint(program),
+        _ => crate::kernel::attach_points::tracepoint(program),
     };
     ("syscalls", syscall)
 }
@@ -349,7 +349,7 @@ impl Enforcer {
             .into_iter()
             .chain(backend.programs(unix.is_some()))
             .chain(guard)
-            .filter(|p| crate::attach_points::available(p, &tracefs))
+            .filter(|p| crate::kernel::attach_points::available(p, &tracefs))
             .collect();
         let keep = opts.pin_dir.is_some();
         let (links, unix_links) = attach_root(

@@ -198,12 +198,12 @@ fn relocated(
 }
 
 fn bpf(cmd: bpf_cmd, attr: &mut bpf_attr) -> io::Result<libc::c_long> {
-    crate::bpf_syscall::bpf(cmd as libc::c_long, attr)
+    crate::kernel::bpf_syscall::bpf(cmd as libc::c_long, attr)
 }
 
 /// `bpf()` returned a new descriptor.
 fn owned(fd: libc::c_long) -> OwnedFd {
-    crate::bpf_syscall::owned_fd(fd)
+    crate::kernel::bpf_syscall::owned_fd(fd)
 }
 
 fn zeroed() -> bpf_attr {
@@ -289,7 +289,7 @@ pub fn pin_link(
         path: path.display().to_string(),
         source,
     };
-    crate::bpf_syscall::pin(link.as_fd(), path).map_err(pin)?;
+    crate::kernel::bpf_syscall::pin(link.as_fd(), path).map_err(pin)?;
     PinnedLink::from_pin(path).map_err(|e| pin(io::Error::other(e.to_string())))
 }
 
