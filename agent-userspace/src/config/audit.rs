@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{ConfigError, SocketGroup, invalid};
+use super::{ConfigError, SocketGroup, error::invalid};
 
 /// `audit:` the audit log's group and size-based rotation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,10 +50,7 @@ impl AuditConfig {
             ));
         }
         if let Some(SocketGroup::Name(name)) = &self.group
-            && (name.is_empty()
-                || name
-                    .chars()
-                    .any(|c| c == ':' || c == '/' || c.is_whitespace() || c.is_control()))
+            && !SocketGroup::is_valid_name(name)
         {
             return Err(invalid(
                 "audit.group",
@@ -67,12 +64,7 @@ impl AuditConfig {
     pub fn gid(&self) -> Result<Option<u32>, ConfigError> {
         self.group
             .as_ref()
-            .map(|g| {
-                g.resolve().map_err(|e| match e {
-                    ConfigError::Invalid { message, .. } => invalid("audit.group", message),
-                    other => other,
-                })
-            })
+            .map(|g| g.resolve_for("audit.group"))
             .transpose()
     }
 }

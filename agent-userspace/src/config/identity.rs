@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::{ConfigError, check_path, invalid};
+use super::{ConfigError, checks::check_path, error::invalid};
 
 /// `policy:` the node policy (docs/policy.md).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -120,7 +120,8 @@ impl AuthConfig {
             {
                 return Err(invalid(
                     "auth.tokens.approvers",
-                    "an empty or bare `*` subject, or an empty claim name or value, would make                      every token an approver's: name the approvers' subjects or claim",
+                    "an empty or bare `*` subject, or an empty claim name or value, would make \
+                     every token an approver's: name the approvers' subjects or claim",
                 ));
             }
         }
