@@ -65,10 +65,22 @@ enum Command {
     Policy(policy::PolicyCommand),
 }
 
-/// An error as printed: it may quote a request or the daemon's answer, so control
-/// characters are escaped as in every other human output.
+/// An error as printed: its chain of causes, `: `-separated, leaving out a cause whose
+/// text the message before it already quotes (typed errors keep their source and also
+/// name it). It may quote a request or the daemon's answer, so control characters are
+/// escaped as in every other human output.
 pub fn error_text(e: &anyhow::Error) -> String {
-    output::clean(&format!("{e:#}")).into_owned()
+    let mut text = e.to_string();
+    let mut last = text.clone();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !last.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+        last = cause;
+    }
+    output::clean(&text).into_owned()
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -109,6 +121,28 @@ mod tests {
     #[test]
     fn command_line_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn error_text_names_each_cause_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("cannot read {path}: {source}")]
+        struct Quoting {
+            path: &'static str,
+            #[source]
+            source: std::io::Error,
+        }
+        let io = || std::io::Error::other("disk on fire");
+        let e = anyhow::Error::new(Quoting {
+            path: "/x",
+            source: io(),
+        })
+        .context("loading");
+        assert_eq!(error_text(&e), "loading: cannot read /x: disk on fire");
+        let e = anyhow::Error::new(io()).context("saving");
+        assert_eq!(error_text(&e), "saving: disk on fire");
+        let e = anyhow::anyhow!("line\nbreak");
+        assert_eq!(error_text(&e), "line\\nbreak");
     }
 
     #[test]

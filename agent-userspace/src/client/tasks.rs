@@ -1,0 +1,41 @@
+//! Tasks: create, list, get, end, attach; and the daemon's status.
+
+use hyper::Method;
+
+use super::{Client, ClientError, task_path, transport::to_json};
+use crate::protocol::{Attached, CreateTask, Status, Task};
+
+impl Client {
+    /// `POST /v1/tasks`.
+    pub async fn create_task(&self, req: &CreateTask) -> Result<Task, ClientError> {
+        self.call(Method::POST, "/v1/tasks", Some(to_json(req)?))
+            .await
+    }
+
+    /// `GET /v1/tasks`.
+    pub async fn list_tasks(&self) -> Result<Vec<Task>, ClientError> {
+        self.call(Method::GET, "/v1/tasks", None).await
+    }
+
+    /// `GET /v1/tasks/{id}`.
+    pub async fn get_task(&self, id: &str) -> Result<Task, ClientError> {
+        self.call(Method::GET, &task_path(id), None).await
+    }
+
+    /// `DELETE /v1/tasks/{id}`: ends the task.
+    pub async fn end_task(&self, id: &str) -> Result<Task, ClientError> {
+        self.call(Method::DELETE, &task_path(id), None).await
+    }
+
+    /// `POST /v1/tasks/{id}/attach`: the daemon tags the process that opened the
+    /// connection (`SO_PEERCRED`), i.e. this one.
+    pub async fn attach(&self, id: &str) -> Result<Attached, ClientError> {
+        let path = format!("{}/attach", task_path(id));
+        self.call(Method::POST, &path, None).await
+    }
+
+    /// `GET /v1/status`.
+    pub async fn status(&self) -> Result<Status, ClientError> {
+        self.call(Method::GET, "/v1/status", None).await
+    }
+}
