@@ -22,8 +22,8 @@ use agent_common::{
 
 use crate::grants::GrantError;
 
-/// `sun_path` holds at most this many bytes.
-const SUN_PATH: usize = 108;
+/// `sun_path` holds at most this many bytes (a path's NUL included).
+pub(crate) const SUN_PATH: usize = 108;
 
 /// Kinds `socket:` can name.
 pub const FAMILIES: [(&str, u32); 5] = [

@@ -9,8 +9,8 @@ use super::{ConfigError, checks::check_file_path, error::invalid};
 
 /// Mode of the API socket (owner root, group [`SocketConfig::group`]).
 pub const SOCKET_MODE: u32 = 0o660;
-/// Longest Unix socket path: `sun_path` holds 108 bytes including the NUL.
-const SOCKET_PATH_MAX: usize = 107;
+/// Longest Unix socket path: `sun_path` holds its NUL too.
+const SOCKET_PATH_MAX: usize = crate::sockets::SUN_PATH - 1;
 
 /// `socket:` the Unix socket of the HTTP/JSON API.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

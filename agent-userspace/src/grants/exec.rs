@@ -1,0 +1,211 @@
+//! Exec grants: a path (or `DIR/`) resolved to the files it names now, as the kernel
+//! identifies them.
+
+use std::{
+    fs,
+    io::Read as _,
+    os::unix::fs::{MetadataExt as _, PermissionsExt as _},
+    path::{Path, PathBuf},
+};
+
+use agent_common::{ExecKey, ScriptKey, grant::SCRIPT_PATH_LEN};
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+
+use super::GrantError;
+use crate::kernel::file_state::FileState;
+
+/// One executable file as the kernel identifies it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExecFile {
+    /// The path it was granted by (after expanding `DIR/`).
+    pub path: PathBuf,
+    /// Device in the kernel's `s_dev` encoding.
+    pub dev: u32,
+    pub ino: u64,
+    /// Starts with `#!`: the portable backend also needs its path (see [`ScriptKey`]).
+    pub script: bool,
+    /// Its change time and generation when resolved: the kernel denies an exec of
+    /// anything else at this identity.
+    pub state: FileState,
+}
+
+impl ExecFile {
+    #[must_use]
+    pub const fn key(&self, task: u64) -> ExecKey {
+        ExecKey {
+            task,
+            ino: self.ino,
+            dev: self.dev,
+            _pad: 0,
+        }
+    }
+
+    /// Keys of the script map: the granted path and, if different, its canonical form.
+    pub fn script_keys(&self, task: u64) -> Result<Vec<ScriptKey>, GrantError> {
+        if !self.script {
+            return Ok(Vec::new());
+        }
+        let mut paths = vec![self.path.clone()];
+        if let Ok(canon) = fs::canonicalize(&self.path)
+            && canon != self.path
+        {
+            paths.push(canon);
+        }
+        paths
+            .into_iter()
+            .map(|p| {
+                let bytes = p.as_os_str().as_encoded_bytes();
+                // One byte stays NUL, as the kernel's bounded string read leaves it.
+                if bytes.len() >= SCRIPT_PATH_LEN {
+                    return Err(GrantError::ScriptPathTooLong(p));
+                }
+                let mut path = [0u8; SCRIPT_PATH_LEN];
+                path[..bytes.len()].copy_from_slice(bytes);
+                Ok(ScriptKey { task, path })
+            })
+            .collect()
+    }
+}
+
+/// Converts a userspace `st_dev` into the kernel's `s_dev` (`major << 20 | minor`).
+#[must_use]
+pub fn kernel_dev(st_dev: u64) -> u32 {
+    let major = libc::major(st_dev);
+    let minor = libc::minor(st_dev);
+    (major << 20) | (minor & 0xf_ffff)
+}
+
+/// Resolves an exec grant to the files it names, as of now, in this process's view of
+/// the file system.
+pub fn resolve_exec(spec: &str) -> Result<Vec<ExecFile>, GrantError> {
+    resolve_exec_in(Path::new("/"), spec)
+}
+
+/// Resolves an exec grant inside another root, e.g. `/proc/<pid>/root` of the caller,
+/// so that a path means what it means to the process the grant is for (an agent in
+/// its own container). Every lookup stays inside that root, symlinks included
+/// (`openat2` with `RESOLVE_IN_ROOT`).
+pub fn resolve_exec_in(root: &Path, spec: &str) -> Result<Vec<ExecFile>, GrantError> {
+    let path = Path::new(spec);
+    if !path.is_absolute() {
+        return Err(GrantError::RelativePath(path.to_owned()));
+    }
+    let root_dir = fs::File::open(root).map_err(|source| GrantError::OpenRoot {
+        path: path.to_owned(),
+        root: root.to_owned(),
+        source,
+    })?;
+    if spec.ends_with('/') {
+        let list_error = |source| GrantError::ListDir {
+            path: path.to_owned(),
+            source,
+        };
+        let dir = open_in_root(&root_dir, path, OFlag::O_RDONLY | OFlag::O_DIRECTORY)
+            .map_err(list_error)?;
+        let entries = fs::read_dir(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&dir)
+        ))
+        .map_err(list_error)?;
+        let mut files = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(list_error)?;
+            // Follows symlinks (inside the root): a link in the directory grants the
+            // file it names.
+            if let Ok(file) = exec_file(&root_dir, &path.join(entry.file_name())) {
+                files.push(file);
+            }
+        }
+        if files.is_empty() {
+            return Err(GrantError::EmptyDir(path.to_owned()));
+        }
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        return Ok(files);
+    }
+    exec_file(&root_dir, path).map(|f| vec![f])
+}
+
+/// `openat2(root, path, flags, RESOLVE_IN_ROOT)`, close-on-exec.
+fn open_in_root(root: &fs::File, path: &Path, flags: OFlag) -> std::io::Result<fs::File> {
+    let rel = path.strip_prefix("/").unwrap_or(path);
+    let rel = if rel.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        rel
+    };
+    let how = OpenHow::new()
+        .flags(flags | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT);
+    Ok(nix::fcntl::openat2(root, rel, how)?.into())
+}
+
+fn exec_file(root: &fs::File, path: &Path) -> Result<ExecFile, GrantError> {
+    let mut file = open_in_root(root, path, OFlag::O_RDONLY)
+        .or_else(|_| open_in_root(root, path, OFlag::O_PATH))
+        .map_err(|source| GrantError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+    let meta = file.metadata().map_err(|source| GrantError::Stat {
+        path: path.to_owned(),
+        source,
+    })?;
+    if !meta.is_file() {
+        return Err(GrantError::NotRegular(path.to_owned()));
+    }
+    if meta.permissions().mode() & 0o111 == 0 {
+        return Err(GrantError::NotExecutable(path.to_owned()));
+    }
+    let mut magic = [0u8; 2];
+    let script = file.read_exact(&mut magic).is_ok() && &magic == b"#!";
+    Ok(ExecFile {
+        path: path.to_owned(),
+        dev: kernel_dev(meta.dev()),
+        ino: meta.ino(),
+        script,
+        state: FileState::of(&file, &meta),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exec_grants_resolve_files_and_dirs() {
+        let dir = std::env::temp_dir().join(format!("leash-grant-test-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let bin = dir.join("tool");
+        fs::write(&bin, b"\x7fELF").unwrap();
+        fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
+        let script = dir.join("run.sh");
+        fs::write(&script, b"#!/bin/sh\n").unwrap();
+        fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+        fs::write(dir.join("data.txt"), b"x").unwrap();
+
+        let files = resolve_exec(&format!("{}/", dir.display())).unwrap();
+        assert_eq!(files.len(), 2, "only the executables: {files:?}");
+        assert!(files.iter().any(|f| f.script && f.path == script));
+        let one = resolve_exec(bin.to_str().unwrap()).unwrap();
+        assert_eq!(one[0].ino, fs::metadata(&bin).unwrap().ino());
+        assert!(!one[0].script);
+
+        let err = resolve_exec(dir.join("data.txt").to_str().unwrap()).unwrap_err();
+        assert!(err.to_string().contains("not executable"), "{err}");
+        let err = resolve_exec("bin/ls").unwrap_err();
+        assert!(err.to_string().contains("absolute"), "{err}");
+        let err = resolve_exec(dir.join("missing").to_str().unwrap()).unwrap_err();
+        assert!(err.to_string().contains("grant an existing file"), "{err}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn kernel_dev_encoding() {
+        // st_dev 8:1 (glibc encoding) is s_dev 8 << 20 | 1.
+        assert_eq!(kernel_dev(libc::makedev(8, 1)), (8 << 20) | 1);
+        assert_eq!(
+            kernel_dev(libc::makedev(259, 70_000)),
+            (259 << 20) | 0x1_1170
+        );
+    }
+}

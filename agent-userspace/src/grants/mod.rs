@@ -1,0 +1,89 @@
+//! Grant syntax (README, "Grant syntax") parsed into domain types, then compiled into the
+//! kernel's keys and values.
+//!
+//! `exec`: an absolute path, resolved to the (device, inode) of the file it names now;
+//! `DIR/` grants every executable regular file directly inside DIR.
+//! `connect`: `ADDR[/PREFIX]:PORTS[/PROTO]`, IPv6 in brackets, a DNS name for ADDR,
+//! PORTS one port, `a-b` or `*`, PROTO `tcp` or `udp` (omitted: both).
+//!
+//! `connect` parses connect grants, `net` compiles them into the kernel's prefix
+//! entries, and `exec` resolves exec grants to files.
+
+use std::{io, net::Ipv6Addr, path::PathBuf};
+
+use agent_common::grant::{MAX_PORT_RULES, SCRIPT_PATH_LEN};
+
+mod connect;
+mod exec;
+mod net;
+
+pub use connect::{ConnectSpec, Host};
+pub use exec::{ExecFile, kernel_dev, resolve_exec, resolve_exec_in};
+pub use net::{NetGrant, compile_net, mapped, mapped_prefix};
+
+#[derive(Debug, thiserror::Error)]
+pub enum GrantError {
+    #[error("exec grant {0:?}: the path must be absolute (e.g. /usr/bin/git)")]
+    RelativePath(PathBuf),
+    #[error("exec grant {path:?}: cannot open the caller's root {}: {source}", root.display())]
+    OpenRoot {
+        path: PathBuf,
+        root: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("exec grant {path:?}: cannot list the directory: {source}")]
+    ListDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("exec grant {path:?}: {source} (grant an existing file)")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("exec grant {path:?}: {source}")]
+    Stat {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("exec grant {0:?}: not a regular file (a directory grant ends with /)")]
+    NotRegular(PathBuf),
+    #[error("exec grant {0:?}: not executable (no x bit set)")]
+    NotExecutable(PathBuf),
+    #[error("exec grant {0:?}: the directory holds no executable file")]
+    EmptyDir(PathBuf),
+    #[error(
+        "exec grant {0:?}: the path is longer than {SCRIPT_PATH_LEN} bytes, too long for a shebang script grant"
+    )]
+    ScriptPathTooLong(PathBuf),
+    #[error(
+        "connect grant {spec:?}: {reason}; expected ADDR[/PREFIX]:PORTS[/PROTO], e.g. 10.0.0.0/8:443/tcp or \"[::1]:5432\""
+    )]
+    BadConnect { spec: String, reason: String },
+    #[error("connect grant {spec:?}: cannot resolve {host:?}: {source}")]
+    Resolve {
+        spec: String,
+        host: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("connect grant {spec:?}: cannot resolve {host:?}: no addresses")]
+    NoAddresses { spec: String, host: String },
+    #[error(
+        "socket grant {spec:?}: {reason}; expected unix:/abs/path, unix:@abstract or socket:raw|packet|netlink|vsock|io_uring"
+    )]
+    BadSocket { spec: String, reason: String },
+    #[error(
+        "connect grants: prefix {addr}/{prefix} of one task needs {count} port rules, more than the {MAX_PORT_RULES} the kernel holds per prefix; merge port ranges"
+    )]
+    TooManyRules {
+        /// The mapped address (IPv4 as `::ffff:a.b.c.d`) and its prefix length (0-128).
+        addr: Ipv6Addr,
+        prefix: u8,
+        count: usize,
+    },
+}
