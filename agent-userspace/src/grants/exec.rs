@@ -11,8 +11,7 @@ use std::{
 use agent_common::{ExecKey, ScriptKey, grant::SCRIPT_PATH_LEN};
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
 
-use super::GrantError;
-use crate::kernel::file_state::FileState;
+use super::{FileState, GrantError};
 
 /// One executable file as the kernel identifies it.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -7,7 +7,8 @@
 //! PORTS one port, `a-b` or `*`, PROTO `tcp` or `udp` (omitted: both).
 //!
 //! `connect` parses connect grants, `net` compiles them into the kernel's prefix
-//! entries, and `exec` resolves exec grants to files.
+//! entries, `exec` resolves exec grants to files and `file_state` records what the
+//! kernel checks of each.
 
 use std::{io, net::Ipv6Addr, path::PathBuf};
 
@@ -15,10 +16,12 @@ use agent_common::grant::{MAX_PORT_RULES, SCRIPT_PATH_LEN};
 
 mod connect;
 mod exec;
+pub mod file_state;
 mod net;
 
 pub use connect::{ConnectSpec, Host};
 pub use exec::{ExecFile, kernel_dev, resolve_exec, resolve_exec_in};
+pub use file_state::FileState;
 pub use net::{NetGrant, compile_net, mapped, mapped_prefix};
 
 #[derive(Debug, thiserror::Error)]

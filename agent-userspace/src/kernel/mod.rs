@@ -6,7 +6,8 @@ pub mod backend;
 pub mod bpf_syscall;
 pub mod enforcer;
 pub mod events;
-pub mod file_state;
+/// Moved to `grants` (what an exec grant records); kept here for its users.
+pub use crate::grants::file_state;
 pub mod ia32;
 pub mod kernel_offsets;
 pub mod maps;
