@@ -27,13 +27,26 @@ pub enum PolicyError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot parse policy {origin}: {message}")]
-    Parse { origin: String, message: String },
+    #[error("cannot parse policy {origin}: {source}")]
+    Parse {
+        origin: String,
+        #[source]
+        source: serde_yaml_ng::Error,
+    },
     #[error("policy {origin}, rule {rule:?}: {message}")]
     Rule {
         origin: String,
         rule: String,
         message: String,
+    },
+    #[error("policy {origin}, rule {rule:?}: {field} {value:?}: {source}")]
+    Duration {
+        origin: String,
+        rule: String,
+        field: &'static str,
+        value: String,
+        #[source]
+        source: humantime::DurationError,
     },
     #[error("policy {origin}: Cedar rejected the policies: {message}")]
     Cedar { origin: String, message: String },
@@ -170,10 +183,11 @@ impl Policy {
     }
 
     pub fn from_yaml(text: &str, origin: &str) -> Result<Self, PolicyError> {
-        let file: PolicyFile = serde_yaml_ng::from_str(text).map_err(|e| PolicyError::Parse {
-            origin: origin.to_owned(),
-            message: e.to_string(),
-        })?;
+        let file: PolicyFile =
+            serde_yaml_ng::from_str(text).map_err(|source| PolicyError::Parse {
+                origin: origin.to_owned(),
+                source,
+            })?;
         let rule_err = |rule: &str, message: String| PolicyError::Rule {
             origin: origin.to_owned(),
             rule: rule.to_owned(),
@@ -194,11 +208,18 @@ impl Policy {
             if r.agents.is_empty() {
                 return Err(rule_err(&r.name, "`agents` lists no agent".into()));
             }
-            let dur = |field: &str, v: &Option<String>| {
+            let dur = |field: &'static str, v: &Option<String>| {
                 v.as_deref()
                     .map(|s| {
-                        humantime::parse_duration(s.trim())
-                            .map_err(|e| rule_err(&r.name, format!("{field} {s:?}: {e}")))
+                        humantime::parse_duration(s.trim()).map_err(|source| {
+                            PolicyError::Duration {
+                                origin: origin.to_owned(),
+                                rule: r.name.clone(),
+                                field,
+                                value: s.to_owned(),
+                                source,
+                            }
+                        })
                     })
                     .transpose()
             };

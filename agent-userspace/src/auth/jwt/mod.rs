@@ -1,7 +1,10 @@
 //! Bearer tokens: JWT-SVIDs or OIDC ID tokens, verified against a JWKS (file or
 //! directory): signature (`RS256`, `ES256`, `EdDSA`), issuer, audience and expiry.
 
-use std::path::{Path, PathBuf};
+use std::{
+    io,
+    path::{Path, PathBuf},
+};
 
 use jsonwebtoken::{
     Algorithm, DecodingKey, Validation, decode, decode_header,
@@ -16,16 +19,37 @@ const LEEWAY_SECS: u64 = 30;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
-    #[error("cannot read the JWKS {}: {message}", path.display())]
-    Jwks { path: PathBuf, message: String },
+    #[error("cannot read the JWKS {}: {source}", path.display())]
+    JwksRead {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot read the JWKS {}: {source}", path.display())]
+    JwksParse {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("cannot read the JWKS {}: key {kid:?}: unsupported key type or algorithm", path.display())]
+    JwksUnsupportedKey { path: PathBuf, kid: Option<String> },
+    #[error("cannot read the JWKS {}: key {kid:?}: {source}", path.display())]
+    JwksKey {
+        path: PathBuf,
+        kid: Option<String>,
+        #[source]
+        source: jsonwebtoken::errors::Error,
+    },
+    #[error("cannot read the JWKS {}: no keys", path.display())]
+    JwksEmpty { path: PathBuf },
     #[error("malformed token: {0}")]
-    Malformed(String),
+    Malformed(#[source] jsonwebtoken::errors::Error),
     #[error("token algorithm {0:?} is not accepted (RS256, ES256 or EdDSA)")]
     Algorithm(Algorithm),
     #[error("no key in the JWKS matches the token (kid {0:?})")]
     UnknownKey(Option<String>),
     #[error("token rejected: {0}")]
-    Invalid(String),
+    Invalid(#[source] jsonwebtoken::errors::Error),
     #[error("token claim {claim:?}: {message}")]
     Claim { claim: String, message: String },
 }
@@ -78,13 +102,12 @@ impl Verifier {
         audience: &str,
         agent_claim: &str,
     ) -> Result<Self, TokenError> {
-        let err = |path: &Path, message: String| TokenError::Jwks {
-            path: path.to_owned(),
-            message,
-        };
         let files: Vec<PathBuf> = if jwks.is_dir() {
             let mut v: Vec<PathBuf> = std::fs::read_dir(jwks)
-                .map_err(|e| err(jwks, e.to_string()))?
+                .map_err(|source| TokenError::JwksRead {
+                    path: jwks.to_owned(),
+                    source,
+                })?
                 .flatten()
                 .map(|e| e.path())
                 .filter(|p| p.extension().is_some_and(|x| x == "json"))
@@ -96,18 +119,28 @@ impl Verifier {
         };
         let mut keys = Vec::new();
         for f in &files {
-            let text = std::fs::read_to_string(f).map_err(|e| err(f, e.to_string()))?;
-            let set: JwkSet = serde_json::from_str(&text).map_err(|e| err(f, e.to_string()))?;
+            let text = std::fs::read_to_string(f).map_err(|source| TokenError::JwksRead {
+                path: f.clone(),
+                source,
+            })?;
+            let set: JwkSet =
+                serde_json::from_str(&text).map_err(|source| TokenError::JwksParse {
+                    path: f.clone(),
+                    source,
+                })?;
             for jwk in &set.keys {
                 let kid = jwk.common.key_id.clone();
                 let Some(alg) = alg_of(jwk).filter(|a| ALGORITHMS.contains(a)) else {
-                    return Err(err(
-                        f,
-                        format!("key {kid:?}: unsupported key type or algorithm"),
-                    ));
+                    return Err(TokenError::JwksUnsupportedKey {
+                        path: f.clone(),
+                        kid,
+                    });
                 };
-                let key =
-                    DecodingKey::from_jwk(jwk).map_err(|e| err(f, format!("key {kid:?}: {e}")))?;
+                let key = DecodingKey::from_jwk(jwk).map_err(|source| TokenError::JwksKey {
+                    path: f.clone(),
+                    kid: kid.clone(),
+                    source,
+                })?;
                 keys.push(Key {
                     kid,
                     alg,
@@ -116,7 +149,9 @@ impl Verifier {
             }
         }
         if keys.is_empty() {
-            return Err(err(jwks, "no keys".into()));
+            return Err(TokenError::JwksEmpty {
+                path: jwks.to_owned(),
+            });
         }
         Ok(Self {
             keys,
@@ -127,7 +162,7 @@ impl Verifier {
     }
 
     pub fn verify(&self, token: &str) -> Result<Verified, TokenError> {
-        let header = decode_header(token).map_err(|e| TokenError::Malformed(e.to_string()))?;
+        let header = decode_header(token).map_err(TokenError::Malformed)?;
         if !ALGORITHMS.contains(&header.alg) {
             return Err(TokenError::Algorithm(header.alg));
         }
@@ -153,9 +188,8 @@ impl Verifier {
                 Err(e) => last = Some(e),
             }
         }
-        Err(TokenError::Invalid(
-            last.map(|e| e.to_string()).unwrap_or_default(),
-        ))
+        // `candidates` is not empty, so some key was tried.
+        Err(last.map_or(TokenError::UnknownKey(header.kid), TokenError::Invalid))
     }
 
     fn claims(&self, claims: &serde_json::Value) -> Result<Verified, TokenError> {
