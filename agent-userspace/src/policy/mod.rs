@@ -45,8 +45,9 @@ pub enum PolicyError {
         rule: String,
         field: &'static str,
         value: String,
+        /// Boxed: it is large, and errors are returned by value.
         #[source]
-        source: humantime::DurationError,
+        source: Box<humantime::DurationError>,
     },
     #[error("policy {origin}: Cedar rejected the policies: {message}")]
     Cedar { origin: String, message: String },
@@ -217,7 +218,7 @@ impl Policy {
                                 rule: r.name.clone(),
                                 field,
                                 value: s.to_owned(),
-                                source,
+                                source: Box::new(source),
                             }
                         })
                     })

@@ -287,3 +287,22 @@ fn policy_without_cedar() -> Policy {
     let text = &EXAMPLE[..EXAMPLE.find("\n# A forbid").unwrap()];
     Policy::from_yaml(text, "example").unwrap()
 }
+
+#[test]
+fn load_errors_keep_their_source() {
+    let e = Policy::from_yaml("rules: [{name: a, agents: [x], pending_ttl: soon}]", "t")
+        .err()
+        .expect("a bad duration");
+    assert!(
+        matches!(&e, PolicyError::Duration { rule, field: "pending_ttl", .. } if rule == "a"),
+        "{e:?}"
+    );
+    assert!(
+        e.to_string()
+            .starts_with("policy t, rule \"a\": pending_ttl \"soon\": "),
+        "{e}"
+    );
+    assert!(std::error::Error::source(&e).is_some());
+    let e = Policy::from_yaml("rules: 3", "t").err().expect("bad yaml");
+    assert!(matches!(e, PolicyError::Parse { .. }), "{e:?}");
+}

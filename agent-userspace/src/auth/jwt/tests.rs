@@ -186,6 +186,18 @@ fn bad_jwks_is_refused() {
         .to_string();
     assert!(e.contains("unsupported"), "{e}");
     std::fs::write(&f, "{").unwrap();
-    assert!(Verifier::load(&dir, ISS, AUD, "sub").is_err());
+    assert!(matches!(
+        Verifier::load(&dir, ISS, AUD, "sub"),
+        Err(TokenError::JwksParse { path, .. }) if path == f
+    ));
+    std::fs::write(&f, r#"{"keys":[]}"#).unwrap();
+    assert!(matches!(
+        Verifier::load(&f, ISS, AUD, "sub"),
+        Err(TokenError::JwksEmpty { .. })
+    ));
+    assert!(matches!(
+        Verifier::load(&dir.join("missing.json"), ISS, AUD, "sub"),
+        Err(TokenError::JwksRead { .. })
+    ));
     let _ = std::fs::remove_dir_all(&dir);
 }
