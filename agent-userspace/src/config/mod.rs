@@ -17,7 +17,7 @@ use std::{
 use agent_common::maps;
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
 
-use crate::kernel::backend::BackendChoice;
+use crate::protocol::BackendChoice;
 
 mod audit;
 mod identity;
@@ -96,7 +96,7 @@ pub struct Config {
     #[serde(with = "backend_serde")]
     pub backend: BackendChoice,
     /// Where the network hooks are attached: `root` or `task` (see `default.yaml`).
-    pub attach_scope: crate::kernel::scope::AttachScope,
+    pub attach_scope: crate::protocol::AttachScope,
     /// BPF map capacities.
     pub maps: MapsConfig,
     /// Task lifetimes.
@@ -128,7 +128,7 @@ impl Default for Config {
             audit: AuditConfig::default(),
             trust_domain: "leash.local".to_owned(),
             backend: BackendChoice::Auto,
-            attach_scope: crate::kernel::scope::AttachScope::Root,
+            attach_scope: crate::protocol::AttachScope::Root,
             maps: MapsConfig::default(),
             tasks: TasksConfig::default(),
             log_allowed: LogAllowed::default(),
@@ -829,7 +829,7 @@ mod backend_serde {
 
     use serde::{Deserializer, Serializer, de};
 
-    use crate::kernel::backend::BackendChoice;
+    use crate::protocol::BackendChoice;
 
     #[expect(
         clippy::trivially_copy_pass_by_ref,

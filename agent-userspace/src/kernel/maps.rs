@@ -15,7 +15,7 @@ use aya::{
 
 mod net_pool;
 mod protected_names;
-mod sys;
+mod trie_btf;
 use net_pool::NetPool;
 use protected_names::ProtectedNames;
 
@@ -142,8 +142,11 @@ pub const COUNTED: [Action; 6] = [
     Action::Fork,
 ];
 
+/// The verdicts, in the column order of [`DecisionCounts`].
+pub const VERDICTS: [Verdict; 3] = [Verdict::Allowed, Verdict::Denied, Verdict::Audited];
+
 /// Decision counts of one counter slot: `[action][verdict]`, actions as in [`COUNTED`].
-pub type DecisionCounts = [[u64; 3]; COUNTED.len()];
+pub type DecisionCounts = [[u64; VERDICTS.len()]; COUNTED.len()];
 
 /// A real thread id, not a fork reservation (see [`names::RESERVED`]).
 const fn is_tid(key: u32) -> bool {
@@ -642,12 +645,9 @@ impl Maps {
 
     /// Sum over CPUs of one counter slot.
     pub fn decisions(&self, slot: u32) -> Result<DecisionCounts, MapsError> {
-        let mut out = [[0u64; 3]; COUNTED.len()];
+        let mut out = [[0u64; VERDICTS.len()]; COUNTED.len()];
         for (a, action) in COUNTED.into_iter().enumerate() {
-            for (v, verdict) in [Verdict::Allowed, Verdict::Denied, Verdict::Audited]
-                .into_iter()
-                .enumerate()
-            {
+            for (v, verdict) in VERDICTS.into_iter().enumerate() {
                 out[a][v] = Self::sum(
                     &self.decisions,
                     counter_index(slot, action, verdict),
