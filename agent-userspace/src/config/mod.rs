@@ -36,9 +36,9 @@ pub const MIN_EVENTS_BYTES: u32 = 4096;
 /// Longest `tasks.max_ttl` accepted.
 pub const TTL_LIMIT: Duration = Duration::from_hours(365 * 24);
 /// Root of the bpffs mount that `pin_dir` must be under.
-pub const BPFFS_ROOT: &str = "/sys/fs/bpf";
+pub const BPFFS_ROOT: &str = maps::BPFFS;
 /// Longest Unix socket path: `sun_path` holds 108 bytes including the NUL.
-const SOCKET_PATH_MAX: usize = 107;
+const SOCKET_PATH_MAX: usize = agent_common::grant::SUN_PATH_LEN - 1;
 /// Longest trust domain (a DNS name's limit).
 const TRUST_DOMAIN_MAX: usize = 255;
 /// Where [`Config::from_yaml`] says its text came from in parse errors.

@@ -121,30 +121,19 @@ const fn scoped(name: &'static str, attach: Attach, on: On) -> Program {
 use Attach::{BtfTracepoint, Cgroup, Lsm, OptionalSyscall, Syscall, Tracepoint, Unix};
 
 /// Every program of the object, in load order.
+#[rustfmt::skip]
 pub(crate) const PROGRAMS: [Program; 87] = [
     // Both backends: tagging, the cgroup network hooks, socket families (family.rs),
     // self-protection (guard.rs, mounts.rs, doors.rs) and compat system calls.
     prog(p::PROCESS_NEWTASK, BtfTracepoint("task_newtask"), On::Both),
-    prog(
-        p::PROCESS_EXIT,
-        BtfTracepoint("sched_process_exit"),
-        On::Both,
-    ),
+    prog(p::PROCESS_EXIT, BtfTracepoint("sched_process_exit"), On::Both),
     scoped(p::NET_CONNECT4, Cgroup("connect4"), On::Both),
     scoped(p::NET_CONNECT6, Cgroup("connect6"), On::Both),
     scoped(p::NET_SENDMSG4, Cgroup("sendmsg4"), On::Both),
     scoped(p::NET_SENDMSG6, Cgroup("sendmsg6"), On::Both),
     scoped(p::FAMILY_SOCK_CREATE, Cgroup("sock_create"), On::Both),
-    prog(
-        p::GUARD_PIDFD_OPEN,
-        Syscall("sys_enter_pidfd_open"),
-        On::Both,
-    ),
-    prog(
-        p::GUARD_CGROUP,
-        BtfTracepoint("cgroup_attach_task"),
-        On::Both,
-    ),
+    prog(p::GUARD_PIDFD_OPEN, Syscall("sys_enter_pidfd_open"), On::Both),
+    prog(p::GUARD_CGROUP, BtfTracepoint("cgroup_attach_task"), On::Both),
     prog(p::GUARD_CLONE, Syscall("sys_enter_clone"), On::Both),
     prog(p::GUARD_CLONE3, Syscall("sys_enter_clone3"), On::Both),
     prog(p::GUARD_FORK, Syscall("sys_enter_fork"), On::Both),
@@ -155,199 +144,67 @@ pub(crate) const PROGRAMS: [Program; 87] = [
     prog(p::GUARD_FSMOUNT, Syscall("sys_enter_fsmount"), On::Both),
     prog(p::GUARD_FSPICK, Syscall("sys_enter_fspick"), On::Both),
     prog(p::GUARD_OPEN_TREE, Syscall("sys_enter_open_tree"), On::Both),
-    prog(
-        p::GUARD_MOUNT_SETATTR,
-        Syscall("sys_enter_mount_setattr"),
-        On::Both,
-    ),
-    prog(
-        p::DOOR_DELETE_MODULE,
-        OptionalSyscall("sys_enter_delete_module"),
-        On::Both,
-    ),
+    prog(p::GUARD_MOUNT_SETATTR, Syscall("sys_enter_mount_setattr"), On::Both),
+    prog(p::DOOR_DELETE_MODULE, OptionalSyscall("sys_enter_delete_module"), On::Both),
     // Portable: exec stopped in sched_process_exec (which also carries a tag across an
     // exec from a non-leader thread), socket families at syscall entry.
-    prog(
-        p::EXEC_SCHED_EXEC,
-        BtfTracepoint("sched_process_exec"),
-        On::Portable,
-    ),
+    prog(p::EXEC_SCHED_EXEC, BtfTracepoint("sched_process_exec"), On::Portable),
     prog(p::FAMILY_SOCKET, Syscall("sys_enter_socket"), On::Portable),
     // Unix names at syscall entry and exit, before Linux 6.7 (family.rs).
-    prog(
-        p::FAMILY_CONNECT,
-        Syscall("sys_enter_connect"),
-        On::PortableNoUnixHooks,
-    ),
-    prog(
-        p::FAMILY_SENDTO,
-        Syscall("sys_enter_sendto"),
-        On::PortableNoUnixHooks,
-    ),
-    prog(
-        p::FAMILY_SENDMSG,
-        Syscall("sys_enter_sendmsg"),
-        On::PortableNoUnixHooks,
-    ),
-    prog(
-        p::FAMILY_SENDMMSG,
-        Syscall("sys_enter_sendmmsg"),
-        On::PortableNoUnixHooks,
-    ),
-    prog(
-        p::FAMILY_CONNECT_EXIT,
-        Syscall("sys_exit_connect"),
-        On::PortableNoUnixHooks,
-    ),
-    prog(
-        p::FAMILY_SENDTO_EXIT,
-        Syscall("sys_exit_sendto"),
-        On::PortableNoUnixHooks,
-    ),
-    prog(
-        p::FAMILY_SENDMSG_EXIT,
-        Syscall("sys_exit_sendmsg"),
-        On::PortableNoUnixHooks,
-    ),
-    prog(
-        p::FAMILY_SENDMMSG_EXIT,
-        Syscall("sys_exit_sendmmsg"),
-        On::PortableNoUnixHooks,
-    ),
+    prog(p::FAMILY_CONNECT, Syscall("sys_enter_connect"), On::PortableNoUnixHooks),
+    prog(p::FAMILY_SENDTO, Syscall("sys_enter_sendto"), On::PortableNoUnixHooks),
+    prog(p::FAMILY_SENDMSG, Syscall("sys_enter_sendmsg"), On::PortableNoUnixHooks),
+    prog(p::FAMILY_SENDMMSG, Syscall("sys_enter_sendmmsg"), On::PortableNoUnixHooks),
+    prog(p::FAMILY_CONNECT_EXIT, Syscall("sys_exit_connect"), On::PortableNoUnixHooks),
+    prog(p::FAMILY_SENDTO_EXIT, Syscall("sys_exit_sendto"), On::PortableNoUnixHooks),
+    prog(p::FAMILY_SENDMSG_EXIT, Syscall("sys_exit_sendmsg"), On::PortableNoUnixHooks),
+    prog(p::FAMILY_SENDMMSG_EXIT, Syscall("sys_exit_sendmmsg"), On::PortableNoUnixHooks),
     // Self-protection where the lsm backend has an LSM hook that refuses the call
     // instead (lsm_guard.rs).
     prog(p::GUARD_PTRACE, Syscall("sys_enter_ptrace"), On::Portable),
-    prog(
-        p::GUARD_PROCESS_VM_WRITEV,
-        Syscall("sys_enter_process_vm_writev"),
-        On::Portable,
-    ),
-    prog(
-        p::GUARD_PIDFD_GETFD,
-        Syscall("sys_enter_pidfd_getfd"),
-        On::Portable,
-    ),
+    prog(p::GUARD_PROCESS_VM_WRITEV, Syscall("sys_enter_process_vm_writev"), On::Portable),
+    prog(p::GUARD_PIDFD_GETFD, Syscall("sys_enter_pidfd_getfd"), On::Portable),
     prog(p::GUARD_BPF, Syscall("sys_enter_bpf"), On::Portable),
     prog(p::GUARD_KILL, Syscall("sys_enter_kill"), On::Portable),
     prog(p::GUARD_TKILL, Syscall("sys_enter_tkill"), On::Portable),
     prog(p::GUARD_TGKILL, Syscall("sys_enter_tgkill"), On::Portable),
-    prog(
-        p::GUARD_RT_SIGQUEUEINFO,
-        Syscall("sys_enter_rt_sigqueueinfo"),
-        On::Portable,
-    ),
-    prog(
-        p::GUARD_RT_TGSIGQUEUEINFO,
-        Syscall("sys_enter_rt_tgsigqueueinfo"),
-        On::Portable,
-    ),
+    prog(p::GUARD_RT_SIGQUEUEINFO, Syscall("sys_enter_rt_sigqueueinfo"), On::Portable),
+    prog(p::GUARD_RT_TGSIGQUEUEINFO, Syscall("sys_enter_rt_tgsigqueueinfo"), On::Portable),
     prog(p::GUARD_UNLINK, Syscall("sys_enter_unlink"), On::Portable),
-    prog(
-        p::GUARD_UNLINKAT,
-        Syscall("sys_enter_unlinkat"),
-        On::Portable,
-    ),
+    prog(p::GUARD_UNLINKAT, Syscall("sys_enter_unlinkat"), On::Portable),
     prog(p::GUARD_RMDIR, Syscall("sys_enter_rmdir"), On::Portable),
     prog(p::GUARD_RENAME, Syscall("sys_enter_rename"), On::Portable),
-    prog(
-        p::GUARD_RENAMEAT,
-        Syscall("sys_enter_renameat"),
-        On::Portable,
-    ),
-    prog(
-        p::GUARD_RENAMEAT2,
-        Syscall("sys_enter_renameat2"),
-        On::Portable,
-    ),
+    prog(p::GUARD_RENAMEAT, Syscall("sys_enter_renameat"), On::Portable),
+    prog(p::GUARD_RENAMEAT2, Syscall("sys_enter_renameat2"), On::Portable),
     // Mounts and kernel doors where the lsm backend has an LSM hook instead.
     prog(p::GUARD_MOUNT, Syscall("sys_enter_mount"), On::Portable),
-    prog(
-        p::GUARD_MOVE_MOUNT,
-        Syscall("sys_enter_move_mount"),
-        On::Portable,
-    ),
+    prog(p::GUARD_MOVE_MOUNT, Syscall("sys_enter_move_mount"), On::Portable),
     prog(p::GUARD_UMOUNT, Syscall("sys_enter_umount"), On::Portable),
-    prog(
-        p::GUARD_PIVOT_ROOT,
-        Syscall("sys_enter_pivot_root"),
-        On::Portable,
-    ),
+    prog(p::GUARD_PIVOT_ROOT, Syscall("sys_enter_pivot_root"), On::Portable),
     prog(p::GUARD_CHROOT, Syscall("sys_enter_chroot"), On::Portable),
-    prog(
-        p::DOOR_INIT_MODULE,
-        OptionalSyscall("sys_enter_init_module"),
-        On::Portable,
-    ),
-    prog(
-        p::DOOR_FINIT_MODULE,
-        OptionalSyscall("sys_enter_finit_module"),
-        On::Portable,
-    ),
-    prog(
-        p::DOOR_KEXEC_LOAD,
-        OptionalSyscall("sys_enter_kexec_load"),
-        On::Portable,
-    ),
-    prog(
-        p::DOOR_KEXEC_FILE_LOAD,
-        OptionalSyscall("sys_enter_kexec_file_load"),
-        On::Portable,
-    ),
-    prog(
-        p::DOOR_IOPL,
-        OptionalSyscall("sys_enter_iopl"),
-        On::Portable,
-    ),
-    prog(
-        p::DOOR_IOPERM,
-        OptionalSyscall("sys_enter_ioperm"),
-        On::Portable,
-    ),
+    prog(p::DOOR_INIT_MODULE, OptionalSyscall("sys_enter_init_module"), On::Portable),
+    prog(p::DOOR_FINIT_MODULE, OptionalSyscall("sys_enter_finit_module"), On::Portable),
+    prog(p::DOOR_KEXEC_LOAD, OptionalSyscall("sys_enter_kexec_load"), On::Portable),
+    prog(p::DOOR_KEXEC_FILE_LOAD, OptionalSyscall("sys_enter_kexec_file_load"), On::Portable),
+    prog(p::DOOR_IOPL, OptionalSyscall("sys_enter_iopl"), On::Portable),
+    prog(p::DOOR_IOPERM, OptionalSyscall("sys_enter_ioperm"), On::Portable),
     // Open exits for host state and kernel doors, and the io_uring_setup guard, where
     // the lsm backend refuses in file_open and inode_init_security_anon (host.rs,
     // uring.rs).
     prog(p::HOST_OPEN_EXIT, Syscall("sys_exit_open"), On::Portable),
-    prog(
-        p::HOST_OPENAT_EXIT,
-        Syscall("sys_exit_openat"),
-        On::Portable,
-    ),
-    prog(
-        p::HOST_OPENAT2_EXIT,
-        Syscall("sys_exit_openat2"),
-        On::Portable,
-    ),
-    prog(
-        p::HOST_OPEN_BY_HANDLE_AT_EXIT,
-        Syscall("sys_exit_open_by_handle_at"),
-        On::Portable,
-    ),
+    prog(p::HOST_OPENAT_EXIT, Syscall("sys_exit_openat"), On::Portable),
+    prog(p::HOST_OPENAT2_EXIT, Syscall("sys_exit_openat2"), On::Portable),
+    prog(p::HOST_OPEN_BY_HANDLE_AT_EXIT, Syscall("sys_exit_open_by_handle_at"), On::Portable),
     prog(p::HOST_CREAT_EXIT, Syscall("sys_exit_creat"), On::Portable),
-    prog(
-        p::URING_SETUP,
-        Syscall("sys_enter_io_uring_setup"),
-        On::Portable,
-    ),
+    prog(p::URING_SETUP, Syscall("sys_enter_io_uring_setup"), On::Portable),
     // Unix names by the cgroup unix hooks where the kernel has them (unix_hooks.rs).
-    scoped(
-        p::FAMILY_CONNECT_UNIX,
-        Unix(BPF_CGROUP_UNIX_CONNECT),
-        On::PortableUnixHooks,
-    ),
-    scoped(
-        p::FAMILY_SENDMSG_UNIX,
-        Unix(BPF_CGROUP_UNIX_SENDMSG),
-        On::PortableUnixHooks,
-    ),
+    scoped(p::FAMILY_CONNECT_UNIX, Unix(BPF_CGROUP_UNIX_CONNECT), On::PortableUnixHooks),
+    scoped(p::FAMILY_SENDMSG_UNIX, Unix(BPF_CGROUP_UNIX_SENDMSG), On::PortableUnixHooks),
     // Lsm: exec and fork refused, the tag carried across an exec from a non-leader
     // thread (process_sched_exec), the rest refused in LSM hooks.
     prog(p::EXEC_BPRM_CHECK, Lsm("bprm_check_security"), On::Lsm),
     prog(p::PROCESS_TASK_ALLOC, Lsm("task_alloc"), On::Lsm),
-    prog(
-        p::PROCESS_SCHED_EXEC,
-        BtfTracepoint("sched_process_exec"),
-        On::Lsm,
-    ),
+    prog(p::PROCESS_SCHED_EXEC, BtfTracepoint("sched_process_exec"), On::Lsm),
     prog(p::GUARD_LSM_PTRACE, Lsm("ptrace_access_check"), On::Lsm),
     prog(p::GUARD_LSM_TASK_KILL, Lsm("task_kill"), On::Lsm),
     prog(p::GUARD_LSM_BPF, Lsm("bpf"), On::Lsm),
@@ -358,11 +215,7 @@ pub(crate) const PROGRAMS: [Program; 87] = [
     prog(p::FAMILY_LSM_SOCKET_CONNECT, Lsm("socket_connect"), On::Lsm),
     prog(p::FAMILY_LSM_SOCKET_SENDMSG, Lsm("socket_sendmsg"), On::Lsm),
     prog(p::HOST_LSM_FILE_OPEN, Lsm("file_open"), On::Lsm),
-    prog(
-        p::URING_LSM_ANON_INODE,
-        Lsm("inode_init_security_anon"),
-        On::Lsm,
-    ),
+    prog(p::URING_LSM_ANON_INODE, Lsm("inode_init_security_anon"), On::Lsm),
     prog(p::GUARD_LSM_MOUNT, Lsm("sb_mount"), On::Lsm),
     prog(p::GUARD_LSM_MOVE_MOUNT, Lsm("move_mount"), On::Lsm),
     prog(p::GUARD_LSM_UMOUNT, Lsm("sb_umount"), On::Lsm),
@@ -373,11 +226,7 @@ pub(crate) const PROGRAMS: [Program; 87] = [
     prog(p::DOOR_LSM_LOCKED_DOWN, Lsm("locked_down"), On::Lsm),
     // Attach scope `task`: counts a tagged thread moved out of the leash cgroups and
     // kills a tagged mover (guard.rs).
-    prog(
-        p::SCOPE_CGROUP_ATTACH,
-        Tracepoint("cgroup", "cgroup_attach_task"),
-        On::TaskScope,
-    ),
+    prog(p::SCOPE_CGROUP_ATTACH, Tracepoint("cgroup", "cgroup_attach_task"), On::TaskScope),
 ];
 
 /// The row of `name`.
