@@ -136,3 +136,91 @@ pub struct Event {
 const _: () = assert!(size_of::<Event>() == 48 + 16 + 16 + PATH_LEN);
 const _: () = assert!(core::mem::offset_of!(Event, proto) == 44);
 const _: () = assert!(core::mem::offset_of!(Event, addr) == 48);
+
+/// The enums the kernel writes as bytes: decoding a byte back and naming a value for
+/// logs, events and metrics.
+macro_rules! byte_enum {
+    ($ty:ident { $($variant:ident => $name:literal),+ $(,)? }) => {
+        impl $ty {
+            /// The name events and metrics use.
+            #[must_use]
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $name),+
+                }
+            }
+        }
+
+        impl TryFrom<u8> for $ty {
+            /// The byte, which names no value.
+            type Error = u8;
+
+            fn try_from(byte: u8) -> Result<Self, u8> {
+                $(if byte == Self::$variant as u8 {
+                    return Ok(Self::$variant);
+                })+
+                Err(byte)
+            }
+        }
+    };
+}
+
+byte_enum!(Action {
+    Exec => "exec",
+    Connect => "connect",
+    Send => "send",
+    Exit => "exit",
+    Socket => "socket",
+    Tamper => "tamper",
+    Fork => "fork",
+});
+
+byte_enum!(Verdict {
+    Allowed => "allowed",
+    Denied => "denied",
+    Audited => "audited",
+});
+
+byte_enum!(Reason {
+    Granted => "granted",
+    NotGranted => "not_granted",
+    UnknownTask => "task_unknown",
+    TaskEnded => "task_ended",
+    TaskExpired => "task_expired",
+    ScriptNotGranted => "script_not_granted",
+    Protocol => "protocol_not_grantable",
+    ReadFailed => "kernel_read_failed",
+    FamilyNotGranted => "family_not_granted",
+    GuardBpf => "leash_bpf",
+    GuardProcess => "leash_process",
+    GuardPins => "leash_pins",
+    GuardCgroup => "leash_cgroup",
+    MapFull => "map_full",
+    CompatSyscall => "compat_syscall",
+    GuardMount => "leash_mount",
+    GuardKernel => "kernel_door",
+    GuardHostState => "host_state",
+    IoUringNotGranted => "io_uring_not_granted",
+    ChangedSinceGrant => "changed_since_grant",
+});
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_decode_to_their_values() {
+        for byte in 0..=u8::MAX {
+            if let Ok(a) = Action::try_from(byte) {
+                assert_eq!(a as u8, byte, "{}", a.as_str());
+            }
+            if let Ok(r) = Reason::try_from(byte) {
+                assert_eq!(r as u8, byte, "{}", r.as_str());
+            }
+        }
+        assert_eq!(Action::try_from(7), Err(7));
+        assert_eq!(Verdict::try_from(2).map(Verdict::as_str), Ok("audited"));
+        assert_eq!(Reason::try_from(19), Ok(Reason::ChangedSinceGrant));
+        assert_eq!(Reason::try_from(20), Err(20));
+    }
+}

@@ -71,6 +71,9 @@ const _: () = assert!(size_of::<NetKey>() == 24);
 
 /// Prefix length of the task id part of a [`NetKey`].
 pub const NET_KEY_TASK_BITS: u32 = 64;
+/// Prefix length of a full address in a [`NetKey`] (task id and 128 address bits):
+/// such entries live in the host hash (`NET_HOSTS`), shorter ones in the task's trie.
+pub const FULL_ADDRESS_PREFIX: u32 = NET_KEY_TASK_BITS + 128;
 
 /// Protocol bits of a [`PortRule`].
 pub const PROTO_TCP: u8 = 1;
@@ -150,8 +153,10 @@ pub struct ScriptKey {
 
 const _: () = assert!(size_of::<ScriptKey>() == 8 + SCRIPT_PATH_LEN);
 
-/// Longest unix socket path (`sun_path` is 108 bytes), rounded for alignment.
-pub const UNIX_PATH_LEN: usize = 112;
+/// Bytes of `sockaddr_un.sun_path`: a path name holds one fewer, and its NUL.
+pub const SUN_PATH_LEN: usize = 108;
+/// A unix socket name in a map key: [`SUN_PATH_LEN`], rounded for alignment.
+pub const UNIX_PATH_LEN: usize = SUN_PATH_LEN.next_multiple_of(8);
 
 /// Key of `UNIX_GRANTS`: a unix socket a task may connect or send to, by the path
 /// passed to the call (NUL-padded), or for an abstract socket a NUL then its name.

@@ -3,6 +3,10 @@
 //! The kernel crate declares `#[map] static NAME` with exactly these identifiers; a
 //! userspace test checks that every name here exists in the built object.
 
+/// Where bpffs is mounted: every pin lives below it, and tagged processes may not
+/// unlink, rename or unmount anything there.
+pub const BPFFS: &str = "/sys/fs/bpf";
+
 /// tid → task id (`u64`). A thread is tagged when it appears here.
 pub const PROCS: &str = "PROCS";
 /// task id → [`crate::TaskInfo`].

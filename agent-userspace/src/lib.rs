@@ -16,8 +16,8 @@ pub mod protocol;
 pub mod sockets;
 pub mod tasks;
 
-pub use kernel::backend::{Backend, BackendChoice};
-pub use kernel::enforcer::{Enforcer, LoadError, LoadOptions};
+pub use kernel::{Backend, BackendChoice};
+pub use kernel::{Enforcer, LoadError, LoadOptions};
 
 /// The eBPF object built by `build.rs` (aya-build).
 pub static EBPF_OBJECT: &[u8] =

@@ -101,11 +101,6 @@ pub fn bpf_stats_enabled() -> bool {
     std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").is_ok_and(|s| s.trim() == "1")
 }
 
-/// Names of the rows of [`crate::kernel::maps::DecisionCounts`].
-const ACTIONS: [&str; crate::kernel::maps::COUNTED.len()] =
-    ["exec", "connect", "send", "socket", "tamper", "fork"];
-const VERDICTS: [&str; 3] = ["allowed", "denied", "audited"];
-
 /// Renders the OpenMetrics text for one scrape.
 #[must_use]
 pub fn render(snap: &Snapshot, recorded: &Recorded) -> String {
@@ -123,8 +118,16 @@ pub fn render(snap: &Snapshot, recorded: &Recorded) -> String {
 fn register_decisions(reg: &mut Registry, snap: &Snapshot) {
     let decisions = Family::<DecisionLabels, Counter>::default();
     for (agent, counts) in &snap.decisions {
-        for (a, action) in ACTIONS.iter().enumerate() {
-            for (v, verdict) in VERDICTS.iter().enumerate() {
+        for (a, action) in crate::kernel::maps::COUNTED
+            .map(agent_common::Action::as_str)
+            .iter()
+            .enumerate()
+        {
+            for (v, verdict) in crate::kernel::maps::VERDICTS
+                .map(agent_common::Verdict::as_str)
+                .iter()
+                .enumerate()
+            {
                 decisions
                     .get_or_create(&DecisionLabels {
                         action,

@@ -23,7 +23,7 @@ use agent_common::{
 use crate::grants::GrantError;
 
 /// `sun_path` holds at most this many bytes (a path's NUL included).
-pub(crate) const SUN_PATH: usize = 108;
+pub(crate) const SUN_PATH: usize = agent_common::grant::SUN_PATH_LEN;
 
 /// Kinds `socket:` can name.
 pub const FAMILIES: [(&str, u32); 5] = [

@@ -97,20 +97,20 @@ impl Harness {
     /// Loads and attaches the programs with the backend this kernel allows.
     #[must_use]
     pub fn load() -> Self {
-        Self::load_with(leash::kernel::scope::AttachScope::Root, Vec::new())
+        Self::load_with(leash::kernel::AttachScope::Root, Vec::new())
     }
 
     /// Loads with the network hooks attached at `scope`; in scope `task`, task commands
     /// move themselves into this process's leash cgroup before they exec.
     #[must_use]
-    pub fn load_scoped(attach_scope: leash::kernel::scope::AttachScope) -> Self {
+    pub fn load_scoped(attach_scope: leash::kernel::AttachScope) -> Self {
         Self::load_with(attach_scope, Vec::new())
     }
 
     /// [`Self::load_scoped`] with map capacities (`max_entries` by map name).
     #[must_use]
     pub fn load_with(
-        attach_scope: leash::kernel::scope::AttachScope,
+        attach_scope: leash::kernel::AttachScope,
         capacities: Vec<(&'static str, u32)>,
     ) -> Self {
         require_root();
@@ -337,7 +337,7 @@ impl Task<'_> {
     ) -> Decision {
         let row = leash::kernel::maps::COUNTED
             .iter()
-            .position(|a| leash::kernel::events::action_name(*a as u8) == kind)
+            .position(|a| a.as_str() == kind)
             .unwrap_or_else(|| panic!("{kind} is not a counted action"));
         let matching = |evs: &[Decision]| -> Vec<Decision> {
             evs.iter()

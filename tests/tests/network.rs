@@ -258,7 +258,7 @@ fn a_freed_slot_is_emptied_and_its_next_task_never_sees_the_old_prefixes() {
 #[test]
 fn a_full_prefix_pool_is_a_clear_error_until_a_slot_frees() {
     use agent_common::maps::TASKS;
-    use leash::{kernel::scope::AttachScope, tasks};
+    use leash::{kernel::AttachScope, tasks};
     // Slots are sized with the task map: 2 here.
     let h = Harness::load_with(AttachScope::Root, vec![(TASKS, 2)]);
     let port = Listeners::new().tcp4_port();
@@ -324,7 +324,7 @@ fn a_reload_frees_the_prefix_slots_of_tasks_the_kernel_lost() {
         assert_eq!(maps.net_slots().0, 1);
         e.maps_mut().remove_task(kept).unwrap();
     });
-    leash::kernel::enforcer::cleanup(&pin_dir).expect("remove the test's pins");
+    leash::kernel::cleanup(&pin_dir).expect("remove the test's pins");
     let _ = std::fs::remove_dir_all(&pin_dir);
     if let Err(panic) = result {
         std::panic::resume_unwind(panic);

@@ -225,7 +225,7 @@ fn a_restarted_daemon_takes_over_the_leash_cgroups_hooks() {
 
 #[test]
 fn an_in_process_enforcer_in_task_scope_enforces_commands_that_join_its_leash_cgroup() {
-    let h = harness::Harness::load_scoped(leash::kernel::scope::AttachScope::Task);
+    let h = harness::Harness::load_scoped(leash::kernel::AttachScope::Task);
     let l = Listeners::new();
     let other = Listeners::new();
     let task = h.task(harness::spec(

@@ -42,7 +42,7 @@ const IPPROTO_UDP: u32 = 17;
 /// Low bits of `socket()`'s type argument; the rest are `SOCK_NONBLOCK` and `SOCK_CLOEXEC`.
 const SOCK_TYPE_MASK: u64 = 0xf;
 /// `sun_path` length.
-const SUN_PATH: usize = 108;
+const SUN_PATH: usize = agent_common::grant::SUN_PATH_LEN;
 /// Named messages of one `sendmmsg` that are checked (docs/security.md).
 const MMSG_CHECKED: u32 = 8;
 

@@ -30,7 +30,7 @@ const PTRACE_ATTACH: u64 = 16;
 const PTRACE_SEIZE: u64 = 0x4206;
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 /// Where bpffs is mounted and leash pins by default.
-const BPFFS: &[u8; 11] = b"/sys/fs/bpf";
+const BPFFS: &[u8] = agent_common::maps::BPFFS.as_bytes();
 
 /// Denies `call` for task `task`: counts it, reports it and kills the caller.
 #[inline(always)]

@@ -6,7 +6,7 @@
 
 use agent_common::{
     Action, NetKey, NetRules, Reason, TaskInfo,
-    grant::{NET_KEY_TASK_BITS, PROTO_TCP, PROTO_UDP},
+    grant::{FULL_ADDRESS_PREFIX, PROTO_TCP, PROTO_UDP},
     maps::{NET_GRANTS_CAPACITY, TASKS_CAPACITY},
 };
 use aya_ebpf::{
@@ -138,7 +138,7 @@ fn dest_granted(task: u64, dest: &Dest, now: u64) -> Result<(), Reason> {
 fn prefix_rules(task: u64, data: NetKey) -> Option<&'static NetRules> {
     // SAFETY: a plain u32 copy.
     let slot = *unsafe { NET_SLOTS.get(task) }?;
-    let key = Key::new(NET_KEY_TASK_BITS + 128, data);
+    let key = Key::new(FULL_ADDRESS_PREFIX, data);
     let rules = NET_PREFIXES.get_value_ptr_mut(slot, &key)?;
     // SAFETY: the trie allocates per entry and frees after RCU, so the entry stays
     // valid for this program run; the rules are only read.

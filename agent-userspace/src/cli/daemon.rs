@@ -14,7 +14,7 @@ use leash::{
     Enforcer, LoadOptions,
     config::Config,
     daemon::{self, AuditSink, Daemon},
-    kernel::enforcer,
+    kernel,
     kernel::events::EventReader,
     metrics::{MetricsState, Readiness},
 };
@@ -62,7 +62,7 @@ pub fn run(args: &DaemonArgs) -> anyhow::Result<ExitCode> {
         .with_writer(std::io::stderr)
         .init();
     if args.cleanup {
-        let removed = enforcer::cleanup(&config.pin_dir)?;
+        let removed = kernel::cleanup(&config.pin_dir)?;
         daemon::clear_state(&config);
         let _ = std::fs::remove_file(&config.socket.path);
         println!(

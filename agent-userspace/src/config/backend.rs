@@ -4,7 +4,7 @@ use std::fmt;
 
 use serde::{Deserializer, Serializer, de};
 
-use crate::kernel::backend::BackendChoice;
+use crate::protocol::BackendChoice;
 
 #[expect(
     clippy::trivially_copy_pass_by_ref,

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::kernel::backend::BackendChoice;
+use crate::protocol::BackendChoice;
 use checks::{check_file_path, check_log_level, check_path, check_pin_dir, check_trust_domain};
 
 mod audit;
@@ -36,7 +36,7 @@ pub use tasks::{TTL_LIMIT, TasksConfig};
 const DEFAULT_YAML: &str = include_str!("default.yaml");
 
 /// Root of the bpffs mount that `pin_dir` must be under.
-pub const BPFFS_ROOT: &str = "/sys/fs/bpf";
+pub const BPFFS_ROOT: &str = agent_common::maps::BPFFS;
 
 /// The daemon configuration. See `default.yaml` (beside this file) for each field.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,7 +60,7 @@ pub struct Config {
     #[serde(with = "backend")]
     pub backend: BackendChoice,
     /// Where the network hooks are attached: `root` or `task` (see `default.yaml`).
-    pub attach_scope: crate::kernel::scope::AttachScope,
+    pub attach_scope: crate::protocol::AttachScope,
     /// BPF map capacities.
     pub maps: MapsConfig,
     /// Task lifetimes.
@@ -92,7 +92,7 @@ impl Default for Config {
             audit: AuditConfig::default(),
             trust_domain: "leash.local".to_owned(),
             backend: BackendChoice::Auto,
-            attach_scope: crate::kernel::scope::AttachScope::Root,
+            attach_scope: crate::protocol::AttachScope::Root,
             maps: MapsConfig::default(),
             tasks: TasksConfig::default(),
             log_allowed: LogAllowed::default(),

@@ -390,7 +390,7 @@ impl Daemon {
             backend_reason: e.backend_reason().into(),
             cgroup: e.cgroup().display().to_string(),
             // Every program of the object, and whether this backend attached it.
-            programs: crate::kernel::backend::all_programs()
+            programs: crate::kernel::all_programs()
                 .iter()
                 .map(|p| protocol::ProgramStatus {
                     name: (*p).into(),

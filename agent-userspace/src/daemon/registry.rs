@@ -767,7 +767,7 @@ impl Tasks {
     #[must_use]
     pub fn kernel_entries(&self) -> [(&'static str, u64); 5] {
         use agent_common::maps as names;
-        let full = agent_common::grant::NET_KEY_TASK_BITS + 128;
+        let full = agent_common::grant::FULL_ADDRESS_PREFIX;
         let mut n = [0u64; 5];
         for t in self.tasks.values().filter(|t| t.is_live()) {
             let hosts = t.installed.net.iter().filter(|(p, _)| *p == full).count() as u64;
@@ -804,7 +804,7 @@ fn uninstall(maps: &mut Maps, id: u64, installed: &mut Installed) -> Result<(), 
         maps.revoke_script(&key)?;
     }
     // Host entries one by one; the prefixes leave with the task's trie slot.
-    let full = agent_common::grant::NET_KEY_TASK_BITS + 128;
+    let full = agent_common::grant::FULL_ADDRESS_PREFIX;
     for (prefix, addr) in installed.net.drain() {
         if prefix == full {
             maps.remove_net(prefix, NetKey { task: id, addr })?;

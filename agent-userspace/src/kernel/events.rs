@@ -59,56 +59,8 @@ pub struct Decision {
     pub target: Target,
 }
 
-#[must_use]
-pub const fn action_name(a: u8) -> &'static str {
-    match a {
-        x if x == Action::Exec as u8 => "exec",
-        x if x == Action::Connect as u8 => "connect",
-        x if x == Action::Send as u8 => "send",
-        x if x == Action::Exit as u8 => "exit",
-        x if x == Action::Socket as u8 => "socket",
-        x if x == Action::Tamper as u8 => "tamper",
-        x if x == Action::Fork as u8 => "fork",
-        _ => "unknown",
-    }
-}
-
-#[must_use]
-pub const fn verdict_name(v: u8) -> &'static str {
-    match v {
-        x if x == Verdict::Allowed as u8 => "allowed",
-        x if x == Verdict::Denied as u8 => "denied",
-        x if x == Verdict::Audited as u8 => "audited",
-        _ => "unknown",
-    }
-}
-
-#[must_use]
-pub const fn reason_name(r: u8) -> &'static str {
-    match r {
-        x if x == Reason::Granted as u8 => "granted",
-        x if x == Reason::NotGranted as u8 => "not_granted",
-        x if x == Reason::UnknownTask as u8 => "task_unknown",
-        x if x == Reason::TaskEnded as u8 => "task_ended",
-        x if x == Reason::TaskExpired as u8 => "task_expired",
-        x if x == Reason::ScriptNotGranted as u8 => "script_not_granted",
-        x if x == Reason::Protocol as u8 => "protocol_not_grantable",
-        x if x == Reason::ReadFailed as u8 => "kernel_read_failed",
-        x if x == Reason::FamilyNotGranted as u8 => "family_not_granted",
-        x if x == Reason::GuardBpf as u8 => "leash_bpf",
-        x if x == Reason::GuardProcess as u8 => "leash_process",
-        x if x == Reason::GuardPins as u8 => "leash_pins",
-        x if x == Reason::GuardCgroup as u8 => "leash_cgroup",
-        x if x == Reason::MapFull as u8 => "map_full",
-        x if x == Reason::CompatSyscall as u8 => "compat_syscall",
-        x if x == Reason::GuardMount as u8 => "leash_mount",
-        x if x == Reason::GuardKernel as u8 => "kernel_door",
-        x if x == Reason::GuardHostState as u8 => "host_state",
-        x if x == Reason::IoUringNotGranted as u8 => "io_uring_not_granted",
-        x if x == Reason::ChangedSinceGrant as u8 => "changed_since_grant",
-        _ => "unknown",
-    }
-}
+/// The name of a byte the kernel wrote that names no value (a newer kernel object).
+const UNKNOWN: &str = "unknown";
 
 /// `AF_UNIX`, as a network event's family says it.
 const AF_UNIX_FAMILY: u8 = 1;
@@ -173,9 +125,9 @@ pub fn decode(bytes: &[u8]) -> Option<Decision> {
         pid: e.pid,
         tid: e.tid,
         comm: cstr(&e.comm),
-        kind: action_name(e.action),
-        verdict: verdict_name(e.verdict),
-        reason: reason_name(e.reason),
+        kind: Action::try_from(e.action).map_or(UNKNOWN, Action::as_str),
+        verdict: Verdict::try_from(e.verdict).map_or(UNKNOWN, Verdict::as_str),
+        reason: Reason::try_from(e.reason).map_or(UNKNOWN, Reason::as_str),
         target,
     })
 }

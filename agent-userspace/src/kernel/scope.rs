@@ -8,47 +8,13 @@
 //! counts a tagged thread moved out and kills a tagged mover.
 
 use std::{
-    fmt, fs, io,
+    fs, io,
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
-    str::FromStr,
 };
 
 /// Name of the cgroup leash creates under a task process's cgroup.
 pub const LEASH_CGROUP: &str = "leash";
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AttachScope {
-    /// Hooks at the cgroup2 root. No process can leave their reach.
-    #[default]
-    Root,
-    /// Hooks on leash cgroups only; tasks' processes are moved into them.
-    Task,
-}
-
-impl fmt::Display for AttachScope {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Root => "root",
-            Self::Task => "task",
-        })
-    }
-}
-
-impl FromStr for AttachScope {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "root" => Ok(Self::Root),
-            "task" => Ok(Self::Task),
-            other => Err(format!(
-                "unknown attach scope {other:?}: expected root or task"
-            )),
-        }
-    }
-}
 
 /// The cgroup2 cgroup of `pid`, as a path under `root` (the cgroup2 mount).
 pub fn cgroup_of(root: &Path, pid: u32) -> io::Result<PathBuf> {
@@ -116,26 +82,50 @@ pub fn find_cgroup(root: &Path, id: u64) -> Option<PathBuf> {
     None
 }
 
+/// Why attach scope `task` cannot work here or for a process.
+#[derive(Debug, thiserror::Error)]
+pub enum ScopeError {
+    #[error("cannot read the cgroup:cgroup_attach_task tracepoint format (tracefs not mounted?)")]
+    NoTracepointFormat,
+    #[error(
+        "cgroup:cgroup_attach_task has an unexpected layout (no {want:?}); use attach_scope: root"
+    )]
+    TracepointLayout { want: &'static str },
+    #[error("cgroup of the process: {0}")]
+    CgroupOf(#[source] io::Error),
+    #[error("cannot create {}: {source}", path.display())]
+    Create {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cgroup id: {0}")]
+    CgroupId(#[source] io::Error),
+    #[error("cannot move {pid} into {}: {source}", cgroup.display())]
+    Move {
+        pid: u32,
+        cgroup: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
 /// Checks the `cgroup:cgroup_attach_task` record layout the kernel program reads
 /// (`dst_root` at 8, `dst_id` u64 at 16, `pid` at 24).
-pub fn check_tracepoint_format() -> Result<(), String> {
+pub fn check_tracepoint_format() -> Result<(), ScopeError> {
     let format = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
         .iter()
         .find_map(|d| {
             fs::read_to_string(format!("{d}/events/cgroup/cgroup_attach_task/format")).ok()
         })
-        .ok_or(
-            "cannot read the cgroup:cgroup_attach_task tracepoint format (tracefs not mounted?)",
-        )?;
+        .ok_or(ScopeError::NoTracepointFormat)?;
     for want in [
         "field:int dst_root;\toffset:8;",
         "field:u64 dst_id;\toffset:16;",
         "field:int pid;\toffset:24;",
     ] {
         if !format.contains(want) {
-            return Err(format!(
-                "cgroup:cgroup_attach_task has an unexpected layout (no {want:?}); use attach_scope: root"
-            ));
+            return Err(ScopeError::TracepointLayout { want });
         }
     }
     Ok(())
@@ -144,18 +134,6 @@ pub fn check_tracepoint_format() -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_scopes() {
-        assert_eq!("task".parse(), Ok(AttachScope::Task));
-        assert_eq!("root".parse(), Ok(AttachScope::Root));
-        assert!(
-            "pod"
-                .parse::<AttachScope>()
-                .unwrap_err()
-                .contains("root or task")
-        );
-    }
 
     #[test]
     fn a_leash_cgroup_is_its_own_scope() {

@@ -3,6 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
+mod choices;
+pub use choices::{AttachScope, BackendChoice};
+
 /// `POST /v1/tasks`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

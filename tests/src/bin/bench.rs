@@ -17,7 +17,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use harness::{Harness, probe, spec};
-use leash::kernel::scope::AttachScope;
+use leash::kernel::AttachScope;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {

@@ -35,10 +35,7 @@ impl Drop for Flood {
 #[test]
 fn a_full_process_map_refuses_the_fork_and_no_child_escapes() {
     const CAPACITY: u32 = 64;
-    let h = Harness::load_with(
-        leash::kernel::scope::AttachScope::Root,
-        vec![(PROCS, CAPACITY)],
-    );
+    let h = Harness::load_with(leash::kernel::AttachScope::Root, vec![(PROCS, CAPACITY)]);
     let task = h.task(spec(&[], &[]));
     let failures = h.stat(Stat::TagFailed);
     let mut flood = None;

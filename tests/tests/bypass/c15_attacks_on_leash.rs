@@ -8,7 +8,7 @@ use harness::{
     mount_ns::Mount,
     probe, refused, spec,
 };
-use leash::kernel::backend::Backend;
+use leash::kernel::Backend;
 
 use super::untagged;
 

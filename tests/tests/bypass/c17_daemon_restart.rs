@@ -94,11 +94,13 @@ fn kill9_keeps_enforcement_and_a_restart_adopts_the_task() {
     };
     // Programs of calls this kernel lacks (modules, kexec) are not attached.
     let tracefs = leash::kernel::mounts::ensure_tracefs().unwrap();
-    let expected = leash::kernel::backend::COMMON_PROGRAMS
-        .into_iter()
-        .chain(backend.programs(harness::daemon::unix_hooks(&d)))
-        .filter(|p| leash::kernel::attach_points::available(p, &tracefs))
-        .count();
+    let expected = leash::kernel::attached_by(
+        backend,
+        harness::daemon::unix_hooks(&d),
+        leash::kernel::AttachScope::Root,
+        &tracefs,
+    )
+    .len();
     assert_eq!(
         links, expected,
         "one pinned link per program of the {backend} backend, no leftovers from the first daemon"

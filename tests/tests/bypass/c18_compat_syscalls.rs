@@ -45,7 +45,7 @@ impl ProcsPin {
         let fd = h.enforcer.lock().unwrap().maps().procs_fd();
         // SAFETY: the harness keeps the map (and its fd) open while the test runs.
         let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-        leash::kernel::bpf_syscall::pin(fd, &path).expect("pin the process map");
+        leash::kernel::pin(fd, &path).expect("pin the process map");
         Self(path)
     }
 }

@@ -13,7 +13,7 @@ use harness::{
     mount_ns::{self, Mount},
     probe, refused, spec,
 };
-use leash::{kernel::backend::Backend, kernel::events::Target};
+use leash::{kernel::Backend, kernel::events::Target};
 
 use super::untagged;
 

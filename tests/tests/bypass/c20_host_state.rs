@@ -7,7 +7,7 @@
 use std::{ffi::CString, fs, path::Path};
 
 use harness::{Harness, Scratch, Task, refused, spec};
-use leash::{kernel::backend::Backend, kernel::events::Target};
+use leash::{kernel::Backend, kernel::events::Target};
 
 use super::untagged;
 

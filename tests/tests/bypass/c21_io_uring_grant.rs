@@ -3,7 +3,7 @@
 //! watches, so a task gets no ring unless granted `socket:io_uring`.
 
 use harness::{EPERM, Harness, refused, spec};
-use leash::{kernel::backend::Backend, kernel::events::Target};
+use leash::{kernel::Backend, kernel::events::Target};
 
 use super::{
     c20_host_state::{CORE_PATTERN, CorePattern},

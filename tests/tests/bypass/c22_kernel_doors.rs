@@ -5,7 +5,7 @@
 //! answer; I/O port access is granted to a probe process that does no I/O and exits.
 
 use harness::{Harness, Scratch, refused, spec};
-use leash::{kernel::backend::Backend, kernel::events::Target};
+use leash::{kernel::Backend, kernel::events::Target};
 
 use super::untagged;
 

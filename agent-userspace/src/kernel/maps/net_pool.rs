@@ -25,7 +25,8 @@ use aya::maps::{
     ArrayOfMaps, HashMap, IterableMap as _, LpmTrie, MapData, MapError, lpm_trie::Key,
 };
 
-use super::{MapsError, op_err, removed, sys};
+use super::{MapsError, op_err, removed, trie_btf::TrieBtf};
+use crate::kernel::sys;
 
 /// One task's prefix trie.
 pub type NetTrie = LpmTrie<MapData, NetKey, NetRules>;
@@ -48,8 +49,8 @@ pub struct NetPool {
     owners: HashMap<MapData, u64, u32>,
     /// `max_entries` of each new trie (`maps.net_grants`).
     trie_capacity: u32,
-    /// Types for the new tries, so they match the kernel's template (see [`sys::TrieBtf`]).
-    btf: Option<Arc<sys::TrieBtf>>,
+    /// Types for the new tries, so they match the kernel's template (see [`TrieBtf`]).
+    btf: Option<Arc<TrieBtf>>,
     /// A batch update went in with the current `btf` choice: growth may then run in
     /// the background (it has no fallback of its own).
     proven: bool,
@@ -112,7 +113,7 @@ impl NetPool {
             .filter_map(Result::ok)
             .filter(|(_, slot)| *slot < filled)
             .collect();
-        let btf = sys::TrieBtf::load(size_of::<Key<NetKey>>(), size_of::<NetRules>())
+        let btf = TrieBtf::load(size_of::<Key<NetKey>>(), size_of::<NetRules>())
             .inspect_err(|e| tracing::debug!("prefix tries without BTF: {e}"))
             .ok()
             .map(Arc::new);
@@ -337,7 +338,7 @@ impl NetPool {
 struct Job {
     /// `NET_PREFIXES`, its own descriptor.
     outer: OwnedFd,
-    btf: Option<Arc<sys::TrieBtf>>,
+    btf: Option<Arc<TrieBtf>>,
     trie_capacity: u32,
     slots: Range<u32>,
 }
@@ -377,7 +378,7 @@ impl Job {
     }
 }
 
-fn new_trie(btf: Option<&sys::TrieBtf>, capacity: u32) -> Result<NetTrie, MapsError> {
+fn new_trie(btf: Option<&TrieBtf>, capacity: u32) -> Result<NetTrie, MapsError> {
     let trie = match btf {
         Some(btf) => btf
             .create_trie(capacity)

@@ -2,22 +2,23 @@
 //! map, and a full map says so with the remedy.
 
 use agent_common::{
-    Action, ExecFileGrant, ExecGrant, ExecKey, NetKey, NetRules, ScriptKey, TaskInfo, UnixKey,
-    Verdict,
-    event::counter_index,
-    grant::NET_KEY_TASK_BITS,
-    maps::{self as names, Stat},
+    ExecFileGrant, ExecGrant, ExecKey, NetKey, NetRules, ScriptKey, TaskInfo, UnixKey,
+    maps as names,
 };
 use aya::{
     Ebpf,
     maps::{HashMap, MapData, MapError, PerCpuArray},
 };
 
+mod net;
 mod net_pool;
 mod protected_names;
-mod sys;
+mod stats;
+mod trie_btf;
+use agent_common::grant::FULL_ADDRESS_PREFIX as FULL_ADDRESS;
 use net_pool::NetPool;
 use protected_names::ProtectedNames;
+pub use stats::{COUNTED, DecisionCounts, VERDICTS};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MapsError {
@@ -46,10 +47,6 @@ pub enum MapsError {
         source: MapError,
     },
 }
-
-/// Prefix length of a full address in a [`NetKey`] (task id + 128 address bits):
-/// such entries live in the host hash.
-const FULL_ADDRESS: u32 = NET_KEY_TASK_BITS + 128;
 
 /// Handles on every map the control plane writes or reads.
 pub struct Maps {
@@ -131,19 +128,6 @@ pub struct TaskKeys {
     pub net: Vec<(u32, NetKey)>,
     pub unix: Vec<UnixKey>,
 }
-
-/// The counted actions, in the row order of [`DecisionCounts`].
-pub const COUNTED: [Action; 6] = [
-    Action::Exec,
-    Action::Connect,
-    Action::Send,
-    Action::Socket,
-    Action::Tamper,
-    Action::Fork,
-];
-
-/// Decision counts of one counter slot: `[action][verdict]`, actions as in [`COUNTED`].
-pub type DecisionCounts = [[u64; 3]; COUNTED.len()];
 
 /// A real thread id, not a fork reservation (see [`names::RESERVED`]).
 const fn is_tid(key: u32) -> bool {
@@ -299,152 +283,6 @@ impl Maps {
         removed(self.scripts.remove(key), names::SCRIPT_GRANTS)
     }
 
-    /// Replaces the network entries of a task. New entries go in before stale ones
-    /// leave, so a destination granted before and after is never denied in between.
-    pub fn set_net(
-        &mut self,
-        task: u64,
-        entries: &[(u32, NetKey, NetRules)],
-    ) -> Result<(), MapsError> {
-        self.insert_net(entries)?;
-        let wanted = |prefix: u32, key: &NetKey| {
-            entries
-                .iter()
-                .any(|(p, k, _)| *p == prefix && k.addr == key.addr)
-        };
-        let prefixes = if entries.iter().any(|(p, ..)| *p != FULL_ADDRESS) {
-            self.prefix_keys_of(task)?
-        } else {
-            // No prefix left: the whole trie goes at once.
-            self.remove_net_task(task)?;
-            Vec::new()
-        };
-        let stale: Vec<(u32, NetKey)> = self
-            .hosts
-            .keys()
-            .filter_map(Result::ok)
-            .map(|k| (FULL_ADDRESS, k))
-            .chain(prefixes)
-            .filter(|(p, k)| k.task == task && !wanted(*p, k))
-            .collect();
-        for (prefix, key) in stale {
-            self.remove_net(prefix, key)?;
-        }
-        Ok(())
-    }
-
-    /// Removes every prefix entry of a task: its slot is unlinked, emptied and freed.
-    pub fn remove_net_task(&mut self, task: u64) -> Result<(), MapsError> {
-        self.net.release(task)
-    }
-
-    /// Inserts (or replaces) network entries: full addresses in the host hash, shorter
-    /// prefixes in their task's trie (the task takes a slot with its first prefix).
-    pub fn insert_net(&mut self, entries: &[(u32, NetKey, NetRules)]) -> Result<(), MapsError> {
-        let mut prefixes: std::collections::BTreeMap<u64, Vec<_>> =
-            std::collections::BTreeMap::new();
-        for entry @ (prefix, key, rules) in entries {
-            if *prefix == FULL_ADDRESS {
-                self.hosts
-                    .insert(key, rules, 0)
-                    .map_err(op_err("insert", names::NET_HOSTS))?;
-            } else {
-                prefixes.entry(key.task).or_default().push(entry);
-            }
-        }
-        for (task, group) in prefixes {
-            let (slot, mut trie, new) = self.net.slot_for(task)?;
-            let filled = group.iter().try_for_each(|(prefix, key, rules)| {
-                trie.insert(&net_pool::key(*prefix, *key), rules, 0)
-                    .map_err(|e| match op_err("insert", names::NET_PREFIXES)(e) {
-                        MapsError::Full { map, .. } => MapsError::Full {
-                            map: names::NET_GRANTS,
-                            config_key: config_key(map),
-                        },
-                        e => e,
-                    })
-            });
-            match (filled, new) {
-                // The kernel finds the trie only once it is filled.
-                (Ok(()), true) => self.net.publish(task, slot)?,
-                (Ok(()), false) => {}
-                (Err(e), true) => {
-                    net_pool::clear(&mut trie)?;
-                    self.net.put_back(slot);
-                    return Err(e);
-                }
-                (Err(e), false) => return Err(e),
-            }
-        }
-        Ok(())
-    }
-
-    /// Removes one network entry. A task's trie left empty gives its slot back.
-    pub fn remove_net(&mut self, prefix: u32, key: NetKey) -> Result<(), MapsError> {
-        if prefix == FULL_ADDRESS {
-            return removed(self.hosts.remove(&key), names::NET_HOSTS);
-        }
-        let Some(slot) = self.net.slot_of(key.task) else {
-            return Ok(());
-        };
-        let mut trie = self.net.trie(slot)?;
-        removed(
-            trie.remove(&net_pool::key(prefix, key)),
-            names::NET_PREFIXES,
-        )?;
-        if net_pool::is_empty(&trie) {
-            self.net.release(key.task)?;
-        }
-        Ok(())
-    }
-
-    /// The prefix entries of a task, as (prefix length, key).
-    fn prefix_keys_of(&self, task: u64) -> Result<Vec<(u32, NetKey)>, MapsError> {
-        let Some(slot) = self.net.slot_of(task) else {
-            return Ok(Vec::new());
-        };
-        Ok(self
-            .net
-            .trie(slot)?
-            .keys()
-            .filter_map(Result::ok)
-            .map(|k| (k.prefix_len(), k.data()))
-            // Only the owner's: a slot never answers for another task.
-            .filter(|(_, k)| k.task == task)
-            .collect())
-    }
-
-    /// Every network entry in the kernel, as (prefix length, key).
-    fn net_keys(&self) -> Vec<(u32, NetKey)> {
-        let mut out: Vec<(u32, NetKey)> = self
-            .hosts
-            .keys()
-            .filter_map(Result::ok)
-            .map(|k| (FULL_ADDRESS, k))
-            .collect();
-        for (task, _) in self.net.owned() {
-            out.extend(self.prefix_keys_of(task).unwrap_or_default());
-        }
-        out
-    }
-
-    /// Prefix-trie slots: (in use, filled with a trie).
-    #[must_use]
-    pub fn net_slots(&self) -> (u32, u32) {
-        self.net.slots()
-    }
-
-    /// The prefix-trie slot of a task, if it has prefix grants.
-    #[must_use]
-    pub fn net_slot_of(&self, task: u64) -> Option<u32> {
-        self.net.slot_of(task)
-    }
-
-    /// Entries in a slot's trie, whichever task they name.
-    pub fn net_slot_len(&self, slot: u32) -> Result<usize, MapsError> {
-        Ok(self.net.trie(slot)?.keys().count())
-    }
-
     /// Every grant key in the kernel, grouped by task, in one pass per map (for a
     /// daemon adopting pinned maps).
     #[must_use]
@@ -539,96 +377,6 @@ impl Maps {
             .collect()
     }
 
-    /// Capacity of each map, one syscall each. `NET_GRANTS` is that of each task's
-    /// prefix trie.
-    #[must_use]
-    pub fn capacities(&self) -> [(&'static str, u64); 7] {
-        use aya::maps::IterableMap as _;
-        let cap = |m: &MapData| m.info().map_or(0, |i| u64::from(i.max_entries()));
-        [
-            (names::PROCS, cap(self.procs.map())),
-            (names::TASKS, cap(self.tasks.map())),
-            (names::EXEC_GRANTS, cap(self.exec.map())),
-            (names::SCRIPT_GRANTS, cap(self.scripts.map())),
-            (names::NET_GRANTS, u64::from(self.net_capacity)),
-            (names::NET_HOSTS, cap(self.hosts.map())),
-            (names::UNIX_GRANTS, cap(self.unix.map())),
-        ]
-    }
-
-    /// Tagged threads, by walking the process map (one syscall per entry); fork
-    /// reservations are not threads.
-    #[must_use]
-    pub fn procs_len(&self) -> u64 {
-        self.procs
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| is_tid(*k))
-            .count() as u64
-    }
-
-    /// Granted unix names, by walking the map (small: a few per task, and the API
-    /// socket's entry that no task record holds).
-    #[must_use]
-    pub fn unix_len(&self) -> u64 {
-        self.unix.keys().count() as u64
-    }
-
-    /// Entries and capacity of each map, counted by walking every map (one syscall per
-    /// entry): for `leash status`; the metrics count from the daemon's records.
-    #[must_use]
-    pub fn usage(&self) -> Vec<(&'static str, u64, u64)> {
-        let entries = [
-            self.procs_len(),
-            self.tasks.keys().count() as u64,
-            self.exec.keys().count() as u64,
-            self.scripts.keys().count() as u64,
-            // The fullest task's trie, against the capacity of each (`capacities`).
-            self.net
-                .owned()
-                .map(|(t, _)| self.prefix_keys_of(t).map_or(0, |k| k.len() as u64))
-                .max()
-                .unwrap_or(0),
-            self.hosts.keys().count() as u64,
-            self.unix.keys().count() as u64,
-        ];
-        self.capacities()
-            .into_iter()
-            .zip(entries)
-            .map(|((name, cap), n)| (name, n, cap))
-            .collect()
-    }
-
-    /// Kernel memory charged to each map (`memlock` in the map fd's fdinfo), in bytes.
-    #[must_use]
-    pub fn memlock(&self) -> Vec<(&'static str, u64)> {
-        use aya::maps::IterableMap as _;
-        use std::os::fd::{AsFd as _, AsRawFd as _};
-        let read = |m: &MapData| {
-            let fd = m.fd().as_fd().as_raw_fd();
-            std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}"))
-                .ok()
-                .and_then(|t| {
-                    t.lines()
-                        .find_map(|l| l.strip_prefix("memlock:").map(|v| v.trim().parse().ok()))
-                        .flatten()
-                })
-                .unwrap_or(0)
-        };
-        vec![
-            (names::PROCS, read(self.procs.map())),
-            (names::TASKS, read(self.tasks.map())),
-            (names::EXEC_GRANTS, read(self.exec.map())),
-            (names::SCRIPT_GRANTS, read(self.scripts.map())),
-            (
-                names::NET_GRANTS,
-                self.net.maps().into_iter().map(&read).sum::<u64>() + self.net.tries_memlock(read),
-            ),
-            (names::NET_HOSTS, read(self.hosts.map())),
-            (names::UNIX_GRANTS, read(self.unix.map())),
-        ]
-    }
-
     /// Threads currently tagged with `task`.
     #[must_use]
     pub fn procs_of(&self, task: u64) -> Vec<u32> {
@@ -638,41 +386,6 @@ impl Maps {
             .filter(|(tid, t)| *t == task && is_tid(*tid))
             .map(|(tid, _)| tid)
             .collect()
-    }
-
-    /// Sum over CPUs of one counter slot.
-    pub fn decisions(&self, slot: u32) -> Result<DecisionCounts, MapsError> {
-        let mut out = [[0u64; 3]; COUNTED.len()];
-        for (a, action) in COUNTED.into_iter().enumerate() {
-            for (v, verdict) in [Verdict::Allowed, Verdict::Denied, Verdict::Audited]
-                .into_iter()
-                .enumerate()
-            {
-                out[a][v] = Self::sum(
-                    &self.decisions,
-                    counter_index(slot, action, verdict),
-                    names::DECISIONS,
-                )?;
-            }
-        }
-        Ok(out)
-    }
-
-    pub fn stat(&self, stat: Stat) -> Result<u64, MapsError> {
-        Self::sum(&self.stats, stat as u32, names::STATS)
-    }
-
-    fn sum(
-        map: &PerCpuArray<MapData, u64>,
-        index: u32,
-        name: &'static str,
-    ) -> Result<u64, MapsError> {
-        let values = map.get(&index, 0).map_err(|source| MapsError::Op {
-            op: "lookup",
-            map: name,
-            source,
-        })?;
-        Ok(values.iter().sum())
     }
 }
 
