@@ -5,7 +5,7 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::Context as _;
-use leash::{config::Config, daemon, kernel::enforcer};
+use leash::{config::Config, daemon};
 
 #[derive(Debug, clap::Args)]
 pub struct DaemonArgs {
@@ -49,10 +49,7 @@ pub fn run(args: &DaemonArgs) -> anyhow::Result<ExitCode> {
         .with_writer(std::io::stderr)
         .init();
     if args.cleanup {
-        let removed = enforcer::cleanup(&config.pin_dir)?;
-        daemon::clear_state(&config);
-        // A stale socket, if any; none is fine.
-        let _ = std::fs::remove_file(&config.socket.path);
+        let removed = daemon::cleanup(&config)?;
         println!(
             "removed {} pinned objects under {}; enforcement stopped",
             removed.len(),

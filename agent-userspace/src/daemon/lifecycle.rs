@@ -20,11 +20,11 @@ use crate::{Enforcer, LoadOptions, config::Config};
 
 /// Every part's stop signal: one channel, flipped to `true` once.
 #[derive(Clone)]
-pub(crate) struct Stopping(watch::Receiver<bool>);
+pub(super) struct Stopping(watch::Receiver<bool>);
 
 impl Stopping {
     /// Resolves once the daemon stops (or nothing can tell it to any more).
-    pub(crate) async fn wait(&mut self) {
+    pub(super) async fn wait(&mut self) {
         let _ = self.0.wait_for(|stop| *stop).await;
     }
 
@@ -140,8 +140,10 @@ pub async fn run(
     };
     let _ = stop_tx.send(true);
     join("event reader", events).await;
-    join("API server", api).await;
-    join("metrics server", metrics).await;
+    // The servers finish the requests in flight; a stream that never ends on its own
+    // (`leash events --follow`) is cut after a grace period.
+    join_within("API server", api).await;
+    join_within("metrics server", metrics).await;
     join("kernel log", kernel_log).await;
     join("sweeper", Some(sweeper)).await;
     join("policy reloader", Some(reloader)).await;
@@ -176,6 +178,24 @@ async fn join<T>(part: &str, handle: Option<JoinHandle<T>>) {
         && let Err(e) = handle.await
     {
         tracing::error!("{part} ended abnormally: {e}");
+    }
+}
+
+/// How long the servers may take to finish their requests after the stop.
+const SERVER_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// [`join`] for a server: after [`SERVER_GRACE`] its open connections are closed.
+async fn join_within<T>(part: &str, handle: Option<JoinHandle<T>>) {
+    let Some(mut handle) = handle else {
+        return;
+    };
+    match tokio::time::timeout(SERVER_GRACE, &mut handle).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::error!("{part} ended abnormally: {e}"),
+        Err(_) => {
+            handle.abort();
+            tracing::info!("{part}: connections still open after {SERVER_GRACE:?}; closed");
+        }
     }
 }
 

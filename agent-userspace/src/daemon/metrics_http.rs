@@ -14,16 +14,16 @@ use crate::metrics::to_prometheus_text;
 
 /// What `/readyz` checks; the daemon sets these as it comes up.
 #[derive(Default)]
-pub struct Readiness {
-    pub attached: AtomicBool,
-    pub events_running: AtomicBool,
+pub(super) struct Readiness {
+    pub(super) attached: AtomicBool,
+    pub(super) events_running: AtomicBool,
 }
 
 /// State shared by the metrics routes.
 #[derive(Clone)]
-pub struct MetricsState {
-    pub ready: Arc<Readiness>,
-    pub daemon: Arc<tokio::sync::OnceCell<Arc<Daemon>>>,
+pub(super) struct MetricsState {
+    pub(super) ready: Arc<Readiness>,
+    pub(super) daemon: Arc<tokio::sync::OnceCell<Arc<Daemon>>>,
 }
 
 async fn metrics(
@@ -93,7 +93,7 @@ async fn readyz(State(s): State<MetricsState>) -> impl IntoResponse {
 }
 
 /// Serves `/metrics`, `/healthz` and `/readyz` until `shutdown` resolves.
-pub async fn serve(
+pub(super) async fn serve(
     listener: TcpListener,
     state: MetricsState,
     shutdown: impl Future<Output = ()> + Send + 'static,

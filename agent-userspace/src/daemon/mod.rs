@@ -14,7 +14,7 @@ mod caller_root;
 mod kernel_events;
 mod lifecycle;
 pub mod lifetime;
-pub mod metrics_http;
+mod metrics_http;
 mod observe;
 pub mod policy;
 pub mod registry;
@@ -36,7 +36,6 @@ use crate::{
 pub use audit::AuditSink;
 pub use lifecycle::{run, stop_signal};
 pub use registry::{Limits, RegistryError, Tasks, install};
-pub use sweep::DNS_REFRESH;
 
 /// Everything under the one lock: the kernel maps and the task registry change together.
 pub struct Inner {
@@ -109,7 +108,7 @@ impl Daemon {
 
     /// The lock; a panic while holding it cannot leave the maps half-written in a way
     /// that allows more (grants go in before the task entry), so poisoning is ignored.
-    pub fn lock(&self) -> MutexGuard<'_, Inner> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -381,7 +380,13 @@ impl Daemon {
     }
 }
 
-/// Removes the daemon's state files (`leash daemon --cleanup`).
-pub fn clear_state(config: &Config) {
+/// Stops enforcement for good (`leash daemon --cleanup`): detaches every pinned
+/// program, removes the pinned maps, the state files and a stale API socket; returns
+/// the pinned objects removed.
+pub fn cleanup(config: &Config) -> Result<Vec<std::path::PathBuf>, crate::LoadError> {
+    let removed = crate::kernel::enforcer::cleanup(&config.pin_dir)?;
     store::Store::new(config.state_dir.clone()).clear();
+    // A stale socket, if any; none is fine.
+    let _ = std::fs::remove_file(&config.socket.path);
+    Ok(removed)
 }

@@ -115,7 +115,7 @@ impl Daemon {
 
 /// How often DNS names of connect grants are resolved again. The system resolver does
 /// not expose record TTLs, so this is a fixed period shorter than common TTLs.
-pub const DNS_REFRESH: Duration = Duration::from_secs(30);
+pub(super) const DNS_REFRESH: Duration = Duration::from_secs(30);
 
 /// Runs the periodic sweep until `shutdown` fires.
 pub(super) async fn sweeper(daemon: Arc<Daemon>, mut stopping: Stopping) {
