@@ -14,7 +14,6 @@ pub mod metrics;
 pub mod policy;
 pub mod protocol;
 pub mod sockets;
-pub mod tasks;
 
 pub use kernel::{Backend, BackendChoice};
 pub use kernel::{Enforcer, LoadError, LoadOptions};

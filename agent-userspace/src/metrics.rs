@@ -1,26 +1,15 @@
-//! Prometheus metrics (OpenMetrics text) and the health endpoints, served on the
-//! metrics listener. Decision counts are read from the kernel's per-CPU counters at
-//! scrape time, so lost events can never skew them.
+//! Prometheus metrics: the snapshot a scrape reports and its OpenMetrics (or classic
+//! Prometheus) text. Decision counts are read from the kernel's per-CPU counters at
+//! scrape time, so lost events can never skew them. The daemon serves them
+//! (`daemon::metrics_http`).
 
-use std::{
-    fmt::Write as _,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::Duration,
-};
+use std::{fmt::Write as _, time::Duration};
 
-use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
-use tokio::net::TcpListener;
-
-use crate::daemon::Daemon;
-
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DecisionLabels {
     pub action: &'static str,
@@ -252,20 +241,6 @@ fn register_kernel(reg: &mut Registry, snap: &Snapshot, recorded: &Recorded) {
     reg.register("leash_build_info", "Build of the running daemon", info);
 }
 
-/// What `/readyz` checks; the daemon sets these as it comes up.
-#[derive(Default)]
-pub struct Readiness {
-    pub attached: AtomicBool,
-    pub events_running: AtomicBool,
-}
-
-/// State shared by the metrics routes.
-#[derive(Clone)]
-pub struct MetricsState {
-    pub ready: Arc<Readiness>,
-    pub daemon: Arc<tokio::sync::OnceCell<Arc<Daemon>>>,
-}
-
 /// The classic Prometheus text format (0.0.4) of an OpenMetrics exposition, for
 /// scrapers that do not ask for OpenMetrics: counter families are named with their
 /// `_total` suffix, and there is no `# EOF`.
@@ -292,88 +267,6 @@ pub fn to_prometheus_text(openmetrics: &str) -> String {
         out.push('\n');
     }
     out
-}
-
-async fn metrics(
-    State(s): State<MetricsState>,
-    headers: axum::http::HeaderMap,
-) -> impl IntoResponse {
-    let Some(d) = s.daemon.get().cloned() else {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "enforcement is starting\n".to_owned(),
-        )
-            .into_response();
-    };
-    let openmetrics = headers
-        .get(axum::http::header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("application/openmetrics-text"));
-    match tokio::task::spawn_blocking(move || d.metrics_text()).await {
-        Ok(text) if openmetrics => (
-            [(
-                "content-type",
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            text,
-        )
-            .into_response(),
-        Ok(text) => (
-            [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
-            to_prometheus_text(&text),
-        )
-            .into_response(),
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("scrape failed: {e}\n"),
-        )
-            .into_response(),
-    }
-}
-
-async fn healthz() -> &'static str {
-    "ok\n"
-}
-
-async fn readyz(State(s): State<MetricsState>) -> impl IntoResponse {
-    let mut missing = Vec::new();
-    if !s.ready.attached.load(Ordering::Acquire) {
-        missing.push("programs not attached");
-    }
-    if !s.ready.events_running.load(Ordering::Acquire) {
-        missing.push("event reader not running");
-    }
-    if let Some(d) = s.daemon.get() {
-        if !d.maps_reachable() {
-            missing.push("maps unreachable");
-        }
-    } else {
-        missing.push("daemon starting");
-    }
-    if missing.is_empty() {
-        (StatusCode::OK, "ready\n".to_owned())
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: {}\n", missing.join(", ")),
-        )
-    }
-}
-
-/// Serves `/metrics`, `/healthz` and `/readyz` until `shutdown` resolves.
-pub async fn serve(
-    listener: TcpListener,
-    state: MetricsState,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let app = Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .with_state(state);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
 }
 
 #[cfg(test)]

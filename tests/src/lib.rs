@@ -21,9 +21,10 @@ use std::{
 use agent_common::maps::Stat;
 use leash::{
     Backend, BackendChoice, Enforcer, LoadOptions,
+    daemon::RegistryError,
     kernel::events::{Decision, EventReader},
-    kernel::maps::DecisionCounts,
-    tasks::{self, TaskSpec},
+    kernel::maps::{DecisionCounts, Maps},
+    protocol::{CreateTask, Grants, Mode, TaskId},
 };
 
 /// The probe run once outside any task.
@@ -167,11 +168,9 @@ impl Harness {
         spec.exec.push(probe().display().to_string());
         spec.counter_slot = NEXT_SLOT.fetch_add(1, Ordering::Relaxed) + std::process::id() % 512;
         let id = (u64::from(std::process::id()) << 32) | u64::from(spec.counter_slot);
-        let grants = spec
-            .compile()
-            .unwrap_or_else(|e| panic!("bad test grants: {e}"));
         let mut enf = self.enforcer.lock().unwrap();
-        tasks::install(enf.maps_mut(), id, &spec.info(), &grants).unwrap();
+        spec.install(enf.maps_mut(), id)
+            .unwrap_or_else(|e| panic!("cannot install the test task: {e}"));
         Task {
             h: self,
             id,
@@ -516,6 +515,36 @@ impl Listeners {
 impl Default for Listeners {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// A task for the kernel tests: grants in the README's grant syntax, plus per-task
+/// settings. Installed through the daemon's own path ([`leash::daemon::install`]).
+#[derive(Clone, Debug, Default)]
+pub struct TaskSpec {
+    pub exec: Vec<String>,
+    pub connect: Vec<String>,
+    /// Task lifetime; `None` = until ended.
+    pub ttl: Option<Duration>,
+    pub audit: bool,
+    /// Decision counter row (one per agent).
+    pub counter_slot: u32,
+}
+
+impl TaskSpec {
+    /// Resolves the grants and puts the task in `maps` as task `id`.
+    pub fn install(&self, maps: &mut Maps, id: u64) -> Result<(), RegistryError> {
+        let req = CreateTask {
+            agent: "test".into(),
+            grants: Grants {
+                exec: self.exec.clone(),
+                connect: self.connect.clone(),
+            },
+            mode: self.audit.then_some(Mode::Audit),
+            ..CreateTask::default()
+        };
+        let expires_ns = leash::clock::expiry_after(self.ttl);
+        leash::daemon::install(maps, TaskId(id), &req, expires_ns, self.counter_slot)
     }
 }
 

@@ -3,8 +3,8 @@
 
 use std::{fs, os::unix::fs::PermissionsExt as _};
 
+use harness::TaskSpec;
 use harness::{EPERM, Harness, Listeners, exec_denied, spec};
-use leash::tasks::TaskSpec;
 
 fn private_true(tag: &str) -> String {
     let p = std::env::temp_dir().join(format!("leash-life-{tag}-{}", std::process::id()));

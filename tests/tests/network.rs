@@ -258,18 +258,17 @@ fn a_freed_slot_is_emptied_and_its_next_task_never_sees_the_old_prefixes() {
 #[test]
 fn a_full_prefix_pool_is_a_clear_error_until_a_slot_frees() {
     use agent_common::maps::TASKS;
-    use leash::{kernel::AttachScope, tasks};
+    use leash::kernel::AttachScope;
     // Slots are sized with the task map: 2 here.
     let h = Harness::load_with(AttachScope::Root, vec![(TASKS, 2)]);
     let port = Listeners::new().tcp4_port();
     let first = h.task(spec(&[], &[&format!("127.5.0.0/16:{port}/tcp")]));
     let _second = h.task(spec(&[], &[&format!("127.6.0.0/16:{port}/tcp")]));
     let third = spec(&[], &[&format!("127.7.0.0/16:{port}/tcp")]);
-    let grants = third.compile().unwrap();
     let id = (u64::from(std::process::id()) << 32) | 0xffff;
     let install = |h: &Harness| {
         let mut enf = h.enforcer.lock().unwrap();
-        tasks::install(enf.maps_mut(), id, &third.info(), &grants)
+        third.install(enf.maps_mut(), id)
     };
     let err = install(&h).expect_err("no slot left");
     assert!(
@@ -289,7 +288,7 @@ fn a_full_prefix_pool_is_a_clear_error_until_a_slot_frees() {
 
 #[test]
 fn a_reload_frees_the_prefix_slots_of_tasks_the_kernel_lost() {
-    use leash::{Enforcer, LoadOptions, tasks};
+    use leash::{Enforcer, LoadOptions};
     harness::require_root();
     let pin_dir = std::path::PathBuf::from(format!(
         "/sys/fs/bpf/leash-it-orphan-slots-{}",
@@ -302,7 +301,7 @@ fn a_reload_frees_the_prefix_slots_of_tasks_the_kernel_lost() {
     };
     let install = |e: &mut Enforcer, id: u64, prefix: &str| {
         let s = spec(&[], &[&format!("{prefix}:443/tcp")]);
-        tasks::install(e.maps_mut(), id, &s.info(), &s.compile().unwrap()).unwrap();
+        s.install(e.maps_mut(), id).unwrap();
     };
     let (kept, lost) = (0x7e57_0001_u64 << 16, 0x7e57_0002_u64 << 16);
     let result = std::panic::catch_unwind(|| {

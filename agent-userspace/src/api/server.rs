@@ -20,13 +20,8 @@ use tokio::net::UnixListener;
 use crate::{
     api::peer::{Peer, PeerListener},
     auth::{AuthError, Caller, Standing},
-    daemon::{
-        Daemon, RegistryError,
-        registry::{parse_task_id, task_id_string},
-        scoped::ReadScope,
-    },
-    kernel::maps::MapsError,
-    protocol::{self, EndReason, ErrorBody, ErrorDetail},
+    daemon::{Daemon, RegistryError, scoped::ReadScope},
+    protocol::{self, EndReason, ErrorBody, ErrorDetail, TaskId},
 };
 
 /// Largest request body accepted.
@@ -74,10 +69,10 @@ impl From<RegistryError> for ApiError {
             RegistryError::Ended(_) => Self::new(StatusCode::CONFLICT, "conflict", msg),
             RegistryError::Forbidden(_) => Self::new(StatusCode::FORBIDDEN, "forbidden", msg),
             RegistryError::Refused { code, .. } => Self::new(StatusCode::FORBIDDEN, code, msg),
-            RegistryError::Maps(MapsError::Full { .. }) => {
+            RegistryError::MapFull(_) => {
                 Self::new(StatusCode::INSUFFICIENT_STORAGE, "map_full", msg)
             }
-            RegistryError::Maps(_) | RegistryError::Scope(_) => {
+            RegistryError::Kernel(_) | RegistryError::Scope(_) => {
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", msg)
             }
         }
@@ -132,7 +127,7 @@ async fn authenticate(
         .map(|v| v.to_str().unwrap_or_default().to_owned());
     let (pid, standing) = peer.standing(&d);
     let mut caller = d
-        .guard
+        .gate
         .auth
         .authenticate(pid, peer.uid, peer.gid, header.as_deref())
         .map_err(|e| match e {
@@ -171,7 +166,9 @@ fn mutating(peer: &Caller) -> Result<(), ApiError> {
 }
 
 fn task_id(s: &str) -> Result<u64, ApiError> {
-    parse_task_id(s).map_err(ApiError::from)
+    s.parse::<TaskId>()
+        .map(|id| id.0)
+        .map_err(|e| ApiError::from(RegistryError::from(e)))
 }
 
 /// Runs a blocking registry operation off the async threads (it makes syscalls and
@@ -320,7 +317,7 @@ async fn attach(
     let id = task_id(&id)?;
     // `mutating` refused callers without a pid.
     let pid = caller.pid.unwrap_or_default();
-    let task = task_id_string(id);
+    let task = TaskId(id).to_string();
     blocking(move || d.attach_as(&caller, id, pid)).await?;
     Ok(axum::Json(protocol::Attached { task, pid }))
 }

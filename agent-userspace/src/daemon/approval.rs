@@ -17,7 +17,7 @@ use crate::{
     auth::Caller,
     clock,
     policy::{Approver, Policy},
-    protocol,
+    protocol::{self, TaskId},
 };
 
 /// Who asked for, or decided on, a grant: the caller's uid and its token's subject.
@@ -73,7 +73,7 @@ impl Daemon {
     /// task's agent, an approver of that agent, or root (uid 0, which administers the
     /// daemon anyway). Without tokens every allowed caller may: it only narrows.
     pub fn check_narrowing(&self, caller: &Caller, id: u64) -> Result<(), RegistryError> {
-        if !self.guard.auth.tokens_on() {
+        if !self.gate.auth.tokens_on() {
             return Ok(());
         }
         let agent = self.agent_of(id)?;
@@ -81,7 +81,7 @@ impl Daemon {
             return Ok(());
         }
         if self
-            .guard
+            .gate
             .current()
             .is_some_and(|p| p.may_approve(&approver_of(caller), &agent))
         {
@@ -145,14 +145,14 @@ impl Daemon {
         approve: bool,
     ) -> Result<(), RegistryError> {
         let policy = self
-            .guard
+            .gate
             .current()
             .ok_or_else(|| forbidden(format!("{NO_POLICY}; no grant is ever pending")))?;
         let inner = self.lock();
         let task = inner
             .tasks
             .get(id)
-            .ok_or_else(|| RegistryError::NoTask(registry::task_id_string(id)))?;
+            .ok_or_else(|| RegistryError::NoTask(TaskId(id).to_string()))?;
         if task.state == protocol::TaskState::Ended {
             return Err(RegistryError::Ended(task.id_string()));
         }
@@ -187,7 +187,7 @@ impl Daemon {
         let mut inner = self.lock();
         let Inner { enforcer, tasks } = &mut *inner;
         let Some(task) = tasks.tasks.get_mut(&id) else {
-            return Err(RegistryError::NoTask(registry::task_id_string(id)));
+            return Err(RegistryError::NoTask(TaskId(id).to_string()));
         };
         let Some(g) = task.grants.iter_mut().find(|g| g.id == gid) else {
             return Err(RegistryError::NoGrant {
@@ -204,7 +204,9 @@ impl Daemon {
             {
                 g.pending_ns = was;
             }
-            let _ = tasks.sync(enforcer.maps_mut(), id);
+            if let Err(undo) = tasks.sync(enforcer.maps_mut(), id) {
+                tracing::error!(task = %TaskId(id), "cannot restore the grants after a failed approval: {undo}");
+            }
             return Err(e);
         }
         let rec = tasks.get(id).cloned();
@@ -242,8 +244,11 @@ impl Daemon {
     /// Drops grants whose wait for approval is over.
     pub fn sweep_pending(&self, now_ns: u64) {
         for (id, _, g) in self.live_grants() {
-            if g.pending_ns != 0 && now_ns >= g.pending_ns {
-                let _ = self.drop_pending(id, &g.id, "grant_expired", "leash");
+            if g.pending_ns != 0
+                && now_ns >= g.pending_ns
+                && let Err(e) = self.drop_pending(id, &g.id, "grant_expired", "leash")
+            {
+                tracing::error!(task = %TaskId(id), grant = g.id, "cannot drop a lapsed pending grant: {e}");
             }
         }
     }

@@ -90,6 +90,7 @@ impl AuditSink {
             }
         }
         for e in shared {
+            // Fails only when no one follows the events: nothing to deliver.
             let _ = self.tx.send(e);
         }
     }

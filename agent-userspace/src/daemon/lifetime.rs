@@ -16,8 +16,8 @@ use std::os::fd::{FromRawFd as _, OwnedFd};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Daemon, Inner, RegistryError, registry};
-use crate::protocol::{EndReason, EndWhen, TaskState};
+use super::{Daemon, Inner, RegistryError};
+use crate::protocol::{EndReason, EndWhen, TaskId, TaskState};
 
 /// The process a `command_exits` task ends with: its pid and start time (clock ticks
 /// after boot, `/proc/<pid>/stat` field 22), so a recycled pid is never taken for it.
@@ -82,7 +82,7 @@ pub(super) fn command_for(
     pid: u32,
 ) -> Result<Option<(CommandRecord, OwnedFd)>, RegistryError> {
     let Some(task) = inner.tasks.get(id) else {
-        return Err(RegistryError::NoTask(registry::task_id_string(id)));
+        return Err(RegistryError::NoTask(TaskId(id).to_string()));
     };
     if task.end_when != EndWhen::CommandExits {
         return Ok(None);
@@ -106,7 +106,7 @@ impl Daemon {
     /// (never in the daemon) the sweep's check below still ends it.
     pub(super) fn watch_command(&self, id: u64, fd: OwnedFd) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            tracing::warn!(task = %registry::task_id_string(id), "no runtime to watch the command; the sweep ends the task within 2 s of its exit");
+            tracing::warn!(task = %TaskId(id), "no runtime to watch the command; the sweep ends the task within 2 s of its exit");
             return;
         };
         let me = self.me.clone();
@@ -119,14 +119,18 @@ impl Daemon {
             };
             match registered {
                 Ok(afd) => {
-                    let _ = afd.readable().await;
+                    if let Err(e) = afd.readable().await {
+                        tracing::error!(task = %TaskId(id), "cannot wait on the command's pidfd ({e}); ending the task");
+                    }
                 }
                 Err(e) => {
-                    tracing::error!(task = %registry::task_id_string(id), "cannot watch the command's pidfd ({e}); ending the task");
+                    tracing::error!(task = %TaskId(id), "cannot watch the command's pidfd ({e}); ending the task");
                 }
             }
-            if let Some(daemon) = me.upgrade() {
-                let _ = tokio::task::spawn_blocking(move || daemon.command_exited(id)).await;
+            if let Some(daemon) = me.upgrade()
+                && let Err(e) = tokio::task::spawn_blocking(move || daemon.command_exited(id)).await
+            {
+                tracing::error!(task = %TaskId(id), "ending the task of an exited command failed: {e}");
             }
         });
     }
@@ -159,7 +163,7 @@ impl Daemon {
                 t.state != TaskState::Ended && t.end_when == EndWhen::CommandExits
             });
         if live && let Err(e) = self.end_task(id, EndReason::Exited) {
-            tracing::error!(task = %registry::task_id_string(id), "cannot end a task whose command exited: {e}");
+            tracing::error!(task = %TaskId(id), "cannot end a task whose command exited: {e}");
         }
     }
 

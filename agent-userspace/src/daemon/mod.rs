@@ -1,34 +1,41 @@
 //! `leash daemon`: owns the kernel programs and the tasks, serves the API, writes the
 //! audit log, and ends tasks when they expire, are ended, or their command exits.
+//!
+//! [`run`] is the whole daemon (`lifecycle`); [`Daemon`] is its state. Changing tasks
+//! and grants goes through the authorizing paths (`policy`, `approval`); the other
+//! modules answer one question each: `kernel_events` (what the kernel reports),
+//! `observe` (what the daemon reports), `sweep` (what time ends), `registry` (the
+//! tasks and their kernel entries).
 
 pub mod approval;
 pub mod audit;
 pub mod audit_file;
 mod caller_root;
+mod kernel_events;
+mod lifecycle;
 pub mod lifetime;
+mod metrics_http;
+mod observe;
 pub mod policy;
 pub mod registry;
 mod reload;
 pub mod scoped;
 mod store;
+mod sweep;
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    sync::{Arc, Mutex, MutexGuard},
-    time::Duration,
-};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::json;
 
 use crate::{
     Enforcer, clock,
     config::Config,
-    kernel::events::{Decision, Target},
-    protocol::{self, AuditEvent, EndReason},
+    protocol::{self, AuditEvent, EndReason, TaskId},
 };
 
 pub use audit::AuditSink;
-pub use registry::{Limits, RegistryError, Tasks};
+pub use lifecycle::{run, stop_signal};
+pub use registry::{Limits, RegistryError, Tasks, install};
 
 /// Everything under the one lock: the kernel maps and the task registry change together.
 pub struct Inner {
@@ -45,7 +52,7 @@ pub struct Daemon {
     store: store::Store,
     pub recorded: crate::metrics::Recorded,
     /// The node policy and the caller authenticator.
-    pub guard: policy::Guard,
+    pub gate: policy::Gate,
     /// This daemon, for the tasks that watch commands (`lifetime`).
     me: std::sync::Weak<Daemon>,
     /// Resolve exec paths in mount namespaces owned by other user namespaces too.
@@ -58,7 +65,7 @@ impl Daemon {
     pub fn new(enforcer: Enforcer, config: &Config, audit: AuditSink) -> anyhow::Result<Arc<Self>> {
         let store = store::Store::new(config.state_dir.clone());
         let tasks = store.load()?;
-        let guard = policy::Guard::new(config)?;
+        let gate = policy::Gate::new(config)?;
         let mut enforcer = enforcer;
         // Tagged processes reach unix sockets only by grant; the API socket is open to
         // them all, so that they hear a clear 403 from the API instead of being killed.
@@ -81,12 +88,12 @@ impl Daemon {
             log_allowed_exec: config.log_allowed.exec,
             store,
             recorded: crate::metrics::Recorded::default(),
-            guard,
+            gate,
             trust_userns_mounts: config.policy.trust_userns_mounts,
         });
         daemon.adopt();
         daemon.watch_adopted();
-        if let Some(policy) = daemon.guard.current() {
+        if let Some(policy) = daemon.gate.current() {
             // On a thread of its own: Cedar (through `stacker`) cannot tell the main
             // thread's stack size in a static musl build and then refuses to evaluate
             // ("recursion limit reached"), which would revoke every adopted grant.
@@ -101,7 +108,7 @@ impl Daemon {
 
     /// The lock; a panic while holding it cannot leave the maps half-written in a way
     /// that allows more (grants go in before the task entry), so poisoning is ignored.
-    pub fn lock(&self) -> MutexGuard<'_, Inner> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -116,7 +123,7 @@ impl Daemon {
         if let Err(e) = result {
             tracing::error!(
                 "cannot save the state of task {}: {e:#}",
-                registry::task_id_string(id)
+                TaskId(id).to_string()
             );
         }
     }
@@ -147,14 +154,16 @@ impl Daemon {
                 match tasks.sync(enforcer.maps_mut(), id) {
                     Ok(()) => adopted += 1,
                     Err(e) => {
-                        tracing::error!(task = %registry::task_id_string(id), "cannot re-apply grants: {e}");
+                        tracing::error!(task = %TaskId(id), "cannot re-apply grants: {e}");
                     }
                 }
             } else {
                 // The kernel lost it (no pinned maps: first start or reboot): nothing
                 // enforces its grants, so it cannot go on.
-                let _ = tasks.end(enforcer.maps_mut(), id, EndReason::Ended, &self.limits);
-                tracing::warn!(task = %registry::task_id_string(id), "task not in the kernel's maps any more; ended");
+                if let Err(e) = tasks.end(enforcer.maps_mut(), id, EndReason::Ended, &self.limits) {
+                    tracing::error!(task = %TaskId(id), "cannot end a task the kernel lost: {e}");
+                }
+                tracing::warn!(task = %TaskId(id), "task not in the kernel's maps any more; ended");
             }
         }
         // Kernel tasks the state file does not know (a crash before it was saved): no
@@ -164,8 +173,11 @@ impl Daemon {
                 .get(id)
                 .is_none_or(|t| t.state == protocol::TaskState::Ended)
             {
-                let _ = enforcer.maps_mut().remove_task(id);
-                tracing::warn!(task = %registry::task_id_string(id), "removed a kernel task without a record");
+                if let Err(e) = enforcer.maps_mut().remove_task(id) {
+                    tracing::error!(task = %TaskId(id), "cannot remove a kernel task without a record: {e}");
+                    continue;
+                }
+                tracing::warn!(task = %TaskId(id), "removed a kernel task without a record");
             }
         }
         if adopted > 0 {
@@ -199,7 +211,9 @@ impl Daemon {
         });
     }
 
-    pub fn create_task(
+    /// Creates a task as asked, without checking who asks: callers go through
+    /// `create_task_as` (policy.rs).
+    pub(super) fn create_task(
         &self,
         req: &protocol::CreateTask,
         caller: Option<u32>,
@@ -223,7 +237,7 @@ impl Daemon {
             .tasks
             .get(id)
             .cloned()
-            .ok_or_else(|| RegistryError::NoTask(registry::task_id_string(id)))?;
+            .ok_or_else(|| RegistryError::NoTask(TaskId(id).to_string()))?;
         let pruned = inner.tasks.prune_ended();
         self.save(&inner, id);
         for old in pruned {
@@ -259,7 +273,7 @@ impl Daemon {
         let rec = tasks
             .get(id)
             .cloned()
-            .ok_or_else(|| RegistryError::NoTask(registry::task_id_string(id)))?;
+            .ok_or_else(|| RegistryError::NoTask(TaskId(id).to_string()))?;
         self.save(&inner, id);
         drop(inner);
         if was_live {
@@ -283,7 +297,9 @@ impl Daemon {
         Ok(rec.view(&self.limits.trust_domain))
     }
 
-    pub fn add_grant(
+    /// Adds a grant as asked, without checking who asks: callers go through
+    /// `add_grant_as` (policy.rs) or an approval (approval.rs).
+    pub(super) fn add_grant(
         &self,
         id: u64,
         req: &protocol::AddGrant,
@@ -337,7 +353,9 @@ impl Daemon {
         Ok(())
     }
 
-    pub fn attach(&self, id: u64, pid: u32) -> Result<(), RegistryError> {
+    /// Tags `pid` into the task, without checking who asks: callers go through
+    /// `attach_as` (policy.rs).
+    pub(super) fn attach(&self, id: u64, pid: u32) -> Result<(), RegistryError> {
         let mut inner = self.lock();
         inner.tasks.check_attachable(id)?;
         // A `command_exits` task: this process is its command, watched through a pidfd.
@@ -345,9 +363,7 @@ impl Daemon {
         let Inner { enforcer, tasks } = &mut *inner;
         // Into its leash cgroup first (attach scope `task`), so it is never tagged
         // outside the network hooks' reach.
-        enforcer
-            .enter_scope(pid)
-            .map_err(|e| RegistryError::Scope(e.to_string()))?;
+        enforcer.enter_scope(pid).map_err(RegistryError::Scope)?;
         tasks.attach(enforcer.maps_mut(), id, pid)?;
         let fd = command.map(|(rec, fd)| {
             if let Some(t) = tasks.tasks.get_mut(&id) {
@@ -362,352 +378,15 @@ impl Daemon {
         }
         Ok(())
     }
-
-    pub fn task(&self, id: u64) -> Result<protocol::Task, RegistryError> {
-        self.lock()
-            .tasks
-            .get(id)
-            .map(|t| t.view(&self.limits.trust_domain))
-            .ok_or_else(|| RegistryError::NoTask(registry::task_id_string(id)))
-    }
-
-    pub fn list(&self) -> Vec<protocol::Task> {
-        self.lock()
-            .tasks
-            .tasks
-            .values()
-            .map(|t| t.view(&self.limits.trust_domain))
-            .collect()
-    }
-
-    pub fn status(&self) -> protocol::Status {
-        let inner = self.lock();
-        let e = &inner.enforcer;
-        let stat = |s| e.maps().stat(s).unwrap_or(0);
-        protocol::Status {
-            version: env!("CARGO_PKG_VERSION").into(),
-            backend: e.backend().to_string(),
-            backend_reason: e.backend_reason().into(),
-            cgroup: e.cgroup().display().to_string(),
-            // Every program of the object, and whether this backend attached it.
-            programs: crate::kernel::all_programs()
-                .iter()
-                .map(|p| protocol::ProgramStatus {
-                    name: (*p).into(),
-                    attached: e.attached().contains(p),
-                })
-                .collect(),
-            maps: e
-                .maps()
-                .usage()
-                .into_iter()
-                .map(|(name, entries, capacity)| protocol::MapStatus {
-                    name: name.into(),
-                    entries,
-                    capacity,
-                })
-                .collect(),
-            tasks_active: inner.tasks.active_count(),
-            events_lost: stat(agent_common::maps::Stat::EventsLost),
-            tag_failures: stat(agent_common::maps::Stat::TagFailed),
-            bpf_stats_enabled: crate::metrics::bpf_stats_enabled(),
-            guarantees: e.guarantees().iter().map(|g| (*g).to_owned()).collect(),
-            policy: self.guard.describe(),
-            ia32_emulation: crate::kernel::ia32::detect().to_string(),
-            scope: None,
-        }
-    }
-
-    /// Whether the kernel maps answer (for `/readyz`).
-    pub fn maps_reachable(&self) -> bool {
-        self.lock()
-            .enforcer
-            .maps()
-            .stat(agent_common::maps::Stat::EventsLost)
-            .is_ok()
-    }
-
-    /// One scrape's worth of OpenMetrics text.
-    pub fn metrics_text(&self) -> String {
-        let snap = {
-            let inner = self.lock();
-            let maps = inner.enforcer.maps();
-            let mut decisions = vec![("unknown".to_owned(), maps.decisions(0).unwrap_or_default())];
-            for (agent, &slot) in &inner.tasks.agents {
-                decisions.push((agent.clone(), maps.decisions(slot).unwrap_or_default()));
-            }
-            let mut active: BTreeMap<String, i64> =
-                inner.tasks.agents.keys().map(|a| (a.clone(), 0)).collect();
-            let (mut exec, mut connect) = (0, 0);
-            for t in inner
-                .tasks
-                .tasks
-                .values()
-                .filter(|t| t.state != protocol::TaskState::Ended)
-            {
-                *active.entry(t.agent.clone()).or_default() += 1;
-                for g in &t.grants {
-                    match g.kind {
-                        protocol::GrantKind::Exec => exec += 1,
-                        protocol::GrantKind::Connect => connect += 1,
-                    }
-                }
-            }
-            let stat = |s| maps.stat(s).unwrap_or(0);
-            crate::metrics::Snapshot {
-                decisions,
-                tasks_active: active.into_iter().collect(),
-                grants_active: [("exec", exec), ("connect", connect)],
-                maps: kernel_usage(maps, &inner.tasks),
-                events_lost: stat(agent_common::maps::Stat::EventsLost),
-                tag_failures: stat(agent_common::maps::Stat::TagFailed),
-                killed: stat(agent_common::maps::Stat::Killed),
-                escapes: stat(agent_common::maps::Stat::Escaped),
-                programs: inner.enforcer.program_stats(),
-            }
-        };
-        crate::metrics::render(&snap, &self.recorded)
-    }
-
-    /// Turns one kernel record into audit events and lifecycle actions.
-    pub fn on_kernel_events(&self, batch: Vec<Decision>) {
-        let mut exits = Vec::new();
-        // Task metadata looked up once per task per batch, under one lock.
-        let mut meta: HashMap<u64, TaskMeta> = HashMap::new();
-        {
-            let inner = self.lock();
-            for d in &batch {
-                meta.entry(d.task).or_insert_with(|| {
-                    inner.tasks.get(d.task).map_or_else(
-                        || ("unknown".to_owned(), String::new(), None, Vec::new()),
-                        |t| {
-                            (
-                                t.agent.clone(),
-                                t.spiffe_id(&self.limits.trust_domain),
-                                t.intent.clone(),
-                                // Grants awaiting approval, to label their denials.
-                                t.grants
-                                    .iter()
-                                    .filter(|g| g.pending_ns != 0)
-                                    .cloned()
-                                    .collect(),
-                            )
-                        },
-                    )
-                });
-            }
-        }
-        let mut events = Vec::with_capacity(batch.len());
-        for d in batch {
-            if d.kind == "exit" {
-                exits.push(d.task);
-                continue;
-            }
-            if d.kind == "exec" && d.verdict == "allowed" && !self.log_allowed_exec {
-                continue;
-            }
-            let (agent, spiffe_id, intent, pending) =
-                meta.get(&d.task).cloned().unwrap_or_default();
-            let reason = if d.verdict == "denied" && policy::is_pending_target(&pending, &d.target)
-            {
-                "pending_approval"
-            } else {
-                d.reason
-            };
-            let target = match &d.target {
-                Target::Exec { path, dev, ino } => json!({ "path": path, "dev": dev, "ino": ino }),
-                Target::Net {
-                    addr,
-                    port,
-                    protocol,
-                } => {
-                    json!({ "addr": addr.to_string(), "port": port, "protocol": protocol })
-                }
-                Target::Unix { path } => json!({ "unix": path }),
-                Target::Socket {
-                    family,
-                    socket_type,
-                    protocol,
-                } => json!({ "family": family, "type": socket_type, "protocol": protocol }),
-                Target::Guard { call, target_pid } => {
-                    json!({ "call": call, "target_pid": target_pid })
-                }
-                Target::Compat { call, syscall } => json!({ "call": call, "syscall": syscall }),
-                Target::Process {} => json!({}),
-            };
-            events.push(AuditEvent {
-                ts: registry::wall_of_boot_ns(d.ts_ns),
-                task: registry::task_id_string(d.task),
-                agent,
-                spiffe_id,
-                intent,
-                pid: d.pid,
-                comm: d.comm,
-                kind: d.kind.into(),
-                verdict: d.verdict.into(),
-                target,
-                reason: reason.into(),
-            });
-        }
-        self.audit.emit_all(events);
-        if !exits.is_empty() {
-            self.end_exited(&exits);
-        }
-    }
-
-    /// Ends active tasks among `candidates` that have no process left.
-    pub fn end_exited(&self, candidates: &[u64]) {
-        let done = {
-            let inner = self.lock();
-            inner.tasks.exited(inner.enforcer.maps(), candidates)
-        };
-        for id in done {
-            if let Err(e) = self.end_task(id, EndReason::Exited) {
-                tracing::error!(task = %registry::task_id_string(id), "cannot end an exited task: {e}");
-            }
-        }
-    }
-
-    /// Ends expired tasks and revokes expired grants. The kernel already denies them at
-    /// their expiry; this removes their entries and records it.
-    pub fn sweep(&self, all_exits: bool) {
-        let (tasks, grants, active) = {
-            let inner = self.lock();
-            let (t, g) = inner.tasks.expired(clock::boottime_ns());
-            let active: Vec<u64> = if all_exits {
-                inner
-                    .tasks
-                    .tasks
-                    .values()
-                    .filter(|t| t.state == protocol::TaskState::Active)
-                    .map(|t| t.id)
-                    .collect()
-            } else {
-                Vec::new()
-            };
-            (t, g, active)
-        };
-        for id in tasks {
-            let _ = self.end_task(id, EndReason::Expired);
-        }
-        for (id, gid) in grants {
-            let _ = self.revoke_grant(id, &gid, "expired");
-        }
-        self.sweep_pending(clock::boottime_ns());
-        if !active.is_empty() {
-            // Catches exits whose event was lost to a full ring buffer.
-            self.end_exited(&active);
-        }
-        if all_exits {
-            for id in self.commands_gone() {
-                self.command_exited(id);
-            }
-        }
-        if all_exits {
-            self.restore_pins();
-        }
-        self.lock().enforcer.prune_scopes();
-    }
-
-    /// Pins again what someone removed from the pin directory while this daemon runs
-    /// (its own references keep enforcement in place meanwhile), so the next daemon
-    /// adopts the same maps and links.
-    pub fn restore_pins(&self) {
-        for path in self.lock().enforcer.restore_pins() {
-            tracing::warn!(path = %path.display(), "a pin was removed; pinned again");
-        }
-    }
 }
 
-impl Daemon {
-    /// Re-resolves the DNS names of connect grants. Resolution runs without the lock;
-    /// a name that fails to resolve keeps its last addresses (logged), so a resolver
-    /// hiccup does not cut a task off.
-    pub fn refresh_dns(&self) {
-        let named = self.lock().tasks.named_grants();
-        for (id, gid, spec) in named {
-            match registry::resolve(
-                protocol::GrantKind::Connect,
-                &spec,
-                gid.clone(),
-                0,
-                std::path::Path::new("/"),
-            ) {
-                Ok(fresh) => {
-                    let mut inner = self.lock();
-                    let Inner { enforcer, tasks } = &mut *inner;
-                    match tasks.update_named(enforcer.maps_mut(), id, &gid, fresh) {
-                        Ok(true) => {
-                            tracing::info!(task = %registry::task_id_string(id), grant = gid, spec, "DNS grant re-resolved to new addresses");
-                            self.save(&inner, id);
-                        }
-                        Ok(false) => {}
-                        Err(e) => {
-                            tracing::error!(task = %registry::task_id_string(id), grant = gid, "cannot apply re-resolved addresses: {e}");
-                        }
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(task = %registry::task_id_string(id), grant = gid, "re-resolving {spec} failed, keeping the last addresses: {e}");
-                }
-            }
-        }
-    }
-}
-
-/// A task's agent, SPIFFE ID, intent and pending grants, for its kernel events.
-type TaskMeta = (String, String, Option<String>, Vec<registry::GrantRecord>);
-
-/// How often DNS names of connect grants are resolved again. The system resolver does
-/// not expose record TTLs, so this is a fixed period shorter than common TTLs.
-pub const DNS_REFRESH: Duration = Duration::from_secs(30);
-
-/// Runs the periodic sweep until `shutdown` fires.
-pub async fn sweeper(daemon: Arc<Daemon>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
-    let mut n: u64 = 0;
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.changed() => return,
-        }
-        n += 1;
-        let d = Arc::clone(&daemon);
-        // Every 2 s, also look for tasks whose exit event was lost.
-        let all = n.is_multiple_of(8);
-        let dns = n.is_multiple_of(DNS_REFRESH.as_millis() as u64 / 250);
-        let _ = tokio::task::spawn_blocking(move || {
-            d.sweep(all);
-            if dns {
-                d.refresh_dns();
-            }
-        })
-        .await;
-    }
-}
-
-/// Removes the daemon's state files (`leash daemon --cleanup`).
-pub fn clear_state(config: &Config) {
+/// Stops enforcement for good (`leash daemon --cleanup`): detaches every pinned
+/// program, removes the pinned maps, the state files and a stale API socket; returns
+/// the pinned objects removed.
+pub fn cleanup(config: &Config) -> Result<Vec<std::path::PathBuf>, crate::LoadError> {
+    let removed = crate::kernel::cleanup(&config.pin_dir)?;
     store::Store::new(config.state_dir.clone()).clear();
-}
-
-/// Entries and capacity of each map for a scrape. Grant and task entries come from the
-/// registry's records (walking the maps cost one syscall per entry: 3.6 ms with 1000
-/// tasks); only the process map, which the kernel fills on fork, and the small unix
-/// map, which also holds the API socket's entry, are walked.
-fn kernel_usage(maps: &crate::kernel::maps::Maps, tasks: &Tasks) -> Vec<(&'static str, u64, u64)> {
-    let counted = tasks.kernel_entries();
-    maps.capacities()
-        .into_iter()
-        .map(|(name, cap)| {
-            let n = counted.iter().find(|(c, _)| *c == name).map_or_else(
-                || match name {
-                    agent_common::maps::UNIX_GRANTS => maps.unix_len(),
-                    _ => maps.procs_len(),
-                },
-                |(_, n)| *n,
-            );
-            (name, n, cap)
-        })
-        .collect()
+    // A stale socket, if any; none is fine.
+    let _ = std::fs::remove_file(&config.socket.path);
+    Ok(removed)
 }

@@ -15,11 +15,11 @@ use crate::{
     grants,
     kernel::events::Target,
     policy::{GrantSpec, Kind, PENDING_TTL, Policy, Verdict},
-    protocol::{self, EndReason, GrantKind},
+    protocol::{self, EndReason, GrantKind, TaskId},
 };
 
 /// The policy in force and the caller authenticator.
-pub struct Guard {
+pub struct Gate {
     policy: RwLock<Option<Arc<Policy>>>,
     file: Option<PathBuf>,
     pub auth: Authenticator,
@@ -28,7 +28,7 @@ pub struct Guard {
 /// Said in the log and `leash status` when no policy is configured.
 pub const NO_POLICY: &str = "no policy: any authorized caller may grant anything";
 
-impl Guard {
+impl Gate {
     /// Loads the policy and the token keys; a bad file stops the daemon from starting.
     pub fn new(config: &Config) -> anyhow::Result<Self> {
         let policy = config
@@ -45,17 +45,17 @@ impl Guard {
             .map(crate::config::SocketGroup::resolve)
             .transpose()?;
         let auth = Authenticator::new(&config.auth, socket_gid, &config.trust_domain)?;
-        let guard = Self {
+        let gate = Self {
             policy: RwLock::new(policy),
             file: config.policy.file.clone(),
             auth,
         };
-        if guard.current().is_some() {
-            tracing::info!("{}", guard.describe());
+        if gate.current().is_some() {
+            tracing::info!("{}", gate.describe());
         } else {
             tracing::warn!("{NO_POLICY}");
         }
-        Ok(guard)
+        Ok(gate)
     }
 
     #[must_use]
@@ -116,7 +116,7 @@ fn requested(req: &protocol::AddGrant) -> Option<(GrantKind, &str)> {
 impl Daemon {
     /// With tokens on, widening a task (grants, attaching) takes a token for its agent.
     fn check_acting(&self, caller: &Caller, agent: &str) -> Result<(), RegistryError> {
-        if !self.guard.auth.tokens_on() {
+        if !self.gate.auth.tokens_on() {
             return Ok(());
         }
         match &caller.agent {
@@ -135,7 +135,7 @@ impl Daemon {
             .tasks
             .get(id)
             .map(|t| t.agent.clone())
-            .ok_or_else(|| RegistryError::NoTask(registry::task_id_string(id)))
+            .ok_or_else(|| RegistryError::NoTask(TaskId(id).to_string()))
     }
 
     /// `POST /v1/tasks` by an authenticated caller: the agent comes from the token
@@ -145,7 +145,7 @@ impl Daemon {
         caller: &Caller,
         mut req: protocol::CreateTask,
     ) -> Result<protocol::Task, RegistryError> {
-        if self.guard.auth.tokens_on() {
+        if self.gate.auth.tokens_on() {
             let Some(agent) = &caller.agent else {
                 return Err(forbidden(
                     "tokens are on (auth.tokens): send `Authorization: Bearer <token>`; the token names the agent",
@@ -161,7 +161,7 @@ impl Daemon {
         }
         let mut pending = Vec::new();
         let mut pending_ttl = PENDING_TTL;
-        if let Some(policy) = self.guard.current() {
+        if let Some(policy) = self.gate.current() {
             // No TTL asked for: the default, but never beyond the rule's max_ttl.
             if req.ttl_seconds.is_none()
                 && let Some(max) = policy.rule_for(&req.agent).and_then(|r| r.max_ttl)
@@ -202,7 +202,7 @@ impl Daemon {
             registry::resolve(*kind, spec, String::new(), 0, &root)?;
         }
         let task = self.create_task(&req, caller.pid)?;
-        let id = registry::parse_task_id(&task.id)?;
+        let id = task.id.parse::<TaskId>()?.0;
         for (kind, spec) in pending {
             let add = protocol::AddGrant {
                 exec: (kind == GrantKind::Exec).then(|| spec.clone()),
@@ -210,7 +210,9 @@ impl Daemon {
                 ttl_seconds: None,
             };
             if let Err(e) = self.add_pending(caller, id, &add, pending_ttl) {
-                let _ = self.end_task(id, EndReason::Ended);
+                if let Err(end) = self.end_task(id, EndReason::Ended) {
+                    tracing::error!(task = %TaskId(id), "cannot end a task whose pending grant failed: {end}");
+                }
                 return Err(e);
             }
         }
@@ -227,7 +229,7 @@ impl Daemon {
     ) -> Result<(String, bool), RegistryError> {
         let agent = self.agent_of(id)?;
         self.check_acting(caller, &agent)?;
-        if let (Some(policy), Some((kind, spec))) = (self.guard.current(), requested(req)) {
+        if let (Some(policy), Some((kind, spec))) = (self.gate.current(), requested(req)) {
             match check_grant(&policy, &agent, kind, spec) {
                 Verdict::Allow => {}
                 Verdict::Deny(m) => return Err(forbidden(m)),
@@ -266,19 +268,19 @@ impl Daemon {
     /// and those it no longer allows are revoked (`grant_revoked`, reason `policy: ...`).
     pub fn reload_policy(&self) -> Result<usize, String> {
         let file = self
-            .guard
+            .gate
             .file
             .clone()
             .ok_or_else(|| "no policy file is configured (policy.file)".to_owned())?;
         crate::file_trust::check("policy.file", &file).map_err(|e| e.to_string())?;
         let policy = Arc::new(Policy::load(&file).map_err(|e| e.to_string())?);
         *self
-            .guard
+            .gate
             .policy
             .write()
             .unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&policy));
         let revoked = self.enforce_policy(&policy);
-        tracing::info!(revoked, "policy reloaded: {}", self.guard.describe());
+        tracing::info!(revoked, "policy reloaded: {}", self.gate.describe());
         Ok(revoked)
     }
 
@@ -335,9 +337,22 @@ pub fn is_pending_target(pending: &[registry::GrantRecord], target: &Target) -> 
 }
 
 /// Reloads the policy on every SIGHUP until the runtime stops.
-pub async fn reload_on_sighup(daemon: Arc<Daemon>) -> std::io::Result<()> {
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-    while hup.recv().await.is_some() {
+pub(super) async fn reload_on_sighup(
+    daemon: Arc<Daemon>,
+    mut stopping: super::lifecycle::Stopping,
+) {
+    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(hup) => hup,
+        Err(e) => {
+            tracing::error!("cannot watch SIGHUP; the policy reloads only on a restart: {e}");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            hup = hup.recv() => if hup.is_none() { return },
+            () = stopping.wait() => return,
+        }
         let d = Arc::clone(&daemon);
         match tokio::task::spawn_blocking(move || d.reload_policy()).await {
             Ok(Ok(_)) => {}
@@ -347,7 +362,6 @@ pub async fn reload_on_sighup(daemon: Arc<Daemon>) -> std::io::Result<()> {
             Err(e) => tracing::error!("SIGHUP: policy reload failed: {e}"),
         }
     }
-    Ok(())
 }
 
 #[cfg(test)]

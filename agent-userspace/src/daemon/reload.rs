@@ -5,14 +5,11 @@
 
 use serde_json::json;
 
-use super::{
-    Daemon, RegistryError,
-    registry::{self, TaskRecord},
-};
+use super::{Daemon, RegistryError, registry::TaskRecord};
 use crate::{
     clock,
     policy::{Policy, Verdict},
-    protocol::{EndReason, TaskState},
+    protocol::{EndReason, TaskId, TaskState},
 };
 
 /// Why `policy` no longer allows `task` at `now_ns`: (the rule governing its agent,
@@ -47,10 +44,10 @@ impl Daemon {
             match self.end_task_noting(id, EndReason::Revoked, note) {
                 Ok(_) => {
                     ended += 1;
-                    tracing::warn!(task = %registry::task_id_string(id), "task ended by the policy: {why}");
+                    tracing::warn!(task = %TaskId(id), "task ended by the policy: {why}");
                 }
                 Err(e) => {
-                    tracing::error!(task = %registry::task_id_string(id), "cannot end a task the policy refuses: {e}");
+                    tracing::error!(task = %TaskId(id), "cannot end a task the policy refuses: {e}");
                 }
             }
         }
@@ -60,7 +57,7 @@ impl Daemon {
     /// Refuses joining task `id` when the policy in force no longer allows it (even
     /// one already ended, so the caller hears why).
     pub(super) fn check_joinable(&self, id: u64) -> Result<(), RegistryError> {
-        let Some(policy) = self.guard.current() else {
+        let Some(policy) = self.gate.current() else {
             return Ok(());
         };
         let task = self
@@ -68,7 +65,7 @@ impl Daemon {
             .tasks
             .get(id)
             .cloned()
-            .ok_or_else(|| RegistryError::NoTask(registry::task_id_string(id)))?;
+            .ok_or_else(|| RegistryError::NoTask(TaskId(id).to_string()))?;
         match refusal(&policy, &task, clock::boottime_ns()) {
             Some((_, why)) => Err(RegistryError::Forbidden(format!(
                 "task {} may not be joined: the policy in force does not allow it: {why}",

@@ -5,7 +5,7 @@
 use super::{Daemon, RegistryError, registry};
 use crate::{
     auth::{Caller, Standing},
-    protocol,
+    protocol::{self, TaskId},
 };
 
 /// The tasks a caller may read.
@@ -40,7 +40,7 @@ impl ReadScope {
     pub fn sees_event(self, task: &str) -> bool {
         match self {
             Self::All => true,
-            Self::Task(t) => task == registry::task_id_string(t),
+            Self::Task(t) => task == TaskId(t).to_string(),
             Self::Nothing => false,
         }
     }
@@ -71,7 +71,7 @@ impl Daemon {
     /// `GET /v1/tasks/{id}`: a task out of the caller's sight does not exist for it.
     pub fn task_for(&self, caller: &Caller, id: u64) -> Result<protocol::Task, RegistryError> {
         if !ReadScope::of(caller).sees(id) {
-            return Err(RegistryError::NoTask(registry::task_id_string(id)));
+            return Err(RegistryError::NoTask(TaskId(id).to_string()));
         }
         self.task(id)
     }
@@ -98,7 +98,7 @@ impl Daemon {
         status.scope = Some(match scope {
             ReadScope::Task(t) => format!(
                 "task {}: other tasks and the maps' fill are not shown",
-                registry::task_id_string(t)
+                TaskId(t)
             ),
             _ => "the calling process has exited: no task is shown".to_owned(),
         });

@@ -137,10 +137,8 @@ impl Store {
     }
 
     fn task_file(&self, id: u64, extension: &str) -> PathBuf {
-        self.tasks_dir().join(format!(
-            "{}.{extension}",
-            super::registry::task_id_string(id)
-        ))
+        self.tasks_dir()
+            .join(format!("{}.{extension}", crate::protocol::TaskId(id)))
     }
 
     pub fn save_agents(&self, agents: &BTreeMap<String, u32>) -> anyhow::Result<()> {

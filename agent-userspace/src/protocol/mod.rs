@@ -2,6 +2,8 @@
 //! so the two cannot drift apart.
 
 use serde::{Deserialize, Serialize};
+mod task_id;
+pub use task_id::{BadTaskId, TaskId};
 
 mod choices;
 pub use choices::{AttachScope, BackendChoice};

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
+use harness::TaskSpec;
 use harness::{EPERM, Harness, Listeners};
-use leash::tasks::TaskSpec;
 
 #[test]
 fn expired_task_is_denied_by_the_kernel_clock() {

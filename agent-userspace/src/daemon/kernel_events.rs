@@ -1,0 +1,183 @@
+//! What the kernel reports: the decision ring buffer becomes audit events (and ends the
+//! tasks whose last process exited), and the programs' own log records reach tracing.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, atomic::Ordering},
+};
+
+use anyhow::Context as _;
+use serde_json::json;
+use tokio::{io::unix::AsyncFd, task::JoinHandle};
+
+use super::{Daemon, lifecycle::Stopping, metrics_http::Readiness, policy, registry};
+use crate::{
+    Enforcer,
+    kernel::events::{Decision, EventReader, Target},
+    protocol::{AuditEvent, TaskId},
+};
+
+impl Daemon {
+    /// Turns one kernel record into audit events and lifecycle actions.
+    pub fn on_kernel_events(&self, batch: Vec<Decision>) {
+        let mut exits = Vec::new();
+        // Task metadata looked up once per task per batch, under one lock.
+        let mut meta: HashMap<u64, TaskMeta> = HashMap::new();
+        {
+            let inner = self.lock();
+            for d in &batch {
+                meta.entry(d.task).or_insert_with(|| {
+                    inner.tasks.get(d.task).map_or_else(
+                        || ("unknown".to_owned(), String::new(), None, Vec::new()),
+                        |t| {
+                            (
+                                t.agent.clone(),
+                                t.spiffe_id(&self.limits.trust_domain),
+                                t.intent.clone(),
+                                // Grants awaiting approval, to label their denials.
+                                t.grants
+                                    .iter()
+                                    .filter(|g| g.pending_ns != 0)
+                                    .cloned()
+                                    .collect(),
+                            )
+                        },
+                    )
+                });
+            }
+        }
+        let mut events = Vec::with_capacity(batch.len());
+        for d in batch {
+            if d.kind == "exit" {
+                exits.push(d.task);
+                continue;
+            }
+            if d.kind == "exec" && d.verdict == "allowed" && !self.log_allowed_exec {
+                continue;
+            }
+            let (agent, spiffe_id, intent, pending) =
+                meta.get(&d.task).cloned().unwrap_or_default();
+            let reason = if d.verdict == "denied" && policy::is_pending_target(&pending, &d.target)
+            {
+                "pending_approval"
+            } else {
+                d.reason
+            };
+            let target = match &d.target {
+                Target::Exec { path, dev, ino } => json!({ "path": path, "dev": dev, "ino": ino }),
+                Target::Net {
+                    addr,
+                    port,
+                    protocol,
+                } => {
+                    json!({ "addr": addr.to_string(), "port": port, "protocol": protocol })
+                }
+                Target::Unix { path } => json!({ "unix": path }),
+                Target::Socket {
+                    family,
+                    socket_type,
+                    protocol,
+                } => json!({ "family": family, "type": socket_type, "protocol": protocol }),
+                Target::Guard { call, target_pid } => {
+                    json!({ "call": call, "target_pid": target_pid })
+                }
+                Target::Compat { call, syscall } => json!({ "call": call, "syscall": syscall }),
+                Target::Process {} => json!({}),
+            };
+            events.push(AuditEvent {
+                ts: registry::wall_of_boot_ns(d.ts_ns),
+                task: TaskId(d.task).to_string(),
+                agent,
+                spiffe_id,
+                intent,
+                pid: d.pid,
+                comm: d.comm,
+                kind: d.kind.into(),
+                verdict: d.verdict.into(),
+                target,
+                reason: reason.into(),
+            });
+        }
+        self.audit.emit_all(events);
+        if !exits.is_empty() {
+            self.end_exited(&exits);
+        }
+    }
+}
+
+/// A task's agent, SPIFFE ID, intent and pending grants, for its kernel events.
+type TaskMeta = (String, String, Option<String>, Vec<registry::GrantRecord>);
+
+/// Forwards kernel-side log records (only emitted at the configured level) until the
+/// daemon stops.
+pub(super) fn spawn_kernel_log(
+    enforcer: &mut Enforcer,
+    mut stopping: Stopping,
+) -> Option<JoinHandle<()>> {
+    let mut logger = enforcer.take_logger()?;
+    // SAFETY: the logger owns its ring buffer fd for as long as the AsyncFd lives.
+    let fd = unsafe {
+        AsyncFd::register_with_interest(
+            std::os::fd::AsRawFd::as_raw_fd(&logger),
+            tokio::io::Interest::READABLE,
+        )
+    };
+    match fd {
+        Ok(fd) => Some(tokio::spawn(async move {
+            loop {
+                let readable = tokio::select! {
+                    r = fd.readable() => r,
+                    () = stopping.wait() => break,
+                };
+                let Ok(mut guard) = readable else {
+                    break;
+                };
+                logger.flush();
+                guard.clear_ready();
+            }
+        })),
+        Err(e) => {
+            tracing::warn!("kernel log records unavailable: {e}");
+            None
+        }
+    }
+}
+
+/// Clears the event reader's readiness when the pump stops, however it stops.
+struct Running(Arc<Readiness>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.events_running.store(false, Ordering::Release);
+    }
+}
+
+/// Drains the decision ring buffer into the audit trail until the daemon stops.
+pub(super) async fn pump_events(
+    reader: EventReader,
+    daemon: Arc<Daemon>,
+    ready: Arc<Readiness>,
+    mut stopping: Stopping,
+) -> anyhow::Result<()> {
+    // SAFETY: the reader owns the ring buffer fd for as long as the AsyncFd lives.
+    let mut fd = unsafe { AsyncFd::register_with_interest(reader, tokio::io::Interest::READABLE) }
+        .map_err(|e| anyhow::anyhow!("cannot watch the event ring buffer: {e}"))?;
+    ready.events_running.store(true, Ordering::Release);
+    // Not ready again if this loop ever ends.
+    let _running = Running(ready);
+    loop {
+        let readable = tokio::select! {
+            r = fd.readable_mut() => r,
+            () = stopping.wait() => return Ok(()),
+        };
+        let mut guard = readable.context("event ring buffer")?;
+        let batch = guard.get_inner_mut().drain();
+        guard.clear_ready();
+        drop(guard);
+        if !batch.is_empty() {
+            // In place (the other tasks move to the second worker): no hand-off to the
+            // blocking pool and back between an exit and the task's teardown.
+            tokio::task::block_in_place(|| daemon.on_kernel_events(batch));
+        }
+    }
+}

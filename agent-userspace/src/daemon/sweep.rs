@@ -1,0 +1,145 @@
+//! Housekeeping on a timer: expired tasks and grants end, exits whose event was lost
+//! are caught, pending grants lapse, removed pins come back, DNS grants are resolved
+//! again.
+
+use std::{sync::Arc, time::Duration};
+
+use super::{Daemon, Inner, lifecycle::Stopping, registry};
+use crate::{
+    clock,
+    protocol::{self, EndReason, TaskId},
+};
+
+impl Daemon {
+    /// Ends active tasks among `candidates` that have no process left.
+    pub fn end_exited(&self, candidates: &[u64]) {
+        let done = {
+            let inner = self.lock();
+            inner.tasks.exited(inner.enforcer.maps(), candidates)
+        };
+        for id in done {
+            if let Err(e) = self.end_task(id, EndReason::Exited) {
+                tracing::error!(task = %TaskId(id), "cannot end an exited task: {e}");
+            }
+        }
+    }
+
+    /// Ends expired tasks and revokes expired grants. The kernel already denies them at
+    /// their expiry; this removes their entries and records it.
+    pub fn sweep(&self, all_exits: bool) {
+        let (tasks, grants, active) = {
+            let inner = self.lock();
+            let (t, g) = inner.tasks.expired(clock::boottime_ns());
+            let active: Vec<u64> = if all_exits {
+                inner
+                    .tasks
+                    .tasks
+                    .values()
+                    .filter(|t| t.state == protocol::TaskState::Active)
+                    .map(|t| t.id)
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            (t, g, active)
+        };
+        for id in tasks {
+            if let Err(e) = self.end_task(id, EndReason::Expired) {
+                tracing::error!(task = %TaskId(id), "cannot end an expired task: {e}");
+            }
+        }
+        for (id, gid) in grants {
+            if let Err(e) = self.revoke_grant(id, &gid, "expired") {
+                tracing::error!(task = %TaskId(id), grant = gid, "cannot revoke an expired grant: {e}");
+            }
+        }
+        self.sweep_pending(clock::boottime_ns());
+        if !active.is_empty() {
+            // Catches exits whose event was lost to a full ring buffer.
+            self.end_exited(&active);
+        }
+        if all_exits {
+            for id in self.commands_gone() {
+                self.command_exited(id);
+            }
+        }
+        if all_exits {
+            self.restore_pins();
+        }
+        self.lock().enforcer.prune_scopes();
+    }
+
+    /// Pins again what someone removed from the pin directory while this daemon runs
+    /// (its own references keep enforcement in place meanwhile), so the next daemon
+    /// adopts the same maps and links.
+    pub fn restore_pins(&self) {
+        for path in self.lock().enforcer.restore_pins() {
+            tracing::warn!(path = %path.display(), "a pin was removed; pinned again");
+        }
+    }
+
+    /// Re-resolves the DNS names of connect grants. Resolution runs without the lock;
+    /// a name that fails to resolve keeps its last addresses (logged), so a resolver
+    /// hiccup does not cut a task off.
+    pub fn refresh_dns(&self) {
+        let named = self.lock().tasks.named_grants();
+        for (id, gid, spec) in named {
+            match registry::resolve(
+                protocol::GrantKind::Connect,
+                &spec,
+                gid.clone(),
+                0,
+                std::path::Path::new("/"),
+            ) {
+                Ok(fresh) => {
+                    let mut inner = self.lock();
+                    let Inner { enforcer, tasks } = &mut *inner;
+                    match tasks.update_named(enforcer.maps_mut(), id, &gid, fresh) {
+                        Ok(true) => {
+                            tracing::info!(task = %TaskId(id), grant = gid, spec, "DNS grant re-resolved to new addresses");
+                            self.save(&inner, id);
+                        }
+                        Ok(false) => {}
+                        Err(e) => {
+                            tracing::error!(task = %TaskId(id), grant = gid, "cannot apply re-resolved addresses: {e}");
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(task = %TaskId(id), grant = gid, "re-resolving {spec} failed, keeping the last addresses: {e}");
+                }
+            }
+        }
+    }
+}
+
+/// How often DNS names of connect grants are resolved again. The system resolver does
+/// not expose record TTLs, so this is a fixed period shorter than common TTLs.
+pub(super) const DNS_REFRESH: Duration = Duration::from_secs(30);
+
+/// Runs the periodic sweep until `shutdown` fires.
+pub(super) async fn sweeper(daemon: Arc<Daemon>, mut stopping: Stopping) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut n: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stopping.wait() => return,
+        }
+        n += 1;
+        let d = Arc::clone(&daemon);
+        // Every 2 s, also look for tasks whose exit event was lost.
+        let all = n.is_multiple_of(8);
+        let dns = n.is_multiple_of(DNS_REFRESH.as_millis() as u64 / 250);
+        if let Err(e) = tokio::task::spawn_blocking(move || {
+            d.sweep(all);
+            if dns {
+                d.refresh_dns();
+            }
+        })
+        .await
+        {
+            tracing::error!("a sweep failed: {e}");
+        }
+    }
+}
