@@ -261,7 +261,9 @@ fn cycle_violations(imports: &[Import]) -> Vec<String> {
     for import in imports {
         let to = import.path[0].as_str();
         if to != import.from {
-            edges.entry((import.from.as_str(), to)).or_insert(&import.at);
+            edges
+                .entry((import.from.as_str(), to))
+                .or_insert(&import.at);
         }
     }
     let reaches = |from: &str, to: &str| {
