@@ -97,20 +97,17 @@ fn flatten(tree: &str, prefix: &[String], out: &mut Vec<Vec<String>>) {
         }
         return;
     }
-    match tree.split_once("::") {
-        Some((head, rest)) => {
-            let mut next = prefix.to_vec();
-            next.push(head.trim().to_owned());
-            flatten(rest, &next, out);
+    if let Some((head, rest)) = tree.split_once("::") {
+        let mut next = prefix.to_vec();
+        next.push(head.trim().to_owned());
+        flatten(rest, &next, out);
+    } else {
+        let name = tree.split_whitespace().next().unwrap_or_default();
+        let mut path = prefix.to_vec();
+        if name != "self" && name != "*" {
+            path.push(name.to_owned());
         }
-        None => {
-            let name = tree.split_whitespace().next().unwrap_or_default();
-            let mut path = prefix.to_vec();
-            if name != "self" && name != "*" {
-                path.push(name.to_owned());
-            }
-            out.push(path);
-        }
+        out.push(path);
     }
 }
 
