@@ -436,15 +436,3 @@ pub fn unix_hooks(d: &DaemonGuard) -> bool {
 pub fn scope_links(d: &DaemonGuard) -> usize {
     if unix_hooks(d) { 7 } else { 5 }
 }
-
-/// Polls `f` for up to 5 s; panics naming `what` if it never holds.
-pub fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("timed out waiting for {what}");
-}

@@ -594,14 +594,19 @@ impl Drop for Scratch {
     }
 }
 
-/// Polls `f` for up to 3 s.
-pub fn wait_until(mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(3);
+/// How long [`wait_for`] polls: the daemon's own periodic work (sweep, re-pinning)
+/// runs every 2 s.
+pub const WAIT_FOR: Duration = Duration::from_secs(5);
+
+/// Polls `f` every 20 ms until it holds; panics naming `what` if it does not within
+/// [`WAIT_FOR`]. The one polling helper of the suite.
+pub fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT_FOR;
     while Instant::now() < deadline {
         if f() {
-            return true;
+            return;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    f()
+    assert!(f(), "timed out after {WAIT_FOR:?} waiting for {what}");
 }

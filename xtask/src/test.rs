@@ -103,6 +103,9 @@ fn clippy_ebpf() -> anyhow::Result<()> {
     util::run(&mut cmd)
 }
 
+/// Unit tests of every host crate, with agent-userspace's `tests/layers.rs`: the layer
+/// rules and import cycles of docs/architecture.md, and no reference to a document
+/// outside the repository.
 fn unit_tests(counts: &mut Counts) -> anyhow::Result<()> {
     util::require_bpf_linker()?;
     counts.add(util::run_tests(

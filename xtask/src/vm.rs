@@ -352,7 +352,7 @@ fn ensure_musl_target() -> anyhow::Result<()> {
 
 /// The static binaries the guest runs.
 struct Binaries {
-    /// Integration test binaries by target name (`exec`, `network`, …).
+    /// Integration test binaries by target name (`integration`: one binary, a module per area).
     tests: Vec<(String, PathBuf)>,
     probe: PathBuf,
     leash: PathBuf,

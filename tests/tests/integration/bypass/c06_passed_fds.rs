@@ -1,7 +1,7 @@
 //! Class 6, inherited or passed file descriptors: a descriptor that is already
 //! connected needs no connect, so leash cannot see its use (docs/security.md). What it
 //! closes: taking descriptors out of another process (`pidfd_getfd`), and `leash run`
-//! tags itself before it opens anything (tests/tests/daemon.rs runs it).
+//! tags itself before it opens anything (the `daemon` module runs it).
 
 use harness::{Harness, refused, spec};
 

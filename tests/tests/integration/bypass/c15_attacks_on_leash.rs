@@ -296,7 +296,7 @@ fn a_process_inside_a_task_cannot_change_tasks_or_grants() {
     assert_eq!(stdout(&o), denied, "{}", stderr(&o));
     // The audit record follows the kill through the event reader: wait for it.
     let tamper = || d.audit().into_iter().find(|e| e["kind"] == "tamper");
-    harness::daemon::wait_for("a tamper event in the audit log", || tamper().is_some());
+    harness::wait_for("a tamper event in the audit log", || tamper().is_some());
     let tamper = tamper().expect("a tamper event in the audit log");
     assert_eq!(tamper["verdict"], "denied", "{tamper}");
     assert_eq!(tamper["reason"], "leash_process", "{tamper}");
@@ -347,6 +347,6 @@ fn a_removed_pin_detaches_nothing_and_is_pinned_again() {
     let o = in_task(&["connect", "tcp", "127.0.0.1", &port]);
     assert_eq!(stdout(&o), EPERM, "{}", stderr(&o));
     // ... and pins both again (every 2 s), the same objects, for the next daemon.
-    harness::daemon::wait_for("the pins again", || pin.exists() && procs.exists());
+    harness::wait_for("the pins again", || pin.exists() && procs.exists());
     assert_eq!(ids(), before, "(link id, map id)");
 }

@@ -1,6 +1,6 @@
 //! The bypass suite: one module per numbered class of the threat model
-//! (docs/security.md). Every class
-//! runs at least one concrete attempt inside a task and expects the denial, its
+//! (docs/security.md, "The classes"), named `cNN_...` after the class number. Every
+//! class runs at least one concrete attempt inside a task and expects the denial, its
 //! counter and its event; untagged processes must be unaffected by the same call.
 
 mod c01_ipv6_forms;

@@ -13,8 +13,8 @@ use std::{
 
 use harness::{
     EPERM, Listeners,
-    daemon::{DaemonGuard, TaskSession, stderr, stdout, task_json, wait_for},
-    probe,
+    daemon::{DaemonGuard, TaskSession, stderr, stdout, task_json},
+    probe, wait_for,
 };
 
 fn map_entries(d: &DaemonGuard, map: &str) -> u64 {

@@ -7,8 +7,8 @@
 
 use harness::{
     EPERM, Listeners,
-    daemon::{DaemonGuard, TaskSession, stderr, stdout, task_json, wait_for},
-    probe,
+    daemon::{DaemonGuard, TaskSession, stderr, stdout, task_json},
+    probe, wait_for,
 };
 
 #[test]

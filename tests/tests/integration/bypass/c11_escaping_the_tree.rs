@@ -1,7 +1,7 @@
 //! Class 11, escaping the tree: children, grandchildren, threads, double fork with
 //! setsid (reparenting to init), and exec from a non-leader thread keep the tag.
 
-use harness::{EPERM, Harness, Listeners, Scratch, exec_denied, probe, spec, wait_until};
+use harness::{EPERM, Harness, Listeners, Scratch, exec_denied, probe, spec, wait_for};
 
 #[test]
 fn children_grandchildren_threads_and_double_forks_carry_the_tag() {
@@ -33,11 +33,9 @@ fn children_grandchildren_threads_and_double_forks_carry_the_tag() {
         "ok"
     );
 
-    assert!(
-        wait_until(|| task.procs().is_empty()),
-        "entries left after all exited: {:?}",
-        task.procs()
-    );
+    wait_for("every process entry to leave once all exited", || {
+        task.procs().is_empty()
+    });
 }
 
 #[test]

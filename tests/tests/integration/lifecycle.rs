@@ -111,8 +111,8 @@ mod end_when {
 
     use harness::{
         EPERM, Listeners,
-        daemon::{DaemonGuard, stderr, stdout, task_json, wait_for},
-        probe,
+        daemon::{DaemonGuard, stderr, stdout, task_json},
+        probe, wait_for,
     };
 
     /// Where a lingering probe reports; removed on drop.

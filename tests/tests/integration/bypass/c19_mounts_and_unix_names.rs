@@ -223,5 +223,5 @@ fn the_daemon_protects_its_own_socket() {
             .into_iter()
             .find(|e| e["kind"] == "tamper" && e["reason"] == "leash_pins")
     };
-    harness::daemon::wait_for("a leash_pins event in the audit log", || tamper().is_some());
+    harness::wait_for("a leash_pins event in the audit log", || tamper().is_some());
 }

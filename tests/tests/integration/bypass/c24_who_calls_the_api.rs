@@ -10,8 +10,8 @@ use std::{
 };
 
 use harness::{
-    daemon::{DaemonGuard, TaskSession, stderr, stdout, task_json, wait_for},
-    probe,
+    daemon::{DaemonGuard, TaskSession, stderr, stdout, task_json},
+    probe, wait_for,
 };
 
 /// A uid other than root's, allowed to call, that asks for the pending grant: root

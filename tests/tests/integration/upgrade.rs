@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use harness::{
     EPERM, Listeners,
-    daemon::{DaemonGuard, TaskSession, leash_bin, stderr, stdout, task_json, wait_for},
-    probe,
+    daemon::{DaemonGuard, TaskSession, leash_bin, stderr, stdout, task_json},
+    probe, wait_for,
 };
 
 /// How a denied exec shows in the probe on the backend the daemon chose.

@@ -6,8 +6,8 @@ use std::{os::unix::process::ExitStatusExt as _, path::Path};
 
 use harness::{
     EPERM, Listeners,
-    daemon::{DaemonGuard, TaskSession, stdout, wait_for},
-    probe, untagged,
+    daemon::{DaemonGuard, TaskSession, stdout},
+    probe, untagged, wait_for,
 };
 
 const TASK_SCOPE: &str = "attach_scope: task\n";

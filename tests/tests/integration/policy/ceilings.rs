@@ -6,8 +6,8 @@ use std::{os::unix::fs::MetadataExt as _, process::Command};
 
 use harness::{
     EPERM, Listeners, Scratch,
-    daemon::{DaemonGuard, TaskSession, stderr, stdout, task_json, wait_for},
-    probe,
+    daemon::{DaemonGuard, TaskSession, stderr, stdout, task_json},
+    probe, wait_for,
 };
 
 use super::{audit_kinds, post, probe_dir, sighup, with_policy};

@@ -6,7 +6,7 @@ use std::{
     process::{Command, Stdio},
 };
 
-use harness::{EPERM, Harness, Listeners, probe, spec, wait_until};
+use harness::{EPERM, Harness, Listeners, probe, spec, wait_for};
 
 #[test]
 fn exited_processes_leave_no_entry_and_a_recycled_pid_is_not_tagged() {
@@ -22,10 +22,9 @@ fn exited_processes_leave_no_entry_and_a_recycled_pid_is_not_tagged() {
         assert_eq!(task.procs(), vec![s.pid()]);
         s.pid()
     };
-    assert!(
-        wait_until(|| task.procs().is_empty()),
-        "entry of exited pid {pid} remains"
-    );
+    wait_for(&format!("the entry of exited pid {pid} to leave"), || {
+        task.procs().is_empty()
+    });
 
     // Ask the kernel for the same pid again (root pid namespace, so retry on races).
     for _ in 0..20 {

@@ -8,12 +8,12 @@
 
 use harness::{
     EPERM, Listeners,
-    daemon::{DaemonGuard, TaskSession, stderr, stdout, task_json, wait_for},
+    daemon::{DaemonGuard, TaskSession, stderr, stdout, task_json},
     probe,
     tokens::{self, TempFile},
+    wait_for,
 };
 
-#[path = "policy/ceilings.rs"]
 mod ceilings;
 
 /// A daemon enforcing the policy `text`.
