@@ -7,14 +7,14 @@ use leash::client::Client;
 use super::output;
 
 #[derive(Debug, clap::Args)]
-pub struct DecideArgs {
+pub(crate) struct DecideArgs {
     /// Task id.
     pub id: String,
     /// Grant id of the pending grant (`leash task show` marks it pending).
     pub grant_id: String,
 }
 
-pub fn run(client: &Client, args: &DecideArgs, approve: bool) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(client: &Client, args: &DecideArgs, approve: bool) -> anyhow::Result<ExitCode> {
     super::block_on(client.decide_grant(&args.id, &args.grant_id, approve))??;
     output::print(&format!(
         "{} {}",

@@ -10,7 +10,7 @@ use leash::{
 use super::output;
 
 #[derive(Debug, clap::Args)]
-pub struct EventsArgs {
+pub(crate) struct EventsArgs {
     /// Keep the stream open and print new events as they happen.
     #[arg(long, short = 'f')]
     pub follow: bool,
@@ -22,7 +22,7 @@ pub struct EventsArgs {
     pub json: bool,
 }
 
-pub fn run(client: &Client, args: &EventsArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(client: &Client, args: &EventsArgs) -> anyhow::Result<ExitCode> {
     super::block_on(async {
         let mut stream = client.events(args.follow, args.task.as_deref()).await?;
         if args.json {
@@ -46,7 +46,7 @@ pub fn run(client: &Client, args: &EventsArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// `{ts} {verdict:8} {kind:8} task= agent= pid= comm= {target} reason=`.
-pub fn event_line(e: &AuditEvent) -> String {
+pub(crate) fn event_line(e: &AuditEvent) -> String {
     let mut line = format!(
         "{} {:<8} {:<8} task={} agent={} id={} pid={} comm={}",
         e.ts,

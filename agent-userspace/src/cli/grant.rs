@@ -7,7 +7,7 @@ use leash::{client::Client, protocol::AddGrant};
 use super::{output, task};
 
 #[derive(Debug, clap::Subcommand)]
-pub enum GrantCommand {
+pub(crate) enum GrantCommand {
     /// Add one grant to a task and print its id.
     Add(AddArgs),
     /// Revoke one grant of a task.
@@ -21,7 +21,7 @@ pub enum GrantCommand {
 
 #[derive(Debug, clap::Args)]
 #[command(group = clap::ArgGroup::new("grant").required(true).args(["exec", "connect"]))]
-pub struct AddArgs {
+pub(crate) struct AddArgs {
     /// Task id.
     pub id: String,
     /// Allow executing this file (absolute path; `DIR/` allows every file directly inside).
@@ -45,7 +45,7 @@ impl AddArgs {
     }
 }
 
-pub fn run(client: &Client, cmd: GrantCommand) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(client: &Client, cmd: GrantCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         GrantCommand::Add(args) => {
             let added = super::block_on(client.add_grant(&args.id, &args.to_request()))??;

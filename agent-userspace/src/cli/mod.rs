@@ -21,7 +21,7 @@ use leash::client::Client;
     version,
     about = "Per-task exec and network grants for AI agents, enforced in the kernel"
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     // The id stays `socket`: a subcommand with its own `socket` arg (`leash daemon
     // --socket`) then keeps it, and clap does not propagate this one there.
     #[arg(
@@ -69,7 +69,7 @@ enum Command {
 /// text the message before it already quotes (typed errors keep their source and also
 /// name it). It may quote a request or the daemon's answer, so control characters are
 /// escaped as in every other human output.
-pub fn error_text(e: &anyhow::Error) -> String {
+pub(crate) fn error_text(e: &anyhow::Error) -> String {
     let mut text = e.to_string();
     let mut last = text.clone();
     for cause in e.chain().skip(1) {
@@ -83,7 +83,7 @@ pub fn error_text(e: &anyhow::Error) -> String {
     output::clean(&text).into_owned()
 }
 
-pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let client = Client::from_env(cli.socket);
     let result = match cli.command {
         Command::Daemon(args) => daemon::run(&args),

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 /// Writes `text` (plus a newline) to stdout. A closed pipe (`leash events | head`)
 /// comes back as an `io::Error` that [`is_broken_pipe`] recognizes.
-pub fn print(text: &str) -> io::Result<()> {
+pub(crate) fn print(text: &str) -> io::Result<()> {
     let mut out = io::stdout().lock();
     out.write_all(text.as_bytes())?;
     if !text.ends_with('\n') {
@@ -20,13 +20,13 @@ pub fn print(text: &str) -> io::Result<()> {
 }
 
 /// Pretty JSON of an API object, for `--json`.
-pub fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
+pub(crate) fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
     print(&serde_json::to_string_pretty(value)?)?;
     Ok(())
 }
 
 /// True when `e` is stdout having been closed by its reader.
-pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+pub(crate) fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.downcast_ref::<io::Error>()
         .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
 }
@@ -34,7 +34,7 @@ pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
 /// `s` with every control character (newlines, escape sequences, C1 codes) and every
 /// bidirectional override written as a Rust escape (`\n`, `\u{1b}`), so text from a
 /// task (an intent, a spec) cannot forge, reorder or hide lines of what a human reads.
-pub fn clean(s: &str) -> Cow<'_, str> {
+pub(crate) fn clean(s: &str) -> Cow<'_, str> {
     let bad =
         |c: char| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
     if !s.chars().any(bad) {
@@ -52,7 +52,7 @@ pub fn clean(s: &str) -> Cow<'_, str> {
 }
 
 /// Left-aligned columns separated by two spaces, no trailing blanks; cells [`clean`]ed.
-pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+pub(crate) fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     let rows: Vec<Vec<String>> = rows
         .iter()
         .map(|r| r.iter().map(|c| clean(c).into_owned()).collect())
@@ -82,7 +82,7 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
 }
 
 /// `key: value` lines with the values aligned and [`clean`]ed.
-pub fn fields(pairs: &[(&str, String)]) -> String {
+pub(crate) fn fields(pairs: &[(&str, String)]) -> String {
     let width = pairs.iter().map(|(k, _)| k.len() + 1).max().unwrap_or(0);
     let mut out = String::new();
     for (key, value) in pairs {
@@ -95,7 +95,7 @@ pub fn fields(pairs: &[(&str, String)]) -> String {
 
 /// The serde name of a unit enum value (`enforce`, `active`, ...), so the text output
 /// says exactly what the JSON says.
-pub fn name<T: Serialize>(value: &T) -> String {
+pub(crate) fn name<T: Serialize>(value: &T) -> String {
     match serde_json::to_value(value) {
         Ok(serde_json::Value::String(s)) => s,
         Ok(other) => other.to_string(),
@@ -104,7 +104,7 @@ pub fn name<T: Serialize>(value: &T) -> String {
 }
 
 /// A value for a `key=value` field: as is when it is one plain word, else quoted.
-pub fn word(s: &str) -> Cow<'_, str> {
+pub(crate) fn word(s: &str) -> Cow<'_, str> {
     if !s.is_empty()
         && s.chars()
             .all(|c| !c.is_whitespace() && !c.is_control() && c != '"' && c != '\\')

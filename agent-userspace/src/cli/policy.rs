@@ -11,7 +11,7 @@ use leash::{
 use super::{output, task};
 
 #[derive(Debug, clap::Subcommand)]
-pub enum PolicyCommand {
+pub(crate) enum PolicyCommand {
     /// Validate a policy file (YAML, compiled to Cedar and checked against the schema).
     Check {
         file: PathBuf,
@@ -26,7 +26,7 @@ pub enum PolicyCommand {
 }
 
 #[derive(Debug, clap::Args)]
-pub struct ExplainArgs {
+pub(crate) struct ExplainArgs {
     /// The policy file.
     #[arg(long, value_name = "FILE")]
     pub policy: PathBuf,
@@ -48,12 +48,12 @@ pub struct ExplainArgs {
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
-pub enum ModeArg {
+pub(crate) enum ModeArg {
     Enforce,
     Audit,
 }
 
-pub fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         PolicyCommand::Check { file, cedar } => {
             let policy = Policy::load(&file)?;

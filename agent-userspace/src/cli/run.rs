@@ -46,7 +46,7 @@ const TASK_ENV: &str = "LEASH_TASK";
 
 #[derive(Debug, clap::Args)]
 #[command(override_usage = "leash run [OPTIONS] [--task ID] -- CMD [ARG]...")]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     #[command(flatten)]
     pub spec: TaskSpec,
     /// Join this existing task instead of creating one: a task from `leash task create`
@@ -69,7 +69,7 @@ pub struct RunArgs {
     pub command: Vec<OsString>,
 }
 
-pub fn run(client: &Client, args: &RunArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(client: &Client, args: &RunArgs) -> anyhow::Result<ExitCode> {
     let cmd = &args.command[0];
     let path = match resolve_command(cmd, std::env::var_os("PATH").as_deref()) {
         Ok(path) => path,
@@ -168,7 +168,7 @@ fn is_granted(cmd: &Path, task: &Task) -> bool {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum ResolveError {
+pub(crate) enum ResolveError {
     #[error("command not found: {0}")]
     NotFound(String),
     #[error("cannot run {0}: it is not an executable file")]
@@ -187,7 +187,10 @@ impl ResolveError {
 /// The absolute path of `cmd`: as given (made absolute) when it contains a `/`, else the
 /// first executable regular file named `cmd` in `path_var` (an empty entry is the
 /// current directory, as in POSIX shells).
-pub fn resolve_command(cmd: &OsStr, path_var: Option<&OsStr>) -> Result<PathBuf, ResolveError> {
+pub(crate) fn resolve_command(
+    cmd: &OsStr,
+    path_var: Option<&OsStr>,
+) -> Result<PathBuf, ResolveError> {
     let shown = cmd.to_string_lossy().into_owned();
     let cwd = || std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
     if cmd.is_empty() {

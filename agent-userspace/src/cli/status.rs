@@ -7,13 +7,13 @@ use leash::{client::Client, protocol::Status};
 use super::output;
 
 #[derive(Debug, clap::Args)]
-pub struct StatusArgs {
+pub(crate) struct StatusArgs {
     /// Print the status object as JSON.
     #[arg(long)]
     pub json: bool,
 }
 
-pub fn run(client: &Client, args: &StatusArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(client: &Client, args: &StatusArgs) -> anyhow::Result<ExitCode> {
     let status = super::block_on(client.status())??;
     if args.json {
         output::print_json(&status)?;

@@ -14,7 +14,7 @@ use leash::{
 use super::output;
 
 #[derive(Debug, clap::Subcommand)]
-pub enum TaskCommand {
+pub(crate) enum TaskCommand {
     /// Create a task and print its id.
     ///
     /// It lives until its TTL, `leash task end` or revocation, whatever its processes
@@ -38,14 +38,14 @@ pub enum TaskCommand {
 }
 
 #[derive(Debug, clap::Args)]
-pub struct JsonFlag {
+pub(crate) struct JsonFlag {
     /// Print JSON (the API's objects) instead of text.
     #[arg(long)]
     pub json: bool,
 }
 
 #[derive(Debug, clap::Args)]
-pub struct CreateArgs {
+pub(crate) struct CreateArgs {
     #[command(flatten)]
     pub spec: TaskSpec,
     /// When the task ends on its own: `ended_or_expired` (only by its TTL, `leash task
@@ -83,7 +83,7 @@ impl From<EndWhenArg> for EndWhen {
 
 /// What a new task is: agent, intent, grants, TTL and mode (`leash task create`, `leash run`).
 #[derive(Debug, clap::Args)]
-pub struct TaskSpec {
+pub(crate) struct TaskSpec {
     /// Agent name, part of the task's identity and of every event.
     #[arg(long, value_name = "NAME", env = "LEASH_AGENT", default_value = "cli")]
     pub agent: String,
@@ -109,7 +109,7 @@ pub struct TaskSpec {
 
 impl TaskSpec {
     /// The `POST /v1/tasks` body: the grants file first, then the flags, without repeats.
-    pub fn to_request(&self) -> anyhow::Result<CreateTask> {
+    pub(crate) fn to_request(&self) -> anyhow::Result<CreateTask> {
         let mut grants = match &self.grants {
             Some(file) => read_grants_file(file)?,
             None => Grants::default(),
@@ -132,7 +132,7 @@ impl TaskSpec {
 }
 
 /// Parses a DURATION flag (`90s`, `10m`, `1h`, `1h 30m`) into whole seconds, rounding up.
-pub fn parse_ttl(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_ttl(s: &str) -> Result<u64, String> {
     let d = humantime::parse_duration(s)
         .map_err(|e| format!("{e}; expected a duration like 90s, 10m or 1h"))?;
     if d.is_zero() {
@@ -143,7 +143,7 @@ pub fn parse_ttl(s: &str) -> Result<u64, String> {
 
 /// Makes a relative exec path absolute against the current directory: the daemon
 /// resolves paths in its own working directory, not ours. Keeps a trailing `/`.
-pub fn absolute(path: &str) -> String {
+pub(crate) fn absolute(path: &str) -> String {
     if path.starts_with('/') {
         return path.to_owned();
     }
@@ -160,7 +160,7 @@ pub fn absolute(path: &str) -> String {
     }
 }
 
-pub fn read_grants_file(file: &Path) -> anyhow::Result<Grants> {
+pub(crate) fn read_grants_file(file: &Path) -> anyhow::Result<Grants> {
     let text = std::fs::read_to_string(file)
         .with_context(|| format!("cannot read --grants file {}", file.display()))?;
     parse_grants(&text).with_context(|| format!("bad --grants file {}", file.display()))
@@ -194,7 +194,7 @@ fn dedup(items: &mut Vec<String>) {
     items.retain(|i| seen.insert(i.clone()));
 }
 
-pub fn run(client: &Client, cmd: TaskCommand) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(client: &Client, cmd: TaskCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         TaskCommand::Create(args) => {
             let mut req = args.spec.to_request()?;

@@ -28,7 +28,7 @@ impl Default for AuditConfig {
 }
 
 /// Smallest rotation size: one large event must fit.
-pub const MIN_BYTES: u64 = 64 * 1024;
+pub(crate) const MIN_BYTES: u64 = 64 * 1024;
 
 impl AuditConfig {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {

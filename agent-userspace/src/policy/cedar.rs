@@ -51,12 +51,12 @@ namespace Leash {
 /// Annotation marking a permit whose grants wait for approval.
 const APPROVAL: &str = "approval";
 
-pub enum CompileError {
+pub(crate) enum CompileError {
     Rule { rule: String, message: String },
     Cedar(String),
 }
 
-pub struct Engine {
+pub(crate) struct Engine {
     schema: Schema,
     policies: PolicySet,
     /// Policy id → what it says, for refusal messages.
@@ -83,7 +83,7 @@ fn cedar_err(e: impl std::fmt::Display) -> CompileError {
 }
 
 impl Engine {
-    pub fn compile(file: &PolicyFile, rules: &[Rule]) -> Result<Self, CompileError> {
+    pub(crate) fn compile(file: &PolicyFile, rules: &[Rule]) -> Result<Self, CompileError> {
         let (schema, _) = Schema::from_cedarschema_str(SCHEMA).map_err(cedar_err)?;
         let mut out = Self {
             schema,
@@ -228,7 +228,7 @@ impl Engine {
         Ok(())
     }
 
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         self.text.clone()
     }
 
@@ -289,7 +289,7 @@ impl Engine {
             .join(", ")
     }
 
-    pub fn check_task(
+    pub(crate) fn check_task(
         &self,
         rule: &Rule,
         agent: &str,
@@ -385,7 +385,7 @@ impl Engine {
         })
     }
 
-    pub fn check_grant(&self, rule: &Rule, agent: &str, grant: &GrantSpec) -> Verdict {
+    pub(crate) fn check_grant(&self, rule: &Rule, agent: &str, grant: &GrantSpec) -> Verdict {
         let run = || -> Result<Verdict, String> {
             let mut outcome = self.evaluate(rule, agent, grant)?;
             let mut as_ipv4 = None;
@@ -431,7 +431,7 @@ impl Engine {
         run().unwrap_or_else(|e| Verdict::Deny(format!("{grant} cannot be evaluated: {e}")))
     }
 
-    pub fn may_approve(&self, rule: &Rule, agent: &str, who: &Approver) -> bool {
+    pub(crate) fn may_approve(&self, rule: &Rule, agent: &str, who: &Approver) -> bool {
         let run = || -> Result<bool, String> {
             let caller = uid("Leash::Caller", "caller");
             let attrs = HashMap::from([

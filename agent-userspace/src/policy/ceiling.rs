@@ -85,7 +85,7 @@ impl FromStr for GrantSpec {
 
 /// Checks a path is absolute and normalized (no `.`/`..`/empty components), so a
 /// ceiling on names cannot be escaped with `/allowed/../elsewhere`.
-pub fn normalized_path(path: &str) -> Result<(), String> {
+pub(crate) fn normalized_path(path: &str) -> Result<(), String> {
     if !path.starts_with('/') {
         return Err(format!("{path:?} is not an absolute path"));
     }
@@ -108,7 +108,7 @@ pub fn normalized_path(path: &str) -> Result<(), String> {
 /// The directory part of a path as the ceilings see it: `DIR/` itself for a directory
 /// grant, else the parent with a trailing `/`.
 #[must_use]
-pub fn dir_of(path: &str) -> String {
+pub(crate) fn dir_of(path: &str) -> String {
     if path.ends_with('/') {
         return path.to_owned();
     }
@@ -119,7 +119,7 @@ pub fn dir_of(path: &str) -> String {
 }
 
 /// One ceiling entry compiled to a Cedar condition on `resource`.
-pub fn condition(kind: Kind, entry: &str) -> Result<String, String> {
+pub(crate) fn condition(kind: Kind, entry: &str) -> Result<String, String> {
     match kind {
         Kind::Exec | Kind::Unix => path_condition(entry),
         Kind::Connect => connect_condition(entry),
@@ -179,14 +179,14 @@ fn connect_condition(entry: &str) -> Result<String, String> {
 }
 
 /// Attributes of a requested grant's entity, or why it cannot be evaluated.
-pub enum Attr {
+pub(crate) enum Attr {
     Str(String),
     Long(i64),
     Bool(bool),
     Ip(String),
 }
 
-pub fn attributes(g: &GrantSpec) -> Result<Vec<(&'static str, Attr)>, String> {
+pub(crate) fn attributes(g: &GrantSpec) -> Result<Vec<(&'static str, Attr)>, String> {
     match g.kind {
         Kind::Exec | Kind::Unix => {
             normalized_path(&g.spec)?;

@@ -14,7 +14,7 @@ const MAPPED: u128 = 0xffff << 32;
 
 /// The IPv4 part of an IPv6 connect grant.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Ipv4Part {
+pub(crate) struct Ipv4Part {
     /// The IPv4 range covered, with the grant's ports and protocols.
     pub grant: GrantSpec,
     /// The grant lies wholly inside `::ffff:0:0/96`: it is exactly this IPv4 grant.
@@ -23,7 +23,7 @@ pub struct Ipv4Part {
 
 /// The IPv4 range an IPv6 connect grant covers inside `::ffff:0:0/96`, if any.
 #[must_use]
-pub fn ipv4_part(g: &GrantSpec) -> Option<Ipv4Part> {
+pub(crate) fn ipv4_part(g: &GrantSpec) -> Option<Ipv4Part> {
     if g.kind != Kind::Connect {
         return None;
     }
@@ -60,7 +60,7 @@ pub fn ipv4_part(g: &GrantSpec) -> Option<Ipv4Part> {
 
 /// What one Cedar evaluation of a grant said.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     Allow,
     /// Permitted by an entry that needs approval.
     Pending,
@@ -75,7 +75,7 @@ pub enum Outcome {
 /// evaluation covers all of it; an IPv4 one only the mapped block, which is all of it
 /// when the grant lies wholly inside. Approval wins where a permitting side needs it.
 #[must_use]
-pub fn combine(v6: Outcome, v4: Outcome, whole: bool) -> (Outcome, bool) {
+pub(crate) fn combine(v6: Outcome, v4: Outcome, whole: bool) -> (Outcome, bool) {
     match (&v6, &v4) {
         (Outcome::Forbidden(_), _) => return (v6, false),
         (_, Outcome::Forbidden(_)) => return (v4, true),
