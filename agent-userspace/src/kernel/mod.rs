@@ -28,8 +28,6 @@
 mod backend;
 mod enforcer;
 pub mod events;
-/// Moved to `grants` (what an exec grant records); kept here for its users.
-pub use crate::grants::file_state;
 pub mod ia32;
 mod kernel_offsets;
 pub mod maps;

@@ -591,7 +591,7 @@ fn populate(h: &Harness, tasks: u32, grants: u32, cidr: bool) -> anyhow::Result<
                 families: 0,
             },
         )?;
-        maps.grant_exec(&exec_key(id), leash::kernel::file_state::unchecked(0))?;
+        maps.grant_exec(&exec_key(id), leash::grants::file_state::unchecked(0))?;
         let entries: Vec<_> = (0..grants)
             .map(|g| {
                 let mut addr = [0u8; 16];

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     clock,
-    kernel::file_state::FileState,
+    grants::file_state::FileState,
     protocol::{self, EndReason, EndWhen, GrantKind, Mode, TaskId, TaskState},
 };
 

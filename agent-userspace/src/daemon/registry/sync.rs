@@ -10,11 +10,8 @@ use agent_common::{ExecFileGrant, ExecGrant, ExecKey, NetKey, ScriptKey, UnixKey
 
 use super::{FileRecord, Installed, RegistryError, Tasks};
 use crate::{
-    grants::{self, ExecFile, NetGrant},
-    kernel::{
-        file_state,
-        maps::{Maps, MapsError},
-    },
+    grants::{self, ExecFile, NetGrant, file_state},
+    kernel::maps::{Maps, MapsError},
     protocol::TaskId,
     sockets::{self, SocketGrant},
 };
