@@ -1,18 +1,23 @@
 //! Struct offsets of the running kernel, from its BTF (`/sys/kernel/btf/vmlinux`).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use agent_common::KernelOffsets;
 use btf_rs::{Btf, Type};
 
-pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+pub(crate) const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
 #[derive(Debug, thiserror::Error)]
 pub enum OffsetError {
     #[error(
-        "cannot read kernel BTF at {path}: {reason}; leash needs a kernel built with CONFIG_DEBUG_INFO_BTF=y"
+        "cannot read kernel BTF at {}: {source}; leash needs a kernel built with CONFIG_DEBUG_INFO_BTF=y",
+        path.display()
     )]
-    Read { path: String, reason: String },
+    Read {
+        path: PathBuf,
+        #[source]
+        source: BtfError,
+    },
     #[error("kernel BTF has no struct {0}")]
     NoStruct(&'static str),
     #[error("kernel BTF has no field {field} in struct {structure}")]
@@ -25,23 +30,29 @@ pub enum OffsetError {
         structure: &'static str,
         field: &'static str,
     },
-    #[error("BTF lookup of {structure}.{field} failed: {reason}")]
+    #[error("BTF lookup of {structure}.{field} failed: {source}")]
     Lookup {
         structure: &'static str,
         field: &'static str,
-        reason: String,
+        #[source]
+        source: BtfError,
     },
 }
 
+/// An error of the BTF reader (which reports `anyhow` errors), with its chain.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:#}")]
+pub struct BtfError(anyhow::Error);
+
 /// Reads every offset the programs need.
-pub fn from_vmlinux() -> Result<KernelOffsets, OffsetError> {
+pub(crate) fn from_vmlinux() -> Result<KernelOffsets, OffsetError> {
     from_file(Path::new(VMLINUX_BTF))
 }
 
-pub fn from_file(path: &Path) -> Result<KernelOffsets, OffsetError> {
+pub(crate) fn from_file(path: &Path) -> Result<KernelOffsets, OffsetError> {
     let btf = Btf::from_file(path).map_err(|e| OffsetError::Read {
-        path: path.display().to_string(),
-        reason: format!("{e:#}"),
+        path: path.to_owned(),
+        source: BtfError(e),
     })?;
     let ctime = ctime_offsets(&btf)?;
     Ok(KernelOffsets {
@@ -107,7 +118,7 @@ fn field(btf: &Btf, structure: &'static str, name: &'static str) -> Result<u32, 
     let lookup = |e: anyhow::Error| OffsetError::Lookup {
         structure,
         field: name,
-        reason: format!("{e:#}"),
+        source: BtfError(e),
     };
     let types = btf
         .resolve_types_by_name(structure)

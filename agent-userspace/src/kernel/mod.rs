@@ -33,15 +33,16 @@ mod kernel_offsets;
 pub mod maps;
 pub mod mounts;
 mod programs;
-pub mod scope;
+mod scope;
 mod sys;
 mod unix_hooks;
 
 pub use backend::Backend;
 pub use enforcer::{Enforcer, HandoverError, LoadError, LoadOptions, LsmUnavailable, cleanup};
-pub use kernel_offsets::OffsetError;
+pub use kernel_offsets::{BtfError, OffsetError};
 pub(crate) use programs::all_programs;
 pub use programs::attached_by;
+pub use scope::ScopeError;
 pub use sys::pin;
 pub use unix_hooks::UnixHookError;
 

@@ -21,7 +21,7 @@ pub enum MountError {
     )]
     Mount {
         fstype: &'static str,
-        target: String,
+        target: &'static str,
         #[source]
         source: nix::Error,
     },
@@ -62,14 +62,14 @@ fn unescape(s: &str) -> String {
     out
 }
 
-fn ensure(fstype: &'static str, target: &str) -> Result<PathBuf, MountError> {
+fn ensure(fstype: &'static str, target: &'static str) -> Result<PathBuf, MountError> {
     let target_path = Path::new(target);
     if mounts_of(fstype)?.iter().any(|m| m == target_path) {
         return Ok(target_path.to_owned());
     }
     let err = |source| MountError::Mount {
         fstype,
-        target: target.to_owned(),
+        target,
         source,
     };
     fs::create_dir_all(target_path)

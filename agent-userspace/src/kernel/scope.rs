@@ -14,10 +14,10 @@ use std::{
 };
 
 /// Name of the cgroup leash creates under a task process's cgroup.
-pub const LEASH_CGROUP: &str = "leash";
+pub(crate) const LEASH_CGROUP: &str = "leash";
 
 /// The cgroup2 cgroup of `pid`, as a path under `root` (the cgroup2 mount).
-pub fn cgroup_of(root: &Path, pid: u32) -> io::Result<PathBuf> {
+pub(crate) fn cgroup_of(root: &Path, pid: u32) -> io::Result<PathBuf> {
     let text = fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
     let rel = text
         .lines()
@@ -30,7 +30,7 @@ pub fn cgroup_of(root: &Path, pid: u32) -> io::Result<PathBuf> {
 /// `cur/leash` when `cur` may hold processes next to a child; `cur` when it has
 /// controllers enabled for its children (cgroup2's "no internal processes" rule would
 /// refuse a process in a child next to processes in `cur`; the root is exempt).
-pub fn leash_cgroup_for(root: &Path, cur: &Path) -> PathBuf {
+pub(crate) fn leash_cgroup_for(root: &Path, cur: &Path) -> PathBuf {
     if cur.file_name().is_some_and(|n| n == LEASH_CGROUP) {
         return cur.to_owned();
     }
@@ -46,25 +46,25 @@ pub fn leash_cgroup_for(root: &Path, cur: &Path) -> PathBuf {
 }
 
 /// The cgroup id (the kernfs id, which is the directory's inode number).
-pub fn cgroup_id(path: &Path) -> io::Result<u64> {
+pub(crate) fn cgroup_id(path: &Path) -> io::Result<u64> {
     Ok(fs::metadata(path)?.ino())
 }
 
 /// Moves the whole process `pid` into `cgroup`.
-pub fn move_into(cgroup: &Path, pid: u32) -> io::Result<()> {
+pub(crate) fn move_into(cgroup: &Path, pid: u32) -> io::Result<()> {
     fs::write(cgroup.join("cgroup.procs"), pid.to_string())
 }
 
 /// Whether no process is left in `cgroup` or below.
 #[must_use]
-pub fn is_empty(cgroup: &Path) -> bool {
+pub(crate) fn is_empty(cgroup: &Path) -> bool {
     fs::read_to_string(cgroup.join("cgroup.events"))
         .is_ok_and(|t| t.lines().any(|l| l == "populated 0"))
 }
 
 /// The cgroup under `root` whose id is `id`, by walking the tree.
 #[must_use]
-pub fn find_cgroup(root: &Path, id: u64) -> Option<PathBuf> {
+pub(crate) fn find_cgroup(root: &Path, id: u64) -> Option<PathBuf> {
     let mut stack = vec![root.to_owned()];
     while let Some(dir) = stack.pop() {
         if cgroup_id(&dir).ok() == Some(id) {
@@ -112,7 +112,7 @@ pub enum ScopeError {
 
 /// Checks the `cgroup:cgroup_attach_task` record layout the kernel program reads
 /// (`dst_root` at 8, `dst_id` u64 at 16, `pid` at 24).
-pub fn check_tracepoint_format() -> Result<(), ScopeError> {
+pub(crate) fn check_tracepoint_format() -> Result<(), ScopeError> {
     let format = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
         .iter()
         .find_map(|d| {

@@ -64,7 +64,7 @@ pub enum UnixHookError {
 
 /// The descriptors of every map of a freshly loaded object (before the control plane
 /// takes them), so the unix programs can be relocated against the same maps.
-pub fn map_fds(ebpf: &Ebpf) -> Result<Vec<(String, OwnedFd)>, UnixHookError> {
+pub(crate) fn map_fds(ebpf: &Ebpf) -> Result<Vec<(String, OwnedFd)>, UnixHookError> {
     ebpf.maps()
         .map(|(name, map)| {
             map_fd(map)
@@ -94,7 +94,7 @@ fn map_fd(map: &Map) -> Option<BorrowedFd<'_>> {
 
 /// The two programs, loaded.
 #[derive(Debug)]
-pub struct UnixHooks {
+pub(crate) struct UnixHooks {
     programs: Vec<(&'static str, u32, OwnedFd)>,
 }
 
@@ -102,7 +102,7 @@ impl UnixHooks {
     /// Loads both programs. `Ok(None)` when the kernel has no unix hooks (before 6.7:
     /// no `bpf_sock_addr_kern.uaddrlen` in its BTF, or the load is refused with
     /// EINVAL for the unknown attach type).
-    pub fn load(
+    pub(crate) fn load(
         object: &[u8],
         maps: &[(String, OwnedFd)],
         btf: &Btf,
@@ -129,7 +129,10 @@ impl UnixHooks {
     }
 
     /// Attaches both programs to `cgroup`, returning their links by program.
-    pub fn attach(&self, cgroup: &Path) -> Result<Vec<(&'static str, OwnedFd)>, UnixHookError> {
+    pub(crate) fn attach(
+        &self,
+        cgroup: &Path,
+    ) -> Result<Vec<(&'static str, OwnedFd)>, UnixHookError> {
         let first = self.programs.first().map_or("", |(name, ..)| *name);
         let dir = std::fs::File::open(cgroup).map_err(|source| UnixHookError::Attach {
             program: first,
@@ -152,7 +155,7 @@ impl UnixHooks {
 
     /// Run time and count of each program (`kernel.bpf_stats_enabled`).
     #[must_use]
-    pub fn stats(&self) -> Vec<(&'static str, std::time::Duration, u64)> {
+    pub(crate) fn stats(&self) -> Vec<(&'static str, std::time::Duration, u64)> {
         self.programs
             .iter()
             .filter_map(|(name, _, fd)| {
@@ -226,7 +229,7 @@ fn prog_load(
 }
 
 /// Pins a link made here at `path`; the pin holds it like aya's own.
-pub fn pin_link(
+pub(crate) fn pin_link(
     program: &'static str,
     link: &OwnedFd,
     path: &Path,

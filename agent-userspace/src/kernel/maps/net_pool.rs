@@ -29,7 +29,7 @@ use super::{MapsError, op_err, removed, trie_btf::TrieBtf};
 use crate::kernel::sys;
 
 /// One task's prefix trie.
-pub type NetTrie = LpmTrie<MapData, NetKey, NetRules>;
+pub(crate) type NetTrie = LpmTrie<MapData, NetKey, NetRules>;
 
 /// New tries per batch update: each holds an fd until the batch is in, and the fd limit
 /// may be as low as 1024.
@@ -41,7 +41,7 @@ const CHUNK: u32 = 256;
 const PREFILL: u32 = 256;
 
 /// The slots and who owns them; the kernel maps are the truth, this mirrors them.
-pub struct NetPool {
+pub(crate) struct NetPool {
     tries: ArrayOfMaps<MapData, NetTrie>,
     /// A second handle on `tries`, for its fd and info (the typed handle hides its
     /// `MapData`).
@@ -75,7 +75,7 @@ type Grown = (u32, Option<MapsError>);
 
 impl NetPool {
     /// Takes over the pool as the maps hold it (empty, or pinned by a previous daemon).
-    pub fn take(ebpf: &mut aya::Ebpf, trie_capacity: u32) -> Result<Self, MapsError> {
+    pub(crate) fn take(ebpf: &mut aya::Ebpf, trie_capacity: u32) -> Result<Self, MapsError> {
         let name = names::NET_PREFIXES;
         let map = ebpf.take_map(name).ok_or(MapsError::Missing(name))?;
         let meta = match &map {
@@ -137,23 +137,23 @@ impl NetPool {
 
     /// The slot of a task with prefix grants.
     #[must_use]
-    pub fn slot_of(&self, task: u64) -> Option<u32> {
+    pub(crate) fn slot_of(&self, task: u64) -> Option<u32> {
         self.of_task.get(&task).copied()
     }
 
     /// Tasks holding a slot, with it.
-    pub fn owned(&self) -> impl Iterator<Item = (u64, u32)> + '_ {
+    pub(crate) fn owned(&self) -> impl Iterator<Item = (u64, u32)> + '_ {
         self.of_task.iter().map(|(t, s)| (*t, *s))
     }
 
     /// Slots in use and slots filled with a trie.
     #[must_use]
-    pub fn slots(&self) -> (u32, u32) {
+    pub(crate) fn slots(&self) -> (u32, u32) {
         (self.of_task.len() as u32, self.filled)
     }
 
     /// The trie in a slot (a new fd on it, closed on drop).
-    pub fn trie(&self, slot: u32) -> Result<NetTrie, MapsError> {
+    pub(crate) fn trie(&self, slot: u32) -> Result<NetTrie, MapsError> {
         self.tries.get(&slot, 0).map_err(|source| MapsError::Op {
             op: "lookup",
             map: names::NET_PREFIXES,
@@ -163,7 +163,7 @@ impl NetPool {
 
     /// The task's trie, taking an emptied slot if it has none (published only by
     /// [`Self::publish`], once filled).
-    pub fn slot_for(&mut self, task: u64) -> Result<(u32, NetTrie, bool), MapsError> {
+    pub(crate) fn slot_for(&mut self, task: u64) -> Result<(u32, NetTrie, bool), MapsError> {
         if let Some(slot) = self.slot_of(task) {
             return Ok((slot, self.trie(slot)?, false));
         }
@@ -241,7 +241,7 @@ impl NetPool {
     }
 
     /// Makes `slot` the task's, for the kernel too.
-    pub fn publish(&mut self, task: u64, slot: u32) -> Result<(), MapsError> {
+    pub(crate) fn publish(&mut self, task: u64, slot: u32) -> Result<(), MapsError> {
         self.owners
             .insert(task, slot, 0)
             .map_err(op_err("insert", names::NET_SLOTS))?;
@@ -250,13 +250,13 @@ impl NetPool {
     }
 
     /// Gives back an unpublished slot.
-    pub fn put_back(&mut self, slot: u32) {
+    pub(crate) fn put_back(&mut self, slot: u32) {
         self.free.push(slot);
     }
 
     /// Frees the task's slot: unlinked first (its lookups find nothing from then on),
     /// then emptied, then free for another task.
-    pub fn release(&mut self, task: u64) -> Result<(), MapsError> {
+    pub(crate) fn release(&mut self, task: u64) -> Result<(), MapsError> {
         let Some(slot) = self.slot_of(task) else {
             return Ok(());
         };
@@ -320,7 +320,7 @@ impl NetPool {
     }
 
     /// Kernel memory of every filled slot's trie, by `read` on each.
-    pub fn tries_memlock(&self, read: impl Fn(&MapData) -> u64) -> u64 {
+    pub(crate) fn tries_memlock(&self, read: impl Fn(&MapData) -> u64) -> u64 {
         (0..self.filled)
             .filter_map(|s| self.trie(s).ok())
             .map(|t| read(t.map()))
@@ -329,7 +329,7 @@ impl NetPool {
 
     /// The outer array and the owner map (for map info and memory).
     #[must_use]
-    pub fn maps(&self) -> [&MapData; 2] {
+    pub(crate) fn maps(&self) -> [&MapData; 2] {
         [&self.tries_meta, self.owners.map()]
     }
 }
@@ -407,7 +407,7 @@ fn is_einval(e: &MapError) -> bool {
 }
 
 /// Removes every entry of a trie.
-pub fn clear(trie: &mut NetTrie) -> Result<(), MapsError> {
+pub(crate) fn clear(trie: &mut NetTrie) -> Result<(), MapsError> {
     let keys: Vec<Key<NetKey>> = trie.keys().filter_map(Result::ok).collect();
     for k in keys {
         removed(trie.remove(&k), names::NET_PREFIXES)?;
@@ -416,12 +416,12 @@ pub fn clear(trie: &mut NetTrie) -> Result<(), MapsError> {
 }
 
 /// Whether a trie has no entry.
-pub fn is_empty(trie: &NetTrie) -> bool {
+pub(crate) fn is_empty(trie: &NetTrie) -> bool {
     trie.keys().next().is_none()
 }
 
 /// Key of a trie entry.
 #[must_use]
-pub fn key(prefix: u32, key: NetKey) -> Key<NetKey> {
+pub(crate) fn key(prefix: u32, key: NetKey) -> Key<NetKey> {
     Key::new(prefix, key)
 }

@@ -13,13 +13,13 @@ use aya::maps::{HashMap, MapData};
 use super::{Maps, MapsError, op_err, removed};
 
 /// The two maps.
-pub struct ProtectedNames {
+pub(crate) struct ProtectedNames {
     names: HashMap<MapData, [u8; UNIX_PATH_LEN], u8>,
     inodes: HashMap<MapData, ExecKey, u8>,
 }
 
 impl ProtectedNames {
-    pub fn take(ebpf: &mut aya::Ebpf) -> Result<Self, MapsError> {
+    pub(crate) fn take(ebpf: &mut aya::Ebpf) -> Result<Self, MapsError> {
         Ok(Self {
             names: super::take(ebpf, names::PROTECTED_NAMES)?,
             inodes: super::take(ebpf, names::PROTECTED_INODES)?,
