@@ -4,7 +4,10 @@
 
 pub mod daemon;
 pub mod mount_ns;
+mod task_spec;
 pub mod tokens;
+
+pub use task_spec::{TaskSpec, spec};
 
 use std::{
     io::{BufRead as _, BufReader, Write as _},
@@ -21,10 +24,8 @@ use std::{
 use agent_common::maps::Stat;
 use leash::{
     Backend, BackendChoice, Enforcer, LoadOptions,
-    daemon::RegistryError,
     kernel::events::{Decision, EventReader},
-    kernel::maps::{DecisionCounts, Maps},
-    protocol::{CreateTask, Grants, Mode, TaskId},
+    kernel::maps::DecisionCounts,
 };
 
 /// The probe run once outside any task.
@@ -515,46 +516,6 @@ impl Listeners {
 impl Default for Listeners {
     fn default() -> Self {
         Self::new()
-    }
-}
-
-/// A task for the kernel tests: grants in the README's grant syntax, plus per-task
-/// settings. Installed through the daemon's own path ([`leash::daemon::install`]).
-#[derive(Clone, Debug, Default)]
-pub struct TaskSpec {
-    pub exec: Vec<String>,
-    pub connect: Vec<String>,
-    /// Task lifetime; `None` = until ended.
-    pub ttl: Option<Duration>,
-    pub audit: bool,
-    /// Decision counter row (one per agent).
-    pub counter_slot: u32,
-}
-
-impl TaskSpec {
-    /// Resolves the grants and puts the task in `maps` as task `id`.
-    pub fn install(&self, maps: &mut Maps, id: u64) -> Result<(), RegistryError> {
-        let req = CreateTask {
-            agent: "test".into(),
-            grants: Grants {
-                exec: self.exec.clone(),
-                connect: self.connect.clone(),
-            },
-            mode: self.audit.then_some(Mode::Audit),
-            ..CreateTask::default()
-        };
-        let expires_ns = leash::clock::expiry_after(self.ttl);
-        leash::daemon::install(maps, TaskId(id), &req, expires_ns, self.counter_slot)
-    }
-}
-
-/// Spec shorthand.
-#[must_use]
-pub fn spec(exec: &[&str], connect: &[&str]) -> TaskSpec {
-    TaskSpec {
-        exec: exec.iter().map(|s| (*s).to_owned()).collect(),
-        connect: connect.iter().map(|s| (*s).to_owned()).collect(),
-        ..TaskSpec::default()
     }
 }
 
