@@ -16,6 +16,16 @@ pub mod protocol;
 pub mod sockets;
 
 pub use kernel::{Backend, BackendChoice};
+
+/// Runs the leash daemon with its API until `shutdown` resolves: the one place that
+/// puts the layers together (the API above the daemon, the daemon above the kernel).
+pub async fn run(
+    config: config::Config,
+    shutdown: impl Future<Output = std::io::Result<()>>,
+) -> anyhow::Result<()> {
+    daemon::run(config, api::server::serve, shutdown).await
+}
+
 pub use kernel::{Enforcer, LoadError, LoadOptions};
 
 /// The eBPF object built by `build.rs` (aya-build).

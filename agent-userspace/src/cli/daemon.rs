@@ -1,5 +1,5 @@
 //! `leash daemon`: loads and pins the programs, adopts running tasks, serves the API
-//! and writes the audit log until SIGINT/SIGTERM (`leash::daemon::run`). Stopping it
+//! and writes the audit log until SIGINT/SIGTERM (`leash::run`). Stopping it
 //! leaves enforcement in place (pinned); `--cleanup` removes it.
 
 use std::{path::PathBuf, process::ExitCode};
@@ -62,6 +62,6 @@ pub fn run(args: &DaemonArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(daemon::run(config, daemon::stop_signal()))?;
+    runtime.block_on(leash::run(config, daemon::stop_signal()))?;
     Ok(ExitCode::SUCCESS)
 }

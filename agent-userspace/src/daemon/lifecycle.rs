@@ -5,6 +5,7 @@
 use std::{
     os::unix::fs::PermissionsExt as _,
     path::Path,
+    pin::Pin,
     sync::{Arc, atomic::Ordering},
 };
 
@@ -45,13 +46,25 @@ pub async fn stop_signal() -> std::io::Result<()> {
     Ok(())
 }
 
+/// The future an API server is told to stop by.
+pub type StopFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
 /// Runs the daemon until `shutdown` resolves (e.g. [`stop_signal`]) or a part that must
 /// run fails (the API, the metrics listener, the event pump). Enforcement stays pinned
 /// after it returns. Needs a multi-thread runtime (the event pump works in place).
-pub async fn run(
+///
+/// `serve_api` is the API server to run on the bound socket (`crate::run` hands it
+/// `api::server::serve`): the API sits above the daemon, so the daemon is given its
+/// server instead of importing it.
+pub async fn run<S, F>(
     config: Config,
+    serve_api: S,
     shutdown: impl Future<Output = std::io::Result<()>>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<()>
+where
+    S: FnOnce(UnixListener, Arc<Daemon>, StopFuture) -> F,
+    F: Future<Output = std::io::Result<()>> + Send + 'static,
+{
     // A policy or JWKS that others can rewrite would hand them every grant.
     crate::file_trust::check_config(&config)?;
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -126,10 +139,10 @@ pub async fn run(
         Arc::clone(&daemon),
         stopping.clone(),
     ));
-    let mut api = Some(tokio::spawn(crate::api::server::serve(
+    let mut api = Some(tokio::spawn(serve_api(
         listener,
         Arc::clone(&daemon),
-        stopping.clone().wait_owned(),
+        Box::pin(stopping.clone().wait_owned()),
     )));
 
     let failed = tokio::select! {
