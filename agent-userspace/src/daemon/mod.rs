@@ -2,8 +2,8 @@
 //! audit log, and ends tasks when they expire, are ended, or their command exits.
 //!
 //! [`run`] is the whole daemon (`lifecycle`; `crate::run` hands it the API server);
-//! [`Daemon`] is its state. Changing tasks and grants goes through the authorizing paths (`policy`, `approval`); the other
-//! modules answer one question each: `kernel_events` (what the kernel reports),
+//! [`Daemon`] is its state. Changing tasks and grants goes through the authorizing
+//! paths (`policy`, `approval`); the other modules answer one question each: `kernel_events` (what the kernel reports),
 //! `observe` (what the daemon reports), `sweep` (what time ends), `registry` (the
 //! tasks and their kernel entries).
 
