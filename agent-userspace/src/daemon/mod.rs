@@ -3,9 +3,9 @@
 //!
 //! [`run`] is the whole daemon (`lifecycle`; `crate::run` hands it the API server);
 //! [`Daemon`] is its state. Changing tasks and grants goes through the authorizing
-//! paths (`policy`, `approval`); the other modules answer one question each: `kernel_events` (what the kernel reports),
-//! `observe` (what the daemon reports), `sweep` (what time ends), `registry` (the
-//! tasks and their kernel entries).
+//! paths (`policy`, `approval`); the other modules answer one question each:
+//! `kernel_events` (what the kernel reports), `observe` (what the daemon reports),
+//! `sweep` (what time ends), `registry` (the tasks and their kernel entries).
 
 pub mod approval;
 pub mod audit;
