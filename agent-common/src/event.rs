@@ -151,6 +151,18 @@ macro_rules! byte_enum {
             }
         }
 
+        impl core::fmt::Display for $ty {
+            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl From<$ty> for &'static str {
+            fn from(value: $ty) -> Self {
+                value.as_str()
+            }
+        }
+
         impl TryFrom<u8> for $ty {
             /// The byte, which names no value.
             type Error = u8;

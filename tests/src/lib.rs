@@ -22,6 +22,7 @@ use std::{
 };
 
 use agent_common::maps::Stat;
+pub use agent_common::{Action, Reason, Verdict};
 use leash::{
     Backend, BackendChoice, Enforcer, LoadOptions,
     kernel::events::{Decision, EventReader},
@@ -206,7 +207,7 @@ impl Harness {
             seen.extend(reader.drain());
             let mine: Vec<_> = seen
                 .iter()
-                .filter(|d| d.task == task && d.kind != "exit")
+                .filter(|d| d.task == task && d.kind != Action::Exit)
                 .cloned()
                 .collect();
             if mine.len() >= min || Instant::now() > deadline {
@@ -330,18 +331,18 @@ impl Task<'_> {
     /// reported (a new denied event). Returns the event.
     pub fn assert_denied(
         &self,
-        kind: &str,
-        reason: &str,
+        kind: Action,
+        reason: Reason,
         outcome: &str,
         attempt: impl FnOnce() -> String,
     ) -> Decision {
         let row = leash::kernel::maps::COUNTED
             .iter()
-            .position(|a| a.as_str() == kind)
+            .position(|a| *a == kind)
             .unwrap_or_else(|| panic!("{kind} is not a counted action"));
         let matching = |evs: &[Decision]| -> Vec<Decision> {
             evs.iter()
-                .filter(|e| e.kind == kind && e.verdict == "denied" && e.reason == reason)
+                .filter(|e| e.kind == kind && e.verdict == Verdict::Denied && e.reason == reason)
                 .cloned()
                 .collect()
         };

@@ -6,6 +6,7 @@ use std::{
     sync::{Arc, atomic::Ordering},
 };
 
+use agent_common::{Action, Verdict};
 use anyhow::Context as _;
 use serde_json::json;
 use tokio::{io::unix::AsyncFd, task::JoinHandle};
@@ -48,21 +49,21 @@ impl Daemon {
         }
         let mut events = Vec::with_capacity(batch.len());
         for d in batch {
-            if d.kind == "exit" {
+            if d.kind == Action::Exit {
                 exits.push(d.task);
                 continue;
             }
-            if d.kind == "exec" && d.verdict == "allowed" && !self.log_allowed_exec {
+            if d.kind == Action::Exec && d.verdict == Verdict::Allowed && !self.log_allowed_exec {
                 continue;
             }
             let (agent, spiffe_id, intent, pending) =
                 meta.get(&d.task).cloned().unwrap_or_default();
-            let reason = if d.verdict == "denied" && policy::is_pending_target(&pending, &d.target)
-            {
-                "pending_approval"
-            } else {
-                d.reason
-            };
+            let reason =
+                if d.verdict == Verdict::Denied && policy::is_pending_target(&pending, &d.target) {
+                    "pending_approval"
+                } else {
+                    d.reason.as_str()
+                };
             let target = match &d.target {
                 Target::Exec { path, dev, ino } => json!({ "path": path, "dev": dev, "ino": ino }),
                 Target::Net {
@@ -92,8 +93,8 @@ impl Daemon {
                 intent,
                 pid: d.pid,
                 comm: d.comm,
-                kind: d.kind.into(),
-                verdict: d.verdict.into(),
+                kind: d.kind.as_str().into(),
+                verdict: d.verdict.as_str().into(),
                 target,
                 reason: reason.into(),
             });

@@ -53,14 +53,56 @@ pub struct Decision {
     pub pid: u32,
     pub tid: u32,
     pub comm: String,
-    pub kind: &'static str,
-    pub verdict: &'static str,
-    pub reason: &'static str,
+    pub kind: Decoded<Action>,
+    pub verdict: Decoded<Verdict>,
+    pub reason: Decoded<Reason>,
     pub target: Target,
 }
 
-/// The name of a byte the kernel wrote that names no value (a newer kernel object).
-const UNKNOWN: &str = "unknown";
+/// A byte of an event decoded into its enum, or kept as it was when it names no value
+/// (an event from another version's kernel object): reported as `unknown`, never
+/// dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decoded<T> {
+    Known(T),
+    Unknown(u8),
+}
+
+impl<T: TryFrom<u8, Error = u8>> Decoded<T> {
+    fn from_byte(byte: u8) -> Self {
+        T::try_from(byte).map_or(Self::Unknown(byte), Self::Known)
+    }
+}
+
+impl<T: Copy + Into<&'static str>> Decoded<T> {
+    /// The name the audit log, the metrics and the CLI use; `unknown` for a byte that
+    /// names no value.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Known(v) => v.into(),
+            Self::Unknown(_) => "unknown",
+        }
+    }
+}
+
+impl<T: PartialEq> PartialEq<T> for Decoded<T> {
+    fn eq(&self, other: &T) -> bool {
+        matches!(self, Self::Known(v) if v == other)
+    }
+}
+
+impl<T: Copy + Into<&'static str>> Serialize for Decoded<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<T: Copy + Into<&'static str>> std::fmt::Display for Decoded<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// `AF_UNIX`, as a network event's family says it.
 const AF_UNIX_FAMILY: u8 = 1;
@@ -125,9 +167,9 @@ pub fn decode(bytes: &[u8]) -> Option<Decision> {
         pid: e.pid,
         tid: e.tid,
         comm: cstr(&e.comm),
-        kind: Action::try_from(e.action).map_or(UNKNOWN, Action::as_str),
-        verdict: Verdict::try_from(e.verdict).map_or(UNKNOWN, Verdict::as_str),
-        reason: Reason::try_from(e.reason).map_or(UNKNOWN, Reason::as_str),
+        kind: Decoded::from_byte(e.action),
+        verdict: Decoded::from_byte(e.verdict),
+        reason: Decoded::from_byte(e.reason),
         target,
     })
 }

@@ -2,6 +2,7 @@
 //! untagged processes see no change.
 
 use harness::{Harness, Scratch, exec_denied, probe, spec};
+use harness::{Reason, Verdict};
 
 #[test]
 fn granted_runs_ungranted_is_stopped_untagged_unaffected() {
@@ -49,14 +50,23 @@ fn allowed_and_denied_execs_are_counted_and_reported() {
     assert_eq!(after[0][2] - before[0][2], 0, "audited execs");
 
     let events = task.events(10);
-    let denied: Vec<_> = events.iter().filter(|e| e.verdict == "denied").collect();
+    let denied: Vec<_> = events
+        .iter()
+        .filter(|e| e.verdict == Verdict::Denied)
+        .collect();
     assert_eq!(denied.len(), 2);
     for e in &denied {
         let leash::kernel::events::Target::Exec { path, .. } = &e.target else {
             panic!("unexpected target {:?}", e.target);
         };
         assert_eq!(path, &other);
-        assert_eq!(e.reason, "not_granted");
+        assert_eq!(e.reason, Reason::NotGranted);
     }
-    assert_eq!(events.iter().filter(|e| e.verdict == "allowed").count(), 8);
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.verdict == Verdict::Allowed)
+            .count(),
+        8
+    );
 }

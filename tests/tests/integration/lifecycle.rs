@@ -5,6 +5,7 @@ use std::{fs, os::unix::fs::PermissionsExt as _};
 
 use harness::TaskSpec;
 use harness::{EPERM, Harness, Listeners, exec_denied, spec};
+use harness::{Reason, Verdict};
 
 fn private_true(tag: &str) -> String {
     let p = std::env::temp_dir().join(format!("leash-life-{tag}-{}", std::process::id()));
@@ -48,10 +49,10 @@ fn ended_task_denies_everything_to_survivors() {
     let events = task.events(closed_events);
     let closed: Vec<_> = events
         .iter()
-        .filter(|e| e.reason == "task_unknown")
+        .filter(|e| e.reason == Reason::UnknownTask)
         .collect();
     assert_eq!(closed.len(), closed_events, "{events:?}");
-    assert!(closed.iter().all(|e| e.verdict == "denied"));
+    assert!(closed.iter().all(|e| e.verdict == Verdict::Denied));
     let _ = fs::remove_file(tool);
 }
 
@@ -93,10 +94,10 @@ fn audit_mode_allows_and_reports_audited() {
     let audited: Vec<_> = task
         .events(3)
         .into_iter()
-        .filter(|e| e.verdict == "audited")
+        .filter(|e| e.verdict == Verdict::Audited)
         .collect();
     assert_eq!(audited.len(), 3, "{audited:?}");
-    assert!(audited.iter().all(|e| e.reason == "not_granted"));
+    assert!(audited.iter().all(|e| e.reason == Reason::NotGranted));
     let _ = fs::remove_file(tool);
 }
 

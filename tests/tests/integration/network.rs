@@ -1,6 +1,7 @@
 //! Network enforcement on the real kernel: connect and unconnected sends of a tagged
 //! process go only where its grants say; untagged processes are unaffected.
 
+use harness::{Action, Reason, Verdict};
 use harness::{EPERM, Harness, Listeners, spec, untagged};
 
 #[test]
@@ -103,14 +104,14 @@ fn network_decisions_are_counted_and_denials_reported() {
     );
 
     let events = task.events(4);
-    let net: Vec<_> = events.iter().filter(|e| e.kind != "exec").collect();
+    let net: Vec<_> = events.iter().filter(|e| e.kind != Action::Exec).collect();
     assert_eq!(
         net.len(),
         4,
         "one event per denial, none for allowed network calls: {net:?}"
     );
-    let connect = net.iter().find(|e| e.kind == "connect").unwrap();
-    assert_eq!(connect.verdict, "denied");
+    let connect = net.iter().find(|e| e.kind == Action::Connect).unwrap();
+    assert_eq!(connect.verdict, Verdict::Denied);
     assert_eq!(connect.pid, s.pid());
     assert_eq!(
         connect.target,
@@ -122,7 +123,7 @@ fn network_decisions_are_counted_and_denials_reported() {
     );
     assert!(
         net.iter()
-            .any(|e| e.kind == "send" && e.reason == "not_granted")
+            .any(|e| e.kind == Action::Send && e.reason == Reason::NotGranted)
     );
 }
 
@@ -346,7 +347,9 @@ fn mptcp_is_reported_as_protocol_262_not_tcp() {
         eprintln!("skipped: this kernel has no MPTCP (net.mptcp.enabled)");
         return;
     }
-    let ev = task.assert_denied("socket", "family_not_granted", EPERM, || task.probe(&mptcp));
+    let ev = task.assert_denied(Action::Socket, Reason::FamilyNotGranted, EPERM, || {
+        task.probe(&mptcp)
+    });
     assert_eq!(
         ev.target,
         leash::kernel::events::Target::Socket {

@@ -1,6 +1,7 @@
 //! Class 1, IPv6 forms of the same address: IPv6 itself, IPv4-mapped IPv6 on an
 //! `AF_INET6` socket, and the unspecified addresses `0.0.0.0` and `::`.
 
+use harness::{Action, Reason};
 use harness::{EPERM, Harness, Listeners, spec};
 
 use super::untagged;
@@ -31,7 +32,7 @@ fn ipv6_loopback_and_ipv4_mapped() {
     );
     // ...and is denied where the IPv4 grant does not reach.
     let o4 = other.tcp4_port();
-    let ev = task.assert_denied("connect", "not_granted", EPERM, || {
+    let ev = task.assert_denied(Action::Connect, Reason::NotGranted, EPERM, || {
         task.probe(&format!("connect tcp mapped:127.0.0.1 {o4}"))
     });
     assert_eq!(
@@ -60,10 +61,10 @@ fn unspecified_destinations_are_denied_unless_granted() {
     let port = l.tcp4_port();
     let task = h.task(spec(&[], &["127.0.0.1:1/tcp"]));
     // 0.0.0.0 and :: reach local listeners; they are addresses like any other.
-    task.assert_denied("connect", "not_granted", EPERM, || {
+    task.assert_denied(Action::Connect, Reason::NotGranted, EPERM, || {
         task.probe(&format!("connect tcp 0.0.0.0 {port}"))
     });
-    task.assert_denied("connect", "not_granted", EPERM, || {
+    task.assert_denied(Action::Connect, Reason::NotGranted, EPERM, || {
         task.probe(&format!("connect tcp :: {port}"))
     });
     assert_eq!(

@@ -1,5 +1,6 @@
 //! Class 2, `io_uring`: `IORING_OP_CONNECT` never passes through the connect syscall.
 
+use harness::{Action, Reason};
 use harness::{EPERM, Harness, Listeners, spec};
 
 use super::untagged;
@@ -24,7 +25,7 @@ fn io_uring_connect_does_not_bypass() {
 
     // IORING_OP_CONNECT runs in the kernel's connect path (or an io worker that carries
     // the tag): the cgroup hook decides, as for connect().
-    task.assert_denied("connect", "not_granted", EPERM, || {
+    task.assert_denied(Action::Connect, Reason::NotGranted, EPERM, || {
         task.probe(&format!("uring-connect 127.0.0.1 {denied}"))
     });
     assert_eq!(

@@ -1,6 +1,7 @@
 //! Class 4, unconnected datagrams: UDP `sendto`, `sendmsg` and `sendmmsg` with a
 //! destination and no connect (how QUIC and DNS send).
 
+use harness::{Action, Reason};
 use harness::{EPERM, Harness, Listeners, spec};
 
 use super::untagged;
@@ -23,10 +24,10 @@ fn udp_connected_and_unconnected_sends() {
         EPERM
     );
     assert_eq!(task.probe(&format!("sendto 127.0.0.1 {granted}")), "ok");
-    task.assert_denied("send", "not_granted", EPERM, || {
+    task.assert_denied(Action::Send, Reason::NotGranted, EPERM, || {
         task.probe(&format!("sendto 127.0.0.1 {denied}"))
     });
-    task.assert_denied("send", "not_granted", EPERM, || {
+    task.assert_denied(Action::Send, Reason::NotGranted, EPERM, || {
         task.probe(&format!("sendmmsg 127.0.0.1 {denied}"))
     });
     // The grant is UDP only: TCP to the same port is denied.

@@ -3,6 +3,7 @@
 
 use std::os::unix::net::{UnixDatagram, UnixListener};
 
+use harness::{Action, Reason};
 use harness::{EPERM, Harness, Scratch, refused, spec};
 
 use super::untagged;
@@ -17,7 +18,9 @@ fn raw_ip_sockets_are_refused_unless_granted() {
     let h = Harness::load();
     let task = h.task(spec(&[], &[]));
     let raw = format!("socket {AF_INET} {} {}", libc::SOCK_RAW, libc::IPPROTO_ICMP);
-    let ev = task.assert_denied("socket", "family_not_granted", EPERM, || task.probe(&raw));
+    let ev = task.assert_denied(Action::Socket, Reason::FamilyNotGranted, EPERM, || {
+        task.probe(&raw)
+    });
     assert_eq!(
         ev.target,
         leash::kernel::events::Target::Socket {
@@ -49,21 +52,21 @@ fn packet_netlink_and_vsock_sockets_stop_the_caller_unless_granted() {
     let packet = format!("socket {AF_PACKET} {} 0", libc::SOCK_RAW);
     let netlink = format!("socket {AF_NETLINK} {} 0", libc::SOCK_RAW);
     let vsock = format!("socket {AF_VSOCK} {} 0", libc::SOCK_STREAM);
-    let ev = task.assert_denied("socket", "family_not_granted", denied, || {
+    let ev = task.assert_denied(Action::Socket, Reason::FamilyNotGranted, denied, || {
         task.probe(&packet)
     });
     assert!(matches!(
         ev.target,
         leash::kernel::events::Target::Socket { family: 17, .. }
     ));
-    task.assert_denied("socket", "family_not_granted", denied, || {
+    task.assert_denied(Action::Socket, Reason::FamilyNotGranted, denied, || {
         task.probe(&netlink)
     });
-    task.assert_denied("socket", "family_not_granted", denied, || {
+    task.assert_denied(Action::Socket, Reason::FamilyNotGranted, denied, || {
         task.probe(&vsock)
     });
     // A family no grant can name (AF_ALG).
-    task.assert_denied("socket", "family_not_granted", denied, || {
+    task.assert_denied(Action::Socket, Reason::FamilyNotGranted, denied, || {
         task.probe(&format!(
             "socket {} {} 0",
             libc::AF_ALG,
@@ -106,7 +109,7 @@ fn unix_sockets_only_at_granted_names() {
     let task = h.task(spec(&[], &[&format!("unix:{granted}"), "socket:io_uring"]));
 
     assert_eq!(task.probe(&format!("unix-connect {granted}")), "ok");
-    let ev = task.assert_denied("connect", "not_granted", denied, || {
+    let ev = task.assert_denied(Action::Connect, Reason::NotGranted, denied, || {
         task.probe(&format!("unix-connect {other}"))
     });
     assert_eq!(
@@ -121,11 +124,13 @@ fn unix_sockets_only_at_granted_names() {
     // any other name.
     let absent = format!("unix-connect {}", s.path("absent.sock"));
     if denied == EPERM {
-        task.assert_denied("connect", "not_granted", EPERM, || task.probe(&absent));
+        task.assert_denied(Action::Connect, Reason::NotGranted, EPERM, || {
+            task.probe(&absent)
+        });
     } else {
         assert_eq!(task.probe(&absent), "errno 2");
     }
-    let ev = task.assert_denied("connect", "not_granted", denied, || {
+    let ev = task.assert_denied(Action::Connect, Reason::NotGranted, denied, || {
         task.probe(&format!("unix-connect {abstract_name}"))
     });
     assert_eq!(
@@ -135,7 +140,7 @@ fn unix_sockets_only_at_granted_names() {
         }
     );
     for op in ["unix-sendto", "unix-sendmsg", "unix-sendmmsg"] {
-        task.assert_denied("send", "not_granted", denied, || {
+        task.assert_denied(Action::Send, Reason::NotGranted, denied, || {
             task.probe(&format!("{op} {dgram}"))
         });
     }
@@ -143,13 +148,13 @@ fn unix_sockets_only_at_granted_names() {
     // connects and a sendmmsg's later messages are refused too; the syscall
     // tracepoints see neither (docs/security.md).
     if denied == EPERM {
-        task.assert_denied("connect", "not_granted", EPERM, || {
+        task.assert_denied(Action::Connect, Reason::NotGranted, EPERM, || {
             task.probe(&format!("unix-uring-connect {other}"))
         });
         let granted_dgram = s.path("granted-dgram.sock");
         let _g = UnixDatagram::bind(&granted_dgram).unwrap();
         let tail = h.task(spec(&[], &[&format!("unix:{granted_dgram}")]));
-        tail.assert_denied("send", "not_granted", "sent 8", || {
+        tail.assert_denied(Action::Send, Reason::NotGranted, "sent 8", || {
             tail.probe(&format!("unix-sendmmsg-tail {granted_dgram} {dgram}"))
         });
         // A fresh receiver: the first holds eight datagrams already.

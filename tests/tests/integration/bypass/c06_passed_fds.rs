@@ -3,6 +3,7 @@
 //! closes: taking descriptors out of another process (`pidfd_getfd`), and `leash run`
 //! tags itself before it opens anything (the `daemon` module runs it).
 
+use harness::{Action, Reason};
 use harness::{Harness, refused, spec};
 
 use super::untagged;
@@ -16,9 +17,12 @@ fn pidfd_getfd_is_stopped() {
         .unwrap();
     let pid = victim.id();
     let task = h.task(spec(&[], &[]));
-    let ev = task.assert_denied("tamper", "leash_process", refused(h.backend()), || {
-        task.probe(&format!("pidfd-getfd {pid} 0"))
-    });
+    let ev = task.assert_denied(
+        Action::Tamper,
+        Reason::GuardProcess,
+        refused(h.backend()),
+        || task.probe(&format!("pidfd-getfd {pid} 0")),
+    );
     // The portable backend stops any pidfd_getfd (its target is not known at syscall
     // entry); the lsm backend refuses the access check on the target.
     let (call, target_pid) = match h.backend() {

@@ -1,6 +1,7 @@
 //! Class 7, other names for the same file: symlinks and hardlinks are the granted
 //! inode; a copy is a new file and is not granted.
 
+use harness::{Action, Reason};
 use harness::{Harness, Scratch, exec_denied, spec};
 
 #[test]
@@ -26,9 +27,12 @@ fn other_names_for_the_same_file() {
         "hardlink: same inode"
     );
     // A copy is a new file.
-    let ev = task.assert_denied("exec", "not_granted", exec_denied(h.backend()), || {
-        task.probe(&format!("exec {copy}"))
-    });
+    let ev = task.assert_denied(
+        Action::Exec,
+        Reason::NotGranted,
+        exec_denied(h.backend()),
+        || task.probe(&format!("exec {copy}")),
+    );
     assert!(
         matches!(ev.target, leash::kernel::events::Target::Exec { ref path, .. } if *path == copy)
     );

@@ -1,5 +1,6 @@
 //! Class 8, exec without a path: `execveat(fd, "", AT_EMPTY_PATH)` and a memfd.
 
+use harness::{Action, Reason};
 use harness::{Harness, Scratch, exec_denied, probe, spec};
 
 #[test]
@@ -15,13 +16,19 @@ fn exec_without_a_path_is_stopped() {
         "exit 0",
         "execveat of a granted file"
     );
-    task.assert_denied("exec", "not_granted", exec_denied(h.backend()), || {
-        task.probe(&format!("execveat {other}"))
-    });
+    task.assert_denied(
+        Action::Exec,
+        Reason::NotGranted,
+        exec_denied(h.backend()),
+        || task.probe(&format!("execveat {other}")),
+    );
     // A memfd is a new inode on an internal mount: never granted.
-    task.assert_denied("exec", "not_granted", exec_denied(h.backend()), || {
-        task.probe(&format!("memfd-exec {granted}"))
-    });
+    task.assert_denied(
+        Action::Exec,
+        Reason::NotGranted,
+        exec_denied(h.backend()),
+        || task.probe(&format!("memfd-exec {granted}")),
+    );
 
     let out = std::process::Command::new(probe())
         .args(["memfd-exec", &other])

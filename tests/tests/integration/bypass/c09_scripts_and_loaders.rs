@@ -3,6 +3,7 @@
 
 use std::{fs, os::unix::fs::PermissionsExt as _};
 
+use harness::{Action, Reason};
 use harness::{Harness, Scratch, exec_denied, spec};
 
 #[test]
@@ -22,10 +23,10 @@ fn shebang_script_needs_script_and_interpreter() {
     // The script is not granted. The portable backend sees only the interpreter's
     // image and names the script in the reason; lsm checks the script's inode itself.
     let reason = match h.backend() {
-        leash::Backend::Portable => "script_not_granted",
-        leash::Backend::Lsm => "not_granted",
+        leash::Backend::Portable => Reason::ScriptNotGranted,
+        leash::Backend::Lsm => Reason::NotGranted,
     };
-    only_interp.assert_denied("exec", reason, denied, || {
+    only_interp.assert_denied(Action::Exec, reason, denied, || {
         only_interp.probe(&format!("exec {script}"))
     });
 
@@ -52,9 +53,12 @@ fn the_dynamic_loader_is_a_program_like_any_other() {
     let task = h.task(spec(&[&granted], &[]));
     // ld.so would map and run the granted binary without exec'ing it: ld.so itself is
     // the program exec'd, and it is not granted.
-    let ev = task.assert_denied("exec", "not_granted", exec_denied(h.backend()), || {
-        task.probe(&format!("exec {ld} {granted}"))
-    });
+    let ev = task.assert_denied(
+        Action::Exec,
+        Reason::NotGranted,
+        exec_denied(h.backend()),
+        || task.probe(&format!("exec {ld} {granted}")),
+    );
     assert!(matches!(
         ev.target,
         leash::kernel::events::Target::Exec { .. }

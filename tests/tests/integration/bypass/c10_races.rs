@@ -3,6 +3,7 @@
 
 use std::fs;
 
+use harness::{Action, Reason};
 use harness::{Harness, Scratch, exec_denied, spec};
 
 #[test]
@@ -15,7 +16,10 @@ fn replacing_the_granted_path_does_not_carry_the_grant() {
     // Same path, new file (rename over it, as an attacker with write access would).
     let new = s.copy_true("tool.new");
     fs::rename(&new, &path).unwrap();
-    task.assert_denied("exec", "not_granted", exec_denied(h.backend()), || {
-        task.probe(&format!("exec {path}"))
-    });
+    task.assert_denied(
+        Action::Exec,
+        Reason::NotGranted,
+        exec_denied(h.backend()),
+        || task.probe(&format!("exec {path}")),
+    );
 }

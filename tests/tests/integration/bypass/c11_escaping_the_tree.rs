@@ -1,6 +1,7 @@
 //! Class 11, escaping the tree: children, grandchildren, threads, double fork with
 //! setsid (reparenting to init), and exec from a non-leader thread keep the tag.
 
+use harness::{Action, Reason};
 use harness::{EPERM, Harness, Listeners, Scratch, exec_denied, probe, spec, wait_for};
 
 #[test]
@@ -22,7 +23,7 @@ fn children_grandchildren_threads_and_double_forks_carry_the_tag() {
         EPERM
     );
     // setsid + reparenting to init.
-    task.assert_denied("connect", "not_granted", EPERM, || {
+    task.assert_denied(Action::Connect, Reason::NotGranted, EPERM, || {
         task.probe(&format!("double-fork connect tcp 127.0.0.1 {denied}"))
     });
     assert_eq!(
@@ -73,7 +74,7 @@ fn a_vfork_spawn_is_checked_like_a_fork() {
         leash::Backend::Portable => "signal 9",
         leash::Backend::Lsm => "errno 1",
     };
-    task.assert_denied("exec", "not_granted", denied, || {
+    task.assert_denied(Action::Exec, Reason::NotGranted, denied, || {
         task.probe(&format!("spawn {other}"))
     });
 }

@@ -6,6 +6,7 @@ use std::{
     process::{Command, Stdio},
 };
 
+use harness::{Action, Reason};
 use harness::{EPERM, Harness, Listeners, probe, spec, wait_for};
 
 #[test]
@@ -16,7 +17,7 @@ fn exited_processes_leave_no_entry_and_a_recycled_pid_is_not_tagged() {
     let task = h.task(spec(&[], &[]));
     let pid = {
         let mut s = task.session();
-        task.assert_denied("connect", "not_granted", EPERM, || {
+        task.assert_denied(Action::Connect, Reason::NotGranted, EPERM, || {
             s.run(&format!("connect tcp 127.0.0.1 {denied}"))
         });
         assert_eq!(task.procs(), vec![s.pid()]);

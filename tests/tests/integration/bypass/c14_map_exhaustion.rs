@@ -3,6 +3,7 @@
 //! of a task ever runs.
 
 use agent_common::maps::{PROCS, Stat};
+use harness::{Action, Reason};
 use harness::{Harness, spec};
 
 /// Pids of the live processes of process group `pgid`.
@@ -39,7 +40,7 @@ fn a_full_process_map_refuses_the_fork_and_no_child_escapes() {
     let task = h.task(spec(&[], &[]));
     let failures = h.stat(Stat::TagFailed);
     let mut flood = None;
-    task.assert_denied("fork", "map_full", "signal 9", || {
+    task.assert_denied(Action::Fork, Reason::MapFull, "signal 9", || {
         let report = task.probe(&format!("fork-fill {}", CAPACITY * 2));
         let (outcome, pgid) = report.split_once(" pgid ").unwrap_or_default();
         flood = pgid.parse().ok().map(Flood);

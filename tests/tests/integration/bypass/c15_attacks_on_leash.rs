@@ -2,6 +2,7 @@
 //! `bpf()`, no ptrace or memory writes outside the task, no signals to leash's
 //! processes, nothing on the BPF file system, no cgroup moves, no mutating API call.
 
+use harness::{Action, Reason};
 use harness::{
     EPERM, Harness, Scratch,
     daemon::{DaemonGuard, stderr, stdout},
@@ -46,7 +47,7 @@ fn bpf_is_stopped_at_the_first_call() {
     let get = "bpf-obj-get /sys/fs/bpf/leash-bypass-absent";
     // lsm refuses the call (EPERM); portable kills the caller at it.
     let denied = refused(h.backend());
-    let ev = task.assert_denied("tamper", "leash_bpf", denied, || task.probe(get));
+    let ev = task.assert_denied(Action::Tamper, Reason::GuardBpf, denied, || task.probe(get));
     assert_eq!(
         ev.target,
         leash::kernel::events::Target::Guard {
@@ -64,7 +65,7 @@ fn ptrace_and_memory_writes_outside_the_task_are_stopped() {
     let task = h.task(spec(&[], &[]));
     let pid = victim.pid();
     let denied = refused(h.backend());
-    let ev = task.assert_denied("tamper", "leash_process", denied, || {
+    let ev = task.assert_denied(Action::Tamper, Reason::GuardProcess, denied, || {
         task.probe(&format!("ptrace-attach {pid}"))
     });
     assert_eq!(
@@ -74,7 +75,7 @@ fn ptrace_and_memory_writes_outside_the_task_are_stopped() {
             target_pid: pid
         }
     );
-    task.assert_denied("tamper", "leash_process", denied, || {
+    task.assert_denied(Action::Tamper, Reason::GuardProcess, denied, || {
         task.probe(&format!("vm-write {pid}"))
     });
     assert_eq!(
@@ -106,7 +107,7 @@ fn leash_processes_cannot_be_signalled() {
         (KILLED, "kill")
     };
     let d = daemon.pid();
-    let ev = task.assert_denied("tamper", "leash_process", denied, || {
+    let ev = task.assert_denied(Action::Tamper, Reason::GuardProcess, denied, || {
         task.probe(&format!("kill {d} 0"))
     });
     assert_eq!(
@@ -118,12 +119,12 @@ fn leash_processes_cannot_be_signalled() {
     );
     // kill(-1) succeeds when some target took the signal: on lsm every one but leash's.
     task.assert_denied(
-        "tamper",
-        "leash_process",
+        Action::Tamper,
+        Reason::GuardProcess,
         if lsm { "ok" } else { KILLED },
         || task.probe("kill -1 0"),
     );
-    task.assert_denied("tamper", "leash_process", KILLED, || {
+    task.assert_denied(Action::Tamper, Reason::GuardProcess, KILLED, || {
         task.probe(&format!("pidfd-open {d}"))
     });
     for attempt in [
@@ -132,11 +133,13 @@ fn leash_processes_cannot_be_signalled() {
         format!("sigqueue {d} 0"),
         format!("tgsigqueue {d} {d} 0"),
     ] {
-        task.assert_denied("tamper", "leash_process", denied, || task.probe(&attempt));
+        task.assert_denied(Action::Tamper, Reason::GuardProcess, denied, || {
+            task.probe(&attempt)
+        });
     }
     if lsm {
         // A real signal, refused before delivery: the target lives on.
-        task.assert_denied("tamper", "leash_process", EPERM, || {
+        task.assert_denied(Action::Tamper, Reason::GuardProcess, EPERM, || {
             task.probe(&format!("sigqueue {d} 15"))
         });
         assert_eq!(untagged(&format!("kill {d} 0")), "ok", "still alive");
@@ -163,7 +166,9 @@ fn the_bpf_file_system_is_out_of_reach() {
             format!("rename {dir} {dir}-moved"),
             format!("rename /sys/fs/../fs/bpf/../bpf/{name} /sys/fs/bpf/x"),
         ] {
-            task.assert_denied("tamper", "leash_pins", EPERM, || task.probe(&attempt));
+            task.assert_denied(Action::Tamper, Reason::GuardPins, EPERM, || {
+                task.probe(&attempt)
+            });
         }
         assert!(std::path::Path::new(&dir).is_dir(), "refused: still there");
         assert_eq!(untagged(&format!("rmdir {dir}")), "ok");
@@ -175,7 +180,9 @@ fn the_bpf_file_system_is_out_of_reach() {
             format!("rmdir {absent}"),
             format!("rename {absent} /tmp/leash-bypass-absent"),
         ] {
-            task.assert_denied("tamper", "leash_pins", KILLED, || task.probe(&attempt));
+            task.assert_denied(Action::Tamper, Reason::GuardPins, KILLED, || {
+                task.probe(&attempt)
+            });
         }
     }
     if h.backend() == Backend::Lsm {
@@ -188,13 +195,13 @@ fn the_bpf_file_system_is_out_of_reach() {
             fstype: "bpf",
             target: &dir,
         }];
-        task.assert_denied("tamper", "leash_pins", EPERM, || {
+        task.assert_denied(Action::Tamper, Reason::GuardPins, EPERM, || {
             task.probe_in_mount_ns(&bpffs, &format!("umount {dir}"))
         });
     } else {
         // The umount tracepoint names bpffs by the path (an umount above it takes it
         // along); any other unmount is stopped too, as leash_mount (c19).
-        task.assert_denied("tamper", "leash_pins", KILLED, || {
+        task.assert_denied(Action::Tamper, Reason::GuardPins, KILLED, || {
             task.probe("umount /sys/fs/bpf/leash-bypass-absent/sub")
         });
     }
@@ -235,10 +242,10 @@ fn moving_between_cgroups_is_stopped() {
     let cg = Cgroup::new();
     let dir = cg.0.display().to_string();
     let task = h.task(spec(&[], &[]));
-    task.assert_denied("tamper", "leash_cgroup", KILLED, || {
+    task.assert_denied(Action::Tamper, Reason::GuardCgroup, KILLED, || {
         task.probe(&format!("cgroup-move {dir}"))
     });
-    task.assert_denied("tamper", "leash_cgroup", KILLED, || {
+    task.assert_denied(Action::Tamper, Reason::GuardCgroup, KILLED, || {
         task.probe(&format!("clone3-into-cgroup {dir}"))
     });
     assert_eq!(untagged(&format!("cgroup-move {dir}")), "ok");

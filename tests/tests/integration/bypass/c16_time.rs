@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use harness::TaskSpec;
+use harness::{Action, Reason};
 use harness::{EPERM, Harness, Listeners};
 
 #[test]
@@ -22,7 +23,7 @@ fn expired_task_is_denied_by_the_kernel_clock() {
     );
     // No daemon runs here: only the kernel's check of the expiry can deny.
     std::thread::sleep(Duration::from_millis(2700));
-    task.assert_denied("connect", "task_expired", EPERM, || {
+    task.assert_denied(Action::Connect, Reason::TaskExpired, EPERM, || {
         s.run(&format!("connect tcp 127.0.0.1 {}", l.tcp4_port()))
     });
 }

@@ -5,6 +5,7 @@
 
 use std::{os::fd::BorrowedFd, path::PathBuf};
 
+use harness::{Action, Reason};
 use harness::{Harness, spec};
 use leash::{kernel::events::Target, kernel::ia32};
 
@@ -69,7 +70,7 @@ fn a_compat_bpf_call_cannot_untag() {
     // deletes the probe's own entry: the child dies at its first compat call, so the
     // delete never comes (on lsm the lsm bpf hook also refuses it).
     let mut s = task.session();
-    let ev = task.assert_denied("tamper", "compat_syscall", KILLED, || {
+    let ev = task.assert_denied(Action::Tamper, Reason::CompatSyscall, KILLED, || {
         s.run(&format!("compat-untag {pin}"))
     });
     assert_eq!(
@@ -121,7 +122,7 @@ fn a_compat_signal_to_leash_is_stopped() {
     h.enforcer.lock().unwrap().maps_mut().protect(d).unwrap();
     let task = h.task(spec(&[], &[]));
     // Signal 0 only checks: the test cannot hurt the target even where it lands.
-    let ev = task.assert_denied("tamper", "compat_syscall", KILLED, || {
+    let ev = task.assert_denied(Action::Tamper, Reason::CompatSyscall, KILLED, || {
         task.probe(&format!("compat-kill {d} 0"))
     });
     assert_eq!(
@@ -147,7 +148,9 @@ fn a_compat_netlink_socket_is_stopped() {
         ("compat-socket 16 3 0", 359),
         ("compat-socketcall 16 3 0", 102),
     ] {
-        let ev = task.assert_denied("tamper", "compat_syscall", KILLED, || task.probe(attempt));
+        let ev = task.assert_denied(Action::Tamper, Reason::CompatSyscall, KILLED, || {
+            task.probe(attempt)
+        });
         assert_eq!(
             ev.target,
             Target::Compat {
@@ -166,7 +169,7 @@ fn any_compat_or_x32_call_stops_a_tagged_process_only() {
     }
     let h = Harness::load();
     let task = h.task(spec(&[], &[]));
-    let ev = task.assert_denied("tamper", "compat_syscall", KILLED, || {
+    let ev = task.assert_denied(Action::Tamper, Reason::CompatSyscall, KILLED, || {
         task.probe("compat-getpid")
     });
     assert_eq!(
@@ -177,7 +180,7 @@ fn any_compat_or_x32_call_stops_a_tagged_process_only() {
         }
     );
     // x32 (bit 30 of a native number): stopped whether or not the kernel has the ABI.
-    let ev = task.assert_denied("tamper", "compat_syscall", KILLED, || {
+    let ev = task.assert_denied(Action::Tamper, Reason::CompatSyscall, KILLED, || {
         task.probe("x32-getpid")
     });
     assert_eq!(

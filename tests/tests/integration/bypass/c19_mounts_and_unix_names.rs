@@ -7,6 +7,7 @@
 
 use std::{os::unix::net::UnixListener, path::Path};
 
+use harness::{Action, Reason};
 use harness::{
     EPERM, Harness, Scratch,
     daemon::{DaemonGuard, stderr, stdout},
@@ -63,9 +64,12 @@ fn a_bind_mount_over_the_api_socket_is_stopped_before_it_is_reached() {
     assert_eq!(task.probe(&format!("unix-connect {}", api.path)), "ok");
     assert!(api.reached(), "the task reaches the API socket");
     let attempt = format!("bind-connect {} {}", other.path, api.path);
-    let ev = task.assert_denied("tamper", "leash_mount", refused(h.backend()), || {
-        task.probe_in_mount_ns(&[], &attempt)
-    });
+    let ev = task.assert_denied(
+        Action::Tamper,
+        Reason::GuardMount,
+        refused(h.backend()),
+        || task.probe_in_mount_ns(&[], &attempt),
+    );
     assert_eq!(ev.target, guard("mount"));
     assert!(!other.reached(), "the other socket was reached");
     // Untagged, the same steps reach the other socket: the attack is real.
@@ -89,9 +93,12 @@ fn chroot_with_a_hard_link_to_another_socket_is_stopped() {
     std::fs::hard_link(&other.path, &inside).unwrap();
     let task = h.task(spec(&[], &[&format!("unix:{}", granted.path)]));
     let attempt = format!("chroot-connect {jail} {}", granted.path);
-    let ev = task.assert_denied("tamper", "leash_mount", refused(h.backend()), || {
-        task.probe(&attempt)
-    });
+    let ev = task.assert_denied(
+        Action::Tamper,
+        Reason::GuardMount,
+        refused(h.backend()),
+        || task.probe(&attempt),
+    );
     assert_eq!(ev.target, guard("chroot"));
     assert!(!other.reached(), "the other socket was reached");
     assert_eq!(untagged(&attempt), "ok");
@@ -130,7 +137,7 @@ fn mounting_unmounting_moving_and_pivoting_are_stopped() {
     ];
     for (attempts, outcome) in [(&hooked[..], denied), (&unhooked[..], KILLED)] {
         for (attempt, call) in attempts {
-            let ev = task.assert_denied("tamper", "leash_mount", outcome, || {
+            let ev = task.assert_denied(Action::Tamper, Reason::GuardMount, outcome, || {
                 task.probe_in_mount_ns(&ns, attempt)
             });
             assert_eq!(ev.target, guard(call), "{attempt}");
@@ -170,7 +177,9 @@ fn the_api_socket_cannot_be_unlinked_or_renamed() {
             format!("rename {dir} {dir}-moved"),
             format!("unlinkat {dir} api.sock"),
         ] {
-            task.assert_denied("tamper", "leash_pins", EPERM, || task.probe(&attempt));
+            task.assert_denied(Action::Tamper, Reason::GuardPins, EPERM, || {
+                task.probe(&attempt)
+            });
         }
         let c = std::os::unix::net::UnixStream::connect(&api.path);
         assert!(c.is_ok() && api.reached(), "the socket is still there");
@@ -183,7 +192,9 @@ fn the_api_socket_cannot_be_unlinked_or_renamed() {
             format!("rmdir {dir}"),
             format!("rmdir {dir}/"),
         ] {
-            task.assert_denied("tamper", "leash_pins", KILLED, || task.probe(&attempt));
+            task.assert_denied(Action::Tamper, Reason::GuardPins, KILLED, || {
+                task.probe(&attempt)
+            });
         }
         assert!(Path::new(&api.path).exists());
         // A name relative to a directory fd is not recognised (docs/security.md).

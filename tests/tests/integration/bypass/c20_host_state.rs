@@ -6,6 +6,7 @@
 
 use std::{ffi::CString, fs, path::Path};
 
+use harness::{Action, Reason};
 use harness::{Harness, Scratch, Task, refused, spec};
 use leash::{kernel::Backend, kernel::events::Target};
 
@@ -46,7 +47,9 @@ impl Drop for CorePattern {
 
 /// Expects the attempt refused for host state, with `call` naming the file system.
 fn host_state(task: &Task<'_>, denied: &str, call: &str, attempt: &str) {
-    let ev = task.assert_denied("tamper", "host_state", denied, || task.probe(attempt));
+    let ev = task.assert_denied(Action::Tamper, Reason::GuardHostState, denied, || {
+        task.probe(attempt)
+    });
     assert_eq!(
         ev.target,
         Target::Guard {
@@ -192,9 +195,12 @@ fn kernel_door(h: &Harness, task: &Task<'_>, path: &str, call: &str) {
         assert_eq!(task.probe(&attempt), outside);
         return;
     }
-    let ev = task.assert_denied("tamper", "kernel_door", refused(h.backend()), || {
-        task.probe(&attempt)
-    });
+    let ev = task.assert_denied(
+        Action::Tamper,
+        Reason::GuardKernel,
+        refused(h.backend()),
+        || task.probe(&attempt),
+    );
     assert_eq!(
         ev.target,
         Target::Guard {

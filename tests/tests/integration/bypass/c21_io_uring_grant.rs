@@ -2,6 +2,7 @@
 //! `UNLINKAT`, ...) run in the kernel past the system calls the portable backend
 //! watches, so a task gets no ring unless granted `socket:io_uring`.
 
+use harness::{Action, Reason};
 use harness::{EPERM, Harness, refused, spec};
 use leash::{kernel::Backend, kernel::events::Target};
 
@@ -29,8 +30,8 @@ fn io_uring_needs_a_grant() {
     // lsm refuses the ring before it exists (EPERM); portable kills the caller at
     // io_uring_setup, and the ring dies with it.
     let ev = task.assert_denied(
-        "tamper",
-        "io_uring_not_granted",
+        Action::Tamper,
+        Reason::IoUringNotGranted,
         refused(h.backend()),
         || task.probe("uring-setup"),
     );
@@ -59,7 +60,9 @@ fn a_granted_ring_opening_host_state() {
     let task = h.task(spec(&[], &["socket:io_uring"]));
     let attempt = format!("uring-openat {CORE_PATTERN}");
     if h.backend() == Backend::Lsm {
-        task.assert_denied("tamper", "host_state", EPERM, || task.probe(&attempt));
+        task.assert_denied(Action::Tamper, Reason::GuardHostState, EPERM, || {
+            task.probe(&attempt)
+        });
     } else {
         // Opened for write, nothing written: the gap the grant re-opens.
         assert_eq!(task.probe(&attempt), "ok");

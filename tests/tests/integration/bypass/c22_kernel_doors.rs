@@ -4,6 +4,7 @@
 //! an unknown kexec flag), so untagged calls are harmless and show the kernel's own
 //! answer; I/O port access is granted to a probe process that does no I/O and exits.
 
+use harness::{Action, Reason};
 use harness::{Harness, Scratch, refused, spec};
 use leash::{kernel::Backend, kernel::events::Target};
 
@@ -72,7 +73,9 @@ fn module_kexec_and_io_port_calls_are_stopped() {
             io || kernel.starts_with("errno "),
             "untagged {attempt}: {kernel}"
         );
-        let ev = task.assert_denied("tamper", "kernel_door", outcome, || task.probe(attempt));
+        let ev = task.assert_denied(Action::Tamper, Reason::GuardKernel, outcome, || {
+            task.probe(attempt)
+        });
         assert_eq!(
             ev.target,
             Target::Guard {

@@ -11,6 +11,7 @@ use std::{
     time::Duration,
 };
 
+use harness::{Action, Reason};
 use harness::{Harness, Scratch, exec_denied, spec};
 use leash::Backend;
 
@@ -47,8 +48,8 @@ fn a_granted_binary_rewritten_in_place_is_denied() {
     next_tick();
     rewrite_in_place(&path, &fs::read("/bin/false").unwrap());
     task.assert_denied(
-        "exec",
-        "changed_since_grant",
+        Action::Exec,
+        Reason::ChangedSinceGrant,
         exec_denied(h.backend()),
         || task.probe(&format!("exec {path}")),
     );
@@ -66,8 +67,8 @@ fn a_chmod_after_the_grant_is_a_change_too() {
     next_tick();
     fs::set_permissions(&path, fs::Permissions::from_mode(0o775)).unwrap();
     task.assert_denied(
-        "exec",
-        "changed_since_grant",
+        Action::Exec,
+        Reason::ChangedSinceGrant,
         exec_denied(h.backend()),
         || task.probe(&format!("exec {path}")),
     );
@@ -94,8 +95,8 @@ fn a_granted_script_rewritten_in_place_is_denied_on_lsm() {
     next_tick();
     rewrite_in_place(&path, b"#!/bin/sh\nexit 3\n");
     task.assert_denied(
-        "exec",
-        "changed_since_grant",
+        Action::Exec,
+        Reason::ChangedSinceGrant,
         exec_denied(h.backend()),
         || task.probe(&format!("exec {path}")),
     );
@@ -160,8 +161,8 @@ fn a_recycled_inode_number_does_not_carry_the_grant() {
     fs::set_permissions(&candidate, fs::Permissions::from_mode(0o755)).unwrap();
     fs::rename(&candidate, &path).unwrap();
     task.assert_denied(
-        "exec",
-        "changed_since_grant",
+        Action::Exec,
+        Reason::ChangedSinceGrant,
         exec_denied(h.backend()),
         || task.probe(&format!("exec {path}")),
     );
