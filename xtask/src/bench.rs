@@ -6,7 +6,7 @@ use anyhow::Context as _;
 
 use crate::util;
 
-pub fn run(out: Option<PathBuf>, quick: bool) -> anyhow::Result<()> {
+pub(crate) fn run(out: Option<PathBuf>, quick: bool) -> anyhow::Result<()> {
     util::require_bpf_linker()?;
     // The child runs in the workspace root, so resolve a relative --out against the
     // directory the user ran `cargo xtask` from.

@@ -2,7 +2,7 @@
 
 use crate::util;
 
-pub fn run(release: bool) -> anyhow::Result<()> {
+pub(crate) fn run(release: bool) -> anyhow::Result<()> {
     // agent-userspace's build script builds the eBPF object with bpf-linker.
     util::require_bpf_linker()?;
     let mut cmd = util::cargo();

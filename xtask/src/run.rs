@@ -8,7 +8,7 @@ use anyhow::bail;
 use crate::setup;
 use crate::util;
 
-pub fn run(args: &[String]) -> anyhow::Result<()> {
+pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     if !util::is_root()? {
         bail!(
             "`leash daemon` loads and attaches BPF programs and must run as root \

@@ -27,7 +27,7 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 const BPF_LINKER_SERIES: &str = "bpf-linker 0.13.";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
+pub(crate) enum Mode {
     /// `cargo xtask setup`: every step must succeed.
     Explicit,
     /// Run first by `test` and `run`: a step that needs root (apt) is skipped with a
@@ -43,7 +43,7 @@ enum Outcome {
 
 type Step = fn(Mode) -> anyhow::Result<Outcome>;
 
-pub fn run(mode: Mode) -> anyhow::Result<()> {
+pub(crate) fn run(mode: Mode) -> anyhow::Result<()> {
     let steps: [(&str, Step); 4] = [
         ("nightly toolchain (rust-src, clippy)", nightly),
         ("host toolchain (clippy, rustfmt)", host_components),

@@ -14,7 +14,7 @@ type Step<'a> = (
     Box<dyn Fn(&mut Counts) -> anyhow::Result<()> + 'a>,
 );
 
-pub fn run(filters: &[String]) -> anyhow::Result<()> {
+pub(crate) fn run(filters: &[String]) -> anyhow::Result<()> {
     let started = Instant::now();
     eprintln!("==> setup");
     setup::run(setup::Mode::Implicit)?;

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use anyhow::{Context as _, bail};
 
 /// The workspace root: the parent of this crate's directory.
-pub fn workspace_root() -> &'static Path {
+pub(crate) fn workspace_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask lives one level below the workspace root")
@@ -16,7 +16,7 @@ pub fn workspace_root() -> &'static Path {
 
 /// Cargo's target directory: `CARGO_TARGET_DIR` when set (relative to the current
 /// directory, as cargo reads it), else `<root>/target`.
-pub fn target_dir() -> PathBuf {
+pub(crate) fn target_dir() -> PathBuf {
     match std::env::var_os("CARGO_TARGET_DIR") {
         Some(dir) if !dir.is_empty() => std::env::current_dir()
             .unwrap_or_else(|_| workspace_root().to_owned())
@@ -28,17 +28,17 @@ pub fn target_dir() -> PathBuf {
 /// Selects every workspace member that builds for the host. `--workspace` alone would
 /// also select agent-ebpf, which only builds for `bpfel-unknown-none` (aya-build drives
 /// it; `cargo xtask test` lints it separately).
-pub const HOST_WORKSPACE: &[&str] = &["--workspace", "--exclude", "agent-ebpf"];
+pub(crate) const HOST_WORKSPACE: &[&str] = &["--workspace", "--exclude", "agent-ebpf"];
 
 /// `cargo` from PATH (the rustup proxy, so `+nightly` works), run in the workspace root.
-pub fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     let mut cmd = Command::new("cargo");
     cmd.current_dir(workspace_root());
     cmd
 }
 
 /// The command line as a user could paste it, with the environment it sets.
-pub fn display(cmd: &Command) -> String {
+pub(crate) fn display(cmd: &Command) -> String {
     let mut line = String::new();
     for (key, value) in cmd.get_envs() {
         if let Some(value) = value {
@@ -67,7 +67,7 @@ fn quote(word: &OsStr) -> String {
 }
 
 /// Runs `cmd` with inherited stdio; fails naming the command unless it exits 0.
-pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
+pub(crate) fn run(cmd: &mut Command) -> anyhow::Result<()> {
     let line = display(cmd);
     eprintln!("$ {line}");
     let status = cmd
@@ -81,14 +81,14 @@ pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
 
 /// Test counts summed over cargo's `test result:` lines.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Counts {
+pub(crate) struct Counts {
     pub passed: u64,
     pub failed: u64,
     pub ignored: u64,
 }
 
 impl Counts {
-    pub fn add(&mut self, other: Self) {
+    pub(crate) fn add(&mut self, other: Self) {
         self.passed += other.passed;
         self.failed += other.failed;
         self.ignored += other.ignored;
@@ -96,7 +96,7 @@ impl Counts {
 
     /// Reads cargo's `test result: ok. 7 passed; 0 failed; 1 ignored; ...` and pytest's
     /// closing `126 passed, 2 skipped in 3.21s` (bare with `-q`, or inside `=` rules).
-    pub fn parse_line(line: &str) -> Option<Self> {
+    pub(crate) fn parse_line(line: &str) -> Option<Self> {
         let trimmed = line.trim().trim_matches('=').trim();
         if !line.trim().starts_with("test result: ")
             && trimmed
@@ -142,7 +142,7 @@ impl Counts {
 }
 
 /// Runs a `cargo test` command, echoing its stdout, and sums its test counts.
-pub fn run_tests(cmd: &mut Command) -> anyhow::Result<Counts> {
+pub(crate) fn run_tests(cmd: &mut Command) -> anyhow::Result<Counts> {
     use std::io::BufRead as _;
     let line = display(cmd);
     eprintln!("$ {line}");
@@ -169,7 +169,7 @@ pub fn run_tests(cmd: &mut Command) -> anyhow::Result<Counts> {
 }
 
 /// Runs `cmd` quietly and returns its stdout; fails with its stderr unless it exits 0.
-pub fn output(cmd: &mut Command) -> anyhow::Result<String> {
+pub(crate) fn output(cmd: &mut Command) -> anyhow::Result<String> {
     let line = display(cmd);
     let out = cmd
         .stdin(Stdio::null())
@@ -186,7 +186,7 @@ pub fn output(cmd: &mut Command) -> anyhow::Result<String> {
 }
 
 /// `apt-get update`, non-interactive.
-pub fn apt_update() -> anyhow::Result<()> {
+pub(crate) fn apt_update() -> anyhow::Result<()> {
     run(Command::new("apt-get")
         .arg("update")
         .env("DEBIAN_FRONTEND", "noninteractive")
@@ -194,7 +194,7 @@ pub fn apt_update() -> anyhow::Result<()> {
 }
 
 /// `apt-get install -y --no-install-recommends PACKAGES`, without prompts.
-pub fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
+pub(crate) fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
     run(Command::new("apt-get")
         .args(["install", "-y", "--no-install-recommends"])
         .args(packages)
@@ -203,19 +203,19 @@ pub fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
 }
 
 /// Whether this process runs as root. Reads `id -u` rather than pulling in libc.
-pub fn is_root() -> anyhow::Result<bool> {
+pub(crate) fn is_root() -> anyhow::Result<bool> {
     let uid = output(Command::new("id").arg("-u"))?;
     Ok(uid.trim() == "0")
 }
 
 /// What `bpf-linker --version` says, or why it could not say it.
-pub enum BpfLinker {
+pub(crate) enum BpfLinker {
     Version(String),
     Missing,
     Broken(String),
 }
 
-pub fn bpf_linker() -> BpfLinker {
+pub(crate) fn bpf_linker() -> BpfLinker {
     match Command::new("bpf-linker")
         .arg("--version")
         .stdin(Stdio::null())
@@ -236,7 +236,7 @@ pub fn bpf_linker() -> BpfLinker {
 
 /// Fails with a pointer to `cargo xtask setup` unless a working bpf-linker is on PATH.
 /// agent-userspace's build script needs it to build the eBPF object.
-pub fn require_bpf_linker() -> anyhow::Result<()> {
+pub(crate) fn require_bpf_linker() -> anyhow::Result<()> {
     match bpf_linker() {
         BpfLinker::Version(_) => Ok(()),
         BpfLinker::Missing => {

@@ -43,7 +43,7 @@ fn in_ia32_syscall() -> bool {
 /// system call (SIGKILL before the call returns to user space; the call itself runs, as
 /// with the other syscall-entry guards). The event names the table and the number.
 #[btf_tracepoint(function = "sys_enter")]
-pub fn compat_sys_enter(ctx: BtfTracePointContext) -> i32 {
+pub(crate) fn compat_sys_enter(ctx: BtfTracePointContext) -> i32 {
     let id: i64 = ctx.arg(1);
     let call = if (id as u64) & X32_MASK == X32_SYSCALL_BIT {
         b"x32\0\0\0\0\0"

@@ -36,49 +36,49 @@ fn deny(call: &[u8; 8]) {
 
 /// `init_module(image, len, args)`.
 #[tracepoint]
-pub fn door_init_module(_ctx: TracePointContext) -> u32 {
+pub(crate) fn door_init_module(_ctx: TracePointContext) -> u32 {
     deny(b"initmod\0");
     0
 }
 
 /// `finit_module(fd, args, flags)`.
 #[tracepoint]
-pub fn door_finit_module(_ctx: TracePointContext) -> u32 {
+pub(crate) fn door_finit_module(_ctx: TracePointContext) -> u32 {
     deny(b"finitmod");
     0
 }
 
 /// `delete_module(name, flags)`: unloading a module (a security module's, a driver's).
 #[tracepoint]
-pub fn door_delete_module(_ctx: TracePointContext) -> u32 {
+pub(crate) fn door_delete_module(_ctx: TracePointContext) -> u32 {
     deny(b"delmod\0\0");
     0
 }
 
 /// `kexec_load(entry, nr_segments, segments, flags)`.
 #[tracepoint]
-pub fn door_kexec_load(_ctx: TracePointContext) -> u32 {
+pub(crate) fn door_kexec_load(_ctx: TracePointContext) -> u32 {
     deny(b"kexec\0\0\0");
     0
 }
 
 /// `kexec_file_load(kernel_fd, initrd_fd, cmdline_len, cmdline, flags)`.
 #[tracepoint]
-pub fn door_kexec_file_load(_ctx: TracePointContext) -> u32 {
+pub(crate) fn door_kexec_file_load(_ctx: TracePointContext) -> u32 {
     deny(b"kexecfil");
     0
 }
 
 /// `iopl(level)`.
 #[tracepoint]
-pub fn door_iopl(_ctx: TracePointContext) -> u32 {
+pub(crate) fn door_iopl(_ctx: TracePointContext) -> u32 {
     deny(b"iopl\0\0\0\0");
     0
 }
 
 /// `ioperm(from, num, turn_on)`.
 #[tracepoint]
-pub fn door_ioperm(_ctx: TracePointContext) -> u32 {
+pub(crate) fn door_ioperm(_ctx: TracePointContext) -> u32 {
     deny(b"ioperm\0\0");
     0
 }
@@ -100,7 +100,7 @@ fn refuse_door(previous: i32, call: Option<&[u8; 8]>) -> i32 {
 /// `init_module` and `kexec_load`, before the image is looked at. Firmware and policy
 /// loads a tagged process may trigger in a driver are let be.
 #[lsm(hook = "kernel_load_data")]
-pub fn door_lsm_load_data(ctx: LsmContext) -> i32 {
+pub(crate) fn door_lsm_load_data(ctx: LsmContext) -> i32 {
     let id: u32 = ctx.arg(0);
     let call = match id {
         ID_MODULE => Some(b"initmod\0"),
@@ -113,7 +113,7 @@ pub fn door_lsm_load_data(ctx: LsmContext) -> i32 {
 /// `int security_kernel_read_file(struct file *file, enum kernel_read_file_id id, bool
 /// contents)`: `finit_module` and `kexec_file_load`, before the file is read.
 #[lsm(hook = "kernel_read_file")]
-pub fn door_lsm_read_file(ctx: LsmContext) -> i32 {
+pub(crate) fn door_lsm_read_file(ctx: LsmContext) -> i32 {
     let id: u32 = ctx.arg(1);
     let call = match id {
         ID_MODULE => Some(b"finitmod"),
@@ -126,7 +126,7 @@ pub fn door_lsm_read_file(ctx: LsmContext) -> i32 {
 /// `int security_locked_down(enum lockdown_reason what)`: only `LOCKDOWN_IOPORT`, which
 /// `iopl` and `ioperm` ask before they turn port access on.
 #[lsm(hook = "locked_down")]
-pub fn door_lsm_locked_down(ctx: LsmContext) -> i32 {
+pub(crate) fn door_lsm_locked_down(ctx: LsmContext) -> i32 {
     let what: u32 = ctx.arg(0);
     refuse_door(
         ctx.arg(1),

@@ -18,11 +18,11 @@ const SIGKILL: u32 = 9;
 const EPERM: i32 = 1;
 
 #[map]
-pub static EXEC_GRANTS: HashMap<ExecKey, ExecFileGrant> =
+pub(crate) static EXEC_GRANTS: HashMap<ExecKey, ExecFileGrant> =
     HashMap::with_max_entries(EXEC_GRANTS_CAPACITY, 0);
 
 #[map]
-pub static SCRIPT_GRANTS: HashMap<ScriptKey, ExecGrant> =
+pub(crate) static SCRIPT_GRANTS: HashMap<ScriptKey, ExecGrant> =
     HashMap::with_max_entries(SCRIPT_GRANTS_CAPACITY, 0);
 
 /// A file's identity: (device in `s_dev` encoding, inode number), and its inode.
@@ -179,7 +179,7 @@ fn report(decision: &Decision, bprm: *const u8, id: Option<FileId>, now: u64) {
 /// (portable backend, >= 5.5 for `tp_btf`). The exec has committed but the new image has
 /// run no instruction; a denied exec is killed here (the caller sees SIGKILL, not EPERM).
 #[btf_tracepoint(function = "sched_process_exec")]
-pub fn exec_sched_exec(ctx: BtfTracePointContext) -> i32 {
+pub(crate) fn exec_sched_exec(ctx: BtfTracePointContext) -> i32 {
     let old_tid: i32 = ctx.arg(1);
     let old_tid = old_tid as u32;
     // SAFETY: PROCS values are plain u64 copies.
@@ -226,7 +226,7 @@ fn kill() {
 /// once per file of the exec chain (script, then interpreter), so both are checked by
 /// inode and a denial is a clean EPERM.
 #[lsm(hook = "bprm_check_security")]
-pub fn exec_bprm_check(ctx: LsmContext) -> i32 {
+pub(crate) fn exec_bprm_check(ctx: LsmContext) -> i32 {
     let previous: i32 = ctx.arg(1);
     if previous != 0 {
         return previous;

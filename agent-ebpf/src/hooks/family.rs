@@ -47,20 +47,20 @@ const SUN_PATH: usize = agent_common::grant::SUN_PATH_LEN;
 const MMSG_CHECKED: u32 = 8;
 
 #[map]
-pub static UNIX_GRANTS: HashMap<UnixKey, ExecGrant> =
+pub(crate) static UNIX_GRANTS: HashMap<UnixKey, ExecGrant> =
     HashMap::with_max_entries(UNIX_GRANTS_CAPACITY, 0);
 
 /// Thread id → the ungranted unix name its current connect or send aims at, from
 /// syscall entry to exit.
 #[map]
-pub static UNIX_PENDING: HashMap<u32, UnixKey> =
+pub(crate) static UNIX_PENDING: HashMap<u32, UnixKey> =
     HashMap::with_max_entries(PROCS_CAPACITY, BPF_F_NO_PREALLOC);
 
 const EINPROGRESS: i64 = 115;
 
 /// Syscall tracepoint argument `i` (after the 8-byte header and the syscall number).
 #[inline(always)]
-pub fn sys_arg(ctx: &TracePointContext, i: usize) -> u64 {
+pub(crate) fn sys_arg(ctx: &TracePointContext, i: usize) -> u64 {
     super::tp_field(ctx, 16 + 8 * i)
 }
 
@@ -128,7 +128,7 @@ fn bit_granted(families: u32, bit: u32) -> Result<(), Reason> {
 /// other IP protocols (ICMP, SCTP, ...) need `socket:raw`. Returning 0 fails
 /// `socket()` with EPERM.
 #[cgroup_sock(sock_create)]
-pub fn family_sock_create(ctx: SockContext) -> i32 {
+pub(crate) fn family_sock_create(ctx: SockContext) -> i32 {
     // SAFETY: the kernel hands a valid context to the program.
     let sk = unsafe { &*ctx.sock };
     let (family, sock_type, proto) = (sk.family, sk.type_, sk.protocol);
@@ -154,7 +154,7 @@ pub fn family_sock_create(ctx: SockContext) -> i32 {
 /// `socket(family, type, protocol)` at syscall entry: families other than unix and
 /// inet. A denied caller is killed (the socket is created, and dies with it).
 #[tracepoint]
-pub fn family_socket(ctx: TracePointContext) -> u32 {
+pub(crate) fn family_socket(ctx: TracePointContext) -> u32 {
     let family = sys_arg(&ctx, 0) as u32;
     let sock_type = (sys_arg(&ctx, 1) & SOCK_TYPE_MASK) as u32;
     if socket_denied(family, sock_type, sys_arg(&ctx, 2) as u32) {
@@ -166,7 +166,7 @@ pub fn family_socket(ctx: TracePointContext) -> u32 {
 /// Decides and reports `socket(family, ...)` for a tagged caller when the family is
 /// neither unix nor inet; says whether it is denied.
 #[inline(always)]
-pub fn socket_denied(family: u32, sock_type: u32, proto: u32) -> bool {
+pub(crate) fn socket_denied(family: u32, sock_type: u32, proto: u32) -> bool {
     if family == u32::from(AF_UNIX) || family == AF_INET || family == AF_INET6 {
         return false;
     }
@@ -220,7 +220,7 @@ fn read_str(kernel: bool, src: *const u8, dst: &mut [u8]) -> Result<(), i32> {
 /// [`unix_key`] of an address in kernel memory (`kernel`) or user memory. One key on
 /// the stack and no copies: the lsm hooks share the 512-byte stack with the event.
 #[inline(always)]
-pub fn unix_key_in(task: u64, addr: u64, len: u64, kernel: bool) -> Option<UnixKey> {
+pub(crate) fn unix_key_in(task: u64, addr: u64, len: u64, kernel: bool) -> Option<UnixKey> {
     if addr == 0 || len <= 2 {
         return None;
     }
@@ -255,7 +255,7 @@ pub fn unix_key_in(task: u64, addr: u64, len: u64, kernel: bool) -> Option<UnixK
 
 /// Is `key` granted to its task (or to every task: task 0, the daemon's own socket)?
 #[inline(always)]
-pub fn unix_granted(key: &UnixKey, now: u64) -> bool {
+pub(crate) fn unix_granted(key: &UnixKey, now: u64) -> bool {
     let live = |g: Option<&ExecGrant>| g.is_some_and(|g| g.expires_ns == 0 || now < g.expires_ns);
     let mut any = *key;
     any.task = 0;
@@ -267,7 +267,7 @@ pub fn unix_granted(key: &UnixKey, now: u64) -> bool {
 /// address (`addr`, `len` bytes) for its `task`, before the kernel looks the name up;
 /// says whether it is refused (counted and reported then).
 #[inline(always)]
-pub fn unix_refused(task: u64, action: Action, addr: u64, len: u64) -> bool {
+pub(crate) fn unix_refused(task: u64, action: Action, addr: u64, len: u64) -> bool {
     let Some(key) = unix_key_in(task, addr, len, true) else {
         return false;
     };
@@ -307,13 +307,13 @@ fn unix_sock_addr(ctx: &SockAddrContext, action: Action) -> i32 {
 
 /// `BPF_CGROUP_UNIX_CONNECT`, see [`unix_sock_addr`].
 #[cgroup_sock_addr(connect4)]
-pub fn family_connect_unix(ctx: SockAddrContext) -> i32 {
+pub(crate) fn family_connect_unix(ctx: SockAddrContext) -> i32 {
     unix_sock_addr(&ctx, Action::Connect)
 }
 
 /// `BPF_CGROUP_UNIX_SENDMSG`, see [`unix_sock_addr`].
 #[cgroup_sock_addr(sendmsg4)]
-pub fn family_sendmsg_unix(ctx: SockAddrContext) -> i32 {
+pub(crate) fn family_sendmsg_unix(ctx: SockAddrContext) -> i32 {
     unix_sock_addr(&ctx, Action::Send)
 }
 
@@ -361,7 +361,7 @@ fn unix_exit(action: Action, reached: bool) {
 /// Counts and reports a unix connect or send to `key` that is not granted; says
 /// whether it is denied (audit mode allows).
 #[inline(always)]
-pub fn unix_deny(key: &UnixKey, action: Action, now: u64) -> bool {
+pub(crate) fn unix_deny(key: &UnixKey, action: Action, now: u64) -> bool {
     let Some(d) = judge(action, now, |_, _| Err(Reason::NotGranted)) else {
         return false;
     };
@@ -392,14 +392,14 @@ fn sys_ret(ctx: &TracePointContext) -> i64 {
 
 /// `connect(fd, addr, len)` entry: unix destinations (inet ones are decided by `net.rs`).
 #[tracepoint]
-pub fn family_connect(ctx: TracePointContext) -> u32 {
+pub(crate) fn family_connect(ctx: TracePointContext) -> u32 {
     let _ = unix_enter(sys_arg(&ctx, 1), sys_arg(&ctx, 2));
     0
 }
 
 /// `connect` exit: connected, or connecting (non-blocking), reached the socket.
 #[tracepoint]
-pub fn family_connect_exit(ctx: TracePointContext) -> u32 {
+pub(crate) fn family_connect_exit(ctx: TracePointContext) -> u32 {
     let ret = sys_ret(&ctx);
     unix_exit(Action::Connect, ret == 0 || ret == -EINPROGRESS);
     0
@@ -407,28 +407,28 @@ pub fn family_connect_exit(ctx: TracePointContext) -> u32 {
 
 /// `sendto(fd, buf, n, flags, addr, len)` entry.
 #[tracepoint]
-pub fn family_sendto(ctx: TracePointContext) -> u32 {
+pub(crate) fn family_sendto(ctx: TracePointContext) -> u32 {
     let _ = unix_enter(sys_arg(&ctx, 4), sys_arg(&ctx, 5));
     0
 }
 
 /// `sendto` exit: a message went out.
 #[tracepoint]
-pub fn family_sendto_exit(ctx: TracePointContext) -> u32 {
+pub(crate) fn family_sendto_exit(ctx: TracePointContext) -> u32 {
     unix_exit(Action::Send, sys_ret(&ctx) >= 0);
     0
 }
 
 /// `sendmsg` exit.
 #[tracepoint]
-pub fn family_sendmsg_exit(ctx: TracePointContext) -> u32 {
+pub(crate) fn family_sendmsg_exit(ctx: TracePointContext) -> u32 {
     unix_exit(Action::Send, sys_ret(&ctx) >= 0);
     0
 }
 
 /// `sendmmsg` exit: at least one message went out.
 #[tracepoint]
-pub fn family_sendmmsg_exit(ctx: TracePointContext) -> u32 {
+pub(crate) fn family_sendmmsg_exit(ctx: TracePointContext) -> u32 {
     unix_exit(Action::Send, sys_ret(&ctx) > 0);
     0
 }
@@ -444,7 +444,7 @@ fn msghdr_enter(msg: u64) -> bool {
 
 /// `sendmsg(fd, msg, flags)` entry.
 #[tracepoint]
-pub fn family_sendmsg(ctx: TracePointContext) -> u32 {
+pub(crate) fn family_sendmsg(ctx: TracePointContext) -> u32 {
     if super::current_task().is_some() {
         let _ = msghdr_enter(sys_arg(&ctx, 1));
     }
@@ -454,7 +454,7 @@ pub fn family_sendmsg(ctx: TracePointContext) -> u32 {
 /// `sendmmsg(fd, msgs, vlen, flags)` entry: the first [`MMSG_CHECKED`] messages
 /// (64-byte `mmsghdr` each).
 #[tracepoint]
-pub fn family_sendmmsg(ctx: TracePointContext) -> u32 {
+pub(crate) fn family_sendmmsg(ctx: TracePointContext) -> u32 {
     if super::current_task().is_none() {
         return 0;
     }

@@ -24,7 +24,7 @@ use super::{
 
 /// Process ids (tgids) of leash's own processes: the daemon writes its own at start.
 #[map]
-pub static PROTECTED: HashMap<u32, u32> = HashMap::with_max_entries(PROTECTED_CAPACITY, 0);
+pub(crate) static PROTECTED: HashMap<u32, u32> = HashMap::with_max_entries(PROTECTED_CAPACITY, 0);
 
 const PTRACE_ATTACH: u64 = 16;
 const PTRACE_SEIZE: u64 = 0x4206;
@@ -34,14 +34,14 @@ const BPFFS: &[u8] = agent_common::maps::BPFFS.as_bytes();
 
 /// Denies `call` for task `task`: counts it, reports it and kills the caller.
 #[inline(always)]
-pub fn stop(task: u64, reason: Reason, call: &[u8; 8], target: u32) {
+pub(crate) fn stop(task: u64, reason: Reason, call: &[u8; 8], target: u32) {
     refuse(task, reason, call, target);
     kill_current();
 }
 
 /// Counts and reports a denied `call` of task `task` (`target` in the event's `dev`).
 #[inline(always)]
-pub fn refuse(task: u64, reason: Reason, call: &[u8; 8], target: u32) {
+pub(crate) fn refuse(task: u64, reason: Reason, call: &[u8; 8], target: u32) {
     let now = now_ns();
     let d = Decision::forced(task, Action::Tamper, reason);
     d.count();
@@ -60,13 +60,13 @@ pub fn refuse(task: u64, reason: Reason, call: &[u8; 8], target: u32) {
 
 /// Is `pid` a thread of the same task as the caller?
 #[inline(always)]
-pub fn same_task(task: u64, pid: u64) -> bool {
+pub(crate) fn same_task(task: u64, pid: u64) -> bool {
     // SAFETY: PROCS values are plain u64 copies.
     pid != 0 && pid < u64::from(RESERVED) && unsafe { PROCS.get(pid as u32) } == Some(&task)
 }
 
 #[inline(always)]
-pub fn protected(pid: u64) -> bool {
+pub(crate) fn protected(pid: u64) -> bool {
     // SAFETY: presence check only.
     match u32::try_from(pid) {
         Ok(0) | Err(_) => false,
@@ -78,7 +78,7 @@ pub fn protected(pid: u64) -> bool {
 /// a `bpf()` call that yields an fd (`BPF_OBJ_GET`, `*_GET_FD_BY_ID`), so a caller killed
 /// at its first call never holds one (an fd passed in from outside: docs/security.md).
 #[tracepoint]
-pub fn guard_bpf(_ctx: TracePointContext) -> u32 {
+pub(crate) fn guard_bpf(_ctx: TracePointContext) -> u32 {
     if let Some(task) = current_task() {
         stop(task, Reason::GuardBpf, b"bpf\0\0\0\0\0", 0);
     }
@@ -88,7 +88,7 @@ pub fn guard_bpf(_ctx: TracePointContext) -> u32 {
 /// `ptrace(request, pid, ...)`: attaching to a process outside the task would let the
 /// task run code untagged, or read the daemon.
 #[tracepoint]
-pub fn guard_ptrace(ctx: TracePointContext) -> u32 {
+pub(crate) fn guard_ptrace(ctx: TracePointContext) -> u32 {
     let Some(task) = current_task() else {
         return 0;
     };
@@ -102,7 +102,7 @@ pub fn guard_ptrace(ctx: TracePointContext) -> u32 {
 
 /// `process_vm_writev(pid, ...)`: writes another process's memory, as ptrace does.
 #[tracepoint]
-pub fn guard_process_vm_writev(ctx: TracePointContext) -> u32 {
+pub(crate) fn guard_process_vm_writev(ctx: TracePointContext) -> u32 {
     let Some(task) = current_task() else {
         return 0;
     };
@@ -116,7 +116,7 @@ pub fn guard_process_vm_writev(ctx: TracePointContext) -> u32 {
 /// `pidfd_open(pid, flags)` of a leash process: the first step to `pidfd_send_signal`
 /// and `pidfd_getfd` on it.
 #[tracepoint]
-pub fn guard_pidfd_open(ctx: TracePointContext) -> u32 {
+pub(crate) fn guard_pidfd_open(ctx: TracePointContext) -> u32 {
     if let Some(task) = current_task() {
         let pid = sys_arg(&ctx, 0);
         if protected(pid) {
@@ -130,7 +130,7 @@ pub fn guard_pidfd_open(ctx: TracePointContext) -> u32 {
 /// a connected socket or a leash map. The target is not known here, so any call is
 /// stopped.
 #[tracepoint]
-pub fn guard_pidfd_getfd(_ctx: TracePointContext) -> u32 {
+pub(crate) fn guard_pidfd_getfd(_ctx: TracePointContext) -> u32 {
     if let Some(task) = current_task() {
         stop(task, Reason::GuardProcess, b"getfd\0\0\0", 0);
     }
@@ -152,28 +152,28 @@ fn signal_check(ctx: &TracePointContext, call: &[u8; 8]) {
 
 /// `kill(pid, sig)`.
 #[tracepoint]
-pub fn guard_kill(ctx: TracePointContext) -> u32 {
+pub(crate) fn guard_kill(ctx: TracePointContext) -> u32 {
     signal_check(&ctx, b"kill\0\0\0\0");
     0
 }
 
 /// `tgkill(tgid, tid, sig)`.
 #[tracepoint]
-pub fn guard_tgkill(ctx: TracePointContext) -> u32 {
+pub(crate) fn guard_tgkill(ctx: TracePointContext) -> u32 {
     signal_check(&ctx, b"tgkill\0\0");
     0
 }
 
 /// `rt_sigqueueinfo(tgid, sig, info)`: a queued signal (`sigqueue(3)`).
 #[tracepoint]
-pub fn guard_rt_sigqueueinfo(ctx: TracePointContext) -> u32 {
+pub(crate) fn guard_rt_sigqueueinfo(ctx: TracePointContext) -> u32 {
     signal_check(&ctx, b"sigqueue");
     0
 }
 
 /// `rt_tgsigqueueinfo(tgid, tid, sig, info)`: a queued signal to one thread.
 #[tracepoint]
-pub fn guard_rt_tgsigqueueinfo(ctx: TracePointContext) -> u32 {
+pub(crate) fn guard_rt_tgsigqueueinfo(ctx: TracePointContext) -> u32 {
     signal_check(&ctx, b"tgsigque");
     0
 }
@@ -181,7 +181,7 @@ pub fn guard_rt_tgsigqueueinfo(ctx: TracePointContext) -> u32 {
 /// `tkill(tid, sig)` names a thread, whose process is not known here: only threads of
 /// the caller's own task may be signalled this way (threading libraries do just that).
 #[tracepoint]
-pub fn guard_tkill(ctx: TracePointContext) -> u32 {
+pub(crate) fn guard_tkill(ctx: TracePointContext) -> u32 {
     let Some(task) = current_task() else {
         return 0;
     };
@@ -227,28 +227,28 @@ fn path_check(ctx: &TracePointContext, arg: usize, umount: bool, call: &[u8; 8])
 
 /// `unlink(path)`: removing a link's pin detaches the program when no one else holds it.
 #[tracepoint]
-pub fn guard_unlink(ctx: TracePointContext) -> u32 {
+pub(crate) fn guard_unlink(ctx: TracePointContext) -> u32 {
     path_check(&ctx, 0, false, b"unlink\0\0");
     0
 }
 
 /// `unlinkat(dirfd, path, flags)`.
 #[tracepoint]
-pub fn guard_unlinkat(ctx: TracePointContext) -> u32 {
+pub(crate) fn guard_unlinkat(ctx: TracePointContext) -> u32 {
     path_check(&ctx, 1, false, b"unlinkat");
     0
 }
 
 /// `rmdir(path)`.
 #[tracepoint]
-pub fn guard_rmdir(ctx: TracePointContext) -> u32 {
+pub(crate) fn guard_rmdir(ctx: TracePointContext) -> u32 {
     path_check(&ctx, 0, false, b"rmdir\0\0\0");
     0
 }
 
 /// `rename(old, new)`: either side.
 #[tracepoint]
-pub fn guard_rename(ctx: TracePointContext) -> u32 {
+pub(crate) fn guard_rename(ctx: TracePointContext) -> u32 {
     path_check(&ctx, 0, false, b"rename\0\0");
     path_check(&ctx, 1, false, b"rename\0\0");
     0
@@ -256,7 +256,7 @@ pub fn guard_rename(ctx: TracePointContext) -> u32 {
 
 /// `renameat(olddirfd, old, newdirfd, new)`.
 #[tracepoint]
-pub fn guard_renameat(ctx: TracePointContext) -> u32 {
+pub(crate) fn guard_renameat(ctx: TracePointContext) -> u32 {
     path_check(&ctx, 1, false, b"renameat");
     path_check(&ctx, 3, false, b"renameat");
     0
@@ -264,7 +264,7 @@ pub fn guard_renameat(ctx: TracePointContext) -> u32 {
 
 /// `renameat2(olddirfd, old, newdirfd, new, flags)`.
 #[tracepoint]
-pub fn guard_renameat2(ctx: TracePointContext) -> u32 {
+pub(crate) fn guard_renameat2(ctx: TracePointContext) -> u32 {
     path_check(&ctx, 1, false, b"renameat");
     path_check(&ctx, 3, false, b"renameat");
     0
@@ -274,7 +274,7 @@ pub fn guard_renameat2(ctx: TracePointContext) -> u32 {
 /// device number, nor uncover what a mount hides); the last mount of a bpffs instance
 /// would also take leash's pins along, which is reported as such.
 #[tracepoint]
-pub fn guard_umount(ctx: TracePointContext) -> u32 {
+pub(crate) fn guard_umount(ctx: TracePointContext) -> u32 {
     let Some(task) = current_task() else {
         return 0;
     };
@@ -291,7 +291,7 @@ pub fn guard_umount(ctx: TracePointContext) -> u32 {
 /// tagged process that moves a process between cgroups is stopped (its tag would
 /// follow, but a cgroup below leash's attach point could leave the network hooks).
 #[btf_tracepoint(function = "cgroup_attach_task")]
-pub fn guard_cgroup(_ctx: BtfTracePointContext) -> i32 {
+pub(crate) fn guard_cgroup(_ctx: BtfTracePointContext) -> i32 {
     if let Some(task) = current_task() {
         stop(task, Reason::GuardCgroup, b"cgroup\0\0", 0);
     }
@@ -323,28 +323,28 @@ fn reserve() {
 
 /// `clone(flags, ...)`.
 #[tracepoint]
-pub fn guard_clone(_ctx: TracePointContext) -> u32 {
+pub(crate) fn guard_clone(_ctx: TracePointContext) -> u32 {
     reserve();
     0
 }
 
 /// `fork()`.
 #[tracepoint]
-pub fn guard_fork(_ctx: TracePointContext) -> u32 {
+pub(crate) fn guard_fork(_ctx: TracePointContext) -> u32 {
     reserve();
     0
 }
 
 /// `vfork()`.
 #[tracepoint]
-pub fn guard_vfork(_ctx: TracePointContext) -> u32 {
+pub(crate) fn guard_vfork(_ctx: TracePointContext) -> u32 {
     reserve();
     0
 }
 
 /// `clone3(args, size)`: also refuses `CLONE_INTO_CGROUP`, a cgroup migration at birth.
 #[tracepoint]
-pub fn guard_clone3(ctx: TracePointContext) -> u32 {
+pub(crate) fn guard_clone3(ctx: TracePointContext) -> u32 {
     let Some(task) = current_task() else {
         return 0;
     };

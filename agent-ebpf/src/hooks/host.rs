@@ -195,7 +195,7 @@ unsafe fn proc_door(file: *const u8, write: bool) -> Option<(Reason, Name)> {
 /// Does `buf` start with `prefix`? A loop, not a slice comparison: that would call
 /// `memcmp`, which BPF programs do not have.
 #[inline(always)]
-pub fn starts_with(buf: &[u8], prefix: &[u8]) -> bool {
+pub(crate) fn starts_with(buf: &[u8], prefix: &[u8]) -> bool {
     if buf.len() < prefix.len() {
         return false;
     }
@@ -213,7 +213,7 @@ pub fn starts_with(buf: &[u8], prefix: &[u8]) -> bool {
 /// any system call, `io_uring` or the kernel on the caller's behalf, after the file is
 /// set up and before the caller gets it.
 #[lsm(hook = "file_open")]
-pub fn host_lsm_file_open(ctx: LsmContext) -> i32 {
+pub(crate) fn host_lsm_file_open(ctx: LsmContext) -> i32 {
     let previous: i32 = ctx.arg(1);
     if previous != 0 {
         return previous;
@@ -266,35 +266,35 @@ fn opened(ctx: &TracePointContext) {
 
 /// `open(path, flags, mode)` exit.
 #[tracepoint]
-pub fn host_open_exit(ctx: TracePointContext) -> u32 {
+pub(crate) fn host_open_exit(ctx: TracePointContext) -> u32 {
     opened(&ctx);
     0
 }
 
 /// `openat(dirfd, path, flags, mode)` exit.
 #[tracepoint]
-pub fn host_openat_exit(ctx: TracePointContext) -> u32 {
+pub(crate) fn host_openat_exit(ctx: TracePointContext) -> u32 {
     opened(&ctx);
     0
 }
 
 /// `openat2(dirfd, path, how, size)` exit.
 #[tracepoint]
-pub fn host_openat2_exit(ctx: TracePointContext) -> u32 {
+pub(crate) fn host_openat2_exit(ctx: TracePointContext) -> u32 {
     opened(&ctx);
     0
 }
 
 /// `open_by_handle_at(mount_fd, handle, flags)` exit.
 #[tracepoint]
-pub fn host_open_by_handle_at_exit(ctx: TracePointContext) -> u32 {
+pub(crate) fn host_open_by_handle_at_exit(ctx: TracePointContext) -> u32 {
     opened(&ctx);
     0
 }
 
 /// `creat(path, mode)` exit: `O_CREAT | O_WRONLY | O_TRUNC`, an existing file included.
 #[tracepoint]
-pub fn host_creat_exit(ctx: TracePointContext) -> u32 {
+pub(crate) fn host_creat_exit(ctx: TracePointContext) -> u32 {
     opened(&ctx);
     0
 }

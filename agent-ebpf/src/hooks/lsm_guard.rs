@@ -22,7 +22,7 @@ const PTRACE_MODE_ATTACH: u32 = 0x02;
 /// `int security_ptrace_access_check(struct task_struct *child, unsigned int mode)`
 /// (>= 5.7 for BPF LSM): attach-mode access to a process outside the task.
 #[lsm(hook = "ptrace_access_check")]
-pub fn guard_lsm_ptrace(ctx: LsmContext) -> i32 {
+pub(crate) fn guard_lsm_ptrace(ctx: LsmContext) -> i32 {
     let previous: i32 = ctx.arg(2);
     if previous != 0 {
         return previous;
@@ -51,7 +51,7 @@ pub fn guard_lsm_ptrace(ctx: LsmContext) -> i32 {
 /// read; a denial by an earlier program on the hook never reaches this one (the
 /// trampoline stops at the first non-zero return).
 #[lsm(hook = "bpf")]
-pub fn guard_lsm_bpf(_ctx: LsmContext) -> i32 {
+pub(crate) fn guard_lsm_bpf(_ctx: LsmContext) -> i32 {
     let Some(task) = current_task() else {
         return 0;
     };
@@ -95,7 +95,7 @@ fn bpffs_change(bpffs: impl FnOnce() -> bool, call: &[u8; 8]) -> i32 {
 
 /// `int security_inode_unlink(struct inode *dir, struct dentry *dentry)`: a pin removed.
 #[lsm(hook = "inode_unlink")]
-pub fn guard_lsm_unlink(ctx: LsmContext) -> i32 {
+pub(crate) fn guard_lsm_unlink(ctx: LsmContext) -> i32 {
     let previous: i32 = ctx.arg(2);
     if previous != 0 {
         return previous;
@@ -108,7 +108,7 @@ pub fn guard_lsm_unlink(ctx: LsmContext) -> i32 {
 
 /// `int security_inode_rmdir(struct inode *dir, struct dentry *dentry)`.
 #[lsm(hook = "inode_rmdir")]
-pub fn guard_lsm_rmdir(ctx: LsmContext) -> i32 {
+pub(crate) fn guard_lsm_rmdir(ctx: LsmContext) -> i32 {
     let previous: i32 = ctx.arg(2);
     if previous != 0 {
         return previous;
@@ -123,7 +123,7 @@ pub fn guard_lsm_rmdir(ctx: LsmContext) -> i32 {
 /// struct inode *new_dir, struct dentry *new_dentry)`: either side on bpffs, the API
 /// socket (or a directory above it) moved, or replaced by what is renamed over it.
 #[lsm(hook = "inode_rename")]
-pub fn guard_lsm_rename(ctx: LsmContext) -> i32 {
+pub(crate) fn guard_lsm_rename(ctx: LsmContext) -> i32 {
     let previous: i32 = ctx.arg(4);
     if previous != 0 {
         return previous;
@@ -144,7 +144,7 @@ pub fn guard_lsm_rename(ctx: LsmContext) -> i32 {
 /// queued signals, `pidfd_send_signal` with a pidfd got from anywhere, each target of
 /// `kill(-1)`), refused towards leash's own processes: the signal never arrives.
 #[lsm(hook = "task_kill")]
-pub fn guard_lsm_task_kill(ctx: LsmContext) -> i32 {
+pub(crate) fn guard_lsm_task_kill(ctx: LsmContext) -> i32 {
     let previous: i32 = ctx.arg(4);
     if previous != 0 {
         return previous;
@@ -167,7 +167,7 @@ pub fn guard_lsm_task_kill(ctx: LsmContext) -> i32 {
 /// `int security_socket_create(int family, int type, int protocol, int kern)`: families
 /// other than unix and inet, `io_uring`'s `IORING_OP_SOCKET` included.
 #[lsm(hook = "socket_create")]
-pub fn family_lsm_socket_create(ctx: LsmContext) -> i32 {
+pub(crate) fn family_lsm_socket_create(ctx: LsmContext) -> i32 {
     let previous: i32 = ctx.arg(4);
     if previous != 0 {
         return previous;
@@ -200,7 +200,7 @@ fn unix_decide(action: Action, addr: u64, len: u64) -> i32 {
 /// `int security_socket_connect(struct socket *sock, struct sockaddr *address, int
 /// addrlen)`: the kernel's copy of the address, `io_uring` connects included.
 #[lsm(hook = "socket_connect")]
-pub fn family_lsm_socket_connect(ctx: LsmContext) -> i32 {
+pub(crate) fn family_lsm_socket_connect(ctx: LsmContext) -> i32 {
     let previous: i32 = ctx.arg(3);
     if previous != 0 {
         return previous;
@@ -213,7 +213,7 @@ pub fn family_lsm_socket_connect(ctx: LsmContext) -> i32 {
 /// `int security_socket_sendmsg(struct socket *sock, struct msghdr *msg, int size)`:
 /// `msg->msg_name` (offset 0) and `msg_namelen` (offset 8) are the kernel's copy.
 #[lsm(hook = "socket_sendmsg")]
-pub fn family_lsm_socket_sendmsg(ctx: LsmContext) -> i32 {
+pub(crate) fn family_lsm_socket_sendmsg(ctx: LsmContext) -> i32 {
     let previous: i32 = ctx.arg(3);
     if previous != 0 {
         return previous;

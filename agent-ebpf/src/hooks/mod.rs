@@ -5,18 +5,18 @@
 // The program macros fix the context parameter by value.
 #![expect(clippy::needless_pass_by_value, reason = "aya program signatures")]
 
-pub mod compat;
-pub mod doors;
-pub mod exec;
-pub mod family;
-pub mod guard;
-pub mod host;
-pub mod lsm_guard;
-pub mod mounts;
-pub mod net;
-pub mod process;
-pub mod scope;
-pub mod uring;
+pub(crate) mod compat;
+pub(crate) mod doors;
+pub(crate) mod exec;
+pub(crate) mod family;
+pub(crate) mod guard;
+pub(crate) mod host;
+pub(crate) mod lsm_guard;
+pub(crate) mod mounts;
+pub(crate) mod net;
+pub(crate) mod process;
+pub(crate) mod scope;
+pub(crate) mod uring;
 
 use agent_common::{
     Action, Event, KernelOffsets, Reason, TaskInfo, Verdict,
@@ -67,30 +67,30 @@ static LEASH_OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
 });
 
 #[inline(always)]
-pub fn offsets() -> KernelOffsets {
+pub(crate) fn offsets() -> KernelOffsets {
     LEASH_OFFSETS.load()
 }
 
 #[map]
-pub static PROCS: HashMap<u32, u64> = HashMap::with_max_entries(PROCS_CAPACITY, 0);
+pub(crate) static PROCS: HashMap<u32, u64> = HashMap::with_max_entries(PROCS_CAPACITY, 0);
 
 #[map]
-pub static TASKS: HashMap<u64, TaskInfo> = HashMap::with_max_entries(TASKS_CAPACITY, 0);
+pub(crate) static TASKS: HashMap<u64, TaskInfo> = HashMap::with_max_entries(TASKS_CAPACITY, 0);
 
 #[map]
-pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 
 #[map]
-pub static DECISIONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DECISIONS_LEN, 0);
+pub(crate) static DECISIONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DECISIONS_LEN, 0);
 
 #[map]
-pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STATS_LEN, 0);
+pub(crate) static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STATS_LEN, 0);
 
 /// A field of a tracepoint record at a constant, aligned `offset`, loaded straight from
 /// the context (the verifier allows that for tracepoint programs) rather than through
 /// `read_at`'s probe-read helper call, which every guard and `socket()` paid.
 #[inline(always)]
-pub fn tp_field<T: Copy>(ctx: &TracePointContext, offset: usize) -> T {
+pub(crate) fn tp_field<T: Copy>(ctx: &TracePointContext, offset: usize) -> T {
     // SAFETY: the record is at least `offset + size_of::<T>()` bytes long for every
     // tracepoint a caller reads (the syscall records hold six u64 arguments from
     // offset 16), and the offsets are aligned.
@@ -98,19 +98,19 @@ pub fn tp_field<T: Copy>(ctx: &TracePointContext, offset: usize) -> T {
 }
 
 #[inline(always)]
-pub fn current_tid() -> u32 {
+pub(crate) fn current_tid() -> u32 {
     bpf_get_current_pid_tgid() as u32
 }
 
 #[inline(always)]
-pub fn now_ns() -> u64 {
+pub(crate) fn now_ns() -> u64 {
     // SAFETY: helper without arguments. BOOTTIME keeps counting across suspend, so a
     // grant's expiry cannot be stretched by sleeping the machine.
     unsafe { bpf_ktime_get_boot_ns() }
 }
 
 #[inline(always)]
-pub fn bump(stat: Stat) {
+pub(crate) fn bump(stat: Stat) {
     if let Some(v) = STATS.get_ptr_mut(stat as u32) {
         // SAFETY: per-CPU slot, no concurrent writer on this CPU.
         unsafe { *v += 1 };
@@ -119,7 +119,7 @@ pub fn bump(stat: Stat) {
 
 /// Stops the calling process (every thread of it) before it returns to user space.
 #[inline(always)]
-pub fn kill_current() {
+pub(crate) fn kill_current() {
     bump(Stat::Killed);
     // SIGKILL. SAFETY: signals the current task only.
     unsafe { bpf_send_signal(9) };
@@ -127,13 +127,13 @@ pub fn kill_current() {
 
 /// The task of the calling thread, if it is tagged.
 #[inline(always)]
-pub fn current_task() -> Option<u64> {
+pub(crate) fn current_task() -> Option<u64> {
     // SAFETY: PROCS values are plain u64 copies.
     unsafe { PROCS.get(current_tid()) }.copied()
 }
 
 /// The task a tagged thread belongs to, and whether its grants may be consulted.
-pub enum Gate {
+pub(crate) enum Gate {
     /// Not in any task: allow, touch nothing else.
     Untagged,
     /// Live task: decide on its grants.
@@ -148,7 +148,7 @@ pub enum Gate {
 
 /// Classifies a tag. `tag` is the result of the `PROCS` lookup.
 #[inline(always)]
-pub fn gate(tag: Option<&u64>, now: u64) -> Gate {
+pub(crate) fn gate(tag: Option<&u64>, now: u64) -> Gate {
     let Some(&task) = tag else {
         return Gate::Untagged;
     };
@@ -179,7 +179,7 @@ pub fn gate(tag: Option<&u64>, now: u64) -> Gate {
 
 /// Outcome of a decision, with what the event needs to say about it.
 #[derive(Clone, Copy)]
-pub struct Decision {
+pub(crate) struct Decision {
     pub task: u64,
     pub slot: u32,
     pub action: Action,
@@ -190,7 +190,12 @@ pub struct Decision {
 impl Decision {
     /// Turns a grant lookup result into a decision, honouring audit mode.
     #[inline(always)]
-    pub fn of(task: u64, info: &TaskInfo, action: Action, result: Result<(), Reason>) -> Self {
+    pub(crate) fn of(
+        task: u64,
+        info: &TaskInfo,
+        action: Action,
+        result: Result<(), Reason>,
+    ) -> Self {
         let (verdict, reason) = match result {
             Ok(()) => (Verdict::Allowed, Reason::Granted),
             Err(reason) if info.is_audit() => (Verdict::Audited, reason),
@@ -206,7 +211,7 @@ impl Decision {
     }
 
     #[inline(always)]
-    pub fn closed(task: u64, slot: u32, action: Action, reason: Reason) -> Self {
+    pub(crate) fn closed(task: u64, slot: u32, action: Action, reason: Reason) -> Self {
         Self {
             task,
             slot,
@@ -219,20 +224,20 @@ impl Decision {
     /// A denial that no grant can lift (self-protection, a full map); the counter slot
     /// comes from the task while it exists.
     #[inline(always)]
-    pub fn forced(task: u64, action: Action, reason: Reason) -> Self {
+    pub(crate) fn forced(task: u64, action: Action, reason: Reason) -> Self {
         // SAFETY: the value is copied out at once.
         let slot = unsafe { TASKS.get(task) }.map_or(0, |i| i.counter_slot);
         Self::closed(task, slot, action, reason)
     }
 
     #[inline(always)]
-    pub fn allows(&self) -> bool {
+    pub(crate) fn allows(&self) -> bool {
         !matches!(self.verdict, Verdict::Denied)
     }
 
     /// Counts the decision in the per-CPU counters.
     #[inline(always)]
-    pub fn count(&self) {
+    pub(crate) fn count(&self) {
         if let Some(v) = DECISIONS.get_ptr_mut(counter_index(self.slot, self.action, self.verdict))
         {
             // SAFETY: per-CPU slot, no concurrent writer on this CPU.
@@ -243,7 +248,7 @@ impl Decision {
     /// Reserves an event with the common fields filled in; the caller adds the target
     /// and submits. A full ring buffer is counted, never silent.
     #[inline(always)]
-    pub fn event(&self, now: u64) -> Option<aya_ebpf::maps::ring_buf::RingBufEntry<Event>> {
+    pub(crate) fn event(&self, now: u64) -> Option<aya_ebpf::maps::ring_buf::RingBufEntry<Event>> {
         let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
             bump(Stat::EventsLost);
             return None;

@@ -30,12 +30,12 @@ use super::{
 
 /// NUL-padded paths the daemon protects: its API socket and the directories above it.
 #[map]
-pub static PROTECTED_NAMES: HashMap<[u8; UNIX_PATH_LEN], u8> =
+pub(crate) static PROTECTED_NAMES: HashMap<[u8; UNIX_PATH_LEN], u8> =
     HashMap::with_max_entries(PROTECTED_NAMES_CAPACITY, 0);
 
 /// The same files by identity (task 0, inode, `s_dev`), for the lsm hooks.
 #[map]
-pub static PROTECTED_INODES: HashMap<ExecKey, u8> =
+pub(crate) static PROTECTED_INODES: HashMap<ExecKey, u8> =
     HashMap::with_max_entries(PROTECTED_CAPACITY, 0);
 
 const EPERM: i32 = 1;
@@ -55,35 +55,35 @@ fn deny(call: &[u8; 8]) {
 /// `mount(source, target, type, flags, data)`: every form (new, bind, move, remount,
 /// propagation change).
 #[tracepoint]
-pub fn guard_mount(_ctx: TracePointContext) -> u32 {
+pub(crate) fn guard_mount(_ctx: TracePointContext) -> u32 {
     deny(b"mount\0\0\0");
     0
 }
 
 /// `move_mount(from_dfd, from, to_dfd, to, flags)`: attaches a detached tree.
 #[tracepoint]
-pub fn guard_move_mount(_ctx: TracePointContext) -> u32 {
+pub(crate) fn guard_move_mount(_ctx: TracePointContext) -> u32 {
     deny(b"move_mnt");
     0
 }
 
 /// `fsopen(fsname, flags)`: the first step of the new mount API.
 #[tracepoint]
-pub fn guard_fsopen(_ctx: TracePointContext) -> u32 {
+pub(crate) fn guard_fsopen(_ctx: TracePointContext) -> u32 {
     deny(b"fsopen\0\0");
     0
 }
 
 /// `fsmount(fs_fd, flags, attrs)`.
 #[tracepoint]
-pub fn guard_fsmount(_ctx: TracePointContext) -> u32 {
+pub(crate) fn guard_fsmount(_ctx: TracePointContext) -> u32 {
     deny(b"fsmount\0");
     0
 }
 
 /// `fspick(dfd, path, flags)`: reconfigures a mounted file system.
 #[tracepoint]
-pub fn guard_fspick(_ctx: TracePointContext) -> u32 {
+pub(crate) fn guard_fspick(_ctx: TracePointContext) -> u32 {
     deny(b"fspick\0\0");
     0
 }
@@ -91,7 +91,7 @@ pub fn guard_fspick(_ctx: TracePointContext) -> u32 {
 /// `open_tree(dfd, path, flags)`: only with `OPEN_TREE_CLONE` (without it, an `O_PATH`
 /// open).
 #[tracepoint]
-pub fn guard_open_tree(ctx: TracePointContext) -> u32 {
+pub(crate) fn guard_open_tree(ctx: TracePointContext) -> u32 {
     if sys_arg(&ctx, 2) & OPEN_TREE_CLONE != 0 {
         deny(b"opentree");
     }
@@ -100,21 +100,21 @@ pub fn guard_open_tree(ctx: TracePointContext) -> u32 {
 
 /// `mount_setattr(dfd, path, flags, attr, size)`: propagation, idmapping, read-only.
 #[tracepoint]
-pub fn guard_mount_setattr(_ctx: TracePointContext) -> u32 {
+pub(crate) fn guard_mount_setattr(_ctx: TracePointContext) -> u32 {
     deny(b"mnt_attr");
     0
 }
 
 /// `pivot_root(new_root, put_old)`.
 #[tracepoint]
-pub fn guard_pivot_root(_ctx: TracePointContext) -> u32 {
+pub(crate) fn guard_pivot_root(_ctx: TracePointContext) -> u32 {
     deny(b"pivot\0\0\0");
     0
 }
 
 /// `chroot(path)`: with a hard link inside, a granted name names another socket.
 #[tracepoint]
-pub fn guard_chroot(_ctx: TracePointContext) -> u32 {
+pub(crate) fn guard_chroot(_ctx: TracePointContext) -> u32 {
     deny(b"chroot\0\0");
     0
 }
@@ -123,7 +123,7 @@ pub fn guard_chroot(_ctx: TracePointContext) -> u32 {
 /// dropped)? A relative name or another path to the same file is not recognised
 /// (docs/security.md); the lsm hooks compare inodes instead.
 #[inline(always)]
-pub fn protected_name(ptr: u64) -> bool {
+pub(crate) fn protected_name(ptr: u64) -> bool {
     let mut buf = [0u8; UNIX_PATH_LEN];
     // SAFETY: bounded probe read of a user string into a zeroed buffer.
     let len = match unsafe { bpf_probe_read_user_str_bytes(ptr as *const u8, &mut buf) } {
@@ -140,7 +140,7 @@ pub fn protected_name(ptr: u64) -> bool {
 /// Is the file behind `dentry` (a `struct dentry *`) protected? A negative dentry
 /// (no file) is not.
 #[inline(always)]
-pub fn protected_inode(dentry: *const u8) -> bool {
+pub(crate) fn protected_inode(dentry: *const u8) -> bool {
     let o = offsets();
     // SAFETY: probe reads of `dentry.d_inode`, `inode.i_ino`, `inode.i_sb` and
     // `super_block.s_dev`; a failed read or a NULL inode is "not protected".
@@ -192,21 +192,21 @@ fn refuse_mount(previous: i32, reason: Reason, call: &[u8; 8]) -> i32 {
 /// `int security_sb_mount(const char *dev_name, const struct path *path, const char
 /// *type, unsigned long flags, void *data)`: every form of `mount(2)`.
 #[lsm(hook = "sb_mount")]
-pub fn guard_lsm_mount(ctx: LsmContext) -> i32 {
+pub(crate) fn guard_lsm_mount(ctx: LsmContext) -> i32 {
     refuse_mount(ctx.arg(5), Reason::GuardMount, b"mount\0\0\0")
 }
 
 /// `int security_move_mount(const struct path *from_path, const struct path
 /// *to_path)` (>= 5.2): `move_mount(2)`.
 #[lsm(hook = "move_mount")]
-pub fn guard_lsm_move_mount(ctx: LsmContext) -> i32 {
+pub(crate) fn guard_lsm_move_mount(ctx: LsmContext) -> i32 {
     refuse_mount(ctx.arg(2), Reason::GuardMount, b"move_mnt")
 }
 
 /// `int security_sb_umount(struct vfsmount *mnt, int flags)`: any unmount, reported as
 /// an attempt on the pins when the mount is a bpffs instance.
 #[lsm(hook = "sb_umount")]
-pub fn guard_lsm_umount(ctx: LsmContext) -> i32 {
+pub(crate) fn guard_lsm_umount(ctx: LsmContext) -> i32 {
     let previous: i32 = ctx.arg(2);
     if previous != 0 || current_task().is_none() {
         return previous;
@@ -230,12 +230,12 @@ pub fn guard_lsm_umount(ctx: LsmContext) -> i32 {
 /// `int security_sb_pivotroot(const struct path *old_path, const struct path
 /// *new_path)`.
 #[lsm(hook = "sb_pivotroot")]
-pub fn guard_lsm_pivot_root(ctx: LsmContext) -> i32 {
+pub(crate) fn guard_lsm_pivot_root(ctx: LsmContext) -> i32 {
     refuse_mount(ctx.arg(2), Reason::GuardMount, b"pivot\0\0\0")
 }
 
 /// `int security_path_chroot(const struct path *path)` (`CONFIG_SECURITY_PATH`).
 #[lsm(hook = "path_chroot")]
-pub fn guard_lsm_chroot(ctx: LsmContext) -> i32 {
+pub(crate) fn guard_lsm_chroot(ctx: LsmContext) -> i32 {
     refuse_mount(ctx.arg(1), Reason::GuardMount, b"chroot\0\0")
 }

@@ -33,21 +33,21 @@ const IPPROTO_UDP: u32 = 17;
 /// RCU grace period, once per syscall. A slot is reused after its task ends, emptied
 /// first; keys still carry the task id, so a trie never answers for another task.
 #[btf_map]
-pub static NET_PREFIXES: ArrayOfMaps<
+pub(crate) static NET_PREFIXES: ArrayOfMaps<
     LpmTrie<NetKey, NetRules, { NET_GRANTS_CAPACITY as usize }>,
     { TASKS_CAPACITY as usize },
 > = ArrayOfMaps::new();
 
 /// Task id → its slot in `NET_PREFIXES`; no entry: the task has no prefix grant.
 #[map]
-pub static NET_SLOTS: HashMap<u64, u32> =
+pub(crate) static NET_SLOTS: HashMap<u64, u32> =
     HashMap::with_max_entries(TASKS_CAPACITY, BPF_F_NO_PREALLOC);
 
 /// Full addresses (`/32`, `/128`: hosts and resolved names, the common grant): one
 /// hash lookup whatever the number of tasks. An entry carries the rules of every
 /// granted prefix that contains it, as the longest trie match would.
 #[map]
-pub static NET_HOSTS: HashMap<NetKey, NetRules> =
+pub(crate) static NET_HOSTS: HashMap<NetKey, NetRules> =
     HashMap::with_max_entries(NET_GRANTS_CAPACITY, BPF_F_NO_PREALLOC);
 
 /// A destination as the grants see it.
@@ -193,24 +193,24 @@ fn live(task: u64, info: &TaskInfo, action: Action, dest: &Dest, now: u64) -> De
 /// `BPF_CGROUP_INET4_CONNECT` (>= 4.17): `connect()` on `AF_INET` sockets, TCP Fast Open
 /// and `io_uring` connects included.
 #[cgroup_sock_addr(connect4)]
-pub fn net_connect4(ctx: SockAddrContext) -> i32 {
+pub(crate) fn net_connect4(ctx: SockAddrContext) -> i32 {
     decide(&ctx, Action::Connect, false)
 }
 
 /// `BPF_CGROUP_INET6_CONNECT` (>= 4.17), IPv4-mapped destinations included.
 #[cgroup_sock_addr(connect6)]
-pub fn net_connect6(ctx: SockAddrContext) -> i32 {
+pub(crate) fn net_connect6(ctx: SockAddrContext) -> i32 {
     decide(&ctx, Action::Connect, true)
 }
 
 /// `BPF_CGROUP_UDP4_SENDMSG` (>= 4.18): UDP sends that name a destination.
 #[cgroup_sock_addr(sendmsg4)]
-pub fn net_sendmsg4(ctx: SockAddrContext) -> i32 {
+pub(crate) fn net_sendmsg4(ctx: SockAddrContext) -> i32 {
     decide(&ctx, Action::Send, false)
 }
 
 /// `BPF_CGROUP_UDP6_SENDMSG` (>= 4.18).
 #[cgroup_sock_addr(sendmsg6)]
-pub fn net_sendmsg6(ctx: SockAddrContext) -> i32 {
+pub(crate) fn net_sendmsg6(ctx: SockAddrContext) -> i32 {
     decide(&ctx, Action::Send, true)
 }

@@ -21,7 +21,7 @@ const EPERM: i32 = 1;
 /// `sched_process_fork` it also fires for `io_uring` workers and other
 /// `create_io_thread` children, which would otherwise be untagged threads of a task.
 #[btf_tracepoint(function = "task_newtask")]
-pub fn process_newtask(ctx: BtfTracePointContext) -> i32 {
+pub(crate) fn process_newtask(ctx: BtfTracePointContext) -> i32 {
     // SAFETY: PROCS values are plain u64 copies.
     let Some(&task) = (unsafe { PROCS.get(current_tid()) }) else {
         return 0;
@@ -56,7 +56,7 @@ pub fn process_newtask(ctx: BtfTracePointContext) -> i32 {
 /// When a process's leader exits, the daemon is told, so it can end a task whose last
 /// process is gone (it checks for remaining threads itself: a leader may exit first).
 #[btf_tracepoint(function = "sched_process_exit")]
-pub fn process_exit(_ctx: BtfTracePointContext) -> i32 {
+pub(crate) fn process_exit(_ctx: BtfTracePointContext) -> i32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tid = pid_tgid as u32;
     // SAFETY: PROCS values are plain u64 copies.
@@ -84,7 +84,7 @@ pub fn process_exit(_ctx: BtfTracePointContext) -> i32 {
 /// (lsm backend, >= 5.7). A tagged process whose task is gone may not create more
 /// processes; tagging itself happens in [`process_newtask`], once the child has a pid.
 #[lsm(hook = "task_alloc")]
-pub fn process_task_alloc(ctx: LsmContext) -> i32 {
+pub(crate) fn process_task_alloc(ctx: LsmContext) -> i32 {
     let previous: i32 = ctx.arg(2);
     if previous != 0 {
         return previous;
@@ -105,7 +105,7 @@ pub fn process_task_alloc(ctx: LsmContext) -> i32 {
 /// pid, or the new image would run untagged. The portable backend's `exec_sched_exec`
 /// does the same before it decides.
 #[btf_tracepoint(function = "sched_process_exec")]
-pub fn process_sched_exec(ctx: BtfTracePointContext) -> i32 {
+pub(crate) fn process_sched_exec(ctx: BtfTracePointContext) -> i32 {
     let old_tid: i32 = ctx.arg(1);
     let old_tid = old_tid as u32;
     let tid = current_tid();

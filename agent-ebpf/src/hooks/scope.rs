@@ -14,20 +14,21 @@ use super::{PROCS, bump, tp_field};
 
 /// Cgroup ids (kernfs ids) of the cgroups the network hooks are attached to.
 #[map]
-pub static LEASH_CGROUPS: HashMap<u64, u8> = HashMap::with_max_entries(LEASH_CGROUPS_CAPACITY, 0);
+pub(crate) static LEASH_CGROUPS: HashMap<u64, u8> =
+    HashMap::with_max_entries(LEASH_CGROUPS_CAPACITY, 0);
 
 /// Field offsets of the `cgroup:cgroup_attach_task` record (stable since 5.5, when
 /// `dst_id` became the 64-bit kernfs id); userspace checks them against the format
 /// file before attaching.
-pub const DST_ROOT: usize = 8;
-pub const DST_ID: usize = 16;
-pub const PID: usize = 24;
+pub(crate) const DST_ROOT: usize = 8;
+pub(crate) const DST_ID: usize = 16;
+pub(crate) const PID: usize = 24;
 
 /// `trace_cgroup_attach_task`, once per migrated thread, in the writer's context,
 /// after the move. The default (cgroup2) hierarchy has id 0; moves in cgroup v1
 /// hierarchies do not change where the hooks run.
 #[tracepoint(category = "cgroup", name = "cgroup_attach_task")]
-pub fn scope_cgroup_attach(ctx: TracePointContext) -> u32 {
+pub(crate) fn scope_cgroup_attach(ctx: TracePointContext) -> u32 {
     let (root, dst, pid): (i32, u64, i32) = (
         tp_field(&ctx, DST_ROOT),
         tp_field(&ctx, DST_ID),

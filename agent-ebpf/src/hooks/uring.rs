@@ -58,7 +58,7 @@ fn ring_denied() -> bool {
 
 /// `io_uring_setup(entries, params)` at entry (portable).
 #[tracepoint]
-pub fn uring_setup(_ctx: TracePointContext) -> u32 {
+pub(crate) fn uring_setup(_ctx: TracePointContext) -> u32 {
     if ring_denied() {
         kill_current();
     }
@@ -69,7 +69,7 @@ pub fn uring_setup(_ctx: TracePointContext) -> u32 {
 /// const struct inode *context_inode)` (>= 5.12; `io_uring` creates its ring's inode
 /// through it from 5.16 on): the new ring, before its file exists (lsm).
 #[lsm(hook = "inode_init_security_anon")]
-pub fn uring_lsm_anon_inode(ctx: LsmContext) -> i32 {
+pub(crate) fn uring_lsm_anon_inode(ctx: LsmContext) -> i32 {
     let previous: i32 = ctx.arg(3);
     if previous != 0 {
         return previous;

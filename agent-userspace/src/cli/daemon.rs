@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use leash::{config::Config, daemon};
 
 #[derive(Debug, clap::Args)]
-pub struct DaemonArgs {
+pub(super) struct DaemonArgs {
     /// YAML config; without it the embedded defaults apply (see --print-default-config).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -27,7 +27,7 @@ pub struct DaemonArgs {
     cleanup: bool,
 }
 
-pub fn run(args: &DaemonArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn run(args: &DaemonArgs) -> anyhow::Result<ExitCode> {
     if args.print_default_config {
         print!("{}", Config::default_yaml());
         return Ok(ExitCode::SUCCESS);

@@ -21,11 +21,11 @@ use super::{Daemon, RegistryError};
 const NS_GET_USERNS: libc::Ioctl = 0xb701;
 
 /// The config key that trusts mount namespaces of other user namespaces.
-pub const TRUST_KEY: &str = "policy.trust_userns_mounts";
+pub(super) const TRUST_KEY: &str = "policy.trust_userns_mounts";
 
 /// A caller's root, held open while its grants are resolved (the path is
 /// `/proc/self/fd/N`), or the daemon's own `/` for requests with no exec path.
-pub struct CallerRoot {
+pub(super) struct CallerRoot {
     _dir: Option<File>,
     path: PathBuf,
 }

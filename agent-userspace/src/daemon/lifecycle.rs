@@ -47,7 +47,7 @@ pub async fn stop_signal() -> std::io::Result<()> {
 }
 
 /// The future an API server is told to stop by.
-pub type StopFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+pub(super) type StopFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Runs the daemon until `shutdown` resolves (e.g. [`stop_signal`]) or a part that must
 /// run fails (the API, the metrics listener, the event pump). Enforcement stays pinned

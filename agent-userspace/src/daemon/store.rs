@@ -20,12 +20,12 @@ use anyhow::Context as _;
 
 use super::{Tasks, registry::TaskRecord};
 
-pub struct Store {
+pub(super) struct Store {
     dir: PathBuf,
 }
 
 impl Store {
-    pub const fn new(dir: PathBuf) -> Self {
+    pub(super) const fn new(dir: PathBuf) -> Self {
         Self { dir }
     }
 
@@ -38,7 +38,7 @@ impl Store {
     }
 
     /// Everything saved, or nothing on a first start.
-    pub fn load(&self) -> anyhow::Result<Tasks> {
+    pub(super) fn load(&self) -> anyhow::Result<Tasks> {
         let mut tasks = Tasks::default();
         match fs::read(self.agents_file()) {
             Ok(bytes) => {
@@ -106,7 +106,7 @@ impl Store {
     }
 
     /// Appends the task's new state to its journal (creating it for a new task).
-    pub fn save_task(&self, task: &TaskRecord) -> anyhow::Result<()> {
+    pub(super) fn save_task(&self, task: &TaskRecord) -> anyhow::Result<()> {
         let path = self.task_file(task.id, JOURNAL);
         let line = record_line(task)?;
         let mut f = match fs::OpenOptions::new().append(true).open(&path) {
@@ -131,7 +131,7 @@ impl Store {
         write_atomic(&self.task_file(task.id, JOURNAL), &record_line(task)?)
     }
 
-    pub fn remove_task(&self, id: u64) -> anyhow::Result<()> {
+    pub(super) fn remove_task(&self, id: u64) -> anyhow::Result<()> {
         remove(&self.task_file(id, JOURNAL))?;
         remove(&self.task_file(id, LEGACY))
     }
@@ -141,12 +141,12 @@ impl Store {
             .join(format!("{}.{extension}", crate::protocol::TaskId(id)))
     }
 
-    pub fn save_agents(&self, agents: &BTreeMap<String, u32>) -> anyhow::Result<()> {
+    pub(super) fn save_agents(&self, agents: &BTreeMap<String, u32>) -> anyhow::Result<()> {
         write_atomic(&self.agents_file(), &serde_json::to_vec(agents)?)
     }
 
     /// Removes every state file (`leash daemon --cleanup`).
-    pub fn clear(&self) {
+    pub(super) fn clear(&self) {
         let _ = fs::remove_dir_all(self.tasks_dir());
         let _ = fs::remove_file(self.agents_file());
     }

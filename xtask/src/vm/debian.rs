@@ -13,7 +13,7 @@ use anyhow::{Context as _, bail};
 use crate::util;
 
 /// A kernel to boot.
-pub struct Kernel {
+pub(super) struct Kernel {
     /// What the user asked for (`6.1`, or a path).
     pub spec: String,
     /// `6.1.0-57-amd64`, or the file name of a local image.
@@ -25,7 +25,7 @@ pub struct Kernel {
 
 /// Resolves `--kernel`: a Debian series (`6.1`, `6.12`) or a path to a `vmlinuz`/`bzImage`
 /// or to a folder holding one (`boot/vmlinuz-*`, `vmlinuz*`, `arch/x86/boot/bzImage`).
-pub fn kernel(spec: &str, cache: &Path) -> anyhow::Result<Kernel> {
+pub(super) fn kernel(spec: &str, cache: &Path) -> anyhow::Result<Kernel> {
     if spec.contains('/') || Path::new(spec).exists() {
         return local_kernel(spec);
     }
@@ -209,7 +209,7 @@ fn find_vmlinuz(dir: &Path) -> anyhow::Result<PathBuf> {
 }
 
 /// The static busybox of `busybox-static`, unpacked under `cache/debs/busybox-static/`.
-pub fn busybox(cache: &Path) -> anyhow::Result<PathBuf> {
+pub(super) fn busybox(cache: &Path) -> anyhow::Result<PathBuf> {
     let dir = cache.join("debs");
     let bin = dir.join("busybox-static").join("bin").join("busybox");
     if dir.join("busybox-static").join(COMPLETE).exists() && bin.is_file() {

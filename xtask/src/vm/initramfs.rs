@@ -15,7 +15,7 @@ const S_IFLNK: u32 = 0o120_000;
 const S_IFCHR: u32 = 0o020_000;
 
 /// One entry of the archive.
-pub enum Entry {
+pub(super) enum Entry {
     Dir(&'static str),
     /// A regular file copied from the host.
     File {
@@ -42,7 +42,7 @@ pub enum Entry {
 }
 
 /// Writes `entries` as a `newc` archive at `out` and returns its size in bytes.
-pub fn write(out: &Path, entries: &[Entry]) -> anyhow::Result<u64> {
+pub(super) fn write(out: &Path, entries: &[Entry]) -> anyhow::Result<u64> {
     let file = File::create(out).with_context(|| format!("could not create {}", out.display()))?;
     let mut w = Writer {
         out: BufWriter::with_capacity(1 << 20, file),
@@ -136,7 +136,7 @@ impl Writer {
 /// A static x86-64 ELF executable of 132 bytes that exits with `code` at once: the
 /// guest's `/bin/true` and `/bin/false`. Busybox cannot stand in for them, because the
 /// tests copy `/bin/true` under new names and busybox picks its applet by name.
-pub fn exit_elf(code: u8) -> Vec<u8> {
+pub(super) fn exit_elf(code: u8) -> Vec<u8> {
     const BASE: u64 = 0x40_0000;
     const EHDR: u16 = 64;
     const PHDR: u16 = 56;

@@ -11,11 +11,11 @@ use anyhow::Context as _;
 use crate::util;
 
 /// The line the guest's `/init` prints first: the kernel booted and ran it.
-pub const BOOTED: &str = "leash-vm: init";
+pub(super) const BOOTED: &str = "leash-vm: init";
 
 /// Which accelerator a boot uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Accel {
+pub(super) enum Accel {
     Kvm,
     Tcg,
 }
@@ -30,7 +30,7 @@ impl Accel {
         }
     }
 
-    pub fn name(self) -> &'static str {
+    pub(super) fn name(self) -> &'static str {
         match self {
             Self::Kvm => "kvm",
             Self::Tcg => "tcg",
@@ -38,7 +38,7 @@ impl Accel {
     }
 }
 
-pub struct Boot<'a> {
+pub(super) struct Boot<'a> {
     pub vmlinuz: &'a Path,
     pub initrd: &'a Path,
     pub append: String,
@@ -58,7 +58,7 @@ pub struct Boot<'a> {
 /// How long qemu may take to exit after the guest's last line (it powers off at once).
 const LINGER: Duration = Duration::from_secs(30);
 
-pub enum End {
+pub(super) enum End {
     /// qemu exited by itself (the guest powered off, or the kernel panicked: `panic=-1`
     /// with `-no-reboot` makes qemu exit).
     Exited(std::process::ExitStatus),
@@ -69,26 +69,26 @@ pub enum End {
     Lingered,
 }
 
-pub struct Console {
+pub(super) struct Console {
     pub lines: Vec<String>,
     pub end: End,
     pub elapsed: Duration,
 }
 
 impl Console {
-    pub fn booted(&self) -> bool {
+    pub(super) fn booted(&self) -> bool {
         self.lines.iter().any(|l| l.contains(BOOTED))
     }
 
     /// The last `n` lines, for a failure report.
-    pub fn tail(&self, n: usize) -> &[String] {
+    pub(super) fn tail(&self, n: usize) -> &[String] {
         &self.lines[self.lines.len().saturating_sub(n)..]
     }
 }
 
 /// Boots and waits for qemu to exit, echoing and collecting the console (the guest's
 /// serial port, and qemu's own stderr).
-pub fn boot(b: &Boot) -> anyhow::Result<Console> {
+pub(super) fn boot(b: &Boot) -> anyhow::Result<Console> {
     let mut cmd = Command::new("qemu-system-x86_64");
     cmd.args(b.accel.args())
         .args(["-m", &b.memory_mb.to_string(), "-smp", &b.cpus.to_string()])

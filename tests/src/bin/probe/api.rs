@@ -22,7 +22,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-pub fn run(w: &[String]) -> Option<String> {
+pub(crate) fn run(w: &[String]) -> Option<String> {
     let arg = |i: usize| w.get(i).map_or("", String::as_str);
     match arg(0) {
         "api-orphan" => Some(orphan(

@@ -8,7 +8,7 @@ use std::{ffi::CString, io::Read as _, os::fd::FromRawFd as _};
 use super::{errno, outcome};
 
 /// Runs one attack command; `None` if `w[0]` is not one.
-pub fn run(w: &[String]) -> Option<String> {
+pub(crate) fn run(w: &[String]) -> Option<String> {
     let arg = |i: usize| w.get(i).map_or("", String::as_str);
     let num = |i: usize| arg(i).parse::<i64>().unwrap_or(-1);
     let out = match arg(0) {
@@ -177,7 +177,7 @@ fn unix_addr(path: &str) -> (libc::sockaddr_un, libc::socklen_t) {
     (sa, len as libc::socklen_t)
 }
 
-pub fn unix_connect(path: &str) -> String {
+pub(crate) fn unix_connect(path: &str) -> String {
     unix_op(path, UnixOp::Connect)
 }
 

@@ -18,7 +18,7 @@ const BPF_OBJ_GET: u32 = 7;
 const X32_SYSCALL_BIT: libc::c_long = 0x4000_0000;
 
 /// Runs one compat command; `None` if `w[0]` is not one.
-pub fn run(w: &[String]) -> Option<String> {
+pub(crate) fn run(w: &[String]) -> Option<String> {
     let arg = |i: usize| w.get(i).map_or("", String::as_str);
     let num = |i: usize| arg(i).parse::<i64>().unwrap_or(-1) as u32;
     let out = match arg(0) {

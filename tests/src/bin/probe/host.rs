@@ -10,7 +10,7 @@ use std::{
 use super::{attacks::in_child, errno};
 
 /// Runs one host command; `None` if `w[0]` is not one.
-pub fn run(w: &[String]) -> Option<String> {
+pub(crate) fn run(w: &[String]) -> Option<String> {
     let arg = |i: usize| w.get(i).map_or("", String::as_str);
     let out = match arg(0) {
         // `open-write PATH [VALUE]`: opens for write and, given a value, writes it.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::errno;
 
-pub fn linger(ms: &str, file: &str, cmd: &[String]) -> String {
+pub(crate) fn linger(ms: &str, file: &str, cmd: &[String]) -> String {
     let Ok(ms) = ms.parse::<u64>() else {
         return format!("error bad delay {ms:?}");
     };

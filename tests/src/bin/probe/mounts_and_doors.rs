@@ -11,7 +11,7 @@ use super::{
 };
 
 /// Runs one command; `None` if `w[0]` is not one of these.
-pub fn run(w: &[String]) -> Option<String> {
+pub(crate) fn run(w: &[String]) -> Option<String> {
     mounts(w).or_else(|| doors(w))
 }
 

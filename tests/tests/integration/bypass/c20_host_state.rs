@@ -12,23 +12,23 @@ use leash::{kernel::Backend, kernel::events::Target};
 
 use super::untagged;
 
-pub const CORE_PATTERN: &str = "/proc/sys/kernel/core_pattern";
+pub(super) const CORE_PATTERN: &str = "/proc/sys/kernel/core_pattern";
 /// What an attempt writes: a plain name, so a write that landed harms no one before
 /// the guard below puts the host's value back.
 const PLANTED: &str = "core.leash-c20";
 
 /// The host's `core_pattern`, recorded first and written back on drop whatever
 /// happened in between.
-pub struct CorePattern(String);
+pub(super) struct CorePattern(String);
 
 impl CorePattern {
     #[must_use]
-    pub fn save() -> Self {
+    pub(super) fn save() -> Self {
         Self(fs::read_to_string(CORE_PATTERN).expect("read core_pattern"))
     }
 
     /// Asserts the host's value is still the recorded one.
-    pub fn assert_unchanged(&self) {
+    pub(super) fn assert_unchanged(&self) {
         assert_eq!(
             fs::read_to_string(CORE_PATTERN).unwrap(),
             self.0,

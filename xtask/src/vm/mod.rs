@@ -68,7 +68,7 @@ const ETC: &[(&str, &str)] = &[
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum BackendArg {
+pub(crate) enum BackendArg {
     Lsm,
     Portable,
     /// `lsm`, then `portable`, each in its own boot.
@@ -86,7 +86,7 @@ impl BackendArg {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum AccelArg {
+pub(crate) enum AccelArg {
     /// KVM when `/dev/kvm` opens and KVM has not failed here before; TCG from the first
     /// boot that KVM does not bring to `/init` (remembered in `target/vm/kvm-unusable`).
     Auto,
@@ -94,7 +94,7 @@ pub enum AccelArg {
     Tcg,
 }
 
-pub struct Options {
+pub(crate) struct Options {
     pub kernels: Vec<String>,
     pub backend: BackendArg,
     pub accel: AccelArg,
@@ -113,7 +113,7 @@ struct Run {
     failure: Option<String>,
 }
 
-pub fn run(opts: &Options) -> anyhow::Result<()> {
+pub(crate) fn run(opts: &Options) -> anyhow::Result<()> {
     let started = Instant::now();
     for filter in &opts.filters {
         if filter.is_empty() || filter.contains(|c: char| c.is_whitespace() || c == '"') {
