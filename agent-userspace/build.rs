@@ -10,7 +10,7 @@ fn main() -> anyhow::Result<()> {
     let root_dir = meta.to_str().context("non-UTF-8 path to agent-ebpf")?;
     aya_build::build_ebpf(
         [Package {
-            name: "agent-ebpf",
+            name: "leash-ebpf",
             root_dir,
             ..Default::default()
         }],

@@ -7,16 +7,16 @@
 
 use std::{hint::black_box, net::Ipv4Addr, time::Duration};
 
-use agent_common::{
-    Action, Event, Reason, Verdict,
-    event::{COMM_LEN, PATH_LEN},
-    maps::{self, programs},
-};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use leash::{
     grants::{self, ConnectSpec, NetGrant},
     kernel::events,
     metrics::{EndedLabels, Recorded, Snapshot},
+};
+use leash_common::{
+    Action, Event, Reason, Verdict,
+    event::{COMM_LEN, PATH_LEN},
+    maps::{self, programs},
 };
 
 const SPEC: &str = "10.0.0.0/8:443/tcp";

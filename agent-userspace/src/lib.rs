@@ -30,4 +30,4 @@ pub use kernel::{Enforcer, LoadError, LoadOptions};
 
 /// The eBPF object built by `build.rs` (aya-build).
 pub static EBPF_OBJECT: &[u8] =
-    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf"));
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/leash-ebpf"));

@@ -108,12 +108,12 @@ fn register_decisions(reg: &mut Registry, snap: &Snapshot) {
     let decisions = Family::<DecisionLabels, Counter>::default();
     for (agent, counts) in &snap.decisions {
         for (a, action) in crate::kernel::maps::COUNTED
-            .map(agent_common::Action::as_str)
+            .map(leash_common::Action::as_str)
             .iter()
             .enumerate()
         {
             for (v, verdict) in crate::kernel::maps::VERDICTS
-                .map(agent_common::Verdict::as_str)
+                .map(leash_common::Verdict::as_str)
                 .iter()
                 .enumerate()
             {

@@ -14,7 +14,7 @@
 
 use std::fmt;
 
-use agent_common::{
+use leash_common::{
     UnixKey,
     grant::UNIX_PATH_LEN,
     task::{FAMILY_IO_URING, FAMILY_NETLINK, FAMILY_PACKET, FAMILY_RAW, FAMILY_VSOCK},
@@ -23,7 +23,7 @@ use agent_common::{
 use crate::grants::GrantError;
 
 /// `sun_path` holds at most this many bytes (a path's NUL included).
-pub(crate) const SUN_PATH: usize = agent_common::grant::SUN_PATH_LEN;
+pub(crate) const SUN_PATH: usize = leash_common::grant::SUN_PATH_LEN;
 
 /// Kinds `socket:` can name.
 pub const FAMILIES: [(&str, u32); 5] = [

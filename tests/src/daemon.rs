@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// The `leash` binary built next to the tests (`cargo build -p agent-userspace`).
+/// The `leash` binary built next to the tests (`cargo build -p leash`).
 #[must_use]
 pub fn leash_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
@@ -17,7 +17,7 @@ pub fn leash_bin() -> PathBuf {
         .find(|p| p.exists())
         .unwrap_or_else(|| {
             panic!(
-                "the leash binary is missing near {}: run `cargo build -p agent-userspace` (cargo xtask test does)",
+                "the leash binary is missing near {}: run `cargo build -p leash` (cargo xtask test does)",
                 dir.display()
             )
         })

@@ -21,13 +21,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use agent_common::maps::Stat;
-pub use agent_common::{Action, Reason, Verdict};
 use leash::{
     Backend, BackendChoice, Enforcer, LoadOptions,
     kernel::events::{Decision, EventReader},
     kernel::maps::DecisionCounts,
 };
+use leash_common::maps::Stat;
+pub use leash_common::{Action, Reason, Verdict};
 
 /// The probe run once outside any task.
 #[must_use]

@@ -23,7 +23,7 @@ pub(crate) fn run(out: Option<PathBuf>, quick: bool) -> anyhow::Result<()> {
         "build",
         "--release",
         "-p",
-        "agent-userspace",
+        "leash",
         "--bin",
         "leash",
         "-p",

@@ -16,7 +16,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         );
     }
     setup::run(setup::Mode::Implicit)?;
-    util::run(util::cargo().args(["build", "-p", "agent-userspace"]))?;
+    util::run(util::cargo().args(["build", "-p", "leash"]))?;
 
     let bin = util::target_dir().join("debug").join("leash");
     let mut cmd = Command::new(&bin);

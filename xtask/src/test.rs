@@ -88,7 +88,7 @@ fn clippy_host() -> anyhow::Result<()> {
 fn clippy_ebpf() -> anyhow::Result<()> {
     let mut cmd = Command::new("cargo");
     cmd.current_dir(util::workspace_root().join("agent-ebpf"))
-        .args(["+nightly", "clippy", "--package", "agent-ebpf"])
+        .args(["+nightly", "clippy", "--package", "leash-ebpf"])
         .args(["--target", "bpfel-unknown-none", "-Zbuild-std=core"])
         .arg("--target-dir")
         .arg(util::target_dir().join("ebpf-clippy"))
@@ -131,7 +131,7 @@ fn bench_smoke() -> anyhow::Result<()> {
     util::run(util::cargo().args([
         "bench",
         "-p",
-        "agent-userspace",
+        "leash",
         "--bench",
         "hot_paths",
         "--",
@@ -148,7 +148,7 @@ fn integration_tests(counts: &mut Counts, filters: &[String]) -> anyhow::Result<
     util::require_bpf_linker()?;
     // The daemon tests drive the real `leash` binary, which `cargo test` of another
     // package does not build.
-    util::run(util::cargo().args(["build", "-p", "agent-userspace", "--bin", "leash"]))?;
+    util::run(util::cargo().args(["build", "-p", "leash", "--bin", "leash"]))?;
     counts.add(util::run_tests(
         util::cargo()
             .args(["test", "-p", "integration-tests", "--", "--test-threads=1"])

@@ -28,7 +28,7 @@ pub(crate) fn target_dir() -> PathBuf {
 /// Selects every workspace member that builds for the host. `--workspace` alone would
 /// also select agent-ebpf, which only builds for `bpfel-unknown-none` (aya-build drives
 /// it; `cargo xtask test` lints it separately).
-pub(crate) const HOST_WORKSPACE: &[&str] = &["--workspace", "--exclude", "agent-ebpf"];
+pub(crate) const HOST_WORKSPACE: &[&str] = &["--workspace", "--exclude", "leash-ebpf"];
 
 /// `cargo` from PATH (the rustup proxy, so `+nightly` works), run in the workspace root.
 pub(crate) fn cargo() -> Command {

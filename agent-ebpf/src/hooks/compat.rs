@@ -9,10 +9,10 @@
 //! decides "not compat" before any map lookup: one mask of the number (x32), then one
 //! load of the caller's `thread_info.status` (i386).
 
-use agent_common::Reason;
 use aya_ebpf::{
     helpers::bpf_get_current_task_btf, macros::btf_tracepoint, programs::BtfTracePointContext,
 };
+use leash_common::Reason;
 
 use super::{current_task, guard::refuse, kill_current, offsets};
 

@@ -7,16 +7,16 @@
 //! before anything is loaded or granted; `delete_module` has no LSM hook and stays a
 //! tracepoint there.
 
-use agent_common::{
+use aya_ebpf::{
+    macros::{lsm, tracepoint},
+    programs::{LsmContext, TracePointContext},
+};
+use leash_common::{
     Reason,
     offsets::enums::{
         LOCKDOWN_IOPORT, READING_KEXEC_IMAGE as ID_KEXEC_IMAGE,
         READING_KEXEC_INITRAMFS as ID_KEXEC_INITRAMFS, READING_MODULE as ID_MODULE,
     },
-};
-use aya_ebpf::{
-    macros::{lsm, tracepoint},
-    programs::{LsmContext, TracePointContext},
 };
 
 use super::{

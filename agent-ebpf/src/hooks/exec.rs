@@ -1,15 +1,15 @@
 //! Exec enforcement: a tagged process may start only the files its task was granted.
 
-use agent_common::{
-    Action, ExecFileGrant, ExecGrant, ExecKey, Reason, ScriptKey, TaskInfo,
-    grant::{CHECK_CTIME, CHECK_GENERATION, SCRIPT_PATH_LEN},
-    maps::{EXEC_GRANTS_CAPACITY, SCRIPT_GRANTS_CAPACITY, Stat},
-};
 use aya_ebpf::{
     helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes, bpf_send_signal},
     macros::{btf_tracepoint, lsm, map},
     maps::HashMap,
     programs::{BtfTracePointContext, LsmContext},
+};
+use leash_common::{
+    Action, ExecFileGrant, ExecGrant, ExecKey, Reason, ScriptKey, TaskInfo,
+    grant::{CHECK_CTIME, CHECK_GENERATION, SCRIPT_PATH_LEN},
+    maps::{EXEC_GRANTS_CAPACITY, SCRIPT_GRANTS_CAPACITY, Stat},
 };
 
 use super::{Decision, Gate, PROCS, bump, current_tid, gate, now_ns, offsets};

@@ -12,12 +12,6 @@
 //! one that failed (no such socket: glibc tries nscd's on every user lookup) harmed no
 //! one and is let be; one that reached a socket kills the caller before it can use it.
 
-use agent_common::{
-    Action, ExecGrant, Reason, UnixKey,
-    grant::UNIX_PATH_LEN,
-    maps::{PROCS_CAPACITY, UNIX_GRANTS_CAPACITY},
-    task::{FAMILY_NETLINK, FAMILY_PACKET, FAMILY_RAW, FAMILY_VSOCK},
-};
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     helpers::{
@@ -27,6 +21,12 @@ use aya_ebpf::{
     macros::{cgroup_sock, cgroup_sock_addr, map, tracepoint},
     maps::HashMap,
     programs::{SockAddrContext, SockContext, TracePointContext},
+};
+use leash_common::{
+    Action, ExecGrant, Reason, UnixKey,
+    grant::UNIX_PATH_LEN,
+    maps::{PROCS_CAPACITY, UNIX_GRANTS_CAPACITY},
+    task::{FAMILY_NETLINK, FAMILY_PACKET, FAMILY_RAW, FAMILY_VSOCK},
 };
 
 use super::{Decision, Gate, PROCS, current_tid, gate, kill_current, now_ns};
@@ -42,7 +42,7 @@ const IPPROTO_UDP: u32 = 17;
 /// Low bits of `socket()`'s type argument; the rest are `SOCK_NONBLOCK` and `SOCK_CLOEXEC`.
 const SOCK_TYPE_MASK: u64 = 0xf;
 /// `sun_path` length.
-const SUN_PATH: usize = agent_common::grant::SUN_PATH_LEN;
+const SUN_PATH: usize = leash_common::grant::SUN_PATH_LEN;
 /// Named messages of one `sendmmsg` that are checked (docs/security.md).
 const MMSG_CHECKED: u32 = 8;
 
@@ -89,7 +89,7 @@ fn judge(
 #[inline(always)]
 fn report(d: &Decision, now: u64, family: u32, sock_type: u32, proto: u32) {
     d.count();
-    if matches!(d.verdict, agent_common::Verdict::Allowed) {
+    if matches!(d.verdict, leash_common::Verdict::Allowed) {
         return;
     }
     let Some(mut entry) = d.event(now) else {

@@ -7,15 +7,15 @@
 //! where the call's own effect lands first (a signal, an unlink), docs/security.md
 //! says so. A pending SIGKILL does cancel a fork: `copy_process` checks for it.
 
-use agent_common::{
-    Action, Reason,
-    maps::{PROTECTED_CAPACITY, RESERVED, Stat},
-};
 use aya_ebpf::{
     helpers::{bpf_probe_read_user, bpf_probe_read_user_str_bytes},
     macros::{btf_tracepoint, map, tracepoint},
     maps::HashMap,
     programs::{BtfTracePointContext, TracePointContext},
+};
+use leash_common::{
+    Action, Reason,
+    maps::{PROTECTED_CAPACITY, RESERVED, Stat},
 };
 
 use super::{
@@ -30,7 +30,7 @@ const PTRACE_ATTACH: u64 = 16;
 const PTRACE_SEIZE: u64 = 0x4206;
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 /// Where bpffs is mounted and leash pins by default.
-const BPFFS: &[u8] = agent_common::maps::BPFFS.as_bytes();
+const BPFFS: &[u8] = leash_common::maps::BPFFS.as_bytes();
 
 /// Denies `call` for task `task`: counts it, reports it and kills the caller.
 #[inline(always)]

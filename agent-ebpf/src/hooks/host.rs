@@ -16,12 +16,12 @@
 //! open itself completes, and another thread of the process that writes through the
 //! descriptor before the kill lands wins that race (docs/security.md).
 
-use agent_common::Reason;
 use aya_ebpf::{
     helpers::{bpf_get_current_task, bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes},
     macros::{lsm, tracepoint},
     programs::{LsmContext, TracePointContext},
 };
+use leash_common::Reason;
 
 use super::{current_task, guard::refuse, kill_current, offsets, tp_field};
 

@@ -4,8 +4,8 @@
 //! sockets and unix connects, `/proc/<pid>/mem`, the kernel's own copy of an address.
 //! The portable backend's tracepoint versions are in `family.rs` and `guard.rs`.
 
-use agent_common::{Action, Reason};
 use aya_ebpf::{helpers::bpf_probe_read_kernel, macros::lsm, programs::LsmContext};
+use leash_common::{Action, Reason};
 
 use super::{
     current_task,

@@ -18,11 +18,6 @@ pub(crate) mod process;
 pub(crate) mod scope;
 pub(crate) mod uring;
 
-use agent_common::{
-    Action, Event, KernelOffsets, Reason, TaskInfo, Verdict,
-    event::{DECISIONS_LEN, counter_index},
-    maps::{EVENTS_BYTES, PROCS_CAPACITY, STATS_LEN, Stat, TASKS_CAPACITY},
-};
 use aya_ebpf::{
     EbpfContext as _, Global,
     helpers::{
@@ -31,6 +26,11 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, PerCpuArray, RingBuf},
     programs::TracePointContext,
+};
+use leash_common::{
+    Action, Event, KernelOffsets, Reason, TaskInfo, Verdict,
+    event::{DECISIONS_LEN, counter_index},
+    maps::{EVENTS_BYTES, PROCS_CAPACITY, STATS_LEN, Stat, TASKS_CAPACITY},
 };
 
 /// Field offsets of the running kernel, written by the loader from BTF.
@@ -270,7 +270,7 @@ impl Decision {
             proto: 0,
             addr: [0; 16],
             comm: bpf_get_current_comm().unwrap_or_default(),
-            path: [0; agent_common::event::PATH_LEN],
+            path: [0; leash_common::event::PATH_LEN],
         });
         Some(entry)
     }

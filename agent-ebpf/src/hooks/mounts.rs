@@ -9,16 +9,16 @@
 //! tracepoints of the calls that have no hook (`fsopen`, `fsmount`, `fspick`,
 //! `open_tree`, `mount_setattr`).
 
-use agent_common::{
-    ExecKey, Reason,
-    grant::UNIX_PATH_LEN,
-    maps::{PROTECTED_CAPACITY, PROTECTED_NAMES_CAPACITY},
-};
 use aya_ebpf::{
     helpers::{bpf_probe_read_kernel, bpf_probe_read_user_str_bytes},
     macros::{lsm, map, tracepoint},
     maps::HashMap,
     programs::{LsmContext, TracePointContext},
+};
+use leash_common::{
+    ExecKey, Reason,
+    grant::UNIX_PATH_LEN,
+    maps::{PROTECTED_CAPACITY, PROTECTED_NAMES_CAPACITY},
 };
 
 use super::{

@@ -4,17 +4,17 @@
 //! they also see `io_uring` `IORING_OP_CONNECT`/`SENDMSG`, `MSG_FASTOPEN` and `sendmmsg`,
 //! which never pass through the `connect` syscall. Both backends use them.
 
-use agent_common::{
-    Action, NetKey, NetRules, Reason, TaskInfo,
-    grant::{FULL_ADDRESS_PREFIX, PROTO_TCP, PROTO_UDP},
-    maps::{NET_GRANTS_CAPACITY, TASKS_CAPACITY},
-};
 use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, bpf_sock_addr},
     btf_maps::{ArrayOfMaps, LpmTrie, lpm_trie::Key},
     macros::{btf_map, cgroup_sock_addr, map},
     maps::HashMap,
     programs::SockAddrContext,
+};
+use leash_common::{
+    Action, NetKey, NetRules, Reason, TaskInfo,
+    grant::{FULL_ADDRESS_PREFIX, PROTO_TCP, PROTO_UDP},
+    maps::{NET_GRANTS_CAPACITY, TASKS_CAPACITY},
 };
 
 use super::{Decision, Gate, PROCS, current_tid, gate, now_ns};
@@ -121,7 +121,7 @@ fn dest_granted(task: u64, dest: &Dest, now: u64) -> Result<(), Reason> {
     };
     let len = rules.len as usize;
     let mut i = 0;
-    while i < agent_common::grant::MAX_PORT_RULES {
+    while i < leash_common::grant::MAX_PORT_RULES {
         if i >= len {
             break;
         }
@@ -148,7 +148,7 @@ fn prefix_rules(task: u64, data: NetKey) -> Option<&'static NetRules> {
 #[inline(always)]
 fn report(decision: &Decision, dest: &Dest, now: u64) {
     decision.count();
-    if matches!(decision.verdict, agent_common::Verdict::Allowed) {
+    if matches!(decision.verdict, leash_common::Verdict::Allowed) {
         // Allowed network decisions are counted, not streamed: they are the hot path.
         return;
     }

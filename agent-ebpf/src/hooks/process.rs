@@ -1,15 +1,15 @@
 //! Tagging: a task's tag follows every thread and process created from a tagged one.
 
-use agent_common::{
-    Action, Reason, Verdict,
-    maps::{RESERVED, Stat},
-};
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel, bpf_send_signal},
     macros::{btf_tracepoint, lsm},
     programs::{BtfTracePointContext, LsmContext},
 };
 use aya_log_ebpf::warn;
+use leash_common::{
+    Action, Reason, Verdict,
+    maps::{RESERVED, Stat},
+};
 
 use super::{Decision, Gate, PROCS, bump, current_tid, gate, now_ns, offsets};
 

@@ -3,12 +3,12 @@
 //! counted as an escape; a tagged mover (a process moving itself, or a tagged process
 //! moving another) is stopped by `guard_cgroup` on every backend and scope.
 
-use agent_common::maps::{LEASH_CGROUPS_CAPACITY, Stat};
 use aya_ebpf::{
     macros::{map, tracepoint},
     maps::HashMap,
     programs::TracePointContext,
 };
+use leash_common::maps::{LEASH_CGROUPS_CAPACITY, Stat};
 
 use super::{PROCS, bump, tp_field};
 

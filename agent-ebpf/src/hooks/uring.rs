@@ -7,12 +7,12 @@
 //! ring's anonymous inode (`inode_init_security_anon`, named `[io_uring]`); the portable
 //! backend kills the caller at `io_uring_setup` entry (the ring dies with it).
 
-use agent_common::{Action, Reason, task::FAMILY_IO_URING};
 use aya_ebpf::{
     helpers::bpf_probe_read_kernel_buf,
     macros::{lsm, tracepoint},
     programs::{LsmContext, TracePointContext},
 };
+use leash_common::{Action, Reason, task::FAMILY_IO_URING};
 
 use super::{Decision, Gate, PROCS, current_tid, gate, kill_current, now_ns, offsets};
 
@@ -39,7 +39,7 @@ fn ring_denied() -> bool {
         }
     };
     d.count();
-    if matches!(d.verdict, agent_common::Verdict::Allowed) {
+    if matches!(d.verdict, leash_common::Verdict::Allowed) {
         return false;
     }
     if let Some(mut entry) = d.event(now) {

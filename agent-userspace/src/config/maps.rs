@@ -1,6 +1,6 @@
 //! `maps:` BPF map capacities, applied before the maps are created.
 
-use agent_common::maps;
+use leash_common::maps;
 use serde::{Deserialize, Serialize};
 
 use super::{ConfigError, error::invalid};
@@ -52,7 +52,7 @@ fn page_size() -> u32 {
 }
 
 impl MapsConfig {
-    /// Map names of [`agent_common::maps`] with their capacities (`EVENTS`: bytes).
+    /// Map names of [`leash_common::maps`] with their capacities (`EVENTS`: bytes).
     pub(super) fn capacities(&self) -> [(&'static str, u32); 6] {
         [
             (maps::PROCS, self.procs),
@@ -120,7 +120,7 @@ impl MapsConfig {
 
 #[cfg(test)]
 mod tests {
-    use agent_common::maps;
+    use leash_common::maps;
 
     use super::{
         super::{

@@ -36,7 +36,7 @@ pub use tasks::{TTL_LIMIT, TasksConfig};
 const DEFAULT_YAML: &str = include_str!("default.yaml");
 
 /// Root of the bpffs mount that `pin_dir` must be under.
-pub const BPFFS_ROOT: &str = agent_common::maps::BPFFS;
+pub const BPFFS_ROOT: &str = leash_common::maps::BPFFS;
 
 /// The daemon configuration. See `default.yaml` (beside this file) for each field.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,7 +79,7 @@ pub struct Config {
 /// socket `/run/leash/leash.sock` for root only, metrics on `127.0.0.1:9469`, state in
 /// `/var/lib/leash`, pins in `/sys/fs/bpf/leash`, audit log
 /// `/var/log/leash/audit.jsonl`, trust domain `leash.local`, backend `auto`, the map
-/// capacities of [`agent_common::maps`], tasks living 1h by default and 24h at most,
+/// capacities of [`leash_common::maps`], tasks living 1h by default and 24h at most,
 /// allowed execs logged but not allowed network decisions, log level `info`.
 impl Default for Config {
     fn default() -> Self {
@@ -168,7 +168,7 @@ impl Config {
         DEFAULT_YAML
     }
 
-    /// Map names of [`agent_common::maps`] with their configured capacities
+    /// Map names of [`leash_common::maps`] with their configured capacities
     /// (`EVENTS`: bytes), for resizing the maps before load.
     #[must_use]
     pub fn expose_capacities(&self) -> [(&'static str, u32); 6] {

@@ -6,8 +6,8 @@ use std::{
     sync::{Arc, atomic::Ordering},
 };
 
-use agent_common::{Action, Verdict};
 use anyhow::Context as _;
+use leash_common::{Action, Verdict};
 use serde_json::json;
 use tokio::{io::unix::AsyncFd, task::JoinHandle};
 

@@ -51,8 +51,8 @@ impl Daemon {
                 })
                 .collect(),
             tasks_active: inner.tasks.active_count(),
-            events_lost: stat(agent_common::maps::Stat::EventsLost),
-            tag_failures: stat(agent_common::maps::Stat::TagFailed),
+            events_lost: stat(leash_common::maps::Stat::EventsLost),
+            tag_failures: stat(leash_common::maps::Stat::TagFailed),
             bpf_stats_enabled: crate::metrics::bpf_stats_enabled(),
             guarantees: e.guarantees().iter().map(|g| (*g).to_owned()).collect(),
             policy: self.gate.describe(),
@@ -66,7 +66,7 @@ impl Daemon {
         self.lock()
             .enforcer
             .maps()
-            .stat(agent_common::maps::Stat::EventsLost)
+            .stat(leash_common::maps::Stat::EventsLost)
             .is_ok()
     }
 
@@ -102,10 +102,10 @@ impl Daemon {
                 tasks_active: active.into_iter().collect(),
                 grants_active: [("exec", exec), ("connect", connect)],
                 maps: kernel_usage(maps, &inner.tasks),
-                events_lost: stat(agent_common::maps::Stat::EventsLost),
-                tag_failures: stat(agent_common::maps::Stat::TagFailed),
-                killed: stat(agent_common::maps::Stat::Killed),
-                escapes: stat(agent_common::maps::Stat::Escaped),
+                events_lost: stat(leash_common::maps::Stat::EventsLost),
+                tag_failures: stat(leash_common::maps::Stat::TagFailed),
+                killed: stat(leash_common::maps::Stat::Killed),
+                escapes: stat(leash_common::maps::Stat::Escaped),
                 programs: inner.enforcer.program_stats(),
             }
         };
@@ -124,7 +124,7 @@ fn kernel_usage(maps: &crate::kernel::maps::Maps, tasks: &Tasks) -> Vec<(&'stati
         .map(|(name, cap)| {
             let n = counted.iter().find(|(c, _)| *c == name).map_or_else(
                 || match name {
-                    agent_common::maps::UNIX_GRANTS => maps.unix_len(),
+                    leash_common::maps::UNIX_GRANTS => maps.unix_len(),
                     _ => maps.procs_len(),
                 },
                 |(_, n)| *n,

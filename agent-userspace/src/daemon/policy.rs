@@ -315,8 +315,8 @@ pub fn is_pending_target(pending: &[registry::GrantRecord], target: &Target) -> 
         } => {
             let a = u128::from_be_bytes(grants::mapped(*addr));
             let proto = match protocol.as_str() {
-                "tcp" => agent_common::grant::PROTO_TCP,
-                "udp" => agent_common::grant::PROTO_UDP,
+                "tcp" => leash_common::grant::PROTO_TCP,
+                "udp" => leash_common::grant::PROTO_UDP,
                 _ => 0,
             };
             g.nets.iter().any(|n| {

@@ -6,7 +6,7 @@ use std::{
     str::FromStr,
 };
 
-use agent_common::grant::{PROTO_TCP, PROTO_UDP};
+use leash_common::grant::{PROTO_TCP, PROTO_UDP};
 
 use super::{
     GrantError,

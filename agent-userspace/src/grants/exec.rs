@@ -8,7 +8,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use agent_common::{ExecKey, ScriptKey, grant::SCRIPT_PATH_LEN};
+use leash_common::{ExecKey, ScriptKey, grant::SCRIPT_PATH_LEN};
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
 
 use super::{FileState, GrantError};

@@ -4,7 +4,7 @@
 
 use std::{fs, os::fd::AsRawFd as _, os::unix::fs::MetadataExt as _};
 
-use agent_common::{
+use leash_common::{
     ExecFileGrant,
     grant::{CHECK_CTIME, CHECK_GENERATION},
 };

@@ -12,7 +12,7 @@
 
 use std::{io, net::Ipv6Addr, path::PathBuf};
 
-use agent_common::grant::{MAX_PORT_RULES, SCRIPT_PATH_LEN};
+use leash_common::grant::{MAX_PORT_RULES, SCRIPT_PATH_LEN};
 
 mod connect;
 mod exec;

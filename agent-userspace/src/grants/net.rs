@@ -6,7 +6,7 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, ToSocketAddrs as _},
 };
 
-use agent_common::{
+use leash_common::{
     NetKey, NetRules, PortRule,
     grant::{MAX_PORT_RULES, NET_KEY_TASK_BITS},
 };

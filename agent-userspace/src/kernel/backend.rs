@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use agent_common::maps::programs as p;
+use leash_common::maps::programs as p;
 
 use crate::kernel::programs;
 

@@ -2,8 +2,8 @@
 
 use std::net::{IpAddr, Ipv6Addr};
 
-use agent_common::{Action, Event, Reason, Verdict};
 use aya::maps::{MapData, RingBuf};
+use leash_common::{Action, Event, Reason, Verdict};
 use serde::Serialize;
 
 /// What an event was about.

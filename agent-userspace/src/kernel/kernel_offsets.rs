@@ -2,8 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
-use agent_common::KernelOffsets;
 use btf_rs::{Btf, Type};
+use leash_common::KernelOffsets;
 
 pub(crate) const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
@@ -223,7 +223,7 @@ mod tests {
 
     #[test]
     fn the_lsm_hooks_enum_values_are_the_running_kernels() {
-        use agent_common::offsets::enums as e;
+        use leash_common::offsets::enums as e;
         if !Path::new(VMLINUX_BTF).exists() {
             eprintln!("skipped: {VMLINUX_BTF} absent (kernel without BTF)");
             return;

@@ -7,12 +7,12 @@
 //! # The pin tree
 //!
 //! With a pin dir (the config's `pin_dir`, by default `/sys/fs/bpf/leash`, always
-//! under the bpffs mount [`agent_common::maps::BPFFS`]), the daemon pins everything
+//! under the bpffs mount [`leash_common::maps::BPFFS`]), the daemon pins everything
 //! that must outlive it, and a daemon started next adopts it:
 //!
 //! ```text
 //! <pin_dir>/
-//!   maps/<MAP>                      every map of agent_common::maps::ALL, by its name:
+//!   maps/<MAP>                      every map of leash_common::maps::ALL, by its name:
 //!                                   tasks, grants and tags survive a restart
 //!   links/<program>                 the root link of each attached program, by the
 //!                                   program's name in the table

@@ -7,7 +7,7 @@ use std::{
 
 use nix::mount::{MsFlags, mount};
 
-pub use agent_common::maps::BPFFS;
+pub use leash_common::maps::BPFFS;
 pub const SECURITYFS: &str = "/sys/kernel/security";
 /// Where leash mounts cgroup2 when the host has no cgroup2 mount at all.
 pub const OWN_CGROUP2: &str = "/run/leash/cgroup2";

@@ -4,7 +4,7 @@
 //! Loading, attaching, pinning (one link pin per program, named after it), the
 //! program list of `leash status` and the per-backend guarantee lines
 //! ([`crate::kernel::backend`]) all derive from [`PROGRAMS`]. Adding a hook means
-//! adding its name to `agent_common::maps::programs` and one row here; a row without
+//! adding its name to `leash_common::maps::programs` and one row here; a row without
 //! an attach point does not compile.
 //!
 //! Order matters: rows load and attach top to bottom, tagging first, so nothing can
@@ -12,8 +12,8 @@
 
 use std::{fmt, path::Path};
 
-use agent_common::maps::programs as p;
 use aya_obj::generated::bpf_attach_type::{self, BPF_CGROUP_UNIX_CONNECT, BPF_CGROUP_UNIX_SENDMSG};
+use leash_common::maps::programs as p;
 
 use crate::kernel::{AttachScope, Backend};
 

@@ -4,7 +4,7 @@
 
 use std::{fmt, net::IpAddr, str::FromStr};
 
-use agent_common::grant::{PROTO_TCP, PROTO_UDP};
+use leash_common::grant::{PROTO_TCP, PROTO_UDP};
 
 use crate::grants::{ConnectSpec, Host};
 

@@ -561,12 +561,12 @@ fn scale(t: &Targets, rounds: usize) -> anyhow::Result<String> {
 }
 
 /// A task [`populate`] put in: its id and network entries (prefix length, key).
-type Other = (u64, Vec<(u32, agent_common::NetKey)>);
+type Other = (u64, Vec<(u32, leash_common::NetKey)>);
 
 /// Puts `tasks - 1` other live tasks into the harness's maps, with one exec grant and
 /// `grants` network entries each; returns what to take out again.
 fn populate(h: &Harness, tasks: u32, grants: u32, cidr: bool) -> anyhow::Result<Vec<Other>> {
-    use agent_common::{NetKey, NetRules, PortRule, TaskInfo, grant::PROTO_TCP};
+    use leash_common::{NetKey, NetRules, PortRule, TaskInfo, grant::PROTO_TCP};
     let mut enf = h.enforcer.lock().unwrap();
     let maps = enf.maps_mut();
     let mut rules = NetRules::EMPTY;
@@ -609,8 +609,8 @@ fn populate(h: &Harness, tasks: u32, grants: u32, cidr: bool) -> anyhow::Result<
     Ok(out)
 }
 
-fn exec_key(id: u64) -> agent_common::ExecKey {
-    agent_common::ExecKey {
+fn exec_key(id: u64) -> leash_common::ExecKey {
+    leash_common::ExecKey {
         task: id,
         ino: u64::from(id as u32),
         dev: 1,
@@ -639,7 +639,7 @@ fn connect_stats(h: &Harness) -> (Duration, u64) {
         .unwrap()
         .program_stats()
         .into_iter()
-        .find(|(name, ..)| *name == agent_common::maps::programs::NET_CONNECT4)
+        .find(|(name, ..)| *name == leash_common::maps::programs::NET_CONNECT4)
         .map_or((Duration::ZERO, 0), |(_, t, n)| (t, n))
 }
 
@@ -665,9 +665,9 @@ fn control_plane(n: usize) -> anyhow::Result<String> {
     use harness::daemon::{DaemonGuard, http};
 
     let d = DaemonGuard::start("bench", "");
-    let tasks_map = MapData::from_pin(d.pin_dir.join("maps").join(agent_common::maps::TASKS))
+    let tasks_map = MapData::from_pin(d.pin_dir.join("maps").join(leash_common::maps::TASKS))
         .context("open the pinned TASKS map")?;
-    let tasks_map: HashMap<MapData, u64, agent_common::TaskInfo> =
+    let tasks_map: HashMap<MapData, u64, leash_common::TaskInfo> =
         HashMap::try_from(Map::HashMap(tasks_map))?;
     let (mut create, mut grant, mut teardown) = (Vec::new(), Vec::new(), Vec::new());
     let mut grant_prefix = Vec::new();

@@ -258,8 +258,8 @@ fn a_freed_slot_is_emptied_and_its_next_task_never_sees_the_old_prefixes() {
 
 #[test]
 fn a_full_prefix_pool_is_a_clear_error_until_a_slot_frees() {
-    use agent_common::maps::TASKS;
     use leash::kernel::AttachScope;
+    use leash_common::maps::TASKS;
     // Slots are sized with the task map: 2 here.
     let h = Harness::load_with(AttachScope::Root, vec![(TASKS, 2)]);
     let port = Listeners::new().tcp4_port();

@@ -374,7 +374,7 @@ fn build(target_dir: &Path) -> anyhow::Result<Binaries> {
     tests_cmd.args(["test", "-p", "integration-tests", "--no-run", "--test", "*"]);
     common(&mut tests_cmd);
     let mut leash_cmd = util::cargo();
-    leash_cmd.args(["build", "-p", "agent-userspace", "--bin", "leash"]);
+    leash_cmd.args(["build", "-p", "leash", "--bin", "leash"]);
     common(&mut leash_cmd);
 
     let mut tests = Vec::new();

@@ -100,7 +100,7 @@ impl Tasks {
         if let Some(&s) = self.agents.get(agent) {
             return s;
         }
-        let slot = (self.agents.len() as u32 % (agent_common::event::COUNTER_SLOTS - 1)) + 1;
+        let slot = (self.agents.len() as u32 % (leash_common::event::COUNTER_SLOTS - 1)) + 1;
         self.agents.insert(agent.to_owned(), slot);
         slot
     }

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use agent_common::{ExecKey, ScriptKey, TaskInfo, TaskMode, TaskState as KState, UnixKey};
+use leash_common::{ExecKey, ScriptKey, TaskInfo, TaskMode, TaskState as KState, UnixKey};
 use serde::{Deserialize, Serialize};
 
 use crate::{

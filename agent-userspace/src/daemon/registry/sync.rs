@@ -6,7 +6,7 @@ use std::{
     hash::Hash,
 };
 
-use agent_common::{ExecFileGrant, ExecGrant, ExecKey, NetKey, ScriptKey, UnixKey};
+use leash_common::{ExecFileGrant, ExecGrant, ExecKey, NetKey, ScriptKey, UnixKey};
 
 use super::{FileRecord, Installed, RegistryError, Tasks};
 use crate::{
@@ -35,7 +35,7 @@ impl Tasks {
                 nets.push(NetGrant {
                     addr: n.addr,
                     prefix: n.prefix,
-                    rule: agent_common::PortRule {
+                    rule: leash_common::PortRule {
                         expires_ns: g.expires_ns,
                         port_lo: n.port_lo,
                         port_hi: n.port_hi,
@@ -131,8 +131,8 @@ impl Tasks {
     /// `SCRIPT_GRANTS`, `NET_GRANTS`, `NET_HOSTS`), from its own records: no map walk.
     #[must_use]
     pub fn kernel_entries(&self) -> [(&'static str, u64); 5] {
-        use agent_common::maps as names;
-        let full = agent_common::grant::FULL_ADDRESS_PREFIX;
+        use leash_common::maps as names;
+        let full = leash_common::grant::FULL_ADDRESS_PREFIX;
         let mut n = [0u64; 5];
         for t in self.tasks.values().filter(|t| t.is_live()) {
             let hosts = t.installed.net.iter().filter(|(p, _)| *p == full).count() as u64;
@@ -168,7 +168,7 @@ pub(super) fn uninstall(
         maps.revoke_script(&key)?;
     }
     // Host entries one by one; the prefixes leave with the task's trie slot.
-    let full = agent_common::grant::FULL_ADDRESS_PREFIX;
+    let full = leash_common::grant::FULL_ADDRESS_PREFIX;
     for (prefix, addr) in installed.net.drain() {
         if prefix == full {
             maps.remove_net(prefix, NetKey { task: id, addr })?;

@@ -5,7 +5,6 @@
 
 use std::{collections::HashMap, os::fd::OwnedFd, path::PathBuf};
 
-use agent_common::{maps as names, offsets::GLOBAL_NAME};
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{MapData, RingBuf},
@@ -13,6 +12,7 @@ use aya::{
     programs::{ProgramError, links::LinkError},
 };
 use aya_log::EbpfLogger;
+use leash_common::{maps as names, offsets::GLOBAL_NAME};
 
 use crate::{
     EBPF_OBJECT,

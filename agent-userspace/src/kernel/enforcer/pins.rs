@@ -8,8 +8,8 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use agent_common::maps as names;
 use aya::programs::links::PinnedLink;
+use leash_common::maps as names;
 
 use super::{Enforcer, HandoverError, LoadError, attach::Links};
 use crate::kernel::{mounts, scope, sys};

@@ -1,13 +1,13 @@
 //! Typed wrappers over the kernel's maps: every write returns an error naming the
 //! map, and a full map says so with the remedy.
 
-use agent_common::{
-    ExecFileGrant, ExecGrant, ExecKey, NetKey, NetRules, ScriptKey, TaskInfo, UnixKey,
-    maps as names,
-};
 use aya::{
     Ebpf,
     maps::{HashMap, MapData, MapError, PerCpuArray},
+};
+use leash_common::{
+    ExecFileGrant, ExecGrant, ExecKey, NetKey, NetRules, ScriptKey, TaskInfo, UnixKey,
+    maps as names,
 };
 
 mod net;
@@ -15,7 +15,7 @@ mod net_pool;
 mod protected_names;
 mod stats;
 mod trie_btf;
-use agent_common::grant::FULL_ADDRESS_PREFIX as FULL_ADDRESS;
+use leash_common::grant::FULL_ADDRESS_PREFIX as FULL_ADDRESS;
 use net_pool::NetPool;
 use protected_names::ProtectedNames;
 pub use stats::{COUNTED, DecisionCounts, VERDICTS};

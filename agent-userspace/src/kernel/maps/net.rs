@@ -1,7 +1,7 @@
 //! The network grants: full addresses in the host hash, shorter prefixes in each
 //! task's trie from the pool.
 
-use agent_common::{NetKey, NetRules, maps as names};
+use leash_common::{NetKey, NetRules, maps as names};
 
 use super::{FULL_ADDRESS, Maps, MapsError, config_key, net_pool, op_err, removed};
 

@@ -20,10 +20,10 @@ use std::{
     thread::JoinHandle,
 };
 
-use agent_common::{NetKey, NetRules, maps as names};
 use aya::maps::{
     ArrayOfMaps, HashMap, IterableMap as _, LpmTrie, MapData, MapError, lpm_trie::Key,
 };
+use leash_common::{NetKey, NetRules, maps as names};
 
 use super::{MapsError, op_err, removed, trie_btf::TrieBtf};
 use crate::kernel::sys;

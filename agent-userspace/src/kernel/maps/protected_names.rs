@@ -7,8 +7,8 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use agent_common::{ExecKey, grant::UNIX_PATH_LEN, maps as names};
 use aya::maps::{HashMap, MapData};
+use leash_common::{ExecKey, grant::UNIX_PATH_LEN, maps as names};
 
 use super::{Maps, MapsError, op_err, removed};
 

@@ -1,12 +1,12 @@
 //! What the maps report: capacities, entries, kernel memory, and the decision and
 //! health counters.
 
-use agent_common::{
+use aya::maps::{MapData, PerCpuArray};
+use leash_common::{
     Action, Verdict,
     event::counter_index,
     maps::{self as names, Stat},
 };
-use aya::maps::{MapData, PerCpuArray};
 
 use super::{Maps, MapsError, is_tid};
 

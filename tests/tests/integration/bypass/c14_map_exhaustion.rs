@@ -2,9 +2,9 @@
 //! tagged is refused (its caller killed before the child exists), so no untagged child
 //! of a task ever runs.
 
-use agent_common::maps::{PROCS, Stat};
 use harness::{Action, Reason};
 use harness::{Harness, spec};
+use leash_common::maps::{PROCS, Stat};
 
 /// Pids of the live processes of process group `pgid`.
 fn group(pgid: i32) -> Vec<u32> {

@@ -320,7 +320,7 @@ fn a_removed_pin_detaches_nothing_and_is_pinned_again() {
     let p = probe().display().to_string();
     let pin = d.pin_dir.join("links").join("net_connect4");
     let maps = d.pin_dir.join("maps");
-    let procs = maps.join(agent_common::maps::PROCS);
+    let procs = maps.join(leash_common::maps::PROCS);
     let ids = || {
         let link = FdLink::from(PinnedLink::from_pin(&pin).unwrap());
         let map = MapData::from_pin(&procs).unwrap();
