@@ -23,6 +23,8 @@ const RULES: &[(&str, &[&str])] = &[
         &["daemon", "api", "kernel", "client", "policy", "config"],
     ),
     ("api", &["kernel"]),
+    // The daemon is handed its API server (`crate::run`); it never calls up.
+    ("daemon", &["api", "client"]),
     ("config", &["kernel", "daemon", "api"]),
     ("metrics", &["daemon"]),
     ("client", &["daemon", "kernel", "api::server"]),
