@@ -105,7 +105,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "bad_request",
-                format!("invalid JSON body: {e}; the README's API section lists the fields"),
+                format!("invalid JSON body: {e}; docs/api.md lists the fields"),
             )
         })
     }
@@ -402,7 +402,7 @@ async fn not_found() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "not_found",
-        "no such route; the README's API section lists the routes",
+        "no such route; docs/api.md lists the routes",
     )
 }
 
@@ -410,7 +410,7 @@ async fn method_not_allowed() -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
-        "this route does not take that method; the README's API section lists the methods",
+        "this route does not take that method; docs/api.md lists the methods",
     )
 }
 

@@ -1,4 +1,4 @@
-//! Client of the daemon's API: HTTP/1.1 + JSON on its Unix socket (the README's API section).
+//! Client of the daemon's API: HTTP/1.1 + JSON on its Unix socket (docs/api.md).
 //!
 //! One connection per request. Every method needs a tokio runtime with I/O enabled;
 //! the connection is driven by a task spawned on it. The methods are grouped by

@@ -1,4 +1,4 @@
-//! Grant syntax (README, "Grant syntax") parsed into domain types, then compiled into the
+//! Grant syntax (docs/grants.md) parsed into domain types, then compiled into the
 //! kernel's keys and values.
 //!
 //! `exec`: an absolute path, resolved to the (device, inode) of the file it names now;

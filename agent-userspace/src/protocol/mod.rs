@@ -1,4 +1,4 @@
-//! JSON shapes of the Unix-socket API (the README's API section). Shared by the server and the CLI,
+//! JSON shapes of the Unix-socket API (docs/api.md). Shared by the server and the CLI,
 //! so the two cannot drift apart.
 
 use serde::{Deserialize, Serialize};
@@ -43,7 +43,7 @@ pub enum EndWhen {
     EndedOrExpired,
 }
 
-/// Grants in the README's grant syntax (also the format of `--grants FILE`, as YAML).
+/// Grants in the grant syntax of docs/grants.md (also the format of `--grants FILE`, as YAML).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Grants {
