@@ -556,9 +556,11 @@ impl Drop for Scratch {
     }
 }
 
-/// How long [`wait_for`] polls: the daemon's own periodic work (sweep, re-pinning)
-/// runs every 2 s.
-pub const WAIT_FOR: Duration = Duration::from_secs(5);
+/// How long [`wait_for`] polls before it gives up. The daemon's periodic work (sweep,
+/// re-pinning) runs every 2 s, but under TCG (the VM suite, two guests on a 2-core
+/// host) starting a process through `leash run` alone has taken over 5 s. A condition
+/// that holds returns at once, so only a failing test pays for the margin.
+pub const WAIT_FOR: Duration = Duration::from_secs(30);
 
 /// Polls `f` every 20 ms until it holds; panics naming `what` if it does not within
 /// [`WAIT_FOR`]. The one polling helper of the suite.
