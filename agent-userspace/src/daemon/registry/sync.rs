@@ -50,9 +50,7 @@ impl Tasks {
             for name in &g.unix {
                 if let Some(Ok(SocketGrant::Unix(n))) = sockets::parse(&format!("unix:{name}")) {
                     let e = unix.entry(n.key(id)).or_insert(g.expires_ns);
-                    if g.expires_ns == 0 || (*e != 0 && g.expires_ns > *e) {
-                        *e = g.expires_ns;
-                    }
+                    *e = longer_lived(*e, g.expires_ns);
                 }
             }
         }
@@ -203,15 +201,16 @@ fn add_exec(exec: &mut HashMap<ExecKey, ExecFileGrant>, id: u64, f: &FileRecord,
         |s| s.grant(expires_ns),
     );
     let e = exec.entry(key).or_insert(grant);
-    let expires_ns = if expires_ns == 0 || (e.expires_ns != 0 && expires_ns > e.expires_ns) {
-        expires_ns
-    } else {
-        e.expires_ns
-    };
     *e = ExecFileGrant {
-        expires_ns,
+        expires_ns: longer_lived(e.expires_ns, expires_ns),
         ..grant
     };
+}
+
+/// The later of two expiries in `CLOCK_BOOTTIME` ns, where 0 means "with the task" and
+/// outlives any time.
+fn longer_lived(a: u64, b: u64) -> u64 {
+    if a == 0 || b == 0 { 0 } else { a.max(b) }
 }
 
 fn exec_file(f: &FileRecord) -> ExecFile {
