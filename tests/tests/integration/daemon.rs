@@ -308,7 +308,10 @@ fn events_follow_streams_a_run() {
     assert_eq!(stdout(&o), EPERM);
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut kinds = Vec::new();
-    while Instant::now() < deadline && !kinds.iter().any(|k: &String| k == "task_ended") {
+    // The task's end comes from the command's pidfd, its decisions from the ring buffer:
+    // the two reach the stream in either order, so read until both are in.
+    let seen = |kinds: &[String], k: &str| kinds.iter().any(|x| x == k);
+    while Instant::now() < deadline && !(seen(&kinds, "task_ended") && seen(&kinds, "connect")) {
         if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
             let v: serde_json::Value = serde_json::from_str(&line).unwrap();
             assert_eq!(v["agent"], "watch");
