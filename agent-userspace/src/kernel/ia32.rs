@@ -1,6 +1,8 @@
-//! Whether the running kernel takes i386 system calls ("ia32 emulation"), for
-//! `leash status`. Told from files only (the kernel config, the command line, the
-//! symbol table): trying `int $0x80` where emulation is off is a SIGSEGV.
+//! Whether the running kernel takes i386 system calls ("ia32 emulation") or x32 ones,
+//! for `leash status` and to decide whether the compat guard (`compat_sys_enter`, which
+//! runs on every system call of the machine) is needed at all. Told from files only
+//! (the kernel config, the command line, the symbol table): trying `int $0x80` where
+//! emulation is off is a SIGSEGV.
 
 use std::io::Read as _;
 
@@ -28,11 +30,33 @@ impl State {
 pub struct Ia32 {
     pub state: State,
     pub why: String,
+    /// Whether the kernel is built with the x32 ABI (`CONFIG_X86_X32_ABI`); `None`
+    /// when neither the config nor the symbol table tells.
+    pub x32: Option<bool>,
+}
+
+impl Ia32 {
+    /// Whether any compat system call can reach this kernel: only when none can (ia32
+    /// emulation off and no x32 ABI, both known) may the compat guard be left out.
+    #[must_use]
+    pub fn compat_entries(&self) -> bool {
+        self.state != State::Disabled || self.x32 != Some(false)
+    }
 }
 
 impl std::fmt::Display for Ia32 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({})", self.state.name(), self.why)
+        write!(f, "{} ({})", self.state.name(), self.why)?;
+        match self.x32 {
+            Some(true) => f.write_str("; x32 ABI built in")?,
+            Some(false) => f.write_str("; no x32 ABI")?,
+            None => f.write_str("; x32 ABI unknown")?,
+        }
+        if self.compat_entries() {
+            f.write_str("; compat guard attached")
+        } else {
+            f.write_str("; no compat system call can reach this kernel, so no compat guard runs")
+        }
     }
 }
 
@@ -50,6 +74,8 @@ pub struct Sources {
     /// Whether `/proc/kallsyms` names the i386 system call table's entries; `None`
     /// when it is not readable.
     pub ia32_symbols: Option<bool>,
+    /// Whether `/proc/kallsyms` names x32 entry points; `None` when it is not readable.
+    pub x32_symbols: Option<bool>,
 }
 
 impl Sources {
@@ -57,14 +83,16 @@ impl Sources {
     #[must_use]
     pub fn read() -> Self {
         let release = read_trimmed("/proc/sys/kernel/osrelease");
+        let kallsyms = std::fs::read_to_string("/proc/kallsyms").ok();
         Self {
             arch: std::env::consts::ARCH.to_owned(),
             config: kernel_config(&release),
             release,
             cmdline: read_trimmed("/proc/cmdline"),
-            ia32_symbols: std::fs::read_to_string("/proc/kallsyms")
-                .ok()
+            ia32_symbols: kallsyms
+                .as_ref()
                 .map(|s| s.contains(" __ia32_sys_getpid\n")),
+            x32_symbols: kallsyms.as_ref().map(|s| s.contains(" __x32_compat_sys_")),
         }
     }
 }
@@ -128,10 +156,27 @@ fn config_set(config: &str, option: &str) -> bool {
 /// `CONFIG_IA32_EMULATION` always takes i386 system calls.
 #[must_use]
 pub fn decide(s: &Sources) -> Ia32 {
-    let answer = |state, why: &str| Ia32 {
+    let (state, why) = ia32_state(s);
+    Ia32 {
         state,
         why: why.to_owned(),
-    };
+        x32: x32_built(s),
+    }
+}
+
+/// `CONFIG_X86_X32_ABI` from the config, else from the symbol table.
+fn x32_built(s: &Sources) -> Option<bool> {
+    if s.arch != "x86_64" {
+        return None;
+    }
+    match &s.config {
+        Some(c) => Some(config_set(c, "CONFIG_X86_X32_ABI")),
+        None => s.x32_symbols,
+    }
+}
+
+fn ia32_state(s: &Sources) -> (State, &'static str) {
+    let answer = |state, why| (state, why);
     if s.arch != "x86_64" {
         return answer(State::Unknown, "not an x86_64 kernel");
     }
@@ -197,6 +242,7 @@ mod tests {
             cmdline: cmdline.into(),
             config: config.map(str::to_owned),
             ia32_symbols: Some(true),
+            x32_symbols: Some(false),
         }
     }
 
@@ -254,6 +300,26 @@ mod tests {
         let mut s = sources("6.12.1", "", Some(ON));
         s.arch = "aarch64".into();
         assert_eq!(state(s), State::Unknown);
+    }
+
+    #[test]
+    fn the_compat_guard_is_left_out_only_when_no_compat_entry_can_exist() {
+        let decided = |s: Sources| decide(&s);
+        let off = "quiet ia32_emulation=0";
+        // ia32 off and no x32 in the config: nothing to guard.
+        assert!(!decided(sources("6.18.4", off, Some(ON))).compat_entries());
+        // ia32 on, or x32 built in, or either unknown: the guard runs.
+        assert!(decided(sources("6.18.4", "quiet", Some(ON))).compat_entries());
+        let x32 = "CONFIG_IA32_EMULATION=y\nCONFIG_X86_X32_ABI=y\n";
+        assert!(decided(sources("6.18.4", off, Some(x32))).compat_entries());
+        let mut s = sources("6.18.4", off, None);
+        s.x32_symbols = None;
+        assert!(decided(s).compat_entries());
+        let mut s = sources("6.18.4", off, None);
+        s.x32_symbols = Some(true);
+        assert!(decided(s).compat_entries());
+        assert!(!decided(sources("6.18.4", off, None)).compat_entries());
+        assert!(decided(sources("6.18.4", "", None)).compat_entries());
     }
 
     #[test]

@@ -30,6 +30,11 @@ pub(crate) enum Attach {
     Tracepoint(&'static str, &'static str),
     /// A BTF-enabled tracepoint (`tp_btf`).
     BtfTracepoint(&'static str),
+    /// `tp_btf/sys_enter` for the compat guard, which runs on every system call of the
+    /// machine: attached only where a compat system call can reach the kernel
+    /// ([`crate::kernel::ia32`]), so a node booted with `ia32_emulation=0` and built
+    /// without x32 pays nothing for it.
+    CompatEntry,
     /// An LSM hook (BPF LSM).
     Lsm(&'static str),
     /// A cgroup `sock_addr` or `sock` hook, attached by aya; the attach type (named
@@ -46,9 +51,21 @@ impl fmt::Display for Attach {
             Self::Syscall(name) | Self::OptionalSyscall(name) => write!(f, "syscalls:{name}"),
             Self::Tracepoint(category, name) => write!(f, "{category}:{name}"),
             Self::BtfTracepoint(name) => write!(f, "tp_btf {name}"),
+            Self::CompatEntry => f.write_str("tp_btf sys_enter (where compat calls exist)"),
             Self::Lsm(hook) => write!(f, "lsm {hook}"),
             Self::Cgroup(attach) => write!(f, "cgroup {attach}"),
             Self::Unix(attach) => write!(f, "cgroup {attach:?}"),
+        }
+    }
+}
+
+impl Attach {
+    /// The `tp_btf` point of a BTF tracepoint row.
+    pub(crate) const fn btf_tracepoint(self) -> Option<&'static str> {
+        match self {
+            Self::BtfTracepoint(point) => Some(point),
+            Self::CompatEntry => Some("sys_enter"),
+            _ => None,
         }
     }
 }
@@ -118,7 +135,7 @@ const fn scoped(name: &'static str, attach: Attach, on: On) -> Program {
     }
 }
 
-use Attach::{BtfTracepoint, Cgroup, Lsm, OptionalSyscall, Syscall, Tracepoint, Unix};
+use Attach::{BtfTracepoint, Cgroup, CompatEntry, Lsm, OptionalSyscall, Syscall, Tracepoint, Unix};
 
 /// Every program of the object, in load order.
 #[rustfmt::skip]
@@ -138,7 +155,7 @@ pub(crate) const PROGRAMS: [Program; 87] = [
     prog(p::GUARD_CLONE3, Syscall("sys_enter_clone3"), On::Both),
     prog(p::GUARD_FORK, Syscall("sys_enter_fork"), On::Both),
     prog(p::GUARD_VFORK, Syscall("sys_enter_vfork"), On::Both),
-    prog(p::COMPAT_SYS_ENTER, BtfTracepoint("sys_enter"), On::Both),
+    prog(p::COMPAT_SYS_ENTER, CompatEntry, On::Both),
     // Mount calls and module unloading, which no LSM hook sees (mounts.rs, doors.rs).
     prog(p::GUARD_FSOPEN, Syscall("sys_enter_fsopen"), On::Both),
     prog(p::GUARD_FSMOUNT, Syscall("sys_enter_fsmount"), On::Both),
@@ -239,6 +256,7 @@ impl Program {
     fn available(&self, tracefs: &Path) -> bool {
         match self.attach {
             OptionalSyscall(name) => tracefs.join("events/syscalls").join(name).exists(),
+            CompatEntry => crate::kernel::ia32::detect().compat_entries(),
             _ => true,
         }
     }
@@ -335,7 +353,7 @@ mod tests {
             let section = format!("{:?}", prog.section);
             let kind = match p.attach {
                 Syscall(_) | OptionalSyscall(_) | Tracepoint(..) => "TracePoint",
-                BtfTracepoint(_) => "BtfTracePoint",
+                BtfTracepoint(_) | CompatEntry => "BtfTracePoint",
                 Lsm(_) => "Lsm",
                 Cgroup("sock_create") => "CgroupSock",
                 Cgroup(_) | Unix(_) => "CgroupSockAddr",

@@ -118,10 +118,13 @@ fn attach(
         Attach::Cgroup(_) => return attach_cgroup(ebpf, name, cgroup, keep),
         Attach::Syscall(tp) | Attach::OptionalSyscall(tp) => ("syscalls", tp),
         Attach::Tracepoint(category, tp) => (category, tp),
-        Attach::BtfTracepoint(_) | Attach::Lsm(_) | Attach::Unix(_) => ("", ""),
+        Attach::BtfTracepoint(_) | Attach::CompatEntry | Attach::Lsm(_) | Attach::Unix(_) => {
+            ("", "")
+        }
     };
     let link = match (program.attach, ebpf.program_mut(name)) {
-        (Attach::BtfTracepoint(point), Some(AyaProgram::BtfTracePoint(p))) => {
+        (Attach::BtfTracepoint(_) | Attach::CompatEntry, Some(AyaProgram::BtfTracePoint(p))) => {
+            let point = program.attach.btf_tracepoint().unwrap_or_default();
             p.load(point, btf).map_err(load)?;
             let id = p.attach().map_err(attach_err)?;
             keep.then(|| p.take_link(id).map(FdLink::from))
