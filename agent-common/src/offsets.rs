@@ -67,9 +67,11 @@ pub struct KernelOffsets {
     pub inode_mode: u32,
     /// `inode.i_rdev`
     pub inode_rdev: u32,
+    /// `task_struct.exit_code`, set by `do_exit` before `sched_process_exit` fires.
+    pub task_exit_code: u32,
 }
 
-const _: () = assert!(size_of::<KernelOffsets>() == 112);
+const _: () = assert!(size_of::<KernelOffsets>() == 116);
 
 /// Name of the load-time global that holds the [`KernelOffsets`].
 pub const GLOBAL_NAME: &str = "LEASH_OFFSETS";

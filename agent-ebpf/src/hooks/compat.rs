@@ -24,9 +24,10 @@ const X32_SYSCALL_BIT: u64 = 0x4000_0000;
 /// `sysenter`, 32-bit `syscall`) and cleared on the way back to user space.
 const TS_COMPAT: u32 = 0x0002;
 
-/// Is the current system call an i386 one?
+/// Is the current system call an i386 one? Also true in `sched_process_exit` for a
+/// thread that dies inside one: the flag is cleared only on the way back to user space.
 #[inline(always)]
-fn in_ia32_syscall() -> bool {
+pub(crate) fn in_ia32_syscall() -> bool {
     // SAFETY: `current` is a trusted BTF pointer in a tp_btf program; the offset is a
     // load-time constant (read-only data) the verifier checks against the task_struct's
     // BTF, and the load of `thread_info.status` cannot fault.
@@ -57,4 +58,29 @@ pub(crate) fn compat_sys_enter(ctx: BtfTracePointContext) -> i32 {
         kill_current();
     }
     0
+}
+
+/// `SIGSYS`: the signal a seccomp filter kills with.
+const SIGSYS: u32 = 31;
+
+/// Called from `sched_process_exit` for a tagged thread: reports one that a seccomp
+/// filter killed at an i386 call (`leash run` puts one on the command: the call never
+/// ran, so [`compat_sys_enter`] did not fire). A thread this guard killed dies of
+/// SIGKILL, and is reported at the call, with its number.
+#[inline(always)]
+pub(crate) fn report_filtered(task: u64) {
+    if !in_ia32_syscall() {
+        return;
+    }
+    // SAFETY: as in `in_ia32_syscall`: a trusted BTF pointer, a checked constant offset.
+    let code = unsafe {
+        bpf_get_current_task_btf()
+            .cast::<u32>()
+            .byte_add(offsets().task_exit_code as usize)
+            .read_volatile()
+    };
+    if code & 0x7f == SIGSYS {
+        // The number is gone with the skipped call: 0.
+        refuse(task, Reason::CompatSyscall, b"compat\0\0", 0);
+    }
 }

@@ -64,6 +64,7 @@ static LEASH_OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
     qstr_name: 0,
     inode_mode: 0,
     inode_rdev: 0,
+    task_exit_code: 0,
 });
 
 #[inline(always)]

@@ -63,6 +63,7 @@ pub(crate) fn process_exit(_ctx: BtfTracePointContext) -> i32 {
     let Some(&task) = (unsafe { PROCS.get(tid) }) else {
         return 0;
     };
+    super::compat::report_filtered(task);
     let _ = PROCS.remove(tid);
     let _ = PROCS.remove(RESERVED | tid);
     if (pid_tgid >> 32) as u32 == tid {

@@ -1,6 +1,7 @@
 //! Command line: one module per subcommand group.
 
 mod approve;
+mod compat_filter;
 mod daemon;
 mod events;
 mod grant;

@@ -97,6 +97,10 @@ pub(crate) fn run(client: &Client, args: &RunArgs) -> anyhow::Result<ExitCode> {
     drop(runtime);
 
     let envp = environment(&task_id)?;
+    // Tagged from here on: no compat system call may run in this tree.
+    if let Err(e) = super::compat_filter::install() {
+        tracing::debug!(error = %e, "no compat seccomp filter; the kernel guard alone stops compat calls");
+    }
     // Rust's runtime ignores SIGPIPE, and an ignored signal stays ignored across exec:
     // give the command the default disposition, as a shell would.
     // SAFETY: single-threaded here, and SIG_DFL installs no handler code.

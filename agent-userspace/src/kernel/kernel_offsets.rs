@@ -90,6 +90,7 @@ pub(crate) fn from_file(path: &Path) -> Result<KernelOffsets, OffsetError> {
         qstr_name: field(&btf, "qstr", "name")?,
         inode_mode: field(&btf, "inode", "i_mode")?,
         inode_rdev: field(&btf, "inode", "i_rdev")?,
+        task_exit_code: field(&btf, "task_struct", "exit_code")?,
     })
 }
 

@@ -202,3 +202,57 @@ fn any_compat_or_x32_call_stops_a_tagged_process_only() {
         "native calls work"
     );
 }
+
+/// `leash run` puts a seccomp filter on the command: a compat call is refused before it
+/// runs, where the kernel guard alone (the tests above) lets that first call complete.
+/// The filter's kill is reported from the exit hook.
+#[test]
+fn under_leash_run_a_compat_call_never_runs() {
+    use std::os::unix::process::ExitStatusExt as _;
+
+    use harness::daemon::{DaemonGuard, stderr};
+
+    if !ia32_available() {
+        return;
+    }
+    let d = DaemonGuard::start("compat-run", "");
+    let sleeper = || {
+        Victim(
+            std::process::Command::new("sleep")
+                .arg("30")
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let mut victim = sleeper();
+    let v = victim.0.id().to_string();
+    let p = harness::probe().display().to_string();
+    let o = d.run(&["run", "--allow-exec", &p, "--", &p, "compat-kill", &v, "15"]);
+    // The probe makes the call in a child and reports how it ended.
+    assert_eq!(
+        harness::daemon::stdout(&o),
+        "signal 31",
+        "SIGSYS from the filter: {}",
+        stderr(&o)
+    );
+    // The SIGTERM was never sent: the victim still runs.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        victim.0.try_wait().unwrap().is_none(),
+        "the compat kill() ran"
+    );
+    let compat = || {
+        d.audit()
+            .into_iter()
+            .find(|e| e["kind"] == "tamper" && e["reason"] == "compat_syscall")
+    };
+    harness::wait_for("a compat_syscall event in the audit log", || {
+        compat().is_some()
+    });
+    // Untagged, the same call is delivered: the probe does what it says.
+    let mut other = sleeper();
+    let o = other.0.id().to_string();
+    assert_eq!(untagged(&format!("compat-kill {o} 15")), "ok");
+    let status = other.0.wait().unwrap();
+    assert_eq!(status.signal(), Some(15), "untagged compat kill delivered");
+}
