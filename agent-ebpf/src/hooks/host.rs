@@ -15,6 +15,9 @@
 //! at the exit of the open system calls and kills the caller before it returns: the
 //! open itself completes, and another thread of the process that writes through the
 //! descriptor before the kill lands wins that race (docs/security.md).
+//!
+//! The same open exits check, on the portable backend, that a granted shebang script
+//! opened for read is still as it was granted (exec.rs, `script_opened`).
 
 use aya_ebpf::{
     helpers::{bpf_get_current_task, bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes},
@@ -261,6 +264,11 @@ fn opened(ctx: &TracePointContext) {
     if let Some((reason, what)) = found {
         refuse(task, reason, &what.to_le_bytes(), 0);
         kill_current();
+        return;
+    }
+    if let Some(f) = file {
+        // A granted script that changed since its grant, opened by its interpreter.
+        super::exec::script_opened(task, f);
     }
 }
 
