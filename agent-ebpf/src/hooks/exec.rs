@@ -211,12 +211,14 @@ fn script_granted(task: u64, filename: *const u8, now: u64) -> Result<(), Reason
 /// `FMODE_READ`.
 const FMODE_READ: u32 = 0x1;
 
-/// Portable backend, at the exit of an open by a tagged process (host.rs): a granted
-/// shebang script opened for read, i.e. by its interpreter, must still be as it was
-/// granted, since the exec hook saw only the interpreter. A changed one stops the
-/// process (`changed_since_grant`) before it reads a byte. Returns whether it did.
+/// At an open by a tagged process (host.rs: the open exits on portable, `file_open` on
+/// lsm): a granted shebang script opened for read, i.e. by its interpreter, must still
+/// be as it was granted. The portable exec hook saw only the interpreter; on lsm the
+/// script was checked at exec, and this narrows the window to the interpreter's open.
+/// Reports a change (`changed_since_grant`) and returns whether the caller must be
+/// stopped (not in audit mode).
 #[inline(always)]
-pub(crate) fn script_opened(task: u64, file: *const u8) -> bool {
+pub(crate) fn script_changed(task: u64, file: *const u8) -> bool {
     let o = offsets();
     // SAFETY: probe read of the file's mode.
     let Ok(mode): Result<u32, _> =
@@ -270,11 +272,7 @@ pub(crate) fn script_opened(task: u64, file: *const u8) -> bool {
         }
         entry.submit(0);
     }
-    if decision.allows() {
-        return false;
-    }
-    kill();
-    true
+    !decision.allows()
 }
 
 /// Decides an exec of `bprm->file` for a tagged thread and reports it.

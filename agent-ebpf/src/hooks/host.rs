@@ -16,8 +16,9 @@
 //! open itself completes, and another thread of the process that writes through the
 //! descriptor before the kill lands wins that race (docs/security.md).
 //!
-//! The same open exits check, on the portable backend, that a granted shebang script
-//! opened for read is still as it was granted (exec.rs, `script_opened`).
+//! The same hooks check that a granted shebang script opened for read is still as it
+//! was granted (exec.rs, `script_changed`): on portable the exec hook sees only the
+//! interpreter, so this is the script's check there.
 
 use aya_ebpf::{
     helpers::{bpf_get_current_task, bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes},
@@ -224,11 +225,13 @@ pub(crate) fn host_lsm_file_open(ctx: LsmContext) -> i32 {
     let Some(task) = current_task() else {
         return 0;
     };
-    match door(ctx.arg(0)) {
+    let file = ctx.arg(0);
+    match door(file) {
         Some((reason, what)) => {
             refuse(task, reason, &what.to_le_bytes(), 0);
             -EPERM
         }
+        None if super::exec::script_changed(task, file) => -EPERM,
         None => 0,
     }
 }
@@ -266,9 +269,11 @@ fn opened(ctx: &TracePointContext) {
         kill_current();
         return;
     }
-    if let Some(f) = file {
+    if let Some(f) = file
+        && super::exec::script_changed(task, f)
+    {
         // A granted script that changed since its grant, opened by its interpreter.
-        super::exec::script_opened(task, f);
+        kill_current();
     }
 }
 
