@@ -28,6 +28,10 @@ pub const CHECK_CTIME: u32 = 1;
 /// [`ExecFileGrant::checks`]: compare the inode's generation (`i_generation`), where the
 /// file system reported one at grant time.
 pub const CHECK_GENERATION: u32 = 2;
+/// [`ExecFileGrant::checks`]: the file is a shebang script. The portable backend's exec
+/// hook sees only the interpreter, so it checks the script's state when a process of
+/// the task opens it for read (the interpreter reading it) instead.
+pub const CHECK_SCRIPT: u32 = 4;
 
 /// Value of `EXEC_GRANTS`: the expiry, and the file as it was when it was granted.
 ///
@@ -46,8 +50,9 @@ pub struct ExecFileGrant {
     pub ctime_nsec: u32,
     /// `inode.i_generation` at grant time (with [`CHECK_GENERATION`]).
     pub generation: u32,
-    /// [`CHECK_CTIME`] | [`CHECK_GENERATION`]; 0 for a grant recorded by a daemon that
-    /// did not know the file's state (state from before this field existed).
+    /// [`CHECK_CTIME`] | [`CHECK_GENERATION`] | [`CHECK_SCRIPT`]; no state bit for a
+    /// grant recorded by a daemon that did not know the file's state (state from
+    /// before this field existed).
     pub checks: u32,
     pub _pad: u32,
 }

@@ -69,9 +69,32 @@ pub struct KernelOffsets {
     pub inode_rdev: u32,
     /// `task_struct.exit_code`, set by `do_exit` before `sched_process_exit` fires.
     pub task_exit_code: u32,
+    /// `btrfs_inode.vfs_inode`: where the VFS inode sits in btrfs's own. 0 when the
+    /// kernel's BTF has no btrfs (not built, or a module not loaded at start): exec of
+    /// a btrfs file is then denied, since its identity cannot be read.
+    pub btrfs_vfs_inode: u32,
+    /// `btrfs_inode.root`
+    pub btrfs_inode_root: u32,
+    /// `btrfs_root.anon_dev`: the device number `stat` reports for files of one
+    /// subvolume; the superblock's `s_dev` is shared by all of them, and inode numbers
+    /// repeat across subvolumes.
+    pub btrfs_root_anon_dev: u32,
+    /// `ovl_inode.vfs_inode`: where the VFS inode sits in overlayfs's own. 0 when the
+    /// kernel's BTF has no overlayfs: exec of an overlay file is then denied, since the
+    /// state of the file that supplies its content cannot be read.
+    pub ovl_vfs_inode: u32,
+    /// `ovl_inode.__upperdentry`
+    pub ovl_upper: u32,
+    /// `ovl_inode.flags`
+    pub ovl_flags: u32,
+    /// `ovl_inode.oe` (Linux >= 6.5); 0 on kernels with `ovl_inode.lowerpath`.
+    pub ovl_oe: u32,
+    /// Where the lower layer's dentry is: `ovl_entry.__lowerstack[0].dentry` from `oe`
+    /// (>= 6.5), else `ovl_inode.lowerpath.dentry`.
+    pub ovl_lower_dentry: u32,
 }
 
-const _: () = assert!(size_of::<KernelOffsets>() == 116);
+const _: () = assert!(size_of::<KernelOffsets>() == 148);
 
 /// Name of the load-time global that holds the [`KernelOffsets`].
 pub const GLOBAL_NAME: &str = "LEASH_OFFSETS";
@@ -88,4 +111,7 @@ pub mod enums {
     pub const READING_KEXEC_INITRAMFS: u32 = 4;
     /// `LOCKDOWN_IOPORT` of `enum lockdown_reason`: `iopl` and `ioperm` turning access on.
     pub const LOCKDOWN_IOPORT: u32 = 7;
+    /// `OVL_UPPERDATA` of `enum ovl_inode_flag` (stable since 4.19): the upper file
+    /// holds the data, not only the metadata (`metacopy`).
+    pub const OVL_UPPERDATA: u32 = 3;
 }

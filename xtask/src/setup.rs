@@ -12,8 +12,16 @@ use crate::util::{self, BpfLinker};
 
 /// Debian packages the tests and the daemon's operators use (`bpftool prog`, `ip`,
 /// `promtool` from prometheus to check the metrics exposition and the alert rules,
-/// `openssl` to make the test keys of the bearer-token tests).
-const APT_PACKAGES: &[&str] = &["bpftool", "iproute2", "prometheus", "openssl"];
+/// `openssl` to make the test keys of the bearer-token tests, `mkfs.btrfs` and the
+/// `bindfs` FUSE file system for the file-system identity tests).
+const APT_PACKAGES: &[&str] = &[
+    "bpftool",
+    "iproute2",
+    "prometheus",
+    "openssl",
+    "btrfs-progs",
+    "bindfs",
+];
 
 /// Components of the nightly toolchain: aya-build compiles the eBPF crate with
 /// `-Z build-std=core` (rust-src), and `cargo xtask test` lints it (clippy).
@@ -49,7 +57,7 @@ pub(crate) fn run(mode: Mode) -> anyhow::Result<()> {
         ("host toolchain (clippy, rustfmt)", host_components),
         ("bpf-linker 0.13", bpf_linker),
         (
-            "apt packages (bpftool, iproute2, prometheus, openssl)",
+            "apt packages (bpftool, iproute2, prometheus, openssl, btrfs-progs, bindfs)",
             apt_packages,
         ),
     ];

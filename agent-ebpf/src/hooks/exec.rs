@@ -8,8 +8,9 @@ use aya_ebpf::{
 };
 use leash_common::{
     Action, ExecFileGrant, ExecGrant, ExecKey, Reason, ScriptKey, TaskInfo,
-    grant::{CHECK_CTIME, CHECK_GENERATION, SCRIPT_PATH_LEN},
+    grant::{CHECK_CTIME, CHECK_GENERATION, CHECK_SCRIPT, SCRIPT_PATH_LEN},
     maps::{EXEC_GRANTS_CAPACITY, SCRIPT_GRANTS_CAPACITY, Stat},
+    offsets::enums::OVL_UPPERDATA,
 };
 
 use super::{Decision, Gate, PROCS, bump, current_tid, gate, now_ns, offsets};
@@ -25,19 +26,32 @@ pub(crate) static EXEC_GRANTS: HashMap<ExecKey, ExecFileGrant> =
 pub(crate) static SCRIPT_GRANTS: HashMap<ScriptKey, ExecGrant> =
     HashMap::with_max_entries(SCRIPT_GRANTS_CAPACITY, 0);
 
-/// A file's identity: (device in `s_dev` encoding, inode number), and its inode.
+/// A file's identity: (device in `s_dev` encoding, inode number), and the inode whose
+/// change time and generation tell its content.
 #[derive(Clone, Copy)]
 struct FileId {
     dev: u32,
     ino: u64,
-    inode: *const u8,
+    /// The inode itself, or on overlayfs the layer's inode that holds the data: the
+    /// overlay's own inode keeps a copy of the attributes that a write to a layer
+    /// under it does not update.
+    state: *const u8,
+    /// On FUSE, whose server makes up content and attributes: never granted.
+    fuse: bool,
 }
 
 /// Multigrain timestamps (6.13) keep a flag in the top bit of `i_ctime_nsec`;
 /// nanoseconds never reach it, so masking is right on every kernel.
 const CTIME_NSEC_MASK: u32 = 0x7fff_ffff;
+const BTRFS_SUPER_MAGIC: u64 = 0x9123_683e;
+const FUSE_SUPER_MAGIC: u64 = 0x6573_5546;
+const OVERLAYFS_SUPER_MAGIC: u64 = 0x794c_7630;
 
-/// Reads `file->f_inode->{i_sb->s_dev, i_ino}`.
+/// Reads `file->f_inode->{i_sb->s_dev, i_ino}`, with what the file system needs (see
+/// [`FileId`]). On btrfs the device is the subvolume's (`btrfs_inode.root->anon_dev`,
+/// what `stat` reports): the superblock's is shared by every subvolume, whose inode
+/// numbers repeat. A file system whose offsets the loader did not find has no
+/// identity: an error, so the exec is denied (fail closed).
 #[inline(always)]
 fn file_id(file: *const u8) -> Result<FileId, i32> {
     let o = offsets();
@@ -46,8 +60,73 @@ fn file_id(file: *const u8) -> Result<FileId, i32> {
         let inode: *const u8 = bpf_probe_read_kernel(file.add(o.file_inode as usize).cast())?;
         let ino: u64 = bpf_probe_read_kernel(inode.add(o.inode_ino as usize).cast())?;
         let sb: *const u8 = bpf_probe_read_kernel(inode.add(o.inode_sb as usize).cast())?;
-        let dev: u32 = bpf_probe_read_kernel(sb.add(o.sb_dev as usize).cast())?;
-        Ok(FileId { dev, ino, inode })
+        let mut dev: u32 = bpf_probe_read_kernel(sb.add(o.sb_dev as usize).cast())?;
+        let magic: u64 = bpf_probe_read_kernel(sb.add(o.sb_magic as usize).cast())?;
+        let mut state = inode;
+        if magic == BTRFS_SUPER_MAGIC {
+            if o.btrfs_vfs_inode == 0 {
+                return Err(-1);
+            }
+            // container_of(inode, struct btrfs_inode, vfs_inode)->root->anon_dev
+            let outer = inode.wrapping_sub(o.btrfs_vfs_inode as usize);
+            let root: *const u8 =
+                bpf_probe_read_kernel(outer.wrapping_add(o.btrfs_inode_root as usize).cast())?;
+            dev = bpf_probe_read_kernel(root.add(o.btrfs_root_anon_dev as usize).cast())?;
+        } else if magic == OVERLAYFS_SUPER_MAGIC {
+            state = ovl_data_inode(inode)?;
+        }
+        Ok(FileId {
+            dev,
+            ino,
+            state,
+            fuse: magic == FUSE_SUPER_MAGIC,
+        })
+    }
+}
+
+/// The inode of the layer that holds an overlay file's data: the upper file once
+/// copied up (unless only its metadata was, `metacopy`: an error), else the lower
+/// one. A layer that is an overlay itself is an error too (its attributes would be
+/// a copy again).
+///
+/// # Safety
+/// `inode` is an overlayfs inode.
+#[inline(always)]
+unsafe fn ovl_data_inode(inode: *const u8) -> Result<*const u8, i32> {
+    let o = offsets();
+    if o.ovl_vfs_inode == 0 {
+        return Err(-1);
+    }
+    // SAFETY: probe reads along container_of(inode, struct ovl_inode, vfs_inode).
+    unsafe {
+        let outer = inode.wrapping_sub(o.ovl_vfs_inode as usize);
+        let upper: *const u8 =
+            bpf_probe_read_kernel(outer.wrapping_add(o.ovl_upper as usize).cast())?;
+        let dentry: *const u8 = if upper.is_null() {
+            let base: *const u8 = if o.ovl_oe == 0 {
+                outer
+            } else {
+                bpf_probe_read_kernel(outer.wrapping_add(o.ovl_oe as usize).cast())?
+            };
+            bpf_probe_read_kernel(base.wrapping_add(o.ovl_lower_dentry as usize).cast())?
+        } else {
+            let flags: u64 =
+                bpf_probe_read_kernel(outer.wrapping_add(o.ovl_flags as usize).cast())?;
+            if flags & (1 << OVL_UPPERDATA) == 0 {
+                return Err(-1);
+            }
+            upper
+        };
+        if dentry.is_null() {
+            return Err(-1);
+        }
+        let real: *const u8 = bpf_probe_read_kernel(dentry.add(o.dentry_inode as usize).cast())?;
+        let sb: *const u8 = bpf_probe_read_kernel(real.add(o.inode_sb as usize).cast())?;
+        let magic: u64 = bpf_probe_read_kernel(sb.add(o.sb_magic as usize).cast())?;
+        if magic == OVERLAYFS_SUPER_MAGIC {
+            return Err(-1);
+        }
+        Ok(real)
     }
 }
 
@@ -64,6 +143,11 @@ fn granted(expires_ns: u64, now: u64) -> bool {
 
 #[inline(always)]
 fn file_granted(task: u64, id: FileId, now: u64) -> Result<(), Reason> {
+    if id.fuse {
+        // Grants of FUSE files are refused; this (device, inode) can only be a
+        // recycled identity whose attributes a FUSE server forged.
+        return Err(Reason::NotGranted);
+    }
     let key = ExecKey {
         task,
         ino: id.ino,
@@ -72,7 +156,7 @@ fn file_granted(task: u64, id: FileId, now: u64) -> Result<(), Reason> {
     };
     // SAFETY: the value is copied out at once.
     match unsafe { EXEC_GRANTS.get(key) }.copied() {
-        Some(g) if granted(g.expires_ns, now) => unchanged(id.inode, &g),
+        Some(g) if granted(g.expires_ns, now) => unchanged(id.state, &g),
         _ => Err(Reason::NotGranted),
     }
 }
@@ -122,6 +206,73 @@ fn script_granted(task: u64, filename: *const u8, now: u64) -> Result<(), Reason
         Some(g) if granted(g.expires_ns, now) => Ok(()),
         _ => Err(Reason::ScriptNotGranted),
     }
+}
+
+/// `FMODE_READ`.
+const FMODE_READ: u32 = 0x1;
+
+/// At an open by a tagged process (host.rs: the open exits on portable, `file_open` on
+/// lsm): a granted shebang script opened for read, i.e. by its interpreter, must still
+/// be as it was granted. The portable exec hook saw only the interpreter; on lsm the
+/// script was checked at exec, and this narrows the window to the interpreter's open.
+/// Reports a change (`changed_since_grant`) and returns whether the caller must be
+/// stopped (not in audit mode).
+#[inline(always)]
+pub(crate) fn script_changed(task: u64, file: *const u8) -> bool {
+    let o = offsets();
+    // SAFETY: probe read of the file's mode.
+    let Ok(mode): Result<u32, _> =
+        (unsafe { bpf_probe_read_kernel(file.add(o.file_mode as usize).cast()) })
+    else {
+        return false;
+    };
+    if mode & FMODE_READ == 0 {
+        return false;
+    }
+    let Ok(id) = file_id(file) else {
+        return false;
+    };
+    let key = ExecKey {
+        task,
+        ino: id.ino,
+        dev: id.dev,
+        _pad: 0,
+    };
+    // SAFETY: the value is copied out at once.
+    let Some(g) = (unsafe { EXEC_GRANTS.get(key) }).copied() else {
+        return false;
+    };
+    if g.checks & CHECK_SCRIPT == 0 {
+        return false;
+    }
+    let Err(reason) = unchanged(id.state, &g) else {
+        return false;
+    };
+    let now = now_ns();
+    let Gate::Live { task, info } = gate(Some(&task), now) else {
+        // An ended task's processes are stopped at their next exec or connect anyway.
+        return false;
+    };
+    let decision = Decision::of(task, &info, Action::Exec, Err(reason));
+    decision.count();
+    if let Some(mut entry) = decision.event(now) {
+        // SAFETY: `event` initialised every field.
+        let ev = unsafe { entry.assume_init_mut() };
+        ev.dev = id.dev;
+        ev.ino = id.ino;
+        // The script's own name, for the event (its full path is not at hand).
+        // SAFETY: probe reads along file->f_path.dentry->d_name.name.
+        if let Ok(name) = unsafe {
+            bpf_probe_read_kernel::<*const u8>(file.add(o.file_dentry as usize).cast()).and_then(
+                |d| bpf_probe_read_kernel(d.add((o.dentry_name + o.qstr_name) as usize).cast()),
+            )
+        } {
+            // SAFETY: bounded string probe read into the reserved event.
+            let _ = unsafe { bpf_probe_read_kernel_str_bytes(name, &mut ev.path) };
+        }
+        entry.submit(0);
+    }
+    !decision.allows()
 }
 
 /// Decides an exec of `bprm->file` for a tagged thread and reports it.

@@ -15,6 +15,10 @@
 //! at the exit of the open system calls and kills the caller before it returns: the
 //! open itself completes, and another thread of the process that writes through the
 //! descriptor before the kill lands wins that race (docs/security.md).
+//!
+//! The same hooks check that a granted shebang script opened for read is still as it
+//! was granted (exec.rs, `script_changed`): on portable the exec hook sees only the
+//! interpreter, so this is the script's check there.
 
 use aya_ebpf::{
     helpers::{bpf_get_current_task, bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes},
@@ -221,11 +225,13 @@ pub(crate) fn host_lsm_file_open(ctx: LsmContext) -> i32 {
     let Some(task) = current_task() else {
         return 0;
     };
-    match door(ctx.arg(0)) {
+    let file = ctx.arg(0);
+    match door(file) {
         Some((reason, what)) => {
             refuse(task, reason, &what.to_le_bytes(), 0);
             -EPERM
         }
+        None if super::exec::script_changed(task, file) => -EPERM,
         None => 0,
     }
 }
@@ -260,6 +266,13 @@ fn opened(ctx: &TracePointContext) {
     };
     if let Some((reason, what)) = found {
         refuse(task, reason, &what.to_le_bytes(), 0);
+        kill_current();
+        return;
+    }
+    if let Some(f) = file
+        && super::exec::script_changed(task, f)
+    {
+        // A granted script that changed since its grant, opened by its interpreter.
         kill_current();
     }
 }

@@ -65,6 +65,14 @@ static LEASH_OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
     inode_mode: 0,
     inode_rdev: 0,
     task_exit_code: 0,
+    btrfs_vfs_inode: 0,
+    btrfs_inode_root: 0,
+    btrfs_root_anon_dev: 0,
+    ovl_vfs_inode: 0,
+    ovl_upper: 0,
+    ovl_flags: 0,
+    ovl_oe: 0,
+    ovl_lower_dentry: 0,
 });
 
 #[inline(always)]

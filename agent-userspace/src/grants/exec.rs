@@ -111,8 +111,13 @@ pub fn resolve_exec_in(root: &Path, spec: &str) -> Result<Vec<ExecFile>, GrantEr
             let entry = entry.map_err(list_error)?;
             // Follows symlinks (inside the root): a link in the directory grants the
             // file it names.
-            if let Ok(file) = exec_file(&root_dir, &path.join(entry.file_name())) {
-                files.push(file);
+            match exec_file(&root_dir, &path.join(entry.file_name())) {
+                Ok(file) => files.push(file),
+                // The whole directory is on such a file system: say why.
+                Err(
+                    e @ (GrantError::Fuse(_) | GrantError::Btrfs(_) | GrantError::OverlayLayers(_)),
+                ) => return Err(e),
+                Err(_) => {}
             }
         }
         if files.is_empty() {
@@ -155,11 +160,18 @@ fn exec_file(root: &fs::File, path: &Path) -> Result<ExecFile, GrantError> {
     if meta.permissions().mode() & 0o111 == 0 {
         return Err(GrantError::NotExecutable(path.to_owned()));
     }
+    let dev = super::file_system::kernel_device(&file, &meta, path, || {
+        open_in_root(
+            root,
+            path.parent().unwrap_or(Path::new("/")),
+            OFlag::O_PATH | OFlag::O_DIRECTORY,
+        )
+    })?;
     let mut magic = [0u8; 2];
     let script = file.read_exact(&mut magic).is_ok() && &magic == b"#!";
     Ok(ExecFile {
         path: path.to_owned(),
-        dev: kernel_dev(meta.dev()),
+        dev,
         ino: meta.ino(),
         script,
         state: FileState::of(&file, &meta),

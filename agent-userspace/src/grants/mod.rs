@@ -17,11 +17,13 @@ use leash_common::grant::{MAX_PORT_RULES, SCRIPT_PATH_LEN};
 mod connect;
 mod exec;
 pub mod file_state;
+mod file_system;
 mod net;
 
 pub use connect::{ConnectSpec, Host};
 pub use exec::{ExecFile, kernel_dev, resolve_exec, resolve_exec_in};
 pub use file_state::FileState;
+pub use file_system::set_btrfs_identity;
 pub use net::{NetGrant, compile_net, mapped, mapped_prefix};
 
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +59,18 @@ pub enum GrantError {
     NotRegular(PathBuf),
     #[error("exec grant {0:?}: not executable (no x bit set)")]
     NotExecutable(PathBuf),
+    #[error(
+        "exec grant {0:?}: the file is on FUSE, whose server decides its content and attributes, so leash cannot hold it to what was granted; copy it to a local file system and grant the copy"
+    )]
+    Fuse(PathBuf),
+    #[error(
+        "exec grant {0:?}: the file is on btrfs and this kernel's BTF does not describe btrfs (built as a module not loaded when leash started?), so the kernel cannot tell its subvolumes apart; load the btrfs module before starting leash, or grant a copy on another file system"
+    )]
+    Btrfs(PathBuf),
+    #[error(
+        "exec grant {0:?}: the file is on an overlay whose layers are on different file systems without xino, where inode numbers repeat across layers (or the file is a mount point of its own); mount the overlay with xino=on, or grant a copy outside it"
+    )]
+    OverlayLayers(PathBuf),
     #[error("exec grant {0:?}: the directory holds no executable file")]
     EmptyDir(PathBuf),
     #[error(

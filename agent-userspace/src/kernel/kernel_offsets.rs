@@ -55,6 +55,8 @@ pub(crate) fn from_file(path: &Path) -> Result<KernelOffsets, OffsetError> {
         source: BtfError(e),
     })?;
     let ctime = ctime_offsets(&btf)?;
+    let btrfs = module_offsets(&btf, path, "btrfs", btrfs_offsets);
+    let ovl = module_offsets(&btf, path, "overlay", ovl_offsets);
     Ok(KernelOffsets {
         bprm_file: field(&btf, "linux_binprm", "file")?,
         bprm_filename: field(&btf, "linux_binprm", "filename")?,
@@ -91,7 +93,60 @@ pub(crate) fn from_file(path: &Path) -> Result<KernelOffsets, OffsetError> {
         inode_mode: field(&btf, "inode", "i_mode")?,
         inode_rdev: field(&btf, "inode", "i_rdev")?,
         task_exit_code: field(&btf, "task_struct", "exit_code")?,
+        btrfs_vfs_inode: btrfs.map_or(0, |b| b[0]),
+        btrfs_inode_root: btrfs.map_or(0, |b| b[1]),
+        btrfs_root_anon_dev: btrfs.map_or(0, |b| b[2]),
+        ovl_vfs_inode: ovl.map_or(0, |o| o[0]),
+        ovl_upper: ovl.map_or(0, |o| o[1]),
+        ovl_flags: ovl.map_or(0, |o| o[2]),
+        ovl_oe: ovl.map_or(0, |o| o[3]),
+        ovl_lower_dentry: ovl.map_or(0, |o| o[4]),
     })
+}
+
+/// Offsets of a file system's own structs, from the kernel's BTF or, for one built
+/// as a module, the module's (`/sys/kernel/btf/<module>`, there only while it is
+/// loaded: at start); `None` when neither describes them.
+fn module_offsets<const N: usize>(
+    vmlinux: &Btf,
+    vmlinux_path: &Path,
+    module: &str,
+    of: fn(&Btf) -> Option<[u32; N]>,
+) -> Option<[u32; N]> {
+    of(vmlinux).or_else(|| {
+        let split = Btf::from_split_file(vmlinux_path.with_file_name(module), vmlinux).ok()?;
+        of(&split)
+    })
+}
+
+/// `btrfs_inode.vfs_inode`, `btrfs_inode.root`, `btrfs_root.anon_dev`.
+fn btrfs_offsets(btf: &Btf) -> Option<[u32; 3]> {
+    Some([
+        field(btf, "btrfs_inode", "vfs_inode").ok()?,
+        field(btf, "btrfs_inode", "root").ok()?,
+        field(btf, "btrfs_root", "anon_dev").ok()?,
+    ])
+}
+
+/// `ovl_inode.{vfs_inode, __upperdentry, flags}`, then where the lower dentry is:
+/// `ovl_inode.oe` and `ovl_entry.__lowerstack[0].dentry` (>= 6.5), or 0 and
+/// `ovl_inode.lowerpath.dentry`.
+fn ovl_offsets(btf: &Btf) -> Option<[u32; 5]> {
+    let path_dentry = field(btf, "ovl_path", "dentry").ok()?;
+    let (oe, lower) = match field(btf, "ovl_inode", "oe") {
+        Ok(oe) => (
+            oe,
+            field(btf, "ovl_entry", "__lowerstack").ok()? + path_dentry,
+        ),
+        Err(_) => (0, field(btf, "ovl_inode", "lowerpath").ok()? + path_dentry),
+    };
+    Some([
+        field(btf, "ovl_inode", "vfs_inode").ok()?,
+        field(btf, "ovl_inode", "__upperdentry").ok()?,
+        field(btf, "ovl_inode", "flags").ok()?,
+        oe,
+        lower,
+    ])
 }
 
 /// Offsets of the seconds and nanoseconds of `inode`'s change time, whose field was
@@ -207,6 +262,21 @@ mod tests {
             o.vfsmount_sb, 8,
             "struct dentry *mnt_root; struct super_block *mnt_sb;"
         );
+        // Built in here (and loaded modules elsewhere): the identity reads need them.
+        if o.btrfs_vfs_inode != 0 {
+            assert_eq!(o.btrfs_inode_root, 0, "struct btrfs_root *root comes first");
+        }
+        if o.ovl_vfs_inode != 0 {
+            assert!(
+                o.ovl_upper > o.ovl_vfs_inode,
+                "__upperdentry after vfs_inode"
+            );
+            let btf = Btf::from_file(VMLINUX_BTF).unwrap();
+            assert_eq!(
+                enum_value(&btf, "ovl_inode_flag", "OVL_UPPERDATA"),
+                leash_common::offsets::enums::OVL_UPPERDATA
+            );
+        }
     }
 
     /// The value of `name` in the kernel enum `ty`.

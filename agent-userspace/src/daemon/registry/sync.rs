@@ -6,7 +6,9 @@ use std::{
     hash::Hash,
 };
 
-use leash_common::{ExecFileGrant, ExecGrant, ExecKey, NetKey, ScriptKey, UnixKey};
+use leash_common::{
+    ExecFileGrant, ExecGrant, ExecKey, NetKey, ScriptKey, UnixKey, grant::CHECK_SCRIPT,
+};
 
 use super::{FileRecord, Installed, RegistryError, Tasks};
 use crate::{
@@ -200,6 +202,14 @@ fn add_exec(exec: &mut HashMap<ExecKey, ExecFileGrant>, id: u64, f: &FileRecord,
         },
         |s| s.grant(expires_ns),
     );
+    let grant = if f.script {
+        ExecFileGrant {
+            checks: grant.checks | CHECK_SCRIPT,
+            ..grant
+        }
+    } else {
+        grant
+    };
     let e = exec.entry(key).or_insert(grant);
     *e = ExecFileGrant {
         expires_ns: longer_lived(e.expires_ns, expires_ns),

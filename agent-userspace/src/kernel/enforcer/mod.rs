@@ -188,6 +188,7 @@ impl Enforcer {
     /// Loads the object, chooses the backend and attaches every program of it.
     pub fn load(opts: &LoadOptions) -> Result<Self, LoadError> {
         let offsets = kernel_offsets::from_vmlinux()?;
+        crate::grants::set_btrfs_identity(offsets.btrfs_vfs_inode != 0);
         let btf = Btf::from_sys_fs().map_err(LoadError::Btf)?;
         let level = opts.kernel_log_level.unwrap_or(log::LevelFilter::Off) as u8;
         let mut loader = EbpfLoader::new();

@@ -13,7 +13,6 @@ use std::{
 
 use harness::{Action, Reason};
 use harness::{Harness, Scratch, exec_denied, spec};
-use leash::Backend;
 
 /// Timestamps are taken from a coarse clock (one tick is a few ms): wait one out so
 /// that a change shows in the change time.
@@ -77,28 +76,70 @@ fn a_chmod_after_the_grant_is_a_change_too() {
     assert_eq!(again.probe(&format!("exec {path}")), "exit 0");
 }
 
+/// A shebang script's content is checked on both backends when the interpreter opens
+/// it to read it (on portable, whose exec hook sees only the interpreter, the open's
+/// exit kills it before it reads a byte), and on lsm at exec already.
 #[test]
-fn a_granted_script_rewritten_in_place_is_denied_on_lsm() {
+fn a_granted_script_rewritten_in_place_is_denied() {
     let h = Harness::load();
-    if h.backend() == Backend::Portable {
-        // The portable backend sees only the interpreter's file at exec, and checks
-        // the script by its path (docs/security.md, class 23).
-        eprintln!("skipped: the portable backend checks scripts by path, not content");
-        return;
-    }
     let s = Scratch::new("changed-script");
     let path = s.path("tool.sh");
-    fs::write(&path, b"#!/bin/sh\nexit 0\n").unwrap();
+    let ran = s.path("ran");
+    let new_ran = s.path("new-ran");
+    fs::write(&path, format!("#!/bin/sh\n: > {ran}\nexit 0\n")).unwrap();
     fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
     let task = h.task(spec(&[&path, "/bin/sh"], &[]));
+    // Unchanged, it runs (and the interpreter's open of it is no change).
     assert_eq!(task.probe(&format!("exec {path}")), "exit 0");
+    assert!(fs::metadata(&ran).is_ok(), "the granted script ran");
     next_tick();
-    rewrite_in_place(&path, b"#!/bin/sh\nexit 3\n");
+    rewrite_in_place(
+        &path,
+        format!("#!/bin/sh\n: > {new_ran}\nexit 3\n").as_bytes(),
+    );
     task.assert_denied(
         Action::Exec,
         Reason::ChangedSinceGrant,
         exec_denied(h.backend()),
         || task.probe(&format!("exec {path}")),
+    );
+    assert!(
+        fs::metadata(&new_ran).is_err(),
+        "the rewritten script's code must not run"
+    );
+    // Untagged processes run the new content as ever.
+    assert_eq!(untagged_exit(&path), Some(3));
+    assert!(fs::metadata(&new_ran).is_ok());
+}
+
+/// A tagged process may write a granted script (a write-only open reads nothing);
+/// running it afterwards is refused, and so is reading it: the interpreter's open
+/// cannot be told from another (`EPERM` on lsm, killed on portable; docs/security.md,
+/// class 23).
+#[test]
+fn a_task_writing_its_granted_script_cannot_run_it() {
+    let h = Harness::load();
+    let s = Scratch::new("script-write");
+    let path = s.path("tool.sh");
+    fs::write(&path, b"#!/bin/sh\nexit 0\n").unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    let task = h.task(spec(&[&path, "/bin/sh"], &[]));
+    assert_eq!(task.probe(&format!("open-read {path}")), "ok");
+    next_tick();
+    // The same bytes again: the content is equal, but the file was written.
+    assert_eq!(task.probe(&format!("open-write {path} #!/bin/sh")), "ok");
+    task.assert_denied(
+        Action::Exec,
+        Reason::ChangedSinceGrant,
+        exec_denied(h.backend()),
+        || task.probe(&format!("exec {path}")),
+    );
+    // A read of it is taken for its interpreter's: refused.
+    task.assert_denied(
+        Action::Exec,
+        Reason::ChangedSinceGrant,
+        harness::refused(h.backend()),
+        || task.probe(&format!("open-read {path}")),
     );
 }
 

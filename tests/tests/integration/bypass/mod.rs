@@ -27,5 +27,6 @@ mod c21_io_uring_grant;
 mod c22_kernel_doors;
 mod c23_changed_files;
 mod c24_who_calls_the_api;
+mod c25_file_system_identity;
 
 use harness::untagged;
