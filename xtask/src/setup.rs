@@ -12,8 +12,15 @@ use crate::util::{self, BpfLinker};
 
 /// Debian packages the tests and the daemon's operators use (`bpftool prog`, `ip`,
 /// `promtool` from prometheus to check the metrics exposition and the alert rules,
-/// `openssl` to make the test keys of the bearer-token tests).
-const APT_PACKAGES: &[&str] = &["bpftool", "iproute2", "prometheus", "openssl"];
+/// `openssl` to make the test keys of the bearer-token tests, `dnsmasq` as the DNS
+/// server of the `dns` tests).
+const APT_PACKAGES: &[&str] = &[
+    "bpftool",
+    "iproute2",
+    "prometheus",
+    "openssl",
+    "dnsmasq-base",
+];
 
 /// Components of the nightly toolchain: aya-build compiles the eBPF crate with
 /// `-Z build-std=core` (rust-src), and `cargo xtask test` lints it (clippy).
@@ -49,7 +56,7 @@ pub(crate) fn run(mode: Mode) -> anyhow::Result<()> {
         ("host toolchain (clippy, rustfmt)", host_components),
         ("bpf-linker 0.13", bpf_linker),
         (
-            "apt packages (bpftool, iproute2, prometheus, openssl)",
+            "apt packages (bpftool, iproute2, prometheus, openssl, dnsmasq-base)",
             apt_packages,
         ),
     ];

@@ -45,6 +45,20 @@ impl Tasks {
                 });
             }
         }
+        let now = crate::clock::boottime_ns();
+        for l in task.learned.iter().filter(|l| l.expires_ns > now) {
+            nets.push(NetGrant {
+                addr: l.addr,
+                prefix: 128,
+                rule: leash_common::PortRule {
+                    expires_ns: l.expires_ns,
+                    port_lo: l.port_lo,
+                    port_hi: l.port_hi,
+                    protos: l.protos,
+                    _pad: [0; 3],
+                },
+            });
+        }
         let mut unix: HashMap<UnixKey, u64> = HashMap::new();
         for g in &task.grants {
             for name in &g.unix {
@@ -159,6 +173,7 @@ pub(super) fn uninstall(
     installed: &mut Installed,
 ) -> Result<(), MapsError> {
     maps.remove_task_entry(id)?;
+    maps.remove_dns_target(id)?;
     for key in installed.exec.drain() {
         maps.revoke_exec(&key)?;
     }
