@@ -121,7 +121,7 @@ fn restore(ctx: &SockAddrContext, v6: bool) -> i32 {
     // SAFETY: the helper takes the program's own context.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) };
     // SAFETY: a plain copy of the value.
-    let Some(origin) = (unsafe { DNS_ORIGINS.get(&cookie) }).copied() else {
+    let Some(origin) = (unsafe { DNS_ORIGINS.get(cookie) }).copied() else {
         return OK;
     };
     if origin.target_addr != peer || origin.target_port != sa.user_port {

@@ -409,6 +409,7 @@ mod tests {
                 })
                 .collect(),
             attached_pids: Vec::new(),
+            learned: Vec::new(),
         }
     }
 

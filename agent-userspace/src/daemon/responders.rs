@@ -91,6 +91,9 @@ impl Daemon {
         let mut inner = self.lock();
         let Inner { enforcer, tasks } = &mut *inner;
         let slot = tasks.dns_slot(id)?;
+        if slot == 0 {
+            return Err(fail("every DNS slot is in use".into()));
+        }
         if let Some(t) = tasks.tasks.get_mut(&id) {
             t.dns_upstreams = upstreams;
         }

@@ -165,7 +165,7 @@ impl Responder {
                 let _ = ready_tx.send(Ok(ports));
                 rt.block_on(serve::run(udp, tcp, tasks, limits, stop_rx));
             })
-            .map_err(|e| StartError::Socket(e))?;
+            .map_err(StartError::Socket)?;
         let (udp_port, tcp_port) = ready_rx.recv().map_err(|_| StartError::Thread)??;
         Ok(Self {
             udp_port,

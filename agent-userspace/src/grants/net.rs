@@ -61,6 +61,7 @@ pub struct NetGrant {
 impl ConnectSpec {
     /// One [`NetGrant`] per network, expiring at `expires_ns` (0 = with the task); a
     /// name grant has none until the task resolves it.
+    #[must_use]
     pub fn to_net_grants(&self, expires_ns: u64) -> Vec<NetGrant> {
         let rule = PortRule {
             expires_ns,

@@ -16,7 +16,9 @@ impl Tasks {
             self.tasks.values().map(|t| t.dns_slot).collect();
         let task = self.get_mut(id)?;
         if task.dns_slot == 0 {
-            task.dns_slot = (1..).find(|s| !used.contains(s)).unwrap_or(u32::MAX);
+            task.dns_slot = (1..leash_common::dns::SLOTS)
+                .find(|s| !used.contains(s))
+                .unwrap_or(0);
         }
         Ok(task.dns_slot)
     }

@@ -8,7 +8,7 @@ use std::{
 
 use leash_common::{ExecFileGrant, ExecGrant, ExecKey, NetKey, ScriptKey, UnixKey};
 
-use super::{FileRecord, Installed, RegistryError, Tasks};
+use super::{FileRecord, Installed, LearnedRecord, RegistryError, Tasks};
 use crate::{
     grants::{self, ExecFile, NetGrant, file_state},
     kernel::maps::{Maps, MapsError},
@@ -45,20 +45,7 @@ impl Tasks {
                 });
             }
         }
-        let now = crate::clock::boottime_ns();
-        for l in task.learned.iter().filter(|l| l.expires_ns > now) {
-            nets.push(NetGrant {
-                addr: l.addr,
-                prefix: 128,
-                rule: leash_common::PortRule {
-                    expires_ns: l.expires_ns,
-                    port_lo: l.port_lo,
-                    port_hi: l.port_hi,
-                    protos: l.protos,
-                    _pad: [0; 3],
-                },
-            });
-        }
+        nets.extend(learned_grants(&task.learned, crate::clock::boottime_ns()));
         let mut unix: HashMap<UnixKey, u64> = HashMap::new();
         for g in &task.grants {
             for name in &g.unix {
@@ -163,6 +150,24 @@ impl Tasks {
             (names::NET_HOSTS, n[4]),
         ]
     }
+}
+
+/// Host grants of the addresses a task learned from DNS answers, until they expire.
+fn learned_grants(learned: &[LearnedRecord], now: u64) -> impl Iterator<Item = NetGrant> + '_ {
+    learned
+        .iter()
+        .filter(move |l| l.expires_ns > now)
+        .map(|l| NetGrant {
+            addr: l.addr,
+            prefix: 128,
+            rule: leash_common::PortRule {
+                expires_ns: l.expires_ns,
+                port_lo: l.port_lo,
+                port_hi: l.port_hi,
+                protos: l.protos,
+                _pad: [0; 3],
+            },
+        })
 }
 
 /// Removes a task's kernel entries: the task entry first, so its processes are

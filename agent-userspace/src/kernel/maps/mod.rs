@@ -100,8 +100,7 @@ fn op_err(op: &'static str, map: &'static str) -> impl FnOnce(MapError) -> MapsE
 fn config_key(map: &str) -> &'static str {
     match map {
         names::PROCS => "procs",
-        names::DNS_TARGETS => "tasks",
-        names::TASKS => "tasks",
+        names::TASKS | names::DNS_TARGETS => "tasks",
         names::EXEC_GRANTS => "exec_grants",
         names::SCRIPT_GRANTS => "script_grants",
         names::NET_GRANTS | names::NET_HOSTS | names::NET_PREFIXES => "net_grants",
