@@ -254,7 +254,7 @@ pub struct AuditEvent {
     pub intent: Option<String>,
     pub pid: u32,
     pub comm: String,
-    /// `exec|connect|send|socket|tamper|fork|task_started|task_ended|grant_added|grant_revoked`.
+    /// `exec|connect|send|socket|tamper|fork|dns|task_started|task_ended|grant_added|grant_revoked`.
     pub kind: String,
     /// `allowed|denied|audited`.
     pub verdict: String,
