@@ -78,6 +78,27 @@ pub(crate) fn redirect(
     Ok(())
 }
 
+/// Is `addr` (mapped form) at `port` (host order) the task's own responder? A send
+/// there is the task's DNS too: an IPv6 socket connected to the mapped responder
+/// address sends through the IPv4 path with the destination named, and a query sent
+/// there directly is attributed to the same task anyway.
+#[inline(always)]
+pub(crate) fn is_own_target(task: u64, addr: &[u8; 16], port: u16) -> bool {
+    if addr[12] != 127 || addr[10] != 0xff || addr[11] != 0xff {
+        return false;
+    }
+    // SAFETY: a plain copy of the value.
+    let Some(target) = (unsafe { DNS_TARGETS.get(task) }).copied() else {
+        return false;
+    };
+    let t = target.addr.to_ne_bytes();
+    addr[12] == t[0]
+        && addr[13] == t[1]
+        && addr[14] == t[2]
+        && addr[15] == t[3]
+        && (port == u16::from_be(target.udp_port) || port == u16::from_be(target.tcp_port))
+}
+
 #[inline(always)]
 fn origin_of(sa: &bpf_sock_addr, v6: bool, target_addr: u32, target_port: u32) -> DnsOrigin {
     let addr = if v6 {

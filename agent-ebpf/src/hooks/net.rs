@@ -190,6 +190,9 @@ fn decide(ctx: &SockAddrContext, action: Action, v6: bool) -> i32 {
                 Err(reason) => Decision::closed(task, info.counter_slot, action, reason),
             }
         }
+        Gate::Live { task, info } if dns::is_own_target(task, &dest.addr, dest.port) => {
+            Decision::of(task, &info, action, Ok(()))
+        }
         Gate::Live { task, info } => live(task, &info, action, &dest, now),
     };
     report(&decision, &dest, now);

@@ -64,6 +64,7 @@ fn run(w: &[String]) -> String {
         "dns" => dns::query(arg(1), arg(2), arg(3), arg(4)),
         "dns-raw" => dns::raw(arg(1), arg(2), arg(3)),
         "dns-peer" => dns::peer(arg(1), arg(2)),
+        "dns-flood" => dns::flood(arg(1), arg(2)),
         "resolve" => dns::resolve(arg(1)),
         "connect" => sock_op(arg(1), arg(2), arg(3), Op::Connect),
         "sendto" => sock_op("udp", arg(1), arg(2), Op::SendTo),

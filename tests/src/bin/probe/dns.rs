@@ -78,6 +78,28 @@ pub(crate) fn peer(server: &str, name: &str) -> String {
     run().unwrap_or_else(|e| io_outcome(&e))
 }
 
+/// `dns-flood SERVER N`: N queries, one every 200 µs (faster would only overflow the
+/// receiver's socket buffer), no answer read.
+pub(crate) fn flood(server: &str, n: &str) -> String {
+    let n: u32 = n.parse().unwrap_or(0);
+    let mut m = Message::query();
+    m.add_query(Query::query(
+        Name::from_ascii("flood.test.").unwrap_or_default(),
+        RecordType::A,
+    ));
+    let bytes = m.to_vec().unwrap_or_default();
+    let run = || -> std::io::Result<()> {
+        let s = UdpSocket::bind("0.0.0.0:0")?;
+        s.connect((server, 53))?;
+        for _ in 0..n {
+            s.send(&bytes)?;
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+        Ok(())
+    };
+    run().map_or_else(|e| io_outcome(&e), |()| "ok".into())
+}
+
 /// `resolve NAME`: the C library's lookup (`getaddrinfo`, through `resolv.conf`).
 pub(crate) fn resolve(name: &str) -> String {
     match (name, 443).to_socket_addrs() {

@@ -159,3 +159,31 @@ fn learned_addresses_end_with_their_ttl() {
     );
     assert_eq!(s.run("connect tcp 10.77.0.1 443"), REFUSED, "learned again");
 }
+
+#[test]
+fn ipv6_resolvers_and_a_flood() {
+    let pod = Pod::new("v6");
+    let d = DaemonGuard::start("dns-v6", "");
+    let id = create(&d, &["granted.test:443/tcp"]);
+    let mut s = pod.join(&d, &id);
+    // A dual-stack IPv6 socket aimed at an IPv6 resolver reaches the responder.
+    assert_eq!(s.run("dns udp ::1 granted.test A"), "answer 10.77.0.1");
+    assert_eq!(s.run("dns tcp ::1 granted.test A"), "answer 10.77.0.1");
+    // An unconnected IPv6 send cannot be redirected by the kernel: denied, not let out.
+    assert_eq!(s.run("dns udpto ::1 granted.test A"), EPERM);
+
+    // A flood is dropped past the task's rate, reported, and the responder recovers.
+    assert_eq!(s.run("dns-flood 127.0.0.1 2000"), "ok");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        s.run("dns udp 127.0.0.1 granted.test A"),
+        "answer 10.77.0.1"
+    );
+    let audit = std::fs::read_to_string(&d.audit_log).unwrap_or_default();
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("\"kind\":\"dns\"") && l.contains("rate_limited")),
+        "{audit}"
+    );
+}
