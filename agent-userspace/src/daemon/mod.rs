@@ -93,7 +93,7 @@ impl Daemon {
             recorded: crate::metrics::Recorded::default(),
             gate,
             trust_userns_mounts: config.policy.trust_userns_mounts,
-            dns: responders::Responders::default(),
+            dns: responders::Responders::new(&config.dns),
         });
         daemon.adopt();
         daemon.watch_adopted();

@@ -19,10 +19,24 @@ use crate::{
 };
 
 /// Responders by network namespace (device and inode of its nsfs file).
-#[derive(Default)]
 pub(super) struct Responders {
     running: Mutex<HashMap<(u64, u64), Responder>>,
-    pub(super) limits: dns::Limits,
+    limits: dns::Limits,
+}
+
+impl Responders {
+    pub(super) fn new(config: &crate::config::DnsConfig) -> Self {
+        Self {
+            running: Mutex::default(),
+            limits: dns::Limits {
+                min_ttl: config.min_ttl,
+                max_ttl: config.max_ttl,
+                rate: config.rate,
+                burst: config.burst,
+                upstream_timeout: config.upstream_timeout,
+            },
+        }
+    }
 }
 
 /// The registry as the responder sees it.

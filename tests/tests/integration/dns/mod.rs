@@ -142,7 +142,7 @@ fn granted_names_resolve_and_connect_everything_else_is_refused() {
 #[test]
 fn learned_addresses_end_with_their_ttl() {
     let pod = Pod::new("ttl");
-    let d = DaemonGuard::start("dns-ttl", "");
+    let d = DaemonGuard::start("dns-ttl", "dns:\n  min_ttl: 2s\n");
     let id = create(&d, &["granted.test:443/tcp"]);
     let mut s = pod.join(&d, &id);
     assert_eq!(
@@ -150,8 +150,9 @@ fn learned_addresses_end_with_their_ttl() {
         "answer 10.77.0.1"
     );
     assert_eq!(s.run("connect tcp 10.77.0.1 443"), REFUSED);
-    // dnsmasq answers with TTL 1 s; the responder keeps an address at least 5 s.
-    std::thread::sleep(Duration::from_millis(5_500));
+    // dnsmasq answers with TTL 1 s; the responder keeps an address at least
+    // `dns.min_ttl` (2 s here).
+    std::thread::sleep(Duration::from_millis(2_500));
     assert_eq!(s.run("connect tcp 10.77.0.1 443"), EPERM, "expired");
     assert_eq!(
         s.run("dns udp 127.0.0.1 granted.test A"),
