@@ -93,7 +93,7 @@ pub(crate) fn flood(server: &str, n: &str) -> String {
         s.connect((server, 53))?;
         for _ in 0..n {
             s.send(&bytes)?;
-            std::thread::sleep(std::time::Duration::from_micros(200));
+            std::thread::sleep(Duration::from_micros(200));
         }
         Ok(())
     };
