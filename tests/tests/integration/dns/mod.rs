@@ -30,7 +30,9 @@ fn create(d: &DaemonGuard, connect: &[&str]) -> String {
 
 #[test]
 fn granted_names_resolve_and_connect_everything_else_is_refused() {
-    let pod = Pod::new("grant");
+    let Some(pod) = Pod::new("grant") else {
+        return;
+    };
     let d = DaemonGuard::start("dns-grant", "");
     let id = create(
         &d,
@@ -141,7 +143,9 @@ fn granted_names_resolve_and_connect_everything_else_is_refused() {
 
 #[test]
 fn learned_addresses_end_with_their_ttl() {
-    let pod = Pod::new("ttl");
+    let Some(pod) = Pod::new("ttl") else {
+        return;
+    };
     let d = DaemonGuard::start("dns-ttl", "dns:\n  min_ttl: 2s\n");
     let id = create(&d, &["granted.test:443/tcp"]);
     let mut s = pod.join(&d, &id);
@@ -163,7 +167,9 @@ fn learned_addresses_end_with_their_ttl() {
 
 #[test]
 fn ipv6_resolvers_and_a_flood() {
-    let pod = Pod::new("v6");
+    let Some(pod) = Pod::new("v6") else {
+        return;
+    };
     let d = DaemonGuard::start("dns-v6", "");
     let id = create(&d, &["granted.test:443/tcp"]);
     let mut s = pod.join(&d, &id);
