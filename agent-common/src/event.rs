@@ -18,10 +18,12 @@ pub enum Action {
     Tamper = 5,
     /// A fork refused because the process map is full (fail closed).
     Fork = 6,
+    /// A DNS query, decided by the daemon's responder (never by a kernel program).
+    Dns = 7,
 }
 
 /// Counter rows per slot: every action but [`Action::Exit`] is counted; its row stays 0.
-pub const ACTIONS: u32 = 7;
+pub const ACTIONS: u32 = 8;
 
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,6 +81,9 @@ pub enum Reason {
     IoUringNotGranted = 18,
     /// A granted file whose content (or inode) changed after it was granted.
     ChangedSinceGrant = 19,
+    /// DNS to port 53 that cannot be redirected to the task's responder (an unconnected
+    /// IPv6 send, or a task without a responder): denied rather than let through.
+    DnsUnredirectable = 20,
 }
 
 /// Counter rows per slot.
@@ -185,6 +190,7 @@ byte_enum!(Action {
     Socket => "socket",
     Tamper => "tamper",
     Fork => "fork",
+    Dns => "dns",
 });
 
 byte_enum!(Verdict {
@@ -214,6 +220,7 @@ byte_enum!(Reason {
     GuardHostState => "host_state",
     IoUringNotGranted => "io_uring_not_granted",
     ChangedSinceGrant => "changed_since_grant",
+    DnsUnredirectable => "dns_unredirectable",
 });
 
 #[cfg(test)]
@@ -230,9 +237,9 @@ mod tests {
                 assert_eq!(r as u8, byte, "{}", r.as_str());
             }
         }
-        assert_eq!(Action::try_from(7), Err(7));
+        assert_eq!(Action::try_from(8), Err(8));
         assert_eq!(Verdict::try_from(2).map(Verdict::as_str), Ok("audited"));
-        assert_eq!(Reason::try_from(19), Ok(Reason::ChangedSinceGrant));
-        assert_eq!(Reason::try_from(20), Err(20));
+        assert_eq!(Reason::try_from(20), Ok(Reason::DnsUnredirectable));
+        assert_eq!(Reason::try_from(21), Err(21));
     }
 }

@@ -5,12 +5,14 @@
 //! implicit padding would make keys compare unequal.
 #![no_std]
 
+pub mod dns;
 pub mod event;
 pub mod grant;
 pub mod maps;
 pub mod offsets;
 pub mod task;
 
+pub use dns::{DnsOrigin, DnsTarget};
 pub use event::{Action, Event, Reason, Verdict};
 pub use grant::{
     ExecFileGrant, ExecGrant, ExecKey, NetKey, NetRules, PortRule, ScriptKey, UnixKey,

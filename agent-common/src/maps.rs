@@ -46,8 +46,13 @@ pub const PROTECTED_NAMES: &str = "PROTECTED_NAMES";
 /// [`crate::ExecKey`] with task 0 → 1: the same files by identity (lsm backend).
 pub const PROTECTED_INODES: &str = "PROTECTED_INODES";
 
+/// Task id → [`crate::DnsTarget`]: where the task's DNS queries are redirected.
+pub const DNS_TARGETS: &str = "DNS_TARGETS";
+/// Socket cookie → [`crate::DnsOrigin`] (LRU): the resolver a redirected socket aimed at.
+pub const DNS_ORIGINS: &str = "DNS_ORIGINS";
+
 /// Every map of the object, for checks and for `leash status`.
-pub const ALL: [&str; 15] = [
+pub const ALL: [&str; 17] = [
     PROCS,
     TASKS,
     EXEC_GRANTS,
@@ -63,6 +68,8 @@ pub const ALL: [&str; 15] = [
     PROTECTED,
     PROTECTED_NAMES,
     PROTECTED_INODES,
+    DNS_TARGETS,
+    DNS_ORIGINS,
 ];
 
 /// Default capacities; userspace may resize before load.
@@ -80,6 +87,8 @@ pub const UNIX_GRANTS_CAPACITY: u32 = 4_096;
 pub const PROTECTED_CAPACITY: u32 = 64;
 /// The API socket, its directories, and the canonical forms of both.
 pub const PROTECTED_NAMES_CAPACITY: u32 = 32;
+/// Sockets whose original resolver is remembered (least recently used go first).
+pub const DNS_ORIGINS_CAPACITY: u32 = 65_536;
 
 /// Keys of [`PROCS`] at or above this are fork reservations, not thread ids: a tagged
 /// thread holds one (`RESERVED | tid`) from fork entry until its child is tagged, so a
@@ -115,6 +124,10 @@ pub mod programs {
     pub const NET_CONNECT6: &str = "net_connect6";
     pub const NET_SENDMSG4: &str = "net_sendmsg4";
     pub const NET_SENDMSG6: &str = "net_sendmsg6";
+    pub const DNS_RECVMSG4: &str = "dns_recvmsg4";
+    pub const DNS_RECVMSG6: &str = "dns_recvmsg6";
+    pub const DNS_GETPEERNAME4: &str = "dns_getpeername4";
+    pub const DNS_GETPEERNAME6: &str = "dns_getpeername6";
     pub const SCOPE_CGROUP_ATTACH: &str = "scope_cgroup_attach";
     pub const FAMILY_SOCK_CREATE: &str = "family_sock_create";
     pub const FAMILY_SOCKET: &str = "family_socket";

@@ -1,8 +1,8 @@
 //! Userspace-only impls: the types are plain old data for aya's maps.
 
 use crate::{
-    ExecFileGrant, ExecGrant, ExecKey, KernelOffsets, NetKey, NetRules, ScriptKey, TaskInfo,
-    UnixKey,
+    DnsOrigin, DnsTarget, ExecFileGrant, ExecGrant, ExecKey, KernelOffsets, NetKey, NetRules,
+    ScriptKey, TaskInfo, UnixKey,
 };
 
 // SAFETY: each type is `repr(C)`, `Copy`, made only of integers, with explicit padding
@@ -24,3 +24,7 @@ unsafe impl aya::Pod for KernelOffsets {}
 unsafe impl aya::Pod for ScriptKey {}
 // SAFETY: as above.
 unsafe impl aya::Pod for UnixKey {}
+// SAFETY: as above.
+unsafe impl aya::Pod for DnsTarget {}
+// SAFETY: as above.
+unsafe impl aya::Pod for DnsOrigin {}

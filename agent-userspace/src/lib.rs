@@ -7,6 +7,7 @@ pub mod client;
 pub mod clock;
 pub mod config;
 pub mod daemon;
+pub mod dns;
 pub mod file_trust;
 pub mod grants;
 pub mod kernel;

@@ -287,6 +287,7 @@ mod tests {
                     [0, 10, 0],
                     [0, 11, 0],
                     [0, 12, 0],
+                    [13, 14, 15],
                 ],
             )],
             tasks_active: vec![("alpha".into(), 2)],
@@ -296,7 +297,7 @@ mod tests {
             ..Snapshot::default()
         };
         let om = render(&snap, &recorded);
-        for (action, n) in [("socket", 10), ("tamper", 11), ("fork", 12)] {
+        for (action, n) in [("socket", 10), ("tamper", 11), ("fork", 12), ("dns", 14)] {
             let line = format!(
                 "leash_decisions_total{{action=\"{action}\",verdict=\"denied\",agent=\"alpha\"}} {n}"
             );

@@ -27,6 +27,10 @@ const RULES: &[(&str, &[&str])] = &[
     ("daemon", &["api", "client"]),
     ("config", &["kernel", "daemon", "api"]),
     ("metrics", &["daemon"]),
+    (
+        "dns",
+        &["daemon", "api", "client", "kernel", "policy", "config"],
+    ),
     ("client", &["daemon", "kernel", "api::server"]),
 ];
 

@@ -13,7 +13,8 @@ use crate::util::{self, BpfLinker};
 /// Debian packages the tests and the daemon's operators use (`bpftool prog`, `ip`,
 /// `promtool` from prometheus to check the metrics exposition and the alert rules,
 /// `openssl` to make the test keys of the bearer-token tests, `mkfs.btrfs` and the
-/// `bindfs` FUSE file system for the file-system identity tests).
+/// `bindfs` FUSE file system for the file-system identity tests, `dnsmasq` as the DNS
+/// server of the `dns` tests).
 const APT_PACKAGES: &[&str] = &[
     "bpftool",
     "iproute2",
@@ -21,6 +22,7 @@ const APT_PACKAGES: &[&str] = &[
     "openssl",
     "btrfs-progs",
     "bindfs",
+    "dnsmasq-base",
 ];
 
 /// Components of the nightly toolchain: aya-build compiles the eBPF crate with
@@ -57,7 +59,7 @@ pub(crate) fn run(mode: Mode) -> anyhow::Result<()> {
         ("host toolchain (clippy, rustfmt)", host_components),
         ("bpf-linker 0.13", bpf_linker),
         (
-            "apt packages (bpftool, iproute2, prometheus, openssl, btrfs-progs, bindfs)",
+            "apt packages (bpftool, iproute2, prometheus, openssl, btrfs-progs, bindfs, dnsmasq-base)",
             apt_packages,
         ),
     ];

@@ -6,6 +6,7 @@
 #![expect(clippy::needless_pass_by_value, reason = "aya program signatures")]
 
 pub(crate) mod compat;
+pub(crate) mod dns;
 pub(crate) mod doors;
 pub(crate) mod exec;
 pub(crate) mod family;

@@ -3,6 +3,9 @@
 //! The cgroup `sock_addr` hooks run inside the kernel's connect and sendmsg paths, so
 //! they also see `io_uring` `IORING_OP_CONNECT`/`SENDMSG`, `MSG_FASTOPEN` and `sendmmsg`,
 //! which never pass through the `connect` syscall. Both backends use them.
+//!
+//! A live task's UDP or TCP to port 53 is not decided on grants: it is rewritten to the
+//! task's DNS responder (`dns.rs`).
 
 use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, bpf_sock_addr},
@@ -17,7 +20,7 @@ use leash_common::{
     maps::{NET_GRANTS_CAPACITY, TASKS_CAPACITY},
 };
 
-use super::{Decision, Gate, PROCS, current_tid, gate, now_ns};
+use super::{Decision, Gate, PROCS, current_tid, dns, gate, now_ns};
 
 const ALLOW: i32 = 1;
 /// The caller's syscall fails with EPERM.
@@ -179,10 +182,28 @@ fn decide(ctx: &SockAddrContext, action: Action, v6: bool) -> i32 {
     let decision = match gate(tag, now) {
         Gate::Untagged => return ALLOW,
         Gate::Closed { task, slot, reason } => Decision::closed(task, slot, action, reason),
+        // DNS goes to the task's responder, which decides on the name: no address grant
+        // is needed for the resolver, and no resolver is reached directly.
+        Gate::Live { task, info } if is_dns(&dest) => {
+            match dns::redirect(ctx, task, v6, matches!(action, Action::Send)) {
+                Ok(()) => Decision::of(task, &info, action, Ok(())),
+                Err(reason) => Decision::closed(task, info.counter_slot, action, reason),
+            }
+        }
+        Gate::Live { task, info } if dns::is_own_target(task, &dest.addr, dest.port) => {
+            Decision::of(task, &info, action, Ok(()))
+        }
         Gate::Live { task, info } => live(task, &info, action, &dest, now),
     };
     report(&decision, &dest, now);
     if decision.allows() { ALLOW } else { DENY }
+}
+
+/// UDP or TCP to port 53, whatever the address.
+#[inline(always)]
+fn is_dns(dest: &Dest) -> bool {
+    dest.port == leash_common::dns::DNS_PORT
+        && (dest.proto == IPPROTO_TCP || dest.proto == IPPROTO_UDP)
 }
 
 #[inline(always)]

@@ -413,6 +413,7 @@ mod tests {
                 })
                 .collect(),
             attached_pids: Vec::new(),
+            learned: Vec::new(),
         }
     }
 

@@ -1,6 +1,7 @@
 //! `leash task create|list|show|end`, and the task flags shared with `leash run`.
 
 use std::{
+    fmt::Write as _,
     path::{Path, PathBuf},
     process::ExitCode,
 };
@@ -297,6 +298,13 @@ fn show_text(task: &Task) -> String {
     for grant in &task.grants {
         text.push_str(&grant_text(grant));
     }
+    for l in &task.learned {
+        let _ = writeln!(
+            text,
+            "  learned {}{} (from {}) until {}",
+            l.address, l.ports, l.name, l.expires_at
+        );
+    }
     text
 }
 
@@ -492,6 +500,7 @@ mod tests {
                 resolved: vec!["/usr/bin/git 8:1:42".into()],
             }],
             attached_pids: vec![41, 42],
+            learned: Vec::new(),
         }
     }
 

@@ -15,6 +15,7 @@ use checks::{check_file_path, check_log_level, check_path, check_pin_dir, check_
 mod audit;
 mod backend;
 mod checks;
+mod dns;
 mod error;
 mod identity;
 mod maps;
@@ -25,6 +26,7 @@ mod tasks;
 mod tests;
 
 pub use audit::AuditConfig;
+pub use dns::DnsConfig;
 pub use error::{ConfigError, ConfigOrigin};
 pub use identity::{ApproverTokens, AuthConfig, ClaimMatch, PolicyConfig, TokensConfig};
 pub use maps::{MAX_MAP_ENTRIES, MIN_EVENTS_BYTES, MapsConfig};
@@ -65,6 +67,8 @@ pub struct Config {
     pub maps: MapsConfig,
     /// Task lifetimes.
     pub tasks: TasksConfig,
+    /// The DNS responder's bounds (docs/dns.md).
+    pub dns: DnsConfig,
     /// Which allowed decisions go to the audit log.
     pub log_allowed: LogAllowed,
     /// Daemon log level or filter (`info`, `leash=debug,info`).
@@ -95,6 +99,7 @@ impl Default for Config {
             attach_scope: crate::protocol::AttachScope::Root,
             maps: MapsConfig::default(),
             tasks: TasksConfig::default(),
+            dns: DnsConfig::default(),
             log_allowed: LogAllowed::default(),
             log_level: "info".to_owned(),
             policy: PolicyConfig::default(),
@@ -186,6 +191,7 @@ impl Config {
         check_trust_domain(&self.trust_domain)?;
         self.maps.validate()?;
         self.tasks.validate()?;
+        self.dns.validate()?;
         self.policy.validate()?;
         self.auth.validate()?;
         check_log_level(&self.log_level)

@@ -19,6 +19,7 @@ mod observe;
 pub mod policy;
 pub mod registry;
 mod reload;
+mod responders;
 pub mod scoped;
 mod store;
 mod sweep;
@@ -57,6 +58,8 @@ pub struct Daemon {
     me: std::sync::Weak<Daemon>,
     /// Resolve exec paths in mount namespaces owned by other user namespaces too.
     trust_userns_mounts: bool,
+    /// The DNS responders, one per network namespace of attached processes.
+    dns: responders::Responders,
 }
 
 impl Daemon {
@@ -90,6 +93,7 @@ impl Daemon {
             recorded: crate::metrics::Recorded::default(),
             gate,
             trust_userns_mounts: config.policy.trust_userns_mounts,
+            dns: responders::Responders::new(&config.dns),
         });
         daemon.adopt();
         daemon.watch_adopted();
@@ -356,6 +360,11 @@ impl Daemon {
     /// Tags `pid` into the task, without checking who asks: callers go through
     /// `attach_as` (policy.rs).
     pub(super) fn attach(&self, id: u64, pid: u32) -> Result<(), RegistryError> {
+        // DNS first: from its tag on, the process's DNS goes to the responder (without
+        // one it is denied, never let through).
+        if let Err(e) = self.dns_attach(id, pid) {
+            tracing::error!(task = %TaskId(id), "no DNS responder for the task, its DNS is denied: {e}");
+        }
         let mut inner = self.lock();
         inner.tasks.check_attachable(id)?;
         // A `command_exits` task: this process is its command, watched through a pidfd.

@@ -1,10 +1,10 @@
 //! Housekeeping on a timer: expired tasks and grants end, exits whose event was lost
-//! are caught, pending grants lapse, removed pins come back, DNS grants are resolved
-//! again.
+//! are caught, pending grants lapse, removed pins come back, learned DNS addresses
+//! expire.
 
 use std::{sync::Arc, time::Duration};
 
-use super::{Daemon, Inner, lifecycle::Stopping, registry};
+use super::{Daemon, lifecycle::Stopping};
 use crate::{
     clock,
     protocol::{self, EndReason, TaskId},
@@ -54,6 +54,7 @@ impl Daemon {
             }
         }
         self.sweep_pending(clock::boottime_ns());
+        self.sweep_learned();
         if !active.is_empty() {
             // Catches exits whose event was lost to a full ring buffer.
             self.end_exited(&active);
@@ -77,45 +78,7 @@ impl Daemon {
             tracing::warn!(path = %path.display(), "a pin was removed; pinned again");
         }
     }
-
-    /// Re-resolves the DNS names of connect grants. Resolution runs without the lock;
-    /// a name that fails to resolve keeps its last addresses (logged), so a resolver
-    /// hiccup does not cut a task off.
-    pub fn refresh_dns(&self) {
-        let named = self.lock().tasks.named_grants();
-        for (id, gid, spec) in named {
-            match registry::resolve(
-                protocol::GrantKind::Connect,
-                &spec,
-                gid.clone(),
-                0,
-                std::path::Path::new("/"),
-            ) {
-                Ok(fresh) => {
-                    let mut inner = self.lock();
-                    let Inner { enforcer, tasks } = &mut *inner;
-                    match tasks.update_named(enforcer.maps_mut(), id, &gid, fresh) {
-                        Ok(true) => {
-                            tracing::info!(task = %TaskId(id), grant = gid, spec, "DNS grant re-resolved to new addresses");
-                            self.save(&inner, id);
-                        }
-                        Ok(false) => {}
-                        Err(e) => {
-                            tracing::error!(task = %TaskId(id), grant = gid, "cannot apply re-resolved addresses: {e}");
-                        }
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(task = %TaskId(id), grant = gid, "re-resolving {spec} failed, keeping the last addresses: {e}");
-                }
-            }
-        }
-    }
 }
-
-/// How often DNS names of connect grants are resolved again. The system resolver does
-/// not expose record TTLs, so this is a fixed period shorter than common TTLs.
-pub(super) const DNS_REFRESH: Duration = Duration::from_secs(30);
 
 /// Runs the periodic sweep until `shutdown` fires.
 pub(super) async fn sweeper(daemon: Arc<Daemon>, mut stopping: Stopping) {
@@ -130,12 +93,8 @@ pub(super) async fn sweeper(daemon: Arc<Daemon>, mut stopping: Stopping) {
         let d = Arc::clone(&daemon);
         // Every 2 s, also look for tasks whose exit event was lost.
         let all = n.is_multiple_of(8);
-        let dns = n.is_multiple_of(DNS_REFRESH.as_millis() as u64 / 250);
         if let Err(e) = tokio::task::spawn_blocking(move || {
             d.sweep(all);
-            if dns {
-                d.refresh_dns();
-            }
         })
         .await
         {

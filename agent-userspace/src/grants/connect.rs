@@ -25,8 +25,12 @@ fn bad_connect(spec: &str, reason: impl Into<String>) -> GrantError {
 pub enum Host {
     /// An address and prefix length in its own family (IPv4 0–32, IPv6 0–128).
     Net(IpAddr, u8),
-    /// Resolved when the grant is compiled.
+    /// A DNS name in lowercase ASCII (IDNA names in their `xn--` form): its addresses
+    /// are learned from the task's own queries (docs/dns.md), never looked up here.
     Name(String),
+    /// `*.APEX`: any name one or more labels below `APEX` (stored without `*.`); the
+    /// apex itself needs a grant of its own.
+    Wildcard(String),
 }
 
 /// A parsed connect grant.
@@ -45,6 +49,7 @@ impl fmt::Display for ConnectSpec {
             Host::Net(IpAddr::V4(a), p) => write!(f, "{a}/{p}")?,
             Host::Net(IpAddr::V6(a), p) => write!(f, "[{a}]/{p}")?,
             Host::Name(n) => f.write_str(n)?,
+            Host::Wildcard(apex) => write!(f, "*.{apex}")?,
         }
         match (self.port_lo, self.port_hi) {
             (0, u16::MAX) => f.write_str(":*")?,
@@ -162,21 +167,49 @@ fn parse_host(spec: &str, host: &str) -> Result<Host, GrantError> {
     if prefix.is_some() {
         return Err(bad_connect(spec, "a DNS name takes no prefix length"));
     }
-    let valid_name = !addr.is_empty()
-        && addr.len() <= 253
-        && addr.split('.').all(|label| {
+    match addr.strip_prefix("*.") {
+        Some(apex) => Ok(Host::Wildcard(dns_name(spec, apex)?)),
+        None => Ok(Host::Name(dns_name(spec, addr)?)),
+    }
+}
+
+/// A DNS name as the responder compares it: IDNA to ASCII, lowercase, no trailing dot.
+/// A dotted-number text that is no IPv4 address (`300.1.1.1`) is refused here, before
+/// anything could look it up.
+fn dns_name(spec: &str, name: &str) -> Result<String, GrantError> {
+    let bad = |why: String| bad_connect(spec, why);
+    if name.contains('*') {
+        return Err(bad(format!(
+            "{name:?}: a wildcard is only allowed as the whole first label, as in *.example.com"
+        )));
+    }
+    let trimmed = name.strip_suffix('.').unwrap_or(name);
+    let ascii = idna::domain_to_ascii(trimmed)
+        .map_err(|_| bad(format!("{name:?} is neither an IP address nor a DNS name")))?;
+    let labels: Vec<&str> = ascii.split('.').collect();
+    let valid = !ascii.is_empty()
+        && ascii.len() <= 253
+        && labels.iter().all(|label| {
             !label.is_empty()
                 && label.len() <= 63
                 && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
                 && !label.starts_with('-')
+                && !label.ends_with('-')
         });
-    if !valid_name {
-        return Err(bad_connect(
-            spec,
-            format!("{addr:?} is neither an IP address nor a DNS name"),
-        ));
+    if !valid {
+        return Err(bad(format!(
+            "{name:?} is neither an IP address nor a DNS name"
+        )));
     }
-    Ok(Host::Name(addr.to_ascii_lowercase()))
+    // A name's last label is never all digits (RFC 3696 2): such text is a mistyped
+    // address.
+    if labels
+        .last()
+        .is_some_and(|l| l.chars().all(|c| c.is_ascii_digit()))
+    {
+        return Err(bad(format!("{name:?} is not a valid IPv4 address")));
+    }
+    Ok(ascii)
 }
 
 fn net(spec: &str, ip: IpAddr, prefix: u8, max: u8) -> Result<Host, GrantError> {
@@ -230,6 +263,23 @@ mod tests {
     }
 
     #[test]
+    fn names_are_lowercase_ascii_and_wildcards_keep_their_apex() {
+        assert_eq!(
+            parse("API.GitHub.com.:443").host,
+            Host::Name("api.github.com".into())
+        );
+        assert_eq!(
+            parse("bücher.example:443").host,
+            Host::Name("xn--bcher-kva.example".into())
+        );
+        let c = parse("*.Example.com:443/tcp");
+        assert_eq!(c.host, Host::Wildcard("example.com".into()));
+        assert_eq!(c.to_string(), "*.example.com:443/tcp");
+        // A single label is a name (a pod-local service), never looked up here.
+        assert_eq!(parse("localhots:80").host, Host::Name("localhots".into()));
+    }
+
+    #[test]
     fn rejects_bad_specs_naming_the_part() {
         for (spec, needle) in [
             ("", "empty"),
@@ -244,6 +294,12 @@ mod tests {
             ("[::1:80", "unclosed"),
             ("bad_host!:80", "neither an IP address nor a DNS name"),
             ("example.com/8:80", "no prefix length"),
+            ("300.1.1.1:80", "not a valid IPv4 address"),
+            ("1.2.3:80", "not a valid IPv4 address"),
+            ("a.*.example.com:80", "whole first label"),
+            ("*:80", "whole first label"),
+            ("-bad.example.com:80", "nor a DNS name"),
+            ("a..b:80", "nor a DNS name"),
         ] {
             let err = spec.parse::<ConnectSpec>().unwrap_err().to_string();
             assert!(

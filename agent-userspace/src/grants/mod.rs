@@ -3,7 +3,8 @@
 //!
 //! `exec`: an absolute path, resolved to the (device, inode) of the file it names now;
 //! `DIR/` grants every executable regular file directly inside DIR.
-//! `connect`: `ADDR[/PREFIX]:PORTS[/PROTO]`, IPv6 in brackets, a DNS name for ADDR,
+//! `connect`: `ADDR[/PREFIX]:PORTS[/PROTO]`, IPv6 in brackets, a DNS name or `*.NAME`
+//! for ADDR,
 //! PORTS one port, `a-b` or `*`, PROTO `tcp` or `udp` (omitted: both).
 //!
 //! `connect` parses connect grants, `net` compiles them into the kernel's prefix
@@ -81,15 +82,6 @@ pub enum GrantError {
         "connect grant {spec:?}: {reason}; expected ADDR[/PREFIX]:PORTS[/PROTO], e.g. 10.0.0.0/8:443/tcp or \"[::1]:5432\""
     )]
     BadConnect { spec: String, reason: String },
-    #[error("connect grant {spec:?}: cannot resolve {host:?}: {source}")]
-    Resolve {
-        spec: String,
-        host: String,
-        #[source]
-        source: io::Error,
-    },
-    #[error("connect grant {spec:?}: cannot resolve {host:?}: no addresses")]
-    NoAddresses { spec: String, host: String },
     #[error(
         "socket grant {spec:?}: {reason}; expected unix:/abs/path, unix:@abstract or socket:raw|packet|netlink|vsock|io_uring"
     )]

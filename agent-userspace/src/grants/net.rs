@@ -3,7 +3,7 @@
 
 use std::{
     collections::BTreeMap,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, ToSocketAddrs as _},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
 use leash_common::{
@@ -59,9 +59,10 @@ pub struct NetGrant {
 }
 
 impl ConnectSpec {
-    /// Resolves DNS names and returns one [`NetGrant`] per network, expiring at
-    /// `expires_ns` (0 = with the task).
-    pub fn to_net_grants(&self, spec: &str, expires_ns: u64) -> Result<Vec<NetGrant>, GrantError> {
+    /// One [`NetGrant`] per network, expiring at `expires_ns` (0 = with the task); a
+    /// name grant has none until the task resolves it.
+    #[must_use]
+    pub fn to_net_grants(&self, expires_ns: u64) -> Vec<NetGrant> {
         let rule = PortRule {
             expires_ns,
             port_lo: self.port_lo,
@@ -71,36 +72,16 @@ impl ConnectSpec {
         };
         let nets: Vec<(IpAddr, u8)> = match &self.host {
             Host::Net(ip, p) => vec![(*ip, *p)],
-            Host::Name(name) => {
-                let addrs = (name.as_str(), self.port_lo.max(1))
-                    .to_socket_addrs()
-                    .map_err(|source| GrantError::Resolve {
-                        spec: spec.to_owned(),
-                        host: name.clone(),
-                        source,
-                    })?;
-                let mut nets: Vec<_> = addrs
-                    .map(|a| (a.ip(), if a.is_ipv4() { 32 } else { 128 }))
-                    .collect();
-                nets.sort_unstable();
-                nets.dedup();
-                if nets.is_empty() {
-                    return Err(GrantError::NoAddresses {
-                        spec: spec.to_owned(),
-                        host: name.clone(),
-                    });
-                }
-                nets
-            }
+            // Learned from the task's own DNS queries, as it makes them (docs/dns.md).
+            Host::Name(_) | Host::Wildcard(_) => Vec::new(),
         };
-        Ok(nets
-            .into_iter()
+        nets.into_iter()
             .map(|(ip, p)| NetGrant {
                 addr: mapped(ip),
                 prefix: mapped_prefix(ip, p),
                 rule,
             })
-            .collect())
+            .collect()
     }
 }
 
@@ -155,15 +136,15 @@ mod tests {
 
     #[test]
     fn ipv4_grants_are_stored_mapped() {
-        let g = parse("127.0.0.0/8:80").to_net_grants("x", 0).unwrap();
+        let g = parse("127.0.0.0/8:80").to_net_grants(0);
         assert_eq!(g[0].prefix, 104);
         assert_eq!(&g[0].addr[10..], &[0xff, 0xff, 127, 0, 0, 0]);
     }
 
     #[test]
     fn nested_prefixes_inherit_outer_rules() {
-        let mut grants = parse("10.0.0.0/8:443").to_net_grants("a", 0).unwrap();
-        grants.extend(parse("10.1.0.0/16:80").to_net_grants("b", 0).unwrap());
+        let mut grants = parse("10.0.0.0/8:443").to_net_grants(0);
+        grants.extend(parse("10.1.0.0/16:80").to_net_grants(0));
         let entries = compile_net(7, &grants).unwrap();
         assert_eq!(entries.len(), 2);
         let inner = entries.iter().find(|(p, ..)| *p == 64 + 96 + 16).unwrap();
@@ -176,11 +157,7 @@ mod tests {
     #[test]
     fn too_many_rules_is_an_error() {
         let grants: Vec<_> = (1..=17u16)
-            .flat_map(|p| {
-                parse(&format!("10.0.0.1:{p}"))
-                    .to_net_grants("x", 0)
-                    .unwrap()
-            })
+            .flat_map(|p| parse(&format!("10.0.0.1:{p}")).to_net_grants(0))
             .collect();
         assert!(matches!(
             compile_net(1, &grants),

@@ -139,7 +139,7 @@ use Attach::{BtfTracepoint, Cgroup, CompatEntry, Lsm, OptionalSyscall, Syscall, 
 
 /// Every program of the object, in load order.
 #[rustfmt::skip]
-pub(crate) const PROGRAMS: [Program; 87] = [
+pub(crate) const PROGRAMS: [Program; 91] = [
     // Both backends: tagging, the cgroup network hooks, socket families (family.rs),
     // self-protection (guard.rs, mounts.rs, doors.rs) and compat system calls.
     prog(p::PROCESS_NEWTASK, BtfTracepoint("task_newtask"), On::Both),
@@ -148,6 +148,10 @@ pub(crate) const PROGRAMS: [Program; 87] = [
     scoped(p::NET_CONNECT6, Cgroup("connect6"), On::Both),
     scoped(p::NET_SENDMSG4, Cgroup("sendmsg4"), On::Both),
     scoped(p::NET_SENDMSG6, Cgroup("sendmsg6"), On::Both),
+    scoped(p::DNS_RECVMSG4, Cgroup("recvmsg4"), On::Both),
+    scoped(p::DNS_RECVMSG6, Cgroup("recvmsg6"), On::Both),
+    scoped(p::DNS_GETPEERNAME4, Cgroup("getpeername4"), On::Both),
+    scoped(p::DNS_GETPEERNAME6, Cgroup("getpeername6"), On::Both),
     scoped(p::FAMILY_SOCK_CREATE, Cgroup("sock_create"), On::Both),
     prog(p::GUARD_PIDFD_OPEN, Syscall("sys_enter_pidfd_open"), On::Both),
     prog(p::GUARD_CGROUP, BtfTracepoint("cgroup_attach_task"), On::Both),

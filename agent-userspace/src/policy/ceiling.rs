@@ -164,6 +164,11 @@ fn connect_condition(entry: &str) -> Result<String, String> {
             "resource.is_name && resource.host == \"{}\"",
             n.to_ascii_lowercase()
         ),
+        Host::Wildcard(_) => {
+            return Err(format!(
+                "{entry:?}: one wildcard label only, as in *.example.com:443"
+            ));
+        }
     };
     let mut cond = format!(
         "{host} && resource.port_lo >= {} && resource.port_hi <= {}",
@@ -210,7 +215,13 @@ pub(crate) fn attributes(g: &GrantSpec) -> Result<Vec<(&'static str, Attr)>, Str
                     attrs.push(("net", Attr::Ip(net_text(ip, prefix))));
                 }
                 Host::Name(n) => {
-                    attrs.push(("host", Attr::Str(n.to_ascii_lowercase())));
+                    attrs.push(("host", Attr::Str(n)));
+                    attrs.push(("is_name", Attr::Bool(true)));
+                }
+                // Within a ceiling `*.D` (Cedar's `like` matches the `*` too), never
+                // within a single name.
+                Host::Wildcard(apex) => {
+                    attrs.push(("host", Attr::Str(format!("*.{apex}"))));
                     attrs.push(("is_name", Attr::Bool(true)));
                 }
             }

@@ -112,6 +112,21 @@ pub struct Task {
     /// Processes attached through the API (their descendants are tagged too).
     #[serde(default)]
     pub attached_pids: Vec<u32>,
+    /// Addresses learned from the task's DNS answers (docs/dns.md), host grants until
+    /// they expire.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub learned: Vec<LearnedAddress>,
+}
+
+/// An address a DNS answer gave the task for a granted name.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LearnedAddress {
+    pub name: String,
+    pub address: String,
+    /// `:PORTS[/PROTO]` of the name grant.
+    pub ports: String,
+    /// RFC 3339.
+    pub expires_at: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -239,7 +254,7 @@ pub struct AuditEvent {
     pub intent: Option<String>,
     pub pid: u32,
     pub comm: String,
-    /// `exec|connect|send|socket|tamper|fork|task_started|task_ended|grant_added|grant_revoked`.
+    /// `exec|connect|send|socket|tamper|fork|dns|task_started|task_ended|grant_added|grant_revoked`.
     pub kind: String,
     /// `allowed|denied|audited`.
     pub verdict: String,

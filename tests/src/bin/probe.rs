@@ -16,6 +16,8 @@ mod api;
 mod attacks;
 #[path = "probe/compat.rs"]
 mod compat;
+#[path = "probe/dns.rs"]
+mod dns;
 #[path = "probe/host.rs"]
 mod host;
 #[path = "probe/linger.rs"]
@@ -59,6 +61,11 @@ fn run(w: &[String]) -> String {
     let arg = |i: usize| w.get(i).map_or("", String::as_str);
     match arg(0) {
         "pid" => std::process::id().to_string(),
+        "dns" => dns::query(arg(1), arg(2), arg(3), arg(4)),
+        "dns-raw" => dns::raw(arg(1), arg(2), arg(3)),
+        "dns-peer" => dns::peer(arg(1), arg(2)),
+        "dns-flood" => dns::flood(arg(1), arg(2)),
+        "resolve" => dns::resolve(arg(1)),
         "connect" => sock_op(arg(1), arg(2), arg(3), Op::Connect),
         "sendto" => sock_op("udp", arg(1), arg(2), Op::SendTo),
         "sendmmsg" => sock_op("udp", arg(1), arg(2), Op::SendMmsg),

@@ -10,6 +10,7 @@
 mod bypass;
 mod control_plane;
 mod daemon;
+mod dns;
 mod exec;
 mod hygiene;
 mod lifecycle;

@@ -2,6 +2,7 @@
 //! that enforce them. Every mutation reaches the kernel's maps before it returns, and
 //! is persisted to the state file so a restarted daemon can adopt it.
 
+mod learned;
 mod records;
 mod resolve;
 mod sync;
@@ -13,12 +14,15 @@ use serde::{Deserialize, Serialize};
 use self::records::now_rfc3339;
 use self::sync::uninstall;
 pub use self::{
-    records::{FileRecord, GrantRecord, Installed, NetRecord, TaskRecord, wall_of_boot_ns},
+    records::{
+        FileRecord, GrantRecord, Installed, LearnedRecord, NetRecord, TaskRecord, unmapped,
+        wall_of_boot_ns,
+    },
     resolve::resolve,
 };
 use crate::{
     LoadError, clock,
-    grants::{self, ConnectSpec, GrantError},
+    grants::GrantError,
     kernel::maps::{Maps, MapsError},
     protocol::{self, BadTaskId, EndReason, EndWhen, GrantKind, TaskId, TaskState},
 };
@@ -368,50 +372,6 @@ impl Tasks {
             }
         }
         (tasks, grants)
-    }
-
-    /// Connect grants that name a DNS host: (task, grant id, spec).
-    #[must_use]
-    pub fn named_grants(&self) -> Vec<(u64, String, String)> {
-        self.tasks
-            .values()
-            .filter(|t| t.is_live())
-            .flat_map(|t| {
-                t.grants
-                    .iter()
-                    .filter(|g| {
-                        g.kind == GrantKind::Connect
-                            && g.spec
-                                .parse::<ConnectSpec>()
-                                .is_ok_and(|c| matches!(c.host, grants::Host::Name(_)))
-                    })
-                    .map(move |g| (t.id, g.id.clone(), g.spec.clone()))
-            })
-            .collect()
-    }
-
-    /// Replaces the addresses of a named grant (after re-resolution) and re-syncs the
-    /// task if they changed; addresses no longer returned leave the kernel.
-    pub fn update_named(
-        &mut self,
-        maps: &mut Maps,
-        id: u64,
-        gid: &str,
-        fresh: GrantRecord,
-    ) -> Result<bool, RegistryError> {
-        let task = self.get_mut(id)?;
-        let Some(g) = task.grants.iter_mut().find(|g| g.id == gid) else {
-            return Ok(false);
-        };
-        let key = |n: &NetRecord| (n.addr, n.prefix, n.port_lo, n.port_hi, n.protos);
-        let old: BTreeSet<_> = g.nets.iter().map(key).collect();
-        let new: BTreeSet<_> = fresh.nets.iter().map(key).collect();
-        if old == new {
-            return Ok(false);
-        }
-        g.nets = fresh.nets;
-        self.sync(maps, id)?;
-        Ok(true)
     }
 
     /// Drops the oldest ended tasks beyond [`ENDED_KEPT`]; returns their ids.

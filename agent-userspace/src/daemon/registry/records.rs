@@ -92,10 +92,33 @@ pub struct TaskRecord {
     /// The command a `command_exits` task ends with, once attached.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<super::super::lifetime::CommandRecord>,
+    /// Its DNS slot (1-based; 0: none yet): the loopback address its DNS is sent to.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub dns_slot: u32,
+    /// The resolvers of the task's own `resolv.conf`, read when a process attached.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_upstreams: Vec<std::net::SocketAddr>,
+    /// Addresses learned from the task's DNS answers: host grants until they expire.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub learned: Vec<LearnedRecord>,
     /// What is in the kernel for this task now, so changes touch only their own
     /// entries instead of scanning whole maps. Rebuilt from the maps on adoption.
     #[serde(skip)]
     pub installed: Installed,
+}
+
+/// An address a task's DNS answer gave for a granted name.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LearnedRecord {
+    /// Mapped form (IPv4 as `::ffff:a.b.c.d`).
+    pub addr: [u8; 16],
+    pub port_lo: u16,
+    pub port_hi: u16,
+    pub protos: u8,
+    /// `CLOCK_BOOTTIME` ns.
+    pub expires_ns: u64,
+    /// The name that was asked for.
+    pub name: String,
 }
 
 /// Kernel entries installed for one task.
@@ -118,6 +141,14 @@ impl Installed {
             unix: keys.unix.iter().copied().collect(),
         }
     }
+}
+
+/// An address in its own family.
+#[must_use]
+pub fn unmapped(addr: [u8; 16]) -> std::net::IpAddr {
+    let v6 = std::net::Ipv6Addr::from(addr);
+    v6.to_ipv4_mapped()
+        .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4)
 }
 
 pub(super) fn now_rfc3339() -> String {
@@ -169,6 +200,9 @@ impl TaskRecord {
             counter_slot,
             end_when: req.end_when.unwrap_or_default(),
             command: None,
+            dns_slot: 0,
+            dns_upstreams: Vec::new(),
+            learned: Vec::new(),
             installed: Installed::default(),
         }
     }
@@ -225,6 +259,22 @@ impl TaskRecord {
                 })
                 .collect(),
             attached_pids: self.attached_pids.clone(),
+            learned: self
+                .learned
+                .iter()
+                .map(|l| protocol::LearnedAddress {
+                    name: l.name.clone(),
+                    address: unmapped(l.addr).to_string(),
+                    ports: crate::grants::ConnectSpec {
+                        host: crate::grants::Host::Name(String::new()),
+                        port_lo: l.port_lo,
+                        port_hi: l.port_hi,
+                        protos: l.protos,
+                    }
+                    .to_string(),
+                    expires_at: wall_of_boot_ns(l.expires_ns),
+                })
+                .collect(),
         }
     }
 

@@ -1,5 +1,6 @@
 //! Grant specs resolved now: exec paths to the inodes they name (through the caller's
-//! root), connect specs to addresses, `unix:` names and `socket:` families.
+//! root), connect specs to networks (a name to none: its addresses are learned from
+//! the task's queries), `unix:` names and `socket:` families.
 
 use std::path::Path;
 
@@ -10,7 +11,7 @@ use crate::{
     sockets::{self, SocketGrant},
 };
 
-/// Resolves a grant spec now (paths to inodes, names to addresses).
+/// Resolves a grant spec now (paths to inodes; names are never looked up).
 pub fn resolve(
     kind: GrantKind,
     spec: &str,
@@ -56,7 +57,7 @@ pub fn resolve(
 fn net_records(spec: &str) -> Result<Vec<NetRecord>, RegistryError> {
     let parsed: ConnectSpec = spec.parse()?;
     Ok(parsed
-        .to_net_grants(spec, 0)?
+        .to_net_grants(0)
         .into_iter()
         .map(|n| NetRecord {
             addr: n.addr,

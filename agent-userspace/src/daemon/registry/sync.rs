@@ -10,7 +10,7 @@ use leash_common::{
     ExecFileGrant, ExecGrant, ExecKey, NetKey, ScriptKey, UnixKey, grant::CHECK_SCRIPT,
 };
 
-use super::{FileRecord, Installed, RegistryError, Tasks};
+use super::{FileRecord, Installed, LearnedRecord, RegistryError, Tasks};
 use crate::{
     grants::{self, ExecFile, NetGrant, file_state},
     kernel::maps::{Maps, MapsError},
@@ -47,6 +47,7 @@ impl Tasks {
                 });
             }
         }
+        nets.extend(learned_grants(&task.learned, crate::clock::boottime_ns()));
         let mut unix: HashMap<UnixKey, u64> = HashMap::new();
         for g in &task.grants {
             for name in &g.unix {
@@ -153,6 +154,24 @@ impl Tasks {
     }
 }
 
+/// Host grants of the addresses a task learned from DNS answers, until they expire.
+fn learned_grants(learned: &[LearnedRecord], now: u64) -> impl Iterator<Item = NetGrant> + '_ {
+    learned
+        .iter()
+        .filter(move |l| l.expires_ns > now)
+        .map(|l| NetGrant {
+            addr: l.addr,
+            prefix: 128,
+            rule: leash_common::PortRule {
+                expires_ns: l.expires_ns,
+                port_lo: l.port_lo,
+                port_hi: l.port_hi,
+                protos: l.protos,
+                _pad: [0; 3],
+            },
+        })
+}
+
 /// Removes a task's kernel entries: the task entry first, so its processes are
 /// denied from that moment, then its grants.
 pub(super) fn uninstall(
@@ -161,6 +180,7 @@ pub(super) fn uninstall(
     installed: &mut Installed,
 ) -> Result<(), MapsError> {
     maps.remove_task_entry(id)?;
+    maps.remove_dns_target(id)?;
     for key in installed.exec.drain() {
         maps.revoke_exec(&key)?;
     }

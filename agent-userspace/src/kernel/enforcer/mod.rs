@@ -177,6 +177,7 @@ fn set_capacities(loader: &mut EbpfLoader<'_>, capacities: &[(&'static str, u32)
             names::TASKS => {
                 loader.map_max_entries(names::NET_PREFIXES, capacity);
                 loader.map_max_entries(names::NET_SLOTS, capacity);
+                loader.map_max_entries(names::DNS_TARGETS, capacity);
             }
             _ => {}
         }

@@ -6,10 +6,11 @@ use aya::{
     maps::{HashMap, MapData, MapError, PerCpuArray},
 };
 use leash_common::{
-    ExecFileGrant, ExecGrant, ExecKey, NetKey, NetRules, ScriptKey, TaskInfo, UnixKey,
+    DnsTarget, ExecFileGrant, ExecGrant, ExecKey, NetKey, NetRules, ScriptKey, TaskInfo, UnixKey,
     maps as names,
 };
 
+mod dns;
 mod net;
 mod net_pool;
 mod protected_names;
@@ -66,6 +67,8 @@ pub struct Maps {
     decisions: PerCpuArray<MapData, u64>,
     stats: PerCpuArray<MapData, u64>,
     scopes: HashMap<MapData, u64, u8>,
+    /// Task id → where its DNS goes (`dns.rs`).
+    dns: HashMap<MapData, u64, DnsTarget>,
 }
 
 fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, MapsError>
@@ -97,7 +100,7 @@ fn op_err(op: &'static str, map: &'static str) -> impl FnOnce(MapError) -> MapsE
 fn config_key(map: &str) -> &'static str {
     match map {
         names::PROCS => "procs",
-        names::TASKS => "tasks",
+        names::TASKS | names::DNS_TARGETS => "tasks",
         names::EXEC_GRANTS => "exec_grants",
         names::SCRIPT_GRANTS => "script_grants",
         names::NET_GRANTS | names::NET_HOSTS | names::NET_PREFIXES => "net_grants",
@@ -152,6 +155,7 @@ impl Maps {
             decisions: take(ebpf, names::DECISIONS)?,
             stats: take(ebpf, names::STATS)?,
             scopes: take(ebpf, names::LEASH_CGROUPS)?,
+            dns: take(ebpf, names::DNS_TARGETS)?,
         };
         maps.free_orphan_slots()?;
         Ok(maps)
@@ -193,6 +197,7 @@ impl Maps {
     /// their tag and so are denied everything from now on (fail closed).
     pub fn remove_task(&mut self, id: u64) -> Result<(), MapsError> {
         removed(self.tasks.remove(&id), names::TASKS)?;
+        self.remove_dns_target(id)?;
         let exec: Vec<_> = self
             .exec
             .keys()

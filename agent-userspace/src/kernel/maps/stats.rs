@@ -11,13 +11,14 @@ use leash_common::{
 use super::{Maps, MapsError, is_tid};
 
 /// The counted actions, in the row order of [`DecisionCounts`].
-pub const COUNTED: [Action; 6] = [
+pub const COUNTED: [Action; 7] = [
     Action::Exec,
     Action::Connect,
     Action::Send,
     Action::Socket,
     Action::Tamper,
     Action::Fork,
+    Action::Dns,
 ];
 
 /// The verdicts, in the column order of [`DecisionCounts`].
@@ -130,6 +131,39 @@ impl Maps {
             }
         }
         Ok(out)
+    }
+
+    /// Counts a decision made in userspace (the DNS responder) in the kernel's counters,
+    /// on the first CPU's copy: no kernel program writes the rows of such an action,
+    /// and the daemon writes them under its lock, so nothing is lost to a race.
+    pub fn count_userspace(
+        &mut self,
+        slot: u32,
+        action: Action,
+        verdict: Verdict,
+    ) -> Result<(), MapsError> {
+        let index = counter_index(slot, action, verdict);
+        let op = |op| {
+            move |source| MapsError::Op {
+                op,
+                map: names::DECISIONS,
+                source,
+            }
+        };
+        let values = self.decisions.get(&index, 0).map_err(op("lookup"))?;
+        let mut values: Vec<u64> = values.iter().copied().collect();
+        if let Some(first) = values.first_mut() {
+            *first += 1;
+        }
+        let values = aya::maps::PerCpuValues::try_from(values).map_err(|e| MapsError::Op {
+            op: "update",
+            map: names::DECISIONS,
+            source: aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+                call: "bpf_map_update_elem",
+                io_error: e,
+            }),
+        })?;
+        self.decisions.set(index, values, 0).map_err(op("update"))
     }
 
     pub fn stat(&self, stat: Stat) -> Result<u64, MapsError> {

@@ -1,0 +1,106 @@
+//! DNS slots and learned addresses of tasks: what the responder installs from an
+//! answer, refreshed by later answers and dropped at their expiry.
+
+use super::{LearnedRecord, RegistryError, Tasks};
+use crate::{
+    dns::{Learned, NameGrant, TaskDns},
+    grants::mapped,
+    kernel::maps::Maps,
+    protocol::{GrantKind, Mode},
+};
+
+impl Tasks {
+    /// The task's DNS slot, given one now if it has none (the lowest slot no task holds).
+    pub fn dns_slot(&mut self, id: u64) -> Result<u32, RegistryError> {
+        let used: std::collections::BTreeSet<u32> =
+            self.tasks.values().map(|t| t.dns_slot).collect();
+        let task = self.get_mut(id)?;
+        if task.dns_slot == 0 {
+            task.dns_slot = (1..leash_common::dns::SLOTS)
+                .find(|s| !used.contains(s))
+                .unwrap_or(0);
+        }
+        Ok(task.dns_slot)
+    }
+
+    /// The live task holding DNS slot `slot`.
+    #[must_use]
+    pub fn by_dns_slot(&self, slot: u32) -> Option<u64> {
+        self.tasks
+            .values()
+            .find(|t| t.dns_slot == slot && slot != 0 && t.is_live())
+            .map(|t| t.id)
+    }
+
+    /// What the responder needs of task `id`: its name grants (not pending), its
+    /// resolvers and mode.
+    #[must_use]
+    pub fn dns_view(&self, id: u64) -> Option<TaskDns> {
+        let t = self.tasks.get(&id).filter(|t| t.is_live())?;
+        Some(TaskDns {
+            grants: t
+                .grants
+                .iter()
+                .filter(|g| g.kind == GrantKind::Connect && g.pending_ns == 0)
+                .filter_map(|g| NameGrant::parse(&g.spec, g.expires_ns))
+                .collect(),
+            upstreams: t.dns_upstreams.clone(),
+            audit: t.mode == Mode::Audit,
+        })
+    }
+
+    /// Installs learned addresses as host grants of task `id`: an address already
+    /// learned with the same ports is refreshed (its entry rewritten in place, never
+    /// removed and added again).
+    pub fn learn(
+        &mut self,
+        maps: &mut Maps,
+        id: u64,
+        learned: &[Learned],
+    ) -> Result<(), RegistryError> {
+        let task = self.get_mut(id)?;
+        if !task.is_live() {
+            return Err(RegistryError::Ended(task.id_string()));
+        }
+        for l in learned {
+            let addr = mapped(l.addr);
+            match task.learned.iter_mut().find(|r| {
+                (r.addr, r.port_lo, r.port_hi, r.protos) == (addr, l.port_lo, l.port_hi, l.protos)
+            }) {
+                Some(r) => {
+                    r.expires_ns = r.expires_ns.max(l.expires_ns);
+                    r.name.clone_from(&l.name);
+                }
+                None => task.learned.push(LearnedRecord {
+                    addr,
+                    port_lo: l.port_lo,
+                    port_hi: l.port_hi,
+                    protos: l.protos,
+                    expires_ns: l.expires_ns,
+                    name: l.name.clone(),
+                }),
+            }
+        }
+        self.sync(maps, id)
+    }
+
+    /// Live tasks with a learned address past its expiry (the kernel denies it
+    /// already); drops those addresses and re-syncs each task. Returns the tasks.
+    pub fn expire_learned(&mut self, maps: &mut Maps, now_ns: u64) -> Vec<u64> {
+        let ids: Vec<u64> = self
+            .tasks
+            .values()
+            .filter(|t| t.is_live() && t.learned.iter().any(|l| l.expires_ns <= now_ns))
+            .map(|t| t.id)
+            .collect();
+        for &id in &ids {
+            if let Some(t) = self.tasks.get_mut(&id) {
+                t.learned.retain(|l| l.expires_ns > now_ns);
+            }
+            if let Err(e) = self.sync(maps, id) {
+                tracing::error!(task = %crate::protocol::TaskId(id), "cannot remove expired DNS addresses: {e}");
+            }
+        }
+        ids
+    }
+}

@@ -1,0 +1,192 @@
+//! The DNS responder: each task resolves only the names it was granted, and the
+//! addresses it is answered become its host grants before it sees them (docs/dns.md).
+//!
+//! The kernel rewrites a tagged process's DNS (UDP or TCP to port 53) to a loopback
+//! address that encodes its task's DNS slot, at this responder's ports in the task's
+//! network namespace; the responder reads the slot back from the destination
+//! (`IP_PKTINFO` for UDP, the accepted socket's local address for TCP), so a query is
+//! attributed by the kernel, never by what it says. The daemon gives each network
+//! namespace one responder, on a thread of its own that has joined the namespace, so
+//! the sockets it opens (listening and upstream) are all in there.
+//!
+//! `message` parses and builds DNS messages (hickory-proto), `names` matches names
+//! against grants, `upstream` finds and asks the task's resolver, `serve` runs the
+//! sockets. The daemon answers through [`TaskLookup`]; this module never imports it.
+
+mod message;
+mod names;
+mod serve;
+mod upstream;
+
+use std::{
+    io,
+    net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4},
+    os::fd::OwnedFd,
+    sync::Arc,
+    time::Duration,
+};
+
+pub use names::NameGrant;
+pub use upstream::{nameservers, nameservers_in};
+
+/// Bounds the responder holds every task to.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Shortest life of a learned address, whatever the record's TTL.
+    pub min_ttl: Duration,
+    /// Longest life of a learned address.
+    pub max_ttl: Duration,
+    /// Queries per second one task may make; more are dropped and counted.
+    pub rate: u32,
+    /// Queries one task may make at once above `rate`.
+    pub burst: u32,
+    /// How long one upstream may take before the next is tried (and, after the last,
+    /// the client gets SERVFAIL).
+    pub upstream_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            min_ttl: Duration::from_secs(5),
+            max_ttl: Duration::from_mins(5),
+            rate: 200,
+            burst: 400,
+            upstream_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// What the responder needs to know of the task behind a slot.
+#[derive(Clone, Debug)]
+pub struct TaskDns {
+    pub grants: Vec<NameGrant>,
+    /// The resolvers of the task's own `resolv.conf`.
+    pub upstreams: Vec<SocketAddr>,
+    /// Audit mode: answer everything, report what would have been refused.
+    pub audit: bool,
+}
+
+/// An address learned from an answer: a host grant of the task until `expires_ns`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Learned {
+    pub addr: IpAddr,
+    /// `CLOCK_BOOTTIME` ns.
+    pub expires_ns: u64,
+    pub port_lo: u16,
+    pub port_hi: u16,
+    pub protos: u8,
+    /// The name asked for.
+    pub name: String,
+}
+
+/// One decided query, for the audit log, events and counters.
+#[derive(Clone, Debug)]
+pub struct Report {
+    /// The name asked for (lowercase ASCII), empty for a malformed query.
+    pub name: String,
+    /// The query type (`A`, `TXT`, ...).
+    pub qtype: String,
+    pub verdict: leash_common::Verdict,
+    /// `granted`, `not_granted`, `query_type`, `malformed`, `rate_limited`,
+    /// `upstream_failed`, `install_failed`.
+    pub reason: &'static str,
+    /// Addresses installed as host grants.
+    pub addresses: Vec<IpAddr>,
+    pub tcp: bool,
+}
+
+/// The daemon's side: the task behind a slot, installing what it learns, reporting.
+pub trait TaskLookup: Send + Sync + 'static {
+    /// The task whose DNS slot is `slot`, if it is live.
+    fn task(&self, slot: u32) -> Option<TaskDns>;
+    /// Installs `learned` as host grants of the task; the answer is relayed only after.
+    fn learn(&self, slot: u32, learned: &[Learned]) -> Result<(), String>;
+    fn report(&self, slot: u32, report: Report);
+}
+
+/// A responder running in one network namespace; stops when dropped.
+pub struct Responder {
+    /// Where it listens: the ports every slot address of the namespace reaches.
+    pub udp_port: u16,
+    pub tcp_port: u16,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot enter the task's network namespace: {0}")]
+    Setns(#[source] nix::Error),
+    #[error("cannot open the DNS responder's sockets in the task's network namespace: {0}")]
+    Socket(#[source] io::Error),
+    #[error("the DNS responder's thread ended before it started")]
+    Thread,
+}
+
+impl Responder {
+    /// Starts a responder inside the network namespace `netns` (an open
+    /// `/proc/PID/ns/net`), on a thread of its own.
+    pub fn start(
+        netns: OwnedFd,
+        tasks: Arc<dyn TaskLookup>,
+        limits: Limits,
+    ) -> Result<Self, StartError> {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("leash-dns".into())
+            .spawn(move || {
+                let sockets = nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(StartError::Setns)
+                    .and_then(|()| bind().map_err(StartError::Socket));
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(StartError::Socket);
+                let (udp, tcp, rt) = match (sockets, runtime) {
+                    (Ok((udp, tcp)), Ok(rt)) => (udp, tcp, rt),
+                    (Err(e), _) | (_, Err(e)) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let ports = (
+                    udp.local_addr().map_or(0, |a| a.port()),
+                    tcp.local_addr().map_or(0, |a| a.port()),
+                );
+                let _ = ready_tx.send(Ok(ports));
+                rt.block_on(serve::run(udp, tcp, tasks, limits, stop_rx));
+            })
+            .map_err(StartError::Socket)?;
+        let (udp_port, tcp_port) = ready_rx.recv().map_err(|_| StartError::Thread)??;
+        Ok(Self {
+            udp_port,
+            tcp_port,
+            stop: Some(stop_tx),
+        })
+    }
+}
+
+/// The listening sockets, on every address of the namespace (the slot addresses are
+/// all of `127.0.0.0/8`, which no single bind covers); what does not arrive on a slot
+/// address is dropped. TCP takes the UDP port when it is free.
+fn bind() -> io::Result<(std::net::UdpSocket, std::net::TcpListener)> {
+    let any = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0);
+    let udp = std::net::UdpSocket::bind(any)?;
+    nix::sys::socket::setsockopt(&udp, nix::sys::socket::sockopt::Ipv4PacketInfo, &true)
+        .map_err(io::Error::from)?;
+    let port = udp.local_addr()?.port();
+    let tcp = std::net::TcpListener::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port))
+        .or_else(|_| std::net::TcpListener::bind(any))?;
+    udp.set_nonblocking(true)?;
+    tcp.set_nonblocking(true)?;
+    Ok((udp, tcp))
+}

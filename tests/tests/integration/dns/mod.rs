@@ -1,0 +1,196 @@
+//! Names as grants, enforced at DNS (docs/dns.md): a task in its own network namespace
+//! resolves through its `resolv.conf` (a real dnsmasq), its DNS goes to the daemon's
+//! responder whatever resolver it aims at, only granted names are answered, and their
+//! answers become the addresses it may connect to, until their TTL ends.
+
+mod pod;
+
+use std::time::Duration;
+
+use harness::{
+    EPERM,
+    daemon::{DaemonGuard, stderr, stdout, task_json},
+    probe,
+};
+use pod::Pod;
+
+/// A granted address with nothing listening: the kernel lets the connect through.
+const REFUSED: &str = "errno 111";
+
+fn create(d: &DaemonGuard, connect: &[&str]) -> String {
+    let p = probe().display().to_string();
+    let mut args = vec!["task", "create", "--allow-exec", &p];
+    for c in connect {
+        args.extend(["--allow-connect", c]);
+    }
+    let o = d.run(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    stdout(&o)
+}
+
+#[test]
+fn granted_names_resolve_and_connect_everything_else_is_refused() {
+    let Some(pod) = Pod::new("grant") else {
+        return;
+    };
+    let d = DaemonGuard::start("dns-grant", "");
+    let id = create(
+        &d,
+        &[
+            "granted.test:443/tcp",
+            "*.wild.test:443/tcp",
+            "alias.test:443/tcp",
+        ],
+    );
+    let mut s = pod.join(&d, &id);
+
+    // A granted name: answered, and its address becomes connectable.
+    assert_eq!(
+        s.run("connect tcp 10.77.0.1 443"),
+        EPERM,
+        "not before the query"
+    );
+    assert_eq!(
+        s.run("dns udp 127.0.0.1 granted.test A"),
+        "answer 10.77.0.1"
+    );
+    assert_eq!(s.run("connect tcp 10.77.0.1 443"), REFUSED);
+    assert_eq!(
+        s.run("connect tcp 10.77.0.1 80"),
+        EPERM,
+        "the grant's port only"
+    );
+    // Through the C library, as programs resolve.
+    assert_eq!(s.run("resolve granted.test"), "answer 10.77.0.1");
+
+    // Not granted: refused, and its address stays denied.
+    assert_eq!(s.run("dns udp 127.0.0.1 denied.test A"), "rcode Refused");
+    assert_eq!(s.run("connect tcp 10.77.0.2 443"), EPERM);
+    // A tunnel's query type, for a granted name.
+    assert_eq!(s.run("dns udp 127.0.0.1 granted.test TXT"), "rcode Refused");
+
+    // Wildcards cover the names below, not the apex.
+    assert_eq!(
+        s.run("dns udp 127.0.0.1 www.wild.test A"),
+        "answer 10.77.0.3"
+    );
+    assert_eq!(s.run("connect tcp 10.77.0.3 443"), REFUSED);
+    assert_eq!(s.run("dns udp 127.0.0.1 wild.test A"), "rcode Refused");
+    assert_eq!(
+        s.run("dns udp 127.0.0.1 WWW.Wild.TEST A"),
+        "answer 10.77.0.3"
+    );
+
+    // A CNAME chain: the address at its end is granted.
+    assert_eq!(s.run("dns udp 127.0.0.1 alias.test A"), "answer 10.77.0.5");
+    assert_eq!(s.run("connect tcp 10.77.0.5 443"), REFUSED);
+
+    // Over TCP, unconnected UDP, and aimed at another resolver: all reach leash.
+    assert_eq!(
+        s.run("dns tcp 127.0.0.1 granted.test A"),
+        "answer 10.77.0.1"
+    );
+    assert_eq!(
+        s.run("dns udpto 127.0.0.1 granted.test A"),
+        "answer 10.77.0.1"
+    );
+    assert_eq!(s.run("dns udp 10.9.9.9 denied.test A"), "rcode Refused");
+    assert_eq!(s.run("dns tcp 192.0.2.53 denied.test A"), "rcode Refused");
+    assert_eq!(s.run("dns udp 10.9.9.9 granted.test A"), "answer 10.77.0.1");
+    // The caller sees the resolver it aimed at, not the responder.
+    assert_eq!(
+        s.run("dns-peer 127.0.0.1 granted.test"),
+        "peer 127.0.0.1:53 from 127.0.0.1:53"
+    );
+
+    // Malformed: FORMERR, and the next good query is still answered.
+    assert_eq!(
+        s.run("dns-raw udp 127.0.0.1 abcd0100000100"),
+        "rcode FormErr"
+    );
+    assert_eq!(
+        s.run("dns udp 127.0.0.1 granted.test A"),
+        "answer 10.77.0.1"
+    );
+
+    // Untagged processes in the same namespace reach the resolver as before.
+    assert_eq!(
+        pod.untagged("dns udp 127.0.0.1 denied.test A"),
+        "answer 10.77.0.2"
+    );
+
+    // Reported: a dns event naming the refused name, the learned addresses in the task.
+    let audit = std::fs::read_to_string(&d.audit_log).unwrap_or_default();
+    assert!(
+        audit.lines().any(|l| l.contains("\"kind\":\"dns\"")
+            && l.contains("denied.test")
+            && l.contains("\"verdict\":\"denied\"")),
+        "{audit}"
+    );
+    let learned = task_json(&d, &id)["learned"].to_string();
+    assert!(learned.contains("10.77.0.1"), "{learned}");
+    let (_, metrics) = d.metrics_get("/metrics");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("leash_decisions_total{")
+                && l.contains("action=\"dns\"")
+                && l.contains("verdict=\"denied\"")
+                && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn learned_addresses_end_with_their_ttl() {
+    let Some(pod) = Pod::new("ttl") else {
+        return;
+    };
+    let d = DaemonGuard::start("dns-ttl", "dns:\n  min_ttl: 2s\n");
+    let id = create(&d, &["granted.test:443/tcp"]);
+    let mut s = pod.join(&d, &id);
+    assert_eq!(
+        s.run("dns udp 127.0.0.1 granted.test A"),
+        "answer 10.77.0.1"
+    );
+    assert_eq!(s.run("connect tcp 10.77.0.1 443"), REFUSED);
+    // dnsmasq answers with TTL 1 s; the responder keeps an address at least
+    // `dns.min_ttl` (2 s here).
+    std::thread::sleep(Duration::from_millis(2_500));
+    assert_eq!(s.run("connect tcp 10.77.0.1 443"), EPERM, "expired");
+    assert_eq!(
+        s.run("dns udp 127.0.0.1 granted.test A"),
+        "answer 10.77.0.1"
+    );
+    assert_eq!(s.run("connect tcp 10.77.0.1 443"), REFUSED, "learned again");
+}
+
+#[test]
+fn ipv6_resolvers_and_a_flood() {
+    let Some(pod) = Pod::new("v6") else {
+        return;
+    };
+    let d = DaemonGuard::start("dns-v6", "");
+    let id = create(&d, &["granted.test:443/tcp"]);
+    let mut s = pod.join(&d, &id);
+    // A dual-stack IPv6 socket aimed at an IPv6 resolver reaches the responder.
+    assert_eq!(s.run("dns udp ::1 granted.test A"), "answer 10.77.0.1");
+    assert_eq!(s.run("dns tcp ::1 granted.test A"), "answer 10.77.0.1");
+    // An unconnected IPv6 send cannot be redirected by the kernel: denied, not let out.
+    assert_eq!(s.run("dns udpto ::1 granted.test A"), EPERM);
+
+    // A flood is dropped past the task's rate, reported, and the responder recovers.
+    assert_eq!(s.run("dns-flood 127.0.0.1 2000"), "ok");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        s.run("dns udp 127.0.0.1 granted.test A"),
+        "answer 10.77.0.1"
+    );
+    let audit = std::fs::read_to_string(&d.audit_log).unwrap_or_default();
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("\"kind\":\"dns\"") && l.contains("rate_limited")),
+        "{audit}"
+    );
+}
