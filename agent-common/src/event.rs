@@ -79,6 +79,12 @@ pub enum Reason {
     IoUringNotGranted = 18,
     /// A granted file whose content (or inode) changed after it was granted.
     ChangedSinceGrant = 19,
+    /// A unix path name granted in another mount namespace or under another root
+    /// (`chroot`) than the caller's: there the name may name another socket.
+    UnixOtherView = 20,
+    /// A unix connect or send whose peer is not the socket the granted name named
+    /// when the grant was made (lsm backend).
+    UnixOtherSocket = 21,
 }
 
 /// Counter rows per slot.
@@ -214,6 +220,8 @@ byte_enum!(Reason {
     GuardHostState => "host_state",
     IoUringNotGranted => "io_uring_not_granted",
     ChangedSinceGrant => "changed_since_grant",
+    UnixOtherView => "unix_other_view",
+    UnixOtherSocket => "unix_other_socket",
 });
 
 #[cfg(test)]
@@ -233,6 +241,7 @@ mod tests {
         assert_eq!(Action::try_from(7), Err(7));
         assert_eq!(Verdict::try_from(2).map(Verdict::as_str), Ok("audited"));
         assert_eq!(Reason::try_from(19), Ok(Reason::ChangedSinceGrant));
-        assert_eq!(Reason::try_from(20), Err(20));
+        assert_eq!(Reason::try_from(21), Ok(Reason::UnixOtherSocket));
+        assert_eq!(Reason::try_from(22), Err(22));
     }
 }

@@ -2,7 +2,7 @@
 
 use crate::{
     ExecFileGrant, ExecGrant, ExecKey, KernelOffsets, NetKey, NetRules, ScriptKey, TaskInfo,
-    UnixKey,
+    UnixGrant, UnixKey,
 };
 
 // SAFETY: each type is `repr(C)`, `Copy`, made only of integers, with explicit padding
@@ -24,3 +24,5 @@ unsafe impl aya::Pod for KernelOffsets {}
 unsafe impl aya::Pod for ScriptKey {}
 // SAFETY: as above.
 unsafe impl aya::Pod for UnixKey {}
+// SAFETY: as above.
+unsafe impl aya::Pod for UnixGrant {}

@@ -125,6 +125,17 @@ where
     {
         tracing::error!("cannot protect the API socket's name from tagged processes: {e}");
     }
+    // Tagged processes reach unix sockets only by grant; the API socket is open to them
+    // all, so that they hear a clear 403 from the API instead of being killed. Granted
+    // once bound: the lsm backend records the socket file itself.
+    if let Err(e) = daemon
+        .lock()
+        .enforcer
+        .maps_mut()
+        .grant_unix_everywhere(&config.socket.path)
+    {
+        tracing::error!("cannot open the API socket to tagged processes: {e}");
+    }
     tracing::info!(socket = %config.socket.path.display(), audit_log = %config.audit_log.display(), "API listening");
 
     let mut events = Some(tokio::spawn(kernel_events::pump_events(

@@ -78,6 +78,34 @@ impl Daemon {
         }
     }
 
+    /// Looks again for the sockets of `unix:` path grants that had none when granted,
+    /// in the view each grant holds in (see `registry::unix_sockets`).
+    pub fn refresh_unix_sockets(&self) {
+        let unresolved = self.lock().tasks.unresolved_sockets();
+        for (id, gid, name, view) in unresolved {
+            let pids = self.lock().enforcer.maps().procs_of(id);
+            let Some(root) = registry::root_in(view, &pids) else {
+                continue;
+            };
+            let Some(file) = crate::grants::SocketFile::at(std::path::Path::new(&root), &name)
+            else {
+                continue;
+            };
+            let mut inner = self.lock();
+            let Inner { enforcer, tasks } = &mut *inner;
+            match tasks.record_socket(enforcer.maps_mut(), id, &gid, file) {
+                Ok(true) => {
+                    tracing::info!(task = %TaskId(id), grant = gid, name, "the socket of a unix grant now exists; recorded");
+                    self.save(&inner, id);
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(task = %TaskId(id), grant = gid, "cannot record the socket of a unix grant: {e}");
+                }
+            }
+        }
+    }
+
     /// Re-resolves the DNS names of connect grants. Resolution runs without the lock;
     /// a name that fails to resolve keeps its last addresses (logged), so a resolver
     /// hiccup does not cut a task off.
@@ -89,7 +117,7 @@ impl Daemon {
                 &spec,
                 gid.clone(),
                 0,
-                std::path::Path::new("/"),
+                &registry::ResolveIn::own(),
             ) {
                 Ok(fresh) => {
                     let mut inner = self.lock();
@@ -133,6 +161,9 @@ pub(super) async fn sweeper(daemon: Arc<Daemon>, mut stopping: Stopping) {
         let dns = n.is_multiple_of(DNS_REFRESH.as_millis() as u64 / 250);
         if let Err(e) = tokio::task::spawn_blocking(move || {
             d.sweep(all);
+            if all {
+                d.refresh_unix_sockets();
+            }
             if dns {
                 d.refresh_dns();
             }

@@ -18,11 +18,13 @@ mod connect;
 mod exec;
 pub mod file_state;
 mod net;
+pub mod unix;
 
 pub use connect::{ConnectSpec, Host};
 pub use exec::{ExecFile, kernel_dev, resolve_exec, resolve_exec_in};
 pub use file_state::FileState;
 pub use net::{NetGrant, compile_net, mapped, mapped_prefix};
+pub use unix::{SocketFile, UnixView};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GrantError {
