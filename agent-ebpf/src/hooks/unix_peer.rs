@@ -96,7 +96,7 @@ fn peer_refused(other: *const u8, action: Action) -> bool {
     };
     let o = offsets();
     let dentry: Option<*const u8> = at(other, o.unix_sock_dentry);
-    if dentry.is_some_and(|d| d.is_null()) {
+    if dentry.is_some_and(<*const u8>::is_null) {
         // Abstract or unnamed: no file, decided by name before the lookup.
         return false;
     }
@@ -168,7 +168,7 @@ pub(crate) fn family_lsm_unix_may_send(ctx: LsmContext) -> i32 {
     }
     let other: *const u8 = ctx.arg(1);
     // An unreadable peer is decided as one with no readable file: refused.
-    let sk = at::<*const u8>(other, offsets().socket_sk).unwrap_or(core::ptr::null());
+    let sk = at::<*const u8>(other, offsets().socket_sk).unwrap_or_default();
     if peer_refused(sk, Action::Send) {
         -EPERM
     } else {

@@ -233,6 +233,13 @@ impl TaskRecord {
                                 _ => format!("{v6}/{}", n.prefix),
                             }
                         }))
+                        // A unix path grant's socket file, once the daemon has seen it.
+                        .chain(
+                            g.unix_socket
+                                .iter()
+                                .zip(&g.unix)
+                                .map(|(f, name)| format!("{name} {}:{}", f.dev, f.ino)),
+                        )
                         .collect(),
                 })
                 .collect(),

@@ -16,7 +16,7 @@ use std::{os::unix::net::UnixListener, path::Path};
 use harness::{Action, Reason};
 use harness::{
     EPERM, Harness, Scratch,
-    daemon::{DaemonGuard, stderr, stdout},
+    daemon::{DaemonGuard, TaskSession, stderr, stdout, task_json},
     mount_ns::{self, Bind, Mount, untagged_with_binds},
     probe, refused, spec,
 };
@@ -252,6 +252,9 @@ fn sendto(path: &str) -> String {
     format!("unix-sendto {path}")
 }
 
+/// Puts a link to the first path at the second.
+type Link = fn(&str, &str) -> std::io::Result<()>;
+
 /// A datagram socket that tells whether anything arrived.
 struct Datagrams {
     path: String,
@@ -372,7 +375,6 @@ fn a_link_put_on_a_granted_name_reaches_nothing_on_lsm() {
     let (moved, moved_dgram) = (s.path("moved.sock"), s.path("moved.dgram"));
     std::fs::rename(&granted.path, &moved).unwrap();
     std::fs::rename(&dgram.path, &moved_dgram).unwrap();
-    type Link = fn(&str, &str) -> std::io::Result<()>;
     let links: [(&str, Link); 2] = [
         ("symlink", |from, to| std::os::unix::fs::symlink(from, to)),
         ("hard link", |from, to| std::fs::hard_link(from, to)),
@@ -447,4 +449,65 @@ fn a_chroot_by_a_process_sharing_the_callers_root_does_not_re_point_a_grant() {
     assert!(!other.reached(), "the other socket was reached");
     assert_eq!(untagged(&attempt), "ok");
     assert!(other.reached(), "untagged: the shared root was changed");
+}
+
+#[test]
+fn a_socket_made_after_its_grant_is_recorded_and_a_later_one_is_not_followed() {
+    let d = DaemonGuard::start("c19-later", "");
+    let lsm = Harness::backend_of_daemon(&d) == Backend::Lsm;
+    let s = Scratch::new("c19-later");
+    let path = s.path("later.sock");
+    let p = probe().display().to_string();
+    let o = d.run(&[
+        "task",
+        "create",
+        "--allow-exec",
+        &p,
+        "--allow-connect",
+        &format!("unix:{path}"),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let id = stdout(&o);
+    let mut task = TaskSession::join(&d, &id);
+    // No socket yet: the grant names none.
+    assert_eq!(
+        task_json(&d, &id)["grants"][1]["resolved"],
+        serde_json::json!([])
+    );
+    let listener = UnixListener::bind(&path).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let meta = std::fs::metadata(&path).unwrap();
+    let resolved = format!(
+        "{path} {}:{}",
+        leash::grants::kernel_dev(std::os::unix::fs::MetadataExt::dev(&meta)),
+        std::os::unix::fs::MetadataExt::ino(&meta)
+    );
+    harness::wait_for("the daemon records the socket", || {
+        task_json(&d, &id)["grants"][1]["resolved"][0] == resolved.as_str()
+    });
+    assert_eq!(task.run(&connect(&path)), "ok");
+    assert!(listener.accept().is_ok(), "the recorded socket is reached");
+    // Another socket bound at the name later (by a task that can write the directory,
+    // or a server restarted) is not the one granted: lsm refuses it; grant again.
+    drop(listener);
+    std::fs::remove_file(&path).unwrap();
+    let later = UnixListener::bind(&path).unwrap();
+    later.set_nonblocking(true).unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert_eq!(
+        task.run(&connect(&path)),
+        if lsm { EPERM } else { "ok" },
+        "a socket bound after the grant was recorded"
+    );
+    assert_eq!(later.accept().is_ok(), !lsm);
+    if lsm {
+        let refused = || {
+            d.audit()
+                .into_iter()
+                .find(|e| e["kind"] == "connect" && e["reason"] == "unix_other_socket")
+        };
+        harness::wait_for("a unix_other_socket event in the audit log", || {
+            refused().is_some()
+        });
+    }
 }
