@@ -81,9 +81,15 @@ pub enum Reason {
     IoUringNotGranted = 18,
     /// A granted file whose content (or inode) changed after it was granted.
     ChangedSinceGrant = 19,
+    /// A unix path name granted in another mount namespace or under another root
+    /// (`chroot`) than the caller's: there the name may name another socket.
+    UnixOtherView = 20,
+    /// A unix connect or send whose peer is not the socket the granted name named
+    /// when the grant was made (lsm backend).
+    UnixOtherSocket = 21,
     /// DNS to port 53 that cannot be redirected to the task's responder (an unconnected
     /// IPv6 send, or a task without a responder): denied rather than let through.
-    DnsUnredirectable = 20,
+    DnsUnredirectable = 22,
 }
 
 /// Counter rows per slot.
@@ -220,6 +226,8 @@ byte_enum!(Reason {
     GuardHostState => "host_state",
     IoUringNotGranted => "io_uring_not_granted",
     ChangedSinceGrant => "changed_since_grant",
+    UnixOtherView => "unix_other_view",
+    UnixOtherSocket => "unix_other_socket",
     DnsUnredirectable => "dns_unredirectable",
 });
 
@@ -239,7 +247,9 @@ mod tests {
         }
         assert_eq!(Action::try_from(8), Err(8));
         assert_eq!(Verdict::try_from(2).map(Verdict::as_str), Ok("audited"));
-        assert_eq!(Reason::try_from(20), Ok(Reason::DnsUnredirectable));
-        assert_eq!(Reason::try_from(21), Err(21));
+        assert_eq!(Reason::try_from(19), Ok(Reason::ChangedSinceGrant));
+        assert_eq!(Reason::try_from(21), Ok(Reason::UnixOtherSocket));
+        assert_eq!(Reason::try_from(22), Ok(Reason::DnsUnredirectable));
+        assert_eq!(Reason::try_from(23), Err(23));
     }
 }

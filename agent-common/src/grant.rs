@@ -173,3 +173,33 @@ pub struct UnixKey {
 }
 
 const _: () = assert!(size_of::<UnixKey>() == 8 + UNIX_PATH_LEN);
+
+/// Where a unix path name was granted: the mount namespace and the root directory of
+/// the process the grant was resolved for. A path names a socket only through one
+/// view of the file systems; in another mount namespace or under another root the
+/// same bytes can name another socket (a bind mount, `chroot` plus a hard link).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct UnixScope {
+    /// Inode of the root directory (`fs->root`).
+    pub root_ino: u64,
+    /// Device of the root directory, in the kernel's `s_dev` encoding.
+    pub root_dev: u32,
+    /// The mount namespace's inode number (`ns.inum`, as `/proc/<pid>/ns/mnt` shows it).
+    pub mnt_ns: u32,
+}
+
+const _: () = assert!(size_of::<UnixScope>() == 16);
+
+/// Value of `UNIX_GRANTS`. A path name holds only for a caller whose mount namespace
+/// and root are `scope`; an abstract name (per network namespace, no file) has an
+/// all-zero scope, which is not checked.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnixGrant {
+    /// `CLOCK_BOOTTIME` ns after which this grant no longer applies; 0 = the task's.
+    pub expires_ns: u64,
+    pub scope: UnixScope,
+}
+
+const _: () = assert!(size_of::<UnixGrant>() == 24);

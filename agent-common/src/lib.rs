@@ -15,7 +15,8 @@ pub mod task;
 pub use dns::{DnsOrigin, DnsTarget};
 pub use event::{Action, Event, Reason, Verdict};
 pub use grant::{
-    ExecFileGrant, ExecGrant, ExecKey, NetKey, NetRules, PortRule, ScriptKey, UnixKey,
+    ExecFileGrant, ExecGrant, ExecKey, NetKey, NetRules, PortRule, ScriptKey, UnixGrant, UnixKey,
+    UnixScope,
 };
 pub use offsets::KernelOffsets;
 pub use task::{TaskInfo, TaskMode, TaskState};

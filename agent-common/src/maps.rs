@@ -35,8 +35,13 @@ pub const DECISIONS: &str = "DECISIONS";
 /// Per-CPU health counters, indexed by [`Stat`].
 pub const STATS: &str = "STATS";
 
-/// [`crate::UnixKey`] → [`crate::ExecGrant`]: granted unix socket paths.
+/// [`crate::UnixKey`] → [`crate::UnixGrant`]: granted unix socket names, with the
+/// mount namespace and root a path name holds in.
 pub const UNIX_GRANTS: &str = "UNIX_GRANTS";
+/// [`crate::ExecKey`] (task, inode, `s_dev` of the socket file) → [`crate::ExecGrant`]:
+/// the sockets unix path grants named when they were made (lsm backend: the peer a
+/// connect or send reaches must be one of them). Task 0: every task's (the API socket).
+pub const UNIX_SOCKETS: &str = "UNIX_SOCKETS";
 /// Process id (tgid) → 1: processes a tagged process may not signal or trace (the daemon).
 pub const PROTECTED: &str = "PROTECTED";
 /// NUL-padded path (`[u8; UNIX_PATH_LEN]`) → 1: the daemon's API socket and the
@@ -52,7 +57,7 @@ pub const DNS_TARGETS: &str = "DNS_TARGETS";
 pub const DNS_ORIGINS: &str = "DNS_ORIGINS";
 
 /// Every map of the object, for checks and for `leash status`.
-pub const ALL: [&str; 17] = [
+pub const ALL: [&str; 18] = [
     PROCS,
     TASKS,
     EXEC_GRANTS,
@@ -65,6 +70,7 @@ pub const ALL: [&str; 17] = [
     STATS,
     LEASH_CGROUPS,
     UNIX_GRANTS,
+    UNIX_SOCKETS,
     PROTECTED,
     PROTECTED_NAMES,
     PROTECTED_INODES,
@@ -172,6 +178,8 @@ pub mod programs {
     pub const FAMILY_LSM_SOCKET_CREATE: &str = "family_lsm_socket_create";
     pub const FAMILY_LSM_SOCKET_CONNECT: &str = "family_lsm_socket_connect";
     pub const FAMILY_LSM_SOCKET_SENDMSG: &str = "family_lsm_socket_sendmsg";
+    pub const FAMILY_LSM_UNIX_STREAM_CONNECT: &str = "family_lsm_unix_stream_connect";
+    pub const FAMILY_LSM_UNIX_MAY_SEND: &str = "family_lsm_unix_may_send";
     pub const COMPAT_SYS_ENTER: &str = "compat_sys_enter";
     pub const GUARD_MOUNT: &str = "guard_mount";
     pub const GUARD_MOVE_MOUNT: &str = "guard_move_mount";

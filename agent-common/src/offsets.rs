@@ -92,9 +92,28 @@ pub struct KernelOffsets {
     /// Where the lower layer's dentry is: `ovl_entry.__lowerstack[0].dentry` from `oe`
     /// (>= 6.5), else `ovl_inode.lowerpath.dentry`.
     pub ovl_lower_dentry: u32,
+    /// `task_struct.nsproxy`
+    pub task_nsproxy: u32,
+    /// `nsproxy.mnt_ns`
+    pub nsproxy_mnt_ns: u32,
+    /// `mnt_namespace.ns` plus `ns_common.inum`: the mount namespace's inode number.
+    pub mnt_ns_inum: u32,
+    /// `task_struct.fs`
+    pub task_fs: u32,
+    /// `fs_struct.root` plus `path.dentry`: the process's root directory.
+    pub fs_root_dentry: u32,
+    /// `socket.sk`
+    pub socket_sk: u32,
+    /// `unix_sock.path` plus `path.dentry`: the file a unix socket is bound at (NULL
+    /// for abstract and unnamed sockets); `unix_sock` starts with its `struct sock`.
+    pub unix_sock_dentry: u32,
+    /// `unix_sock.addr`: the name it is bound to.
+    pub unix_sock_addr: u32,
+    /// `unix_address.name`: a `sockaddr_un`.
+    pub unix_address_name: u32,
 }
 
-const _: () = assert!(size_of::<KernelOffsets>() == 148);
+const _: () = assert!(size_of::<KernelOffsets>() == 184);
 
 /// Name of the load-time global that holds the [`KernelOffsets`].
 pub const GLOBAL_NAME: &str = "LEASH_OFFSETS";

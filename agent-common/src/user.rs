@@ -2,7 +2,7 @@
 
 use crate::{
     DnsOrigin, DnsTarget, ExecFileGrant, ExecGrant, ExecKey, KernelOffsets, NetKey, NetRules,
-    ScriptKey, TaskInfo, UnixKey,
+    ScriptKey, TaskInfo, UnixGrant, UnixKey,
 };
 
 // SAFETY: each type is `repr(C)`, `Copy`, made only of integers, with explicit padding
@@ -28,3 +28,5 @@ unsafe impl aya::Pod for UnixKey {}
 unsafe impl aya::Pod for DnsTarget {}
 // SAFETY: as above.
 unsafe impl aya::Pod for DnsOrigin {}
+// SAFETY: as above.
+unsafe impl aya::Pod for UnixGrant {}

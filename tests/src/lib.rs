@@ -258,6 +258,20 @@ impl Task<'_> {
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
+    /// Runs the probe once in the task, started in a private mount namespace with
+    /// `binds` made in it before it is tagged ([`mount_ns::binds_on_exec`]).
+    #[must_use]
+    pub fn probe_with_binds(&self, binds: &[mount_ns::Bind<'_>], words: &str) -> String {
+        let mut cmd = Command::new(probe());
+        mount_ns::binds_on_exec(&mut cmd, binds);
+        let out = self
+            .tag_on_exec(cmd)
+            .args(words.split_whitespace())
+            .output()
+            .expect("spawn probe");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
     /// Adds the tagging step to `cmd`, after any it already has.
     fn tag_on_exec(&self, mut cmd: Command) -> Command {
         let mut enf = self.h.enforcer.lock().unwrap();

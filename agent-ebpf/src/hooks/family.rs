@@ -23,7 +23,7 @@ use aya_ebpf::{
     programs::{SockAddrContext, SockContext, TracePointContext},
 };
 use leash_common::{
-    Action, ExecGrant, Reason, UnixKey,
+    Action, Reason, UnixGrant, UnixKey,
     grant::UNIX_PATH_LEN,
     maps::{PROCS_CAPACITY, UNIX_GRANTS_CAPACITY},
     task::{FAMILY_NETLINK, FAMILY_PACKET, FAMILY_RAW, FAMILY_VSOCK},
@@ -47,13 +47,22 @@ const SUN_PATH: usize = leash_common::grant::SUN_PATH_LEN;
 const MMSG_CHECKED: u32 = 8;
 
 #[map]
-pub(crate) static UNIX_GRANTS: HashMap<UnixKey, ExecGrant> =
+pub(crate) static UNIX_GRANTS: HashMap<UnixKey, UnixGrant> =
     HashMap::with_max_entries(UNIX_GRANTS_CAPACITY, 0);
 
-/// Thread id → the ungranted unix name its current connect or send aims at, from
-/// syscall entry to exit.
+/// An ungranted unix name a thread's current connect or send aims at, and why.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct Pending {
+    key: UnixKey,
+    /// 1: granted, but in another mount namespace or root ([`Reason::UnixOtherView`]).
+    other_view: u64,
+}
+
+/// Thread id → the [`Pending`] name of its current connect or send, from syscall entry
+/// to exit.
 #[map]
-pub(crate) static UNIX_PENDING: HashMap<u32, UnixKey> =
+pub(crate) static UNIX_PENDING: HashMap<u32, Pending> =
     HashMap::with_max_entries(PROCS_CAPACITY, BPF_F_NO_PREALLOC);
 
 const EINPROGRESS: i64 = 115;
@@ -67,7 +76,7 @@ pub(crate) fn sys_arg(ctx: &TracePointContext, i: usize) -> u64 {
 /// Decides for the calling thread, `None` when it is untagged. `check` sees the task's
 /// granted family bits; closed tasks deny without it.
 #[inline(always)]
-fn judge(
+pub(crate) fn judge(
     action: Action,
     now: u64,
     check: impl FnOnce(u64, u32) -> Result<(), Reason>,
@@ -253,14 +262,36 @@ pub(crate) fn unix_key_in(task: u64, addr: u64, len: u64, kernel: bool) -> Optio
     Some(key)
 }
 
-/// Is `key` granted to its task (or to every task: task 0, the daemon's own socket)?
+/// Is `key` granted to its task (or to every task: task 0, the daemon's own socket),
+/// and, for a path name, is the caller in the mount namespace and under the root it
+/// was granted in? `Err` says why not.
 #[inline(always)]
-pub(crate) fn unix_granted(key: &UnixKey, now: u64) -> bool {
-    let live = |g: Option<&ExecGrant>| g.is_some_and(|g| g.expires_ns == 0 || now < g.expires_ns);
+pub(crate) fn unix_granted(key: &UnixKey, now: u64) -> Result<(), Reason> {
+    let live = |g: Option<&UnixGrant>| {
+        g.copied()
+            .filter(|g| g.expires_ns == 0 || now < g.expires_ns)
+    };
+    // SAFETY: the values are copied out at once.
+    let own = live(unsafe { UNIX_GRANTS.get(key) });
     let mut any = *key;
     any.task = 0;
-    // SAFETY: the values are read at once.
-    unsafe { live(UNIX_GRANTS.get(key)) || live(UNIX_GRANTS.get(any)) }
+    // SAFETY: as above.
+    let every = live(unsafe { UNIX_GRANTS.get(any) });
+    if own.is_none() && every.is_none() {
+        return Err(Reason::NotGranted);
+    }
+    if key.path[0] == 0 {
+        // Abstract: no file, no mount namespace; scoped by the network namespace.
+        return Ok(());
+    }
+    let Some(here) = super::unix_peer::current_scope() else {
+        return Err(Reason::ReadFailed);
+    };
+    if own.is_some_and(|g| g.scope == here) || every.is_some_and(|g| g.scope == here) {
+        Ok(())
+    } else {
+        Err(Reason::UnixOtherView)
+    }
 }
 
 /// Decides a unix connect or send of the calling thread to the kernel's copy of an
@@ -273,8 +304,14 @@ pub(crate) fn unix_refused(task: u64, action: Action, addr: u64, len: u64) -> bo
     };
     let now = now_ns();
     // Ended and expired tasks get nothing: their grants are not consulted.
-    let live = matches!(gate(Some(&task), now), Gate::Live { .. });
-    !(live && unix_granted(&key, now)) && unix_deny(&key, action, now)
+    let verdict = match gate(Some(&task), now) {
+        Gate::Live { .. } => unix_granted(&key, now),
+        _ => Err(Reason::NotGranted),
+    };
+    match verdict {
+        Ok(()) => false,
+        Err(reason) => unix_deny(&key, action, reason, now),
+    }
 }
 
 /// The cgroup `sock_addr` hooks for unix sockets (Linux >= 6.7): `connect()` of stream
@@ -331,11 +368,19 @@ fn unix_enter(addr: u64, len: u64) -> bool {
     };
     let now = now_ns();
     // Ended and expired tasks get nothing: their grants are not consulted.
-    let live = matches!(gate(Some(&task), now), Gate::Live { .. });
-    if live && unix_granted(&key, now) {
+    let verdict = match gate(Some(&task), now) {
+        Gate::Live { .. } => unix_granted(&key, now),
+        _ => Err(Reason::NotGranted),
+    };
+    let Err(reason) = verdict else {
         return false;
-    }
-    if UNIX_PENDING.insert(current_tid(), key, 0).is_err() && unix_deny(&key, Action::Connect, now)
+    };
+    let pending = Pending {
+        key,
+        other_view: u64::from(matches!(reason, Reason::UnixOtherView)),
+    };
+    if UNIX_PENDING.insert(current_tid(), pending, 0).is_err()
+        && unix_deny(&key, Action::Connect, reason, now)
     {
         // No room to remember it: decided now, failing closed.
         kill_current();
@@ -349,20 +394,25 @@ fn unix_enter(addr: u64, len: u64) -> bool {
 fn unix_exit(action: Action, reached: bool) {
     let tid = current_tid();
     // SAFETY: the value is copied out at once.
-    let Some(key) = (unsafe { UNIX_PENDING.get(tid) }).copied() else {
+    let Some(pending) = (unsafe { UNIX_PENDING.get(tid) }).copied() else {
         return;
     };
     let _ = UNIX_PENDING.remove(tid);
-    if reached && unix_deny(&key, action, now_ns()) {
+    let reason = if pending.other_view == 0 {
+        Reason::NotGranted
+    } else {
+        Reason::UnixOtherView
+    };
+    if reached && unix_deny(&pending.key, action, reason, now_ns()) {
         kill_current();
     }
 }
 
-/// Counts and reports a unix connect or send to `key` that is not granted; says
-/// whether it is denied (audit mode allows).
+/// Counts and reports a unix connect or send to `key` that is not granted (`reason`);
+/// says whether it is denied (audit mode allows).
 #[inline(always)]
-pub(crate) fn unix_deny(key: &UnixKey, action: Action, now: u64) -> bool {
-    let Some(d) = judge(action, now, |_, _| Err(Reason::NotGranted)) else {
+pub(crate) fn unix_deny(key: &UnixKey, action: Action, reason: Reason, now: u64) -> bool {
+    let Some(d) = judge(action, now, |_, _| Err(reason)) else {
         return false;
     };
     d.count();

@@ -17,6 +17,7 @@ pub(crate) mod mounts;
 pub(crate) mod net;
 pub(crate) mod process;
 pub(crate) mod scope;
+pub(crate) mod unix_peer;
 pub(crate) mod uring;
 
 use aya_ebpf::{
@@ -74,6 +75,15 @@ static LEASH_OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
     ovl_flags: 0,
     ovl_oe: 0,
     ovl_lower_dentry: 0,
+    task_nsproxy: 0,
+    nsproxy_mnt_ns: 0,
+    mnt_ns_inum: 0,
+    task_fs: 0,
+    fs_root_dentry: 0,
+    socket_sk: 0,
+    unix_sock_dentry: 0,
+    unix_sock_addr: 0,
+    unix_address_name: 0,
 });
 
 #[inline(always)]

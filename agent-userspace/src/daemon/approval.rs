@@ -102,7 +102,10 @@ impl Daemon {
         req: &protocol::AddGrant,
         wait: Duration,
     ) -> Result<String, RegistryError> {
-        let root = self.caller_root(caller.pid, req.exec.is_some())?;
+        let root = self.caller_root(
+            caller.pid,
+            super::caller_root::names_paths(req.exec.is_some(), req.connect.iter()),
+        )?;
         let mut inner = self.lock();
         let Inner { enforcer, tasks } = &mut *inner;
         let task_expiry = tasks.get(id).map_or(0, |t| t.expires_ns);
@@ -110,7 +113,14 @@ impl Daemon {
         if task_expiry != 0 {
             until = until.min(task_expiry);
         }
-        let gid = tasks.add_grant(enforcer.maps_mut(), id, req, &self.limits, &root, until)?;
+        let gid = tasks.add_grant(
+            enforcer.maps_mut(),
+            id,
+            req,
+            &self.limits,
+            &root.resolve_in(),
+            until,
+        )?;
         if let Some(g) = tasks
             .tasks
             .get_mut(&id)
@@ -334,7 +344,7 @@ mod tests {
             "127.0.0.1:1",
             "g1".into(),
             0,
-            std::path::Path::new("/"),
+            &registry::ResolveIn::own(),
         )
         .unwrap();
         let line = serde_json::to_string(&g).unwrap();

@@ -15,7 +15,8 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use super::{Daemon, RegistryError};
+use super::{Daemon, RegistryError, registry::ResolveIn};
+use crate::grants::UnixView;
 
 /// `NS_GET_USERNS` (`_IO(0xb7, 0x1)`, Linux 4.9): the user namespace owning a namespace.
 const NS_GET_USERNS: libc::Ioctl = 0xb701;
@@ -24,10 +25,28 @@ const NS_GET_USERNS: libc::Ioctl = 0xb701;
 pub(super) const TRUST_KEY: &str = "policy.trust_userns_mounts";
 
 /// A caller's root, held open while its grants are resolved (the path is
-/// `/proc/self/fd/N`), or the daemon's own `/` for requests with no exec path.
+/// `/proc/self/fd/N`), or the daemon's own `/` for requests with no path to resolve;
+/// with the caller's mount namespace and root, where its `unix:` path grants hold.
 pub(super) struct CallerRoot {
     _dir: Option<File>,
     path: PathBuf,
+    view: Option<UnixView>,
+}
+
+impl CallerRoot {
+    /// Where the request's grants are resolved.
+    pub(super) fn resolve_in(&self) -> ResolveIn<'_> {
+        ResolveIn {
+            root: &self.path,
+            view: self.view,
+        }
+    }
+}
+
+/// Whether a request's grants name paths to resolve in the caller's root: an exec
+/// grant, or a `unix:` path.
+pub(super) fn names_paths<'a>(exec: bool, mut connect: impl Iterator<Item = &'a String>) -> bool {
+    exec || connect.any(|c| c.trim().starts_with("unix:/"))
 }
 
 impl Deref for CallerRoot {
@@ -69,7 +88,8 @@ fn refused(pid: u32, why: &str) -> RegistryError {
 }
 
 impl Daemon {
-    /// The root `pid`'s exec paths are resolved in; `exec`: the request names one.
+    /// The root `pid`'s exec paths (and `unix:` paths) are resolved in; `exec`: the
+    /// request names one ([`names_paths`]).
     /// The root is opened before the namespace is checked, so a caller that moves to
     /// a namespace of its own after the check still resolves in the checked one.
     pub(super) fn caller_root(
@@ -78,9 +98,11 @@ impl Daemon {
         exec: bool,
     ) -> Result<CallerRoot, RegistryError> {
         let (Some(pid), true) = (pid, exec) else {
+            let path = PathBuf::from("/");
             return Ok(CallerRoot {
                 _dir: None,
-                path: PathBuf::from("/"),
+                view: UnixView::of(None, &path).ok(),
+                path,
             });
         };
         let dir = File::open(format!("/proc/{pid}/root")).map_err(|e| {
@@ -100,6 +122,7 @@ impl Daemon {
         }
         let path = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
         Ok(CallerRoot {
+            view: UnixView::of(Some(pid), &path).ok(),
             _dir: Some(dir),
             path,
         })

@@ -116,15 +116,7 @@ where
     let daemon = Daemon::new(enforcer, &config, audit)?;
     let _ = metrics_state.daemon.set(Arc::clone(&daemon));
     let listener = bind_socket(&config)?;
-    // Tagged processes may not unlink or rename it, or a directory above it.
-    if let Err(e) = daemon
-        .lock()
-        .enforcer
-        .maps_mut()
-        .protect_socket_only(&config.socket.path)
-    {
-        tracing::error!("cannot protect the API socket's name from tagged processes: {e}");
-    }
+    guard_api_socket(&daemon, &config.socket.path);
     tracing::info!(socket = %config.socket.path.display(), audit_log = %config.audit_log.display(), "API listening");
 
     let mut events = Some(tokio::spawn(kernel_events::pump_events(
@@ -173,6 +165,26 @@ where
 
 /// Awaits a part that must keep running; taking it out once it ended, so it is never
 /// awaited again.
+/// Keeps tagged processes from unlinking or renaming the bound API socket (or a
+/// directory above it), and opens it to them all.
+fn guard_api_socket(daemon: &Daemon, path: &Path) {
+    // Tagged processes may not unlink or rename it, or a directory above it.
+    if let Err(e) = daemon.lock().enforcer.maps_mut().protect_socket_only(path) {
+        tracing::error!("cannot protect the API socket's name from tagged processes: {e}");
+    }
+    // Tagged processes reach unix sockets only by grant; the API socket is open to them
+    // all, so that they hear a clear 403 from the API instead of being killed. Granted
+    // once bound: the lsm backend records the socket file itself.
+    if let Err(e) = daemon
+        .lock()
+        .enforcer
+        .maps_mut()
+        .grant_unix_everywhere(path)
+    {
+        tracing::error!("cannot open the API socket to tagged processes: {e}");
+    }
+}
+
 async fn finish<T>(handle: &mut Option<JoinHandle<T>>) -> Result<T, tokio::task::JoinError> {
     match handle {
         Some(h) => {

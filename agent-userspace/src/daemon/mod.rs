@@ -69,15 +69,6 @@ impl Daemon {
         let store = store::Store::new(config.state_dir.clone());
         let tasks = store.load()?;
         let gate = policy::Gate::new(config)?;
-        let mut enforcer = enforcer;
-        // Tagged processes reach unix sockets only by grant; the API socket is open to
-        // them all, so that they hear a clear 403 from the API instead of being killed.
-        if let Err(e) = enforcer
-            .maps_mut()
-            .grant_unix_everywhere(&config.socket.path)
-        {
-            tracing::error!("cannot open the API socket to tagged processes: {e}");
-        }
         let daemon = Arc::new_cyclic(|me| Self {
             me: me.clone(),
             inner: Mutex::new(Inner { enforcer, tasks }),
@@ -223,11 +214,14 @@ impl Daemon {
         caller: Option<u32>,
     ) -> Result<protocol::Task, RegistryError> {
         let started = std::time::Instant::now();
-        let root = self.caller_root(caller, !req.grants.exec.is_empty())?;
+        let root = self.caller_root(
+            caller,
+            caller_root::names_paths(!req.grants.exec.is_empty(), req.grants.connect.iter()),
+        )?;
         let mut inner = self.lock();
         let Inner { enforcer, tasks } = &mut *inner;
         let agents = tasks.agents.len();
-        let created = tasks.create(enforcer.maps_mut(), req, &self.limits, &root);
+        let created = tasks.create(enforcer.maps_mut(), req, &self.limits, &root.resolve_in());
         // Slots are only ever added (a refused task may have added one too), so an
         // agent seen before changes nothing.
         if inner.tasks.agents.len() != agents {
@@ -310,10 +304,20 @@ impl Daemon {
         caller: Option<u32>,
     ) -> Result<String, RegistryError> {
         let started = std::time::Instant::now();
-        let root = self.caller_root(caller, req.exec.is_some())?;
+        let root = self.caller_root(
+            caller,
+            caller_root::names_paths(req.exec.is_some(), req.connect.iter()),
+        )?;
         let mut inner = self.lock();
         let Inner { enforcer, tasks } = &mut *inner;
-        let gid = tasks.add_grant(enforcer.maps_mut(), id, req, &self.limits, &root, 0)?;
+        let gid = tasks.add_grant(
+            enforcer.maps_mut(),
+            id,
+            req,
+            &self.limits,
+            &root.resolve_in(),
+            0,
+        )?;
         self.recorded
             .grant_apply
             .observe(started.elapsed().as_secs_f64());

@@ -198,8 +198,14 @@ impl Daemon {
         }
         // A pending grant that cannot be resolved fails the request before the task exists.
         for (kind, spec) in &pending {
-            let root = self.caller_root(caller.pid, *kind == GrantKind::Exec)?;
-            registry::resolve(*kind, spec, String::new(), 0, &root)?;
+            let root = self.caller_root(
+                caller.pid,
+                super::caller_root::names_paths(
+                    *kind == GrantKind::Exec,
+                    std::iter::once(spec).filter(|_| *kind == GrantKind::Connect),
+                ),
+            )?;
+            registry::resolve(*kind, spec, String::new(), 0, &root.resolve_in())?;
         }
         let task = self.create_task(&req, caller.pid)?;
         let id = task.id.parse::<TaskId>()?.0;
@@ -376,7 +382,7 @@ mod tests {
             spec,
             "g1".into(),
             0,
-            std::path::Path::new("/"),
+            &registry::ResolveIn::own(),
         )
         .unwrap()
     }

@@ -1,10 +1,10 @@
 //! Housekeeping on a timer: expired tasks and grants end, exits whose event was lost
 //! are caught, pending grants lapse, removed pins come back, learned DNS addresses
-//! expire.
+//! expire, the sockets of unix grants made before them are recorded.
 
 use std::{sync::Arc, time::Duration};
 
-use super::{Daemon, lifecycle::Stopping};
+use super::{Daemon, Inner, lifecycle::Stopping, registry};
 use crate::{
     clock,
     protocol::{self, EndReason, TaskId},
@@ -78,6 +78,34 @@ impl Daemon {
             tracing::warn!(path = %path.display(), "a pin was removed; pinned again");
         }
     }
+
+    /// Looks again for the sockets of `unix:` path grants that had none when granted,
+    /// in the view each grant holds in (see `registry::unix_sockets`).
+    pub fn refresh_unix_sockets(&self) {
+        let unresolved = self.lock().tasks.unresolved_sockets();
+        for (id, gid, name, view) in unresolved {
+            let pids = self.lock().enforcer.maps().procs_of(id);
+            let Some(root) = registry::root_in(view, &pids) else {
+                continue;
+            };
+            let Some(file) = crate::grants::SocketFile::at(std::path::Path::new(&root), &name)
+            else {
+                continue;
+            };
+            let mut inner = self.lock();
+            let Inner { enforcer, tasks } = &mut *inner;
+            match tasks.record_socket(enforcer.maps_mut(), id, &gid, file) {
+                Ok(true) => {
+                    tracing::info!(task = %TaskId(id), grant = gid, name, "the socket of a unix grant now exists; recorded");
+                    self.save(&inner, id);
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(task = %TaskId(id), grant = gid, "cannot record the socket of a unix grant: {e}");
+                }
+            }
+        }
+    }
 }
 
 /// Runs the periodic sweep until `shutdown` fires.
@@ -95,6 +123,9 @@ pub(super) async fn sweeper(daemon: Arc<Daemon>, mut stopping: Stopping) {
         let all = n.is_multiple_of(8);
         if let Err(e) = tokio::task::spawn_blocking(move || {
             d.sweep(all);
+            if all {
+                d.refresh_unix_sockets();
+            }
         })
         .await
         {

@@ -20,12 +20,14 @@ mod exec;
 pub mod file_state;
 mod file_system;
 mod net;
+pub mod unix;
 
 pub use connect::{ConnectSpec, Host};
 pub use exec::{ExecFile, kernel_dev, resolve_exec, resolve_exec_in};
 pub use file_state::FileState;
 pub use file_system::set_btrfs_identity;
 pub use net::{NetGrant, compile_net, mapped, mapped_prefix};
+pub use unix::{SocketFile, UnixView};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GrantError {

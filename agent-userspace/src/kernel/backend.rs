@@ -20,11 +20,12 @@ pub enum Backend {
 const LSM_EXEC: &str = "exec: refused with EPERM before the new program loads (lsm bprm_check_security; script and interpreter both checked)";
 const LSM_FORK: &str = "fork: refused once the task has ended or expired (lsm task_alloc)";
 const LSM_SOCKETS: &str = "packet, netlink, vsock sockets (unless socket: granted), other families, unix connect/send to names not unix: granted: EPERM (lsm socket_create, socket_connect, socket_sendmsg; io_uring included)";
+const LSM_UNIX_PEER: &str = "unix connect/send whose peer is not the socket a unix: path grant named when it was made (a symlink, hard link, mount or rename put on the path), or to a path granted in another mount namespace or root: EPERM (lsm unix_stream_connect, unix_may_send, socket_connect, socket_sendmsg)";
 const LSM_PTRACE: &str = "ptrace attach, process_vm_*, /proc/<pid>/mem, pidfd_getfd outside the task: EPERM (lsm ptrace_access_check)";
 const SOCKETS_RAW: &str = "raw IP sockets and IP protocols other than TCP/UDP: EPERM unless socket:raw (cgroup sock_create)";
 const SOCKETS_OTHER: &str = "packet, netlink, vsock sockets (unless socket: granted), other families: killed with SIGKILL at syscall entry (io_uring IORING_OP_SOCKET not seen)";
-const UNIX_HOOKS: &str = "unix connect/send to names not unix: granted: EPERM (cgroup connect_unix, sendmsg_unix, Linux >= 6.7; io_uring included)";
-const UNIX_TRACEPOINTS: &str = "unix connect/send that reached a name not unix: granted: killed at syscall exit (failed attempts let be; kernels before 6.7, which have no cgroup unix hooks); io_uring connects to unix paths not seen";
+const UNIX_HOOKS: &str = "unix connect/send to names not unix: granted, or to a path granted in another mount namespace or root: EPERM (cgroup connect_unix, sendmsg_unix, Linux >= 6.7; io_uring included)";
+const UNIX_TRACEPOINTS: &str = "unix connect/send that reached a name not unix: granted, or a path granted in another mount namespace or root: killed at syscall exit (failed attempts let be; kernels before 6.7, which have no cgroup unix hooks); io_uring connects to unix paths not seen";
 const GUARD: &str = "bpf(), signals or pidfd_open to the daemon, kill(-1), unlink/rename/umount on /sys/fs/bpf, unlink/rename of the API socket or a directory above it (by the path passed), cgroup moves: the caller is killed with SIGKILL (the call itself completes; see docs/security.md)";
 const LSM_GUARD: &str = "bpf(): EPERM (lsm bpf); signals to the daemon: EPERM, never delivered (lsm task_kill); unlink, rmdir, rename on any bpffs mount, or of the API socket or a directory above it (by inode): EPERM (lsm inode_unlink, inode_rmdir, inode_rename); pidfd_open of the daemon, cgroup moves: the caller is killed with SIGKILL (the call itself completes; see docs/security.md)";
 const MOUNTS: &str = "mount, umount2 (any mount), move_mount, fsopen, fsmount, fspick, open_tree clones, mount_setattr, pivot_root, chroot: the caller is killed with SIGKILL (a mount, unmount, pivot or attribute change lands in the caller's mount namespace; see docs/security.md)";
@@ -47,7 +48,7 @@ const PORTABLE_URING: &str = "io_uring without socket:io_uring: killed with SIGK
 /// What a tagged process meets, in the order `leash status` lists it, each line with
 /// the program that provides it: a backend shows the lines of the programs it loads
 /// ([`programs::PROGRAMS`]).
-const GUARANTEES: [(&str, &str); 24] = [
+const GUARANTEES: [(&str, &str); 25] = [
     (p::EXEC_BPRM_CHECK, LSM_EXEC),
     (p::PROCESS_TASK_ALLOC, LSM_FORK),
     (p::EXEC_SCHED_EXEC, PORTABLE_EXEC),
@@ -55,6 +56,7 @@ const GUARANTEES: [(&str, &str); 24] = [
     (p::NET_CONNECT4, NET),
     (p::FAMILY_SOCK_CREATE, SOCKETS_RAW),
     (p::FAMILY_LSM_SOCKET_CREATE, LSM_SOCKETS),
+    (p::FAMILY_LSM_UNIX_STREAM_CONNECT, LSM_UNIX_PEER),
     (p::FAMILY_SOCKET, SOCKETS_OTHER),
     (p::FAMILY_CONNECT_UNIX, UNIX_HOOKS),
     (p::FAMILY_CONNECT, UNIX_TRACEPOINTS),
@@ -113,6 +115,7 @@ mod tests {
                 NET,
                 SOCKETS_RAW,
                 LSM_SOCKETS,
+                LSM_UNIX_PEER,
                 LSM_PTRACE,
                 LSM_GUARD,
                 FORK,

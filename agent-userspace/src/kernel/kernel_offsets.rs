@@ -101,6 +101,15 @@ pub(crate) fn from_file(path: &Path) -> Result<KernelOffsets, OffsetError> {
         ovl_flags: ovl.map_or(0, |o| o[2]),
         ovl_oe: ovl.map_or(0, |o| o[3]),
         ovl_lower_dentry: ovl.map_or(0, |o| o[4]),
+        task_nsproxy: field(&btf, "task_struct", "nsproxy")?,
+        nsproxy_mnt_ns: field(&btf, "nsproxy", "mnt_ns")?,
+        mnt_ns_inum: field(&btf, "mnt_namespace", "ns")? + field(&btf, "ns_common", "inum")?,
+        task_fs: field(&btf, "task_struct", "fs")?,
+        fs_root_dentry: field(&btf, "fs_struct", "root")? + field(&btf, "path", "dentry")?,
+        socket_sk: field(&btf, "socket", "sk")?,
+        unix_sock_dentry: field(&btf, "unix_sock", "path")? + field(&btf, "path", "dentry")?,
+        unix_sock_addr: field(&btf, "unix_sock", "addr")?,
+        unix_address_name: field(&btf, "unix_address", "name")?,
     })
 }
 
@@ -258,6 +267,13 @@ mod tests {
         assert_eq!(o.file_dentry % 8, 0);
         assert_eq!(o.qstr_name, 8, "the hash and length come first");
         assert_ne!(o.inode_mode, o.inode_rdev);
+        assert_eq!(o.unix_sock_dentry % 8, 0);
+        assert!(
+            o.unix_sock_dentry > o.unix_sock_addr,
+            "the address comes first"
+        );
+        assert_eq!(o.fs_root_dentry % 8, 0);
+        assert_ne!(o.mnt_ns_inum, 0, "ns_common starts with other fields");
         assert_eq!(
             o.vfsmount_sb, 8,
             "struct dentry *mnt_root; struct super_block *mnt_sb;"

@@ -139,7 +139,7 @@ use Attach::{BtfTracepoint, Cgroup, CompatEntry, Lsm, OptionalSyscall, Syscall, 
 
 /// Every program of the object, in load order.
 #[rustfmt::skip]
-pub(crate) const PROGRAMS: [Program; 91] = [
+pub(crate) const PROGRAMS: [Program; 93] = [
     // Both backends: tagging, the cgroup network hooks, socket families (family.rs),
     // self-protection (guard.rs, mounts.rs, doors.rs) and compat system calls.
     prog(p::PROCESS_NEWTASK, BtfTracepoint("task_newtask"), On::Both),
@@ -235,6 +235,9 @@ pub(crate) const PROGRAMS: [Program; 91] = [
     prog(p::FAMILY_LSM_SOCKET_CREATE, Lsm("socket_create"), On::Lsm),
     prog(p::FAMILY_LSM_SOCKET_CONNECT, Lsm("socket_connect"), On::Lsm),
     prog(p::FAMILY_LSM_SOCKET_SENDMSG, Lsm("socket_sendmsg"), On::Lsm),
+    // The peer a unix connect or send reaches must be the socket granted (unix_peer.rs).
+    prog(p::FAMILY_LSM_UNIX_STREAM_CONNECT, Lsm("unix_stream_connect"), On::Lsm),
+    prog(p::FAMILY_LSM_UNIX_MAY_SEND, Lsm("unix_may_send"), On::Lsm),
     prog(p::HOST_LSM_FILE_OPEN, Lsm("file_open"), On::Lsm),
     prog(p::URING_LSM_ANON_INODE, Lsm("inode_init_security_anon"), On::Lsm),
     prog(p::GUARD_LSM_MOUNT, Lsm("sb_mount"), On::Lsm),

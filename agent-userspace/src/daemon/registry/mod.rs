@@ -6,8 +6,9 @@ mod learned;
 mod records;
 mod resolve;
 mod sync;
+mod unix_sockets;
 
-use std::{collections::BTreeMap, collections::BTreeSet, path::Path, time::Duration};
+use std::{collections::BTreeMap, collections::BTreeSet, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
@@ -18,7 +19,8 @@ pub use self::{
         FileRecord, GrantRecord, Installed, LearnedRecord, NetRecord, TaskRecord, unmapped,
         wall_of_boot_ns,
     },
-    resolve::resolve,
+    resolve::{ResolveIn, resolve},
+    unix_sockets::{Unresolved, root_in},
 };
 use crate::{
     LoadError, clock,
@@ -122,13 +124,14 @@ impl Tasks {
 
     /// Validates and creates a task with its grants in the kernel.
     /// `root` is where exec paths are looked up: the caller's root (`/proc/<pid>/root`),
-    /// so a path means the file the caller's processes will run.
+    /// so a path means the file the caller's processes will run; `unix:` path grants
+    /// hold in the caller's mount namespace and root only.
     pub fn create(
         &mut self,
         maps: &mut Maps,
         req: &protocol::CreateTask,
         limits: &Limits,
-        root: &Path,
+        root: &ResolveIn<'_>,
     ) -> Result<u64, RegistryError> {
         validate_agent(&req.agent)?;
         if let Some(intent) = &req.intent
@@ -197,7 +200,7 @@ impl Tasks {
         id: u64,
         req: &protocol::AddGrant,
         limits: &Limits,
-        root: &Path,
+        root: &ResolveIn<'_>,
         pending_ns: u64,
     ) -> Result<String, RegistryError> {
         let (kind, spec) = match (&req.exec, &req.connect) {
@@ -423,7 +426,7 @@ pub fn install(
     expires_ns: u64,
     counter_slot: u32,
 ) -> Result<(), RegistryError> {
-    let grants = resolve_all(&req.grants, Path::new("/"))?;
+    let grants = resolve_all(&req.grants, &ResolveIn::own())?;
     Tasks::default().insert_synced(
         maps,
         TaskRecord::new(id.0, req, grants, expires_ns, counter_slot),
@@ -431,7 +434,10 @@ pub fn install(
 }
 
 /// The grants of a new task, numbered `g1`, `g2`, ... in request order (exec first).
-fn resolve_all(req: &protocol::Grants, root: &Path) -> Result<Vec<GrantRecord>, RegistryError> {
+fn resolve_all(
+    req: &protocol::Grants,
+    root: &ResolveIn<'_>,
+) -> Result<Vec<GrantRecord>, RegistryError> {
     let exec = req.exec.iter().map(|s| (GrantKind::Exec, s));
     let connect = req.connect.iter().map(|s| (GrantKind::Connect, s));
     exec.chain(connect)

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     clock,
-    grants::file_state::FileState,
+    grants::{SocketFile, UnixView, file_state::FileState},
     protocol::{self, EndReason, EndWhen, GrantKind, Mode, TaskId, TaskState},
 };
 
@@ -34,6 +34,16 @@ pub struct GrantRecord {
     /// `unix:` grants: the socket name as written after `unix:`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unix: Vec<String>,
+    /// A `unix:` path grant: the mount namespace and root it was granted in, where
+    /// alone the name holds. Absent in state written before it was kept: such a path
+    /// grant holds nowhere until granted again (fail closed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unix_view: Option<UnixView>,
+    /// A `unix:` path grant: the socket file the name named (lsm backend). Absent until
+    /// the socket exists: the daemon looks again on each sweep and records the first
+    /// socket it finds there; until then the lsm backend reaches nothing through it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unix_socket: Option<SocketFile>,
     /// `socket:` grants: `FAMILY_*` bits.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub families: u32,
@@ -128,6 +138,7 @@ pub struct Installed {
     pub scripts: HashSet<ScriptKey>,
     pub net: HashSet<(u32, [u8; 16])>,
     pub unix: HashSet<UnixKey>,
+    pub unix_sockets: HashSet<ExecKey>,
 }
 
 impl Installed {
@@ -139,6 +150,7 @@ impl Installed {
             scripts: keys.scripts.iter().copied().collect(),
             net: keys.net.iter().map(|(p, k)| (*p, k.addr)).collect(),
             unix: keys.unix.iter().copied().collect(),
+            unix_sockets: keys.unix_sockets.iter().copied().collect(),
         }
     }
 }
@@ -255,6 +267,13 @@ impl TaskRecord {
                                 _ => format!("{v6}/{}", n.prefix),
                             }
                         }))
+                        // A unix path grant's socket file, once the daemon has seen it.
+                        .chain(
+                            g.unix_socket
+                                .iter()
+                                .zip(&g.unix)
+                                .map(|(f, name)| format!("{name} {}:{}", f.dev, f.ino)),
+                        )
                         .collect(),
                 })
                 .collect(),

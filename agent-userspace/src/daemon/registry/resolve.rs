@@ -1,15 +1,37 @@
 //! Grant specs resolved now: exec paths to the inodes they name (through the caller's
 //! root), connect specs to networks (a name to none: its addresses are learned from
-//! the task's queries), `unix:` names and `socket:` families.
+//! the task's queries), `unix:` names (with the view a path name holds in, and the
+//! socket it names) and `socket:` families.
 
 use std::path::Path;
 
 use super::{FileRecord, GrantRecord, NetRecord, RegistryError, wall_of_boot_ns};
 use crate::{
-    grants::{self, ConnectSpec},
+    grants::{self, ConnectSpec, SocketFile, UnixView},
     protocol::GrantKind,
     sockets::{self, SocketGrant},
 };
+
+/// Where a request's names are resolved: the caller's root directory (a path to it),
+/// and the caller's mount namespace and root, where a `unix:` path grant will hold.
+#[derive(Clone, Copy, Debug)]
+pub struct ResolveIn<'a> {
+    pub root: &'a Path,
+    /// `None`: it could not be read, and `unix:` path grants are refused.
+    pub view: Option<UnixView>,
+}
+
+impl ResolveIn<'static> {
+    /// This process's own root and view.
+    #[must_use]
+    pub fn own() -> Self {
+        let root = Path::new("/");
+        Self {
+            root,
+            view: UnixView::of(None, root).ok(),
+        }
+    }
+}
 
 /// Resolves a grant spec now (paths to inodes; names are never looked up).
 pub fn resolve(
@@ -17,8 +39,9 @@ pub fn resolve(
     spec: &str,
     id: String,
     expires_ns: u64,
-    root: &Path,
+    at: &ResolveIn<'_>,
 ) -> Result<GrantRecord, RegistryError> {
+    let root = at.root;
     let mut rec = GrantRecord {
         id,
         kind,
@@ -29,6 +52,8 @@ pub fn resolve(
         nets: Vec::new(),
         pending_ns: 0,
         unix: Vec::new(),
+        unix_view: None,
+        unix_socket: None,
         families: 0,
         requested_by: None,
     };
@@ -46,7 +71,19 @@ pub fn resolve(
                 .collect();
         }
         GrantKind::Connect => match sockets::parse(spec).transpose()? {
-            Some(SocketGrant::Unix(name)) => rec.unix.push(name.to_string()),
+            Some(SocketGrant::Unix(name)) => {
+                let name = name.to_string();
+                if name.starts_with('/') {
+                    let view = at.view.ok_or_else(|| {
+                        RegistryError::BadRequest(format!(
+                            "{spec}: cannot read the caller's mount namespace and root, where a unix path grant holds"
+                        ))
+                    })?;
+                    rec.unix_view = Some(view);
+                    rec.unix_socket = SocketFile::at(root, &name);
+                }
+                rec.unix.push(name);
+            }
             Some(SocketGrant::Family(bit)) => rec.families = bit,
             None => rec.nets = net_records(spec)?,
         },

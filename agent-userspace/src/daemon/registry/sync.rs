@@ -7,12 +7,13 @@ use std::{
 };
 
 use leash_common::{
-    ExecFileGrant, ExecGrant, ExecKey, NetKey, ScriptKey, UnixKey, grant::CHECK_SCRIPT,
+    ExecFileGrant, ExecGrant, ExecKey, NetKey, ScriptKey, UnixGrant, UnixKey, UnixScope,
+    grant::CHECK_SCRIPT,
 };
 
 use super::{FileRecord, Installed, LearnedRecord, RegistryError, Tasks};
 use crate::{
-    grants::{self, ExecFile, NetGrant, file_state},
+    grants::{self, ExecFile, NetGrant, UnixView, file_state},
     kernel::maps::{Maps, MapsError},
     protocol::TaskId,
     sockets::{self, SocketGrant},
@@ -48,15 +49,7 @@ impl Tasks {
             }
         }
         nets.extend(learned_grants(&task.learned, crate::clock::boottime_ns()));
-        let mut unix: HashMap<UnixKey, u64> = HashMap::new();
-        for g in &task.grants {
-            for name in &g.unix {
-                if let Some(Ok(SocketGrant::Unix(n))) = sockets::parse(&format!("unix:{name}")) {
-                    let e = unix.entry(n.key(id)).or_insert(g.expires_ns);
-                    *e = longer_lived(*e, g.expires_ns);
-                }
-            }
-        }
+        let (unix, unix_sockets) = unix_entries(id, &task.grants);
         let info = task.kernel_info();
         let net_entries = grants::compile_net(id, &nets)?;
         let mut script_keys: HashMap<ScriptKey, u64> = HashMap::new();
@@ -96,11 +89,22 @@ impl Tasks {
             &unix,
             &mut installed.unix,
             |maps, wanted| {
-                wanted.iter().try_for_each(|(key, &expires_ns)| {
-                    maps.grant_unix(key, ExecGrant { expires_ns })
-                })
+                wanted
+                    .iter()
+                    .try_for_each(|(key, grant)| maps.grant_unix(key, *grant))
             },
             Maps::revoke_unix,
+        )?;
+        reconcile(
+            maps,
+            &unix_sockets,
+            &mut installed.unix_sockets,
+            |maps, wanted| {
+                wanted.iter().try_for_each(|(key, &expires_ns)| {
+                    maps.grant_unix_socket(key, ExecGrant { expires_ns })
+                })
+            },
+            Maps::revoke_unix_socket,
         )?;
         // Network entries go in as one batch: a task's prefix trie is published once filled.
         let want_net: HashMap<(u32, [u8; 16]), _> = net_entries
@@ -198,7 +202,48 @@ pub(super) fn uninstall(
     for key in installed.unix.drain() {
         maps.revoke_unix(&key)?;
     }
+    for key in installed.unix_sockets.drain() {
+        maps.revoke_unix_socket(&key)?;
+    }
     Ok(())
+}
+
+/// The kernel entries of a task's live `unix:` grants: each name with the view it holds
+/// in (a path name granted in two views holds in the later one's), and the socket
+/// files path names named. Of two grants of one entry the longer-lived expiry wins.
+fn unix_entries(
+    id: u64,
+    grants: &[super::GrantRecord],
+) -> (HashMap<UnixKey, UnixGrant>, HashMap<ExecKey, u64>) {
+    let mut unix: HashMap<UnixKey, UnixGrant> = HashMap::new();
+    let mut sockets_of: HashMap<ExecKey, u64> = HashMap::new();
+    for g in grants.iter().filter(|g| g.pending_ns == 0) {
+        for name in &g.unix {
+            let Some(Ok(SocketGrant::Unix(n))) = sockets::parse(&format!("unix:{name}")) else {
+                continue;
+            };
+            // A path name recorded without its view (older state) holds nowhere: the
+            // all-zero scope names no mount namespace.
+            let scope = if name.starts_with('/') {
+                g.unix_view.map(UnixView::scope).unwrap_or_default()
+            } else {
+                UnixScope::default()
+            };
+            let e = unix.entry(n.key(id)).or_insert(UnixGrant {
+                expires_ns: g.expires_ns,
+                scope,
+            });
+            *e = UnixGrant {
+                expires_ns: longer_lived(e.expires_ns, g.expires_ns),
+                scope,
+            };
+            if let Some(file) = g.unix_socket {
+                let e = sockets_of.entry(file.key(id)).or_insert(g.expires_ns);
+                *e = longer_lived(*e, g.expires_ns);
+            }
+        }
+    }
+    (unix, sockets_of)
 }
 
 /// Adds the kernel entry of `f`, granted until `expires_ns`, to `exec`. Of two grants

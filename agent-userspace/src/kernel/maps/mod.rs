@@ -6,7 +6,8 @@ use aya::{
     maps::{HashMap, MapData, MapError, PerCpuArray},
 };
 use leash_common::{
-    DnsTarget, ExecFileGrant, ExecGrant, ExecKey, NetKey, NetRules, ScriptKey, TaskInfo, UnixKey,
+    DnsTarget, ExecFileGrant, ExecGrant, ExecKey, NetKey, NetRules, ScriptKey, TaskInfo, UnixGrant,
+    UnixKey,
     maps as names,
 };
 
@@ -16,6 +17,7 @@ mod net_pool;
 mod protected_names;
 mod stats;
 mod trie_btf;
+mod unix;
 use leash_common::grant::FULL_ADDRESS_PREFIX as FULL_ADDRESS;
 use net_pool::NetPool;
 use protected_names::ProtectedNames;
@@ -40,6 +42,8 @@ pub enum MapsError {
         "all {capacity} prefix-grant slots of NET_PREFIXES are in use; raise maps.tasks in the config"
     )]
     PoolFull { capacity: u32 },
+    #[error("cannot read this process's mount namespace and root: {0}")]
+    OwnView(#[source] std::io::Error),
     #[error("{op} on map {map} failed: {source}")]
     Op {
         op: &'static str,
@@ -60,7 +64,9 @@ pub struct Maps {
     /// `maps.net_grants`: capacity of each task's trie.
     net_capacity: u32,
     hosts: HashMap<MapData, NetKey, NetRules>,
-    unix: HashMap<MapData, UnixKey, ExecGrant>,
+    unix: HashMap<MapData, UnixKey, UnixGrant>,
+    /// The socket files unix path grants named (lsm backend).
+    unix_sockets: HashMap<MapData, ExecKey, ExecGrant>,
     protected: HashMap<MapData, u32, u32>,
     /// The API socket's names (`protect_socket_only`).
     protected_names: ProtectedNames,
@@ -105,7 +111,7 @@ fn config_key(map: &str) -> &'static str {
         names::SCRIPT_GRANTS => "script_grants",
         names::NET_GRANTS | names::NET_HOSTS | names::NET_PREFIXES => "net_grants",
         names::LEASH_CGROUPS => "leash_cgroups",
-        names::UNIX_GRANTS => "unix_grants",
+        names::UNIX_GRANTS | names::UNIX_SOCKETS => "unix_grants",
         _ => "events_bytes",
     }
 }
@@ -130,6 +136,7 @@ pub struct TaskKeys {
     pub scripts: Vec<ScriptKey>,
     pub net: Vec<(u32, NetKey)>,
     pub unix: Vec<UnixKey>,
+    pub unix_sockets: Vec<ExecKey>,
 }
 
 /// A real thread id, not a fork reservation (see [`names::RESERVED`]).
@@ -150,6 +157,7 @@ impl Maps {
             exec: take(ebpf, names::EXEC_GRANTS)?,
             scripts: take(ebpf, names::SCRIPT_GRANTS)?,
             unix: take(ebpf, names::UNIX_GRANTS)?,
+            unix_sockets: take(ebpf, names::UNIX_SOCKETS)?,
             protected: take(ebpf, names::PROTECTED)?,
             protected_names: ProtectedNames::take(ebpf)?,
             decisions: take(ebpf, names::DECISIONS)?,
@@ -225,26 +233,16 @@ impl Maps {
         for k in unix {
             self.revoke_unix(&k)?;
         }
-        self.set_net(id, &[])
-    }
-
-    pub fn grant_unix(&mut self, key: &UnixKey, grant: ExecGrant) -> Result<(), MapsError> {
-        self.unix
-            .insert(key, grant, 0)
-            .map_err(op_err("insert", names::UNIX_GRANTS))
-    }
-
-    /// Lets every task reach the unix socket at `path` (the kernel's task 0 entry).
-    pub fn grant_unix_everywhere(&mut self, path: &std::path::Path) -> Result<(), MapsError> {
-        let spec = format!("unix:{}", path.display());
-        if let Some(Ok(crate::sockets::SocketGrant::Unix(name))) = crate::sockets::parse(&spec) {
-            self.grant_unix(&name.key(0), ExecGrant { expires_ns: 0 })?;
+        let sockets: Vec<_> = self
+            .unix_sockets
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.task == id)
+            .collect();
+        for k in sockets {
+            self.revoke_unix_socket(&k)?;
         }
-        Ok(())
-    }
-
-    pub fn revoke_unix(&mut self, key: &UnixKey) -> Result<(), MapsError> {
-        removed(self.unix.remove(key), names::UNIX_GRANTS)
+        self.set_net(id, &[])
     }
 
     /// Makes `pid` a leash process that tagged processes may not signal or trace,
@@ -304,6 +302,9 @@ impl Maps {
         }
         for k in self.unix.keys().filter_map(Result::ok) {
             out.entry(k.task).or_default().unix.push(k);
+        }
+        for k in self.unix_sockets.keys().filter_map(Result::ok) {
+            out.entry(k.task).or_default().unix_sockets.push(k);
         }
         out
     }

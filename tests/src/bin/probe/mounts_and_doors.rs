@@ -35,6 +35,29 @@ fn mounts(w: &[String]) -> Option<String> {
                 rc
             }
         }),
+        // chroot JAIL in a process that shares this one's root and cwd (CLONE_FS),
+        // then connect to PATH from here: the root changed under this process.
+        "fs-chroot-connect" => in_child(|| {
+            // SAFETY: a fork-like clone (no shared memory) of this single-threaded
+            // process; the child only calls chroot and leaves with _exit.
+            let pid = unsafe {
+                libc::syscall(libc::SYS_clone, libc::CLONE_FS | libc::SIGCHLD, 0, 0, 0, 0)
+            };
+            if pid < 0 {
+                return format!("error clone errno {}", errno());
+            }
+            if pid == 0 {
+                let _ = with_path(arg(1), |p| unsafe { libc::chroot(p) });
+                // SAFETY: leaving the clone without destructors.
+                unsafe { libc::_exit(0) };
+            }
+            let mut status = 0;
+            // SAFETY: waiting for our own child.
+            unsafe { libc::waitpid(pid as libc::pid_t, &raw mut status, 0) };
+            // SAFETY: a static path.
+            unsafe { libc::chdir(c"/".as_ptr()) };
+            unix_connect(arg(2))
+        }),
         "pivot-root" => in_child(|| {
             let (Ok(new), Ok(old)) = (CString::new(arg(1)), CString::new(arg(2))) else {
                 return "error bad path".into();
