@@ -8,6 +8,7 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod file_trust;
+pub mod files;
 pub mod grants;
 pub mod kernel;
 pub mod metrics;

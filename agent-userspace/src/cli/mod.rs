@@ -7,6 +7,7 @@ mod grant;
 mod output;
 mod policy;
 mod run;
+mod sandbox;
 mod status;
 mod task;
 

@@ -16,6 +16,7 @@ mod audit;
 mod backend;
 mod checks;
 mod error;
+mod files;
 mod identity;
 mod maps;
 mod metrics;
@@ -26,6 +27,7 @@ mod tests;
 
 pub use audit::AuditConfig;
 pub use error::{ConfigError, ConfigOrigin};
+pub use files::FilesConfig;
 pub use identity::{ApproverTokens, AuthConfig, ClaimMatch, PolicyConfig, TokensConfig};
 pub use maps::{MAX_MAP_ENTRIES, MIN_EVENTS_BYTES, MapsConfig};
 pub use metrics::MetricsConfig;
@@ -73,6 +75,8 @@ pub struct Config {
     pub policy: PolicyConfig,
     /// Who may call the API.
     pub auth: AuthConfig,
+    /// Base sets of the Landlock domain `leash run` applies.
+    pub files: FilesConfig,
 }
 
 /// Defaults; identical to the embedded `default.yaml` (a unit test checks it):
@@ -99,6 +103,7 @@ impl Default for Config {
             log_level: "info".to_owned(),
             policy: PolicyConfig::default(),
             auth: AuthConfig::default(),
+            files: FilesConfig::default(),
         }
     }
 }
@@ -188,6 +193,7 @@ impl Config {
         self.tasks.validate()?;
         self.policy.validate()?;
         self.auth.validate()?;
+        self.files.validate()?;
         check_log_level(&self.log_level)
     }
 }

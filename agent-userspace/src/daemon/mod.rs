@@ -84,6 +84,7 @@ impl Daemon {
                 max_ttl: config.tasks.max_ttl,
                 kill_on_end: config.tasks.kill_on_end,
                 trust_domain: config.trust_domain.clone(),
+                files: config.files.clone(),
             },
             log_allowed_exec: config.log_allowed.exec,
             store,

@@ -207,6 +207,7 @@ impl Daemon {
             let add = protocol::AddGrant {
                 exec: (kind == GrantKind::Exec).then(|| spec.clone()),
                 connect: (kind == GrantKind::Connect).then_some(spec),
+                file: None,
                 ttl_seconds: None,
             };
             if let Err(e) = self.add_pending(caller, id, &add, pending_ttl) {

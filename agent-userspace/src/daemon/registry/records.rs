@@ -92,6 +92,10 @@ pub struct TaskRecord {
     /// The command a `command_exits` task ends with, once attached.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<super::super::lifetime::CommandRecord>,
+    /// The file rules `leash run` applies; `None` for a task recorded by a daemon
+    /// without them (`open`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<protocol::FileRules>,
     /// What is in the kernel for this task now, so changes touch only their own
     /// entries instead of scanning whole maps. Rebuilt from the maps on adoption.
     #[serde(skip)]
@@ -151,6 +155,7 @@ impl TaskRecord {
         grants: Vec<GrantRecord>,
         expires_ns: u64,
         counter_slot: u32,
+        files: protocol::FileRules,
     ) -> Self {
         Self {
             id,
@@ -169,6 +174,7 @@ impl TaskRecord {
             counter_slot,
             end_when: req.end_when.unwrap_or_default(),
             command: None,
+            files: Some(files),
             installed: Installed::default(),
         }
     }
@@ -225,6 +231,12 @@ impl TaskRecord {
                 })
                 .collect(),
             attached_pids: self.attached_pids.clone(),
+            files: self.files.clone(),
+            file_enforcement: crate::files::enforcement(
+                self.files
+                    .as_ref()
+                    .map_or(protocol::FileMode::Open, |f| f.mode),
+            ),
         }
     }
 
