@@ -11,6 +11,7 @@ mod bypass;
 mod control_plane;
 mod daemon;
 mod exec;
+mod files;
 mod hygiene;
 mod lifecycle;
 mod metrics;
