@@ -345,7 +345,7 @@ fn show_text(task: &Task) -> String {
     text
 }
 
-/// `writes  read:/data write:/work/out`: the file mode and the file grants.
+/// `writes  read:/data write:/srv/out`: the file mode and the file grants.
 fn files_text(task: &Task) -> String {
     let Some(files) = &task.files else {
         return "open (a task from before file rules)".to_owned();
@@ -353,7 +353,10 @@ fn files_text(task: &Task) -> String {
     let mut text = files.mode.to_string();
     for (kind, paths) in [("read", &files.read), ("write", &files.write)] {
         for p in paths {
-            text.push_str(&format!("  {kind}:{p}"));
+            text.push_str("  ");
+            text.push_str(kind);
+            text.push(':');
+            text.push_str(p);
         }
     }
     text

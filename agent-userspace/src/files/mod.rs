@@ -98,7 +98,7 @@ mod tests {
                 path: "/data".into()
             }
         );
-        assert!(parse_grant("write:/work/out").unwrap().write);
+        assert!(parse_grant("write:/srv/out").unwrap().write);
         let err = |s: &str| parse_grant(s).unwrap_err().to_string();
         assert!(
             err("exec:/x").contains("read: or write:"),

@@ -81,7 +81,7 @@ pub enum GrantError {
     )]
     BadSocket { spec: String, reason: String },
     #[error(
-        "file grant {spec:?}: {reason}; expected read:PATH or write:PATH with an absolute PATH, e.g. read:/data or write:/work/out"
+        "file grant {spec:?}: {reason}; expected read:PATH or write:PATH with an absolute PATH, e.g. read:/data or write:/srv/out"
     )]
     BadFile { spec: String, reason: String },
     #[error(
