@@ -349,6 +349,38 @@ mod tests {
             "{err}"
         );
 
+        // File grants and mode; relative paths are made absolute against the cwd.
+        let r = parse(&[
+            "--files",
+            "restricted",
+            "--allow-read",
+            "/srv/data",
+            "--allow-write",
+            "out",
+            "--workspace",
+            "/srv/ws",
+            "--",
+            "ls",
+        ]);
+        let req = r.spec.to_request().unwrap();
+        assert_eq!(req.file_mode, Some(leash::protocol::FileMode::Restricted));
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(
+            req.grants.files,
+            [
+                "read:/srv/data".to_owned(),
+                format!("write:{}", cwd.join("out").display())
+            ]
+        );
+        assert_eq!(r.workspace.as_deref(), Some(Path::new("/srv/ws")));
+        assert_eq!(parse(&["ls"]).spec.to_request().unwrap().file_mode, None);
+        assert!(Cli::try_parse_from(["leash", "run", "--files", "all", "--", "ls"]).is_err());
+        assert!(
+            Cli::try_parse_from(["leash", "run", "--task", "00ab", "--files", "open", "ls"])
+                .is_err(),
+            "joining a task cannot change its file rules"
+        );
+
         let r = parse(&["--", "--weird-name"]);
         assert_eq!(r.command, ["--weird-name"]);
 
