@@ -178,6 +178,11 @@ impl Daemon {
             {
                 return Err(forbidden(m));
             }
+            if let Verdict::Deny(m) =
+                policy.check_file_mode(&req.agent, req.file_mode.unwrap_or_default())
+            {
+                return Err(forbidden(m));
+            }
             for (kind, list) in [
                 (GrantKind::Exec, &mut req.grants.exec),
                 (GrantKind::Connect, &mut req.grants.connect),
