@@ -66,9 +66,10 @@ pub(crate) fn prepare(task: &Task, workspace: Option<&Path>) -> anyhow::Result<P
 }
 
 /// A new directory `leash-<task>-<pid>` in the system tmp directory, mode 0700. It is
-/// created, never reused: one that exists already is an error.
+/// created, never reused: one that exists already is an error. The daemon removes it
+/// when the task ends (when its own tmp directory is the same).
 fn make_tmpdir(task: &str) -> anyhow::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("leash-{task}-{}", std::process::id()));
+    let dir = leash::files::tmpdir_for(task, std::process::id());
     std::fs::DirBuilder::new()
         .mode(0o700)
         .create(&dir)

@@ -294,6 +294,8 @@ impl Daemon {
                 t.extend(note);
             }
             self.lifecycle_event(&rec, "task_ended", target, &reason);
+            // The private tmp directories `leash run` made for it.
+            crate::files::remove_tmpdirs(&rec.id_string());
         }
         Ok(rec.view(&self.limits.trust_domain))
     }

@@ -20,7 +20,7 @@ mod exclude;
 pub mod workspace;
 
 pub use domain::{Domain, DomainError, Enforced, Extra, enforcement, kernel_abi};
-pub use workspace::{WorkspaceError, check_workspace};
+pub use workspace::{WorkspaceError, check_workspace, remove_tmpdirs, tmpdir_for};
 
 /// One file grant: `read:PATH` or `write:PATH`.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -27,6 +27,41 @@ const SYSTEM_DIRS: &[&str] = &[
     "/media",
 ];
 
+/// The private tmp directory of one `leash run` (pid `pid`) of task `task`, in the
+/// system tmp directory: `leash-<task>-<pid>`.
+#[must_use]
+pub fn tmpdir_for(task: &str, pid: u32) -> PathBuf {
+    std::env::temp_dir().join(format!("leash-{task}-{pid}"))
+}
+
+/// Removes the tmp directories `leash run` made for task `task` in this process's system
+/// tmp directory (the daemon's, when the task ends). Symbolic links are not followed.
+/// Returns how many were removed.
+pub fn remove_tmpdirs(task: &str) -> usize {
+    let prefix = format!("leash-{task}-");
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
+            continue;
+        };
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        if is_dir && !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()) {
+            match std::fs::remove_dir_all(entry.path()) {
+                Ok(()) => removed += 1,
+                Err(e) => tracing::warn!(
+                    "cannot remove the task's tmp directory {}: {e}",
+                    entry.path().display()
+                ),
+            }
+        }
+    }
+    removed
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum WorkspaceError {
     #[error("cannot use {0} as the workspace: {1}")]
@@ -82,5 +117,19 @@ mod tests {
             check_workspace(&dir, None),
             Err(WorkspaceError::Missing(..))
         ));
+    }
+
+    #[test]
+    fn tmpdirs_of_a_task_are_removed_and_nothing_else() {
+        let task = format!("ffff{:012x}", std::process::id());
+        let mine = tmpdir_for(&task, 12);
+        std::fs::create_dir_all(mine.join("sub")).unwrap();
+        std::fs::write(mine.join("sub/f"), "x").unwrap();
+        let other = std::env::temp_dir().join(format!("leash-{task}-x1"));
+        std::fs::create_dir_all(&other).unwrap();
+        assert_eq!(remove_tmpdirs(&task), 1);
+        assert!(!mine.exists());
+        assert!(other.exists(), "not a pid: left alone");
+        std::fs::remove_dir(&other).unwrap();
     }
 }
