@@ -208,7 +208,11 @@ fn the_default_writes_mode_keeps_writes_in_the_workspace() {
     assert_eq!(t.read("sys/etc/ld.so.preload"), "x");
 
     // `/` and system directories are refused as a workspace, naming --workspace.
+    // (Those the system has: the VM's initramfs has no /usr/lib.)
     for cwd in ["/", "/etc", "/usr/lib"] {
+        if !Path::new(cwd).is_dir() {
+            continue;
+        }
         let o = run_in(&d, Path::new(cwd), &[], &["pid"]);
         assert!(!o.status.success(), "{cwd}");
         assert!(stderr(&o).contains("--workspace DIR"), "{}", stderr(&o));
