@@ -9,6 +9,7 @@ pub mod config;
 pub mod daemon;
 pub mod dns;
 pub mod file_trust;
+pub mod files;
 pub mod grants;
 pub mod kernel;
 pub mod metrics;

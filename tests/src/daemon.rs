@@ -58,7 +58,7 @@ impl DaemonGuard {
         crate::require_root();
         let dir = std::env::temp_dir().join(format!("leash-it-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(dir.join("workspace")).unwrap();
         let pin_dir = PathBuf::from(format!(
             "/sys/fs/bpf/leash-it-{name}-{}",
             std::process::id()
@@ -237,10 +237,20 @@ impl DaemonGuard {
 
     /// A `leash` client command against this daemon.
     #[must_use]
+    /// The `leash` CLI for this daemon, run in [`Self::workspace`] (`leash run` makes
+    /// its working directory the task's writable workspace).
     pub fn cli(&self) -> Command {
         let mut c = Command::new(leash_bin());
-        c.env("LEASH_SOCKET", &self.socket).stdin(Stdio::null());
+        c.env("LEASH_SOCKET", &self.socket)
+            .current_dir(self.workspace())
+            .stdin(Stdio::null());
         c
+    }
+
+    /// The directory the CLI runs in: the workspace of its `leash run` tasks.
+    #[must_use]
+    pub fn workspace(&self) -> PathBuf {
+        self.dir.join("workspace")
     }
 
     /// Runs a client command and returns its output.

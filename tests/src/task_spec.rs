@@ -30,6 +30,7 @@ impl TaskSpec {
             grants: Grants {
                 exec: self.exec.clone(),
                 connect: self.connect.clone(),
+                files: Vec::new(),
             },
             mode: self.audit.then_some(Mode::Audit),
             ..CreateTask::default()

@@ -66,7 +66,9 @@ impl From<RegistryError> for ApiError {
             RegistryError::NoTask(_) | RegistryError::NoGrant { .. } => {
                 Self::new(StatusCode::NOT_FOUND, "not_found", msg)
             }
-            RegistryError::Ended(_) => Self::new(StatusCode::CONFLICT, "conflict", msg),
+            RegistryError::Ended(_) | RegistryError::Conflict(_) => {
+                Self::new(StatusCode::CONFLICT, "conflict", msg)
+            }
             RegistryError::Forbidden(_) => Self::new(StatusCode::FORBIDDEN, "forbidden", msg),
             RegistryError::Refused { code, .. } => Self::new(StatusCode::FORBIDDEN, code, msg),
             RegistryError::MapFull(_) => {

@@ -20,7 +20,7 @@ pub(crate) enum GrantCommand {
 }
 
 #[derive(Debug, clap::Args)]
-#[command(group = clap::ArgGroup::new("grant").required(true).args(["exec", "connect"]))]
+#[command(group = clap::ArgGroup::new("grant").required(true).args(["exec", "connect", "file"]))]
 pub(crate) struct AddArgs {
     /// Task id.
     pub id: String,
@@ -30,6 +30,10 @@ pub(crate) struct AddArgs {
     /// Allow connecting to ADDR[/PREFIX]:PORTS[/PROTO].
     #[arg(long, value_name = "SPEC")]
     pub connect: Option<String>,
+    /// A file grant, `read:PATH` or `write:PATH`: refused on a running task (409), since
+    /// a Landlock domain cannot be widened; give file grants when creating the task.
+    #[arg(long, value_name = "SPEC")]
+    pub file: Option<String>,
     /// Lifetime of this grant, e.g. 90s, 10m, 1h (never beyond the task's).
     #[arg(long, value_name = "DURATION", value_parser = task::parse_ttl, allow_hyphen_values = true)]
     pub ttl: Option<u64>,
@@ -40,6 +44,7 @@ impl AddArgs {
         AddGrant {
             exec: self.exec.as_deref().map(task::absolute),
             connect: self.connect.clone(),
+            file: self.file.clone(),
             ttl_seconds: self.ttl,
         }
     }
@@ -87,6 +92,7 @@ mod tests {
             AddGrant {
                 exec: Some("/usr/bin/git".into()),
                 connect: None,
+                file: None,
                 ttl_seconds: Some(600),
             }
         );

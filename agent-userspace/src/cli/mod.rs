@@ -8,6 +8,7 @@ mod grant;
 mod output;
 mod policy;
 mod run;
+mod sandbox;
 mod status;
 mod task;
 

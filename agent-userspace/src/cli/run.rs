@@ -55,9 +55,17 @@ pub(crate) struct RunArgs {
     #[arg(
         long,
         value_name = "ID",
-        conflicts_with_all = ["intent", "allow_exec", "allow_connect", "grants", "ttl", "audit"]
+        conflicts_with_all = [
+            "intent", "allow_exec", "allow_connect", "allow_read", "allow_write", "files",
+            "grants", "ttl", "audit"
+        ]
     )]
     pub task: Option<String>,
+    /// The directory the task may write (in the writes and restricted file modes)
+    /// [default: the current directory]. `/`, system directories and the home
+    /// directory itself are refused.
+    #[arg(long, value_name = "DIR")]
+    pub workspace: Option<PathBuf>,
     /// The command and its arguments (after `--`).
     #[arg(
         value_name = "CMD",
@@ -93,10 +101,22 @@ pub(crate) fn run(client: &Client, args: &RunArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let task_id = runtime.block_on(join_task(client, args, &path))?;
+    let (task, created) = runtime.block_on(find_task(client, args, &path))?;
+    // The file rules' domain is built before the process joins the task ...
+    let sandbox = match super::sandbox::prepare(&task, args.workspace.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            if created {
+                // Nothing joined the task: do not leave it waiting for its TTL.
+                let _ = runtime.block_on(client.end_task(&task.id));
+            }
+            return Err(e);
+        }
+    };
+    runtime.block_on(join_task(client, &task, created))?;
     drop(runtime);
 
-    let envp = environment(&task_id)?;
+    let envp = environment(&task.id, sandbox.tmpdir.as_deref())?;
     // Tagged from here on: no compat system call may run in this tree.
     if let Err(e) = super::compat_filter::install() {
         tracing::debug!(error = %e, "no compat seccomp filter; the kernel guard alone stops compat calls");
@@ -105,10 +125,15 @@ pub(crate) fn run(client: &Client, args: &RunArgs) -> anyhow::Result<ExitCode> {
     // give the command the default disposition, as a shell would.
     // SAFETY: single-threaded here, and SIG_DFL installs no handler code.
     let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+    // ... and applied last: single-threaded, so the whole process is in it.
+    if let Err(e) = sandbox.enforce() {
+        eprintln!("leash: cannot run {}: {e}", path.display());
+        return Ok(ExitCode::from(EXIT_CANNOT_EXEC));
+    }
     let Err(errno) = nix::unistd::execve(&c_path, &c_args, &envp);
     let hint = match errno {
         Errno::EPERM | Errno::EACCES => {
-            " (is it in the task's exec grants? add --allow-exec with its path)"
+            " (is it in the task's exec grants? add --allow-exec with its path; in --files restricted it must be readable too)"
         }
         _ => "",
     };
@@ -124,9 +149,9 @@ pub(crate) fn run(client: &Client, args: &RunArgs) -> anyhow::Result<ExitCode> {
     }))
 }
 
-/// Creates the task (or looks up `--task`), warns about an ungranted command, attaches.
-/// Returns the task id.
-async fn join_task(client: &Client, args: &RunArgs, cmd: &Path) -> anyhow::Result<String> {
+/// Creates the task (or looks up `--task`) and warns about an ungranted command.
+/// Returns the task and whether it was created here.
+async fn find_task(client: &Client, args: &RunArgs, cmd: &Path) -> anyhow::Result<(Task, bool)> {
     let (task, created) = if let Some(id) = &args.task {
         (client.get_task(id).await?, false)
     } else {
@@ -143,6 +168,11 @@ async fn join_task(client: &Client, args: &RunArgs, cmd: &Path) -> anyhow::Resul
             cmd.display()
         );
     }
+    Ok((task, created))
+}
+
+/// Attaches this process to the task; a task created here is ended when that fails.
+async fn join_task(client: &Client, task: &Task, created: bool) -> anyhow::Result<()> {
     if let Err(e) = client.attach(&task.id).await {
         if created {
             // Nothing joined the task: do not leave it waiting for its TTL.
@@ -150,7 +180,7 @@ async fn join_task(client: &Client, args: &RunArgs, cmd: &Path) -> anyhow::Resul
         }
         return Err(anyhow::Error::new(e).context(format!("cannot join task {}", task.id)));
     }
-    Ok(task.id)
+    Ok(())
 }
 
 /// Whether `cmd` is covered by one of the task's exec grants: the same file, or a file
@@ -239,10 +269,11 @@ fn cstring(s: &OsStr) -> anyhow::Result<CString> {
         .with_context(|| format!("argument {} contains a NUL byte", s.to_string_lossy()))
 }
 
-/// This process's environment with `LEASH_TASK` set to the task id.
-fn environment(task_id: &str) -> anyhow::Result<Vec<CString>> {
+/// This process's environment with `LEASH_TASK` set to the task id, and `TMPDIR` to the
+/// task's tmp directory when it has one.
+fn environment(task_id: &str, tmpdir: Option<&Path>) -> anyhow::Result<Vec<CString>> {
     let mut env: Vec<CString> = std::env::vars_os()
-        .filter(|(k, _)| k != TASK_ENV)
+        .filter(|(k, _)| k != TASK_ENV && !(tmpdir.is_some() && k == "TMPDIR"))
         .filter_map(|(k, v)| {
             let mut kv = k.into_vec();
             kv.push(b'=');
@@ -251,6 +282,11 @@ fn environment(task_id: &str) -> anyhow::Result<Vec<CString>> {
         })
         .collect();
     env.push(CString::new(format!("{TASK_ENV}={task_id}")).context("bad task id")?);
+    if let Some(dir) = tmpdir {
+        let mut kv = b"TMPDIR=".to_vec();
+        kv.extend_from_slice(dir.as_os_str().as_bytes());
+        env.push(CString::new(kv).context("bad tmp directory")?);
+    }
     Ok(env)
 }
 
@@ -315,6 +351,38 @@ mod tests {
         assert!(
             err.contains("--allow-exec") && err.contains("--task"),
             "{err}"
+        );
+
+        // File grants and mode; relative paths are made absolute against the cwd.
+        let r = parse(&[
+            "--files",
+            "restricted",
+            "--allow-read",
+            "/srv/data",
+            "--allow-write",
+            "out",
+            "--workspace",
+            "/srv/ws",
+            "--",
+            "ls",
+        ]);
+        let req = r.spec.to_request().unwrap();
+        assert_eq!(req.file_mode, Some(leash::protocol::FileMode::Restricted));
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(
+            req.grants.files,
+            [
+                "read:/srv/data".to_owned(),
+                format!("write:{}", cwd.join("out").display())
+            ]
+        );
+        assert_eq!(r.workspace.as_deref(), Some(Path::new("/srv/ws")));
+        assert_eq!(parse(&["ls"]).spec.to_request().unwrap().file_mode, None);
+        assert!(Cli::try_parse_from(["leash", "run", "--files", "all", "--", "ls"]).is_err());
+        assert!(
+            Cli::try_parse_from(["leash", "run", "--task", "00ab", "--files", "open", "ls"])
+                .is_err(),
+            "joining a task cannot change its file rules"
         );
 
         let r = parse(&["--", "--weird-name"]);
@@ -414,6 +482,8 @@ mod tests {
                 .collect(),
             attached_pids: Vec::new(),
             learned: Vec::new(),
+            files: None,
+            file_enforcement: String::new(),
         }
     }
 
@@ -449,7 +519,17 @@ mod tests {
 
     #[test]
     fn environment_sets_task() {
-        let env = environment("00ab").unwrap();
+        let env = environment("00ab", Some(Path::new("/tmp/leash-00ab-1"))).unwrap();
+        assert!(
+            env.iter()
+                .any(|kv| kv.as_bytes() == b"TMPDIR=/tmp/leash-00ab-1")
+        );
+        assert_eq!(
+            env.iter()
+                .filter(|kv| kv.as_bytes().starts_with(b"TMPDIR="))
+                .count(),
+            1
+        );
         let task_vars: Vec<_> = env
             .iter()
             .filter(|kv| kv.as_bytes().starts_with(b"LEASH_TASK="))

@@ -46,6 +46,7 @@ fn status_text(s: &Status) -> String {
             },
         ),
         ("ia32", format!("emulation {}", s.ia32_emulation)),
+        ("landlock", s.landlock.clone()),
     ]);
     if let Some(scope) = &s.scope {
         let _ = writeln!(text, "scope: {scope}");
@@ -137,6 +138,7 @@ mod tests {
             guarantees: vec!["exec: EPERM".into()],
             policy: "policy /etc/leash/policy.yaml (2 rules)".into(),
             ia32_emulation: "disabled (ia32_emulation=0 on the kernel command line)".into(),
+            landlock: "ABI 7".into(),
             scope: None,
         });
         assert!(

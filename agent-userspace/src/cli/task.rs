@@ -9,7 +9,7 @@ use std::{
 use anyhow::Context as _;
 use leash::{
     client::Client,
-    protocol::{CreateTask, EndWhen, Grant, GrantKind, Grants, Mode, Task, TaskState},
+    protocol::{CreateTask, EndWhen, FileMode, Grant, GrantKind, Grants, Mode, Task, TaskState},
 };
 
 use super::output;
@@ -82,6 +82,24 @@ impl From<EndWhenArg> for EndWhen {
     }
 }
 
+/// `--files`, with the API's names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum FileModeArg {
+    Open,
+    Writes,
+    Restricted,
+}
+
+impl From<FileModeArg> for FileMode {
+    fn from(a: FileModeArg) -> Self {
+        match a {
+            FileModeArg::Open => Self::Open,
+            FileModeArg::Writes => Self::Writes,
+            FileModeArg::Restricted => Self::Restricted,
+        }
+    }
+}
+
 /// What a new task is: agent, intent, grants, TTL and mode (`leash task create`, `leash run`).
 #[derive(Debug, clap::Args)]
 pub(crate) struct TaskSpec {
@@ -97,7 +115,18 @@ pub(crate) struct TaskSpec {
     /// Allow connecting to ADDR[/PREFIX]:PORTS[/PROTO], e.g. 10.0.0.0/8:443/tcp or api.github.com:443.
     #[arg(long = "allow-connect", value_name = "SPEC")]
     pub allow_connect: Vec<String>,
-    /// YAML file with `exec:` and `connect:` lists, merged with the flags.
+    /// Allow reading PATH and everything beneath it (in `--files restricted`).
+    #[arg(long = "allow-read", value_name = "PATH")]
+    pub allow_read: Vec<String>,
+    /// Allow writing (and reading) PATH and everything beneath it.
+    #[arg(long = "allow-write", value_name = "PATH")]
+    pub allow_write: Vec<String>,
+    /// File mode: open (no file rules), writes (reads open, writes only to the
+    /// workspace, the task's tmp directory and write grants) or restricted (reads too
+    /// limited to a base set and read grants) [default: writes].
+    #[arg(long, value_name = "MODE", value_enum)]
+    pub files: Option<FileModeArg>,
+    /// YAML file with `exec:`, `connect:` and `files:` lists, merged with the flags.
     #[arg(long, value_name = "FILE")]
     pub grants: Option<PathBuf>,
     /// Lifetime of the task, e.g. 90s, 10m, 1h [default: the daemon's].
@@ -119,8 +148,19 @@ impl TaskSpec {
             .exec
             .extend(self.allow_exec.iter().map(|p| absolute(p)));
         grants.connect.extend(self.allow_connect.iter().cloned());
+        grants.files.extend(
+            self.allow_read
+                .iter()
+                .map(|p| format!("read:{}", absolute(p)))
+                .chain(
+                    self.allow_write
+                        .iter()
+                        .map(|p| format!("write:{}", absolute(p))),
+                ),
+        );
         dedup(&mut grants.exec);
         dedup(&mut grants.connect);
+        dedup(&mut grants.files);
         Ok(CreateTask {
             agent: self.agent.clone(),
             intent: self.intent.clone(),
@@ -128,6 +168,7 @@ impl TaskSpec {
             ttl_seconds: self.ttl,
             mode: self.audit.then_some(Mode::Audit),
             end_when: None,
+            file_mode: self.files.map(FileMode::from),
         })
     }
 }
@@ -293,6 +334,10 @@ fn show_text(task: &Task) -> String {
             pids.join(" ")
         },
     ));
+    pairs.push(("files", files_text(task)));
+    if !task.file_enforcement.is_empty() {
+        pairs.push(("landlock", task.file_enforcement.clone()));
+    }
     pairs.push(("grants", task.grants.len().to_string()));
     let mut text = output::fields(&pairs);
     for grant in &task.grants {
@@ -304,6 +349,23 @@ fn show_text(task: &Task) -> String {
             "  learned {}{} (from {}) until {}",
             l.address, l.ports, l.name, l.expires_at
         );
+    }
+    text
+}
+
+/// `writes  read:/data write:/srv/out`: the file mode and the file grants.
+fn files_text(task: &Task) -> String {
+    let Some(files) = &task.files else {
+        return "open (a task from before file rules)".to_owned();
+    };
+    let mut text = files.mode.to_string();
+    for (kind, paths) in [("read", &files.read), ("write", &files.write)] {
+        for p in paths {
+            text.push_str("  ");
+            text.push_str(kind);
+            text.push(':');
+            text.push_str(p);
+        }
     }
     text
 }
@@ -501,6 +563,11 @@ mod tests {
             }],
             attached_pids: vec![41, 42],
             learned: Vec::new(),
+            files: Some(leash::protocol::FileRules {
+                read: vec!["/data".into()],
+                ..leash::protocol::FileRules::default()
+            }),
+            file_enforcement: "writes: Landlock ABI 7".into(),
         }
     }
 
@@ -531,5 +598,13 @@ mod tests {
         assert!(show.contains("end_when:      command_exits\n"), "{show}");
         assert!(show.contains("  g1   exec     /usr/bin/git\n"), "{show}");
         assert!(show.contains("-> /usr/bin/git 8:1:42"), "{show}");
+        assert!(
+            show.contains("files:         writes  read:/data\n"),
+            "{show}"
+        );
+        assert!(
+            show.contains("landlock:      writes: Landlock ABI 7\n"),
+            "{show}"
+        );
     }
 }

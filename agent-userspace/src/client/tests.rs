@@ -175,6 +175,7 @@ async fn create_task_sends_json_and_parses_task() {
         grants: crate::protocol::Grants {
             exec: vec!["/usr/bin/git".into()],
             connect: vec![],
+            files: vec![],
         },
         ttl_seconds: Some(600),
         ..CreateTask::default()

@@ -17,6 +17,7 @@ mod backend;
 mod checks;
 mod dns;
 mod error;
+mod files;
 mod identity;
 mod maps;
 mod metrics;
@@ -28,6 +29,7 @@ mod tests;
 pub use audit::AuditConfig;
 pub use dns::DnsConfig;
 pub use error::{ConfigError, ConfigOrigin};
+pub use files::FilesConfig;
 pub use identity::{ApproverTokens, AuthConfig, ClaimMatch, PolicyConfig, TokensConfig};
 pub use maps::{MAX_MAP_ENTRIES, MIN_EVENTS_BYTES, MapsConfig};
 pub use metrics::MetricsConfig;
@@ -77,6 +79,8 @@ pub struct Config {
     pub policy: PolicyConfig,
     /// Who may call the API.
     pub auth: AuthConfig,
+    /// Base sets of the Landlock domain `leash run` applies.
+    pub files: FilesConfig,
 }
 
 /// Defaults; identical to the embedded `default.yaml` (a unit test checks it):
@@ -104,6 +108,7 @@ impl Default for Config {
             log_level: "info".to_owned(),
             policy: PolicyConfig::default(),
             auth: AuthConfig::default(),
+            files: FilesConfig::default(),
         }
     }
 }
@@ -194,6 +199,7 @@ impl Config {
         self.dns.validate()?;
         self.policy.validate()?;
         self.auth.validate()?;
+        self.files.validate()?;
         check_log_level(&self.log_level)
     }
 }

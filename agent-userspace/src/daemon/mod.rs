@@ -78,6 +78,7 @@ impl Daemon {
                 max_ttl: config.tasks.max_ttl,
                 kill_on_end: config.tasks.kill_on_end,
                 trust_domain: config.trust_domain.clone(),
+                files: config.files.clone(),
             },
             log_allowed_exec: config.log_allowed.exec,
             store,
@@ -291,6 +292,8 @@ impl Daemon {
                 t.extend(note);
             }
             self.lifecycle_event(&rec, "task_ended", target, &reason);
+            // The private tmp directories `leash run` made for it.
+            crate::files::remove_tmpdirs(&rec.id_string());
         }
         Ok(rec.view(&self.limits.trust_domain))
     }

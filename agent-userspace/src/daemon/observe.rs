@@ -54,9 +54,15 @@ impl Daemon {
             events_lost: stat(leash_common::maps::Stat::EventsLost),
             tag_failures: stat(leash_common::maps::Stat::TagFailed),
             bpf_stats_enabled: crate::metrics::bpf_stats_enabled(),
-            guarantees: e.guarantees().iter().map(|g| (*g).to_owned()).collect(),
+            guarantees: e
+                .guarantees()
+                .iter()
+                .map(|g| (*g).to_owned())
+                .chain(file_guarantee())
+                .collect(),
             policy: self.gate.describe(),
             ia32_emulation: crate::kernel::ia32::detect().to_string(),
+            landlock: crate::files::domain::summary(),
             scope: None,
         }
     }
@@ -132,4 +138,13 @@ fn kernel_usage(maps: &crate::kernel::maps::Maps, tasks: &Tasks) -> Vec<(&'stati
             (name, n, cap)
         })
         .collect()
+}
+
+/// The guarantee line of the file rules and self-protection scopes (Landlock).
+fn file_guarantee() -> Option<String> {
+    crate::files::kernel_abi().map(|abi| {
+        format!(
+            "files, ptrace, signals (leash run only, not the attach API): EACCES/EPERM (Landlock ABI {abi})"
+        )
+    })
 }

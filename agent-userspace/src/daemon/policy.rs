@@ -178,6 +178,11 @@ impl Daemon {
             {
                 return Err(forbidden(m));
             }
+            if let Verdict::Deny(m) =
+                policy.check_file_mode(&req.agent, req.file_mode.unwrap_or_default())
+            {
+                return Err(forbidden(m));
+            }
             for (kind, list) in [
                 (GrantKind::Exec, &mut req.grants.exec),
                 (GrantKind::Connect, &mut req.grants.connect),
@@ -213,6 +218,7 @@ impl Daemon {
             let add = protocol::AddGrant {
                 exec: (kind == GrantKind::Exec).then(|| spec.clone()),
                 connect: (kind == GrantKind::Connect).then_some(spec),
+                file: None,
                 ttl_seconds: None,
             };
             if let Err(e) = self.add_pending(caller, id, &add, pending_ttl) {

@@ -89,6 +89,10 @@ pub enum GrantError {
     )]
     BadSocket { spec: String, reason: String },
     #[error(
+        "file grant {spec:?}: {reason}; expected read:PATH or write:PATH with an absolute PATH, e.g. read:/data or write:/srv/out"
+    )]
+    BadFile { spec: String, reason: String },
+    #[error(
         "connect grants: prefix {addr}/{prefix} of one task needs {count} port rules, more than the {MAX_PORT_RULES} the kernel holds per prefix; merge port ranges"
     )]
     TooManyRules {

@@ -124,6 +124,10 @@ pub struct RuleFile {
     /// Tasks must state an intent.
     #[serde(default)]
     pub require_intent: bool,
+    /// Allowed file modes (`open`, `writes`, `restricted`); absent: all three.
+    /// `[restricted]` requires restricted tasks for these agents.
+    #[serde(default)]
+    pub file_modes: Option<Vec<crate::protocol::FileMode>>,
     #[serde(flatten)]
     pub allow: Ceilings,
     /// Grants allowed only once an approver approves them (they are within the
@@ -273,6 +277,26 @@ impl Policy {
             return Verdict::Deny(self.no_rule(agent));
         };
         self.engine.check_task(rule, agent, ttl, mode, has_intent)
+    }
+
+    /// May `agent` start a task in this file mode? File grants themselves only narrow
+    /// what a task may do, so the mode is what a rule bounds.
+    #[must_use]
+    pub fn check_file_mode(&self, agent: &str, mode: crate::protocol::FileMode) -> Verdict {
+        let Some(rule) = self.rule_for(agent) else {
+            return Verdict::Deny(self.no_rule(agent));
+        };
+        match &rule.file.file_modes {
+            Some(modes) if !modes.contains(&mode) => {
+                let list: Vec<String> = modes.iter().map(|m| format!("{:?}", m.as_str())).collect();
+                Verdict::Deny(format!(
+                    "file mode {mode} is not among the file_modes [{}] of rule {:?}; ask for one of them (--files)",
+                    list.join(", "),
+                    rule.file.name
+                ))
+            }
+            _ => Verdict::Allow,
+        }
     }
 
     /// May `agent` hold this grant (now, or once approved)?

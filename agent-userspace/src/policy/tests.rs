@@ -144,6 +144,26 @@ fn task_limits() {
 }
 
 #[test]
+fn file_modes_bound_the_mode_a_task_may_ask_for() {
+    use crate::protocol::FileMode;
+    let p = policy();
+    assert_eq!(
+        p.check_file_mode("ci-x", FileMode::Restricted),
+        Verdict::Allow
+    );
+    let m = denied(p.check_file_mode("ci-x", FileMode::Writes));
+    assert!(
+        m.contains("file mode writes is not among the file_modes [\"restricted\"] of rule \"ci\""),
+        "{m}"
+    );
+    assert_eq!(p.check_file_mode("dev-x", FileMode::Open), Verdict::Allow);
+    assert!(matches!(
+        p.check_file_mode("nobody", FileMode::Open),
+        Verdict::Deny(_)
+    ));
+}
+
+#[test]
 fn approvers() {
     let p = policy();
     let root = Approver {

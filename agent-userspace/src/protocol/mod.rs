@@ -8,6 +8,9 @@ pub use task_id::{BadTaskId, TaskId};
 mod choices;
 pub use choices::{AttachScope, BackendChoice};
 
+mod files;
+pub use files::{FileMode, FileRules};
+
 /// `POST /v1/tasks`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -26,6 +29,9 @@ pub struct CreateTask {
     /// When the task ends on its own; omitted: `ended_or_expired`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_when: Option<EndWhen>,
+    /// `open`, `writes` or `restricted`; omitted: `writes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_mode: Option<FileMode>,
 }
 
 /// When a task ends, besides its TTL, `leash task end` and revocation (which end every
@@ -51,6 +57,9 @@ pub struct Grants {
     pub exec: Vec<String>,
     #[serde(default)]
     pub connect: Vec<String>,
+    /// `read:PATH` and `write:PATH` (enforced by `leash run`'s Landlock domain).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,6 +121,13 @@ pub struct Task {
     /// Processes attached through the API (their descendants are tagged too).
     #[serde(default)]
     pub attached_pids: Vec<u32>,
+    /// The task's file rules; absent for a task from a daemon without them (`open`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<FileRules>,
+    /// Who enforces the file rules and the self-protection scopes, and which rights
+    /// this kernel's Landlock has.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub file_enforcement: String,
     /// Addresses learned from the task's DNS answers (docs/dns.md), host grants until
     /// they expire.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -155,7 +171,8 @@ pub struct Grant {
     pub resolved: Vec<String>,
 }
 
-/// `POST /v1/tasks/{id}/grants`: exactly one of `exec` and `connect`.
+/// `POST /v1/tasks/{id}/grants`: exactly one of `exec` and `connect` (`file` is
+/// refused with `409`: a Landlock domain cannot be widened).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AddGrant {
@@ -163,6 +180,8 @@ pub struct AddGrant {
     pub exec: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connect: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_seconds: Option<u64>,
 }
@@ -224,6 +243,9 @@ pub struct Status {
     /// and what that was told from; tagged callers of them are stopped either way.
     #[serde(default)]
     pub ia32_emulation: String,
+    /// The Landlock ABI of the kernel and the rights `leash run` enforces with it.
+    #[serde(default)]
+    pub landlock: String,
     /// Set when the caller sees only part: a process inside a task sees its own task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,

@@ -156,10 +156,13 @@ mod end_when {
     }
 
     /// `leash run` of a probe that leaves a survivor connecting to `port` after 1.5 s.
+    /// In the `open` file mode: the survivor writes its report outside the workspace.
     fn run_with_survivor(d: &DaemonGuard, port: u16, report: &Report) -> String {
         let p = probe().display().to_string();
         let o = d.run(&[
             "run",
+            "--files",
+            "open",
             "--allow-exec",
             &p,
             "--allow-connect",

@@ -12,6 +12,7 @@ mod control_plane;
 mod daemon;
 mod dns;
 mod exec;
+mod files;
 mod hygiene;
 mod lifecycle;
 mod metrics;

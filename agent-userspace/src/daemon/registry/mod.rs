@@ -42,6 +42,9 @@ pub enum RegistryError {
     NoGrant { task: String, grant: String },
     #[error("task {0} has ended; create a new task")]
     Ended(String),
+    /// The request cannot be carried out on this task as it is.
+    #[error("{0}")]
+    Conflict(String),
     #[error("{0}")]
     Forbidden(String),
     /// Forbidden, with a code of its own for callers to act on.
@@ -80,6 +83,8 @@ pub struct Limits {
     pub max_ttl: Duration,
     pub kill_on_end: bool,
     pub trust_domain: String,
+    /// Base sets of the file rules (`files:`).
+    pub files: crate::config::FilesConfig,
 }
 
 /// Effective expiry of a grant under a task: the earlier non-zero one.
@@ -158,6 +163,11 @@ impl Tasks {
             )));
         }
         let expires_ns = clock::expiry_after(Some(ttl));
+        let files = crate::files::rules(
+            req.file_mode.unwrap_or_default(),
+            &req.grants.files,
+            &limits.files,
+        )?;
         // Resolve every grant before anything reaches the kernel: one bad grant, no task.
         let grants = resolve_all(&req.grants, root)?;
         let id = loop {
@@ -172,7 +182,7 @@ impl Tasks {
         let counter_slot = self.slot_for(&req.agent);
         self.insert_synced(
             maps,
-            TaskRecord::new(id, req, grants, expires_ns, counter_slot),
+            TaskRecord::new(id, req, grants, expires_ns, counter_slot, files),
         )?;
         Ok(id)
     }
@@ -203,6 +213,12 @@ impl Tasks {
         root: &ResolveIn<'_>,
         pending_ns: u64,
     ) -> Result<String, RegistryError> {
+        if let Some(spec) = &req.file {
+            crate::files::parse_grant(spec)?;
+            return Err(RegistryError::Conflict(format!(
+                "file grant {spec:?} cannot be added to a running task: its processes started by leash run hold a Landlock domain, which can only ever be narrowed, never widened; create a new task with the grant (--allow-read / --allow-write)"
+            )));
+        }
         let (kind, spec) = match (&req.exec, &req.connect) {
             (Some(e), None) => (GrantKind::Exec, e),
             (None, Some(c)) => (GrantKind::Connect, c),
@@ -426,10 +442,15 @@ pub fn install(
     expires_ns: u64,
     counter_slot: u32,
 ) -> Result<(), RegistryError> {
+    let files = crate::files::rules(
+        req.file_mode.unwrap_or_default(),
+        &req.grants.files,
+        &crate::config::FilesConfig::default(),
+    )?;
     let grants = resolve_all(&req.grants, &ResolveIn::own())?;
     Tasks::default().insert_synced(
         maps,
-        TaskRecord::new(id.0, req, grants, expires_ns, counter_slot),
+        TaskRecord::new(id.0, req, grants, expires_ns, counter_slot, files),
     )
 }
 

@@ -111,6 +111,10 @@ pub struct TaskRecord {
     /// Addresses learned from the task's DNS answers: host grants until they expire.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub learned: Vec<LearnedRecord>,
+    /// The file rules `leash run` applies; `None` for a task recorded by a daemon
+    /// without them (`open`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<protocol::FileRules>,
     /// What is in the kernel for this task now, so changes touch only their own
     /// entries instead of scanning whole maps. Rebuilt from the maps on adoption.
     #[serde(skip)]
@@ -194,6 +198,7 @@ impl TaskRecord {
         grants: Vec<GrantRecord>,
         expires_ns: u64,
         counter_slot: u32,
+        files: protocol::FileRules,
     ) -> Self {
         Self {
             id,
@@ -215,6 +220,7 @@ impl TaskRecord {
             dns_slot: 0,
             dns_upstreams: Vec::new(),
             learned: Vec::new(),
+            files: Some(files),
             installed: Installed::default(),
         }
     }
@@ -294,6 +300,12 @@ impl TaskRecord {
                     expires_at: wall_of_boot_ns(l.expires_ns),
                 })
                 .collect(),
+            files: self.files.clone(),
+            file_enforcement: crate::files::enforcement(
+                self.files
+                    .as_ref()
+                    .map_or(protocol::FileMode::Open, |f| f.mode),
+            ),
         }
     }
 

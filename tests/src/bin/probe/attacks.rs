@@ -25,7 +25,8 @@ pub(crate) fn run(w: &[String]) -> Option<String> {
             let rc = unsafe { libc::ptrace(libc::PTRACE_ATTACH, num(1) as libc::pid_t, 0, 0) };
             outcome(rc as i32)
         }),
-        "vm-write" => in_child(|| vm_write(num(1))),
+        // `vm-write PID [ADDR]`: one byte (0x5a) to ADDR (default: address 0) of PID.
+        "vm-write" => in_child(|| vm_write(num(1), arg(2).parse().unwrap_or(0))),
         "pidfd-getfd" => in_child(|| pidfd_getfd(num(1), num(2))),
         "pidfd-open" => in_child(|| {
             // SAFETY: pidfd_open(pid, 0).
@@ -282,17 +283,17 @@ fn bpf_obj_get(path: &str) -> String {
     outcome(rc as i32)
 }
 
-fn vm_write(pid: i64) -> String {
-    let byte = [0u8; 1];
+fn vm_write(pid: i64, addr: i64) -> String {
+    let byte = [0x5au8; 1];
     let local = libc::iovec {
         iov_base: byte.as_ptr() as *mut libc::c_void,
         iov_len: 1,
     };
     let remote = libc::iovec {
-        iov_base: std::ptr::null_mut(),
+        iov_base: addr as usize as *mut libc::c_void,
         iov_len: 1,
     };
-    // SAFETY: one local byte to a (bad) remote address; the kernel checks both.
+    // SAFETY: one local byte to a remote address; the kernel checks both.
     let rc = unsafe {
         libc::process_vm_writev(
             pid as libc::pid_t,

@@ -326,9 +326,19 @@ fn a_removed_pin_detaches_nothing_and_is_pinned_again() {
         let map = MapData::from_pin(&procs).unwrap();
         (link.info().unwrap().id(), map.info().unwrap().id())
     };
-    // The probe in a task of its own.
+    // The probe in a task of its own, in the `open` file mode: what the eBPF guard and
+    // the daemon do without a Landlock domain (processes joined through the attach API
+    // have none). `files::pins_are_out_of_reach_by_any_path` covers the other modes.
     let in_task = |args: &[&str]| {
-        let mut argv = vec!["run", "--allow-exec", p.as_str(), "--", p.as_str()];
+        let mut argv = vec![
+            "run",
+            "--files",
+            "open",
+            "--allow-exec",
+            p.as_str(),
+            "--",
+            p.as_str(),
+        ];
         argv.extend_from_slice(args);
         d.run(&argv)
     };
@@ -356,4 +366,117 @@ fn a_removed_pin_detaches_nothing_and_is_pinned_again() {
     // ... and pins both again (every 2 s), the same objects, for the next daemon.
     harness::wait_for("the pins again", || pin.exists() && procs.exists());
     assert_eq!(ids(), before, "(link id, map id)");
+}
+
+/// The Landlock domain every `leash run` task holds (whatever its file mode) refuses
+/// what the portable backend can only kill after it landed. Skips, saying why, where
+/// the kernel lacks the Landlock feature a check needs.
+mod landlock_domain {
+    use std::sync::atomic::{AtomicU8, Ordering};
+
+    use harness::{
+        daemon::{DaemonGuard, stderr, stdout},
+        probe,
+    };
+
+    use super::{KILLED, Victim};
+
+    fn in_task(d: &DaemonGuard, flags: &[&str], words: &[&str]) -> std::process::Output {
+        let p = probe().display().to_string();
+        d.cli()
+            .arg("run")
+            .args(flags)
+            .args(["--allow-exec", &p, "--", &p])
+            .args(words)
+            .output()
+            .expect("run leash")
+    }
+
+    fn abi() -> i32 {
+        leash::files::kernel_abi().unwrap_or(0)
+    }
+
+    #[test]
+    fn a_signal_to_an_untagged_process_is_refused_and_not_delivered() {
+        if abi() < 6 {
+            eprintln!(
+                "skipped: Landlock ABI {} has no signal scope (ABI 6, Linux 6.12)",
+                abi()
+            );
+            return;
+        }
+        let d = DaemonGuard::start("ll-signal", "");
+        let mut victim = Victim::new();
+        let pid = victim.pid().to_string();
+        for mode in ["open", "writes", "restricted"] {
+            let o = in_task(&d, &["--files", mode], &["kill", &pid, "15"]);
+            assert_eq!(stdout(&o), "errno 1", "{mode}: {}", stderr(&o));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(
+            victim.0.try_wait().unwrap().is_none(),
+            "the untagged process got the signal"
+        );
+        // Signals inside the task still work (the probe signals its own child).
+        let o = in_task(
+            &d,
+            &["--allow-exec", "/bin/sh"],
+            &["exec", "/bin/sh", "-c", "kill -TERM $$"],
+        );
+        assert_eq!(stdout(&o), "signal 15", "{}", stderr(&o));
+    }
+
+    /// A byte of this test process, an untagged process outside every task.
+    static BYTE: AtomicU8 = AtomicU8::new(0);
+
+    #[test]
+    fn memory_writes_into_an_untagged_process_are_refused() {
+        let d = DaemonGuard::start("ll-memory", "");
+        let lsm = harness::Harness::backend_of_daemon(&d) == leash::kernel::Backend::Lsm;
+        let pid = std::process::id().to_string();
+        let addr = (BYTE.as_ptr() as usize).to_string();
+        // process_vm_writev: refused by Landlock before anything is written. The
+        // portable backend still kills the caller at the call; lsm refuses it.
+        let o = in_task(&d, &[], &["vm-write", &pid, &addr]);
+        assert_eq!(
+            stdout(&o),
+            if lsm { "errno 1" } else { KILLED },
+            "{}",
+            stderr(&o)
+        );
+        assert_eq!(BYTE.load(Ordering::SeqCst), 0, "the write landed");
+        // /proc/<pid>/mem, which the portable backend does not watch: EACCES.
+        let victim = Victim::new();
+        let mem = format!("/proc/{}/mem", victim.pid());
+        let o = in_task(&d, &["--files", "open"], &["open-write", &mem, ""]);
+        assert_eq!(stdout(&o), "errno 13", "{}", stderr(&o));
+        // Without a domain both land: an untagged process writes the byte.
+        assert_eq!(super::untagged(&format!("vm-write {pid} {addr}")), "ok");
+        assert_eq!(BYTE.swap(0, Ordering::SeqCst), 0x5a);
+        assert_eq!(super::untagged(&format!("open-write {mem} ")), "ok");
+    }
+
+    #[test]
+    fn pins_are_out_of_reach_by_any_path() {
+        let d = DaemonGuard::start("ll-pins", "");
+        let maps = d.pin_dir.join("maps");
+        let procs = maps.join(leash_common::maps::PROCS);
+        let link = d.workspace().join("bpf");
+        std::os::unix::fs::symlink(&maps, &link).unwrap();
+        let dir = maps.display().to_string();
+        let through_link = link.join(leash_common::maps::PROCS).display().to_string();
+        for mode in ["writes", "restricted"] {
+            // A name relative to a directory descriptor, and a path through a symlink:
+            // the portable backend's path guard sees neither; Landlock refuses both.
+            let o = in_task(
+                &d,
+                &["--files", mode],
+                &["unlinkat", &dir, leash_common::maps::PROCS],
+            );
+            assert_eq!(stdout(&o), "errno 13", "{mode}: {}", stderr(&o));
+            let o = in_task(&d, &["--files", mode], &["unlink", &through_link]);
+            assert_eq!(stdout(&o), "errno 13", "{mode}: {}", stderr(&o));
+            assert!(procs.exists(), "{mode}: the pin is gone");
+        }
+    }
 }

@@ -214,8 +214,18 @@ fn the_daemon_protects_its_own_socket() {
     let d = DaemonGuard::start("c19-socket", "");
     let p = probe().display().to_string();
     let socket = d.socket.display().to_string();
+    // In the `open` file mode, so that the daemon's own guard is what refuses (in the
+    // other modes Landlock refuses writes outside the workspace first).
     let in_task = |args: &[&str]| {
-        let mut argv = vec!["run", "--allow-exec", p.as_str(), "--", p.as_str()];
+        let mut argv = vec![
+            "run",
+            "--files",
+            "open",
+            "--allow-exec",
+            p.as_str(),
+            "--",
+            p.as_str(),
+        ];
         argv.extend_from_slice(args);
         d.run(&argv)
     };

@@ -265,3 +265,26 @@ fn a_reload_that_tightens_ttl_or_modes_ends_the_tasks_beyond_them() {
     let o = join_once(&d, &short);
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+#[test]
+fn a_rule_can_require_the_restricted_file_mode() {
+    let (d, _f) = with_policy(
+        "pol-files",
+        "rules:\n  - name: locked\n    agents: [locked]\n    file_modes: [restricted]\n",
+        "",
+    );
+    // The default (writes) and open are refused, naming the rule; restricted is not.
+    for body in [
+        serde_json::json!({"agent": "locked"}),
+        serde_json::json!({"agent": "locked", "file_mode": "open"}),
+    ] {
+        let (status, v) = post(&d, "/v1/tasks", &body);
+        assert_eq!(status, 403, "{body}: {v}");
+        let m = v["error"]["message"].as_str().unwrap();
+        assert!(m.contains("file_modes") && m.contains("\"locked\""), "{m}");
+    }
+    let body = serde_json::json!({"agent": "locked", "file_mode": "restricted"});
+    let (status, v) = post(&d, "/v1/tasks", &body);
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(v["files"]["mode"], "restricted");
+}

@@ -1,0 +1,290 @@
+//! File grants and file modes, enforced by the Landlock domain `leash run` applies to
+//! itself before it execs the command (docs/grants.md, "files"): a real daemon, real
+//! `leash run`, real opens on test-made files in a temp directory.
+
+use std::path::{Path, PathBuf};
+
+use harness::{
+    daemon::{DaemonGuard, stderr, stdout},
+    probe,
+};
+
+/// Landlock's errno for a refused file access.
+const EACCES: &str = "errno 13";
+
+/// Test-made files: a workspace, a data directory with an excluded secret, a home with
+/// planted keys, another task's workspace and a file in a system-like place.
+struct Tree(PathBuf);
+
+impl Tree {
+    fn new(tag: &str) -> Self {
+        let root = std::env::temp_dir().join(format!("leash-files-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        for dir in [
+            "ws",
+            "data/sub",
+            "home/.ssh",
+            "home/.aws",
+            "other-ws",
+            "sys/etc",
+        ] {
+            std::fs::create_dir_all(root.join(dir)).unwrap();
+        }
+        for (file, text) in [
+            ("ws/out", ""),
+            ("data/a.txt", "a"),
+            ("data/sub/b.txt", "b"),
+            ("data/secret", "s3cret"),
+            (
+                "home/.ssh/id_ed25519",
+                "-----BEGIN OPENSSH PRIVATE KEY-----",
+            ),
+            ("home/.aws/credentials", "[default]"),
+            ("other-ws/notes", "other task"),
+            ("sys/etc/ld.so.preload", ""),
+        ] {
+            std::fs::write(root.join(file), text).unwrap();
+        }
+        Self(std::fs::canonicalize(&root).unwrap())
+    }
+
+    fn path(&self, rel: &str) -> String {
+        self.0.join(rel).display().to_string()
+    }
+
+    fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.0.join(rel)).unwrap()
+    }
+}
+
+impl Drop for Tree {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `leash run [flags] --allow-exec PROBE -- PROBE words...` in `cwd`.
+fn run_in(d: &DaemonGuard, cwd: &Path, flags: &[&str], words: &[&str]) -> std::process::Output {
+    let p = probe().display().to_string();
+    d.cli()
+        .current_dir(cwd)
+        .arg("run")
+        .args(flags)
+        .args(["--allow-exec", &p, "--", &p])
+        .args(words)
+        .output()
+        .expect("run leash")
+}
+
+/// Skips (with the reason printed) when the kernel has no Landlock.
+fn landlock() -> bool {
+    if leash::files::kernel_abi().is_none() {
+        eprintln!("skipped: this kernel has no Landlock");
+        return false;
+    }
+    true
+}
+
+#[test]
+fn a_restricted_task_reads_and_writes_only_what_it_was_granted() {
+    if !landlock() {
+        return;
+    }
+    let t = Tree::new("restricted");
+    let d = DaemonGuard::start(
+        "files-restricted",
+        // The config's list replaces the default one: keep /etc/shadow in it.
+        &format!(
+            "files:\n  exclude: [/etc/shadow, {}]\n",
+            t.path("data/secret")
+        ),
+    );
+    let flags = [
+        "--files",
+        "restricted",
+        "--allow-read",
+        &t.path("data"),
+        "--allow-exec",
+        "/bin/sh",
+    ];
+    let ws = t.0.join("ws");
+    let probe_in = |words: &[&str]| {
+        let o = run_in(&d, &ws, &flags, words);
+        (stdout(&o), stderr(&o))
+    };
+    // The workspace: read and written; the granted data: read, the excluded secret's
+    // siblings included.
+    for (words, want) in [
+        (vec!["open-read", "out"], "ok"),
+        (vec!["open-write", "out", "after"], "ok"),
+        (vec!["open-read", &t.path("data/a.txt")], "ok"),
+        (vec!["open-read", &t.path("data/sub/b.txt")], "ok"),
+        // The secret excluded inside the granted directory, planted keys in a home, and
+        // another task's workspace: EACCES.
+        (vec!["open-read", &t.path("data/secret")], EACCES),
+        (vec!["open-read", &t.path("home/.ssh/id_ed25519")], EACCES),
+        (vec!["open-read", &t.path("home/.aws/credentials")], EACCES),
+        (vec!["open-read", &t.path("other-ws/notes")], EACCES),
+        // Granted data is not writable.
+        (vec!["open-write", &t.path("data/a.txt"), "x"], EACCES),
+        // Granted binaries still exec (their loader and libraries are in the base set).
+        (vec!["exec", "/bin/sh", "-c", "exit 0"], "exit 0"),
+    ] {
+        let (out, err) = probe_in(&words);
+        assert_eq!(out, want, "{words:?}: {err}");
+    }
+    // The base read set has /etc, but not its secrets (where the system has them).
+    for (file, want) in [("/etc/passwd", "ok"), ("/etc/shadow", EACCES)] {
+        if Path::new(file).exists() {
+            let (out, err) = probe_in(&["open-read", file]);
+            assert_eq!(out, want, "{file}: {err}");
+        }
+    }
+    assert_eq!(t.read("ws/out"), "after");
+    assert_eq!(t.read("data/a.txt"), "a");
+    // A build-like run: new files in the workspace and in TMPDIR, the private tmp dir.
+    let o = d
+        .cli()
+        .current_dir(&ws)
+        .args(["run", "--files", "restricted", "--allow-exec", "/bin/sh", "--"])
+        .args([
+            "/bin/sh",
+            "-c",
+            r#"echo built > new && echo tmp > "$TMPDIR/t" && read v < "$TMPDIR/t" && echo "$v $TMPDIR""#,
+        ])
+        .output()
+        .unwrap();
+    let out = stdout(&o);
+    let (v, tmpdir) = out.split_once(' ').unwrap_or_default();
+    assert_eq!(v, "tmp", "{}", stderr(&o));
+    assert!(tmpdir.contains("/leash-"), "{tmpdir}");
+    assert_eq!(t.read("ws/new"), "built\n");
+    // The daemon removes the tmp directory when the task ends with its command.
+    harness::wait_for("the task's tmp directory to go", || {
+        !Path::new(tmpdir).exists()
+    });
+}
+
+#[test]
+fn the_default_writes_mode_keeps_writes_in_the_workspace() {
+    if !landlock() {
+        return;
+    }
+    let t = Tree::new("writes");
+    let d = DaemonGuard::start("files-writes", "");
+    let ws = t.0.join("ws");
+    let preload = t.path("sys/etc/ld.so.preload");
+    // Reads are open; writes outside the workspace are refused and change nothing.
+    for (words, want) in [
+        (vec!["open-read", &t.path("data/a.txt")], "ok"),
+        (vec!["open-read", &t.path("home/.ssh/id_ed25519")], "ok"),
+        (vec!["open-write", "out", "after"], "ok"),
+        (vec!["open-write", &preload, "/tmp/evil.so"], EACCES),
+        (vec!["open-write", &t.path("other-ws/notes"), "x"], EACCES),
+        (vec!["unlink", &t.path("other-ws/notes")], EACCES),
+    ] {
+        let o = run_in(&d, &ws, &[], &words);
+        assert_eq!(stdout(&o), want, "{words:?}: {}", stderr(&o));
+    }
+    assert_eq!(t.read("ws/out"), "after");
+    assert_eq!(t.read("sys/etc/ld.so.preload"), "");
+    assert_eq!(t.read("other-ws/notes"), "other task");
+    // The task's record says how it is enforced.
+    let o = d.run(&["task", "list", "--json"]);
+    let tasks: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let task = tasks.as_array().unwrap().last().unwrap();
+    assert_eq!(task["files"]["mode"], "writes", "{task}");
+    let how = task["file_enforcement"].as_str().unwrap();
+    assert!(how.contains("attach API get no domain"), "{how}");
+
+    // `open` writes anywhere, as before.
+    let o = run_in(
+        &d,
+        &ws,
+        &["--files", "open"],
+        &["open-write", &preload, "x"],
+    );
+    assert_eq!(stdout(&o), "ok", "{}", stderr(&o));
+    assert_eq!(t.read("sys/etc/ld.so.preload"), "x");
+
+    // `/` and system directories are refused as a workspace, naming --workspace.
+    // (Those the system has: the VM's initramfs has no /usr/lib.)
+    for cwd in ["/", "/etc", "/usr/lib"] {
+        if !Path::new(cwd).is_dir() {
+            continue;
+        }
+        let o = run_in(&d, Path::new(cwd), &[], &["pid"]);
+        assert!(!o.status.success(), "{cwd}");
+        assert!(stderr(&o).contains("--workspace DIR"), "{}", stderr(&o));
+    }
+    // ... unless one is named.
+    let o = run_in(
+        &d,
+        Path::new("/"),
+        &["--workspace", &t.path("ws")],
+        &["open-write", &t.path("ws/out"), "named"],
+    );
+    assert_eq!(stdout(&o), "ok", "{}", stderr(&o));
+}
+
+/// Puts `kernel.core_pattern` back whatever happens.
+struct CorePattern(String);
+
+impl Drop for CorePattern {
+    fn drop(&mut self) {
+        let _ = std::fs::write("/proc/sys/kernel/core_pattern", &self.0);
+    }
+}
+
+#[test]
+fn a_writes_task_cannot_write_core_pattern() {
+    if !landlock() {
+        return;
+    }
+    let path = "/proc/sys/kernel/core_pattern";
+    let guard = CorePattern(std::fs::read_to_string(path).unwrap());
+    let d = DaemonGuard::start("files-core", "");
+    let o = run_in(
+        &d,
+        &d.workspace(),
+        &[],
+        &["open-write", path, "|/tmp/leash-test-handler %p"],
+    );
+    assert_eq!(stdout(&o), EACCES, "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(path).unwrap(), guard.0);
+}
+
+#[test]
+fn bad_file_grants_and_runtime_file_grants_are_refused() {
+    let d = DaemonGuard::start("files-api", "");
+    let (status, body) = d.http(
+        "POST",
+        "/v1/tasks",
+        br#"{"agent":"a","grants":{"files":["exec:/x"]}}"#,
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("bad_grant") && body.contains("exec:/x"),
+        "{body}"
+    );
+    let (status, body) = d.http(
+        "POST",
+        "/v1/tasks",
+        br#"{"agent":"a","file_mode":"restricted","grants":{"files":["read:/usr","write:/tmp/x"]}}"#,
+    );
+    assert_eq!(status, 201, "{body}");
+    let task: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(task["files"]["mode"], "restricted");
+    assert_eq!(task["files"]["read"][0], "/usr");
+    assert_eq!(task["files"]["write"][0], "/tmp/x");
+    let id = task["id"].as_str().unwrap();
+    let (status, body) = d.http(
+        "POST",
+        &format!("/v1/tasks/{id}/grants"),
+        br#"{"file":"read:/srv"}"#,
+    );
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("Landlock"), "{body}");
+    let (status, body) = d.http("POST", "/v1/tasks", br#"{"agent":"a","file_mode":"all"}"#);
+    assert_eq!(status, 400, "{body}");
+}
