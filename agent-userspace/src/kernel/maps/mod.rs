@@ -7,8 +7,7 @@ use aya::{
 };
 use leash_common::{
     DnsTarget, ExecFileGrant, ExecGrant, ExecKey, NetKey, NetRules, ScriptKey, TaskInfo, UnixGrant,
-    UnixKey,
-    maps as names,
+    UnixKey, maps as names,
 };
 
 mod dns;
