@@ -79,6 +79,11 @@ pub enum Reason {
     IoUringNotGranted = 18,
     /// A granted file whose content (or inode) changed after it was granted.
     ChangedSinceGrant = 19,
+    /// An argument a syscall-entry guard must look at (a path, a `msghdr`, `clone_args`)
+    /// is in user memory the guard cannot read (a page not faulted in yet, a
+    /// userfaultfd range), though the kernel's own copy later would: the call is
+    /// stopped (fail closed).
+    ArgumentUnreadable = 20,
 }
 
 /// Counter rows per slot.
@@ -214,6 +219,7 @@ byte_enum!(Reason {
     GuardHostState => "host_state",
     IoUringNotGranted => "io_uring_not_granted",
     ChangedSinceGrant => "changed_since_grant",
+    ArgumentUnreadable => "argument_unreadable",
 });
 
 #[cfg(test)]
@@ -232,7 +238,7 @@ mod tests {
         }
         assert_eq!(Action::try_from(7), Err(7));
         assert_eq!(Verdict::try_from(2).map(Verdict::as_str), Ok("audited"));
-        assert_eq!(Reason::try_from(19), Ok(Reason::ChangedSinceGrant));
-        assert_eq!(Reason::try_from(20), Err(20));
+        assert_eq!(Reason::try_from(20), Ok(Reason::ArgumentUnreadable));
+        assert_eq!(Reason::try_from(21), Err(21));
     }
 }

@@ -246,12 +246,15 @@ pub(crate) fn unix_key_in(task: u64, addr: u64, len: u64, kernel: bool) -> Optio
         };
     if !ok {
         // A read can fail where the kernel's own copy would not (a page not yet
-        // mapped in): such an address is denied, never skipped. 0xff starts no
-        // granted name.
-        key.path = [0xff; UNIX_PATH_LEN];
+        // mapped in, a userfaultfd range): such an address is denied, never skipped.
+        key.path = UNREADABLE;
     }
     Some(key)
 }
+
+/// The key of an address that could not be read: 0xff starts no granted name, and
+/// [`unix_deny`] reports it as `argument_unreadable`.
+const UNREADABLE: [u8; UNIX_PATH_LEN] = [0xff; UNIX_PATH_LEN];
 
 /// Is `key` granted to its task (or to every task: task 0, the daemon's own socket)?
 #[inline(always)]
@@ -318,15 +321,23 @@ pub(crate) fn family_sendmsg_unix(ctx: SockAddrContext) -> i32 {
 }
 
 /// At syscall entry: notes a unix connect or send to an ungranted name, for the exit
-/// to decide on. Says whether it did.
+/// to decide on. Says whether it did. `addr` is `None` when the `msghdr` that holds it
+/// could not be read: decided as an unreadable unix address (fail closed).
 #[inline(always)]
-fn unix_enter(addr: u64, len: u64) -> bool {
+fn unix_enter(addr: Option<u64>, len: u64) -> bool {
     let Some(task) = super::current_task() else {
         return false;
     };
     // A note left by a thread killed between entry and exit must not outlive it.
     let _ = UNIX_PENDING.remove(current_tid());
-    let Some(key) = unix_key(task, addr, len) else {
+    let key = match addr {
+        Some(addr) => unix_key(task, addr, len),
+        None => Some(UnixKey {
+            task,
+            path: UNREADABLE,
+        }),
+    };
+    let Some(key) = key else {
         return false;
     };
     let now = now_ns();
@@ -362,7 +373,12 @@ fn unix_exit(action: Action, reached: bool) {
 /// whether it is denied (audit mode allows).
 #[inline(always)]
 pub(crate) fn unix_deny(key: &UnixKey, action: Action, now: u64) -> bool {
-    let Some(d) = judge(action, now, |_, _| Err(Reason::NotGranted)) else {
+    let reason = if key.path[0] == UNREADABLE[0] {
+        Reason::ArgumentUnreadable
+    } else {
+        Reason::NotGranted
+    };
+    let Some(d) = judge(action, now, |_, _| Err(reason)) else {
         return false;
     };
     d.count();
@@ -393,7 +409,7 @@ fn sys_ret(ctx: &TracePointContext) -> i64 {
 /// `connect(fd, addr, len)` entry: unix destinations (inet ones are decided by `net.rs`).
 #[tracepoint]
 pub(crate) fn family_connect(ctx: TracePointContext) -> u32 {
-    let _ = unix_enter(sys_arg(&ctx, 1), sys_arg(&ctx, 2));
+    let _ = unix_enter(Some(sys_arg(&ctx, 1)), sys_arg(&ctx, 2));
     0
 }
 
@@ -408,7 +424,7 @@ pub(crate) fn family_connect_exit(ctx: TracePointContext) -> u32 {
 /// `sendto(fd, buf, n, flags, addr, len)` entry.
 #[tracepoint]
 pub(crate) fn family_sendto(ctx: TracePointContext) -> u32 {
-    let _ = unix_enter(sys_arg(&ctx, 4), sys_arg(&ctx, 5));
+    let _ = unix_enter(Some(sys_arg(&ctx, 4)), sys_arg(&ctx, 5));
     0
 }
 
@@ -434,12 +450,19 @@ pub(crate) fn family_sendmmsg_exit(ctx: TracePointContext) -> u32 {
 }
 
 /// Notes the destination of one user `msghdr` (`msg_name` at 0, `msg_namelen` at 8).
+/// A `msghdr` the guard cannot read (a page not faulted in yet) is noted as an
+/// unreadable address: the kernel's own copy could still find a unix name there.
 #[inline(always)]
 fn msghdr_enter(msg: u64) -> bool {
     // SAFETY: probe reads of user memory.
-    let name: u64 = unsafe { bpf_probe_read_user(msg as *const u64) }.unwrap_or(0);
-    let len: u32 = unsafe { bpf_probe_read_user((msg + 8) as *const u32) }.unwrap_or(0);
-    unix_enter(name, u64::from(len))
+    let name: Result<u64, _> = unsafe { bpf_probe_read_user(msg as *const u64) };
+    let len: Result<u32, _> = unsafe { bpf_probe_read_user((msg + 8) as *const u32) };
+    match (name, len) {
+        (Ok(name), Ok(len)) => unix_enter(Some(name), u64::from(len)),
+        // A NULL `msghdr` fails with EFAULT in the kernel too.
+        _ if msg == 0 => false,
+        _ => unix_enter(None, 0),
+    }
 }
 
 /// `sendmsg(fd, msg, flags)` entry.
