@@ -206,13 +206,19 @@ fn read(kernel: bool, src: *const u8, dst: &mut [u8]) -> Result<(), i32> {
 
 /// Copies the string at `src` into `dst`, stopping at its NUL or the end of `dst`.
 #[inline(always)]
-fn read_str(kernel: bool, src: *const u8, dst: &mut [u8]) -> Result<(), i32> {
+pub(crate) fn read_str(kernel: bool, src: *const u8, dst: &mut [u8]) -> Result<(), i32> {
+    read_str_len(kernel, src, dst).map(|_| ())
+}
+
+/// [`read_str`], returning the string's length (without its NUL).
+#[inline(always)]
+pub(crate) fn read_str_len(kernel: bool, src: *const u8, dst: &mut [u8]) -> Result<usize, i32> {
     // SAFETY: bounded string probe reads into a stack buffer.
     unsafe {
         if kernel {
-            bpf_probe_read_kernel_str_bytes(src, dst).map(|_| ())
+            bpf_probe_read_kernel_str_bytes(src, dst).map(<[u8]>::len)
         } else {
-            bpf_probe_read_user_str_bytes(src, dst).map(|_| ())
+            bpf_probe_read_user_str_bytes(src, dst).map(<[u8]>::len)
         }
     }
 }

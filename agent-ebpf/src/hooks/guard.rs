@@ -8,7 +8,7 @@
 //! says so. A pending SIGKILL does cancel a fork: `copy_process` checks for it.
 
 use aya_ebpf::{
-    helpers::{bpf_probe_read_user, bpf_probe_read_user_str_bytes},
+    helpers::bpf_probe_read_user,
     macros::{btf_tracepoint, map, tracepoint},
     maps::HashMap,
     programs::{BtfTracePointContext, TracePointContext},
@@ -198,16 +198,16 @@ pub(crate) fn guard_tkill(ctx: TracePointContext) -> u32 {
 /// whatever the attacker put there meanwhile). Callers stop the caller on it.
 pub(crate) struct Unreadable;
 
-/// Does the user path at `ptr` name bpffs (or, for `umount`, a mount above it)? A NULL
-/// pointer does not (the kernel fails the call with `EFAULT`).
+/// Does the path at `ptr`, in user memory or (`kernel`) the kernel's, name bpffs (or,
+/// for `umount`, a mount above it)? A NULL pointer does not (the kernel fails the call
+/// with `EFAULT`).
 #[inline(always)]
-fn reaches_bpffs(ptr: u64, umount: bool) -> Result<bool, Unreadable> {
+pub(crate) fn reaches_bpffs(ptr: u64, umount: bool, kernel: bool) -> Result<bool, Unreadable> {
     if ptr == 0 {
         return Ok(false);
     }
     let mut buf = [0u8; 16];
-    // SAFETY: bounded probe read of a user string.
-    if unsafe { bpf_probe_read_user_str_bytes(ptr as *const u8, &mut buf) }.is_err() {
+    if super::family::read_str(kernel, ptr as *const u8, &mut buf).is_err() {
         return Err(Unreadable);
     }
     let mut i = 0;
@@ -233,9 +233,9 @@ fn path_check(ctx: &TracePointContext, arg: usize, call: &[u8; 8]) {
         return;
     };
     let path = sys_arg(ctx, arg);
-    let reason = match reaches_bpffs(path, false) {
+    let reason = match reaches_bpffs(path, false, false) {
         Ok(true) => Reason::GuardPins,
-        Ok(false) => match super::mounts::protected_name(path) {
+        Ok(false) => match super::mounts::protected_name(path, false) {
             Ok(false) => return,
             Ok(true) => Reason::GuardPins,
             Err(Unreadable) => Reason::ArgumentUnreadable,
@@ -299,7 +299,7 @@ pub(crate) fn guard_umount(ctx: TracePointContext) -> u32 {
         return 0;
     };
     // Stopped whatever it names; an unreadable path is reported as a mount.
-    let reason = if matches!(reaches_bpffs(sys_arg(&ctx, 0), true), Ok(true)) {
+    let reason = if matches!(reaches_bpffs(sys_arg(&ctx, 0), true, false), Ok(true)) {
         Reason::GuardPins
     } else {
         Reason::GuardMount

@@ -21,7 +21,7 @@ pub struct ExecFile {
     /// Device in the kernel's `s_dev` encoding.
     pub dev: u32,
     pub ino: u64,
-    /// Not an ELF image (a `#!` script, or a file a binfmt_misc handler runs): the
+    /// Not an ELF image (a `#!` script, or a file a `binfmt_misc` handler runs): the
     /// kernel runs an interpreter for it, and the portable backend also needs its path
     /// (see [`ScriptKey`]).
     pub script: bool,

@@ -22,10 +22,10 @@ const LSM_FORK: &str = "fork: refused once the task has ended or expired (lsm ta
 const LSM_SOCKETS: &str = "packet, netlink, vsock sockets (unless socket: granted), other families, unix connect/send to names not unix: granted: EPERM (lsm socket_create, socket_connect, socket_sendmsg; io_uring included)";
 const LSM_PTRACE: &str = "ptrace attach, process_vm_*, /proc/<pid>/mem, pidfd_getfd outside the task: EPERM (lsm ptrace_access_check)";
 const SOCKETS_RAW: &str = "raw IP sockets and IP protocols other than TCP/UDP: EPERM unless socket:raw (cgroup sock_create)";
-const SOCKETS_OTHER: &str = "packet, netlink, vsock sockets (unless socket: granted), other families: killed with SIGKILL at syscall entry (io_uring IORING_OP_SOCKET not seen)";
+const SOCKETS_OTHER: &str = "packet, netlink, vsock sockets (unless socket: granted), other families: killed with SIGKILL at syscall entry (io_uring IORING_OP_SOCKET: the submitter, when the ring is granted)";
 const UNIX_HOOKS: &str = "unix connect/send to names not unix: granted: EPERM (cgroup connect_unix, sendmsg_unix, Linux >= 6.7; io_uring included)";
 const UNIX_TRACEPOINTS: &str = "unix connect/send that reached a name not unix: granted: killed at syscall exit (failed attempts let be; kernels before 6.7, which have no cgroup unix hooks); io_uring connects to unix paths not seen";
-const GUARD: &str = "bpf(), signals or pidfd_open to the daemon, kill(-1), unlink/rename/umount on /sys/fs/bpf, unlink/rename of the API socket or a directory above it (by the path passed), cgroup moves: the caller is killed with SIGKILL (the call itself completes; see docs/security.md)";
+const GUARD: &str = "bpf(), signals or pidfd_open to the daemon, kill(-1), unlink/rename/umount on /sys/fs/bpf, unlink/rename of the API socket or a directory above it (by the path passed; a path the guard cannot read counts), cgroup moves: the caller is killed with SIGKILL (the call itself completes; see docs/security.md)";
 const LSM_GUARD: &str = "bpf(): EPERM (lsm bpf); signals to the daemon: EPERM, never delivered (lsm task_kill); unlink, rmdir, rename on any bpffs mount, or of the API socket or a directory above it (by inode): EPERM (lsm inode_unlink, inode_rmdir, inode_rename); pidfd_open of the daemon, cgroup moves: the caller is killed with SIGKILL (the call itself completes; see docs/security.md)";
 const MOUNTS: &str = "mount, umount2 (any mount), move_mount, fsopen, fsmount, fspick, open_tree clones, mount_setattr, pivot_root, chroot: the caller is killed with SIGKILL (a mount, unmount, pivot or attribute change lands in the caller's mount namespace; see docs/security.md)";
 const LSM_MOUNTS: &str = "mount, umount2 (any mount), move_mount, pivot_root, chroot: EPERM (lsm sb_mount, move_mount, sb_umount, sb_pivotroot, path_chroot); fsopen, fsmount, fspick, open_tree clones, mount_setattr: the caller is killed with SIGKILL (no LSM hook)";
@@ -42,7 +42,7 @@ const FORK: &str =
 const LSM_HOST: &str = "opening for write /proc/sys (procfs outside /proc/<pid>), sysfs, binfmt_misc, debugfs, tracefs, securityfs, configfs, efivarfs; opening /dev/mem, /dev/kmem, /dev/port (by device number) or /proc/kcore: EPERM (lsm file_open; io_uring opens included)";
 const LSM_URING: &str = "io_uring without socket:io_uring: EPERM (lsm inode_init_security_anon)";
 const PORTABLE_HOST_STATE: &str = "opening for write /proc/sys (procfs outside /proc/<pid>), sysfs, binfmt_misc, debugfs, tracefs, securityfs, configfs, efivarfs; opening /dev/mem, /dev/kmem, /dev/port (by device number) or /proc/kcore: killed with SIGKILL at the open's exit (the open completes, nothing is written; another thread writing through the new descriptor first wins the race; io_uring opens not seen)";
-const PORTABLE_URING: &str = "io_uring without socket:io_uring: killed with SIGKILL at io_uring_setup (the ring dies with the caller)";
+const PORTABLE_URING: &str = "io_uring without socket:io_uring: killed with SIGKILL at io_uring_setup (the ring dies with the caller); with it, UNLINKAT/RENAMEAT of /sys/fs/bpf or the API socket's names and SOCKET of a family not granted kill the submitter (the request still runs), OPENAT of host state is not seen";
 
 /// What a tagged process meets, in the order `leash status` lists it, each line with
 /// the program that provides it: a backend shows the lines of the programs it loads

@@ -55,6 +55,12 @@ pub(crate) fn from_file(path: &Path) -> Result<KernelOffsets, OffsetError> {
         source: BtfError(e),
     })?;
     let ctime = ctime_offsets(&btf)?;
+    // io_uring's request data: absent (0) where the kernel has no io_uring, whose
+    // submit tracepoint is then absent too.
+    let uring = |structure, name| match field(&btf, structure, name) {
+        Err(OffsetError::NoStruct(_) | OffsetError::NoField { .. }) => Ok(0),
+        other => other,
+    };
     Ok(KernelOffsets {
         bprm_file: field(&btf, "linux_binprm", "file")?,
         bprm_filename: field(&btf, "linux_binprm", "filename")?,
@@ -90,6 +96,14 @@ pub(crate) fn from_file(path: &Path) -> Result<KernelOffsets, OffsetError> {
         qstr_name: field(&btf, "qstr", "name")?,
         inode_mode: field(&btf, "inode", "i_mode")?,
         inode_rdev: field(&btf, "inode", "i_rdev")?,
+        uring_cmd: uring("io_kiocb", "cmd")?,
+        uring_rename_old: uring("io_rename", "oldpath")?,
+        uring_rename_new: uring("io_rename", "newpath")?,
+        uring_unlink_name: uring("io_unlink", "filename")?,
+        uring_socket_domain: uring("io_socket", "domain")?,
+        uring_socket_type: uring("io_socket", "type")?,
+        uring_socket_protocol: uring("io_socket", "protocol")?,
+        filename_name: field(&btf, "filename", "name")?,
     })
 }
 
@@ -206,6 +220,21 @@ mod tests {
             o.vfsmount_sb, 8,
             "struct dentry *mnt_root; struct super_block *mnt_sb;"
         );
+        if o.uring_rename_old != 0 {
+            // struct io_rename { struct file *file; int old_dfd, new_dfd; struct
+            // filename *oldpath, *newpath; ... } and its kin, in Linux 6.1 to 6.18.
+            assert_eq!((o.uring_rename_old, o.uring_rename_new), (16, 24));
+            assert_eq!(o.uring_unlink_name, 16);
+            assert_eq!(
+                (
+                    o.uring_socket_domain,
+                    o.uring_socket_type,
+                    o.uring_socket_protocol
+                ),
+                (8, 12, 16)
+            );
+        }
+        assert_eq!(o.filename_name, 0, "const char *name comes first");
     }
 
     /// The value of `name` in the kernel enum `ty`.

@@ -1,4 +1,4 @@
-//! io_uring's registered files and direct descriptors: files a ring holds in its own
+//! `io_uring`'s registered files and direct descriptors: files a ring holds in its own
 //! table, used with `IOSQE_FIXED_FILE`, which never appear in the process's fd table.
 //! Each command runs in a forked child:
 //!
@@ -10,7 +10,9 @@
 //! - `uring-registered-connect ADDR PORT`: a TCP socket made by `socket()`, registered
 //!   (`IORING_REGISTER_FILES`) and closed, then connected through its slot;
 //! - `uring-direct-openat PATH`: `IORING_OP_OPENAT` for write into a slot; nothing is
-//!   written.
+//!   written;
+//! - `uring-unlinkat PATH [rmdir]`, `uring-renameat OLD NEW`: `IORING_OP_UNLINKAT`
+//!   (with `AT_REMOVEDIR`) and `IORING_OP_RENAMEAT`, relative to the working directory.
 
 use std::{
     ffi::CString,
@@ -32,82 +34,105 @@ pub(crate) fn run(w: &[String]) -> Option<String> {
         "uring-direct-socket" => {
             in_child(|| with_ring(|ring| direct_socket(ring, num(1), num(2), num(3)).map(|_| ())))
         }
-        "uring-direct-connect" => in_child(|| {
-            let (ss, len) = match parse_addr(arg(1), arg(2)) {
-                Ok(sa) => raw_sockaddr(&sa),
-                Err(e) => return e,
-            };
-            with_ring(|ring| {
-                let family = i32::from(ss.ss_family);
-                let slot = direct_socket(ring, family, libc::SOCK_STREAM, 0)?;
-                let sp = (&raw const ss).cast::<libc::sockaddr>();
-                complete(
-                    ring,
-                    &opcode::Connect::new(types::Fixed(slot), sp, len).build(),
-                )
-                .map(|_| ())
-            })
-        }),
+        "uring-direct-connect" => in_child(|| inet_connect(arg(1), arg(2), false)),
+        "uring-registered-connect" => in_child(|| inet_connect(arg(1), arg(2), true)),
         "uring-direct-unix-connect" => in_child(|| {
             let (sun, len) = unix_addr(arg(1));
             with_ring(|ring| {
                 let slot = direct_socket(ring, libc::AF_UNIX, libc::SOCK_STREAM, 0)?;
                 let sp = (&raw const sun).cast::<libc::sockaddr>();
-                complete(
-                    ring,
-                    &opcode::Connect::new(types::Fixed(slot), sp, len).build(),
-                )
-                .map(|_| ())
-            })
-        }),
-        "uring-registered-connect" => in_child(|| {
-            let (ss, len) = match parse_addr(arg(1), arg(2)) {
-                Ok(sa) => raw_sockaddr(&sa),
-                Err(e) => return e,
-            };
-            with_ring(|ring| {
-                // SAFETY: a plain socket call; the fd is owned right away.
-                let fd = unsafe {
-                    libc::socket(
-                        i32::from(ss.ss_family),
-                        libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
-                        0,
-                    )
-                };
-                if fd < 0 {
-                    return Err(format!("error socket errno {}", errno()));
-                }
-                // SAFETY: a fresh fd we own.
-                let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-                ring.submitter()
-                    .register_files_update(0, &[sock.as_raw_fd()])
-                    .map_err(|e| format!("error register {e}"))?;
-                // Only the ring holds the socket from here on.
-                drop(sock);
-                let sp = (&raw const ss).cast::<libc::sockaddr>();
-                complete(
-                    ring,
-                    &opcode::Connect::new(types::Fixed(0), sp, len).build(),
-                )
-                .map(|_| ())
+                let sqe = opcode::Connect::new(types::Fixed(slot), sp, len).build();
+                complete(ring, &sqe).map(|_| ())
             })
         }),
         "uring-direct-openat" => in_child(|| {
-            let Ok(c) = CString::new(arg(1)) else {
-                return "error bad path".into();
-            };
-            with_ring(|ring| {
-                let sqe = opcode::OpenAt::new(types::Fd(libc::AT_FDCWD), c.as_ptr())
+            with_paths(arg(1), "", |ring, path, _| {
+                opcode::OpenAt::new(types::Fd(libc::AT_FDCWD), path)
                     // O_CLOEXEC is refused for a slot (EINVAL): it has no process fd.
                     .flags(libc::O_WRONLY)
                     .file_index(Some(types::DestinationSlot::auto_target()))
-                    .build();
-                complete(ring, &sqe).map(|_| ())
+                    .build()
+                    .pipe(ring)
+            })
+        }),
+        "uring-unlinkat" => in_child(|| {
+            let flags = if arg(2) == "rmdir" {
+                libc::AT_REMOVEDIR
+            } else {
+                0
+            };
+            with_paths(arg(1), "", |ring, path, _| {
+                opcode::UnlinkAt::new(types::Fd(libc::AT_FDCWD), path)
+                    .flags(flags)
+                    .build()
+                    .pipe(ring)
+            })
+        }),
+        "uring-renameat" => in_child(|| {
+            with_paths(arg(1), arg(2), |ring, old, new| {
+                let cwd = types::Fd(libc::AT_FDCWD);
+                opcode::RenameAt::new(cwd, old, cwd, new).build().pipe(ring)
             })
         }),
         _ => return None,
     };
     Some(out)
+}
+
+/// Submits an entry and waits for it.
+trait Pipe {
+    fn pipe(self, ring: &mut IoUring) -> Result<(), String>;
+}
+
+impl Pipe for squeue::Entry {
+    fn pipe(self, ring: &mut IoUring) -> Result<(), String> {
+        complete(ring, &self).map(|_| ())
+    }
+}
+
+/// A ring for `f`, with two paths as C strings (the second may be empty).
+fn with_paths(
+    a: &str,
+    b: &str,
+    f: impl FnOnce(&mut IoUring, *const libc::c_char, *const libc::c_char) -> Result<(), String>,
+) -> String {
+    let (Ok(a), Ok(b)) = (CString::new(a), CString::new(b)) else {
+        return "error bad path".into();
+    };
+    with_ring(|ring| f(ring, a.as_ptr(), b.as_ptr()))
+}
+
+/// A TCP connect to `addr:port` from a socket only the ring holds: made into a slot by
+/// `IORING_OP_SOCKET`, or (`registered`) by `socket()`, registered and closed.
+fn inet_connect(addr: &str, port: &str, registered: bool) -> String {
+    let (ss, len) = match parse_addr(addr, port) {
+        Ok(sa) => raw_sockaddr(&sa),
+        Err(e) => return e,
+    };
+    let family = i32::from(ss.ss_family);
+    with_ring(|ring| {
+        let slot = if registered {
+            // SAFETY: a plain socket call; the fd is owned right away.
+            let fd = unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+            if fd < 0 {
+                return Err(format!("error socket errno {}", errno()));
+            }
+            // SAFETY: a fresh fd we own.
+            let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+            ring.submitter()
+                .register_files_update(0, &[sock.as_raw_fd()])
+                .map_err(|e| format!("error register {e}"))?;
+            // Only the ring holds the socket from here on.
+            drop(sock);
+            0
+        } else {
+            direct_socket(ring, family, libc::SOCK_STREAM, 0)?
+        };
+        let sp = (&raw const ss).cast::<libc::sockaddr>();
+        opcode::Connect::new(types::Fixed(slot), sp, len)
+            .build()
+            .pipe(ring)
+    })
 }
 
 /// A ring with a sparse table of 8 slots, for `f`; its outcome as the probe reports it.

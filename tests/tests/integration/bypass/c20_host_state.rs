@@ -182,7 +182,7 @@ fn binfmt_misc_registration_is_stopped() {
     assert_eq!(untagged(&format!("open-write {dir}/register")), "ok");
 }
 
-/// binfmt_misc by the other ways in: its `status` file (`-1` removes every handler,
+/// `binfmt_misc` by the other ways in: its `status` file (`-1` removes every handler,
 /// `0` turns them all off) is refused as `register` is; and an instance of the task's
 /// own, in a new
 /// user namespace (Linux >= 6.7 has one per user namespace), takes a mount, which is

@@ -77,7 +77,7 @@ fn a_granted_ring_opening_host_state() {
 /// `IOSQE_FIXED_FILE`; a direct descriptor never has a number in the process): a socket
 /// that lives only there is still checked where the kernel connects it, but what the
 /// portable backend does not see for any ring it does not see here either
-/// (docs/security.md): `IORING_OP_SOCKET` of another family, `IORING_OP_OPENAT` of host
+/// (docs/security.md): `IORING_OP_OPENAT` of host
 /// state, and before Linux 6.7 unix connects.
 #[test]
 fn registered_files_and_direct_descriptors() {
@@ -116,19 +116,19 @@ fn registered_files_and_direct_descriptors() {
         assert_eq!(task.probe(&unix), "ok", "not seen before Linux 6.7");
     }
     assert_eq!(untagged(&unix), "ok");
-    // Another family into a slot: lsm/socket_create refuses it; portable does not see it.
+    // Another family into a slot: lsm/socket_create refuses it; the portable backend
+    // kills the submitter (the io_uring submit tracepoint; the socket dies with it).
     let netlink = format!(
         "uring-direct-socket {} {} 0",
         libc::AF_NETLINK,
         libc::SOCK_RAW
     );
-    if lsm {
-        task.assert_denied(Action::Socket, Reason::FamilyNotGranted, EPERM, || {
-            task.probe(&netlink)
-        });
-    } else {
-        assert_eq!(task.probe(&netlink), "ok", "IORING_OP_SOCKET is not seen");
-    }
+    task.assert_denied(
+        Action::Socket,
+        Reason::FamilyNotGranted,
+        refused(h.backend()),
+        || task.probe(&netlink),
+    );
     assert_eq!(untagged(&netlink), "ok");
     // Host state opened for write into a slot: lsm/file_open refuses it; portable does
     // not see it. Nothing is written.
@@ -143,4 +143,60 @@ fn registered_files_and_direct_descriptors() {
     }
     core.assert_unchanged();
     assert_eq!(untagged(&open), "ok");
+}
+
+/// A granted ring's `UNLINKAT` and `RENAMEAT` on bpffs: the lsm backend's inode hooks
+/// refuse them; the portable backend reads the kernel's copy of each path as the
+/// request is submitted and kills the submitter (the request itself still runs).
+#[test]
+fn a_granted_ring_on_the_bpf_file_system() {
+    if io_uring_disabled() {
+        return;
+    }
+    let h = Harness::load();
+    let task = h.task(spec(&[], &["socket:io_uring"]));
+    if h.backend() == Backend::Lsm {
+        let dir = format!("/sys/fs/bpf/leash-c21-{}", std::process::id());
+        std::fs::create_dir_all(&dir).unwrap();
+        for attempt in [
+            format!("uring-unlinkat {dir} rmdir"),
+            format!("uring-renameat {dir} {dir}-moved"),
+        ] {
+            task.assert_denied(Action::Tamper, Reason::GuardPins, EPERM, || {
+                task.probe(&attempt)
+            });
+        }
+        assert!(std::path::Path::new(&dir).is_dir(), "refused: still there");
+        assert_eq!(untagged(&format!("uring-unlinkat {dir} rmdir")), "ok");
+    } else {
+        // Paths that do not exist: the kill must come from the path.
+        let absent = "/sys/fs/bpf/leash-bypass-absent";
+        for (attempt, call) in [
+            (format!("uring-unlinkat {absent}"), "u_unlink"),
+            (
+                format!("uring-renameat /tmp/leash-c21-absent {absent}"),
+                "u_rename",
+            ),
+        ] {
+            let ev = task.assert_denied(Action::Tamper, Reason::GuardPins, "signal 9", || {
+                task.probe(&attempt)
+            });
+            assert_eq!(
+                ev.target,
+                Target::Guard {
+                    call: call.into(),
+                    target_pid: 0
+                }
+            );
+            // Outside a task the kernel refuses it by itself (no such file, another
+            // file system): an error, no kill.
+            let outside = untagged(&attempt);
+            assert!(outside.starts_with("errno "), "{outside}");
+        }
+        // Other paths are the task's business.
+        assert_eq!(
+            task.probe("uring-unlinkat /tmp/leash-c21-absent"),
+            "errno 2"
+        );
+    }
 }
