@@ -150,9 +150,22 @@ fn file_page(content: &[u8; PAGE]) -> Result<*mut u8, String> {
 
 // userfaultfd's ioctls (`_IOWR(0xAA, nr, struct)`) and structures (linux/userfaultfd.h).
 const UFFD_API: u64 = 0xaa;
-const UFFDIO_API: libc::c_ulong = 0xc018_aa3f;
-const UFFDIO_REGISTER: libc::c_ulong = 0xc020_aa00;
-const UFFDIO_COPY: libc::c_ulong = 0xc028_aa03;
+// `Ioctl` is `c_ulong` on glibc and `c_int` on musl (the VM build): the bits are kept.
+#[cfg_attr(
+    target_env = "musl",
+    expect(clippy::cast_possible_wrap, reason = "ioctl numbers are bit patterns")
+)]
+const UFFDIO_API: libc::Ioctl = 0xc018_aa3f_u32 as libc::Ioctl;
+#[cfg_attr(
+    target_env = "musl",
+    expect(clippy::cast_possible_wrap, reason = "ioctl numbers are bit patterns")
+)]
+const UFFDIO_REGISTER: libc::Ioctl = 0xc020_aa00_u32 as libc::Ioctl;
+#[cfg_attr(
+    target_env = "musl",
+    expect(clippy::cast_possible_wrap, reason = "ioctl numbers are bit patterns")
+)]
+const UFFDIO_COPY: libc::Ioctl = 0xc028_aa03_u32 as libc::Ioctl;
 const UFFDIO_REGISTER_MODE_MISSING: u64 = 1;
 const UFFD_EVENT_PAGEFAULT: u8 = 0x12;
 
