@@ -90,6 +90,11 @@ pub enum Reason {
     /// DNS to port 53 that cannot be redirected to the task's responder (an unconnected
     /// IPv6 send, or a task without a responder): denied rather than let through.
     DnsUnredirectable = 22,
+    /// An argument a syscall-entry guard must look at (a path, a `msghdr`, `clone_args`)
+    /// is in user memory the guard cannot read (a page not faulted in yet, a
+    /// userfaultfd range), though the kernel's own copy later would: the call is
+    /// stopped (fail closed).
+    ArgumentUnreadable = 23,
 }
 
 /// Counter rows per slot.
@@ -229,6 +234,7 @@ byte_enum!(Reason {
     UnixOtherView => "unix_other_view",
     UnixOtherSocket => "unix_other_socket",
     DnsUnredirectable => "dns_unredirectable",
+    ArgumentUnreadable => "argument_unreadable",
 });
 
 #[cfg(test)]
@@ -250,6 +256,7 @@ mod tests {
         assert_eq!(Reason::try_from(19), Ok(Reason::ChangedSinceGrant));
         assert_eq!(Reason::try_from(21), Ok(Reason::UnixOtherSocket));
         assert_eq!(Reason::try_from(22), Ok(Reason::DnsUnredirectable));
-        assert_eq!(Reason::try_from(23), Err(23));
+        assert_eq!(Reason::try_from(23), Ok(Reason::ArgumentUnreadable));
+        assert_eq!(Reason::try_from(24), Err(24));
     }
 }

@@ -213,4 +213,6 @@ pub mod programs {
     pub const HOST_LSM_FILE_OPEN: &str = "host_lsm_file_open";
     pub const URING_SETUP: &str = "uring_setup";
     pub const URING_LSM_ANON_INODE: &str = "uring_lsm_anon_inode";
+    pub const URING_SUBMIT_REQ: &str = "uring_submit_req";
+    pub const URING_SUBMIT_SQE: &str = "uring_submit_sqe";
 }

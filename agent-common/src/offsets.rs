@@ -111,9 +111,27 @@ pub struct KernelOffsets {
     pub unix_sock_addr: u32,
     /// `unix_address.name`: a `sockaddr_un`.
     pub unix_address_name: u32,
+    /// `io_kiocb.cmd`: an `io_uring` request's per-operation data (`struct io_rename`,
+    /// `io_unlink`, `io_socket`, ...), filled in before the submit tracepoint fires.
+    /// The `uring_*` offsets are 0 on a kernel without `io_uring`.
+    pub uring_cmd: u32,
+    /// `io_rename.oldpath` (a `struct filename *`)
+    pub uring_rename_old: u32,
+    /// `io_rename.newpath`
+    pub uring_rename_new: u32,
+    /// `io_unlink.filename`
+    pub uring_unlink_name: u32,
+    /// `io_socket.domain`
+    pub uring_socket_domain: u32,
+    /// `io_socket.type`
+    pub uring_socket_type: u32,
+    /// `io_socket.protocol`
+    pub uring_socket_protocol: u32,
+    /// `filename.name`: the kernel's copy of a path
+    pub filename_name: u32,
 }
 
-const _: () = assert!(size_of::<KernelOffsets>() == 184);
+const _: () = assert!(size_of::<KernelOffsets>() == 216);
 
 /// Name of the load-time global that holds the [`KernelOffsets`].
 pub const GLOBAL_NAME: &str = "LEASH_OFFSETS";

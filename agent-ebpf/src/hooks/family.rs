@@ -215,13 +215,19 @@ fn read(kernel: bool, src: *const u8, dst: &mut [u8]) -> Result<(), i32> {
 
 /// Copies the string at `src` into `dst`, stopping at its NUL or the end of `dst`.
 #[inline(always)]
-fn read_str(kernel: bool, src: *const u8, dst: &mut [u8]) -> Result<(), i32> {
+pub(crate) fn read_str(kernel: bool, src: *const u8, dst: &mut [u8]) -> Result<(), i32> {
+    read_str_len(kernel, src, dst).map(|_| ())
+}
+
+/// [`read_str`], returning the string's length (without its NUL).
+#[inline(always)]
+pub(crate) fn read_str_len(kernel: bool, src: *const u8, dst: &mut [u8]) -> Result<usize, i32> {
     // SAFETY: bounded string probe reads into a stack buffer.
     unsafe {
         if kernel {
-            bpf_probe_read_kernel_str_bytes(src, dst).map(|_| ())
+            bpf_probe_read_kernel_str_bytes(src, dst).map(<[u8]>::len)
         } else {
-            bpf_probe_read_user_str_bytes(src, dst).map(|_| ())
+            bpf_probe_read_user_str_bytes(src, dst).map(<[u8]>::len)
         }
     }
 }
@@ -255,12 +261,15 @@ pub(crate) fn unix_key_in(task: u64, addr: u64, len: u64, kernel: bool) -> Optio
         };
     if !ok {
         // A read can fail where the kernel's own copy would not (a page not yet
-        // mapped in): such an address is denied, never skipped. 0xff starts no
-        // granted name.
-        key.path = [0xff; UNIX_PATH_LEN];
+        // mapped in, a userfaultfd range): such an address is denied, never skipped.
+        key.path = UNREADABLE;
     }
     Some(key)
 }
+
+/// The key of an address that could not be read: 0xff starts no granted name, and
+/// [`unix_deny`] reports it as `argument_unreadable`.
+const UNREADABLE: [u8; UNIX_PATH_LEN] = [0xff; UNIX_PATH_LEN];
 
 /// Is `key` granted to its task (or to every task: task 0, the daemon's own socket),
 /// and, for a path name, is the caller in the mount namespace and under the root it
@@ -355,15 +364,23 @@ pub(crate) fn family_sendmsg_unix(ctx: SockAddrContext) -> i32 {
 }
 
 /// At syscall entry: notes a unix connect or send to an ungranted name, for the exit
-/// to decide on. Says whether it did.
+/// to decide on. Says whether it did. `addr` is `None` when the `msghdr` that holds it
+/// could not be read: decided as an unreadable unix address (fail closed).
 #[inline(always)]
-fn unix_enter(addr: u64, len: u64) -> bool {
+fn unix_enter(addr: Option<u64>, len: u64) -> bool {
     let Some(task) = super::current_task() else {
         return false;
     };
     // A note left by a thread killed between entry and exit must not outlive it.
     let _ = UNIX_PENDING.remove(current_tid());
-    let Some(key) = unix_key(task, addr, len) else {
+    let key = match addr {
+        Some(addr) => unix_key(task, addr, len),
+        None => Some(UnixKey {
+            task,
+            path: UNREADABLE,
+        }),
+    };
+    let Some(key) = key else {
         return false;
     };
     let now = now_ns();
@@ -412,6 +429,11 @@ fn unix_exit(action: Action, reached: bool) {
 /// says whether it is denied (audit mode allows).
 #[inline(always)]
 pub(crate) fn unix_deny(key: &UnixKey, action: Action, reason: Reason, now: u64) -> bool {
+    let reason = if key.path[0] == UNREADABLE[0] {
+        Reason::ArgumentUnreadable
+    } else {
+        reason
+    };
     let Some(d) = judge(action, now, |_, _| Err(reason)) else {
         return false;
     };
@@ -443,7 +465,7 @@ fn sys_ret(ctx: &TracePointContext) -> i64 {
 /// `connect(fd, addr, len)` entry: unix destinations (inet ones are decided by `net.rs`).
 #[tracepoint]
 pub(crate) fn family_connect(ctx: TracePointContext) -> u32 {
-    let _ = unix_enter(sys_arg(&ctx, 1), sys_arg(&ctx, 2));
+    let _ = unix_enter(Some(sys_arg(&ctx, 1)), sys_arg(&ctx, 2));
     0
 }
 
@@ -458,7 +480,7 @@ pub(crate) fn family_connect_exit(ctx: TracePointContext) -> u32 {
 /// `sendto(fd, buf, n, flags, addr, len)` entry.
 #[tracepoint]
 pub(crate) fn family_sendto(ctx: TracePointContext) -> u32 {
-    let _ = unix_enter(sys_arg(&ctx, 4), sys_arg(&ctx, 5));
+    let _ = unix_enter(Some(sys_arg(&ctx, 4)), sys_arg(&ctx, 5));
     0
 }
 
@@ -484,12 +506,19 @@ pub(crate) fn family_sendmmsg_exit(ctx: TracePointContext) -> u32 {
 }
 
 /// Notes the destination of one user `msghdr` (`msg_name` at 0, `msg_namelen` at 8).
+/// A `msghdr` the guard cannot read (a page not faulted in yet) is noted as an
+/// unreadable address: the kernel's own copy could still find a unix name there.
 #[inline(always)]
 fn msghdr_enter(msg: u64) -> bool {
     // SAFETY: probe reads of user memory.
-    let name: u64 = unsafe { bpf_probe_read_user(msg as *const u64) }.unwrap_or(0);
-    let len: u32 = unsafe { bpf_probe_read_user((msg + 8) as *const u32) }.unwrap_or(0);
-    unix_enter(name, u64::from(len))
+    let name: Result<u64, _> = unsafe { bpf_probe_read_user(msg as *const u64) };
+    let len: Result<u32, _> = unsafe { bpf_probe_read_user((msg + 8) as *const u32) };
+    match (name, len) {
+        (Ok(name), Ok(len)) => unix_enter(Some(name), u64::from(len)),
+        // A NULL `msghdr` fails with EFAULT in the kernel too.
+        _ if msg == 0 => false,
+        _ => unix_enter(None, 0),
+    }
 }
 
 /// `sendmsg(fd, msg, flags)` entry.

@@ -8,7 +8,7 @@
 //! says so. A pending SIGKILL does cancel a fork: `copy_process` checks for it.
 
 use aya_ebpf::{
-    helpers::{bpf_probe_read_user, bpf_probe_read_user_str_bytes},
+    helpers::bpf_probe_read_user,
     macros::{btf_tracepoint, map, tracepoint},
     maps::HashMap,
     programs::{BtfTracePointContext, TracePointContext},
@@ -192,81 +192,101 @@ pub(crate) fn guard_tkill(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// Does the user path at `ptr` name bpffs (or, for `umount`, a mount above it)?
+/// A user argument a guard could not read. `bpf_probe_read_user` cannot fault a page
+/// in: a page not touched yet, one evicted from a file mapping, or a userfaultfd range
+/// makes the read fail while the kernel's own copy, a moment later, succeeds (with
+/// whatever the attacker put there meanwhile). Callers stop the caller on it.
+pub(crate) struct Unreadable;
+
+/// Does the path at `ptr`, in user memory or (`kernel`) the kernel's, name bpffs (or,
+/// for `umount`, a mount above it)? A NULL pointer does not (the kernel fails the call
+/// with `EFAULT`).
 #[inline(always)]
-fn reaches_bpffs(ptr: u64, umount: bool) -> bool {
+pub(crate) fn reaches_bpffs(ptr: u64, umount: bool, kernel: bool) -> Result<bool, Unreadable> {
+    if ptr == 0 {
+        return Ok(false);
+    }
     let mut buf = [0u8; 16];
-    // SAFETY: bounded probe read of a user string.
-    if unsafe { bpf_probe_read_user_str_bytes(ptr as *const u8, &mut buf) }.is_err() {
-        return false;
+    if super::family::read_str(kernel, ptr as *const u8, &mut buf).is_err() {
+        return Err(Unreadable);
     }
     let mut i = 0;
     while i < BPFFS.len() {
         if buf[i] != BPFFS[i] {
             // A path that stops at a directory above bpffs ("/", "/sys", "/sys/fs/"):
             // unmounting it takes bpffs along.
-            return umount && i > 0 && buf[i] == 0 && (BPFFS[i] == b'/' || BPFFS[i - 1] == b'/');
+            return Ok(umount
+                && i > 0
+                && buf[i] == 0
+                && (BPFFS[i] == b'/' || BPFFS[i - 1] == b'/'));
         }
         i += 1;
     }
-    buf[BPFFS.len()] == 0 || buf[BPFFS.len()] == b'/'
+    Ok(buf[BPFFS.len()] == 0 || buf[BPFFS.len()] == b'/')
 }
 
-/// A path argument of an unlink, rmdir or rename (or `umount`): bpffs, or (not for
-/// `umount`, which `guard_umount` stops whatever it names) the API socket's names.
+/// A path argument of an unlink, rmdir or rename: bpffs, or the API socket's names.
+/// A path the guard cannot read is stopped too (fail closed), as `argument_unreadable`.
 #[inline(always)]
-fn path_check(ctx: &TracePointContext, arg: usize, umount: bool, call: &[u8; 8]) {
+fn path_check(ctx: &TracePointContext, arg: usize, call: &[u8; 8]) {
     let Some(task) = current_task() else {
         return;
     };
     let path = sys_arg(ctx, arg);
-    if reaches_bpffs(path, umount) || (!umount && super::mounts::protected_name(path)) {
-        stop(task, Reason::GuardPins, call, 0);
-    }
+    let reason = match reaches_bpffs(path, false, false) {
+        Ok(true) => Reason::GuardPins,
+        Ok(false) => match super::mounts::protected_name(path, false) {
+            Ok(false) => return,
+            Ok(true) => Reason::GuardPins,
+            Err(Unreadable) => Reason::ArgumentUnreadable,
+        },
+        Err(Unreadable) => Reason::ArgumentUnreadable,
+    };
+    stop(task, reason, call, 0);
 }
 
 /// `unlink(path)`: removing a link's pin detaches the program when no one else holds it.
 #[tracepoint]
 pub(crate) fn guard_unlink(ctx: TracePointContext) -> u32 {
-    path_check(&ctx, 0, false, b"unlink\0\0");
+    path_check(&ctx, 0, b"unlink\0\0");
     0
 }
 
 /// `unlinkat(dirfd, path, flags)`.
 #[tracepoint]
 pub(crate) fn guard_unlinkat(ctx: TracePointContext) -> u32 {
-    path_check(&ctx, 1, false, b"unlinkat");
+    path_check(&ctx, 1, b"unlinkat");
     0
 }
 
 /// `rmdir(path)`.
 #[tracepoint]
 pub(crate) fn guard_rmdir(ctx: TracePointContext) -> u32 {
-    path_check(&ctx, 0, false, b"rmdir\0\0\0");
+    path_check(&ctx, 0, b"rmdir\0\0\0");
     0
 }
 
 /// `rename(old, new)`: either side.
 #[tracepoint]
 pub(crate) fn guard_rename(ctx: TracePointContext) -> u32 {
-    path_check(&ctx, 0, false, b"rename\0\0");
-    path_check(&ctx, 1, false, b"rename\0\0");
+    path_check(&ctx, 0, b"rename\0\0");
+    path_check(&ctx, 1, b"rename\0\0");
     0
 }
 
 /// `renameat(olddirfd, old, newdirfd, new)`.
 #[tracepoint]
 pub(crate) fn guard_renameat(ctx: TracePointContext) -> u32 {
-    path_check(&ctx, 1, false, b"renameat");
-    path_check(&ctx, 3, false, b"renameat");
+    path_check(&ctx, 1, b"renameat");
+    path_check(&ctx, 3, b"renameat");
     0
 }
 
 /// `renameat2(olddirfd, old, newdirfd, new, flags)`.
 #[tracepoint]
 pub(crate) fn guard_renameat2(ctx: TracePointContext) -> u32 {
-    path_check(&ctx, 1, false, b"renameat");
-    path_check(&ctx, 3, false, b"renameat");
+    path_check(&ctx, 1, b"renameat");
+    path_check(&ctx, 3, b"renameat");
     0
 }
 
@@ -278,7 +298,8 @@ pub(crate) fn guard_umount(ctx: TracePointContext) -> u32 {
     let Some(task) = current_task() else {
         return 0;
     };
-    let reason = if reaches_bpffs(sys_arg(&ctx, 0), true) {
+    // Stopped whatever it names; an unreadable path is reported as a mount.
+    let reason = if matches!(reaches_bpffs(sys_arg(&ctx, 0), true, false), Ok(true)) {
         Reason::GuardPins
     } else {
         Reason::GuardMount
@@ -348,8 +369,16 @@ pub(crate) fn guard_clone3(ctx: TracePointContext) -> u32 {
     let Some(task) = current_task() else {
         return 0;
     };
+    let args = sys_arg(&ctx, 0);
     // SAFETY: probe read of `clone_args.flags`, the first field.
-    let flags: u64 = unsafe { bpf_probe_read_user(sys_arg(&ctx, 0) as *const u64) }.unwrap_or(0);
+    let Ok(flags) = (unsafe { bpf_probe_read_user(args as *const u64) }) else {
+        // Unreadable here, readable by the kernel's copy (see `Unreadable`): the flags
+        // are unknown, so the fork is stopped (a NULL `args` fails with EFAULT anyway).
+        if args != 0 {
+            stop(task, Reason::ArgumentUnreadable, b"clone3\0\0", 0);
+        }
+        return 0;
+    };
     if flags & CLONE_INTO_CGROUP != 0 {
         stop(task, Reason::GuardCgroup, b"clone3\0\0", 0);
         return 0;

@@ -84,6 +84,14 @@ static LEASH_OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
     unix_sock_dentry: 0,
     unix_sock_addr: 0,
     unix_address_name: 0,
+    uring_cmd: 0,
+    uring_rename_old: 0,
+    uring_rename_new: 0,
+    uring_unlink_name: 0,
+    uring_socket_domain: 0,
+    uring_socket_type: 0,
+    uring_socket_protocol: 0,
+    filename_name: 0,
 });
 
 #[inline(always)]

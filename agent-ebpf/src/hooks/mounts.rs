@@ -10,7 +10,7 @@
 //! `open_tree`, `mount_setattr`).
 
 use aya_ebpf::{
-    helpers::{bpf_probe_read_kernel, bpf_probe_read_user_str_bytes},
+    helpers::bpf_probe_read_kernel,
     macros::{lsm, map, tracepoint},
     maps::HashMap,
     programs::{LsmContext, TracePointContext},
@@ -24,7 +24,7 @@ use leash_common::{
 use super::{
     current_task,
     family::sys_arg,
-    guard::{refuse, stop},
+    guard::{Unreadable, refuse, stop},
     offsets,
 };
 
@@ -119,22 +119,25 @@ pub(crate) fn guard_chroot(_ctx: TracePointContext) -> u32 {
     0
 }
 
-/// Is the user path at `ptr` one of the protected names, as passed (a trailing `/`
-/// dropped)? A relative name or another path to the same file is not recognised
-/// (docs/security.md); the lsm hooks compare inodes instead.
+/// Is the path at `ptr` (in user memory, or the kernel's with `kernel`) one of the
+/// protected names, as passed (a trailing `/` dropped)? A relative name or another path
+/// to the same file is not recognised (docs/security.md); the lsm hooks compare inodes
+/// instead. A NULL pointer is not (the kernel fails the call with `EFAULT`); a path
+/// that cannot be read is an error.
 #[inline(always)]
-pub(crate) fn protected_name(ptr: u64) -> bool {
+pub(crate) fn protected_name(ptr: u64, kernel: bool) -> Result<bool, Unreadable> {
+    if ptr == 0 {
+        return Ok(false);
+    }
     let mut buf = [0u8; UNIX_PATH_LEN];
-    // SAFETY: bounded probe read of a user string into a zeroed buffer.
-    let len = match unsafe { bpf_probe_read_user_str_bytes(ptr as *const u8, &mut buf) } {
-        Ok(s) => s.len(),
-        Err(_) => return false,
+    let Ok(len) = super::family::read_str_len(kernel, ptr as *const u8, &mut buf) else {
+        return Err(Unreadable);
     };
     if len > 1 && len <= buf.len() && buf[len - 1] == b'/' {
         buf[len - 1] = 0;
     }
     // SAFETY: presence check only.
-    unsafe { PROTECTED_NAMES.get(buf) }.is_some()
+    Ok(unsafe { PROTECTED_NAMES.get(buf) }.is_some())
 }
 
 /// Is the file behind `dentry` (a `struct dentry *`) protected? A negative dentry

@@ -21,7 +21,9 @@ pub struct ExecFile {
     /// Device in the kernel's `s_dev` encoding.
     pub dev: u32,
     pub ino: u64,
-    /// Starts with `#!`: the portable backend also needs its path (see [`ScriptKey`]).
+    /// Not an ELF image (a `#!` script, or a file a `binfmt_misc` handler runs): the
+    /// kernel runs an interpreter for it, and the portable backend also needs its path
+    /// (see [`ScriptKey`]).
     pub script: bool,
     /// Its change time and generation when resolved: the kernel denies an exec of
     /// anything else at this identity.
@@ -167,8 +169,11 @@ fn exec_file(root: &fs::File, path: &Path) -> Result<ExecFile, GrantError> {
             OFlag::O_PATH | OFlag::O_DIRECTORY,
         )
     })?;
-    let mut magic = [0u8; 2];
-    let script = file.read_exact(&mut magic).is_ok() && &magic == b"#!";
+    // Anything but an ELF image is run through a handler (`#!`, binfmt_misc), which
+    // swaps in an interpreter before the portable backend sees the exec. A file too
+    // short to read four bytes of is taken for one too.
+    let mut magic = [0u8; 4];
+    let script = file.read_exact(&mut magic).is_err() || &magic != b"\x7fELF";
     Ok(ExecFile {
         path: path.to_owned(),
         dev,
@@ -193,10 +198,15 @@ mod tests {
         fs::write(&script, b"#!/bin/sh\n").unwrap();
         fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
         fs::write(dir.join("data.txt"), b"x").unwrap();
+        // Run by a binfmt_misc handler: matched by path on the portable backend too.
+        let handled = dir.join("handled");
+        fs::write(&handled, b"LEASH-MAGIC\n").unwrap();
+        fs::set_permissions(&handled, fs::Permissions::from_mode(0o755)).unwrap();
 
         let files = resolve_exec(&format!("{}/", dir.display())).unwrap();
-        assert_eq!(files.len(), 2, "only the executables: {files:?}");
+        assert_eq!(files.len(), 3, "only the executables: {files:?}");
         assert!(files.iter().any(|f| f.script && f.path == script));
+        assert!(files.iter().any(|f| f.script && f.path == handled));
         let one = resolve_exec(bin.to_str().unwrap()).unwrap();
         assert_eq!(one[0].ino, fs::metadata(&bin).unwrap().ino());
         assert!(!one[0].script);

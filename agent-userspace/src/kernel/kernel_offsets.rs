@@ -57,6 +57,12 @@ pub(crate) fn from_file(path: &Path) -> Result<KernelOffsets, OffsetError> {
     let ctime = ctime_offsets(&btf)?;
     let btrfs = module_offsets(&btf, path, "btrfs", btrfs_offsets);
     let ovl = module_offsets(&btf, path, "overlay", ovl_offsets);
+    // io_uring's request data: absent (0) where the kernel has no io_uring, whose
+    // submit tracepoint is then absent too.
+    let uring = |structure, name| match field(&btf, structure, name) {
+        Err(OffsetError::NoStruct(_) | OffsetError::NoField { .. }) => Ok(0),
+        other => other,
+    };
     Ok(KernelOffsets {
         bprm_file: field(&btf, "linux_binprm", "file")?,
         bprm_filename: field(&btf, "linux_binprm", "filename")?,
@@ -110,6 +116,14 @@ pub(crate) fn from_file(path: &Path) -> Result<KernelOffsets, OffsetError> {
         unix_sock_dentry: field(&btf, "unix_sock", "path")? + field(&btf, "path", "dentry")?,
         unix_sock_addr: field(&btf, "unix_sock", "addr")?,
         unix_address_name: field(&btf, "unix_address", "name")?,
+        uring_cmd: uring("io_kiocb", "cmd")?,
+        uring_rename_old: uring("io_rename", "oldpath")?,
+        uring_rename_new: uring("io_rename", "newpath")?,
+        uring_unlink_name: uring("io_unlink", "filename")?,
+        uring_socket_domain: uring("io_socket", "domain")?,
+        uring_socket_type: uring("io_socket", "type")?,
+        uring_socket_protocol: uring("io_socket", "protocol")?,
+        filename_name: field(&btf, "filename", "name")?,
     })
 }
 
@@ -293,6 +307,21 @@ mod tests {
                 leash_common::offsets::enums::OVL_UPPERDATA
             );
         }
+        if o.uring_rename_old != 0 {
+            // struct io_rename { struct file *file; int old_dfd, new_dfd; struct
+            // filename *oldpath, *newpath; ... } and its kin, in Linux 6.1 to 6.18.
+            assert_eq!((o.uring_rename_old, o.uring_rename_new), (16, 24));
+            assert_eq!(o.uring_unlink_name, 16);
+            assert_eq!(
+                (
+                    o.uring_socket_domain,
+                    o.uring_socket_type,
+                    o.uring_socket_protocol
+                ),
+                (8, 12, 16)
+            );
+        }
+        assert_eq!(o.filename_name, 0, "const char *name comes first");
     }
 
     /// The value of `name` in the kernel enum `ty`.

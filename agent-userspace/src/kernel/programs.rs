@@ -28,6 +28,9 @@ pub(crate) enum Attach {
     OptionalSyscall(&'static str),
     /// Another tracepoint: category and name.
     Tracepoint(&'static str, &'static str),
+    /// Another tracepoint a kernel may not have (built without the subsystem, or under
+    /// another name): attached where it exists.
+    OptionalTracepoint(&'static str, &'static str),
     /// A BTF-enabled tracepoint (`tp_btf`).
     BtfTracepoint(&'static str),
     /// `tp_btf/sys_enter` for the compat guard, which runs on every system call of the
@@ -49,7 +52,9 @@ impl fmt::Display for Attach {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Syscall(name) | Self::OptionalSyscall(name) => write!(f, "syscalls:{name}"),
-            Self::Tracepoint(category, name) => write!(f, "{category}:{name}"),
+            Self::Tracepoint(category, name) | Self::OptionalTracepoint(category, name) => {
+                write!(f, "{category}:{name}")
+            }
             Self::BtfTracepoint(name) => write!(f, "tp_btf {name}"),
             Self::CompatEntry => f.write_str("tp_btf sys_enter (where compat calls exist)"),
             Self::Lsm(hook) => write!(f, "lsm {hook}"),
@@ -135,11 +140,14 @@ const fn scoped(name: &'static str, attach: Attach, on: On) -> Program {
     }
 }
 
-use Attach::{BtfTracepoint, Cgroup, CompatEntry, Lsm, OptionalSyscall, Syscall, Tracepoint, Unix};
+use Attach::{
+    BtfTracepoint, Cgroup, CompatEntry, Lsm, OptionalSyscall, OptionalTracepoint, Syscall,
+    Tracepoint, Unix,
+};
 
 /// Every program of the object, in load order.
 #[rustfmt::skip]
-pub(crate) const PROGRAMS: [Program; 93] = [
+pub(crate) const PROGRAMS: [Program; 95] = [
     // Both backends: tagging, the cgroup network hooks, socket families (family.rs),
     // self-protection (guard.rs, mounts.rs, doors.rs) and compat system calls.
     prog(p::PROCESS_NEWTASK, BtfTracepoint("task_newtask"), On::Both),
@@ -218,6 +226,9 @@ pub(crate) const PROGRAMS: [Program; 93] = [
     prog(p::HOST_OPEN_BY_HANDLE_AT_EXIT, Syscall("sys_exit_open_by_handle_at"), On::Portable),
     prog(p::HOST_CREAT_EXIT, Syscall("sys_exit_creat"), On::Portable),
     prog(p::URING_SETUP, Syscall("sys_enter_io_uring_setup"), On::Portable),
+    // A granted ring's UNLINKAT/RENAMEAT/SOCKET requests; one name per kernel.
+    prog(p::URING_SUBMIT_REQ, OptionalTracepoint("io_uring", "io_uring_submit_req"), On::Portable),
+    prog(p::URING_SUBMIT_SQE, OptionalTracepoint("io_uring", "io_uring_submit_sqe"), On::Portable),
     // Unix names by the cgroup unix hooks where the kernel has them (unix_hooks.rs).
     scoped(p::FAMILY_CONNECT_UNIX, Unix(BPF_CGROUP_UNIX_CONNECT), On::PortableUnixHooks),
     scoped(p::FAMILY_SENDMSG_UNIX, Unix(BPF_CGROUP_UNIX_SENDMSG), On::PortableUnixHooks),
@@ -264,6 +275,9 @@ impl Program {
         match self.attach {
             OptionalSyscall(name) => tracefs.join("events/syscalls").join(name).exists(),
             CompatEntry => crate::kernel::ia32::detect().compat_entries(),
+            OptionalTracepoint(category, name) => {
+                tracefs.join("events").join(category).join(name).exists()
+            }
             _ => true,
         }
     }
@@ -359,7 +373,9 @@ mod tests {
                 .unwrap_or_else(|| panic!("{} is not in the object", p.name));
             let section = format!("{:?}", prog.section);
             let kind = match p.attach {
-                Syscall(_) | OptionalSyscall(_) | Tracepoint(..) => "TracePoint",
+                Syscall(_) | OptionalSyscall(_) | Tracepoint(..) | OptionalTracepoint(..) => {
+                    "TracePoint"
+                }
                 BtfTracepoint(_) | CompatEntry => "BtfTracePoint",
                 Lsm(_) => "Lsm",
                 Cgroup("sock_create") => "CgroupSock",

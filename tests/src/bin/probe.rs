@@ -24,6 +24,10 @@ mod host;
 mod linger;
 #[path = "probe/mounts_and_doors.rs"]
 mod mounts_and_doors;
+#[path = "probe/unpaged.rs"]
+mod unpaged;
+#[path = "probe/uring_files.rs"]
+mod uring_files;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -112,6 +116,8 @@ fn run(w: &[String]) -> String {
             .or_else(|| mounts_and_doors::run(w))
             .or_else(|| host::run(w))
             .or_else(|| api::run(w))
+            .or_else(|| unpaged::run(w))
+            .or_else(|| uring_files::run(w))
             .unwrap_or_else(|| format!("error unknown command {other:?}")),
     }
 }

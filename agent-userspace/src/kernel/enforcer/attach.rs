@@ -117,7 +117,9 @@ fn attach(
     let (category, tracepoint) = match program.attach {
         Attach::Cgroup(_) => return attach_cgroup(ebpf, name, cgroup, keep),
         Attach::Syscall(tp) | Attach::OptionalSyscall(tp) => ("syscalls", tp),
-        Attach::Tracepoint(category, tp) => (category, tp),
+        Attach::Tracepoint(category, tp) | Attach::OptionalTracepoint(category, tp) => {
+            (category, tp)
+        }
         Attach::BtfTracepoint(_) | Attach::CompatEntry | Attach::Lsm(_) | Attach::Unix(_) => {
             ("", "")
         }
@@ -139,7 +141,10 @@ fn attach(
                 .map_err(attach_err)?
         }
         (
-            Attach::Syscall(_) | Attach::OptionalSyscall(_) | Attach::Tracepoint(..),
+            Attach::Syscall(_)
+            | Attach::OptionalSyscall(_)
+            | Attach::Tracepoint(..)
+            | Attach::OptionalTracepoint(..),
             Some(AyaProgram::TracePoint(p)),
         ) => {
             p.load().map_err(load)?;

@@ -163,7 +163,7 @@ enum UnixOp {
 }
 
 /// `@name` is abstract.
-fn unix_addr(path: &str) -> (libc::sockaddr_un, libc::socklen_t) {
+pub(super) fn unix_addr(path: &str) -> (libc::sockaddr_un, libc::socklen_t) {
     // SAFETY: all-zero is a valid sockaddr_un.
     let mut sa: libc::sockaddr_un = unsafe { std::mem::zeroed() };
     sa.sun_family = libc::AF_UNIX as libc::sa_family_t;

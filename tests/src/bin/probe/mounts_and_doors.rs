@@ -117,9 +117,44 @@ fn mounts(w: &[String]) -> Option<String> {
                 ) as i32
             })
         }),
+        // In a new user and mount namespace (binfmt_misc has an instance per user
+        // namespace from Linux 6.7 on): mount binfmt_misc at DIR and register a
+        // handler that runs INTERP for files starting with MAGIC.
+        "binfmt-userns" => in_child(|| binfmt_userns(arg(1), arg(2), arg(3))),
         _ => return None,
     };
     Some(out)
+}
+
+/// See `binfmt-userns`: the mount's outcome when it fails, else the registration's
+/// (`ok`, or `register errno N`).
+fn binfmt_userns(dir: &str, magic: &str, interp: &str) -> String {
+    // SAFETY: unshare with constant flags.
+    if unsafe { libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS) } < 0 {
+        return format!("error unshare errno {}", errno());
+    }
+    for (file, map) in [
+        ("/proc/self/setgroups", "deny"),
+        ("/proc/self/uid_map", "0 0 1"),
+        ("/proc/self/gid_map", "0 0 1"),
+    ] {
+        if let Err(e) = std::fs::write(file, map) {
+            return format!("error {file} {e}");
+        }
+    }
+    let rc = mount("binfmt_misc", dir, Some("binfmt_misc"), 0);
+    if rc != "ok" {
+        return rc;
+    }
+    let rule = format!(":leash-probe:M::{magic}::{interp}:");
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("{dir}/register"))
+        .and_then(|mut f| std::io::Write::write_all(&mut f, rule.as_bytes()))
+    {
+        Ok(()) => "ok".into(),
+        Err(e) => format!("register errno {}", e.raw_os_error().unwrap_or(-1)),
+    }
 }
 
 fn doors(w: &[String]) -> Option<String> {

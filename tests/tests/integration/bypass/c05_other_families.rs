@@ -175,3 +175,28 @@ fn unix_sockets_only_at_granted_names() {
     assert_eq!(untagged(&format!("unix-connect {other}")), "ok");
     assert_eq!(untagged(&format!("unix-sendmsg {dgram}")), "ok");
 }
+
+/// A `msghdr` in memory the portable syscall tracepoints cannot read (a page not
+/// faulted in yet, a userfaultfd range) still names a unix socket for the kernel's own
+/// copy: before Linux 6.7, where those tracepoints decide, the send is stopped as
+/// `argument_unreadable`; the lsm and cgroup unix hooks read the kernel's copy and
+/// refuse the name itself.
+#[test]
+fn an_unreadable_msghdr_is_no_way_to_a_unix_name() {
+    let h = Harness::load();
+    let s = Scratch::new("unix-unpaged");
+    let dgram = s.path("dgram.sock");
+    let _d = UnixDatagram::bind(&dgram).unwrap();
+    let task = h.task(spec(&[], &[]));
+    let denied = h.unix_refused();
+    let reason = if denied == EPERM {
+        Reason::NotGranted
+    } else {
+        Reason::ArgumentUnreadable
+    };
+    for mode in ["file", "uffd"] {
+        let attempt = format!("unpaged {mode} sendmsg-unix {dgram}");
+        task.assert_denied(Action::Send, reason, denied, || task.probe(&attempt));
+        assert_eq!(untagged(&attempt), "ok", "untagged {mode}");
+    }
+}

@@ -368,6 +368,58 @@ fn a_removed_pin_detaches_nothing_and_is_pinned_again() {
     assert_eq!(ids(), before, "(link id, map id)");
 }
 
+/// A directory on bpffs, made by the test and removed on drop whatever happened.
+struct BpfDir(String);
+
+impl Drop for BpfDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// The portable guards read a path from the caller's memory without faulting a page
+/// in. A path in a page not faulted in yet (a fresh file mapping) or in a userfaultfd
+/// range is unreadable to them, though the kernel's own copy reads it a moment later:
+/// such a call is stopped as `argument_unreadable`, never let through unchecked. The
+/// lsm backend decides on the directory's file system instead, whatever the memory.
+#[test]
+fn a_path_the_guards_cannot_read_stops_the_caller() {
+    let h = Harness::load();
+    let task = h.task(spec(&[], &[]));
+    for mode in ["file", "uffd"] {
+        if h.backend() == Backend::Lsm {
+            let dir = BpfDir(format!(
+                "/sys/fs/bpf/leash-unpaged-{}-{mode}",
+                std::process::id()
+            ));
+            std::fs::create_dir_all(&dir.0).unwrap();
+            let attempt = format!("unpaged {mode} rmdir {}", dir.0);
+            task.assert_denied(Action::Tamper, Reason::GuardPins, EPERM, || {
+                task.probe(&attempt)
+            });
+            assert!(
+                std::path::Path::new(&dir.0).is_dir(),
+                "refused: still there"
+            );
+            assert_eq!(untagged(&attempt), "ok", "untagged {mode}");
+        } else {
+            // A path that does not exist: the kill must come from the unread path.
+            let attempt = format!("unpaged {mode} rmdir /sys/fs/bpf/leash-bypass-absent");
+            task.assert_denied(Action::Tamper, Reason::ArgumentUnreadable, KILLED, || {
+                task.probe(&attempt)
+            });
+            assert_eq!(untagged(&attempt), "errno 2", "untagged {mode}");
+        }
+    }
+    // The clone3 guard reads `clone_args.flags` (CLONE_INTO_CGROUP) on both backends.
+    for mode in ["file", "uffd"] {
+        task.assert_denied(Action::Tamper, Reason::ArgumentUnreadable, KILLED, || {
+            task.probe(&format!("unpaged {mode} clone3"))
+        });
+        assert_eq!(untagged(&format!("unpaged {mode} clone3")), "ok");
+    }
+}
+
 /// The Landlock domain every `leash run` task holds (whatever its file mode) refuses
 /// what the portable backend can only kill after it landed. Skips, saying why, where
 /// the kernel lacks the Landlock feature a check needs.

@@ -4,10 +4,10 @@
 //! opened file, so a relative name, a symlink, another mount or a device node made
 //! elsewhere is caught as the plain path is.
 
-use std::{ffi::CString, fs, path::Path};
+use std::{ffi::CString, fs, os::unix::fs::PermissionsExt as _, path::Path};
 
 use harness::{Action, Reason};
-use harness::{Harness, Scratch, Task, refused, spec};
+use harness::{Harness, Scratch, Task, exec_denied, refused, spec};
 use leash::{kernel::Backend, kernel::events::Target};
 
 use super::untagged;
@@ -129,22 +129,9 @@ fn proc_sys_and_sys_writes_are_stopped_by_every_name() {
 /// new one): its `register` file is refused by the file system, wherever it is mounted.
 struct BinfmtMount(String);
 
-impl Drop for BinfmtMount {
-    fn drop(&mut self) {
-        let c = CString::new(self.0.as_str()).unwrap();
-        // SAFETY: unmounting our own mount point.
-        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-    }
-}
-
-#[test]
-fn binfmt_misc_registration_is_stopped() {
-    let h = Harness::load();
-    let denied = refused(h.backend());
-    let s = Scratch::new("binfmt");
-    let dir = s.path("bm");
-    fs::create_dir(&dir).unwrap();
-    let c = CString::new(dir.as_str()).unwrap();
+/// Mounts `binfmt_misc` at `dir`; `None` (skipped, said why) where it cannot be.
+fn mount_binfmt(dir: &str) -> Option<BinfmtMount> {
+    let c = CString::new(dir).unwrap();
     // SAFETY: mounting binfmt_misc at our own scratch directory.
     let rc = unsafe {
         libc::mount(
@@ -160,9 +147,29 @@ fn binfmt_misc_registration_is_stopped() {
             "skipped binfmt_misc: mount failed ({})",
             std::io::Error::last_os_error()
         );
-        return;
+        return None;
     }
-    let _mount = BinfmtMount(dir.clone());
+    Some(BinfmtMount(dir.to_owned()))
+}
+
+impl Drop for BinfmtMount {
+    fn drop(&mut self) {
+        let c = CString::new(self.0.as_str()).unwrap();
+        // SAFETY: unmounting our own mount point.
+        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+#[test]
+fn binfmt_misc_registration_is_stopped() {
+    let h = Harness::load();
+    let denied = refused(h.backend());
+    let s = Scratch::new("binfmt");
+    let dir = s.path("bm");
+    fs::create_dir(&dir).unwrap();
+    let Some(_mount) = mount_binfmt(&dir) else {
+        return;
+    };
     let task = h.task(spec(&[], &[]));
     // Opened for write, nothing written: a registration needs a write that never comes.
     host_state(
@@ -173,6 +180,109 @@ fn binfmt_misc_registration_is_stopped() {
     );
     assert_eq!(task.probe(&format!("open-read {dir}/status")), "ok");
     assert_eq!(untagged(&format!("open-write {dir}/register")), "ok");
+}
+
+/// `binfmt_misc` by the other ways in: its `status` file (`-1` removes every handler,
+/// `0` turns them all off) is refused as `register` is; and an instance of the task's
+/// own, in a new
+/// user namespace (Linux >= 6.7 has one per user namespace), takes a mount, which is
+/// refused as any other (c19).
+#[test]
+fn binfmt_misc_status_and_a_private_instance_are_stopped() {
+    let h = Harness::load();
+    let denied = refused(h.backend());
+    let s = Scratch::new("binfmt-ways");
+    let dir = s.path("bm");
+    fs::create_dir(&dir).unwrap();
+    let Some(_mount) = mount_binfmt(&dir) else {
+        return;
+    };
+    let task = h.task(spec(&[], &[]));
+    let ev = task.assert_denied(Action::Tamper, Reason::GuardHostState, denied, || {
+        task.probe(&format!("open-write {dir}/status"))
+    });
+    assert_eq!(
+        ev.target,
+        Target::Guard {
+            call: "binfmt".into(),
+            target_pid: 0
+        }
+    );
+    // An instance of its own: the mount is stopped before any handler is registered.
+    let own = s.path("own");
+    fs::create_dir(&own).unwrap();
+    let attempt = format!("binfmt-userns {own} LEASHC20 /bin/true");
+    task.assert_denied(Action::Tamper, Reason::GuardMount, denied, || {
+        task.probe(&attempt)
+    });
+    // Outside a task it works where the kernel has per-namespace instances (the handler
+    // dies with the namespace); older kernels refuse the mount themselves.
+    let outside = untagged(&attempt);
+    assert!(outside == "ok" || outside == "errno 1", "{outside}");
+}
+
+/// A handler the host registered (untagged, as root) and removes on drop.
+struct Handler {
+    entry: String,
+}
+
+impl Drop for Handler {
+    fn drop(&mut self) {
+        let _ = fs::write(&self.entry, "-1");
+    }
+}
+
+/// A handler the host registered is no way around exec grants: the data file is
+/// checked as a shebang script is (c09), and the handler's interpreter as the program
+/// that runs.
+#[test]
+fn an_existing_binfmt_misc_handler_runs_nothing_ungranted() {
+    let h = Harness::load();
+    let s = Scratch::new("binfmt-handler");
+    let dir = s.path("bm");
+    fs::create_dir(&dir).unwrap();
+    let Some(_mount) = mount_binfmt(&dir) else {
+        return;
+    };
+    let interp = s.copy_true("interp");
+    // A magic no other file starts with, so the handler matches only ours.
+    let name = format!("leash-c20-{}", std::process::id());
+    let magic = format!("LEASHC20{}", std::process::id());
+    fs::write(
+        format!("{dir}/register"),
+        format!(":{name}:M::{magic}::{interp}:"),
+    )
+    .expect("register a handler");
+    let _handler = Handler {
+        entry: format!("{dir}/{name}"),
+    };
+    let data = s.path("data");
+    fs::write(&data, format!("{magic}\n")).unwrap();
+    fs::set_permissions(&data, fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(
+        untagged(&format!("exec {data}")),
+        "exit 0",
+        "the handler runs"
+    );
+
+    let denied = exec_denied(h.backend());
+    let both = h.task(spec(&[&data, &interp], &[]));
+    assert_eq!(both.probe(&format!("exec {data}")), "exit 0");
+    // The data file not granted: named by path on portable (as a script), by inode on
+    // lsm.
+    let only_interp = h.task(spec(&[&interp], &[]));
+    let reason = match h.backend() {
+        Backend::Portable => Reason::ScriptNotGranted,
+        Backend::Lsm => Reason::NotGranted,
+    };
+    only_interp.assert_denied(Action::Exec, reason, denied, || {
+        only_interp.probe(&format!("exec {data}"))
+    });
+    // The handler's interpreter not granted.
+    let only_data = h.task(spec(&[&data], &[]));
+    only_data.assert_denied(Action::Exec, Reason::NotGranted, denied, || {
+        only_data.probe(&format!("exec {data}"))
+    });
 }
 
 /// Makes the character device `major:minor` at `path`.
