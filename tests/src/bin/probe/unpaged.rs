@@ -102,7 +102,8 @@ fn call_with(
                 if fd < 0 {
                     return format!("error socket errno {}", errno());
                 }
-                let rc = libc::sendmsg(fd, p.cast(), 0);
+                // The raw call: musl's sendmsg() copies the msghdr to its stack first.
+                let rc = libc::syscall(libc::SYS_sendmsg, fd, p, 0);
                 if rc < 0 {
                     return format!("errno {}", errno());
                 }
