@@ -440,9 +440,9 @@ pub fn unix_hooks(d: &DaemonGuard) -> bool {
     })
 }
 
-/// Links pinned per leash cgroup: the four network hooks and `sock_create`, and the
-/// unix hooks where used.
+/// Links pinned per leash cgroup: the four network hooks, `sock_create`, the four DNS
+/// reverse hooks, and the unix hooks where used.
 #[must_use]
 pub fn scope_links(d: &DaemonGuard) -> usize {
-    if unix_hooks(d) { 7 } else { 5 }
+    if unix_hooks(d) { 11 } else { 9 }
 }

@@ -12,12 +12,16 @@ use harness::{
 
 const TASK_SCOPE: &str = "attach_scope: task\n";
 
+/// `open` file mode: these tests are about the cgroup hooks, and a Landlock domain
+/// would refuse the task's own `cgroup.procs` writes before the kernel guard sees them.
 fn create_task(d: &DaemonGuard, port: u16) -> String {
     let out = d.run(&[
         "task",
         "create",
         "--agent",
         "scope",
+        "--files",
+        "open",
         "--allow-exec",
         &probe().display().to_string(),
         "--allow-connect",

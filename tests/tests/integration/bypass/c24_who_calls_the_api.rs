@@ -78,7 +78,18 @@ fn daemon(name: &str) -> DaemonGuard {
 /// [`REQUESTER`] asked for; (task id, pending grant id).
 fn task_with_pending_grant(d: &DaemonGuard) -> (String, String) {
     let p = probe().display().to_string();
-    let o = d.run(&["task", "create", "--agent", "ci", "--allow-exec", &p]);
+    // `open` file mode: the task's processes report through files outside the
+    // workspace (the exchange directories); this class is about API callers.
+    let o = d.run(&[
+        "task",
+        "create",
+        "--agent",
+        "ci",
+        "--files",
+        "open",
+        "--allow-exec",
+        &p,
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let id = stdout(&o);
     let o = d
