@@ -358,7 +358,7 @@ pub struct TaskSession {
 impl TaskSession {
     #[must_use]
     pub fn join(d: &DaemonGuard, task: &str) -> Self {
-        let mut child = d
+        let child = d
             .cli()
             .args(["run", "--task", task, "--"])
             .arg(crate::probe())
@@ -366,6 +366,13 @@ impl TaskSession {
             .stdout(Stdio::piped())
             .spawn()
             .expect("spawn leash run --task");
+        Self::from_child(child)
+    }
+
+    /// Drives a probe already spawned with piped stdin and stdout (in a network
+    /// namespace, say).
+    #[must_use]
+    pub fn from_child(mut child: Child) -> Self {
         let out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
         Self { child, out }
     }

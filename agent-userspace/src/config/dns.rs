@@ -25,16 +25,17 @@ pub struct DnsConfig {
     pub upstream_timeout: Duration,
 }
 
-/// Default: learned addresses live 5 s to 5 min, 200 queries a second (400 at once),
-/// 2 s per upstream.
+/// Default: the responder's own limits (learned addresses live 5 s to 5 min, 200
+/// queries a second, 400 at once, 2 s per upstream).
 impl Default for DnsConfig {
     fn default() -> Self {
+        let limits = crate::dns::Limits::default();
         Self {
-            min_ttl: Duration::from_secs(5),
-            max_ttl: Duration::from_mins(5),
-            rate: 200,
-            burst: 400,
-            upstream_timeout: Duration::from_secs(2),
+            min_ttl: limits.min_ttl,
+            max_ttl: limits.max_ttl,
+            rate: limits.rate,
+            burst: limits.burst,
+            upstream_timeout: limits.upstream_timeout,
         }
     }
 }

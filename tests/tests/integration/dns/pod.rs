@@ -3,13 +3,12 @@
 //! inside through `ip netns exec`. Everything is removed on drop.
 
 use std::{
-    io::{BufRead as _, BufReader, Write as _},
     path::PathBuf,
-    process::{Child, ChildStdout, Command, Stdio},
+    process::{Child, Command, Stdio},
 };
 
 use harness::{
-    daemon::{DaemonGuard, leash_bin},
+    daemon::{DaemonGuard, TaskSession, leash_bin},
     probe, wait_for,
 };
 
@@ -104,8 +103,8 @@ impl Pod {
     }
 
     /// A probe joined to task `id` (`leash run --task`) inside the namespace.
-    pub(super) fn join(&self, d: &DaemonGuard, id: &str) -> Session {
-        let mut child = Command::new("ip")
+    pub(super) fn join(&self, d: &DaemonGuard, id: &str) -> TaskSession {
+        let child = Command::new("ip")
             .args(["netns", "exec", &self.ns])
             .arg(leash_bin())
             .env("LEASH_SOCKET", &d.socket)
@@ -115,8 +114,7 @@ impl Pod {
             .stdout(Stdio::piped())
             .spawn()
             .expect("spawn leash run in the namespace");
-        let out = BufReader::new(child.stdout.take().expect("stdout"));
-        Session { child, out }
+        TaskSession::from_child(child)
     }
 }
 
@@ -126,29 +124,5 @@ impl Drop for Pod {
         let _ = self.dnsmasq.wait();
         let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
         let _ = std::fs::remove_dir_all(&self.netns_dir);
-    }
-}
-
-/// A tagged probe in the pod, driven line by line; killed on drop.
-pub(super) struct Session {
-    child: Child,
-    out: BufReader<ChildStdout>,
-}
-
-impl Session {
-    pub(super) fn run(&mut self, words: &str) -> String {
-        let stdin = self.child.stdin.as_mut().expect("stdin");
-        writeln!(stdin, "{words}").expect("write to probe");
-        stdin.flush().expect("flush probe");
-        let mut line = String::new();
-        self.out.read_line(&mut line).expect("read probe");
-        line.trim().to_owned()
-    }
-}
-
-impl Drop for Session {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
