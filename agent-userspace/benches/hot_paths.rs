@@ -1,5 +1,5 @@
-//! Userspace hot paths: grant parsing and compilation, event decoding and metrics
-//! rendering.
+//! Userspace hot paths: grant parsing and compilation, event decoding, metrics
+//! rendering and the audit log's hash chain.
 //!
 //! `cargo bench -p agent-userspace --bench hot_paths` runs it in a few minutes;
 //! append `-- --quick` for the smoke run CI does (it checks that this runs, not the
@@ -9,6 +9,7 @@ use std::{hint::black_box, net::Ipv4Addr, time::Duration};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use leash::{
+    audit_chain::Chain,
     grants::{self, ConnectSpec, NetGrant},
     kernel::events,
     metrics::{EndedLabels, Recorded, Snapshot},
@@ -206,5 +207,27 @@ fn bench_metrics(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_grants, bench_events, bench_metrics);
+/// Chaining one audit record (a typical 300-byte connect decision): the SHA-256 and the
+/// two fields each line gets.
+fn bench_audit_chain(c: &mut Criterion) {
+    let record = br#"{"ts":"2026-12-02T17:00:00.123456789Z","task":"t-5f3a9c1e","agent":"builder","spiffe_id":"spiffe://example.org/agent/builder","pid":41234,"comm":"curl","kind":"connect","verdict":"denied","target":{"addr":"10.1.2.3","port":443,"proto":"tcp"},"reason":"no_grant"}"#;
+    let mut g = c.benchmark_group("audit");
+    let mut chain = Chain::default();
+    let mut out = Vec::with_capacity(4096);
+    g.bench_function("chain_link", |b| {
+        b.iter(|| {
+            out.clear();
+            chain.link(black_box(record), &mut out)
+        });
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_grants,
+    bench_events,
+    bench_metrics,
+    bench_audit_chain
+);
 criterion_main!(benches);

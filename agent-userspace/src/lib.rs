@@ -2,6 +2,7 @@
 //! entries, tags processes and reads back decisions.
 
 pub mod api;
+pub mod audit_chain;
 pub mod auth;
 pub mod client;
 pub mod clock;

@@ -32,6 +32,10 @@ const RULES: &[(&str, &[&str])] = &[
         &["daemon", "api", "client", "kernel", "policy", "config"],
     ),
     ("client", &["daemon", "kernel", "api::server"]),
+    (
+        "audit_chain",
+        &["daemon", "api", "client", "kernel", "policy", "config"],
+    ),
 ];
 
 /// One `crate::` path named by a file of the library.

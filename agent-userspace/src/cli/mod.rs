@@ -1,6 +1,7 @@
 //! Command line: one module per subcommand group.
 
 mod approve;
+mod audit;
 mod compat_filter;
 mod daemon;
 mod events;
@@ -65,6 +66,9 @@ enum Command {
     /// Check a policy file and explain its decisions (offline).
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// Check the audit log's hash chain and signed heads (offline).
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
 }
 
 /// An error as printed: its chain of causes, `: `-separated, leaving out a cause whose
@@ -95,6 +99,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Events(args) => events::run(&client, &args),
         Command::Status(args) => status::run(&client, &args),
         Command::Policy(cmd) => policy::run(cmd),
+        Command::Audit(cmd) => audit::run(cmd),
         Command::Approve(args) => approve::run(&client, &args, true),
         Command::Deny(args) => approve::run(&client, &args, false),
     };

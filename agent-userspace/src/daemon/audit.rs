@@ -11,7 +11,7 @@ use std::{
 use tokio::sync::broadcast;
 
 use super::audit_file::{AuditFile, Rotation};
-use crate::protocol::AuditEvent;
+use crate::{audit_chain::HeadSigner, protocol::AuditEvent};
 
 /// Events kept in memory for `GET /v1/events` without `follow`.
 const RECENT: usize = 10_000;
@@ -33,13 +33,18 @@ pub struct AuditOpenError {
 }
 
 impl AuditSink {
-    /// Opens (creating) the log with the default rotation and no group.
+    /// Opens (creating) the log with the default rotation, no group and no signer.
     pub fn open(path: &Path) -> Result<Self, AuditOpenError> {
-        Self::open_with(path, Rotation::default())
+        Self::open_with(path, Rotation::default(), None)
     }
 
-    /// Opens (creating) the log: mode 0640, group and rotation as configured.
-    pub fn open_with(path: &Path, rotation: Rotation) -> Result<Self, AuditOpenError> {
+    /// Opens (creating) the log: mode 0640, group and rotation as configured, its
+    /// chain's heads signed by `signer`.
+    pub fn open_with(
+        path: &Path,
+        rotation: Rotation,
+        signer: Option<HeadSigner>,
+    ) -> Result<Self, AuditOpenError> {
         let err = |source| AuditOpenError {
             path: path.display().to_string(),
             source,
@@ -47,7 +52,7 @@ impl AuditSink {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(err)?;
         }
-        let file = AuditFile::open(path, rotation).map_err(err)?;
+        let file = AuditFile::open(path, rotation, signer).map_err(err)?;
         let (tx, _) = broadcast::channel(4096);
         Ok(Self {
             file: Mutex::new(file),
@@ -104,6 +109,16 @@ impl AuditSink {
         }
     }
 
+    /// Signs the chain's head if records came since the last signature: the daemon
+    /// calls this every few seconds and when it stops.
+    pub fn sign_head(&self) {
+        if let Ok(mut f) = self.file.lock()
+            && let Err(e) = f.sign_head(now_rfc3339())
+        {
+            tracing::error!("cannot sign the audit log's head: {e}");
+        }
+    }
+
     /// Recent events, oldest first, optionally of one task.
     #[must_use]
     pub fn recent(&self, task: Option<&str>) -> Vec<Arc<AuditEvent>> {
@@ -122,4 +137,10 @@ impl AuditSink {
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<AuditEvent>> {
         self.tx.subscribe()
     }
+}
+
+fn now_rfc3339() -> String {
+    let t = time::OffsetDateTime::now_utc();
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.unix_timestamp().to_string())
 }

@@ -1,15 +1,23 @@
-//! The audit log file: created mode 0640 (group configurable), and rotated by size.
+//! The audit log file: created mode 0640 (group configurable), rotated by size, and
+//! hash-chained (`crate::audit_chain`).
 //!
 //! The sink hands over runs of whole lines, and a rotation happens only between two
 //! runs: before a run that would take the file past `max_bytes`, `audit.jsonl` becomes
 //! `audit.jsonl.1` (older files shift up to `.keep`, the oldest is removed) and a new
-//! file starts. No record is ever split across files.
+//! file starts. No record is ever split across files, and the chain runs on across
+//! them. Each line gets its `seq` and `prev` here, under the sink's lock, so the
+//! chain's order is the file's order.
 
 use std::{
     fs::{File, OpenOptions, Permissions},
     io::{self, Write as _},
     os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _},
     path::{Path, PathBuf},
+};
+
+use crate::{
+    audit_chain::{self, Chain, HEAD_KIND, HeadSigner},
+    protocol::AuditEvent,
 };
 
 /// Mode of the audit log and its rotated files: the owner writes, its group reads.
@@ -40,35 +48,89 @@ pub struct AuditFile {
     file: File,
     size: u64,
     rotation: Rotation,
+    chain: Chain,
+    signer: Option<HeadSigner>,
+    /// The `seq` of the last head record written: nothing new to sign after it.
+    head_at: Option<u64>,
 }
 
 impl AuditFile {
-    pub fn open(path: &Path, rotation: Rotation) -> io::Result<Self> {
-        let file = open_log(path, rotation.gid)?;
+    /// Opens (creating) the log and resumes its chain; `signer` signs its heads.
+    pub fn open(path: &Path, rotation: Rotation, signer: Option<HeadSigner>) -> io::Result<Self> {
+        let resumed = Chain::resume(path)?;
+        let mut file = open_log(path, rotation.gid)?;
+        if resumed.torn {
+            // A line cut short by a crash: end it, so the next record starts a line.
+            file.write_all(b"\n")?;
+        }
         let size = file.metadata()?.len();
         Ok(Self {
             path: path.to_owned(),
             file,
             size,
             rotation,
+            chain: resumed.chain,
+            signer,
+            head_at: None,
         })
     }
 
-    /// Appends `bytes` (whole lines), rotating first if they would not fit.
+    /// Appends `bytes` (whole lines, each one JSON object), chained, rotating first if
+    /// they would not fit.
     pub fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 4);
+        let mut chain = self.chain;
+        for line in bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            chain.link(line, &mut out).map_err(io::Error::other)?;
+        }
         let max = self.rotation.max_bytes;
-        if max != 0 && self.size > 0 && self.size + bytes.len() as u64 > max {
+        if max != 0 && self.size > 0 && self.size + out.len() as u64 > max {
             self.rotate()?;
         }
-        self.file.write_all(bytes)?;
-        self.size += bytes.len() as u64;
+        self.file.write_all(&out)?;
+        self.size += out.len() as u64;
+        self.chain = chain;
+        Ok(())
+    }
+
+    /// Signs the chain's last record, when there is one and it is not signed yet: an
+    /// `audit_head` record in the log and the signer's head file.
+    pub fn sign_head(&mut self, ts: String) -> io::Result<()> {
+        let Some(signer) = &self.signer else {
+            return Ok(());
+        };
+        let Some(seq) = self.chain.next_seq.checked_sub(1) else {
+            return Ok(());
+        };
+        if self.head_at == Some(seq) {
+            return Ok(());
+        }
+        let head = signer
+            .sign(seq, &self.chain.prev)
+            .map_err(io::Error::other)?;
+        let record = AuditEvent {
+            ts,
+            task: String::new(),
+            agent: String::new(),
+            spiffe_id: String::new(),
+            intent: None,
+            pid: std::process::id(),
+            comm: "leash".into(),
+            kind: HEAD_KIND.into(),
+            verdict: "signed".into(),
+            target: serde_json::json!({
+                "seq": head.seq, "head": head.head, "sig": head.sig, "key_id": head.key_id,
+            }),
+            reason: String::new(),
+        };
+        let line = serde_json::to_vec(&record).map_err(io::Error::other)?;
+        self.append(&line)?;
+        self.head_at = self.chain.next_seq.checked_sub(1);
         Ok(())
     }
 
     fn rotated(&self, n: u32) -> PathBuf {
-        let mut name = self.path.clone().into_os_string();
-        name.push(format!(".{n}"));
-        PathBuf::from(name)
+        audit_chain::rotated(&self.path, n)
     }
 
     fn rotate(&mut self) -> io::Result<()> {
@@ -131,18 +193,21 @@ mod tests {
                 gid: Some(gid),
                 ..Rotation::default()
             },
+            None,
         )
         .unwrap();
         f.append(b"{\"new\":2}\n").unwrap();
         let meta = std::fs::metadata(&path).unwrap();
         assert_eq!(meta.mode() & 0o777, 0o640);
         assert_eq!(meta.gid(), gid);
+        // The old log's last line is linked: the first chained record's `prev`.
+        let prev = hex::encode(audit_chain::line_hash(b"{\"old\":1}"));
         assert_eq!(
             std::fs::read_to_string(&path).unwrap(),
-            "{\"old\":1}\n{\"new\":2}\n"
+            format!("{{\"old\":1}}\n{{\"new\":2,\"seq\":0,\"prev\":\"{prev}\"}}\n")
         );
         std::fs::remove_file(&path).unwrap();
-        let _f = AuditFile::open(&path, Rotation::default()).unwrap();
+        let _f = AuditFile::open(&path, Rotation::default(), None).unwrap();
         assert_eq!(
             std::fs::metadata(&path).unwrap().mode() & 0o777,
             0o640,
@@ -160,7 +225,7 @@ mod tests {
             keep: 2,
             gid: None,
         };
-        let mut f = AuditFile::open(&path, rotation).unwrap();
+        let mut f = AuditFile::open(&path, rotation, None).unwrap();
         let mut written = Vec::new();
         for i in 0..40 {
             // Runs of one to three lines, of varying length, as the sink writes them.
@@ -182,7 +247,8 @@ mod tests {
         for p in &files {
             let text = read(p);
             assert!(text.ends_with('\n'), "{}: {text:?}", p.display());
-            assert!(text.len() as u64 <= 100 + 200, "{}", p.display());
+            // At most one run (three chained lines) past `max_bytes`.
+            assert!(text.len() as u64 <= 100 + 3 * 140, "{}", p.display());
             assert_eq!(
                 std::fs::metadata(p).unwrap().mode() & 0o777,
                 0o640,
@@ -190,13 +256,22 @@ mod tests {
                 p.display()
             );
             for l in text.lines() {
-                serde_json::from_str::<serde_json::Value>(l)
+                let mut v = serde_json::from_str::<serde_json::Value>(l)
                     .unwrap_or_else(|e| panic!("split record {l:?}: {e}"));
-                lines.push(l.to_owned());
+                let o = v.as_object_mut().unwrap();
+                assert!(
+                    o.remove("seq").is_some() && o.remove("prev").is_some(),
+                    "{l}"
+                );
+                lines.push(v.to_string());
             }
         }
-        // The newest records, in order, with nothing lost between the kept files.
+        // The newest records, in order, with nothing lost between the kept files, and
+        // the chain unbroken across them.
         assert_eq!(lines, written[written.len() - lines.len()..]);
+        let report = audit_chain::verify(&audit_chain::log_files(&path), None, None).unwrap();
+        assert!(report.findings.is_empty(), "{:?}", report.findings);
+        assert!(report.begins_mid_chain, "older files were rotated away");
         std::fs::remove_dir_all(d).unwrap();
     }
 }

@@ -17,7 +17,7 @@ use super::{
     metrics_http::{self, MetricsState, Readiness},
     policy, sweep,
 };
-use crate::{Enforcer, LoadOptions, config::Config};
+use crate::{Enforcer, LoadOptions, audit_chain::HeadSigner, config::Config};
 
 /// Every part's stop signal: one channel, flipped to `true` once.
 #[derive(Clone)]
@@ -112,6 +112,7 @@ where
             keep: config.audit.keep,
             gid: config.audit.gid()?,
         },
+        Some(HeadSigner::load_or_create(&config.state_dir).context("the audit log's signing key")?),
     )?;
     let daemon = Daemon::new(enforcer, &config, audit)?;
     let _ = metrics_state.daemon.set(Arc::clone(&daemon));
@@ -151,6 +152,7 @@ where
     join_within("metrics server", metrics).await;
     join("kernel log", kernel_log).await;
     join("sweeper", Some(sweeper)).await;
+    daemon.audit.sign_head();
     join("policy reloader", Some(reloader)).await;
     // The pins are all the next daemon gets: complete them one last time.
     daemon.restore_pins();

@@ -125,6 +125,7 @@ pub(super) async fn sweeper(daemon: Arc<Daemon>, mut stopping: Stopping) {
             d.sweep(all);
             if all {
                 d.refresh_unix_sockets();
+                d.audit.sign_head();
             }
         })
         .await
