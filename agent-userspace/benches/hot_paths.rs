@@ -177,6 +177,7 @@ fn snapshot(agents: usize) -> (Snapshot, Recorded) {
         .iter()
         .map(|&p| (p, Duration::from_millis(12), 5_000))
         .collect(),
+        connections: vec![("api", [3, 0, 0, 0]), ("metrics", [1, 0, 0, 0])],
     };
     let recorded = Recorded::default();
     for i in 0..100 {

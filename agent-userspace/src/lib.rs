@@ -12,6 +12,7 @@ pub mod dns;
 pub mod file_trust;
 pub mod files;
 pub mod grants;
+pub mod http;
 pub mod kernel;
 pub mod metrics;
 pub mod policy;

@@ -44,6 +44,17 @@ pub struct ProgramLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    pub listener: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusedLabels {
+    pub listener: &'static str,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VersionLabels {
     pub version: &'static str,
 }
@@ -82,6 +93,9 @@ pub struct Snapshot {
     /// Tagged threads moved out of the leash cgroups (attach scope `task`).
     pub escapes: u64,
     pub programs: Vec<(&'static str, Duration, u64)>,
+    /// Per HTTP listener (`api`, `metrics`): connections open, refused at the
+    /// listener's maximum, refused at the peer's, and requests timed out.
+    pub connections: Vec<(&'static str, [u64; 4])>,
 }
 
 /// Whether the kernel keeps BPF program run statistics.
@@ -97,6 +111,7 @@ pub fn render(snap: &Snapshot, recorded: &Recorded) -> String {
     register_decisions(&mut reg, snap);
     register_state(&mut reg, snap, recorded);
     register_kernel(&mut reg, snap, recorded);
+    register_connections(&mut reg, snap);
     let mut out = String::new();
     if encode(&mut out, &reg).is_err() {
         let _ = writeln!(out, "# encoding failed");
@@ -174,6 +189,40 @@ fn register_state(reg: &mut Registry, snap: &Snapshot, recorded: &Recorded) {
         "leash_map_capacity",
         "Capacity (max_entries) of each BPF map (NET_GRANTS: of each task's prefix trie)",
         capacity,
+    );
+}
+
+/// The HTTP listeners' connections: what they hold and what they refused.
+fn register_connections(reg: &mut Registry, snap: &Snapshot) {
+    let open = Family::<ListenerLabels, Gauge>::default();
+    let refused = Family::<RefusedLabels, Counter>::default();
+    let timed_out = Family::<ListenerLabels, Counter>::default();
+    for &(listener, [n, max, per_peer, late]) in &snap.connections {
+        open.get_or_create(&ListenerLabels { listener })
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+        for (reason, v) in [("max", max), ("per_peer", per_peer)] {
+            refused
+                .get_or_create(&RefusedLabels { listener, reason })
+                .inc_by(v);
+        }
+        timed_out
+            .get_or_create(&ListenerLabels { listener })
+            .inc_by(late);
+    }
+    reg.register(
+        "leash_http_connections",
+        "Connections the API socket and the metrics listener hold now",
+        open,
+    );
+    reg.register(
+        "leash_http_connections_refused",
+        "Connections closed at accept: the listener's maximum (max) or the peer's (per_peer) was reached",
+        refused,
+    );
+    reg.register(
+        "leash_http_requests_timed_out",
+        "Requests answered 408 because they did not complete within connections.request_timeout",
+        timed_out,
     );
 }
 

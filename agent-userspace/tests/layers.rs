@@ -33,6 +33,10 @@ const RULES: &[(&str, &[&str])] = &[
     ),
     ("client", &["daemon", "kernel", "api::server"]),
     (
+        "http",
+        &["daemon", "api", "client", "kernel", "policy", "config"],
+    ),
+    (
         "audit_chain",
         &["daemon", "api", "client", "kernel", "policy", "config"],
     ),

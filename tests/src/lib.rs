@@ -3,6 +3,7 @@
 //! own maps, so tests do not see each other's tasks.
 
 pub mod daemon;
+pub mod flood;
 pub mod mount_ns;
 mod task_spec;
 pub mod tokens;

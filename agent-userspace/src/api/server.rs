@@ -451,10 +451,16 @@ pub async fn serve(
         inner: listener,
         daemon: Arc::clone(&daemon),
     };
-    axum::serve(
+    // By uid: one caller (a member of the socket's group) holding connections open
+    // leaves the others, root included, their own places.
+    let admission = Arc::clone(&daemon.listeners.api);
+    crate::http::serve(
         listener,
-        router(daemon).into_make_service_with_connect_info::<Peer>(),
+        router(daemon),
+        admission,
+        |p: &Peer| p.uid,
+        "api",
+        shutdown,
     )
-    .with_graceful_shutdown(shutdown)
     .await
 }

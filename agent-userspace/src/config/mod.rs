@@ -15,6 +15,7 @@ use checks::{check_file_path, check_log_level, check_path, check_pin_dir, check_
 mod audit;
 mod backend;
 mod checks;
+mod connections;
 mod dns;
 mod error;
 mod files;
@@ -27,6 +28,7 @@ mod tasks;
 mod tests;
 
 pub use audit::AuditConfig;
+pub use connections::ConnectionsConfig;
 pub use dns::DnsConfig;
 pub use error::{ConfigError, ConfigOrigin};
 pub use files::FilesConfig;
@@ -81,6 +83,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Base sets of the Landlock domain `leash run` applies.
     pub files: FilesConfig,
+    /// Limits of the API socket's and the metrics listener's connections.
+    pub connections: ConnectionsConfig,
 }
 
 /// Defaults; identical to the embedded `default.yaml` (a unit test checks it):
@@ -109,6 +113,7 @@ impl Default for Config {
             policy: PolicyConfig::default(),
             auth: AuthConfig::default(),
             files: FilesConfig::default(),
+            connections: ConnectionsConfig::default(),
         }
     }
 }
@@ -200,6 +205,7 @@ impl Config {
         self.policy.validate()?;
         self.auth.validate()?;
         self.files.validate()?;
+        self.connections.validate()?;
         check_log_level(&self.log_level)
     }
 }

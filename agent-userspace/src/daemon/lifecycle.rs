@@ -84,9 +84,15 @@ where
         ready: Arc::clone(&ready),
         daemon: Arc::new(tokio::sync::OnceCell::new()),
     };
+    // Descriptors are not what limits connections: `connections:` is.
+    let nofile = crate::http::raise_nofile();
+    tracing::debug!(nofile, "open descriptor limit");
+    let metrics_admission =
+        crate::http::Admission::new(super::metrics_limits(&config), Arc::default());
     let mut metrics = Some(tokio::spawn(metrics_http::serve(
         metrics_listener,
         metrics_state.clone(),
+        Arc::clone(&metrics_admission),
         stopping.clone().wait_owned(),
     )));
     tracing::info!(addr = %config.metrics.addr, "metrics, /healthz and /readyz listening");
@@ -114,7 +120,12 @@ where
         },
         Some(HeadSigner::load_or_create(&config.state_dir).context("the audit log's signing key")?),
     )?;
-    let daemon = Daemon::new(enforcer, &config, audit)?;
+    let daemon = Daemon::new(
+        enforcer,
+        &config,
+        audit,
+        Arc::clone(&metrics_admission.overload),
+    )?;
     let _ = metrics_state.daemon.set(Arc::clone(&daemon));
     let listener = bind_socket(&config)?;
     guard_api_socket(&daemon, &config.socket.path);

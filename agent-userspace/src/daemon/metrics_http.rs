@@ -1,16 +1,19 @@
 //! The metrics listener: `/metrics`, `/healthz` and `/readyz`. Health comes up before
 //! the programs load, so an orchestrator sees "alive, not ready" meanwhile.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicBool, Ordering},
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
 };
 
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
 use tokio::net::TcpListener;
 
 use super::Daemon;
-use crate::metrics::to_prometheus_text;
+use crate::{http::Admission, metrics::to_prometheus_text};
 
 /// What `/readyz` checks; the daemon sets these as it comes up.
 #[derive(Default)]
@@ -92,10 +95,13 @@ async fn readyz(State(s): State<MetricsState>) -> impl IntoResponse {
     }
 }
 
-/// Serves `/metrics`, `/healthz` and `/readyz` until `shutdown` resolves.
+/// Serves `/metrics`, `/healthz` and `/readyz` until `shutdown` resolves, with its own
+/// connection budget (by client address), so that health answers whatever the API
+/// socket suffers.
 pub(super) async fn serve(
     listener: TcpListener,
     state: MetricsState,
+    admission: Arc<Admission<IpAddr>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = Router::new()
@@ -103,7 +109,13 @@ pub(super) async fn serve(
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(state);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    crate::http::serve(
+        listener,
+        app,
+        admission,
+        |a: &SocketAddr| a.ip(),
+        "metrics",
+        shutdown,
+    )
+    .await
 }

@@ -60,12 +60,25 @@ pub struct Daemon {
     trust_userns_mounts: bool,
     /// The DNS responders, one per network namespace of attached processes.
     dns: responders::Responders,
+    /// The HTTP listeners' admission and counters.
+    pub listeners: Listeners,
+}
+
+/// The API socket's admission (by uid), and what the metrics listener refused.
+pub struct Listeners {
+    pub api: Arc<crate::http::Admission<u32>>,
+    pub metrics: Arc<crate::http::Overload>,
 }
 
 impl Daemon {
     /// Adopts the state a previous daemon left (tasks in the state file whose kernel
     /// entries survived in the pinned maps), then starts from there.
-    pub fn new(enforcer: Enforcer, config: &Config, audit: AuditSink) -> anyhow::Result<Arc<Self>> {
+    pub fn new(
+        enforcer: Enforcer,
+        config: &Config,
+        audit: AuditSink,
+        metrics: Arc<crate::http::Overload>,
+    ) -> anyhow::Result<Arc<Self>> {
         let store = store::Store::new(config.state_dir.clone());
         let tasks = store.load()?;
         let gate = policy::Gate::new(config)?;
@@ -86,6 +99,10 @@ impl Daemon {
             gate,
             trust_userns_mounts: config.policy.trust_userns_mounts,
             dns: responders::Responders::new(&config.dns),
+            listeners: Listeners {
+                api: crate::http::Admission::new(api_limits(config), Arc::default()),
+                metrics,
+            },
         });
         daemon.adopt();
         daemon.watch_adopted();
@@ -405,4 +422,28 @@ pub fn cleanup(config: &Config) -> Result<Vec<std::path::PathBuf>, crate::LoadEr
     // A stale socket, if any; none is fine.
     let _ = std::fs::remove_file(&config.socket.path);
     Ok(removed)
+}
+
+/// The API socket's limits from `connections:`.
+#[must_use]
+pub fn api_limits(config: &Config) -> crate::http::Limits {
+    let c = &config.connections;
+    crate::http::Limits {
+        max: c.api_max,
+        per_peer: c.api_per_uid,
+        header_timeout: c.header_timeout,
+        request_timeout: c.request_timeout,
+    }
+}
+
+/// The metrics listener's limits from `connections:`.
+#[must_use]
+pub fn metrics_limits(config: &Config) -> crate::http::Limits {
+    let c = &config.connections;
+    crate::http::Limits {
+        max: c.metrics_max,
+        per_peer: c.metrics_per_ip,
+        header_timeout: c.header_timeout,
+        request_timeout: c.request_timeout,
+    }
 }

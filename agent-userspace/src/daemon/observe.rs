@@ -113,6 +113,10 @@ impl Daemon {
                 killed: stat(leash_common::maps::Stat::Killed),
                 escapes: stat(leash_common::maps::Stat::Escaped),
                 programs: inner.enforcer.program_stats(),
+                connections: vec![
+                    ("api", self.listeners.api.overload.counts()),
+                    ("metrics", self.listeners.metrics.counts()),
+                ],
             }
         };
         crate::metrics::render(&snap, &self.recorded)

@@ -7,6 +7,7 @@
 //! `cargo xtask test -- bypass::c15`, `cargo xtask test -- network::`,
 //! `cargo xtask vm -- c15`.
 
+mod api_abuse;
 mod audit_log;
 mod bypass;
 mod control_plane;

@@ -17,11 +17,13 @@ use std::{
 
 use anyhow::Context as _;
 
+mod api_abuse;
 mod control_plane;
 mod data_plane;
 mod program_stats;
 mod scale;
 
+use api_abuse::api_abuse;
 use control_plane::{control_plane, daemon_memory, event_drain};
 use data_plane::data_plane;
 use program_stats::program_stats;
@@ -105,7 +107,7 @@ fn main() -> anyhow::Result<()> {
     let out_path = args.iter().skip_while(|a| *a != "--out").nth(1).cloned();
     let quick = args.iter().any(|a| a == "--quick");
     // `--only stats,control`: just those sections, at full size (to check some figures
-    // alone); names: data, stats, scale, control, drain, memory.
+    // alone); names: data, stats, scale, control, drain, memory, abuse.
     let only: Option<Vec<String>> = args
         .iter()
         .skip_while(|a| *a != "--only")
@@ -150,6 +152,12 @@ fn main() -> anyhow::Result<()> {
     }
     if wanted("memory") {
         md.push_str(&daemon_memory(if quick { 1000 } else { 10_000 })?);
+    }
+    if wanted("abuse") {
+        md.push_str(&api_abuse(
+            if quick { 2_000 } else { 20_000 },
+            if quick { 1 } else { 3 },
+        )?);
     }
     print!("{md}");
     if let Some(path) = out_path {
