@@ -288,3 +288,69 @@ fn bad_file_grants_and_runtime_file_grants_are_refused() {
     let (status, body) = d.http("POST", "/v1/tasks", br#"{"agent":"a","file_mode":"all"}"#);
     assert_eq!(status, 400, "{body}");
 }
+
+#[test]
+fn the_task_yaml_carries_the_file_mode_and_file_grants() {
+    if !landlock() {
+        return;
+    }
+    let t = Tree::new("yaml");
+    let d = DaemonGuard::start("files-yaml", "");
+    let ws = t.0.join("ws");
+    let yaml = t.0.join("grants.yaml");
+    std::fs::write(
+        &yaml,
+        format!(
+            "exec: [/bin/sh]\nfiles:\n  - restricted\n  - read:{}\n  - write:{}\n",
+            t.path("data"),
+            t.path("other-ws")
+        ),
+    )
+    .unwrap();
+    let grants = ["--grants", yaml.to_str().unwrap()];
+    // Restricted, as the file says: the data reads, the planted key does not; the
+    // write grant writes.
+    for (words, want) in [
+        (vec!["open-read", &t.path("data/a.txt")], "ok"),
+        (vec!["open-read", &t.path("home/.ssh/id_ed25519")], EACCES),
+        (vec!["open-write", &t.path("other-ws/notes"), "yaml"], "ok"),
+    ] {
+        let o = run_in(&d, &ws, &grants, &words);
+        assert_eq!(stdout(&o), want, "{words:?}: {}", stderr(&o));
+    }
+    // (The probe writes over the start of the file.)
+    assert!(t.read("other-ws/notes").starts_with("yaml"));
+    let o = d.run(&["task", "list", "--json"]);
+    let tasks: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let task = tasks.as_array().unwrap().last().unwrap();
+    assert_eq!(task["files"]["mode"], "restricted", "{task}");
+    assert_eq!(task["files"]["read"][0], t.path("data"), "{task}");
+
+    // `files: MODE` alone, and bad values: an error naming the entry, and no task.
+    std::fs::write(&yaml, "files: open\n").unwrap();
+    let o = run_in(
+        &d,
+        &ws,
+        &grants,
+        &["open-read", &t.path("home/.ssh/id_ed25519")],
+    );
+    assert_eq!(stdout(&o), "ok", "{}", stderr(&o));
+    let before = tasks.as_array().unwrap().len() + 1;
+    for (text, names) in [
+        ("files: strict\n", "\"strict\" is neither a file mode"),
+        ("files: [read:data]\n", "\"read:data\""),
+        ("files: [restricted, open]\n", "two file modes"),
+    ] {
+        std::fs::write(&yaml, text).unwrap();
+        let o = run_in(&d, &ws, &grants, &["pid"]);
+        assert!(!o.status.success(), "{text}");
+        let err = stderr(&o);
+        assert!(
+            err.contains("bad --grants file") && err.contains(names),
+            "{text}: {err}"
+        );
+    }
+    let o = d.run(&["task", "list", "--json"]);
+    let tasks: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(tasks.as_array().unwrap().len(), before, "{tasks}");
+}
