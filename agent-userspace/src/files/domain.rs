@@ -94,10 +94,14 @@ impl Domain {
         if !extra.abstract_unix {
             scopes |= Scope::AbstractUnixSocket;
         }
+        // Denials by the command leash run execs (and its descendants) go to the kernel
+        // audit log when audit is on (ABI 7); Landlock logs only the same executable
+        // otherwise. leash itself does not read them (docs/grants.md, "Not counted").
         let mut ruleset = Ruleset::default()
             .handle_access(all)?
             .scope(scopes)?
-            .create()?;
+            .create()?
+            .log_new_exec(true)?;
         let excluded: Vec<Exclusion> = rules
             .exclude
             .iter()

@@ -354,3 +354,68 @@ fn the_task_yaml_carries_the_file_mode_and_file_grants() {
     let tasks: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(tasks.as_array().unwrap().len(), before, "{tasks}");
 }
+
+#[test]
+fn file_denials_reach_the_kernel_audit_log_when_audit_is_on() {
+    use harness::audit_log::{
+        AUDIT_LANDLOCK_ACCESS, AUDIT_LANDLOCK_DOMAIN, AuditLog, AuditOn, field,
+    };
+    if leash::files::kernel_abi().is_none_or(|abi| abi < 7) {
+        eprintln!("skipped: Landlock writes audit records from ABI 7 (Linux 6.15)");
+        return;
+    }
+    // Audit is off on a host without auditd: on for this test only, then put back.
+    let _on = AuditOn::new().expect("switch the kernel audit on");
+    let t = Tree::new("audit");
+    let d = DaemonGuard::start("files-audit", "");
+    let log = AuditLog::open().expect("join the audit log's read-only group");
+    let key = t.path("home/.ssh/id_ed25519");
+    let o = run_in(
+        &d,
+        &t.0.join("ws"),
+        &["--files", "restricted"],
+        &["open-read", &key],
+    );
+    assert_eq!(stdout(&o), EACCES, "{}", stderr(&o));
+    // The denial of the command leash run exec'd (not leash run itself): an access
+    // record naming the path and the right, and its domain's record naming the probe.
+    let denied = |r: &(u16, String)| {
+        r.0 == AUDIT_LANDLOCK_ACCESS
+            && field(&r.1, "path") == Some(key.as_str())
+            && field(&r.1, "blockers") == Some("fs.read_file")
+    };
+    let records = log.wait_for(std::time::Duration::from_secs(10), |rs| {
+        rs.iter()
+            .find(|r| denied(r))
+            .and_then(|a| field(&a.1, "domain"))
+            .is_some_and(|dom| {
+                rs.iter().any(|r| {
+                    r.0 == AUDIT_LANDLOCK_DOMAIN
+                        && field(&r.1, "domain") == Some(dom)
+                        && field(&r.1, "status") == Some("allocated")
+                })
+            })
+    });
+    let landlock: Vec<_> = records
+        .iter()
+        .filter(|r| matches!(r.0, AUDIT_LANDLOCK_ACCESS | AUDIT_LANDLOCK_DOMAIN))
+        .collect();
+    let access = records
+        .iter()
+        .find(|r| denied(r))
+        .unwrap_or_else(|| panic!("no Landlock access record for {key}: {landlock:?}"));
+    let domain = field(&access.1, "domain").unwrap();
+    let alloc = records
+        .iter()
+        .find(|r| r.0 == AUDIT_LANDLOCK_DOMAIN && field(&r.1, "domain") == Some(domain))
+        .unwrap_or_else(|| panic!("no domain record for {domain}: {landlock:?}"));
+    // The domain's record names its creator: `leash run`, whose pid the command kept
+    // (it execs in place) and which joined the task.
+    let leash = harness::daemon::leash_bin().display().to_string();
+    assert_eq!(field(&alloc.1, "exe"), Some(leash.as_str()), "{alloc:?}");
+    let o = d.run(&["task", "list", "--json"]);
+    let tasks: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let task = tasks.as_array().unwrap().last().unwrap();
+    let pid: u64 = field(&alloc.1, "pid").unwrap().parse().unwrap();
+    assert_eq!(task["attached_pids"][0], pid, "{alloc:?} {task}");
+}
