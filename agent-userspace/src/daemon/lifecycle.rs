@@ -13,7 +13,7 @@ use anyhow::{Context as _, bail};
 use tokio::{net::UnixListener, sync::watch, task::JoinHandle};
 
 use super::{
-    AuditSink, Daemon, audit_file, kernel_events,
+    AuditSink, Daemon, audit_file, file_denials, kernel_events,
     metrics_http::{self, MetricsState, Readiness},
     policy, sweep,
 };
@@ -126,6 +126,8 @@ where
         stopping.clone(),
     )));
     let sweeper = tokio::spawn(sweep::sweeper(Arc::clone(&daemon), stopping.clone()));
+    // Landlock's denials, from the audit log while the kernel's audit is on.
+    let file_denials = tokio::spawn(file_denials::pump(Arc::clone(&daemon), stopping.clone()));
     // SIGHUP: reload the policy (a bad file keeps the one in force).
     let reloader = tokio::spawn(policy::reload_on_sighup(
         Arc::clone(&daemon),
@@ -151,6 +153,7 @@ where
     join_within("metrics server", metrics).await;
     join("kernel log", kernel_log).await;
     join("sweeper", Some(sweeper)).await;
+    join("file denials", Some(file_denials)).await;
     join("policy reloader", Some(reloader)).await;
     // The pins are all the next daemon gets: complete them one last time.
     daemon.restore_pins();

@@ -356,7 +356,7 @@ fn the_task_yaml_carries_the_file_mode_and_file_grants() {
 }
 
 #[test]
-fn file_denials_reach_the_kernel_audit_log_when_audit_is_on() {
+fn file_denials_are_file_events_and_counted_while_audit_is_on() {
     use harness::audit_log::{
         AUDIT_LANDLOCK_ACCESS, AUDIT_LANDLOCK_DOMAIN, AuditLog, AuditOn, field,
     };
@@ -370,15 +370,23 @@ fn file_denials_reach_the_kernel_audit_log_when_audit_is_on() {
     let d = DaemonGuard::start("files-audit", "");
     let log = AuditLog::open().expect("join the audit log's read-only group");
     let key = t.path("home/.ssh/id_ed25519");
+    let creds = t.path("home/.aws/credentials");
+    // An untagged process's own Landlock denial is nobody's task: not an event.
+    let o = std::process::Command::new(probe())
+        .args(["restricted-bench", &t.path("data"), "open", &creds, "1"])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&o), "error open errno 13", "{}", stderr(&o));
     let o = run_in(
         &d,
         &t.0.join("ws"),
-        &["--files", "restricted"],
+        &["--files", "restricted", "--agent", "auditee"],
         &["open-read", &key],
     );
     assert_eq!(stdout(&o), EACCES, "{}", stderr(&o));
-    // The denial of the command leash run exec'd (not leash run itself): an access
-    // record naming the path and the right, and its domain's record naming the probe.
+
+    // In the kernel's audit log: the denial of the command leash run exec'd (not of
+    // leash run itself), with the path and the right, and its domain's record.
     let denied = |r: &(u16, String)| {
         r.0 == AUDIT_LANDLOCK_ACCESS
             && field(&r.1, "path") == Some(key.as_str())
@@ -418,4 +426,38 @@ fn file_denials_reach_the_kernel_audit_log_when_audit_is_on() {
     let task = tasks.as_array().unwrap().last().unwrap();
     let pid: u64 = field(&alloc.1, "pid").unwrap().parse().unwrap();
     assert_eq!(task["attached_pids"][0], pid, "{alloc:?} {task}");
+
+    // The daemon read it: a `file` event of the task, and the counter.
+    let files = || -> Vec<serde_json::Value> {
+        d.audit()
+            .into_iter()
+            .filter(|e| e["kind"] == "file")
+            .collect()
+    };
+    harness::wait_for("the file event", || !files().is_empty());
+    let events = files();
+    assert_eq!(events.len(), 1, "only the task's denial: {events:?}");
+    let e = &events[0];
+    assert_eq!(
+        (&e["task"], &e["agent"], &e["verdict"], &e["reason"]),
+        (
+            &task["id"],
+            &serde_json::json!("auditee"),
+            &serde_json::json!("denied"),
+            &serde_json::json!("not_granted")
+        ),
+        "{e}"
+    );
+    assert_eq!(e["target"]["path"], key.as_str(), "{e}");
+    assert_eq!(e["target"]["access"], "fs.read_file", "{e}");
+    let (status, body) = d.metrics_get("/metrics");
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.lines().any(|l| l.starts_with("leash_decisions_total{")
+            && l.contains("action=\"file\"")
+            && l.contains("verdict=\"denied\"")
+            && l.contains("agent=\"auditee\"")
+            && l.ends_with(" 1")),
+        "{body}"
+    );
 }
