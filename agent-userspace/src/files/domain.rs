@@ -159,7 +159,14 @@ impl Domain {
                     path: p.display().to_string(),
                     source: std::io::Error::other(e),
                 })?;
-                ruleset = ruleset.add_rule(PathBeneath::new(fd, access))?;
+                // A file takes only file rights; asking for directory rights on it would
+                // mark the whole domain "partly enforced" (the crate drops them anyway).
+                let rights = if p.is_dir() {
+                    access
+                } else {
+                    access & AccessFs::from_file(TARGET_ABI)
+                };
+                ruleset = ruleset.add_rule(PathBeneath::new(fd, rights))?;
             }
         }
         Ok(Self {

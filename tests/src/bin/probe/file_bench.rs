@@ -46,11 +46,9 @@ pub(super) fn restricted(reads: &str, kind: &str, target: &str, n: u32) -> Strin
         base_write: base.write,
         exclude: base.exclude,
     };
-    // (`fully` is false whenever a rule names a file, such as /dev/null: Landlock keeps
-    // only a file's rights from a rule; the domain is the one leash run applies.)
     match Domain::prepare(&rules, &Extra::default()).and_then(Domain::enforce) {
-        Ok(e) if e.abi.is_some() => {}
-        Ok(e) => return format!("error not enforced: {e}"),
+        Ok(e) if e.fully => {}
+        Ok(e) => return format!("error not fully enforced: {e}"),
         Err(e) => return format!("error landlock: {e}"),
     }
     if kind == "open" {
