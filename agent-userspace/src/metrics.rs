@@ -3,7 +3,12 @@
 //! scrape time, so lost events can never skew them. The daemon serves them
 //! (`daemon::metrics_http`).
 
-use std::{fmt::Write as _, time::Duration};
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
 
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
@@ -65,6 +70,20 @@ pub struct Recorded {
     /// From API request to the kernel's maps updated.
     pub grant_apply: Histogram,
     pub tasks_ended: Family<EndedLabels, Counter>,
+    /// File denials per agent, from Landlock's audit records (not the kernel's
+    /// counters: counted by the daemon since it started, and only while audit is on).
+    pub file_denials: Arc<Mutex<BTreeMap<String, u64>>>,
+}
+
+impl Recorded {
+    pub fn count_file_denial(&self, agent: &str) {
+        *self
+            .file_denials
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(agent.to_owned())
+            .or_default() += 1;
+    }
 }
 
 impl Default for Recorded {
@@ -75,6 +94,7 @@ impl Default for Recorded {
                 prometheus_client::metrics::histogram::exponential_buckets(1e-5, 2.0, 18),
             ),
             tasks_ended: Family::default(),
+            file_denials: Arc::default(),
         }
     }
 }
@@ -108,7 +128,7 @@ pub fn bpf_stats_enabled() -> bool {
 #[must_use]
 pub fn render(snap: &Snapshot, recorded: &Recorded) -> String {
     let mut reg = Registry::default();
-    register_decisions(&mut reg, snap);
+    register_decisions(&mut reg, snap, recorded);
     register_state(&mut reg, snap, recorded);
     register_kernel(&mut reg, snap, recorded);
     register_connections(&mut reg, snap);
@@ -119,7 +139,7 @@ pub fn render(snap: &Snapshot, recorded: &Recorded) -> String {
     out
 }
 
-fn register_decisions(reg: &mut Registry, snap: &Snapshot) {
+fn register_decisions(reg: &mut Registry, snap: &Snapshot, recorded: &Recorded) {
     let decisions = Family::<DecisionLabels, Counter>::default();
     for (agent, counts) in &snap.decisions {
         for (a, action) in crate::kernel::maps::COUNTED
@@ -142,9 +162,23 @@ fn register_decisions(reg: &mut Registry, snap: &Snapshot) {
             }
         }
     }
+    for (agent, n) in recorded
+        .file_denials
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+    {
+        decisions
+            .get_or_create(&DecisionLabels {
+                action: "file",
+                verdict: "denied",
+                agent: agent.clone(),
+            })
+            .inc_by(*n);
+    }
     reg.register(
         "leash_decisions",
-        "Decisions on tagged processes, counted per CPU in the kernel (never skewed by lost events)",
+        "Decisions on tagged processes, counted per CPU in the kernel (never skewed by lost events); action file: Landlock's denials from the audit log, counted by the daemon while audit is on",
         decisions,
     );
 }

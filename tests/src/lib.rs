@@ -2,6 +2,7 @@
 //! the probe as a tagged process. Each [`Harness`] is its own loaded instance with its
 //! own maps, so tests do not see each other's tasks.
 
+pub mod audit_log;
 pub mod daemon;
 pub mod flood;
 pub mod mount_ns;

@@ -33,7 +33,8 @@ pub(crate) struct ExplainArgs {
     /// Agent name.
     #[arg(long)]
     pub agent: String,
-    /// Grants to evaluate: exec:PATH, connect:SPEC or unix:PATH (repeatable).
+    /// Grants to evaluate: exec:PATH, connect:SPEC, unix:PATH, read:PATH or write:PATH
+    /// (repeatable).
     #[arg(long = "grant", value_name = "KIND:SPEC")]
     pub grants: Vec<GrantSpec>,
     /// Also evaluate starting a task with this TTL (e.g. 30m).

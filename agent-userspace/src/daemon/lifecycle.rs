@@ -13,7 +13,7 @@ use anyhow::{Context as _, bail};
 use tokio::{net::UnixListener, sync::watch, task::JoinHandle};
 
 use super::{
-    AuditSink, Daemon, audit_file, kernel_events,
+    AuditSink, Daemon, audit_file, file_denials, kernel_events,
     metrics_http::{self, MetricsState, Readiness},
     policy, sweep,
 };
@@ -111,19 +111,10 @@ where
     let reader = enforcer
         .take_events()
         .context("event reader already taken")?;
-    let audit = AuditSink::open_with(
-        &config.audit_log,
-        audit_file::Rotation {
-            max_bytes: config.audit.max_bytes,
-            keep: config.audit.keep,
-            gid: config.audit.gid()?,
-        },
-        Some(HeadSigner::load_or_create(&config.state_dir).context("the audit log's signing key")?),
-    )?;
     let daemon = Daemon::new(
         enforcer,
         &config,
-        audit,
+        open_audit(&config)?,
         Arc::clone(&metrics_admission.overload),
     )?;
     let _ = metrics_state.daemon.set(Arc::clone(&daemon));
@@ -138,6 +129,8 @@ where
         stopping.clone(),
     )));
     let sweeper = tokio::spawn(sweep::sweeper(Arc::clone(&daemon), stopping.clone()));
+    // Landlock's denials, from the audit log while the kernel's audit is on.
+    let file_denials = tokio::spawn(file_denials::pump(Arc::clone(&daemon), stopping.clone()));
     // SIGHUP: reload the policy (a bad file keeps the one in force).
     let reloader = tokio::spawn(policy::reload_on_sighup(
         Arc::clone(&daemon),
@@ -163,6 +156,7 @@ where
     join_within("metrics server", metrics).await;
     join("kernel log", kernel_log).await;
     join("sweeper", Some(sweeper)).await;
+    join("file denials", Some(file_denials)).await;
     daemon.audit.sign_head();
     join("policy reloader", Some(reloader)).await;
     // The pins are all the next daemon gets: complete them one last time.
@@ -174,6 +168,22 @@ where
         bail!(why);
     }
     Ok(())
+}
+
+/// The audit log as configured, its chain's heads signed by the key in `state_dir`.
+fn open_audit(config: &Config) -> anyhow::Result<AuditSink> {
+    let signer =
+        HeadSigner::load_or_create(&config.state_dir).context("the audit log's signing key")?;
+    let rotation = audit_file::Rotation {
+        max_bytes: config.audit.max_bytes,
+        keep: config.audit.keep,
+        gid: config.audit.gid()?,
+    };
+    Ok(AuditSink::open_with(
+        &config.audit_log,
+        rotation,
+        Some(signer),
+    )?)
 }
 
 /// Awaits a part that must keep running; taking it out once it ended, so it is never

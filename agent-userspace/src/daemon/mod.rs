@@ -11,6 +11,7 @@ pub mod approval;
 pub mod audit;
 pub mod audit_file;
 mod caller_root;
+mod file_denials;
 mod kernel_events;
 mod lifecycle;
 pub mod lifetime;

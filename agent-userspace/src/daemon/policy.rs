@@ -178,8 +178,15 @@ impl Daemon {
             {
                 return Err(forbidden(m));
             }
+            // A file grant that does not parse is left to the registry's 400 bad_grant.
+            let file_grants = req
+                .grants
+                .files
+                .iter()
+                .filter(|g| crate::files::parse_grant(g).is_ok())
+                .map(String::as_str);
             if let Verdict::Deny(m) =
-                policy.check_file_mode(&req.agent, req.file_mode.unwrap_or_default())
+                policy.check_files(&req.agent, req.file_mode.unwrap_or_default(), file_grants)
             {
                 return Err(forbidden(m));
             }

@@ -1,7 +1,7 @@
 //! Whole tasks against the policy in force. A reload (and a daemon start) checks each
-//! live task's agent, mode, intent and remaining TTL as a new task request would be
-//! checked; a task the policy no longer allows is ended (`revoked`, with the rule), and
-//! joining a task (`attach`) is checked the same way.
+//! live task's agent, mode, intent, remaining TTL, file mode and file grants as a new
+//! task request would be checked; a task the policy no longer allows is ended
+//! (`revoked`, with the rule), and joining a task (`attach`) is checked the same way.
 
 use serde_json::json;
 
@@ -9,7 +9,7 @@ use super::{Daemon, RegistryError, registry::TaskRecord};
 use crate::{
     clock,
     policy::{Policy, Verdict},
-    protocol::{EndReason, TaskId, TaskState},
+    protocol::{EndReason, FileMode, FileRules, TaskId, TaskState},
 };
 
 /// Why `policy` no longer allows `task` at `now_ns`: (the rule governing its agent,
@@ -19,10 +19,31 @@ fn refusal(policy: &Policy, task: &TaskRecord, now_ns: u64) -> Option<(Option<St
     let left_ns = task.expires_ns.saturating_sub(now_ns);
     let ttl = std::time::Duration::from_secs(left_ns.div_ceil(1_000_000_000).max(1));
     let has_intent = task.intent.as_deref().is_some_and(|i| !i.trim().is_empty());
-    match policy.check_task(&task.agent, ttl, task.mode, has_intent) {
+    let verdict = match policy.check_task(&task.agent, ttl, task.mode, has_intent) {
+        Verdict::Allow | Verdict::Pending => file_refusal(policy, task),
+        deny @ Verdict::Deny(_) => deny,
+    };
+    match verdict {
         Verdict::Deny(m) => Some((policy.rule_for(&task.agent).map(|r| r.file.name.clone()), m)),
         Verdict::Allow | Verdict::Pending => None,
     }
+}
+
+/// The task's file mode and file grants against `policy` (a task recorded before file
+/// rules is `open`).
+fn file_refusal(policy: &Policy, task: &TaskRecord) -> Verdict {
+    let open = FileRules {
+        mode: FileMode::Open,
+        ..FileRules::default()
+    };
+    let files = task.files.as_ref().unwrap_or(&open);
+    let grants: Vec<String> = files
+        .read
+        .iter()
+        .map(|p| format!("read:{p}"))
+        .chain(files.write.iter().map(|p| format!("write:{p}")))
+        .collect();
+    policy.check_files(&task.agent, files.mode, grants.iter().map(String::as_str))
 }
 
 impl Daemon {

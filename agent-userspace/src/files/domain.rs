@@ -94,10 +94,14 @@ impl Domain {
         if !extra.abstract_unix {
             scopes |= Scope::AbstractUnixSocket;
         }
+        // Denials by the command leash run execs (and its descendants) go to the kernel
+        // audit log when audit is on (ABI 7); Landlock logs only the same executable
+        // otherwise. leash itself does not read them (docs/grants.md, "Not counted").
         let mut ruleset = Ruleset::default()
             .handle_access(all)?
             .scope(scopes)?
-            .create()?;
+            .create()?
+            .log_new_exec(true)?;
         let excluded: Vec<Exclusion> = rules
             .exclude
             .iter()
@@ -155,7 +159,14 @@ impl Domain {
                     path: p.display().to_string(),
                     source: std::io::Error::other(e),
                 })?;
-                ruleset = ruleset.add_rule(PathBeneath::new(fd, access))?;
+                // A file takes only file rights; asking for directory rights on it would
+                // mark the whole domain "partly enforced" (the crate drops them anyway).
+                let rights = if p.is_dir() {
+                    access
+                } else {
+                    access & AccessFs::from_file(TARGET_ABI)
+                };
+                ruleset = ruleset.add_rule(PathBeneath::new(fd, rights))?;
             }
         }
         Ok(Self {

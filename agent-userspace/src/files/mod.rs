@@ -15,6 +15,7 @@ use crate::{
     protocol::{FileMode, FileRules},
 };
 
+pub mod audit_records;
 pub mod domain;
 mod exclude;
 pub mod workspace;

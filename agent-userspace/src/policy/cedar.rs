@@ -33,6 +33,8 @@ namespace Leash {
   entity Task;
   entity ExecGrant { path: String, dir: String };
   entity UnixGrant { path: String, dir: String };
+  // A read: or write: file grant; `path` without a trailing slash.
+  entity FileGrant { path: String };
   entity ConnectGrant {
     host: String, is_name: Bool, net?: ipaddr,
     port_lo: Long, port_hi: Long, tcp: Bool, udp: Bool,
@@ -44,6 +46,8 @@ namespace Leash {
   action exec appliesTo { principal: Agent, resource: ExecGrant };
   action connect appliesTo { principal: Agent, resource: ConnectGrant };
   action unix appliesTo { principal: Agent, resource: UnixGrant };
+  action read appliesTo { principal: Agent, resource: FileGrant };
+  action write appliesTo { principal: Agent, resource: FileGrant };
   action approve appliesTo { principal: Caller, resource: Agent };
 }
 "#;
@@ -173,7 +177,10 @@ impl Engine {
             )?;
         }
         for kind in Kind::ALL {
-            for (approval, list) in [(false, r.allow.of(kind)), (true, r.approval.of(kind))] {
+            for (approval, list) in [
+                (false, allowed(r, kind)),
+                (true, r.approval.of(kind).to_vec()),
+            ] {
                 for (j, entry) in list.iter().enumerate() {
                     let cond =
                         ceiling::condition(kind, entry).map_err(|message| CompileError::Rule {
@@ -418,7 +425,7 @@ impl Engine {
                         "{grant} is outside the ceiling of rule {:?} for agent {agent:?}: it allows {} {}{}",
                         r.name,
                         grant.kind,
-                        list(r.allow.of(grant.kind)),
+                        list(&allowed(r, grant.kind)),
                         if r.approval.of(grant.kind).is_empty() {
                             String::new()
                         } else {
@@ -428,7 +435,12 @@ impl Engine {
                 }
             })
         };
-        run().unwrap_or_else(|e| Verdict::Deny(format!("{grant} cannot be evaluated: {e}")))
+        run().unwrap_or_else(|e| {
+            Verdict::Deny(format!(
+                "{grant} cannot be evaluated against rule {:?}: {e}",
+                rule.file.name
+            ))
+        })
     }
 
     pub(crate) fn may_approve(&self, rule: &Rule, agent: &str, who: &Approver) -> bool {
@@ -459,6 +471,16 @@ impl Engine {
         };
         run().unwrap_or(false)
     }
+}
+
+/// The plain ceiling entries of `kind`: a `write` entry covers `read` grants too
+/// (write implies read).
+fn allowed(r: &super::RuleFile, kind: Kind) -> Vec<String> {
+    let mut list = r.allow.of(kind).to_vec();
+    if kind == Kind::Read {
+        list.extend(r.allow.write.iter().cloned());
+    }
+    list
 }
 
 fn mode_str(m: Mode) -> &'static str {

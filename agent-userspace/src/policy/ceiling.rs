@@ -1,6 +1,7 @@
 //! Ceiling entries (what a rule allows at most) and requested grants, in the form the
 //! Cedar policies and entities use. Each grant kind is one [`Kind`]; a new kind (unix
 //! sockets today only as a ceiling) is one more arm here and one entity type in the schema.
+//! File grants (`read:`, `write:`) grant a hierarchy, so their ceilings do too.
 
 use std::{fmt, net::IpAddr, str::FromStr};
 
@@ -14,10 +15,20 @@ pub enum Kind {
     Exec,
     Connect,
     Unix,
+    /// `read:PATH` file grants.
+    Read,
+    /// `write:PATH` file grants (which imply read).
+    Write,
 }
 
 impl Kind {
-    pub const ALL: [Self; 3] = [Self::Exec, Self::Connect, Self::Unix];
+    pub const ALL: [Self; 5] = [
+        Self::Exec,
+        Self::Connect,
+        Self::Unix,
+        Self::Read,
+        Self::Write,
+    ];
 
     #[must_use]
     pub fn as_str(self) -> &'static str {
@@ -25,7 +36,15 @@ impl Kind {
             Self::Exec => "exec",
             Self::Connect => "connect",
             Self::Unix => "unix",
+            Self::Read => "read",
+            Self::Write => "write",
         }
+    }
+
+    /// File grants: fixed when the task is created (a Landlock domain cannot widen).
+    #[must_use]
+    pub fn is_file(self) -> bool {
+        matches!(self, Self::Read | Self::Write)
     }
 
     /// The Cedar entity type of a requested grant of this kind.
@@ -35,6 +54,7 @@ impl Kind {
             Self::Exec => "Leash::ExecGrant",
             Self::Connect => "Leash::ConnectGrant",
             Self::Unix => "Leash::UnixGrant",
+            Self::Read | Self::Write => "Leash::FileGrant",
         }
     }
 }
@@ -61,7 +81,8 @@ impl fmt::Display for GrantSpec {
 impl FromStr for GrantSpec {
     type Err = String;
 
-    /// `exec:/usr/bin/git`, `connect:10.0.0.1:443/tcp`, `unix:/run/x.sock`.
+    /// `exec:/usr/bin/git`, `connect:10.0.0.1:443/tcp`, `unix:/run/x.sock`,
+    /// `read:/srv/data`, `write:/srv/out`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let (kind, spec) = s
             .split_once(':')
@@ -70,9 +91,11 @@ impl FromStr for GrantSpec {
             "exec" => Kind::Exec,
             "connect" => Kind::Connect,
             "unix" => Kind::Unix,
+            "read" => Kind::Read,
+            "write" => Kind::Write,
             other => {
                 return Err(format!(
-                    "unknown grant kind {other:?} (exec, connect or unix)"
+                    "unknown grant kind {other:?} (exec, connect, unix, read or write)"
                 ));
             }
         };
@@ -123,7 +146,29 @@ pub(crate) fn condition(kind: Kind, entry: &str) -> Result<String, String> {
     match kind {
         Kind::Exec | Kind::Unix => path_condition(entry),
         Kind::Connect => connect_condition(entry),
+        Kind::Read | Kind::Write => file_condition(entry),
     }
+}
+
+/// A file path as the file ceilings compare it: without a trailing `/` (but `/`).
+fn file_path(path: &str) -> &str {
+    match path.trim_end_matches('/') {
+        "" => "/",
+        p => p,
+    }
+}
+
+/// `/srv/data`: that path and its whole hierarchy (`/srv/data/` the same; `/`
+/// everything); `/srv/*/src`: a Cedar `like` glob, `*` matching anything, `/` included.
+fn file_condition(entry: &str) -> Result<String, String> {
+    normalized_path(&entry.replace('*', "x"))?;
+    if entry.contains('*') {
+        return Ok(format!("resource.path like \"{entry}\""));
+    }
+    Ok(match file_path(entry) {
+        "/" => "true".to_owned(),
+        dir => format!("resource.path == \"{dir}\" || resource.path like \"{dir}/*\""),
+    })
 }
 
 /// `/usr/bin/git`: that file; `/usr/bin/`: any file directly in it (and the directory
@@ -199,6 +244,10 @@ pub(crate) fn attributes(g: &GrantSpec) -> Result<Vec<(&'static str, Attr)>, Str
                 ("path", Attr::Str(g.spec.clone())),
                 ("dir", Attr::Str(dir_of(&g.spec))),
             ])
+        }
+        Kind::Read | Kind::Write => {
+            normalized_path(&g.spec)?;
+            Ok(vec![("path", Attr::Str(file_path(&g.spec).to_owned()))])
         }
         Kind::Connect => {
             let c: ConnectSpec = g.spec.parse().map_err(|e| format!("{e}"))?;
@@ -293,6 +342,12 @@ mod tests {
         );
         let c = condition(Kind::Connect, "*.github.com:443").unwrap();
         assert!(c.contains("like \"*.github.com\""), "{c}");
+        assert_eq!(
+            condition(Kind::Write, "/srv/out/").unwrap(),
+            "resource.path == \"/srv/out\" || resource.path like \"/srv/out/*\""
+        );
+        assert_eq!(condition(Kind::Read, "/").unwrap(), "true");
+        assert!(condition(Kind::Read, "/srv/../etc").is_err());
         assert!(condition(Kind::Exec, "bin/git").is_err());
         assert!(condition(Kind::Connect, "10.0.0.0/8").is_err());
     }

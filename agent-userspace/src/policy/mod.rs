@@ -96,6 +96,12 @@ pub struct Ceilings {
     pub connect: Vec<String>,
     #[serde(default)]
     pub unix: Vec<String>,
+    /// `read:` file grants: paths whose hierarchy a task may be granted to read.
+    #[serde(default)]
+    pub read: Vec<String>,
+    /// `write:` file grants (each also covers `read:` grants inside it).
+    #[serde(default)]
+    pub write: Vec<String>,
 }
 
 impl Ceilings {
@@ -105,6 +111,8 @@ impl Ceilings {
             Kind::Exec => &self.exec,
             Kind::Connect => &self.connect,
             Kind::Unix => &self.unix,
+            Kind::Read => &self.read,
+            Kind::Write => &self.write,
         }
     }
 }
@@ -213,6 +221,15 @@ impl Policy {
             if r.agents.is_empty() {
                 return Err(rule_err(&r.name, "`agents` lists no agent".into()));
             }
+            if !r.approval.read.is_empty() || !r.approval.write.is_empty() {
+                return Err(rule_err(
+                    &r.name,
+                    "`approval` cannot hold read or write ceilings: file grants are fixed \
+                     when the task is created (a Landlock domain cannot be widened later), \
+                     so they cannot wait for an approver; list them under `read`/`write`"
+                        .into(),
+                ));
+            }
             let dur = |field: &'static str, v: &Option<String>| {
                 v.as_deref()
                     .map(|s| {
@@ -279,8 +296,40 @@ impl Policy {
         self.engine.check_task(rule, agent, ttl, mode, has_intent)
     }
 
-    /// May `agent` start a task in this file mode? File grants themselves only narrow
-    /// what a task may do, so the mode is what a rule bounds.
+    /// May `agent` hold a task with this file mode and these `read:`/`write:` grants?
+    /// The first refusal, naming the grant and the rule. File grants are never pending:
+    /// a rule's `approval` cannot hold file ceilings.
+    #[must_use]
+    pub fn check_files<'a>(
+        &self,
+        agent: &str,
+        mode: crate::protocol::FileMode,
+        grants: impl IntoIterator<Item = &'a str>,
+    ) -> Verdict {
+        if let v @ Verdict::Deny(_) = self.check_file_mode(agent, mode) {
+            return v;
+        }
+        for spec in grants {
+            let grant = match spec.parse::<GrantSpec>() {
+                Ok(g) if g.kind.is_file() => g,
+                _ => {
+                    return Verdict::Deny(format!(
+                        "file grant {spec:?}: expected read:PATH or write:PATH"
+                    ));
+                }
+            };
+            match self.check_grant(agent, &grant) {
+                Verdict::Allow => {}
+                Verdict::Deny(m) => return Verdict::Deny(m),
+                Verdict::Pending => {
+                    return Verdict::Deny(format!("{grant} cannot wait for approval"));
+                }
+            }
+        }
+        Verdict::Allow
+    }
+
+    /// May `agent` start a task in this file mode?
     #[must_use]
     pub fn check_file_mode(&self, agent: &str, mode: crate::protocol::FileMode) -> Verdict {
         let Some(rule) = self.rule_for(agent) else {

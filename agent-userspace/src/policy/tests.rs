@@ -326,3 +326,77 @@ fn load_errors_keep_their_source() {
     let e = Policy::from_yaml("rules: 3", "t").err().expect("bad yaml");
     assert!(matches!(e, PolicyError::Parse { .. }), "{e:?}");
 }
+
+#[test]
+fn file_grants_have_path_ceilings() {
+    use crate::protocol::FileMode;
+    let p = policy();
+    for g in [
+        "read:/srv/datasets",
+        "read:/srv/datasets/2024/",
+        "read:/usr/share/doc/git",
+        // A write entry covers reads under it.
+        "read:/srv/ci-out/logs",
+        "write:/srv/ci-out",
+        "write:/srv/ci-out/job-7",
+    ] {
+        assert_eq!(p.check_grant("ci-x", &grant(g)), Verdict::Allow, "{g}");
+    }
+    for (g, names) in [
+        ("write:/srv/datasets", "it allows write /srv/ci-out"),
+        (
+            "read:/srv/datasets-private",
+            "it allows read /srv/datasets, /usr/share/doc, /srv/ci-out",
+        ),
+        ("read:/srv", "rule \"ci\""),
+        ("write:/etc", "write grant /etc"),
+    ] {
+        let m = denied(p.check_grant("ci-x", &grant(g)));
+        assert!(
+            m.contains(names) && m.contains("outside the ceiling"),
+            "{g}: {m}"
+        );
+    }
+    // Not normalized: refused, so `..` cannot climb out of an allowed hierarchy.
+    let m = denied(p.check_grant("ci-x", &grant("read:/srv/datasets/../../etc")));
+    assert!(m.contains("not normalized"), "{m}");
+    // A rule without file ceilings allows no file grant.
+    let m = denied(p.check_grant("dev-x", &grant("read:/srv/datasets")));
+    assert!(m.contains("it allows read nothing"), "{m}");
+    // The mode and the grants together; the first refusal wins.
+    let ok = ["read:/srv/datasets", "write:/srv/ci-out"];
+    assert_eq!(
+        p.check_files("ci-x", FileMode::Restricted, ok),
+        Verdict::Allow
+    );
+    let m = denied(p.check_files("ci-x", FileMode::Writes, ok));
+    assert!(m.contains("file_modes"), "{m}");
+    let m = denied(p.check_files("ci-x", FileMode::Restricted, ["read:/home"]));
+    assert!(m.contains("read grant /home"), "{m}");
+    let m = denied(p.check_files("ci-x", FileMode::Restricted, ["exec:/bin/sh"]));
+    assert!(m.contains("expected read:PATH or write:PATH"), "{m}");
+}
+
+#[test]
+fn file_ceilings_cannot_wait_for_approval() {
+    let text = "rules:\n  - name: r\n    agents: [a]\n    approval:\n      write: [/srv]\n";
+    let Err(e) = Policy::from_yaml(text, "t") else {
+        panic!("loaded")
+    };
+    let e = e.to_string();
+    assert!(
+        e.contains("rule \"r\"") && e.contains("cannot be widened"),
+        "{e}"
+    );
+    // A glob entry.
+    let text = "rules:\n  - name: r\n    agents: [a]\n    write: [\"/srv/*/src\"]\n";
+    let p = Policy::from_yaml(text, "t").unwrap();
+    assert_eq!(
+        p.check_grant("a", &grant("write:/srv/ann/src")),
+        Verdict::Allow
+    );
+    assert!(matches!(
+        p.check_grant("a", &grant("write:/srv/ann")),
+        Verdict::Deny(_)
+    ));
+}

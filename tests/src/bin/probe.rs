@@ -18,6 +18,8 @@ mod attacks;
 mod compat;
 #[path = "probe/dns.rs"]
 mod dns;
+#[path = "probe/file_bench.rs"]
+mod file_bench;
 #[path = "probe/host.rs"]
 mod host;
 #[path = "probe/linger.rs"]
@@ -94,6 +96,10 @@ fn run(w: &[String]) -> String {
         }),
         "double-fork" => double_fork(&w[1..]),
         "bench" => bench(arg(1), arg(2), arg(3).parse().unwrap_or(0)),
+        "bench-open" => file_bench::open_read(arg(1), arg(2).parse().unwrap_or(0)),
+        "restricted-bench" => {
+            file_bench::restricted(arg(1), arg(2), arg(3), arg(4).parse().unwrap_or(0))
+        }
         "landlock-bench" => match landlock_restrict(arg(4).parse().unwrap_or(0), arg(5)) {
             Ok(()) => bench(arg(1), arg(2), arg(3).parse().unwrap_or(0)),
             Err(e) => format!("error landlock: {e}"),

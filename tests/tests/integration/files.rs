@@ -288,3 +288,176 @@ fn bad_file_grants_and_runtime_file_grants_are_refused() {
     let (status, body) = d.http("POST", "/v1/tasks", br#"{"agent":"a","file_mode":"all"}"#);
     assert_eq!(status, 400, "{body}");
 }
+
+#[test]
+fn the_task_yaml_carries_the_file_mode_and_file_grants() {
+    if !landlock() {
+        return;
+    }
+    let t = Tree::new("yaml");
+    let d = DaemonGuard::start("files-yaml", "");
+    let ws = t.0.join("ws");
+    let yaml = t.0.join("grants.yaml");
+    std::fs::write(
+        &yaml,
+        format!(
+            "exec: [/bin/sh]\nfiles:\n  - restricted\n  - read:{}\n  - write:{}\n",
+            t.path("data"),
+            t.path("other-ws")
+        ),
+    )
+    .unwrap();
+    let grants = ["--grants", yaml.to_str().unwrap()];
+    // Restricted, as the file says: the data reads, the planted key does not; the
+    // write grant writes.
+    for (words, want) in [
+        (vec!["open-read", &t.path("data/a.txt")], "ok"),
+        (vec!["open-read", &t.path("home/.ssh/id_ed25519")], EACCES),
+        (vec!["open-write", &t.path("other-ws/notes"), "yaml"], "ok"),
+    ] {
+        let o = run_in(&d, &ws, &grants, &words);
+        assert_eq!(stdout(&o), want, "{words:?}: {}", stderr(&o));
+    }
+    // (The probe writes over the start of the file.)
+    assert!(t.read("other-ws/notes").starts_with("yaml"));
+    let o = d.run(&["task", "list", "--json"]);
+    let tasks: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let task = tasks.as_array().unwrap().last().unwrap();
+    assert_eq!(task["files"]["mode"], "restricted", "{task}");
+    assert_eq!(task["files"]["read"][0], t.path("data"), "{task}");
+
+    // `files: MODE` alone, and bad values: an error naming the entry, and no task.
+    std::fs::write(&yaml, "files: open\n").unwrap();
+    let o = run_in(
+        &d,
+        &ws,
+        &grants,
+        &["open-read", &t.path("home/.ssh/id_ed25519")],
+    );
+    assert_eq!(stdout(&o), "ok", "{}", stderr(&o));
+    let before = tasks.as_array().unwrap().len() + 1;
+    for (text, names) in [
+        ("files: strict\n", "\"strict\" is neither a file mode"),
+        ("files: [read:data]\n", "\"read:data\""),
+        ("files: [restricted, open]\n", "two file modes"),
+    ] {
+        std::fs::write(&yaml, text).unwrap();
+        let o = run_in(&d, &ws, &grants, &["pid"]);
+        assert!(!o.status.success(), "{text}");
+        let err = stderr(&o);
+        assert!(
+            err.contains("bad --grants file") && err.contains(names),
+            "{text}: {err}"
+        );
+    }
+    let o = d.run(&["task", "list", "--json"]);
+    let tasks: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(tasks.as_array().unwrap().len(), before, "{tasks}");
+}
+
+#[test]
+fn file_denials_are_file_events_and_counted_while_audit_is_on() {
+    use harness::audit_log::{
+        AUDIT_LANDLOCK_ACCESS, AUDIT_LANDLOCK_DOMAIN, AuditLog, AuditOn, field,
+    };
+    if leash::files::kernel_abi().is_none_or(|abi| abi < 7) {
+        eprintln!("skipped: Landlock writes audit records from ABI 7 (Linux 6.15)");
+        return;
+    }
+    // Audit is off on a host without auditd: on for this test only, then put back.
+    let _on = AuditOn::new().expect("switch the kernel audit on");
+    let t = Tree::new("audit");
+    let d = DaemonGuard::start("files-audit", "");
+    let log = AuditLog::open().expect("join the audit log's read-only group");
+    let key = t.path("home/.ssh/id_ed25519");
+    let creds = t.path("home/.aws/credentials");
+    // An untagged process's own Landlock denial is nobody's task: not an event.
+    let o = std::process::Command::new(probe())
+        .args(["restricted-bench", &t.path("data"), "open", &creds, "1"])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&o), "error open errno 13", "{}", stderr(&o));
+    let o = run_in(
+        &d,
+        &t.0.join("ws"),
+        &["--files", "restricted", "--agent", "auditee"],
+        &["open-read", &key],
+    );
+    assert_eq!(stdout(&o), EACCES, "{}", stderr(&o));
+
+    // In the kernel's audit log: the denial of the command leash run exec'd (not of
+    // leash run itself), with the path and the right, and its domain's record.
+    let denied = |r: &(u16, String)| {
+        r.0 == AUDIT_LANDLOCK_ACCESS
+            && field(&r.1, "path") == Some(key.as_str())
+            && field(&r.1, "blockers") == Some("fs.read_file")
+    };
+    let records = log.wait_for(std::time::Duration::from_secs(10), |rs| {
+        rs.iter()
+            .find(|r| denied(r))
+            .and_then(|a| field(&a.1, "domain"))
+            .is_some_and(|dom| {
+                rs.iter().any(|r| {
+                    r.0 == AUDIT_LANDLOCK_DOMAIN
+                        && field(&r.1, "domain") == Some(dom)
+                        && field(&r.1, "status") == Some("allocated")
+                })
+            })
+    });
+    let landlock: Vec<_> = records
+        .iter()
+        .filter(|r| matches!(r.0, AUDIT_LANDLOCK_ACCESS | AUDIT_LANDLOCK_DOMAIN))
+        .collect();
+    let access = records
+        .iter()
+        .find(|r| denied(r))
+        .unwrap_or_else(|| panic!("no Landlock access record for {key}: {landlock:?}"));
+    let domain = field(&access.1, "domain").unwrap();
+    let alloc = records
+        .iter()
+        .find(|r| r.0 == AUDIT_LANDLOCK_DOMAIN && field(&r.1, "domain") == Some(domain))
+        .unwrap_or_else(|| panic!("no domain record for {domain}: {landlock:?}"));
+    // The domain's record names its creator: `leash run`, whose pid the command kept
+    // (it execs in place) and which joined the task.
+    let leash = harness::daemon::leash_bin().display().to_string();
+    assert_eq!(field(&alloc.1, "exe"), Some(leash.as_str()), "{alloc:?}");
+    let o = d.run(&["task", "list", "--json"]);
+    let tasks: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let task = tasks.as_array().unwrap().last().unwrap();
+    let pid: u64 = field(&alloc.1, "pid").unwrap().parse().unwrap();
+    assert_eq!(task["attached_pids"][0], pid, "{alloc:?} {task}");
+
+    // The daemon read it: a `file` event of the task, and the counter.
+    let files = || -> Vec<serde_json::Value> {
+        d.audit()
+            .into_iter()
+            .filter(|e| e["kind"] == "file")
+            .collect()
+    };
+    harness::wait_for("the file event", || !files().is_empty());
+    let events = files();
+    assert_eq!(events.len(), 1, "only the task's denial: {events:?}");
+    let e = &events[0];
+    assert_eq!(
+        (&e["task"], &e["agent"], &e["verdict"], &e["reason"]),
+        (
+            &task["id"],
+            &serde_json::json!("auditee"),
+            &serde_json::json!("denied"),
+            &serde_json::json!("not_granted")
+        ),
+        "{e}"
+    );
+    assert_eq!(e["target"]["path"], key.as_str(), "{e}");
+    assert_eq!(e["target"]["access"], "fs.read_file", "{e}");
+    let (status, body) = d.metrics_get("/metrics");
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.lines().any(|l| l.starts_with("leash_decisions_total{")
+            && l.contains("action=\"file\"")
+            && l.contains("verdict=\"denied\"")
+            && l.contains("agent=\"auditee\"")
+            && l.ends_with(" 1")),
+        "{body}"
+    );
+}

@@ -1,18 +1,16 @@
 //! `leash task create|list|show|end`, and the task flags shared with `leash run`.
 
-use std::{
-    fmt::Write as _,
-    path::{Path, PathBuf},
-    process::ExitCode,
-};
+use std::{fmt::Write as _, path::PathBuf, process::ExitCode};
 
-use anyhow::Context as _;
 use leash::{
     client::Client,
     protocol::{CreateTask, EndWhen, FileMode, Grant, GrantKind, Grants, Mode, Task, TaskState},
 };
 
 use super::output;
+
+mod grants_file;
+pub(crate) use grants_file::read_grants_file;
 
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum TaskCommand {
@@ -126,7 +124,9 @@ pub(crate) struct TaskSpec {
     /// limited to a base set and read grants) [default: writes].
     #[arg(long, value_name = "MODE", value_enum)]
     pub files: Option<FileModeArg>,
-    /// YAML file with `exec:`, `connect:` and `files:` lists, merged with the flags.
+    /// YAML file with `exec:`, `connect:` and `files:` lists, merged with the flags;
+    /// `files:` may also name the file mode (`files: restricted`, or `restricted` as
+    /// an entry of the list).
     #[arg(long, value_name = "FILE")]
     pub grants: Option<PathBuf>,
     /// Lifetime of the task, e.g. 90s, 10m, 1h [default: the daemon's].
@@ -140,9 +140,21 @@ pub(crate) struct TaskSpec {
 impl TaskSpec {
     /// The `POST /v1/tasks` body: the grants file first, then the flags, without repeats.
     pub(crate) fn to_request(&self) -> anyhow::Result<CreateTask> {
-        let mut grants = match &self.grants {
-            Some(file) => read_grants_file(file)?,
-            None => Grants::default(),
+        let (mut grants, file_mode) = match &self.grants {
+            Some(file) => {
+                let read = read_grants_file(file)?;
+                let flag = self.files.map(FileMode::from);
+                if let (Some(flag), Some(written)) = (flag, read.file_mode)
+                    && flag != written
+                {
+                    anyhow::bail!(
+                        "--files {flag} contradicts `files: {written}` in --grants file {}; keep one",
+                        file.display()
+                    );
+                }
+                (read.grants, flag.or(read.file_mode))
+            }
+            None => (Grants::default(), self.files.map(FileMode::from)),
         };
         grants
             .exec
@@ -168,7 +180,7 @@ impl TaskSpec {
             ttl_seconds: self.ttl,
             mode: self.audit.then_some(Mode::Audit),
             end_when: None,
-            file_mode: self.files.map(FileMode::from),
+            file_mode,
         })
     }
 }
@@ -200,35 +212,6 @@ pub(crate) fn absolute(path: &str) -> String {
         }
         Err(_) => path.to_owned(),
     }
-}
-
-pub(crate) fn read_grants_file(file: &Path) -> anyhow::Result<Grants> {
-    let text = std::fs::read_to_string(file)
-        .with_context(|| format!("cannot read --grants file {}", file.display()))?;
-    parse_grants(&text).with_context(|| format!("bad --grants file {}", file.display()))
-}
-
-fn parse_grants(text: &str) -> anyhow::Result<Grants> {
-    if text.lines().all(|l| {
-        let l = l.trim();
-        l.is_empty() || l.starts_with('#') || l == "---"
-    }) {
-        return Ok(Grants::default());
-    }
-    // A key with nothing under it (`connect:`) is YAML null: read it as an empty list.
-    let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(text)?;
-    let value = match value {
-        serde_yaml_ng::Value::Mapping(mut map) => {
-            for (_, v) in &mut map {
-                if v.is_null() {
-                    *v = serde_yaml_ng::Value::Sequence(Vec::new());
-                }
-            }
-            serde_yaml_ng::Value::Mapping(map)
-        }
-        other => other,
-    };
-    Ok(serde_yaml_ng::from_value(value)?)
 }
 
 fn dedup(items: &mut Vec<String>) {

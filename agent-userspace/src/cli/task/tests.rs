@@ -2,6 +2,7 @@ use super::*;
 use crate::cli::{Cli, Command};
 use clap::Parser as _;
 use leash::protocol::EndReason;
+use std::path::Path;
 
 fn spec(args: &[&str]) -> TaskSpec {
     match Cli::try_parse_from(["leash", "task", "create"].iter().chain(args))
@@ -113,12 +114,50 @@ fn grants_file_merges_with_flags() {
     assert!(req.grants.connect.is_empty());
 
     std::fs::write(&file, "# nothing yet\n").unwrap();
-    assert_eq!(read_grants_file(&file).unwrap(), Grants::default());
+    assert_eq!(
+        read_grants_file(&file).unwrap(),
+        grants_file::GrantsFile::default()
+    );
 
     std::fs::write(&file, "exec: [/bin/ls]\nnetwork: [1.2.3.4:80]\n").unwrap();
     let err = format!("{:#}", read_grants_file(&file).unwrap_err());
     assert!(err.starts_with("bad --grants file"), "{err}");
     assert!(err.contains("network"), "{err}");
+
+    // The mode and the grants in `files:`; the flag may repeat the mode, not contradict it.
+    std::fs::write(&file, "files:\n  - restricted\n  - read:/srv/data\n").unwrap();
+    let req = spec(&[
+        "--grants",
+        file.to_str().unwrap(),
+        "--allow-write",
+        "/srv/out",
+    ])
+    .to_request()
+    .unwrap();
+    assert_eq!(req.file_mode, Some(FileMode::Restricted));
+    assert_eq!(req.grants.files, ["read:/srv/data", "write:/srv/out"]);
+    let same = spec(&["--grants", file.to_str().unwrap(), "--files", "restricted"]);
+    assert_eq!(
+        same.to_request().unwrap().file_mode,
+        Some(FileMode::Restricted)
+    );
+    let err = spec(&["--grants", file.to_str().unwrap(), "--files", "open"])
+        .to_request()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("--files open contradicts `files: restricted`"),
+        "{err}"
+    );
+    std::fs::write(&file, "files: [read:/srv/data]\n").unwrap();
+    let req = spec(&["--grants", file.to_str().unwrap(), "--files", "open"])
+        .to_request()
+        .unwrap();
+    assert_eq!(req.file_mode, Some(FileMode::Open));
+    std::fs::write(&file, "files: [restricted, write:srv]\n").unwrap();
+    let err = format!("{:#}", read_grants_file(&file).unwrap_err());
+    assert!(err.starts_with("bad --grants file"), "{err}");
+    assert!(err.contains("\"write:srv\""), "{err}");
 
     let missing = dir.join("missing.yaml");
     let err = format!("{:#}", read_grants_file(&missing).unwrap_err());

@@ -20,12 +20,14 @@ use anyhow::Context as _;
 mod api_abuse;
 mod control_plane;
 mod data_plane;
+mod file_modes;
 mod program_stats;
 mod scale;
 
 use api_abuse::api_abuse;
 use control_plane::{control_plane, daemon_memory, event_drain};
 use data_plane::data_plane;
+use file_modes::file_modes;
 use program_stats::program_stats;
 use scale::scale;
 
@@ -107,7 +109,7 @@ fn main() -> anyhow::Result<()> {
     let out_path = args.iter().skip_while(|a| *a != "--out").nth(1).cloned();
     let quick = args.iter().any(|a| a == "--quick");
     // `--only stats,control`: just those sections, at full size (to check some figures
-    // alone); names: data, stats, scale, control, drain, memory, abuse.
+    // alone); names: data, stats, scale, control, drain, memory, files, abuse.
     let only: Option<Vec<String>> = args
         .iter()
         .skip_while(|a| *a != "--only")
@@ -149,6 +151,9 @@ fn main() -> anyhow::Result<()> {
     }
     if wanted("drain") {
         md.push_str(&event_drain(if quick { 50_000 } else { 400_000 })?);
+    }
+    if wanted("files") {
+        md.push_str(&file_modes(rounds, quick)?);
     }
     if wanted("memory") {
         md.push_str(&daemon_memory(if quick { 1000 } else { 10_000 })?);

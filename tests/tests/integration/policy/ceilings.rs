@@ -288,3 +288,76 @@ fn a_rule_can_require_the_restricted_file_mode() {
     assert_eq!(status, 201, "{v}");
     assert_eq!(v["files"]["mode"], "restricted");
 }
+
+#[test]
+fn file_grants_beyond_the_rules_paths_are_refused_and_a_reload_ends_them() {
+    let rule = "rules:\n  - name: files\n    agents: [fa]\n    file_modes: [restricted]\n    read: [/srv/leash-it/data]\n";
+    let (d, f) = with_policy(
+        "pol-file-ceil",
+        &format!("{rule}    write: [/srv/leash-it/out/]\n"),
+        "",
+    );
+    let task = |files: &[&str]| {
+        let body = serde_json::json!({"agent": "fa", "file_mode": "restricted", "grants": {"files": files}});
+        post(&d, "/v1/tasks", &body)
+    };
+    // Within: the listed hierarchies, and reads under a write entry.
+    let (status, v) = task(&[
+        "read:/srv/leash-it/data/set1",
+        "write:/srv/leash-it/out/job",
+        "read:/srv/leash-it/out",
+    ]);
+    assert_eq!(status, 201, "{v}");
+    let id = v["id"].as_str().unwrap().to_owned();
+    // Beyond: refused with 403 naming the grant and the rule; no task is created.
+    for (grant, names) in [
+        ("write:/srv/leash-it/data", "write grant /srv/leash-it/data"),
+        ("read:/etc", "read grant /etc"),
+        ("write:/srv/leash-it/out/../../../etc", "not normalized"),
+        (
+            "read:/srv/leash-it/database",
+            "read grant /srv/leash-it/database",
+        ),
+    ] {
+        let (status, v) = task(&["read:/srv/leash-it/data", grant]);
+        assert_eq!(status, 403, "{grant}: {v}");
+        let m = v["error"]["message"].as_str().unwrap();
+        assert!(
+            m.contains(names) && m.contains("rule \"files\""),
+            "{grant}: {m}"
+        );
+    }
+    // The same through the CLI's flags.
+    let o = d.run(&[
+        "task",
+        "create",
+        "--agent",
+        "fa",
+        "--files",
+        "restricted",
+        "--allow-write",
+        "/home",
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("write grant /home is outside the ceiling of rule \"files\""),
+        "{}",
+        stderr(&o)
+    );
+    let tasks = d.run(&["task", "list", "--json"]);
+    let tasks: serde_json::Value = serde_json::from_slice(&tasks.stdout).unwrap();
+    assert_eq!(tasks.as_array().unwrap().len(), 1, "{tasks}");
+
+    // A reload without the write ceiling ends the task that holds a write grant.
+    f.write(rule);
+    sighup(&d);
+    let e = ended_record(&d, &id);
+    assert_eq!(e["reason"], "revoked", "{e}");
+    assert_eq!(e["target"]["rule"], "files", "{e}");
+    let why = e["target"]["policy"].as_str().unwrap();
+    // (The first grant beyond the new ceiling: the read one under the dropped write entry.)
+    assert!(
+        why.contains("grant /srv/leash-it/out") && why.contains("outside the ceiling"),
+        "{e}"
+    );
+}
