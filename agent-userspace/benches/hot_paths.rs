@@ -176,6 +176,8 @@ fn snapshot(agents: usize) -> (Snapshot, Recorded) {
         .iter()
         .map(|&p| (p, Duration::from_millis(12), 5_000))
         .collect(),
+        dns_learned: names.iter().map(|a| (a.clone(), 5)).collect(),
+        dns_responders: 3,
     };
     let recorded = Recorded::default();
     for i in 0..100 {

@@ -88,6 +88,7 @@ impl Daemon {
             dns: responders::Responders::new(&config.dns),
         });
         daemon.adopt();
+        daemon.dns_adopt();
         daemon.watch_adopted();
         if let Some(policy) = daemon.gate.current() {
             // On a thread of its own: Cedar (through `stacker`) cannot tell the main

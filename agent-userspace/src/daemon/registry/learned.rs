@@ -12,23 +12,51 @@ use crate::{
 impl Tasks {
     /// The task's DNS slot, given one now if it has none (the lowest slot no task holds).
     pub fn dns_slot(&mut self, id: u64) -> Result<u32, RegistryError> {
-        let used: std::collections::BTreeSet<u32> =
-            self.tasks.values().map(|t| t.dns_slot).collect();
-        let task = self.get_mut(id)?;
+        let task = self
+            .tasks
+            .get_mut(&id)
+            .ok_or_else(|| RegistryError::NoTask(crate::protocol::TaskId(id).to_string()))?;
         if task.dns_slot == 0 {
+            // Slots stay held by ended tasks until their records go (`prune`).
+            let slots = &self.dns_slots;
             task.dns_slot = (1..leash_common::dns::SLOTS)
-                .find(|s| !used.contains(s))
+                .find(|s| !slots.contains_key(s))
                 .unwrap_or(0);
+            if task.dns_slot != 0 {
+                self.dns_slots.insert(task.dns_slot, id);
+            }
         }
         Ok(task.dns_slot)
     }
 
-    /// The live task holding DNS slot `slot`.
+    /// Tasks not ended (nor pending an end).
     #[must_use]
-    pub fn by_dns_slot(&self, slot: u32) -> Option<u64> {
+    pub fn live_ids(&self) -> std::collections::BTreeSet<u64> {
         self.tasks
             .values()
-            .find(|t| t.dns_slot == slot && slot != 0 && t.is_live())
+            .filter(|t| t.is_live())
+            .map(|t| t.id)
+            .collect()
+    }
+
+    /// Rebuilds the slot index from the records (after loading them).
+    pub fn index_dns_slots(&mut self) {
+        self.dns_slots = self
+            .tasks
+            .values()
+            .filter(|t| t.dns_slot != 0)
+            .map(|t| (t.dns_slot, t.id))
+            .collect();
+    }
+
+    /// The live task holding DNS slot `slot`: one hash lookup (the responder asks
+    /// for every query).
+    #[must_use]
+    pub fn by_dns_slot(&self, slot: u32) -> Option<u64> {
+        let &id = self.dns_slots.get(&slot)?;
+        self.tasks
+            .get(&id)
+            .filter(|t| t.dns_slot == slot && slot != 0 && t.is_live())
             .map(|t| t.id)
     }
 
@@ -38,6 +66,7 @@ impl Tasks {
     pub fn dns_view(&self, id: u64) -> Option<TaskDns> {
         let t = self.tasks.get(&id).filter(|t| t.is_live())?;
         Some(TaskDns {
+            id,
             grants: t
                 .grants
                 .iter()
