@@ -199,7 +199,7 @@ impl Daemon {
             agent: task.agent.clone(),
             spiffe_id: task.spiffe_id(&self.limits.trust_domain),
             intent: task.intent.clone(),
-            pid: std::process::id(),
+            pid: Some(std::process::id()),
             comm: "leash".into(),
             kind: kind.into(),
             verdict: "allowed".into(),

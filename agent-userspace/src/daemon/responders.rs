@@ -261,7 +261,8 @@ impl Daemon {
             agent: task.agent.clone(),
             spiffe_id: task.spiffe_id(&self.limits.trust_domain),
             intent: task.intent.clone(),
-            pid: 0,
+            // The responder knows the query's task, not its process (docs/dns.md).
+            pid: None,
             comm: String::new(),
             kind: Action::Dns.as_str().into(),
             verdict: report.verdict.as_str().into(),

@@ -171,6 +171,14 @@ fn a_task_in_two_network_namespaces_resolves_in_each_through_its_own_resolver() 
     assert_eq!(in_a.run("dns udp 127.0.0.1 other.test A"), "rcode Refused");
     assert_eq!(in_b.run("dns udp 127.0.0.1 other.test A"), "rcode Refused");
     assert_eq!(gauge(&d, "leash_dns_responders"), "2");
+    // The responder knows the task of a query, not its process: `pid` is null.
+    let audit = std::fs::read_to_string(&d.audit_log).unwrap_or_default();
+    assert!(
+        audit.lines().any(|l| l.contains("\"kind\":\"dns\"")
+            && l.contains("other.test")
+            && l.contains("\"pid\":null")),
+        "{audit}"
+    );
     let (_, metrics) = d.metrics_get("/metrics");
     assert!(
         metrics
