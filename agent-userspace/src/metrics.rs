@@ -57,6 +57,9 @@ pub struct Recorded {
     /// From a query forwarded to a task's resolver to its answer (answered ones only;
     /// failures are `dns` decisions with reason `upstream_failed`).
     pub dns_upstream: Histogram,
+    /// From the upstream's answer to the answer relayed: checked, its addresses
+    /// installed as grants in the kernel's maps, the event reported.
+    pub dns_install: Histogram,
 }
 
 impl Default for Recorded {
@@ -71,6 +74,10 @@ impl Default for Recorded {
             // remote one in tens; the upstream timeout (2 s by default) bounds the rest.
             dns_upstream: Histogram::new(
                 prometheus_client::metrics::histogram::exponential_buckets(5e-5, 2.0, 17),
+            ),
+            // 5 µs .. ~160 ms
+            dns_install: Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(5e-6, 2.0, 16),
             ),
         }
     }
@@ -261,6 +268,11 @@ fn register_dns(reg: &mut Registry, snap: &Snapshot, recorded: &Recorded) {
         "leash_dns_upstream_seconds",
         "Time from a task's query forwarded to its resolver to the answer (answered queries)",
         recorded.dns_upstream.clone(),
+    );
+    reg.register(
+        "leash_dns_install_seconds",
+        "Time from the upstream's answer to a granted answer relayed, its addresses installed as grants",
+        recorded.dns_install.clone(),
     );
     let learned = Family::<AgentLabels, Gauge>::default();
     for (agent, n) in &snap.dns_learned {

@@ -47,6 +47,9 @@ EXPORTED = {
     "leash_dns_upstream_seconds_bucket",
     "leash_dns_upstream_seconds_sum",
     "leash_dns_upstream_seconds_count",
+    "leash_dns_install_seconds_bucket",
+    "leash_dns_install_seconds_sum",
+    "leash_dns_install_seconds_count",
     "leash_dns_learned_addresses",
     "leash_dns_responders",
 }

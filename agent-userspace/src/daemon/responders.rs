@@ -81,10 +81,15 @@ impl TaskLookup for Lookup {
         let mut inner = daemon.lock();
         let Inner { enforcer, tasks } = &mut *inner;
         let id = tasks.by_dns_slot(slot).ok_or("the task has ended")?;
-        tasks
+        let new = tasks
             .learn(enforcer.maps_mut(), id, learned)
             .map_err(|e| e.to_string())?;
-        daemon.save(&inner, id);
+        // A refresh is not written to the state file (a write per query): after a
+        // restart the address lasts until the expiry last saved, and the task's next
+        // query for it learns it again.
+        if new {
+            daemon.save(&inner, id);
+        }
         Ok(())
     }
 
@@ -97,6 +102,12 @@ impl TaskLookup for Lookup {
     fn upstream_answered(&self, took: std::time::Duration) {
         if let Some(daemon) = self.0.upgrade() {
             daemon.recorded.dns_upstream.observe(took.as_secs_f64());
+        }
+    }
+
+    fn relayed(&self, took: std::time::Duration) {
+        if let Some(daemon) = self.0.upgrade() {
+            daemon.recorded.dns_install.observe(took.as_secs_f64());
         }
     }
 }

@@ -109,6 +109,9 @@ pub trait TaskLookup: Send + Sync + 'static {
     fn report(&self, slot: u32, report: Report);
     /// An upstream answered a forwarded query after `took`.
     fn upstream_answered(&self, took: Duration);
+    /// A granted answer was checked, its addresses installed, and relayed `took`
+    /// after the upstream's answer arrived.
+    fn relayed(&self, took: Duration);
 }
 
 /// A responder running in one network namespace; stops when dropped.

@@ -334,7 +334,8 @@ async fn answer(ctx: &Ctx, slot: u32, bytes: &[u8], tcp: bool) -> Option<Vec<u8>
     else {
         return servfail("upstream_failed");
     };
-    ctx.tasks.upstream_answered(asked.elapsed());
+    let answered = Instant::now();
+    ctx.tasks.upstream_answered(answered.duration_since(asked));
     let Ok(checked) = message::check_answer(&q.message, &raw) else {
         return servfail("upstream_failed");
     };
@@ -353,6 +354,7 @@ async fn answer(ctx: &Ctx, slot: u32, bytes: &[u8], tcp: bool) -> Option<Vec<u8>
     let mut addresses: Vec<_> = learned.iter().map(|l| l.addr).collect();
     addresses.dedup();
     report(&q.name, qtype, Verdict::Allowed, "granted", addresses);
+    ctx.tasks.relayed(answered.elapsed());
     Some(raw)
 }
 

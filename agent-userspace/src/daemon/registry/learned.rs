@@ -80,37 +80,40 @@ impl Tasks {
 
     /// Installs learned addresses as host grants of task `id`: an address already
     /// learned with the same ports is refreshed (its entry rewritten in place, never
-    /// removed and added again).
+    /// removed and added again). Returns whether an address is new (a refresh only
+    /// moves expiries).
     pub fn learn(
         &mut self,
         maps: &mut Maps,
         id: u64,
         learned: &[Learned],
-    ) -> Result<(), RegistryError> {
+    ) -> Result<bool, RegistryError> {
         let task = self.get_mut(id)?;
         if !task.is_live() {
             return Err(RegistryError::Ended(task.id_string()));
         }
+        let mut new = false;
         for l in learned {
             let addr = mapped(l.addr);
-            match task.learned.iter_mut().find(|r| {
+            if let Some(r) = task.learned.iter_mut().find(|r| {
                 (r.addr, r.port_lo, r.port_hi, r.protos) == (addr, l.port_lo, l.port_hi, l.protos)
             }) {
-                Some(r) => {
-                    r.expires_ns = r.expires_ns.max(l.expires_ns);
-                    r.name.clone_from(&l.name);
-                }
-                None => task.learned.push(LearnedRecord {
+                r.expires_ns = r.expires_ns.max(l.expires_ns);
+                r.name.clone_from(&l.name);
+            } else {
+                new = true;
+                task.learned.push(LearnedRecord {
                     addr,
                     port_lo: l.port_lo,
                     port_hi: l.port_hi,
                     protos: l.protos,
                     expires_ns: l.expires_ns,
                     name: l.name.clone(),
-                }),
+                });
             }
         }
-        self.sync(maps, id)
+        self.sync(maps, id)?;
+        Ok(new)
     }
 
     /// Live tasks with a learned address past its expiry (the kernel denies it

@@ -19,6 +19,7 @@ use anyhow::Context as _;
 
 mod control_plane;
 mod data_plane;
+mod dns;
 mod program_stats;
 mod scale;
 
@@ -105,7 +106,7 @@ fn main() -> anyhow::Result<()> {
     let out_path = args.iter().skip_while(|a| *a != "--out").nth(1).cloned();
     let quick = args.iter().any(|a| a == "--quick");
     // `--only stats,control`: just those sections, at full size (to check some figures
-    // alone); names: data, stats, scale, control, drain, memory.
+    // alone); names: data, stats, scale, control, drain, memory, dns.
     let only: Option<Vec<String>> = args
         .iter()
         .skip_while(|a| *a != "--only")
@@ -150,6 +151,10 @@ fn main() -> anyhow::Result<()> {
     }
     if wanted("memory") {
         md.push_str(&daemon_memory(if quick { 1000 } else { 10_000 })?);
+    }
+    if wanted("dns") {
+        let (tasks, queries) = if quick { (20, 200) } else { (1000, 2000) };
+        md.push_str(&dns::dns(rounds, tasks, queries)?);
     }
     print!("{md}");
     if let Some(path) = out_path {
