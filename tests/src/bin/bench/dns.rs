@@ -228,7 +228,7 @@ fn install_histogram(d: &DaemonGuard, name: &str) -> (u64, f64, f64, f64) {
 }
 
 pub(super) fn dns(rounds: usize, tasks: usize, queries: u32) -> anyhow::Result<String> {
-    let mut md = String::from("\n## DNS through leash\n\n");
+    let mut md = String::from("## 8. DNS through leash (docs/dns.md)\n\n");
     let has_netns = Command::new("ip")
         .args(["netns", "list"])
         .stdout(Stdio::null())
@@ -238,7 +238,7 @@ pub(super) fn dns(rounds: usize, tasks: usize, queries: u32) -> anyhow::Result<S
     if !has_netns {
         let why = "skipped: `ip netns` is missing (iproute2; cargo xtask setup installs it)";
         eprintln!("dns: {why}");
-        writeln!(md, "{why}")?;
+        writeln!(md, "{why}\n")?;
         return Ok(md);
     }
     let pod = Pod::new()?;
@@ -353,7 +353,7 @@ pub(super) fn dns(rounds: usize, tasks: usize, queries: u32) -> anyhow::Result<S
          in the kernel's maps, the event reported), from `leash_dns_install_seconds` over \
          {n} answers: mean {:.1} µs, p50 ≤ {:.0} µs, p99 ≤ {:.0} µs (bucket bounds). \
          Upstream round trip inside the daemon (`leash_dns_upstream_seconds`, {un} \
-         answers): mean {:.1} µs.",
+         answers, with the queueing of the throughput runs): mean {:.1} µs.\n",
         mean * 1e6,
         p50 * 1e6,
         p99 * 1e6,
