@@ -136,3 +136,54 @@ impl Tasks {
         ids
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{daemon::registry::TaskRecord, protocol};
+
+    fn tasks(n: u64) -> Tasks {
+        let mut t = Tasks::default();
+        for id in 1..=n {
+            let rec = TaskRecord::new(
+                id,
+                &protocol::CreateTask::default(),
+                Vec::new(),
+                0,
+                1,
+                protocol::FileRules::default(),
+            );
+            t.tasks.insert(id, rec);
+        }
+        t
+    }
+
+    #[test]
+    fn slots_are_found_through_the_index_and_survive_a_reload() {
+        let mut t = tasks(3);
+        assert_eq!(t.dns_slot(2).unwrap(), 1);
+        assert_eq!(t.dns_slot(3).unwrap(), 2);
+        assert_eq!(t.dns_slot(2).unwrap(), 1, "a task keeps its slot");
+        assert_eq!(t.by_dns_slot(1), Some(2));
+        assert_eq!(t.by_dns_slot(2), Some(3));
+        assert_eq!(t.by_dns_slot(3), None, "no task holds it");
+        assert_eq!(t.by_dns_slot(0), None);
+        // Records loaded from the state file: found once the index is rebuilt.
+        let mut loaded = Tasks {
+            tasks: t.tasks.clone(),
+            ..Tasks::default()
+        };
+        assert_eq!(loaded.by_dns_slot(1), None, "not indexed yet");
+        loaded.index_dns_slots();
+        assert_eq!(loaded.by_dns_slot(1), Some(2));
+        assert_eq!(
+            loaded.dns_slot(1).unwrap(),
+            3,
+            "held slots are not given again"
+        );
+        // An ended task's slot answers no query, and stays held until its record goes.
+        loaded.tasks.get_mut(&2).unwrap().state = protocol::TaskState::Ended;
+        assert_eq!(loaded.by_dns_slot(1), None);
+        assert_eq!(loaded.live_ids().into_iter().collect::<Vec<_>>(), [1, 3]);
+    }
+}
