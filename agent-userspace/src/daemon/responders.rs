@@ -215,26 +215,33 @@ impl Daemon {
         }
     }
 
-    /// Learned addresses past their expiry leave the kernel's maps and the records;
-    /// the responders forget the resolvers of ended tasks.
+    /// Learned addresses past their expiry leave the kernel's maps and the records.
     pub(super) fn sweep_learned(&self) {
-        let live = {
-            let mut inner = self.lock();
-            let Inner { enforcer, tasks } = &mut *inner;
-            let changed = tasks.expire_learned(enforcer.maps_mut(), clock::boottime_ns());
-            for id in changed {
-                self.save(&inner, id);
-            }
-            inner.tasks.live_ids()
-        };
-        let running = self
+        let mut inner = self.lock();
+        let Inner { enforcer, tasks } = &mut *inner;
+        let changed = tasks.expire_learned(enforcer.maps_mut(), clock::boottime_ns());
+        for id in changed {
+            self.save(&inner, id);
+        }
+    }
+
+    /// The responders forget the resolvers of ended tasks, and one left serving no
+    /// live task stops: its thread and sockets go, and with them its hold on the
+    /// network namespace (a pod's, deleted since). Returns how many stopped.
+    pub(super) fn sweep_responders(&self) -> usize {
+        // The responders' lock, then the registry's (`dns_attach` never holds both),
+        // so a task attached meanwhile is live here and keeps its responder.
+        let mut running = self
             .dns
             .running
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for r in running.by_netns.values() {
-            r.retain(|id| live.contains(&id));
-        }
+        let live = self.lock().tasks.live_ids();
+        let before = running.by_netns.len();
+        running
+            .by_netns
+            .retain(|_, r| r.retain(|id| live.contains(&id)));
+        before - running.by_netns.len()
     }
 
     /// A `dns` event in the audit log and event stream, counted in the decision

@@ -203,12 +203,15 @@ impl Responder {
             .insert(id, upstreams);
     }
 
-    /// Forgets the resolvers of tasks for which `live` is false (ended).
-    pub fn retain(&self, live: impl Fn(u64) -> bool) {
-        self.upstreams
+    /// Forgets the resolvers of tasks for which `live` is false (ended); returns
+    /// whether it still serves a task.
+    pub fn retain(&self, live: impl Fn(u64) -> bool) -> bool {
+        let mut table = self
+            .upstreams
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .retain(|&id, _| live(id));
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        table.retain(|&id, _| live(id));
+        !table.is_empty()
     }
 }
 

@@ -192,6 +192,14 @@ fn a_task_in_two_network_namespaces_resolves_in_each_through_its_own_resolver() 
             .any(|l| l.starts_with("leash_dns_upstream_seconds_count ") && !l.ends_with(" 0")),
         "{metrics}"
     );
+
+    // The task ends: both responders stop (a sweep every 2 s), releasing the
+    // namespaces.
+    let o = d.run(&["task", "end", &id]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    wait_for("the responders of an ended task stop", || {
+        gauge(&d, "leash_dns_responders") == "0"
+    });
 }
 
 #[test]
