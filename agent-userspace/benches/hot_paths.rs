@@ -178,6 +178,8 @@ fn snapshot(agents: usize) -> (Snapshot, Recorded) {
         .map(|&p| (p, Duration::from_millis(12), 5_000))
         .collect(),
         connections: vec![("api", [3, 0, 0, 0]), ("metrics", [1, 0, 0, 0])],
+        dns_learned: names.iter().map(|a| (a.clone(), 5)).collect(),
+        dns_responders: 3,
     };
     let recorded = Recorded::default();
     for i in 0..100 {

@@ -73,6 +73,12 @@ pub struct Recorded {
     /// File denials per agent, from Landlock's audit records (not the kernel's
     /// counters: counted by the daemon since it started, and only while audit is on).
     pub file_denials: Arc<Mutex<BTreeMap<String, u64>>>,
+    /// From a query forwarded to a task's resolver to its answer (answered ones only;
+    /// failures are `dns` decisions with reason `upstream_failed`).
+    pub dns_upstream: Histogram,
+    /// From the upstream's answer to the answer relayed: checked, its addresses
+    /// installed as grants in the kernel's maps, the event reported.
+    pub dns_install: Histogram,
 }
 
 impl Recorded {
@@ -95,6 +101,15 @@ impl Default for Recorded {
             ),
             tasks_ended: Family::default(),
             file_denials: Arc::default(),
+            // 50 µs .. ~3.3 s: a local resolver answers in well under a millisecond, a
+            // remote one in tens; the upstream timeout (2 s by default) bounds the rest.
+            dns_upstream: Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(5e-5, 2.0, 17),
+            ),
+            // 5 µs .. ~160 ms
+            dns_install: Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(5e-6, 2.0, 16),
+            ),
         }
     }
 }
@@ -116,6 +131,10 @@ pub struct Snapshot {
     /// Per HTTP listener (`api`, `metrics`): connections open, refused at the
     /// listener's maximum, refused at the peer's, and requests timed out.
     pub connections: Vec<(&'static str, [u64; 4])>,
+    /// Addresses learned from DNS answers of live tasks, per agent.
+    pub dns_learned: Vec<(String, i64)>,
+    /// DNS responders running (one per network namespace of attached processes).
+    pub dns_responders: i64,
 }
 
 /// Whether the kernel keeps BPF program run statistics.
@@ -132,6 +151,7 @@ pub fn render(snap: &Snapshot, recorded: &Recorded) -> String {
     register_state(&mut reg, snap, recorded);
     register_kernel(&mut reg, snap, recorded);
     register_connections(&mut reg, snap);
+    register_dns(&mut reg, snap, recorded);
     let mut out = String::new();
     if encode(&mut out, &reg).is_err() {
         let _ = writeln!(out, "# encoding failed");
@@ -324,6 +344,41 @@ fn register_kernel(reg: &mut Registry, snap: &Snapshot, recorded: &Recorded) {
     reg.register("leash_build_info", "Build of the running daemon", info);
 }
 
+/// The DNS responders: their upstream latency, what they learned, how many run.
+/// Queries by verdict are `leash_decisions_total{action="dns"}`.
+fn register_dns(reg: &mut Registry, snap: &Snapshot, recorded: &Recorded) {
+    reg.register(
+        "leash_dns_upstream_seconds",
+        "Time from a task's query forwarded to its resolver to the answer (answered queries)",
+        recorded.dns_upstream.clone(),
+    );
+    reg.register(
+        "leash_dns_install_seconds",
+        "Time from the upstream's answer to a granted answer relayed, its addresses installed as grants",
+        recorded.dns_install.clone(),
+    );
+    let learned = Family::<AgentLabels, Gauge>::default();
+    for (agent, n) in &snap.dns_learned {
+        learned
+            .get_or_create(&AgentLabels {
+                agent: agent.clone(),
+            })
+            .set(*n);
+    }
+    reg.register(
+        "leash_dns_learned_addresses",
+        "Addresses learned from DNS answers, host grants of live tasks until they expire",
+        learned,
+    );
+    let responders = Gauge::<i64>::default();
+    responders.set(snap.dns_responders);
+    reg.register(
+        "leash_dns_responders",
+        "DNS responders running, one per network namespace of attached processes",
+        responders,
+    );
+}
+
 /// The classic Prometheus text format (0.0.4) of an OpenMetrics exposition, for
 /// scrapers that do not ask for OpenMetrics: counter families are named with their
 /// `_total` suffix, and there is no `# EOF`.
@@ -360,6 +415,7 @@ mod tests {
     fn renders_every_family_with_help_and_converts_counters() {
         let recorded = Recorded::default();
         recorded.grant_apply.observe(0.0005);
+        recorded.dns_upstream.observe(0.0002);
         let snap = Snapshot {
             decisions: vec![(
                 "alpha".into(),
@@ -377,6 +433,8 @@ mod tests {
             grants_active: [("exec", 3), ("connect", 1)],
             maps: vec![("PROCS", 5, 100)],
             events_lost: 4,
+            dns_learned: vec![("alpha".into(), 3)],
+            dns_responders: 2,
             ..Snapshot::default()
         };
         let om = render(&snap, &recorded);
@@ -393,6 +451,16 @@ mod tests {
             "{om}"
         );
         assert!(om.contains("leash_events_lost_total 4"));
+        assert!(
+            om.contains("leash_dns_learned_addresses{agent=\"alpha\"} 3"),
+            "{om}"
+        );
+        assert!(om.contains("leash_dns_responders 2"));
+        assert!(om.contains("leash_dns_upstream_seconds_count 1"));
+        assert!(
+            om.contains("leash_dns_upstream_seconds_bucket{le=\"0.0002\"} 1"),
+            "{om}"
+        );
         assert!(om.trim_end().ends_with("# EOF"));
         let text = to_prometheus_text(&om);
         assert!(text.contains("# TYPE leash_decisions_total counter"));

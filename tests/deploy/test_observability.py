@@ -44,6 +44,14 @@ EXPORTED = {
     "leash_grant_apply_seconds_bucket",
     "leash_grant_apply_seconds_sum",
     "leash_grant_apply_seconds_count",
+    "leash_dns_upstream_seconds_bucket",
+    "leash_dns_upstream_seconds_sum",
+    "leash_dns_upstream_seconds_count",
+    "leash_dns_install_seconds_bucket",
+    "leash_dns_install_seconds_sum",
+    "leash_dns_install_seconds_count",
+    "leash_dns_learned_addresses",
+    "leash_dns_responders",
 }
 PROMETHEUS_OWN = {"up"}
 
@@ -147,12 +155,22 @@ def load_dashboard() -> dict:
 
 
 def dashboard_panels() -> list[dict]:
-    """Every panel, those nested in collapsed rows too."""
+    """Every panel, those nested in collapsed rows too (not the rows themselves, which
+    only title a group and query nothing)."""
     out = []
     for p in load_dashboard()["panels"]:
-        out.append(p)
+        if p.get("type") != "row":
+            out.append(p)
         out.extend(p.get("panels", []))
     return out
+
+
+def test_rows_title_the_panels_below_them():
+    rows = [p for p in load_dashboard()["panels"] if p.get("type") == "row"]
+    for r in rows:
+        assert r.get("title") and "gridPos" in r, f"row {r.get('id')} has no title or position"
+        assert not r.get("targets"), f"row {r.get('id')} has queries"
+    assert "DNS" in {r["title"] for r in rows}
 
 
 def dashboard_exprs() -> list[str]:
@@ -336,7 +354,8 @@ def test_dashboard_parses():
 
 
 def test_dashboard_panel_ids_are_unique():
-    ids = [p.get("id") for p in dashboard_panels()]
+    rows = [p for p in load_dashboard()["panels"] if p.get("type") == "row"]
+    ids = [p.get("id") for p in dashboard_panels() + rows]
     assert None not in ids
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     assert not duplicates, f"duplicate panel ids: {duplicates}"
@@ -398,6 +417,13 @@ def test_panels_use_the_datasource_variable():
             "sum by (program) (rate(leash_bpf_program_run_seconds_total[5m]))"
             " / sum by (program) (rate(leash_bpf_program_runs_total[5m])",
         ),
+        ("DNS queries", 'sum by (verdict) (rate(leash_decisions_total{action="dns"'),
+        (
+            "DNS upstream",
+            "histogram_quantile(0.99, sum by (le) (rate(leash_dns_upstream_seconds_bucket[5m])))",
+        ),
+        ("DNS learned", "sum by (agent) (leash_dns_learned_addresses"),
+        ("DNS responders", "leash_dns_responders"),
     ],
 )
 def test_dashboard_has_the_panels_sres_need(title_word, needle):

@@ -55,7 +55,7 @@ pub(crate) fn event_line(e: &AuditEvent) -> String {
         output::word(&e.task),
         output::word(&e.agent),
         output::word(&e.spiffe_id),
-        e.pid,
+        e.pid.map_or_else(|| "-".to_owned(), |p| p.to_string()),
         output::word(&e.comm),
     );
     let target = target_summary(&e.target);
@@ -146,5 +146,24 @@ mod tests {
              pid=42 comm=\"my tool\" reason=- intent=\"fix CI\""
         );
         assert_eq!(target_summary(&serde_json::json!("x y")), "target=\"x y\"");
+    }
+
+    #[test]
+    fn a_dns_event_has_no_pid() {
+        let event: AuditEvent = serde_json::from_str(
+            r#"{"ts":"2025-01-01T00:00:00.000000001Z","task":"00000000000000ab","agent":"cli",
+                "spiffe_id":"spiffe://leash.local/agent/cli/task/00000000000000ab","pid":null,
+                "comm":"","kind":"dns","verdict":"denied",
+                "target":{"name":"x.test","type":"A","tcp":false},"reason":"not_granted"}"#,
+        )
+        .unwrap();
+        assert_eq!(event.pid, None);
+        assert!(
+            event_line(&event).contains(" pid=- "),
+            "{}",
+            event_line(&event)
+        );
+        let json = serde_json::to_string(&event).unwrap();
+        assert!(json.contains("\"pid\":null"), "{json}");
     }
 }

@@ -229,7 +229,7 @@ async fn events_stream_across_chunks() {
             EventItem::Other(line) => panic!("unexpected {line}"),
         }
     }
-    assert_eq!(pids, [1, 2, 3]);
+    assert_eq!(pids, [Some(1), Some(2), Some(3)]);
     assert_eq!(lagged, [7]);
     let request = server.await.unwrap();
     assert!(

@@ -114,7 +114,7 @@ impl AuditFile {
             agent: String::new(),
             spiffe_id: String::new(),
             intent: None,
-            pid: std::process::id(),
+            pid: Some(std::process::id()),
             comm: "leash".into(),
             kind: HEAD_KIND.into(),
             verdict: "signed".into(),

@@ -114,7 +114,7 @@ impl Daemon {
             spiffe_id: t.spiffe_id(&self.limits.trust_domain),
             intent: t.intent.clone(),
             // The record names the domain, not the process that was refused.
-            pid: 0,
+            pid: None,
             comm: String::new(),
             kind: "file".into(),
             verdict: "denied".into(),

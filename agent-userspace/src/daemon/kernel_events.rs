@@ -91,7 +91,7 @@ impl Daemon {
                 agent,
                 spiffe_id,
                 intent,
-                pid: d.pid,
+                pid: Some(d.pid),
                 comm: d.comm,
                 kind: d.kind.as_str().into(),
                 verdict: d.verdict.as_str().into(),

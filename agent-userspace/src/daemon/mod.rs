@@ -106,6 +106,7 @@ impl Daemon {
             },
         });
         daemon.adopt();
+        daemon.dns_adopt();
         daemon.watch_adopted();
         if let Some(policy) = daemon.gate.current() {
             // On a thread of its own: Cedar (through `stacker`) cannot tell the main
@@ -216,7 +217,7 @@ impl Daemon {
             agent: task.agent.clone(),
             spiffe_id: task.spiffe_id(&self.limits.trust_domain),
             intent: task.intent.clone(),
-            pid: std::process::id(),
+            pid: Some(std::process::id()),
             comm: "leash".into(),
             kind: kind.into(),
             verdict: "allowed".into(),

@@ -78,6 +78,7 @@ impl Daemon {
 
     /// One scrape's worth of OpenMetrics text.
     pub fn metrics_text(&self) -> String {
+        let dns_responders = self.dns.count();
         let snap = {
             let inner = self.lock();
             let maps = inner.enforcer.maps();
@@ -87,6 +88,7 @@ impl Daemon {
             }
             let mut active: BTreeMap<String, i64> =
                 inner.tasks.agents.keys().map(|a| (a.clone(), 0)).collect();
+            let mut learned: BTreeMap<String, i64> = BTreeMap::new();
             let (mut exec, mut connect) = (0, 0);
             for t in inner
                 .tasks
@@ -95,6 +97,9 @@ impl Daemon {
                 .filter(|t| t.state != protocol::TaskState::Ended)
             {
                 *active.entry(t.agent.clone()).or_default() += 1;
+                if !t.learned.is_empty() {
+                    *learned.entry(t.agent.clone()).or_default() += t.learned.len() as i64;
+                }
                 for g in &t.grants {
                     match g.kind {
                         protocol::GrantKind::Exec => exec += 1,
@@ -117,6 +122,8 @@ impl Daemon {
                     ("api", self.listeners.api.overload.counts()),
                     ("metrics", self.listeners.metrics.counts()),
                 ],
+                dns_learned: learned.into_iter().collect(),
+                dns_responders,
             }
         };
         crate::metrics::render(&snap, &self.recorded)

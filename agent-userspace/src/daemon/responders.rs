@@ -1,6 +1,11 @@
 //! The daemon's side of the DNS responder (`crate::dns`): one responder per network
 //! namespace of attached processes, each task's DNS slot written to the kernel, and
 //! the responder's questions answered from the registry.
+//!
+//! Every responder listens at the same ports in its own namespace, so a task's one DNS
+//! target (slot address and ports) reaches a responder in each namespace its processes
+//! are in; the ports of the previous daemon are taken again after a restart, so the
+//! targets it left in the pinned map keep working while the new one adopts its tasks.
 
 use std::{
     collections::HashMap,
@@ -18,10 +23,20 @@ use crate::{
     protocol::{AuditEvent, TaskId},
 };
 
-/// Responders by network namespace (device and inode of its nsfs file).
+/// A network namespace: device and inode of its nsfs file.
+type NetNs = (u64, u64);
+
+/// The responders, by network namespace.
 pub(super) struct Responders {
-    running: Mutex<HashMap<(u64, u64), Responder>>,
+    running: Mutex<Running>,
     limits: dns::Limits,
+}
+
+#[derive(Default)]
+struct Running {
+    by_netns: HashMap<NetNs, Responder>,
+    /// The ports (UDP, TCP) every new responder binds if it can.
+    ports: Option<(u16, u16)>,
 }
 
 impl Responders {
@@ -36,6 +51,15 @@ impl Responders {
                 upstream_timeout: config.upstream_timeout,
             },
         }
+    }
+
+    /// Responders running now.
+    pub(super) fn count(&self) -> i64 {
+        let running = self
+            .running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        i64::try_from(running.by_netns.len()).unwrap_or(i64::MAX)
     }
 }
 
@@ -57,16 +81,33 @@ impl TaskLookup for Lookup {
         let mut inner = daemon.lock();
         let Inner { enforcer, tasks } = &mut *inner;
         let id = tasks.by_dns_slot(slot).ok_or("the task has ended")?;
-        tasks
+        let new = tasks
             .learn(enforcer.maps_mut(), id, learned)
             .map_err(|e| e.to_string())?;
-        daemon.save(&inner, id);
+        // A refresh is not written to the state file (a write per query): after a
+        // restart the address lasts until the expiry last saved, and the task's next
+        // query for it learns it again.
+        if new {
+            daemon.save(&inner, id);
+        }
         Ok(())
     }
 
     fn report(&self, slot: u32, report: Report) {
         if let Some(daemon) = self.0.upgrade() {
             daemon.dns_event(slot, &report);
+        }
+    }
+
+    fn upstream_answered(&self, took: std::time::Duration) {
+        if let Some(daemon) = self.0.upgrade() {
+            daemon.recorded.dns_upstream.observe(took.as_secs_f64());
+        }
+    }
+
+    fn relayed(&self, took: std::time::Duration) {
+        if let Some(daemon) = self.0.upgrade() {
+            daemon.recorded.dns_install.observe(took.as_secs_f64());
         }
     }
 }
@@ -78,9 +119,7 @@ impl Daemon {
     pub(super) fn dns_attach(&self, id: u64, pid: u32) -> Result<(), RegistryError> {
         let ns_path = format!("/proc/{pid}/ns/net");
         let fail = |what: String| RegistryError::BadRequest(format!("DNS for pid {pid}: {what}"));
-        let meta =
-            std::fs::metadata(&ns_path).map_err(|e| fail(format!("cannot stat {ns_path}: {e}")))?;
-        let key = (meta.dev(), meta.ino());
+        let key = netns_of(pid).map_err(|e| fail(format!("cannot stat {ns_path}: {e}")))?;
         let upstreams = dns::nameservers_in(std::path::Path::new(&format!("/proc/{pid}/root")));
         let ports = {
             let mut running = self
@@ -88,19 +127,22 @@ impl Daemon {
                 .running
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if let Some(r) = running.get(&key) {
-                (r.udp_port, r.tcp_port)
-            } else {
-                let netns: OwnedFd = std::fs::File::open(&ns_path)
-                    .map_err(|e| fail(format!("cannot open {ns_path}: {e}")))?
-                    .into();
-                let lookup: Arc<dyn TaskLookup> = Arc::new(Lookup(self.me.clone()));
-                let r = Responder::start(netns, lookup, self.dns.limits.clone())
-                    .map_err(|e| fail(e.to_string()))?;
-                let ports = (r.udp_port, r.tcp_port);
-                running.insert(key, r);
-                ports
-            }
+            let running = &mut *running;
+            let r = match running.by_netns.entry(key) {
+                std::collections::hash_map::Entry::Occupied(r) => r.into_mut(),
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    let netns: OwnedFd = std::fs::File::open(&ns_path)
+                        .map_err(|e| fail(format!("cannot open {ns_path}: {e}")))?
+                        .into();
+                    let lookup: Arc<dyn TaskLookup> = Arc::new(Lookup(self.me.clone()));
+                    let r = Responder::start(netns, lookup, self.dns.limits.clone(), running.ports)
+                        .map_err(|e| fail(e.to_string()))?;
+                    running.ports.get_or_insert((r.udp_port, r.tcp_port));
+                    slot.insert(r)
+                }
+            };
+            r.serve(id, upstreams.clone());
+            (r.udp_port, r.tcp_port)
         };
         let mut inner = self.lock();
         let Inner { enforcer, tasks } = &mut *inner;
@@ -123,6 +165,56 @@ impl Daemon {
         Ok(())
     }
 
+    /// Serves the DNS of adopted tasks (a restarted daemon): a responder in each
+    /// network namespace their tagged processes are in, at the previous daemon's ports
+    /// when they are free there. Without this their DNS would fail (closed) until a
+    /// process attached again.
+    pub(super) fn dns_adopt(&self) {
+        let (by_task, ports) = {
+            let inner = self.lock();
+            let live = inner.tasks.live_ids();
+            let maps = inner.enforcer.maps();
+            let ports = live
+                .iter()
+                .find_map(|&id| maps.dns_target(id))
+                .map(|t| (u16::from_be(t.udp_port), u16::from_be(t.tcp_port)));
+            let mut by_task = maps.tagged_by_task();
+            by_task.retain(|id, _| live.contains(id));
+            (by_task, ports)
+        };
+        {
+            let mut running = self
+                .dns
+                .running
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if running.ports.is_none() {
+                running.ports = ports;
+            }
+        }
+        let mut served = 0;
+        for (id, tids) in by_task {
+            let mut seen = std::collections::HashSet::new();
+            for tid in tids {
+                // A thread gone since the walk has nothing to serve.
+                let Ok(ns) = netns_of(tid) else { continue };
+                if !seen.insert(ns) {
+                    continue;
+                }
+                match self.dns_attach(id, tid) {
+                    Ok(()) => served += 1,
+                    Err(e) => tracing::error!(
+                        task = %TaskId(id),
+                        "no DNS responder for an adopted task, its DNS is denied: {e}"
+                    ),
+                }
+            }
+        }
+        if served > 0 {
+            tracing::info!(served, "DNS served for adopted tasks");
+        }
+    }
+
     /// Learned addresses past their expiry leave the kernel's maps and the records.
     pub(super) fn sweep_learned(&self) {
         let mut inner = self.lock();
@@ -131,6 +223,25 @@ impl Daemon {
         for id in changed {
             self.save(&inner, id);
         }
+    }
+
+    /// The responders forget the resolvers of ended tasks, and one left serving no
+    /// live task stops: its thread and sockets go, and with them its hold on the
+    /// network namespace (a pod's, deleted since). Returns how many stopped.
+    pub(super) fn sweep_responders(&self) -> usize {
+        // The responders' lock, then the registry's (`dns_attach` never holds both),
+        // so a task attached meanwhile is live here and keeps its responder.
+        let mut running = self
+            .dns
+            .running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let live = self.lock().tasks.live_ids();
+        let before = running.by_netns.len();
+        running
+            .by_netns
+            .retain(|_, r| r.retain(|id| live.contains(&id)));
+        before - running.by_netns.len()
     }
 
     /// A `dns` event in the audit log and event stream, counted in the decision
@@ -168,7 +279,8 @@ impl Daemon {
             agent: task.agent.clone(),
             spiffe_id: task.spiffe_id(&self.limits.trust_domain),
             intent: task.intent.clone(),
-            pid: 0,
+            // The responder knows the query's task, not its process (docs/dns.md).
+            pid: None,
             comm: String::new(),
             kind: Action::Dns.as_str().into(),
             verdict: report.verdict.as_str().into(),
@@ -176,4 +288,10 @@ impl Daemon {
             reason: report.reason.into(),
         });
     }
+}
+
+/// The network namespace of thread `tid`.
+fn netns_of(tid: u32) -> std::io::Result<NetNs> {
+    let meta = std::fs::metadata(format!("/proc/{tid}/ns/net"))?;
+    Ok((meta.dev(), meta.ino()))
 }

@@ -80,6 +80,7 @@ impl Store {
             };
             tasks.tasks.insert(rec.id, rec);
         }
+        tasks.index_dns_slots();
         Ok(tasks)
     }
 

@@ -63,6 +63,10 @@ impl Daemon {
             for id in self.commands_gone() {
                 self.command_exited(id);
             }
+            let stopped = self.sweep_responders();
+            if stopped > 0 {
+                tracing::info!(stopped, "DNS responders serving no live task stopped");
+            }
         }
         if all_exits {
             self.restore_pins();

@@ -19,10 +19,11 @@ mod serve;
 mod upstream;
 
 use std::{
+    collections::HashMap,
     io,
     net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4},
     os::fd::OwnedFd,
-    sync::Arc,
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -60,8 +61,11 @@ impl Default for Limits {
 /// What the responder needs to know of the task behind a slot.
 #[derive(Clone, Debug)]
 pub struct TaskDns {
+    /// The task's id: the key of its resolvers in each responder ([`Responder::serve`]).
+    pub id: u64,
     pub grants: Vec<NameGrant>,
-    /// The resolvers of the task's own `resolv.conf`.
+    /// The resolvers of the `resolv.conf` of the task's last attached process, for a
+    /// responder that was not told the task's resolvers in its own namespace.
     pub upstreams: Vec<SocketAddr>,
     /// Audit mode: answer everything, report what would have been refused.
     pub audit: bool,
@@ -103,6 +107,11 @@ pub trait TaskLookup: Send + Sync + 'static {
     /// Installs `learned` as host grants of the task; the answer is relayed only after.
     fn learn(&self, slot: u32, learned: &[Learned]) -> Result<(), String>;
     fn report(&self, slot: u32, report: Report);
+    /// An upstream answered a forwarded query after `took`.
+    fn upstream_answered(&self, took: Duration);
+    /// A granted answer was checked, its addresses installed, and relayed `took`
+    /// after the upstream's answer arrived.
+    fn relayed(&self, took: Duration);
 }
 
 /// A responder running in one network namespace; stops when dropped.
@@ -110,8 +119,13 @@ pub struct Responder {
     /// Where it listens: the ports every slot address of the namespace reaches.
     pub udp_port: u16,
     pub tcp_port: u16,
+    /// Each task's resolvers as its processes in this namespace see them.
+    upstreams: Upstreams,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
+
+/// Task id → the resolvers its queries in one namespace are forwarded to.
+type Upstreams = Arc<Mutex<HashMap<u64, Vec<SocketAddr>>>>;
 
 impl Drop for Responder {
     fn drop(&mut self) {
@@ -133,20 +147,25 @@ pub enum StartError {
 
 impl Responder {
     /// Starts a responder inside the network namespace `netns` (an open
-    /// `/proc/PID/ns/net`), on a thread of its own.
+    /// `/proc/PID/ns/net`), on a thread of its own, at `ports` (UDP, TCP) when they are
+    /// free in there (so one DNS target per task reaches a responder in every
+    /// namespace), else at ports the kernel picks.
     pub fn start(
         netns: OwnedFd,
         tasks: Arc<dyn TaskLookup>,
         limits: Limits,
+        ports: Option<(u16, u16)>,
     ) -> Result<Self, StartError> {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+        let upstreams = Upstreams::default();
+        let table = Arc::clone(&upstreams);
         std::thread::Builder::new()
             .name("leash-dns".into())
             .spawn(move || {
                 let sockets = nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET)
                     .map_err(StartError::Setns)
-                    .and_then(|()| bind().map_err(StartError::Socket));
+                    .and_then(|()| bind(ports).map_err(StartError::Socket));
                 let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
@@ -163,22 +182,52 @@ impl Responder {
                     tcp.local_addr().map_or(0, |a| a.port()),
                 );
                 let _ = ready_tx.send(Ok(ports));
-                rt.block_on(serve::run(udp, tcp, tasks, limits, stop_rx));
+                rt.block_on(serve::run(udp, tcp, tasks, limits, table, stop_rx));
             })
             .map_err(StartError::Socket)?;
         let (udp_port, tcp_port) = ready_rx.recv().map_err(|_| StartError::Thread)??;
         Ok(Self {
             udp_port,
             tcp_port,
+            upstreams,
             stop: Some(stop_tx),
         })
+    }
+
+    /// Task `id`'s queries arriving here go to `upstreams` (the resolvers of a process
+    /// of the task in this namespace).
+    pub fn serve(&self, id: u64, upstreams: Vec<SocketAddr>) {
+        self.upstreams
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(id, upstreams);
+    }
+
+    /// Forgets the resolvers of tasks for which `live` is false (ended); returns
+    /// whether it still serves a task.
+    pub fn retain(&self, live: impl Fn(u64) -> bool) -> bool {
+        let mut table = self
+            .upstreams
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        table.retain(|&id, _| live(id));
+        !table.is_empty()
     }
 }
 
 /// The listening sockets, on every address of the namespace (the slot addresses are
 /// all of `127.0.0.0/8`, which no single bind covers); what does not arrive on a slot
 /// address is dropped. TCP takes the UDP port when it is free.
-fn bind() -> io::Result<(std::net::UdpSocket, std::net::TcpListener)> {
+fn bind(ports: Option<(u16, u16)>) -> io::Result<(std::net::UdpSocket, std::net::TcpListener)> {
+    if let Some((u, t)) = ports {
+        match bind_at(u, t) {
+            Ok(sockets) => return Ok(sockets),
+            Err(e) => tracing::warn!(
+                "the DNS responder's ports {u}/udp, {t}/tcp are taken in this network namespace \
+                 ({e}): using others; a task with processes here and elsewhere is served here only"
+            ),
+        }
+    }
     let any = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0);
     let udp = std::net::UdpSocket::bind(any)?;
     nix::sys::socket::setsockopt(&udp, nix::sys::socket::sockopt::Ipv4PacketInfo, &true)
@@ -189,4 +238,14 @@ fn bind() -> io::Result<(std::net::UdpSocket, std::net::TcpListener)> {
     udp.set_nonblocking(true)?;
     tcp.set_nonblocking(true)?;
     Ok((udp, tcp))
+}
+
+fn bind_at(udp: u16, tcp: u16) -> io::Result<(std::net::UdpSocket, std::net::TcpListener)> {
+    let u = std::net::UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, udp))?;
+    nix::sys::socket::setsockopt(&u, nix::sys::socket::sockopt::Ipv4PacketInfo, &true)
+        .map_err(io::Error::from)?;
+    let t = std::net::TcpListener::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, tcp))?;
+    u.set_nonblocking(true)?;
+    t.set_nonblocking(true)?;
+    Ok((u, t))
 }

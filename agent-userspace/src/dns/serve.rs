@@ -22,7 +22,7 @@ use tokio::{
     sync::oneshot,
 };
 
-use super::{Learned, Limits, Report, TaskLookup, message, names, upstream};
+use super::{Learned, Limits, Report, TaskLookup, Upstreams, message, names, upstream};
 use crate::clock;
 
 /// A TCP client that sends nothing for this long is closed.
@@ -31,6 +31,7 @@ const TCP_IDLE: Duration = Duration::from_secs(10);
 struct Ctx {
     tasks: Arc<dyn TaskLookup>,
     limits: Limits,
+    upstreams: Upstreams,
     buckets: Mutex<HashMap<u32, Bucket>>,
 }
 
@@ -48,11 +49,13 @@ pub(super) async fn run(
     tcp: std::net::TcpListener,
     tasks: Arc<dyn TaskLookup>,
     limits: Limits,
+    upstreams: Upstreams,
     stop: oneshot::Receiver<()>,
 ) {
     let ctx = Arc::new(Ctx {
         tasks,
         limits,
+        upstreams,
         buckets: Mutex::new(HashMap::new()),
     });
     let (udp, tcp) = match (UdpSocket::from_std(udp), TcpListener::from_std(tcp)) {
@@ -317,10 +320,22 @@ async fn answer(ctx: &Ctx, slot: u32, bytes: &[u8], tcp: bool) -> Option<Vec<u8>
         );
         Some(message::error_reply(&q.message, ResponseCode::ServFail))
     };
-    let Ok(raw) = upstream::forward(&task.upstreams, &wire, tcp, ctx.limits.upstream_timeout).await
+    // The resolvers of the task's processes in this namespace; those of its last
+    // attached process if this responder was not told.
+    let upstreams = ctx
+        .upstreams
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(&task.id)
+        .cloned()
+        .unwrap_or(task.upstreams);
+    let asked = Instant::now();
+    let Ok(raw) = upstream::forward(&upstreams, &wire, tcp, ctx.limits.upstream_timeout).await
     else {
         return servfail("upstream_failed");
     };
+    let answered = Instant::now();
+    ctx.tasks.upstream_answered(answered.duration_since(asked));
     let Ok(checked) = message::check_answer(&q.message, &raw) else {
         return servfail("upstream_failed");
     };
@@ -339,6 +354,7 @@ async fn answer(ctx: &Ctx, slot: u32, bytes: &[u8], tcp: bool) -> Option<Vec<u8>
     let mut addresses: Vec<_> = learned.iter().map(|l| l.addr).collect();
     addresses.dedup();
     report(&q.name, qtype, Verdict::Allowed, "granted", addresses);
+    ctx.tasks.relayed(answered.elapsed());
     Some(raw)
 }
 

@@ -274,7 +274,11 @@ pub struct AuditEvent {
     pub spiffe_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub intent: Option<String>,
-    pub pid: u32,
+    /// The process; `null` where none is known: a `dns` event, decided by the
+    /// responder, which sees a query's task (from the address the kernel rewrote it
+    /// to) but not the process that sent it.
+    #[serde(default)]
+    pub pid: Option<u32>,
     pub comm: String,
     /// `exec|connect|send|socket|tamper|fork|dns|task_started|task_ended|grant_added|grant_revoked`.
     pub kind: String,

@@ -18,6 +18,8 @@ mod attacks;
 mod compat;
 #[path = "probe/dns.rs"]
 mod dns;
+#[path = "probe/dns_load.rs"]
+mod dns_load;
 #[path = "probe/file_bench.rs"]
 mod file_bench;
 #[path = "probe/host.rs"]
@@ -71,6 +73,7 @@ fn run(w: &[String]) -> String {
         "dns-raw" => dns::raw(arg(1), arg(2), arg(3)),
         "dns-peer" => dns::peer(arg(1), arg(2)),
         "dns-flood" => dns::flood(arg(1), arg(2)),
+        "dns-load" => dns_load::load(arg(1), arg(2), arg(3), arg(4)),
         "resolve" => dns::resolve(arg(1)),
         "connect" => sock_op(arg(1), arg(2), arg(3), Op::Connect),
         "sendto" => sock_op("udp", arg(1), arg(2), Op::SendTo),

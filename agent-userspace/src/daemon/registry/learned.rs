@@ -12,23 +12,51 @@ use crate::{
 impl Tasks {
     /// The task's DNS slot, given one now if it has none (the lowest slot no task holds).
     pub fn dns_slot(&mut self, id: u64) -> Result<u32, RegistryError> {
-        let used: std::collections::BTreeSet<u32> =
-            self.tasks.values().map(|t| t.dns_slot).collect();
-        let task = self.get_mut(id)?;
+        let task = self
+            .tasks
+            .get_mut(&id)
+            .ok_or_else(|| RegistryError::NoTask(crate::protocol::TaskId(id).to_string()))?;
         if task.dns_slot == 0 {
+            // Slots stay held by ended tasks until their records go (`prune`).
+            let slots = &self.dns_slots;
             task.dns_slot = (1..leash_common::dns::SLOTS)
-                .find(|s| !used.contains(s))
+                .find(|s| !slots.contains_key(s))
                 .unwrap_or(0);
+            if task.dns_slot != 0 {
+                self.dns_slots.insert(task.dns_slot, id);
+            }
         }
         Ok(task.dns_slot)
     }
 
-    /// The live task holding DNS slot `slot`.
+    /// Tasks not ended (nor pending an end).
     #[must_use]
-    pub fn by_dns_slot(&self, slot: u32) -> Option<u64> {
+    pub fn live_ids(&self) -> std::collections::BTreeSet<u64> {
         self.tasks
             .values()
-            .find(|t| t.dns_slot == slot && slot != 0 && t.is_live())
+            .filter(|t| t.is_live())
+            .map(|t| t.id)
+            .collect()
+    }
+
+    /// Rebuilds the slot index from the records (after loading them).
+    pub fn index_dns_slots(&mut self) {
+        self.dns_slots = self
+            .tasks
+            .values()
+            .filter(|t| t.dns_slot != 0)
+            .map(|t| (t.dns_slot, t.id))
+            .collect();
+    }
+
+    /// The live task holding DNS slot `slot`: one hash lookup (the responder asks
+    /// for every query).
+    #[must_use]
+    pub fn by_dns_slot(&self, slot: u32) -> Option<u64> {
+        let &id = self.dns_slots.get(&slot)?;
+        self.tasks
+            .get(&id)
+            .filter(|t| t.dns_slot == slot && slot != 0 && t.is_live())
             .map(|t| t.id)
     }
 
@@ -38,6 +66,7 @@ impl Tasks {
     pub fn dns_view(&self, id: u64) -> Option<TaskDns> {
         let t = self.tasks.get(&id).filter(|t| t.is_live())?;
         Some(TaskDns {
+            id,
             grants: t
                 .grants
                 .iter()
@@ -51,37 +80,40 @@ impl Tasks {
 
     /// Installs learned addresses as host grants of task `id`: an address already
     /// learned with the same ports is refreshed (its entry rewritten in place, never
-    /// removed and added again).
+    /// removed and added again). Returns whether an address is new (a refresh only
+    /// moves expiries).
     pub fn learn(
         &mut self,
         maps: &mut Maps,
         id: u64,
         learned: &[Learned],
-    ) -> Result<(), RegistryError> {
+    ) -> Result<bool, RegistryError> {
         let task = self.get_mut(id)?;
         if !task.is_live() {
             return Err(RegistryError::Ended(task.id_string()));
         }
+        let mut new = false;
         for l in learned {
             let addr = mapped(l.addr);
-            match task.learned.iter_mut().find(|r| {
+            if let Some(r) = task.learned.iter_mut().find(|r| {
                 (r.addr, r.port_lo, r.port_hi, r.protos) == (addr, l.port_lo, l.port_hi, l.protos)
             }) {
-                Some(r) => {
-                    r.expires_ns = r.expires_ns.max(l.expires_ns);
-                    r.name.clone_from(&l.name);
-                }
-                None => task.learned.push(LearnedRecord {
+                r.expires_ns = r.expires_ns.max(l.expires_ns);
+                r.name.clone_from(&l.name);
+            } else {
+                new = true;
+                task.learned.push(LearnedRecord {
                     addr,
                     port_lo: l.port_lo,
                     port_hi: l.port_hi,
                     protos: l.protos,
                     expires_ns: l.expires_ns,
                     name: l.name.clone(),
-                }),
+                });
             }
         }
-        self.sync(maps, id)
+        self.sync(maps, id)?;
+        Ok(new)
     }
 
     /// Live tasks with a learned address past its expiry (the kernel denies it
@@ -102,5 +134,56 @@ impl Tasks {
             }
         }
         ids
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{daemon::registry::TaskRecord, protocol};
+
+    fn tasks(n: u64) -> Tasks {
+        let mut t = Tasks::default();
+        for id in 1..=n {
+            let rec = TaskRecord::new(
+                id,
+                &protocol::CreateTask::default(),
+                Vec::new(),
+                0,
+                1,
+                protocol::FileRules::default(),
+            );
+            t.tasks.insert(id, rec);
+        }
+        t
+    }
+
+    #[test]
+    fn slots_are_found_through_the_index_and_survive_a_reload() {
+        let mut t = tasks(3);
+        assert_eq!(t.dns_slot(2).unwrap(), 1);
+        assert_eq!(t.dns_slot(3).unwrap(), 2);
+        assert_eq!(t.dns_slot(2).unwrap(), 1, "a task keeps its slot");
+        assert_eq!(t.by_dns_slot(1), Some(2));
+        assert_eq!(t.by_dns_slot(2), Some(3));
+        assert_eq!(t.by_dns_slot(3), None, "no task holds it");
+        assert_eq!(t.by_dns_slot(0), None);
+        // Records loaded from the state file: found once the index is rebuilt.
+        let mut loaded = Tasks {
+            tasks: t.tasks.clone(),
+            ..Tasks::default()
+        };
+        assert_eq!(loaded.by_dns_slot(1), None, "not indexed yet");
+        loaded.index_dns_slots();
+        assert_eq!(loaded.by_dns_slot(1), Some(2));
+        assert_eq!(
+            loaded.dns_slot(1).unwrap(),
+            3,
+            "held slots are not given again"
+        );
+        // An ended task's slot answers no query, and stays held until its record goes.
+        loaded.tasks.get_mut(&2).unwrap().state = protocol::TaskState::Ended;
+        assert_eq!(loaded.by_dns_slot(1), None);
+        assert_eq!(loaded.live_ids().into_iter().collect::<Vec<_>>(), [1, 3]);
     }
 }

@@ -101,6 +101,10 @@ pub struct Tasks {
     pub tasks: BTreeMap<u64, TaskRecord>,
     /// Agent name → decision counter slot (1-based; 0 is "unknown task").
     pub agents: BTreeMap<String, u32>,
+    /// DNS slot → the task holding it, so the responder finds a query's task without a
+    /// scan (`learned.rs`; rebuilt by [`Tasks::index_dns_slots`] after loading).
+    #[serde(skip)]
+    dns_slots: std::collections::HashMap<u32, u64>,
 }
 
 /// Ended tasks kept for `leash task list/show`.
@@ -417,7 +421,9 @@ impl Tasks {
                 .map(|(_, id)| *id)
                 .collect();
             for id in &gone {
-                self.tasks.remove(id);
+                if let Some(t) = self.tasks.remove(id) {
+                    self.dns_slots.remove(&t.dns_slot);
+                }
             }
             return gone;
         }

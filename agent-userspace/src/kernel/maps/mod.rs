@@ -392,6 +392,18 @@ impl Maps {
             .map(|(tid, _)| tid)
             .collect()
     }
+
+    /// Every tagged thread by task, in one walk of the process map.
+    #[must_use]
+    pub fn tagged_by_task(&self) -> std::collections::BTreeMap<u64, Vec<u32>> {
+        let mut out = std::collections::BTreeMap::<u64, Vec<u32>>::new();
+        for (tid, task) in self.procs.iter().filter_map(Result::ok) {
+            if is_tid(tid) {
+                out.entry(task).or_default().push(tid);
+            }
+        }
+        out
+    }
 }
 
 impl Maps {

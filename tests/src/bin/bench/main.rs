@@ -20,6 +20,7 @@ use anyhow::Context as _;
 mod api_abuse;
 mod control_plane;
 mod data_plane;
+mod dns;
 mod file_modes;
 mod program_stats;
 mod scale;
@@ -109,7 +110,7 @@ fn main() -> anyhow::Result<()> {
     let out_path = args.iter().skip_while(|a| *a != "--out").nth(1).cloned();
     let quick = args.iter().any(|a| a == "--quick");
     // `--only stats,control`: just those sections, at full size (to check some figures
-    // alone); names: data, stats, scale, control, drain, memory, files, abuse.
+    // alone); names: data, stats, scale, control, drain, memory, files, dns, abuse.
     let only: Option<Vec<String>> = args
         .iter()
         .skip_while(|a| *a != "--only")
@@ -163,6 +164,10 @@ fn main() -> anyhow::Result<()> {
             if quick { 2_000 } else { 20_000 },
             if quick { 1 } else { 3 },
         )?);
+    }
+    if wanted("dns") {
+        let (tasks, queries) = if quick { (20, 200) } else { (1000, 2000) };
+        md.push_str(&dns::dns(rounds, tasks, queries)?);
     }
     print!("{md}");
     if let Some(path) = out_path {
