@@ -3,7 +3,9 @@
 //! own maps, so tests do not see each other's tasks.
 
 pub mod daemon;
+pub mod dns_server;
 pub mod mount_ns;
+pub mod netns;
 mod task_spec;
 pub mod tokens;
 
