@@ -162,32 +162,28 @@ impl RequestHandler for Zone {
         if let Some(edns) = &edns {
             builder.edns(edns);
         }
-        let records = match request.request_info() {
-            Ok(info) => {
-                let q = info.query.original();
-                self.answer(q.name(), q.query_type())
-            }
-            Err(_) => {
-                metadata.response_code = ResponseCode::FormErr;
-                Some(Vec::new())
-            }
+        let records = if let Ok(info) = request.request_info() {
+            let q = info.query.original();
+            self.answer(q.name(), q.query_type())
+        } else {
+            metadata.response_code = ResponseCode::FormErr;
+            Some(Vec::new())
         };
         let records = records.unwrap_or_else(|| {
             metadata.response_code = ResponseCode::NXDomain;
             Vec::new()
         });
         let response = builder.build(metadata, records.iter(), [], [], []);
-        match response_handle.send_response(response).await {
-            Ok(info) => info,
-            Err(_) => {
-                let mut metadata = Metadata::response_from_request(&request.metadata);
-                metadata.response_code = ResponseCode::ServFail;
-                Header {
-                    metadata,
-                    counts: HeaderCounts::default(),
-                }
-                .into()
+        if let Ok(info) = response_handle.send_response(response).await {
+            info
+        } else {
+            let mut metadata = Metadata::response_from_request(&request.metadata);
+            metadata.response_code = ResponseCode::ServFail;
+            Header {
+                metadata,
+                counts: HeaderCounts::default(),
             }
+            .into()
         }
     }
 }
@@ -257,7 +253,9 @@ impl DnsServer {
                 thread: Some(thread),
             },
             Ok(Err(e)) => panic!("the test DNS server could not start on {addr}:53: {e}"),
-            Err(_) => panic!("the test DNS server's thread ended before it started"),
+            Err(std::sync::mpsc::RecvError) => {
+                panic!("the test DNS server's thread ended before it started")
+            }
         }
     }
 }

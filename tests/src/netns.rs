@@ -84,6 +84,21 @@ impl AsFd for NetNs {
     }
 }
 
+// The request's type differs between glibc (unsigned long) and musl (int); `allow`, not
+// `expect`: the casts truncate only on musl.
+#[allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    reason = "the requests fit in 16 bits"
+)]
+const fn request(r: libc::c_ulong) -> libc::Ioctl {
+    r as libc::Ioctl
+}
+const SIOCGIFFLAGS: libc::Ioctl = request(libc::SIOCGIFFLAGS);
+const SIOCSIFFLAGS: libc::Ioctl = request(libc::SIOCSIFFLAGS);
+const SIOCSIFADDR: libc::Ioctl = request(libc::SIOCSIFADDR);
+const SIOCSIFNETMASK: libc::Ioctl = request(libc::SIOCSIFNETMASK);
+
 /// Brings `lo` up and adds each of `addrs` as a /32 alias (`lo:N`), with the ioctls
 /// `ifconfig` uses: they need no netlink message built by hand.
 fn configure_lo(addrs: &[Ipv4Addr]) -> io::Result<()> {
@@ -95,32 +110,20 @@ fn configure_lo(addrs: &[Ipv4Addr]) -> io::Result<()> {
     let mut req = ifreq("lo")?;
     // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the flags of the ifreq passed.
     unsafe {
-        check(libc::ioctl(
-            sock.as_raw_fd(),
-            libc::SIOCGIFFLAGS,
-            &raw mut req,
-        ))?;
+        check(libc::ioctl(sock.as_raw_fd(), SIOCGIFFLAGS, &raw mut req))?;
         req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-        check(libc::ioctl(
-            sock.as_raw_fd(),
-            libc::SIOCSIFFLAGS,
-            &raw const req,
-        ))?;
+        check(libc::ioctl(sock.as_raw_fd(), SIOCSIFFLAGS, &raw const req))?;
     }
     for (i, addr) in addrs.iter().enumerate() {
         let mut req = ifreq(&format!("lo:{}", i + 1))?;
         req.ifr_ifru.ifru_addr = sockaddr(*addr);
         // SAFETY: SIOCSIFADDR and SIOCSIFNETMASK read the ifreq passed.
         unsafe {
-            check(libc::ioctl(
-                sock.as_raw_fd(),
-                libc::SIOCSIFADDR,
-                &raw const req,
-            ))?;
+            check(libc::ioctl(sock.as_raw_fd(), SIOCSIFADDR, &raw const req))?;
             req.ifr_ifru.ifru_netmask = sockaddr(Ipv4Addr::BROADCAST);
             check(libc::ioctl(
                 sock.as_raw_fd(),
-                libc::SIOCSIFNETMASK,
+                SIOCSIFNETMASK,
                 &raw const req,
             ))?;
         }

@@ -78,7 +78,9 @@ fn the_c_libraries_resolve_through_leash() {
         }
         None if cfg!(target_env = "musl") => {}
         None => {
-            println!("skipped musl: no static musl build of leash-probe (cargo xtask vm makes one)")
+            println!(
+                "skipped musl: no static musl build of leash-probe (cargo xtask vm makes one)"
+            );
         }
     }
 
