@@ -11,7 +11,7 @@ use std::{
 };
 
 use harness::{
-    daemon::{DaemonGuard, TaskSession, leash_bin},
+    daemon::{DaemonGuard, TaskSession},
     dns_server::{DnsServer, Zone},
     netns::NetNs,
     probe, wait_for,
@@ -90,19 +90,27 @@ impl Pod {
         pod
     }
 
-    /// `cmd`, to be started in the pod's namespace with its `resolv.conf`.
-    fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let mut cmd = Command::new(program);
+    /// Makes `cmd` start in the pod's namespace with its `resolv.conf`.
+    fn enter(&self, cmd: &mut Command) {
         let resolv = self.dir.join("resolv.conf");
         self.ns
-            .enter_on_exec(&mut cmd, resolv.to_str().expect("a UTF-8 temp path"));
+            .enter_on_exec(cmd, resolv.to_str().expect("a UTF-8 temp path"));
+    }
+
+    /// `leash run --task id -- …` in the namespace, from the daemon's workspace (the
+    /// task's writable one: not `/`, the VM guest's working directory).
+    fn leash_run(&self, d: &DaemonGuard, id: &str) -> Command {
+        let mut cmd = d.cli();
+        self.enter(&mut cmd);
+        cmd.args(["run", "--task", id, "--"]);
         cmd
     }
 
     /// The probe, untagged, inside the namespace.
     pub(super) fn untagged(&self, words: &str) -> String {
-        let o = self
-            .command(probe())
+        let mut cmd = Command::new(probe());
+        self.enter(&mut cmd);
+        let o = cmd
             .args(words.split_whitespace())
             .output()
             .expect("run the probe in the namespace");
@@ -117,9 +125,7 @@ impl Pod {
     /// Another build of the probe (it reads the same commands) joined to task `id`.
     pub(super) fn join_with(&self, d: &DaemonGuard, id: &str, probe: &Path) -> TaskSession {
         let child = self
-            .command(leash_bin())
-            .env("LEASH_SOCKET", &d.socket)
-            .args(["run", "--task", id, "--"])
+            .leash_run(d, id)
             .arg(probe)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -131,11 +137,8 @@ impl Pod {
     /// `argv` run once in task `id` inside the namespace: its stdout, trimmed.
     pub(super) fn run_once(&self, d: &DaemonGuard, id: &str, argv: &[&str]) -> String {
         let o = self
-            .command(leash_bin())
-            .env("LEASH_SOCKET", &d.socket)
-            .args(["run", "--task", id, "--"])
+            .leash_run(d, id)
             .args(argv)
-            .stdin(Stdio::null())
             .output()
             .expect("spawn leash run in the namespace");
         format!(
