@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 
 use harness::{EPERM, daemon::DaemonGuard, probe};
 
-use super::{REFUSED, pod::Pod};
+use super::{
+    REFUSED,
+    pod::{BIG, Pod},
+};
 
 /// The static musl build of the probe, if one exists: the VM's build, or a plain
 /// `--target x86_64-unknown-linux-musl` one.
@@ -24,6 +27,10 @@ fn musl_probe() -> Option<PathBuf> {
     .map(|dir| target.join(dir).join("leash-probe"))
     .find(|p| p.exists())
 }
+
+/// The most addresses musl's getaddrinfo returns (its `MAXADDRS`): more than a 512-byte
+/// UDP answer holds, so getting them all proves its retry over TCP.
+const MUSL_MAX: usize = 48;
 
 /// Python's `socket.getaddrinfo` (glibc), then a connect to what it got: one line.
 const PYTHON: &str = "import socket, sys
@@ -55,7 +62,18 @@ fn the_c_libraries_resolve_through_leash() {
     exec.extend(musl.iter().cloned());
     exec.extend(python.iter().cloned());
     let exec: Vec<String> = exec.iter().map(|p| p.display().to_string()).collect();
-    let id = create_with_exec(&d, &exec, &["granted.test:443/tcp"]);
+    let id = create_with_exec(
+        &d,
+        &exec,
+        &[
+            "granted.test:443/tcp",
+            "big.test:443/tcp",
+            // glibc's getaddrinfo reads the interfaces' addresses over netlink to sort
+            // an answer of more than one address (RFC 6724); without the grant, the
+            // portable backend kills it there.
+            "socket:netlink",
+        ],
+    );
 
     // The probe's `resolve` is getaddrinfo of the C library it was built with.
     let libc = if cfg!(target_env = "musl") {
@@ -68,6 +86,15 @@ fn the_c_libraries_resolve_through_leash() {
     assert_eq!(s.run("connect tcp 10.77.0.1 443"), REFUSED, "{libc}");
     assert!(s.run("resolve denied.test").starts_with("error"), "{libc}");
     assert_eq!(s.run("connect tcp 10.77.0.2 443"), EPERM, "{libc}");
+    // An answer truncated over UDP: the library retries over TCP, through leash too.
+    // An answer truncated over UDP: the library retries over TCP, through leash too.
+    let big = s.run("resolve big.test");
+    let whole = if cfg!(target_env = "musl") {
+        MUSL_MAX
+    } else {
+        usize::from(BIG)
+    };
+    assert_eq!(big.split(',').count(), whole, "{libc}: {big}");
     drop(s);
 
     match &musl {
@@ -75,6 +102,8 @@ fn the_c_libraries_resolve_through_leash() {
             let mut m = pod.join_with(&d, &id, bin);
             assert_eq!(m.run("resolve granted.test"), "answer 10.77.0.1", "musl");
             assert!(m.run("resolve denied.test").starts_with("error"), "musl");
+            let big = m.run("resolve big.test");
+            assert_eq!(big.split(',').count(), MUSL_MAX, "musl: {big}");
         }
         None if cfg!(target_env = "musl") => {}
         None => {
