@@ -4,8 +4,10 @@
 
 pub mod audit_log;
 pub mod daemon;
+pub mod dns_server;
 pub mod flood;
 pub mod mount_ns;
+pub mod netns;
 mod task_spec;
 pub mod tokens;
 

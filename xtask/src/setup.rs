@@ -13,8 +13,8 @@ use crate::util::{self, BpfLinker};
 /// Debian packages the tests and the daemon's operators use (`bpftool prog`, `ip`,
 /// `promtool` from prometheus to check the metrics exposition and the alert rules,
 /// `openssl` to make the test keys of the bearer-token tests, `mkfs.btrfs` and the
-/// `bindfs` FUSE file system for the file-system identity tests, `dnsmasq` as the DNS
-/// server of the `dns` tests).
+/// `bindfs` FUSE file system for the file-system identity tests). The `dns` tests need
+/// nothing installed: their DNS server is built into the test harness.
 const APT_PACKAGES: &[&str] = &[
     "bpftool",
     "iproute2",
@@ -22,7 +22,6 @@ const APT_PACKAGES: &[&str] = &[
     "openssl",
     "btrfs-progs",
     "bindfs",
-    "dnsmasq-base",
 ];
 
 /// Components of the nightly toolchain: aya-build compiles the eBPF crate with
@@ -59,7 +58,7 @@ pub(crate) fn run(mode: Mode) -> anyhow::Result<()> {
         ("host toolchain (clippy, rustfmt)", host_components),
         ("bpf-linker 0.13", bpf_linker),
         (
-            "apt packages (bpftool, iproute2, prometheus, openssl, btrfs-progs, bindfs, dnsmasq-base)",
+            "apt packages (bpftool, iproute2, prometheus, openssl, btrfs-progs, bindfs)",
             apt_packages,
         ),
     ];

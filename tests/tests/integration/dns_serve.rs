@@ -1,91 +1,65 @@
 //! Where the daemon serves a task's DNS (docs/dns.md): in every network namespace its
 //! processes are in, each through that namespace's own resolver, and again right after
 //! a restart, for the tasks it adopts, without any process attaching again. Each test
-//! runs real dnsmasq servers in network namespaces it creates (skipped, with the reason
-//! printed, where dnsmasq or `ip netns` is missing, as in the VM guest).
+//! makes its network namespaces with syscalls and runs the harness's DNS server in each
+//! (as the `dns` tests do), so it runs in the VM guest too.
 
 use std::{
+    net::{IpAddr, Ipv4Addr},
     path::PathBuf,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
 };
 
 use harness::{
     daemon::{DaemonGuard, TaskSession, leash_bin, stderr, stdout},
+    dns_server::{DnsServer, Zone},
+    netns::NetNs,
     probe, wait_for,
 };
 
-/// A network namespace with dnsmasq at `resolver` on its loopback answering
-/// `granted.test` with `answer`, and `/etc/netns/NS/resolv.conf` naming it. Removed on
-/// drop.
+/// A network namespace whose resolver, at `resolver` on its loopback, answers
+/// `granted.test` with `answer`, and a `resolv.conf` naming it for the processes
+/// started in it. Removed on drop.
 struct Netns {
-    ns: String,
-    dnsmasq: Child,
-    conf_dir: PathBuf,
-}
-
-fn ip(args: &[&str]) {
-    let o = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        o.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
-fn have(cmd: &str, args: &[&str]) -> bool {
-    Command::new(cmd)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+    // Dropped in this order: the server (its sockets), then the namespace.
+    _server: DnsServer,
+    ns: NetNs,
+    dir: PathBuf,
 }
 
 impl Netns {
-    fn new(tag: &str, resolver: &str, answer: &str) -> Option<Self> {
+    fn new(tag: &str, resolver: [u8; 4], answer: [u8; 4]) -> Self {
         harness::require_root();
-        if !have("dnsmasq", &["--version"]) || !have("ip", &["netns", "list"]) {
-            println!("skipped: dnsmasq or `ip netns` is missing (cargo xtask setup installs them)");
-            return None;
-        }
-        let ns = format!("leash-dnss-{tag}-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &ns]).output();
-        ip(&["netns", "add", &ns]);
-        ip(&["-n", &ns, "link", "set", "lo", "up"]);
-        let conf_dir = PathBuf::from("/etc/netns").join(&ns);
-        std::fs::create_dir_all(&conf_dir).unwrap();
-        std::fs::write(
-            conf_dir.join("resolv.conf"),
-            format!("nameserver {resolver}\n"),
-        )
-        .unwrap();
-        let dnsmasq = Command::new("ip")
-            .args(["netns", "exec", &ns, "dnsmasq", "--keep-in-foreground"])
-            .args(["--no-resolv", "--no-hosts", "--bind-interfaces"])
-            .arg(format!("--listen-address={resolver}"))
-            .args(["--port=53", "--local-ttl=60"])
-            .args(["--user=root", "--pid-file="])
-            .arg(format!("--address=/granted.test/{answer}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("dnsmasq (apt-get install dnsmasq-base, or cargo xtask setup)");
+        let (resolver, answer) = (Ipv4Addr::from(resolver), Ipv4Addr::from(answer));
+        let ns = NetNs::new(&[]).expect("a network namespace");
+        let dir = std::env::temp_dir().join(format!("leash-dnss-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("the namespace's directory");
+        std::fs::write(dir.join("resolv.conf"), format!("nameserver {resolver}\n"))
+            .expect("the namespace's resolv.conf");
+        let zone = Zone::new(60).addrs("granted.test.", &[IpAddr::V4(answer)]);
+        let server = DnsServer::start(std::os::fd::AsFd::as_fd(&ns), resolver, zone);
         let me = Self {
+            _server: server,
             ns,
-            dnsmasq,
-            conf_dir,
+            dir,
         };
         let want = format!("answer {answer}");
-        wait_for("dnsmasq answers in the namespace", || {
+        wait_for("the namespace's resolver answers", || {
             me.untagged(&format!("dns udp {resolver} granted.test A")) == want
         });
-        Some(me)
+        me
+    }
+
+    fn enter(&self, cmd: &mut Command) {
+        let resolv = self.dir.join("resolv.conf");
+        self.ns
+            .enter_on_exec(cmd, resolv.to_str().expect("a UTF-8 temp path"));
     }
 
     fn untagged(&self, words: &str) -> String {
-        let o = Command::new("ip")
-            .args(["netns", "exec", &self.ns])
-            .arg(probe())
+        let mut cmd = Command::new(probe());
+        self.enter(&mut cmd);
+        let o = cmd
             .args(words.split_whitespace())
             .output()
             .expect("run the probe in the namespace");
@@ -94,10 +68,9 @@ impl Netns {
 
     /// A probe joined to task `id` inside the namespace.
     fn join(&self, d: &DaemonGuard, id: &str) -> TaskSession {
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.ns])
-            .arg(leash_bin())
-            .env("LEASH_SOCKET", &d.socket)
+        let mut cmd = d.cli();
+        self.enter(&mut cmd);
+        let child = cmd
             .args(["run", "--task", id, "--"])
             .arg(probe())
             .stdin(Stdio::piped())
@@ -110,10 +83,7 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = self.dnsmasq.kill();
-        let _ = self.dnsmasq.wait();
-        let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
-        let _ = std::fs::remove_dir_all(&self.conf_dir);
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -144,17 +114,13 @@ fn gauge(d: &DaemonGuard, name: &str) -> String {
 #[test]
 fn a_task_in_two_network_namespaces_resolves_in_each_through_its_own_resolver() {
     // Two resolver addresses: each namespace's queries must go to its own.
-    let (Some(a), Some(b)) = (
-        Netns::new("a", "127.0.0.1", "10.77.1.1"),
-        Netns::new("b", "127.0.0.2", "10.77.2.1"),
-    ) else {
-        return;
-    };
+    let a = Netns::new("a", [127, 0, 0, 1], [10, 77, 1, 1]);
+    let b = Netns::new("b", [127, 0, 0, 2], [10, 77, 2, 1]);
     let d = DaemonGuard::start("dns-two-ns", "");
     let id = create(&d);
     let mut in_a = a.join(&d, &id);
     let mut in_b = b.join(&d, &id);
-    // Each namespace's responder forwards to that namespace's dnsmasq, whichever
+    // Each namespace's responder forwards to that namespace's resolver, whichever
     // process attached last.
     assert_eq!(
         in_a.run("dns udp 127.0.0.1 granted.test A"),
@@ -204,12 +170,8 @@ fn a_task_in_two_network_namespaces_resolves_in_each_through_its_own_resolver() 
 
 #[test]
 fn a_restarted_daemon_serves_the_dns_of_the_tasks_it_adopts() {
-    let (Some(a), Some(b)) = (
-        Netns::new("ra", "127.0.0.1", "10.77.3.1"),
-        Netns::new("rb", "127.0.0.2", "10.77.4.1"),
-    ) else {
-        return;
-    };
+    let a = Netns::new("ra", [127, 0, 0, 1], [10, 77, 3, 1]);
+    let b = Netns::new("rb", [127, 0, 0, 2], [10, 77, 4, 1]);
     let mut d = DaemonGuard::start("dns-restart", "");
     let id = create(&d);
     let mut in_a = a.join(&d, &id);

@@ -57,7 +57,9 @@ const GUEST_SKIPS: &[(&str, &str)] = &[
     ),
 ];
 
-/// `/etc` of the guest: `localhost` must resolve (grants may name hosts).
+/// `/etc` of the guest: `localhost` must resolve (grants may name hosts), and
+/// `/etc/resolv.conf` must exist for the `dns` tests to bind their pod's file over it (it
+/// names no server: the guest has no network).
 const ETC: &[(&str, &str)] = &[
     (
         "etc/hosts",
@@ -65,6 +67,10 @@ const ETC: &[(&str, &str)] = &[
     ),
     ("etc/passwd", "root:x:0:0:root:/root:/bin/sh\n"),
     ("etc/group", "root:x:0:\n"),
+    (
+        "etc/resolv.conf",
+        "# no resolver: the guest has no network\n",
+    ),
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

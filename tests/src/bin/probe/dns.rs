@@ -2,7 +2,8 @@
 //! and a lookup through the C library (`getaddrinfo`).
 //!
 //! Outcomes: `answer A,B` (the A/AAAA addresses, sorted; `answer` alone for none),
-//! `rcode NAME` for an error reply, `errno N`, `timeout`, `peer ADDR` (with `peer`).
+//! `rcode NAME` for an error reply, `truncated` for a reply with TC set, `errno N`,
+//! `timeout`, `peer ADDR` (with `peer`).
 
 use std::{
     io::{Read as _, Write as _},
@@ -165,6 +166,9 @@ fn describe(reply: &[u8]) -> String {
     let Ok(m) = Message::from_vec(reply) else {
         return "error unparseable reply".into();
     };
+    if m.metadata.truncation {
+        return "truncated".into();
+    }
     if m.metadata.response_code != ResponseCode::NoError {
         return format!("rcode {:?}", m.metadata.response_code);
     }

@@ -1,11 +1,12 @@
 //! Names as grants, enforced at DNS (docs/dns.md): a task in its own network namespace
-//! resolves through its `resolv.conf` (a real dnsmasq), its DNS goes to the daemon's
+//! resolves through its `resolv.conf` (a real DNS server), its DNS goes to the daemon's
 //! responder whatever resolver it aims at, only granted names are answered, and their
 //! answers become the addresses it may connect to, until their TTL ends.
 
+mod libraries;
 mod pod;
 
-use std::time::Duration;
+use std::{fmt::Write as _, time::Duration};
 
 use harness::{
     EPERM,
@@ -30,9 +31,7 @@ fn create(d: &DaemonGuard, connect: &[&str]) -> String {
 
 #[test]
 fn granted_names_resolve_and_connect_everything_else_is_refused() {
-    let Some(pod) = Pod::new("grant") else {
-        return;
-    };
+    let pod = Pod::new("grant");
     let d = DaemonGuard::start("dns-grant", "");
     let id = create(
         &d,
@@ -143,9 +142,7 @@ fn granted_names_resolve_and_connect_everything_else_is_refused() {
 
 #[test]
 fn learned_addresses_end_with_their_ttl() {
-    let Some(pod) = Pod::new("ttl") else {
-        return;
-    };
+    let pod = Pod::new("ttl");
     let d = DaemonGuard::start("dns-ttl", "dns:\n  min_ttl: 2s\n");
     let id = create(&d, &["granted.test:443/tcp"]);
     let mut s = pod.join(&d, &id);
@@ -154,7 +151,7 @@ fn learned_addresses_end_with_their_ttl() {
         "answer 10.77.0.1"
     );
     assert_eq!(s.run("connect tcp 10.77.0.1 443"), REFUSED);
-    // dnsmasq answers with TTL 1 s; the responder keeps an address at least
+    // The pod's server answers with TTL 1 s; the responder keeps an address at least
     // `dns.min_ttl` (2 s here).
     std::thread::sleep(Duration::from_millis(2_500));
     assert_eq!(s.run("connect tcp 10.77.0.1 443"), EPERM, "expired");
@@ -167,9 +164,7 @@ fn learned_addresses_end_with_their_ttl() {
 
 #[test]
 fn ipv6_resolvers_and_a_flood() {
-    let Some(pod) = Pod::new("v6") else {
-        return;
-    };
+    let pod = Pod::new("v6");
     let d = DaemonGuard::start("dns-v6", "");
     let id = create(&d, &["granted.test:443/tcp"]);
     let mut s = pod.join(&d, &id);
@@ -192,5 +187,99 @@ fn ipv6_resolvers_and_a_flood() {
             .lines()
             .any(|l| l.contains("\"kind\":\"dns\"") && l.contains("rate_limited")),
         "{audit}"
+    );
+}
+
+/// A query for `granted.test` A (ID abcd, RD), as hex: followed by `junk` zero bytes, or
+/// with an EDNS padding option of `junk` bytes (a well-formed message that large).
+fn big_query(junk: usize, edns: bool) -> String {
+    let mut hex = String::from(if edns {
+        "abcd01000001000000000001"
+    } else {
+        "abcd01000001000000000000"
+    });
+    hex.push_str("076772616e74656404746573740000010001");
+    if edns {
+        // OPT: root owner, type 41, payload 4096, no extended flags, then option 12.
+        let _ = write!(hex, "0000291000000000{:04x}000c{junk:04x}", junk + 4);
+    }
+    hex.push_str(&"00".repeat(junk));
+    hex
+}
+
+#[test]
+fn rotating_answers_and_oversized_messages() {
+    let pod = Pod::new("rotate");
+    let d = DaemonGuard::start("dns-rotate", "");
+    let id = create(
+        &d,
+        &[
+            "rotate.test:443/tcp",
+            "big.test:443/tcp",
+            "granted.test:443/tcp",
+        ],
+    );
+    let mut s = pod.join(&d, &id);
+
+    // A CDN answers a different address each time: every one answered is connectable.
+    let rotation = ["10.77.1.1", "10.77.1.2", "10.77.1.3"];
+    for ip in rotation {
+        assert_eq!(
+            s.run(&format!("connect tcp {ip} 443")),
+            EPERM,
+            "{ip} before"
+        );
+    }
+    let mut answered: Vec<String> = (0..3)
+        .map(|_| s.run("dns udp 127.0.0.1 rotate.test A"))
+        .collect();
+    answered.sort();
+    assert_eq!(
+        answered,
+        rotation.map(|ip| format!("answer {ip}")),
+        "one address per answer, each in turn"
+    );
+    for ip in rotation {
+        assert_eq!(
+            s.run(&format!("connect tcp {ip} 443")),
+            REFUSED,
+            "{ip} after"
+        );
+    }
+
+    // An answer too large for 512 bytes of UDP: relayed truncated, then whole over TCP,
+    // and every address in it is learned (nothing listens nor routes there: errno 101).
+    let last = format!("10.78.0.{}", pod::BIG);
+    assert_eq!(s.run(&format!("connect tcp {last} 443")), EPERM);
+    assert_eq!(s.run("dns udp 127.0.0.1 big.test A"), "truncated");
+    let whole = s.run("dns tcp 127.0.0.1 big.test A");
+    assert_eq!(whole.split(',').count(), usize::from(pod::BIG), "{whole}");
+    assert_eq!(s.run(&format!("connect tcp {last} 443")), "errno 101");
+
+    // Oversized queries, over UDP and TCP, with trailing bytes or an EDNS option that
+    // large: each gets an answer or an error code (never silence), and the next good
+    // query is answered.
+    for (proto, size, edns) in [
+        ("udp", 60_000, false),
+        ("tcp", 65_000, false),
+        ("udp", 60_000, true),
+        ("tcp", 65_000, true),
+    ] {
+        let out = s.run(&format!(
+            "dns-raw {proto} 127.0.0.1 {}",
+            big_query(size, edns)
+        ));
+        assert!(
+            out == "answer 10.77.0.1" || out.starts_with("rcode "),
+            "{proto} {size} bytes (EDNS {edns}): {out}"
+        );
+    }
+    assert_eq!(
+        s.run("dns udp 127.0.0.1 granted.test A"),
+        "answer 10.77.0.1"
+    );
+    assert_eq!(
+        s.run("dns tcp 127.0.0.1 granted.test A"),
+        "answer 10.77.0.1"
     );
 }

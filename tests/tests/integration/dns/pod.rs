@@ -1,101 +1,116 @@
-//! A pod-like network namespace with its own resolver: dnsmasq on its loopback, serving
-//! the names of [`ZONE`], and `/etc/netns/NS/resolv.conf` naming it; a task's probe runs
-//! inside through `ip netns exec`. Everything is removed on drop.
+//! A pod-like network namespace with its own resolver: the harness's DNS server
+//! (hickory-server, in this process) on the namespace's loopback serving [`zone`], and a
+//! `resolv.conf` naming it, bind-mounted over `/etc/resolv.conf` for the processes started
+//! in the namespace, as `ip netns exec` does. Made with syscalls only, so it runs in the
+//! VM's busybox guest as on the host; everything ends on drop.
 
 use std::{
-    path::PathBuf,
-    process::{Child, Command, Stdio},
+    net::{IpAddr, Ipv4Addr},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
 };
 
 use harness::{
-    daemon::{DaemonGuard, TaskSession, leash_bin},
+    daemon::{DaemonGuard, TaskSession},
+    dns_server::{DnsServer, Zone},
+    netns::NetNs,
     probe, wait_for,
 };
 
-/// Names dnsmasq answers (`--address` also answers every name below its own).
-pub(super) const ZONE: &[&str] = &[
-    "--address=/granted.test/10.77.0.1",
-    "--address=/denied.test/10.77.0.2",
-    "--address=/wild.test/10.77.0.4",
-    "--address=/www.wild.test/10.77.0.3",
-    "--host-record=real.test,10.77.0.5",
-    "--cname=alias.test,real.test",
-    "--txt-record=granted.test,tunnel",
+/// Addresses on the pod's `lo`, so that a connect the kernel lets through is refused
+/// (errno 111) rather than unroutable.
+const LOCAL: &[[u8; 4]] = &[
+    [10, 77, 0, 1],
+    [10, 77, 0, 2],
+    [10, 77, 0, 3],
+    [10, 77, 0, 4],
+    [10, 77, 0, 5],
+    [10, 77, 1, 1],
+    [10, 77, 1, 2],
+    [10, 77, 1, 3],
 ];
 
-pub(super) struct Pod {
-    pub(super) ns: String,
-    dnsmasq: Child,
-    netns_dir: PathBuf,
+/// How many A records `big.test` has: more than a 512-byte UDP answer holds.
+pub(super) const BIG: u8 = 60;
+
+fn v4(a: [u8; 4]) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::from(a))
 }
 
-fn ip(args: &[&str]) {
-    let o = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        o.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+/// The names the pod's resolver answers, every record with TTL 1 s.
+fn zone() -> Zone {
+    let big: Vec<IpAddr> = (1..=BIG).map(|i| v4([10, 78, 0, i])).collect();
+    Zone::new(1)
+        .addrs("granted.test.", &[v4([10, 77, 0, 1])])
+        .txt("granted.test.", "tunnel")
+        .addrs("denied.test.", &[v4([10, 77, 0, 2])])
+        .addrs("wild.test.", &[v4([10, 77, 0, 4])])
+        .addrs("www.wild.test.", &[v4([10, 77, 0, 3])])
+        // A chain of two CNAMEs.
+        .cname("alias.test.", "mid.test.")
+        .cname("mid.test.", "real.test.")
+        .addrs("real.test.", &[v4([10, 77, 0, 5])])
+        // A CDN: a different address on each answer.
+        .rotating(
+            "rotate.test.",
+            &[v4([10, 77, 1, 1]), v4([10, 77, 1, 2]), v4([10, 77, 1, 3])],
+        )
+        .addrs("big.test.", &big)
+}
+
+pub(super) struct Pod {
+    // Dropped in this order: the server (its sockets), then the namespace.
+    _server: DnsServer,
+    ns: NetNs,
+    dir: PathBuf,
 }
 
 impl Pod {
-    /// A pod, or `None` (with the reason printed) where dnsmasq or `ip netns` is missing:
-    /// the VM guest has only busybox.
-    pub(super) fn new(tag: &str) -> Option<Self> {
+    pub(super) fn new(tag: &str) -> Self {
         harness::require_root();
-        let have = |cmd: &str, args: &[&str]| {
-            Command::new(cmd)
-                .args(args)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        if !have("dnsmasq", &["--version"]) || !have("ip", &["netns", "list"]) {
-            println!("skipped: dnsmasq or `ip netns` is missing (cargo xtask setup installs them)");
-            return None;
-        }
-        let ns = format!("leash-dns-{tag}-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &ns]).output();
-        ip(&["netns", "add", &ns]);
-        ip(&["-n", &ns, "link", "set", "lo", "up"]);
-        for a in [
-            "10.77.0.1/32",
-            "10.77.0.2/32",
-            "10.77.0.3/32",
-            "10.77.0.5/32",
-        ] {
-            ip(&["-n", &ns, "addr", "add", a, "dev", "lo"]);
-        }
-        let netns_dir = PathBuf::from("/etc/netns").join(&ns);
-        std::fs::create_dir_all(&netns_dir).unwrap();
-        std::fs::write(netns_dir.join("resolv.conf"), "nameserver 127.0.0.1\n").unwrap();
-        let dnsmasq = Command::new("ip")
-            .args(["netns", "exec", &ns, "dnsmasq", "--keep-in-foreground"])
-            .args(["--no-resolv", "--no-hosts", "--bind-interfaces"])
-            .args(["--listen-address=127.0.0.1", "--port=53", "--local-ttl=1"])
-            .args(["--user=root", "--pid-file="])
-            .args(ZONE)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("dnsmasq (apt-get install dnsmasq-base, or cargo xtask setup)");
+        assert!(
+            Path::new("/etc/resolv.conf").exists(),
+            "the pod's resolv.conf is bind-mounted over /etc/resolv.conf, which must exist"
+        );
+        let local: Vec<Ipv4Addr> = LOCAL.iter().map(|a| Ipv4Addr::from(*a)).collect();
+        let ns = NetNs::new(&local).expect("a network namespace for the pod");
+        let dir = std::env::temp_dir().join(format!("leash-dns-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("the pod's directory");
+        std::fs::write(dir.join("resolv.conf"), "nameserver 127.0.0.1\n")
+            .expect("the pod's resolv.conf");
+        let server = DnsServer::start(std::os::fd::AsFd::as_fd(&ns), Ipv4Addr::LOCALHOST, zone());
         let pod = Self {
+            _server: server,
             ns,
-            dnsmasq,
-            netns_dir,
+            dir,
         };
-        wait_for("dnsmasq answers in the namespace", || {
+        wait_for("the pod's resolver answers", || {
             pod.untagged("dns udp 127.0.0.1 granted.test A") == "answer 10.77.0.1"
         });
-        Some(pod)
+        pod
+    }
+
+    /// Makes `cmd` start in the pod's namespace with its `resolv.conf`.
+    fn enter(&self, cmd: &mut Command) {
+        let resolv = self.dir.join("resolv.conf");
+        self.ns
+            .enter_on_exec(cmd, resolv.to_str().expect("a UTF-8 temp path"));
+    }
+
+    /// `leash run --task id -- …` in the namespace, from the daemon's workspace (the
+    /// task's writable one: not `/`, the VM guest's working directory).
+    fn leash_run(&self, d: &DaemonGuard, id: &str) -> Command {
+        let mut cmd = d.cli();
+        self.enter(&mut cmd);
+        cmd.args(["run", "--task", id, "--"]);
+        cmd
     }
 
     /// The probe, untagged, inside the namespace.
     pub(super) fn untagged(&self, words: &str) -> String {
-        let o = Command::new("ip")
-            .args(["netns", "exec", &self.ns])
-            .arg(probe())
+        let mut cmd = Command::new(probe());
+        self.enter(&mut cmd);
+        let o = cmd
             .args(words.split_whitespace())
             .output()
             .expect("run the probe in the namespace");
@@ -104,25 +119,46 @@ impl Pod {
 
     /// A probe joined to task `id` (`leash run --task`) inside the namespace.
     pub(super) fn join(&self, d: &DaemonGuard, id: &str) -> TaskSession {
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.ns])
-            .arg(leash_bin())
-            .env("LEASH_SOCKET", &d.socket)
-            .args(["run", "--task", id, "--"])
-            .arg(probe())
+        self.join_with(d, id, &probe())
+    }
+
+    /// Another build of the probe (it reads the same commands) joined to task `id`.
+    pub(super) fn join_with(&self, d: &DaemonGuard, id: &str, probe: &Path) -> TaskSession {
+        let child = self
+            .leash_run(d, id)
+            .arg(probe)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
             .expect("spawn leash run in the namespace");
         TaskSession::from_child(child)
     }
+
+    /// `argv` run once in task `id` inside the namespace: its stdout, trimmed.
+    pub(super) fn run_once(&self, d: &DaemonGuard, id: &str, argv: &[&str]) -> String {
+        let o = self
+            .leash_run(d, id)
+            .args(argv)
+            .output()
+            .expect("spawn leash run in the namespace");
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout).trim(),
+            if o.status.success() {
+                String::new()
+            } else {
+                format!(
+                    " [{}: {}]",
+                    o.status,
+                    String::from_utf8_lossy(&o.stderr).trim()
+                )
+            }
+        )
+    }
 }
 
 impl Drop for Pod {
     fn drop(&mut self) {
-        let _ = self.dnsmasq.kill();
-        let _ = self.dnsmasq.wait();
-        let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
-        let _ = std::fs::remove_dir_all(&self.netns_dir);
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
