@@ -67,10 +67,32 @@ pub(crate) fn parse_query(bytes: &[u8]) -> Result<Query, Rejected> {
     let name = lower_ascii(question.name());
     let qtype = question.query_type();
     Ok(Query {
-        message,
+        message: forwardable(message),
         name,
         qtype,
     })
+}
+
+/// Largest EDNS payload size passed on: what a UDP answer may take without IP
+/// fragmentation on common paths.
+const MAX_PAYLOAD: u16 = 4096;
+
+/// The query as it may leave for the upstream: its header and question only, and an
+/// OPT record with nothing but the payload size and the DNSSEC OK bit. Everything else
+/// a client can put in a query (EDNS options such as padding, authority and additional
+/// records, a signature) carries bytes of its choice to the resolver, a way out for data
+/// beside a granted name.
+fn forwardable(mut message: Message) -> Message {
+    message.authorities.clear();
+    message.additionals.clear();
+    message.signature = None;
+    if let Some(edns) = message.edns.take() {
+        let mut ours = hickory_proto::op::Edns::new();
+        ours.set_max_payload(edns.max_payload().min(MAX_PAYLOAD));
+        ours.set_dnssec_ok(edns.flags().dnssec_ok);
+        message.edns = Some(ours);
+    }
+    message
 }
 
 /// A name as grants compare it.
@@ -198,6 +220,35 @@ mod tests {
         assert_eq!(reply.metadata.id, m.metadata.id);
         assert_eq!(reply.metadata.response_code, ResponseCode::Refused);
         assert_eq!(reply.queries[0].name().to_string(), "WwW.Example.COM.");
+    }
+
+    #[test]
+    fn only_the_question_and_a_bare_opt_record_are_forwarded() {
+        use hickory_proto::{op::Edns, rr::rdata::opt::EdnsOption};
+        let mut m = query("granted.example.", RecordType::A);
+        let mut edns = Edns::new();
+        edns.set_max_payload(65_000).set_dnssec_ok(true);
+        edns.options_mut()
+            .insert(EdnsOption::Unknown(12, vec![0x5a; 4000]));
+        m.edns = Some(edns);
+        m.add_additional(Record::from_rdata(
+            Name::from_str("x.example.").unwrap(),
+            60,
+            RData::A(rdata::A(Ipv4Addr::new(192, 0, 2, 1))),
+        ));
+        let sent = m.to_vec().unwrap();
+        assert!(sent.len() > 4000);
+        let q = parse_query(&sent).unwrap();
+        let out = q.message.to_vec().unwrap();
+        assert!(out.len() < 64, "{} bytes forwarded", out.len());
+        let back = Message::from_vec(&out).unwrap();
+        assert!(back.additionals.is_empty());
+        let e = back.edns.expect("an OPT record, as the client sent one");
+        assert_eq!(e.max_payload(), 4096);
+        assert!(e.flags().dnssec_ok);
+        assert_eq!(e.options().as_ref().len(), 0);
+        assert_eq!(back.queries, m.queries);
+        assert_eq!(back.metadata.id, m.metadata.id);
     }
 
     #[test]
