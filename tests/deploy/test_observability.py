@@ -52,6 +52,9 @@ EXPORTED = {
     "leash_dns_install_seconds_count",
     "leash_dns_learned_addresses",
     "leash_dns_responders",
+    "leash_http_connections",
+    "leash_http_connections_refused_total",
+    "leash_http_requests_timed_out_total",
 }
 PROMETHEUS_OWN = {"up"}
 
