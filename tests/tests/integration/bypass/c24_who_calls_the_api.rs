@@ -62,10 +62,12 @@ fn daemon(name: &str) -> DaemonGuard {
         ),
     )
     .unwrap();
+    // A connection here waits idle while its connector exits and its pid is handed out
+    // again (many seconds under TCG): longer than the default idle timeout.
     let d = DaemonGuard::start(
         name,
         &format!(
-            "policy:\n  file: {}\nauth:\n  uids: [0, {REQUESTER}]\n",
+            "policy:\n  file: {}\nauth:\n  uids: [0, {REQUESTER}]\nconnections:\n  header_timeout: 5m\n",
             policy.display()
         ),
     );
