@@ -13,7 +13,6 @@ mod bypass;
 mod control_plane;
 mod daemon;
 mod dns;
-mod dns_serve;
 mod exec;
 mod files;
 mod hygiene;

@@ -5,6 +5,7 @@
 
 mod libraries;
 mod pod;
+mod serve;
 
 use std::{fmt::Write as _, time::Duration};
 

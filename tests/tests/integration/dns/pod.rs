@@ -66,28 +66,35 @@ pub(super) struct Pod {
 }
 
 impl Pod {
+    /// The pod of the `dns` tests: [`zone`] at 127.0.0.1.
     pub(super) fn new(tag: &str) -> Self {
+        let local: Vec<Ipv4Addr> = LOCAL.iter().map(|a| Ipv4Addr::from(*a)).collect();
+        let pod = Self::with(tag, Ipv4Addr::LOCALHOST, zone(), &local);
+        wait_for("the pod's resolver answers", || {
+            pod.untagged("dns udp 127.0.0.1 granted.test A") == "answer 10.77.0.1"
+        });
+        pod
+    }
+
+    /// A pod whose resolver, at `resolver` on its loopback, serves `zone`, with `local`
+    /// addresses on its `lo`. The caller waits until the resolver answers.
+    pub(super) fn with(tag: &str, resolver: Ipv4Addr, zone: Zone, local: &[Ipv4Addr]) -> Self {
         harness::require_root();
         assert!(
             Path::new("/etc/resolv.conf").exists(),
             "the pod's resolv.conf is bind-mounted over /etc/resolv.conf, which must exist"
         );
-        let local: Vec<Ipv4Addr> = LOCAL.iter().map(|a| Ipv4Addr::from(*a)).collect();
-        let ns = NetNs::new(&local).expect("a network namespace for the pod");
+        let ns = NetNs::new(local).expect("a network namespace for the pod");
         let dir = std::env::temp_dir().join(format!("leash-dns-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("the pod's directory");
-        std::fs::write(dir.join("resolv.conf"), "nameserver 127.0.0.1\n")
+        std::fs::write(dir.join("resolv.conf"), format!("nameserver {resolver}\n"))
             .expect("the pod's resolv.conf");
-        let server = DnsServer::start(std::os::fd::AsFd::as_fd(&ns), Ipv4Addr::LOCALHOST, zone());
-        let pod = Self {
+        let server = DnsServer::start(std::os::fd::AsFd::as_fd(&ns), resolver, zone);
+        Self {
             _server: server,
             ns,
             dir,
-        };
-        wait_for("the pod's resolver answers", || {
-            pod.untagged("dns udp 127.0.0.1 granted.test A") == "answer 10.77.0.1"
-        });
-        pod
+        }
     }
 
     /// Makes `cmd` start in the pod's namespace with its `resolv.conf`.

@@ -1,104 +1,32 @@
 //! Where the daemon serves a task's DNS (docs/dns.md): in every network namespace its
 //! processes are in, each through that namespace's own resolver, and again right after
-//! a restart, for the tasks it adopts, without any process attaching again. Each test
-//! makes its network namespaces with syscalls and runs the harness's DNS server in each
-//! (as the `dns` tests do), so it runs in the VM guest too.
+//! a restart, for the tasks it adopts, without any process attaching again. Each pod is
+//! a namespace with its own resolver at its own address.
 
-use std::{
-    net::{IpAddr, Ipv4Addr},
-    path::PathBuf,
-    process::{Command, Stdio},
-};
+use std::net::{IpAddr, Ipv4Addr};
 
 use harness::{
-    daemon::{DaemonGuard, TaskSession, leash_bin, stderr, stdout},
-    dns_server::{DnsServer, Zone},
-    netns::NetNs,
-    probe, wait_for,
+    daemon::{DaemonGuard, leash_bin, stderr},
+    dns_server::Zone,
+    wait_for,
 };
 
-/// A network namespace whose resolver, at `resolver` on its loopback, answers
-/// `granted.test` with `answer`, and a `resolv.conf` naming it for the processes
-/// started in it. Removed on drop.
-struct Netns {
-    // Dropped in this order: the server (its sockets), then the namespace.
-    _server: DnsServer,
-    ns: NetNs,
-    dir: PathBuf,
-}
+use super::pod::Pod;
 
-impl Netns {
-    fn new(tag: &str, resolver: [u8; 4], answer: [u8; 4]) -> Self {
-        harness::require_root();
-        let (resolver, answer) = (Ipv4Addr::from(resolver), Ipv4Addr::from(answer));
-        let ns = NetNs::new(&[]).expect("a network namespace");
-        let dir = std::env::temp_dir().join(format!("leash-dnss-{tag}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("the namespace's directory");
-        std::fs::write(dir.join("resolv.conf"), format!("nameserver {resolver}\n"))
-            .expect("the namespace's resolv.conf");
-        let zone = Zone::new(60).addrs("granted.test.", &[IpAddr::V4(answer)]);
-        let server = DnsServer::start(std::os::fd::AsFd::as_fd(&ns), resolver, zone);
-        let me = Self {
-            _server: server,
-            ns,
-            dir,
-        };
-        let want = format!("answer {answer}");
-        wait_for("the namespace's resolver answers", || {
-            me.untagged(&format!("dns udp {resolver} granted.test A")) == want
-        });
-        me
-    }
-
-    fn enter(&self, cmd: &mut Command) {
-        let resolv = self.dir.join("resolv.conf");
-        self.ns
-            .enter_on_exec(cmd, resolv.to_str().expect("a UTF-8 temp path"));
-    }
-
-    fn untagged(&self, words: &str) -> String {
-        let mut cmd = Command::new(probe());
-        self.enter(&mut cmd);
-        let o = cmd
-            .args(words.split_whitespace())
-            .output()
-            .expect("run the probe in the namespace");
-        String::from_utf8_lossy(&o.stdout).trim().to_owned()
-    }
-
-    /// A probe joined to task `id` inside the namespace.
-    fn join(&self, d: &DaemonGuard, id: &str) -> TaskSession {
-        let mut cmd = d.cli();
-        self.enter(&mut cmd);
-        let child = cmd
-            .args(["run", "--task", id, "--"])
-            .arg(probe())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn leash run in the namespace");
-        TaskSession::from_child(child)
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+/// A pod whose resolver at `resolver` answers `granted.test` with `answer`.
+fn pod(tag: &str, resolver: [u8; 4], answer: [u8; 4]) -> Pod {
+    let (resolver, answer) = (Ipv4Addr::from(resolver), Ipv4Addr::from(answer));
+    let zone = Zone::new(60).addrs("granted.test.", &[IpAddr::V4(answer)]);
+    let pod = Pod::with(tag, resolver, zone, &[]);
+    let want = format!("answer {answer}");
+    wait_for("the pod's resolver answers", || {
+        pod.untagged(&format!("dns udp {resolver} granted.test A")) == want
+    });
+    pod
 }
 
 fn create(d: &DaemonGuard) -> String {
-    let p = probe().display().to_string();
-    let o = d.run(&[
-        "task",
-        "create",
-        "--allow-exec",
-        &p,
-        "--allow-connect",
-        "granted.test:443/tcp",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    stdout(&o)
+    super::create(d, &["granted.test:443/tcp"])
 }
 
 /// The value of an unlabelled gauge in the daemon's metrics.
@@ -114,8 +42,8 @@ fn gauge(d: &DaemonGuard, name: &str) -> String {
 #[test]
 fn a_task_in_two_network_namespaces_resolves_in_each_through_its_own_resolver() {
     // Two resolver addresses: each namespace's queries must go to its own.
-    let a = Netns::new("a", [127, 0, 0, 1], [10, 77, 1, 1]);
-    let b = Netns::new("b", [127, 0, 0, 2], [10, 77, 2, 1]);
+    let a = pod("a", [127, 0, 0, 1], [10, 77, 1, 1]);
+    let b = pod("b", [127, 0, 0, 2], [10, 77, 2, 1]);
     let d = DaemonGuard::start("dns-two-ns", "");
     let id = create(&d);
     let mut in_a = a.join(&d, &id);
@@ -170,8 +98,8 @@ fn a_task_in_two_network_namespaces_resolves_in_each_through_its_own_resolver() 
 
 #[test]
 fn a_restarted_daemon_serves_the_dns_of_the_tasks_it_adopts() {
-    let a = Netns::new("ra", [127, 0, 0, 1], [10, 77, 3, 1]);
-    let b = Netns::new("rb", [127, 0, 0, 2], [10, 77, 4, 1]);
+    let a = pod("ra", [127, 0, 0, 1], [10, 77, 3, 1]);
+    let b = pod("rb", [127, 0, 0, 2], [10, 77, 4, 1]);
     let mut d = DaemonGuard::start("dns-restart", "");
     let id = create(&d);
     let mut in_a = a.join(&d, &id);
