@@ -308,6 +308,7 @@ EXPECTED_ALERTS = {
     "LeashMapNearCapacity": ("10m", "warning"),
     "LeashDenialSpike": ("5m", "warning"),
     "LeashTagFailures": (None, "warning"),
+    "LeashApiConnectionsRefused": (None, "warning"),
 }
 
 
