@@ -11,10 +11,7 @@ use std::{
     time::Duration,
 };
 
-use axum::{
-    extract::connect_info,
-    serve::{IncomingStream, Listener},
-};
+use axum::serve::Listener;
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::{auth::Standing, daemon::Daemon};
@@ -245,12 +242,6 @@ fn is_connection_error(e: &io::Error) -> bool {
             | io::ErrorKind::ConnectionAborted
             | io::ErrorKind::ConnectionReset
     )
-}
-
-impl connect_info::Connected<IncomingStream<'_, PeerListener>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, PeerListener>) -> Self {
-        stream.remote_addr().clone()
-    }
 }
 
 #[cfg(test)]

@@ -154,18 +154,15 @@ fn resume_from(path: &Path) -> io::Result<Option<Resumed>> {
     let lines: Vec<&[u8]> = text.split(|&b| b == b'\n').collect();
     let last = lines.last().copied().unwrap_or_default();
     let whole = |i: usize| from == 0 || i > 0;
-    // The last record that says its `seq`, and how many lines come after it.
-    let known = lines
+    // After the last record that says its `seq`; lines after it without one (torn)
+    // take none.
+    let next_seq = lines
         .iter()
         .enumerate()
         .rev()
         .filter(|&(i, _)| whole(i))
-        .find_map(|(i, l)| seq_of(l).map(|s| (i, s)));
-    let next_seq = match known {
-        // Lines after it without a `seq` (torn) take none.
-        Some((_, seq)) => seq + 1,
-        None => 0,
-    };
+        .find_map(|(_, l)| seq_of(l))
+        .map_or(0, |seq| seq + 1);
     Ok(Some(Resumed {
         chain: Chain {
             next_seq,

@@ -430,22 +430,22 @@ pub fn cleanup(config: &Config) -> Result<Vec<std::path::PathBuf>, crate::LoadEr
 #[must_use]
 pub fn api_limits(config: &Config) -> crate::http::Limits {
     let c = &config.connections;
-    crate::http::Limits {
-        max: c.api_max,
-        per_peer: c.api_per_uid,
-        header_timeout: c.header_timeout,
-        request_timeout: c.request_timeout,
-    }
+    listener_limits(config, c.api_max, c.api_per_uid)
 }
 
 /// The metrics listener's limits from `connections:`.
 #[must_use]
 pub fn metrics_limits(config: &Config) -> crate::http::Limits {
     let c = &config.connections;
+    listener_limits(config, c.metrics_max, c.metrics_per_ip)
+}
+
+/// One listener's limits: its own counts, the timeouts both share.
+const fn listener_limits(config: &Config, max: u32, per_peer: u32) -> crate::http::Limits {
     crate::http::Limits {
-        max: c.metrics_max,
-        per_peer: c.metrics_per_ip,
-        header_timeout: c.header_timeout,
-        request_timeout: c.request_timeout,
+        max,
+        per_peer,
+        header_timeout: config.connections.header_timeout,
+        request_timeout: config.connections.request_timeout,
     }
 }

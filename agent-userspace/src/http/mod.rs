@@ -110,7 +110,7 @@ impl Connection {
         builder
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_timeout)
-            .max_buf_size(MAX_HEADER_BYTES.max(8192))
+            .max_buf_size(MAX_HEADER_BYTES)
             .keep_alive(true);
         let conn = builder.serve_connection(TokioIo::new(io), service);
         let mut conn = std::pin::pin!(conn);
