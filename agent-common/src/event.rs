@@ -95,6 +95,11 @@ pub enum Reason {
     /// userfaultfd range), though the kernel's own copy later would: the call is
     /// stopped (fail closed).
     ArgumentUnreadable = 23,
+    /// Attach scope `task`: a tagged process moved (by an untagged process) to a cgroup
+    /// outside its task's leash cgroups, where the network hooks do not run. It is
+    /// killed: at the move where the kernel has `bpf_send_signal_task`, else by the
+    /// daemon when it reads the event (the event's `proto` says which).
+    ScopeEscape = 24,
 }
 
 /// Counter rows per slot.
@@ -235,6 +240,7 @@ byte_enum!(Reason {
     UnixOtherSocket => "unix_other_socket",
     DnsUnredirectable => "dns_unredirectable",
     ArgumentUnreadable => "argument_unreadable",
+    ScopeEscape => "scope_escape",
 });
 
 #[cfg(test)]
@@ -257,6 +263,7 @@ mod tests {
         assert_eq!(Reason::try_from(21), Ok(Reason::UnixOtherSocket));
         assert_eq!(Reason::try_from(22), Ok(Reason::DnsUnredirectable));
         assert_eq!(Reason::try_from(23), Ok(Reason::ArgumentUnreadable));
-        assert_eq!(Reason::try_from(24), Err(24));
+        assert_eq!(Reason::try_from(24), Ok(Reason::ScopeEscape));
+        assert_eq!(Reason::try_from(25), Err(25));
     }
 }

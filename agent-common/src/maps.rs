@@ -135,6 +135,7 @@ pub mod programs {
     pub const DNS_GETPEERNAME4: &str = "dns_getpeername4";
     pub const DNS_GETPEERNAME6: &str = "dns_getpeername6";
     pub const SCOPE_CGROUP_ATTACH: &str = "scope_cgroup_attach";
+    pub const SCOPE_SOCKET_EXIT: &str = "scope_socket_exit";
     pub const FAMILY_SOCK_CREATE: &str = "family_sock_create";
     pub const FAMILY_SOCKET: &str = "family_socket";
     pub const FAMILY_CONNECT: &str = "family_connect";

@@ -129,9 +129,28 @@ pub struct KernelOffsets {
     pub uring_socket_protocol: u32,
     /// `filename.name`: the kernel's copy of a path
     pub filename_name: u32,
+    /// `cgroup.kn`: the cgroup's kernfs node, whose `id` is the cgroup id.
+    pub cgroup_kn: u32,
+    /// `kernfs_node.id` (a `u64` since 5.5).
+    pub kernfs_node_id: u32,
+    /// `cgroup.root`: the hierarchy the cgroup belongs to.
+    pub cgroup_root: u32,
+    /// `cgroup_root.hierarchy_id`: 0 for the default (cgroup2) hierarchy.
+    pub cgroup_root_hierarchy_id: u32,
+    /// Not an offset: 1 when the loader found the kfunc `bpf_send_signal_task` (Linux
+    /// 6.13 or later) and rewrote the [`SEND_SIGNAL_TASK_CALL`] placeholders into calls of
+    /// it; the programs use it only then (the verifier drops the other branch).
+    pub send_signal_task: u32,
+    pub _pad: u32,
 }
 
-const _: () = assert!(size_of::<KernelOffsets>() == 216);
+const _: () = assert!(size_of::<KernelOffsets>() == 240);
+
+/// The helper number the kernel programs call in place of the kfunc
+/// `bpf_send_signal_task` (no helper has it): the loader rewrites each such call into a
+/// kfunc call (`src_reg` `BPF_PSEUDO_KFUNC_CALL`, `imm` the kfunc's BTF id) where the
+/// kernel has it. aya 0.14 does not resolve kfunc calls itself.
+pub const SEND_SIGNAL_TASK_CALL: i32 = 0x4c45_0001;
 
 /// Name of the load-time global that holds the [`KernelOffsets`].
 pub const GLOBAL_NAME: &str = "LEASH_OFFSETS";

@@ -44,6 +44,10 @@ pub const FAMILY_NETLINK: u32 = 4;
 pub const FAMILY_VSOCK: u32 = 8;
 /// `socket:io_uring`: `io_uring_setup` at all (its operations bypass syscall-level checks).
 pub const FAMILY_IO_URING: u32 = 16;
+/// Implied by a name grant, never written: `AF_NETLINK` with `NETLINK_ROUTE` only. The C
+/// library's resolver reads the interfaces' addresses through it to sort an answer of
+/// several addresses (RFC 6724).
+pub const FAMILY_NETLINK_ROUTE: u32 = 32;
 
 const _: () = assert!(size_of::<TaskInfo>() == 24);
 

@@ -33,6 +33,15 @@ pub struct EndedLabels {
     pub reason: String,
 }
 
+/// A refused (or, in audit mode, would-be refused) decision: every label from a fixed
+/// set (the actions, `denied|audited`, the reasons), so the series stay bounded.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DenialLabels {
+    pub action: &'static str,
+    pub verdict: &'static str,
+    pub reason: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
     pub kind: &'static str,
@@ -79,9 +88,24 @@ pub struct Recorded {
     /// From the upstream's answer to the answer relayed: checked, its addresses
     /// installed as grants in the kernel's maps, the event reported.
     pub dns_install: Histogram,
+    /// Denied and audited decisions by action and reason, from the events.
+    pub denials: Family<DenialLabels, Counter>,
 }
 
 impl Recorded {
+    /// Counts a decision by reason when it is not `allowed`.
+    pub fn count_denial(&self, action: &'static str, verdict: &'static str, reason: &'static str) {
+        if verdict != "allowed" {
+            self.denials
+                .get_or_create(&DenialLabels {
+                    action,
+                    verdict,
+                    reason,
+                })
+                .inc();
+        }
+    }
+
     pub fn count_file_denial(&self, agent: &str) {
         *self
             .file_denials
@@ -100,6 +124,7 @@ impl Default for Recorded {
                 prometheus_client::metrics::histogram::exponential_buckets(1e-5, 2.0, 18),
             ),
             tasks_ended: Family::default(),
+            denials: Family::default(),
             file_denials: Arc::default(),
             // 50 µs .. ~3.3 s: a local resolver answers in well under a millisecond, a
             // remote one in tens; the upstream timeout (2 s by default) bounds the rest.
@@ -215,6 +240,12 @@ fn register_state(reg: &mut Registry, snap: &Snapshot, recorded: &Recorded) {
     }
     reg.register("leash_tasks_active", "Tasks not yet ended", active);
     reg.register(
+        "leash_denials",
+        "Denied and audited decisions by action, verdict and reason, as reported in the events \
+         (a denial whose event the ring buffer dropped is counted in leash_decisions_total only)",
+        recorded.denials.clone(),
+    );
+    reg.register(
         "leash_tasks_ended",
         "Tasks ended since the daemon started, by reason (exited, expired, ended, revoked)",
         recorded.tasks_ended.clone(),
@@ -304,7 +335,7 @@ fn register_kernel(reg: &mut Registry, snap: &Snapshot, recorded: &Recorded) {
     );
     reg.register(
         "leash_cgroup_escapes",
-        "Tagged threads moved out of the leash cgroups (attach_scope task); a tagged mover is killed",
+        "Tagged processes moved out of their task's leash cgroups (attach_scope task); each is killed, at the move or by the daemon",
         counter(snap.escapes),
     );
     reg.register(

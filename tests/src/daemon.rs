@@ -158,6 +158,12 @@ impl DaemonGuard {
             .unwrap()
     }
 
+    /// The daemon's pid while it runs.
+    #[must_use]
+    pub fn child_pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// SIGKILL, as a crash would.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -183,6 +189,14 @@ impl DaemonGuard {
         let _ = c.kill();
         let _ = c.wait();
         panic!("leash daemon ignored SIGTERM for 20 s: {}", self.log());
+    }
+
+    /// How the daemon exited, once it has (it is then no longer this guard's); None
+    /// while it runs.
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        let status = self.child.as_mut()?.try_wait().ok()??;
+        self.child = None;
+        Some(status)
     }
 
     /// The running daemon's pid.

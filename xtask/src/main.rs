@@ -5,8 +5,10 @@
 
 mod bench;
 mod build;
+mod fuzz;
 mod run;
 mod setup;
+mod soak;
 mod test;
 mod util;
 mod vm;
@@ -26,7 +28,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Installs nightly with rust-src, bpf-linker and apt packages (idempotent).
+    /// Installs nightly with rust-src, bpf-linker, cargo-fuzz and apt packages
+    /// (idempotent).
     Setup,
     /// Builds the workspace; the eBPF object is built and embedded by agent-userspace.
     Build {
@@ -48,6 +51,19 @@ enum Command {
         #[arg(last = true, value_name = "ARGS")]
         args: Vec<String>,
     },
+    /// Runs the cargo-fuzz targets in fuzz/ (nightly, libFuzzer), each from its committed
+    /// corpus, one after another on one core (root: `api_router` loads the programs).
+    Fuzz {
+        /// One target (default: all of them, in turn).
+        #[arg(long, value_name = "TARGET")]
+        target: Option<String>,
+        /// Seconds each target runs.
+        #[arg(long, value_name = "SECS", default_value_t = 60)]
+        time: u64,
+        /// Stops a target after this many executions, if that comes first.
+        #[arg(long, value_name = "N")]
+        runs: Option<u64>,
+    },
     /// Measures the costs reported in BENCHMARKS.md.
     Bench {
         /// Where to write the report [default: BENCHMARKS.md in the workspace root].
@@ -56,6 +72,17 @@ enum Command {
         /// A one-minute smoke run with fewer rounds and tasks (figures are rough).
         #[arg(long)]
         quick: bool,
+    },
+    /// The kill -9 soak (root): concurrent tasks while the daemon is killed and
+    /// restarted, a prober checking enforcement throughout, then the leak, counter,
+    /// audit and memory checks (figures in RELIABILITY.md).
+    Soak {
+        /// How long the workload runs.
+        #[arg(long, value_name = "N", default_value_t = soak::CI_MINUTES)]
+        minutes: f64,
+        /// Concurrent workers, each running one task at a time [default: 32].
+        #[arg(long, value_name = "N")]
+        workers: Option<usize>,
     },
     /// Runs the integration tests on another kernel in qemu, once per backend: builds
     /// them statically (musl), fetches the kernel from Debian's packages (cached under
@@ -99,7 +126,12 @@ fn main() -> anyhow::Result<()> {
         Command::Build { release } => build::run(release),
         Command::Test { filters } => test::run(&filters),
         Command::Run { args } => run::run(&args),
+        Command::Fuzz { target, time, runs } => {
+            setup::run(setup::Mode::Implicit)?;
+            fuzz::run(target.as_deref(), time, runs, fuzz::Build::Release)
+        }
         Command::Bench { out, quick } => bench::run(out, quick),
+        Command::Soak { minutes, workers } => soak::run(minutes, workers),
         Command::Vm {
             kernel,
             backend,

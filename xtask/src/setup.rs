@@ -53,10 +53,11 @@ enum Outcome {
 type Step = fn(Mode) -> anyhow::Result<Outcome>;
 
 pub(crate) fn run(mode: Mode) -> anyhow::Result<()> {
-    let steps: [(&str, Step); 4] = [
+    let steps: [(&str, Step); 5] = [
         ("nightly toolchain (rust-src, clippy)", nightly),
         ("host toolchain (clippy, rustfmt)", host_components),
         ("bpf-linker 0.13", bpf_linker),
+        ("cargo-fuzz", cargo_fuzz),
         (
             "apt packages (bpftool, iproute2, prometheus, openssl, btrfs-progs, bindfs)",
             apt_packages,
@@ -180,6 +181,44 @@ fn bpf_linker(_: Mode) -> anyhow::Result<Outcome> {
              export PATH=\"$HOME/.cargo/bin:$PATH\" and run `cargo xtask setup` again"
         ),
         BpfLinker::Broken(why) => bail!("installed bpf-linker, but it does not run: {why}"),
+    }
+}
+
+/// The cargo-fuzz release `cargo xtask fuzz` drives.
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
+/// cargo-fuzz (`cargo fuzz`), for `cargo xtask fuzz` and the test step that runs the
+/// fuzz targets; built from crates.io with the host toolchain.
+fn cargo_fuzz(_: Mode) -> anyhow::Result<Outcome> {
+    let version = |cmd: &mut Command| {
+        cmd.args(["fuzz", "--version"])
+            .stderr(Stdio::null())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    if let Some(v) = version(&mut util::cargo()) {
+        return Ok(Outcome::AlreadyDone(v));
+    }
+    eprintln!(
+        "setup: cargo-fuzz: not installed: installing {CARGO_FUZZ_VERSION} (takes about 2 minutes)"
+    );
+    let install = |locked: bool| {
+        let mut cmd = util::cargo();
+        cmd.args(["install", &format!("cargo-fuzz@{CARGO_FUZZ_VERSION}")])
+            .args(locked.then_some("--locked"));
+        cmd
+    };
+    if let Err(err) = util::run(&mut install(true)) {
+        eprintln!("setup: {err:#}; retrying without --locked");
+        util::run(&mut install(false))?;
+    }
+    match version(&mut util::cargo()) {
+        Some(v) => Ok(Outcome::Done(format!("installed {v}"))),
+        None => bail!(
+            "installed cargo-fuzz, but `cargo fuzz --version` fails: is cargo's bin directory (~/.cargo/bin) on PATH?"
+        ),
     }
 }
 

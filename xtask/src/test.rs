@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use anyhow::{Context as _, bail};
 
-use crate::setup;
 use crate::util::{self, Counts};
+use crate::{fuzz, setup};
 
 type Step<'a> = (
     &'static str,
@@ -19,17 +19,19 @@ pub(crate) fn run(filters: &[String]) -> anyhow::Result<()> {
     eprintln!("==> setup");
     setup::run(setup::Mode::Implicit)?;
 
-    let steps: [Step; 7] = [
+    let steps: [Step; 9] = [
         ("fmt", Box::new(|_| fmt())),
         ("clippy (host)", Box::new(|_| clippy_host())),
         ("clippy (eBPF)", Box::new(|_| clippy_ebpf())),
         ("unit tests", Box::new(unit_tests)),
         ("deploy manifests and observability", Box::new(deploy_tests)),
         ("benchmark smoke run", Box::new(|_| bench_smoke())),
+        ("fuzz smoke run", Box::new(|_| fuzz::smoke())),
         (
             "integration tests",
             Box::new(|c| integration_tests(c, filters)),
         ),
+        ("soak (2 minutes)", Box::new(|_| soak(filters))),
     ];
     let names: Vec<&str> = steps.iter().map(|(name, _)| *name).collect();
     let mut counts = Counts::default();
@@ -137,6 +139,15 @@ fn bench_smoke() -> anyhow::Result<()> {
         "--",
         "--quick",
     ]))
+}
+
+/// The short kill -9 soak; left out of a filtered run, which asks for some tests only.
+fn soak(filters: &[String]) -> anyhow::Result<()> {
+    if !filters.is_empty() {
+        eprintln!("skipped: a test filter was given");
+        return Ok(());
+    }
+    crate::soak::run(crate::soak::CI_MINUTES, None)
 }
 
 fn integration_tests(counts: &mut Counts, filters: &[String]) -> anyhow::Result<()> {

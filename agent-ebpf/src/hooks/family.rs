@@ -1,6 +1,7 @@
 //! Socket families of tagged processes: unix, TCP and UDP as usual (the latter governed
-//! by `net.rs`); raw IP, packet, netlink and vsock only with a `socket:` grant; every
-//! other family never. Unix connects and sends reach only `unix:` granted paths.
+//! by `net.rs`); raw IP, packet, netlink and vsock only with a `socket:` grant (route
+//! netlink also with a name grant, for the C library's resolver); every other family
+//! never. Unix connects and sends reach only `unix:` granted paths.
 //!
 //! Raw IP is refused with EPERM by the cgroup `sock_create` hook, which the kernel
 //! runs for inet sockets only. Unix names are refused with EPERM by the cgroup
@@ -26,7 +27,7 @@ use leash_common::{
     Action, Reason, UnixGrant, UnixKey,
     grant::UNIX_PATH_LEN,
     maps::{PROCS_CAPACITY, UNIX_GRANTS_CAPACITY},
-    task::{FAMILY_NETLINK, FAMILY_PACKET, FAMILY_RAW, FAMILY_VSOCK},
+    task::{FAMILY_NETLINK, FAMILY_NETLINK_ROUTE, FAMILY_PACKET, FAMILY_RAW, FAMILY_VSOCK},
 };
 
 use super::{Decision, Gate, PROCS, current_tid, gate, kill_current, now_ns};
@@ -37,6 +38,7 @@ const AF_INET6: u32 = 10;
 const AF_NETLINK: u32 = 16;
 const AF_PACKET: u32 = 17;
 const AF_VSOCK: u32 = 40;
+const NETLINK_ROUTE: u32 = 0;
 const IPPROTO_TCP: u32 = 6;
 const IPPROTO_UDP: u32 = 17;
 /// Low bits of `socket()`'s type argument; the rest are `SOCK_NONBLOCK` and `SOCK_CLOEXEC`.
@@ -123,6 +125,15 @@ const fn family_bit(family: u32) -> u32 {
     }
 }
 
+/// `socket:` grants, and the route netlink socket a name grant implies.
+#[inline(always)]
+fn family_granted(families: u32, family: u32, proto: u32) -> Result<(), Reason> {
+    if family == AF_NETLINK && proto == NETLINK_ROUTE && families & FAMILY_NETLINK_ROUTE != 0 {
+        return Ok(());
+    }
+    bit_granted(families, family_bit(family))
+}
+
 #[inline(always)]
 fn bit_granted(families: u32, bit: u32) -> Result<(), Reason> {
     if bit != 0 && families & bit == bit {
@@ -185,7 +196,7 @@ pub(crate) fn socket_denied(family: u32, sock_type: u32, proto: u32) -> bool {
     }
     let now = now_ns();
     let Some(d) = judge(Action::Socket, now, |_, families| {
-        bit_granted(families, family_bit(family))
+        family_granted(families, family, proto)
     }) else {
         return false;
     };

@@ -92,6 +92,12 @@ static LEASH_OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
     uring_socket_type: 0,
     uring_socket_protocol: 0,
     filename_name: 0,
+    cgroup_kn: 0,
+    kernfs_node_id: 0,
+    cgroup_root: 0,
+    cgroup_root_hierarchy_id: 0,
+    send_signal_task: 0,
+    _pad: 0,
 });
 
 #[inline(always)]
@@ -151,6 +157,32 @@ pub(crate) fn kill_current() {
     bump(Stat::Killed);
     // SIGKILL. SAFETY: signals the current task only.
     unsafe { bpf_send_signal(9) };
+}
+
+/// `enum pid_type`'s `PIDTYPE_TGID`: the signal goes to the whole process.
+const PIDTYPE_TGID: u32 = 1;
+
+/// Sends SIGKILL to the process of `task` (a trusted `struct task_struct *`, such as a
+/// `tp_btf` argument) with the kfunc `bpf_send_signal_task`, where the loader found it
+/// (Linux >= 6.13). Returns whether the signal was sent; without the kfunc the branch
+/// is dead for the verifier (the flag is a frozen load-time constant), so the
+/// placeholder call it holds is never checked nor kept.
+#[inline(always)]
+pub(crate) fn kill_task(task: *const core::ffi::c_void) -> bool {
+    if offsets().send_signal_task == 0 {
+        return false;
+    }
+    // SAFETY: the loader rewrote this call into `bpf_send_signal_task(task, sig,
+    // type, value)`, whose arguments are these; the verifier checks `task`.
+    let rc = unsafe {
+        let kfunc: unsafe extern "C" fn(*const core::ffi::c_void, i32, u32, u64) -> i64 =
+            core::mem::transmute(leash_common::offsets::SEND_SIGNAL_TASK_CALL as usize);
+        kfunc(task, 9, PIDTYPE_TGID, 0)
+    };
+    if rc == 0 {
+        bump(Stat::Killed);
+    }
+    rc == 0
 }
 
 /// The task of the calling thread, if it is tagged.

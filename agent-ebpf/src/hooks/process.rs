@@ -11,7 +11,7 @@ use leash_common::{
     maps::{RESERVED, Stat},
 };
 
-use super::{Decision, Gate, PROCS, bump, current_tid, gate, now_ns, offsets};
+use super::{Decision, Gate, PROCS, bump, current_tid, gate, kill_task, now_ns, offsets};
 
 const SIGKILL: u32 = 9;
 const EPERM: i32 = 1;
@@ -26,24 +26,36 @@ pub(crate) fn process_newtask(ctx: BtfTracePointContext) -> i32 {
     let Some(&task) = (unsafe { PROCS.get(current_tid()) }) else {
         return 0;
     };
-    let child: *const i32 = ctx.arg(0);
+    let child: *const core::ffi::c_void = ctx.arg(0);
     // SAFETY: reads kernel memory through the probe helper, which checks the access.
-    let pid = unsafe { bpf_probe_read_kernel(child.byte_add(offsets().task_pid as usize)) };
-    // The slot reserved at fork entry (guard.rs) is traded for the child's entry.
-    let _ = PROCS.remove(RESERVED | current_tid());
-    let inserted = match pid {
-        Ok(pid) => PROCS.insert(pid as u32, task, 0).is_ok(),
-        Err(_) => false,
+    let pid =
+        unsafe { bpf_probe_read_kernel(child.byte_add(offsets().task_pid as usize).cast::<i32>()) };
+    let reservation = RESERVED | current_tid();
+    // The child's entry goes in before the slot reserved at fork entry (guard.rs) is
+    // given back: only when the map is full does the reservation's own slot have to be
+    // freed first, and another thread may take it in that window.
+    let inserted = if let Ok(pid) = pid {
+        let pid = pid as u32;
+        let first = PROCS.insert(pid, task, 0).is_ok();
+        let _ = PROCS.remove(reservation);
+        first || PROCS.insert(pid, task, 0).is_ok()
+    } else {
+        let _ = PROCS.remove(reservation);
+        false
     };
     if !inserted {
-        // Fail closed: an untagged child of a tagged parent would escape. The child
-        // cannot be signalled from here, so the parent (which holds the task's work)
-        // is killed and the failure is counted for the daemon to report.
+        // Fail closed: an untagged child of a tagged parent would escape. Where the
+        // kernel has `bpf_send_signal_task`, the child is killed before it ever runs;
+        // the parent (which holds the task's work) is killed either way, and the
+        // failure is counted for the daemon to report.
         bump(Stat::TagFailed);
         bump(Stat::Killed);
+        let child_killed = kill_task(child);
         warn!(
             &ctx,
-            "leash: cannot tag a child of task {}; killing the parent", task
+            "leash: cannot tag a child of task {}; killing the parent (child killed: {})",
+            task,
+            u8::from(child_killed)
         );
         // SAFETY: signals the current task only.
         unsafe { bpf_send_signal(SIGKILL) };

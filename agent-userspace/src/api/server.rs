@@ -7,7 +7,7 @@ use std::{convert::Infallible, sync::Arc};
 use axum::{
     Extension, Router,
     body::{Body, Bytes},
-    extract::{ConnectInfo, DefaultBodyLimit, FromRequest, Path, Query, Request, State},
+    extract::{ConnectInfo, DefaultBodyLimit, FromRequest, Request, State},
     http::{StatusCode, header::AUTHORIZATION},
     middleware::{self, Next},
     response::{IntoResponse, Response},
@@ -18,7 +18,10 @@ use serde::de::DeserializeOwned;
 use tokio::net::UnixListener;
 
 use crate::{
-    api::peer::{Peer, PeerListener},
+    api::{
+        extract::{ApiPath, ApiQuery},
+        peer::{Peer, PeerListener},
+    },
     auth::{AuthError, Caller, Standing},
     daemon::{Daemon, RegistryError, scoped::ReadScope},
     protocol::{self, EndReason, ErrorBody, ErrorDetail, TaskId},
@@ -36,6 +39,11 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// `400 bad_request` with `message`.
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
@@ -211,14 +219,22 @@ async fn create_task(
 async fn list_tasks(
     State(d): State<Shared>,
     Extension(caller): Extension<Caller>,
-) -> impl IntoResponse {
-    axum::Json(d.list_for(&caller))
+    ApiQuery(filter): ApiQuery<protocol::TaskFilter>,
+) -> Result<impl IntoResponse, ApiError> {
+    let tasks = filter.apply(d.list_for(&caller), time::OffsetDateTime::now_utc())?;
+    Ok(axum::Json(tasks))
+}
+
+impl From<protocol::FilterError> for ApiError {
+    fn from(e: protocol::FilterError) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", e.to_string())
+    }
 }
 
 async fn get_task(
     State(d): State<Shared>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     Ok(axum::Json(d.task_for(&caller, task_id(&id)?)?))
 }
@@ -226,7 +242,7 @@ async fn get_task(
 async fn end_task(
     State(d): State<Shared>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     mutating(&caller)?;
     let id = task_id(&id)?;
@@ -242,7 +258,7 @@ async fn end_task(
 async fn add_grant(
     State(d): State<Shared>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     JsonBody(req): JsonBody<protocol::AddGrant>,
 ) -> Result<impl IntoResponse, ApiError> {
     mutating(&caller)?;
@@ -282,7 +298,7 @@ async fn decide(
 async fn approve_grant(
     State(d): State<Shared>,
     Extension(caller): Extension<Caller>,
-    Path((id, gid)): Path<(String, String)>,
+    ApiPath((id, gid)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     decide(d, caller, &id, gid, true).await
 }
@@ -290,7 +306,7 @@ async fn approve_grant(
 async fn deny_grant(
     State(d): State<Shared>,
     Extension(caller): Extension<Caller>,
-    Path((id, gid)): Path<(String, String)>,
+    ApiPath((id, gid)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     decide(d, caller, &id, gid, false).await
 }
@@ -298,7 +314,7 @@ async fn deny_grant(
 async fn revoke_grant(
     State(d): State<Shared>,
     Extension(caller): Extension<Caller>,
-    Path((id, gid)): Path<(String, String)>,
+    ApiPath((id, gid)): ApiPath<(String, String)>,
 ) -> Result<impl IntoResponse, ApiError> {
     mutating(&caller)?;
     let id = task_id(&id)?;
@@ -313,7 +329,7 @@ async fn revoke_grant(
 async fn attach(
     State(d): State<Shared>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     mutating(&caller)?;
     let id = task_id(&id)?;
@@ -324,22 +340,15 @@ async fn attach(
     Ok(axum::Json(protocol::Attached { task, pid }))
 }
 
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EventsQuery {
-    #[serde(default)]
-    follow: bool,
-    task: Option<String>,
-}
-
 async fn events(
     State(d): State<Shared>,
     Extension(caller): Extension<Caller>,
-    Query(q): Query<EventsQuery>,
+    ApiQuery(q): ApiQuery<protocol::EventFilter>,
 ) -> Result<Response, ApiError> {
     if let Some(t) = &q.task {
         task_id(t)?;
     }
+    let wanted = q.compile(time::OffsetDateTime::now_utc())?;
     // From inside a task, only its own events (another task's id gives none).
     let scope = ReadScope::of(&caller);
     let to_line = |e: &protocol::AuditEvent| {
@@ -349,27 +358,29 @@ async fn events(
     };
     // Subscribe before reading the backlog, so nothing falls between the two.
     let rx = q.follow.then(|| d.audit.subscribe());
-    let recent: Vec<Bytes> = d
-        .audit
-        .recent(q.task.as_deref())
-        .iter()
-        .filter(|e| scope.sees_event(&e.task))
-        .map(|e| to_line(e))
-        .collect();
+    let mut recent: Vec<Bytes> = if q.wants_backlog() {
+        d.audit
+            .recent(q.task.as_deref())
+            .iter()
+            .filter(|e| scope.sees_event(&e.task) && wanted.matches(e))
+            .map(|e| to_line(e))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    if let Some(tail) = q.tail {
+        recent.drain(..recent.len().saturating_sub(tail));
+    }
     let backlog = futures_util::stream::iter(recent.into_iter().map(Ok::<_, Infallible>));
     let Some(rx) = rx else {
         return Ok(Body::from_stream(backlog).into_response());
     };
-    let task = q.task.clone();
     let following = futures_util::stream::unfold(rx, move |mut rx| {
-        let task = task.clone();
+        let wanted = wanted.clone();
         async move {
             loop {
                 match rx.recv().await {
-                    Ok(e)
-                        if task.as_deref().is_none_or(|t| e.task == t)
-                            && scope.sees_event(&e.task) =>
-                    {
+                    Ok(e) if wanted.matches(&e) && scope.sees_event(&e.task) => {
                         let mut v = serde_json::to_vec(&*e).unwrap_or_default();
                         v.push(b'\n');
                         return Some((Ok::<_, Infallible>(Bytes::from(v)), rx));

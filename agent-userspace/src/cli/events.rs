@@ -4,27 +4,53 @@ use std::process::ExitCode;
 
 use leash::{
     client::{Client, EventItem},
-    protocol::AuditEvent,
+    protocol::{AuditEvent, EventFilter},
 };
 
 use super::output;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct EventsArgs {
-    /// Keep the stream open and print new events as they happen.
+    /// Keep the stream open and print new events as they happen (from now on, unless
+    /// --since or --tail asks for earlier ones too).
     #[arg(long, short = 'f')]
     pub follow: bool,
     /// Only the events of this task.
     #[arg(long, value_name = "ID")]
     pub task: Option<String>,
+    /// Only the events of this agent's tasks.
+    #[arg(long, value_name = "NAME")]
+    pub agent: Option<String>,
+    /// Only events with this verdict.
+    #[arg(long, value_parser = ["allowed", "denied", "audited"])]
+    pub verdict: Option<String>,
+    /// Only events at or after this time: RFC 3339, or a duration back from now (10m, 2h).
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<String>,
+    /// Only the last N of the earlier events.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub tail: Option<u64>,
     /// Print the JSON lines as the daemon sends them (one object per line).
     #[arg(long)]
     pub json: bool,
 }
 
+impl EventsArgs {
+    fn filter(&self) -> EventFilter {
+        EventFilter {
+            follow: self.follow,
+            task: self.task.clone(),
+            agent: self.agent.clone(),
+            verdict: self.verdict.clone(),
+            since: self.since.clone(),
+            tail: self.tail.and_then(|n| usize::try_from(n).ok()),
+        }
+    }
+}
+
 pub(crate) fn run(client: &Client, args: &EventsArgs) -> anyhow::Result<ExitCode> {
     super::block_on(async {
-        let mut stream = client.events(args.follow, args.task.as_deref()).await?;
+        let mut stream = client.events(&args.filter()).await?;
         if args.json {
             while let Some(line) = stream.next_line().await? {
                 output::print(&line)?;
@@ -100,21 +126,44 @@ mod tests {
 
     #[test]
     fn parses_events() {
-        let cli = Cli::try_parse_from(["leash", "events"]).unwrap();
-        assert!(matches!(
-            cli.command,
-            Command::Events(EventsArgs {
-                follow: false,
-                task: None,
-                json: false
-            })
-        ));
-        let cli = Cli::try_parse_from(["leash", "events", "--follow", "--task", "00ab", "--json"])
-            .unwrap();
-        assert!(matches!(
-            cli.command,
-            Command::Events(EventsArgs { follow: true, task: Some(ref t), json: true }) if t == "00ab"
-        ));
+        let args = |words: &[&str]| match Cli::try_parse_from(
+            ["leash", "events"].iter().chain(words).copied(),
+        ) {
+            Ok(Cli {
+                command: Command::Events(a),
+                ..
+            }) => Ok(a.filter()),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e),
+        };
+        assert_eq!(args(&[]).unwrap(), EventFilter::default());
+        assert_eq!(
+            args(&[
+                "--follow",
+                "--task",
+                "00ab",
+                "--json",
+                "--agent",
+                "a",
+                "--verdict",
+                "denied",
+                "--since",
+                "10m",
+                "--tail",
+                "5"
+            ])
+            .unwrap(),
+            EventFilter {
+                follow: true,
+                task: Some("00ab".into()),
+                agent: Some("a".into()),
+                verdict: Some("denied".into()),
+                since: Some("10m".into()),
+                tail: Some(5),
+            }
+        );
+        assert!(args(&["--verdict", "deny"]).is_err());
+        assert!(args(&["--tail", "0"]).is_err());
     }
 
     #[test]

@@ -66,6 +66,9 @@ pub(crate) struct RunArgs {
     /// directory itself are refused.
     #[arg(long, value_name = "DIR")]
     pub workspace: Option<PathBuf>,
+    /// Print the task's id (and whether it was created or joined) on stderr.
+    #[arg(long, short = 'v')]
+    pub verbose: bool,
     /// The command and its arguments (after `--`).
     #[arg(
         value_name = "CMD",
@@ -115,6 +118,15 @@ pub(crate) fn run(client: &Client, args: &RunArgs) -> anyhow::Result<ExitCode> {
     };
     runtime.block_on(join_task(client, &task, created))?;
     drop(runtime);
+    if args.verbose {
+        eprintln!(
+            "leash: task {} ({} agent {}; leash events --task {})",
+            task.id,
+            if created { "created for" } else { "joined," },
+            task.agent,
+            task.id
+        );
+    }
 
     let envp = environment(&task.id, sandbox.tmpdir.as_deref())?;
     // Tagged from here on: no compat system call may run in this tree.
@@ -161,11 +173,16 @@ async fn find_task(client: &Client, args: &RunArgs, cmd: &Path) -> anyhow::Resul
     };
     // In audit mode the kernel logs the exec as `audited` and lets it run.
     if task.mode == Mode::Enforce && !is_granted(cmd, &task) {
+        // A joined task takes no grant flags: its grants change with `leash grant`.
+        let fix = if created {
+            format!("add --allow-exec {}", cmd.display())
+        } else {
+            format!("leash grant add {} --exec {}", task.id, cmd.display())
+        };
         eprintln!(
             "leash: warning: {} is not in the task's exec grants; the kernel will stop it \
-             (add --allow-exec {})",
+             ({fix})",
             cmd.display(),
-            cmd.display()
         );
     }
     Ok((task, created))

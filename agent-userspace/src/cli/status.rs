@@ -33,6 +33,11 @@ fn status_text(s: &Status) -> String {
         ("version", s.version.clone()),
         ("backend", backend),
         ("cgroup", s.cgroup.clone()),
+        (
+            "attach scope",
+            format!("{} ({})", s.attach_scope, s.attach_scope_reason),
+        ),
+        ("kill at a cgroup move", s.kill_at_move.clone()),
         ("tasks active", s.tasks_active.to_string()),
         ("events lost", s.events_lost.to_string()),
         ("tag failures", s.tag_failures.to_string()),
@@ -60,7 +65,11 @@ fn status_text(s: &Status) -> String {
         .map(|p| {
             vec![
                 p.name.clone(),
-                if p.attached { "yes" } else { "no" }.to_owned(),
+                match (p.attached, p.applies) {
+                    (true, _) => "yes".to_owned(),
+                    (false, true) => "no".to_owned(),
+                    (false, false) => format!("n/a (not the {} backend's)", s.backend),
+                },
             ]
         })
         .collect();
@@ -115,15 +124,26 @@ mod tests {
             version: "0.1.0".into(),
             backend: "lsm".into(),
             backend_reason: "bpf is in the active LSMs".into(),
+            attach_scope: "task".into(),
+            attach_scope_reason: "auto: bpf_send_signal_task kills a process moved out at the move"
+                .into(),
+            kill_at_move: "kernel".into(),
             cgroup: "/sys/fs/cgroup".into(),
             programs: vec![
                 ProgramStatus {
                     name: "leash_bprm_check".into(),
                     attached: true,
+                    applies: true,
                 },
                 ProgramStatus {
                     name: "leash_sendmsg4".into(),
                     attached: false,
+                    applies: true,
+                },
+                ProgramStatus {
+                    name: "exec_sched_process_exec".into(),
+                    attached: false,
+                    applies: false,
                 },
             ],
             maps: vec![MapStatus {
@@ -141,21 +161,32 @@ mod tests {
             landlock: "ABI 7".into(),
             scope: None,
         });
+        // A `key: value` line, whatever the column width.
+        let line = |key: &str, value: &str| {
+            text.lines().any(|l| {
+                l.strip_prefix(key)
+                    .is_some_and(|rest| rest.trim_start().starts_with(value))
+            })
+        };
         assert!(
-            text.contains("policy:       policy /etc/leash/policy.yaml (2 rules)\n"),
+            line("policy:", "policy /etc/leash/policy.yaml (2 rules)"),
             "{text}"
         );
         assert!(
-            text.contains("backend:      lsm (bpf is in the active LSMs)\n"),
+            line("backend:", "lsm (bpf is in the active LSMs)"),
             "{text}"
         );
-        assert!(text.contains("tag failures: 1\n"), "{text}");
+        assert!(line("tag failures:", "1"), "{text}");
         assert!(
-            text.contains("ia32:         emulation disabled (ia32_emulation=0"),
+            line("ia32:", "emulation disabled (ia32_emulation=0"),
             "{text}"
         );
-        assert!(text.contains("leash_bprm_check  yes\n"), "{text}");
-        assert!(text.contains("leash_sendmsg4    no\n"), "{text}");
+        assert!(text.contains("leash_bprm_check         yes\n"), "{text}");
+        assert!(text.contains("leash_sendmsg4           no\n"), "{text}");
+        assert!(
+            text.contains("exec_sched_process_exec  n/a (not the lsm backend's)\n"),
+            "{text}"
+        );
         assert!(text.contains("TASKS  3        1024      0%\n"), "{text}");
     }
 }

@@ -4,23 +4,19 @@ use http_body_util::BodyExt as _;
 use hyper::{Method, body::Incoming};
 
 use super::{
-    Client, ClientError, encode_component,
+    Client, ClientError,
     transport::{collect, error_answer, http_error},
 };
-use crate::protocol::AuditEvent;
+use crate::protocol::{AuditEvent, EventFilter};
 
 /// Longest NDJSON line accepted from `GET /v1/events`.
 pub(super) const MAX_EVENT_LINE: usize = 1 << 20;
 
 impl Client {
-    /// `GET /v1/events[?follow=true][&task=ID]`: the events, read line by line as they
+    /// `GET /v1/events?...`: the events `filter` selects, read line by line as they
     /// arrive. With `follow`, the stream stays open for new events.
-    pub async fn events(
-        &self,
-        follow: bool,
-        task: Option<&str>,
-    ) -> Result<EventStream, ClientError> {
-        let path = events_path(follow, task);
+    pub async fn events(&self, filter: &EventFilter) -> Result<EventStream, ClientError> {
+        let path = format!("/v1/events{}", super::query_string(filter));
         let response = self.request(Method::GET, &path, None).await?;
         let status = response.status();
         if !status.is_success() {
@@ -147,21 +143,6 @@ fn to_line(bytes: &[u8]) -> Result<Option<String>, ClientError> {
     String::from_utf8(bytes.to_vec())
         .map(Some)
         .map_err(ClientError::EventLineNotUtf8)
-}
-
-pub(super) fn events_path(follow: bool, task: Option<&str>) -> String {
-    let mut query = Vec::new();
-    if follow {
-        query.push("follow=true".to_owned());
-    }
-    if let Some(task) = task {
-        query.push(format!("task={}", encode_component(task)));
-    }
-    if query.is_empty() {
-        "/v1/events".to_owned()
-    } else {
-        format!("/v1/events?{}", query.join("&"))
-    }
 }
 
 #[cfg(test)]

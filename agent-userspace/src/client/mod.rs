@@ -77,6 +77,30 @@ fn task_path(id: &str) -> String {
 
 /// Percent-encodes everything but RFC 3986 unreserved characters, so that an id given
 /// by a user stays one path segment or query value.
+/// `?k=v&...` of a filter's set fields (serialised as JSON, so its names and
+/// defaults are the API's own); empty when none is set.
+fn query_string<T: serde::Serialize>(filter: &T) -> String {
+    let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(filter) else {
+        return String::new();
+    };
+    let pairs: Vec<String> = fields
+        .iter()
+        .filter_map(|(k, v)| {
+            let v = match v {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Null => return None,
+                other => other.to_string(),
+            };
+            Some(format!("{k}={}", encode_component(&v)))
+        })
+        .collect();
+    if pairs.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", pairs.join("&"))
+    }
+}
+
 fn encode_component(s: &str) -> String {
     use std::fmt::Write as _;
     let mut out = String::with_capacity(s.len());

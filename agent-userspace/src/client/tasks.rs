@@ -3,7 +3,7 @@
 use hyper::Method;
 
 use super::{Client, ClientError, task_path, transport::to_json};
-use crate::protocol::{Attached, CreateTask, Status, Task};
+use crate::protocol::{Attached, CreateTask, Status, Task, TaskFilter};
 
 impl Client {
     /// `POST /v1/tasks`.
@@ -12,9 +12,10 @@ impl Client {
             .await
     }
 
-    /// `GET /v1/tasks`.
-    pub async fn list_tasks(&self) -> Result<Vec<Task>, ClientError> {
-        self.call(Method::GET, "/v1/tasks", None).await
+    /// `GET /v1/tasks?...`: newest first, as `filter` selects.
+    pub async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<Task>, ClientError> {
+        let path = format!("/v1/tasks{}", super::query_string(filter));
+        self.call(Method::GET, &path, None).await
     }
 
     /// `GET /v1/tasks/{id}`.

@@ -7,8 +7,8 @@ use tokio::{
     net::UnixListener,
 };
 
-use super::{events::events_path, *};
-use crate::protocol::CreateTask;
+use super::*;
+use crate::protocol::{CreateTask, EventFilter, TaskFilter};
 
 fn temp_dir(tag: &str) -> PathBuf {
     static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -109,7 +109,10 @@ async fn socket_without_listener_is_not_running() {
     let dir = temp_dir("refused");
     let socket = dir.join("stale.sock");
     drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
-    let err = Client::new(&socket).list_tasks().await.unwrap_err();
+    let err = Client::new(&socket)
+        .list_tasks(&TaskFilter::default())
+        .await
+        .unwrap_err();
     assert!(matches!(err, ClientError::NotRunning { .. }), "{err:?}");
     std::fs::remove_dir_all(dir).unwrap();
 }
@@ -217,7 +220,11 @@ async fn events_stream_across_chunks() {
     ];
     let (socket, server) = serve_once(&dir, chunks);
     let mut stream = Client::new(&socket)
-        .events(true, Some("00000000000000ab"))
+        .events(&EventFilter {
+            follow: true,
+            task: Some("00000000000000ab".into()),
+            ..EventFilter::default()
+        })
         .await
         .unwrap();
     let mut pids = Vec::new();
@@ -243,7 +250,22 @@ async fn events_stream_across_chunks() {
 fn paths_are_encoded() {
     assert_eq!(task_path("00ab"), "/v1/tasks/00ab");
     assert_eq!(task_path("../x y"), "/v1/tasks/..%2Fx%20y");
-    assert_eq!(events_path(false, None), "/v1/events");
-    assert_eq!(events_path(true, None), "/v1/events?follow=true");
-    assert_eq!(events_path(false, Some("a&b")), "/v1/events?task=a%26b");
+    assert_eq!(query_string(&EventFilter::default()), "");
+    let filter = EventFilter {
+        follow: true,
+        task: Some("a&b".into()),
+        tail: Some(5),
+        since: Some("2026-12-02T10:00:00+01:00".into()),
+        ..EventFilter::default()
+    };
+    assert_eq!(
+        query_string(&filter),
+        "?follow=true&task=a%26b&since=2026-12-02T10%3A00%3A00%2B01%3A00&tail=5"
+    );
+    let tasks = TaskFilter {
+        active: true,
+        limit: Some(3),
+        ..TaskFilter::default()
+    };
+    assert_eq!(query_string(&tasks), "?active=true&limit=3");
 }

@@ -99,10 +99,15 @@ impl Daemon {
 
     /// A `file` event of task `task`, counted in `leash_decisions_total`.
     fn file_denied(&self, task: u64, blockers: &str, path: Option<&str>) {
-        let Some(t) = self.lock().tasks.get(task).cloned() else {
-            return;
+        let (t, label) = {
+            let inner = self.lock();
+            let Some(t) = inner.tasks.get(task).cloned() else {
+                return;
+            };
+            let label = inner.tasks.agent_label(&t.agent);
+            (t, label)
         };
-        self.recorded.count_file_denial(&t.agent);
+        self.recorded.count_file_denial(&label);
         let mut target = json!({ "access": blockers });
         if let Some(path) = path {
             target["path"] = path.into();

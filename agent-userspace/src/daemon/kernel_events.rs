@@ -7,15 +7,15 @@ use std::{
 };
 
 use anyhow::Context as _;
-use leash_common::{Action, Verdict};
+use leash_common::{Action, Reason, Verdict};
 use serde_json::json;
 use tokio::{io::unix::AsyncFd, task::JoinHandle};
 
 use super::{Daemon, lifecycle::Stopping, metrics_http::Readiness, policy, registry};
 use crate::{
     Enforcer,
-    kernel::events::{Decision, EventReader, Target},
-    protocol::{AuditEvent, TaskId},
+    kernel::events::{Decision, Decoded, EventReader, Target},
+    protocol::{AuditEvent, EndReason, TaskId, TaskState},
 };
 
 impl Daemon {
@@ -29,7 +29,7 @@ impl Daemon {
             for d in &batch {
                 meta.entry(d.task).or_insert_with(|| {
                     inner.tasks.get(d.task).map_or_else(
-                        || ("unknown".to_owned(), String::new(), None, Vec::new()),
+                        || ("unknown".to_owned(), String::new(), None, Vec::new(), None),
                         |t| {
                             (
                                 t.agent.clone(),
@@ -41,6 +41,9 @@ impl Daemon {
                                     .filter(|g| g.pending_ns != 0)
                                     .cloned()
                                     .collect(),
+                                // The kernel no longer knows an ended task; its record
+                                // says why it ended.
+                                t.end_reason.filter(|_| t.state == TaskState::Ended),
                             )
                         },
                     )
@@ -53,38 +56,35 @@ impl Daemon {
                 exits.push(d.task);
                 continue;
             }
+            if let Target::Escape {
+                moved_pid,
+                killed_at_move: false,
+                ..
+            } = d.target
+            {
+                self.kill_escaped(d.task, moved_pid);
+            }
             if d.kind == Action::Exec && d.verdict == Verdict::Allowed && !self.log_allowed_exec {
                 continue;
             }
-            let (agent, spiffe_id, intent, pending) =
+            let (agent, spiffe_id, intent, pending, ended) =
                 meta.get(&d.task).cloned().unwrap_or_default();
-            let reason =
-                if d.verdict == Verdict::Denied && policy::is_pending_target(&pending, &d.target) {
+            let reason = match (d.reason, ended) {
+                _ if d.verdict == Verdict::Denied
+                    && policy::is_pending_target(&pending, &d.target) =>
+                {
                     "pending_approval"
-                } else {
-                    d.reason.as_str()
-                };
-            let target = match &d.target {
-                Target::Exec { path, dev, ino } => json!({ "path": path, "dev": dev, "ino": ino }),
-                Target::Net {
-                    addr,
-                    port,
-                    protocol,
-                } => {
-                    json!({ "addr": addr.to_string(), "port": port, "protocol": protocol })
                 }
-                Target::Unix { path } => json!({ "unix": path }),
-                Target::Socket {
-                    family,
-                    socket_type,
-                    protocol,
-                } => json!({ "family": family, "type": socket_type, "protocol": protocol }),
-                Target::Guard { call, target_pid } => {
-                    json!({ "call": call, "target_pid": target_pid })
+                // A process outliving its task: say why the task is gone.
+                (Decoded::Known(Reason::UnknownTask), Some(EndReason::Expired)) => {
+                    Reason::TaskExpired.as_str()
                 }
-                Target::Compat { call, syscall } => json!({ "call": call, "syscall": syscall }),
-                Target::Process {} => json!({}),
+                (Decoded::Known(Reason::UnknownTask), Some(_)) => Reason::TaskEnded.as_str(),
+                _ => d.reason.as_str(),
             };
+            self.recorded
+                .count_denial(d.kind.as_str(), d.verdict.as_str(), reason);
+            let target = target_json(&d.target);
             events.push(AuditEvent {
                 ts: registry::wall_of_boot_ns(d.ts_ns),
                 task: TaskId(d.task).to_string(),
@@ -106,8 +106,69 @@ impl Daemon {
     }
 }
 
+impl Daemon {
+    /// The fallback where the kernel cannot kill a tagged process moved out of its
+    /// leash cgroups at the move (no `bpf_send_signal_task`): kill it now. Only while
+    /// the thread is still tagged with that task, so a recycled pid is never hit.
+    fn kill_escaped(&self, task: u64, tid: u32) {
+        if self.lock().enforcer.maps().tag_of(tid) != Some(task) {
+            return;
+        }
+        // SAFETY: kill(2) on a thread id signals its whole process.
+        let rc = unsafe { libc::kill(tid as libc::pid_t, libc::SIGKILL) };
+        if rc == 0 {
+            tracing::warn!(task = %TaskId(task), pid = tid, "killed a tagged process moved out of its leash cgroups");
+        } else {
+            tracing::warn!(task = %TaskId(task), pid = tid, "cannot kill a tagged process moved out of its leash cgroups: {}", std::io::Error::last_os_error());
+        }
+    }
+}
+
 /// A task's agent, SPIFFE ID, intent and pending grants, for its kernel events.
-type TaskMeta = (String, String, Option<String>, Vec<registry::GrantRecord>);
+/// An event's `target` object.
+fn target_json(target: &Target) -> serde_json::Value {
+    match target {
+        Target::Exec { path, dev, ino } => {
+            json!({ "path": path, "dev": crate::grants::dev_text(*dev), "ino": ino })
+        }
+        Target::Net {
+            addr,
+            port,
+            protocol,
+        } => {
+            json!({ "addr": addr.to_string(), "port": port, "protocol": protocol })
+        }
+        Target::Unix { path } => json!({ "unix": path }),
+        Target::Socket {
+            family,
+            socket_type,
+            protocol,
+        } => json!({ "family": family, "type": socket_type, "protocol": protocol }),
+        Target::Guard { call, target_pid } => {
+            json!({ "call": call, "target_pid": target_pid })
+        }
+        Target::Compat { call, syscall } => json!({ "call": call, "syscall": syscall }),
+        Target::Escape {
+            moved_pid,
+            cgroup_id,
+            killed_at_move,
+        } => json!({
+            "moved_pid": moved_pid,
+            "cgroup_id": cgroup_id,
+            "killed_at_move": killed_at_move,
+        }),
+        Target::Process {} => json!({}),
+    }
+}
+
+/// Agent, SPIFFE ID, intent, grants awaiting approval, and how the task ended if it has.
+type TaskMeta = (
+    String,
+    String,
+    Option<String>,
+    Vec<registry::GrantRecord>,
+    Option<EndReason>,
+);
 
 /// Forwards kernel-side log records (only emitted at the configured level) until the
 /// daemon stops.

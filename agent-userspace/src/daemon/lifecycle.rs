@@ -103,6 +103,7 @@ where
     {
         tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
     }
+    super::fault::announce();
     let mut enforcer = load(&config)?;
     ready
         .attached
@@ -247,6 +248,10 @@ async fn join_within<T>(part: &str, handle: Option<JoinHandle<T>>) {
     }
 }
 
+/// Set (to anything) in the daemon's environment, it behaves as on a kernel without the
+/// kfunc `bpf_send_signal_task`: for tests of the fallbacks.
+pub(crate) const WITHOUT_KFUNCS_ENV: &str = "LEASH_TEST_WITHOUT_KFUNCS";
+
 /// Loads, attaches and pins the programs.
 fn load(config: &Config) -> anyhow::Result<Enforcer> {
     let enforcer = Enforcer::load(&LoadOptions {
@@ -255,6 +260,8 @@ fn load(config: &Config) -> anyhow::Result<Enforcer> {
         pin_dir: Some(config.pin_dir.clone()),
         capacities: config.expose_capacities().to_vec(),
         attach_scope: config.attach_scope,
+        // Tests only: as on a kernel without `bpf_send_signal_task`.
+        without_kfuncs: std::env::var_os(WITHOUT_KFUNCS_ENV).is_some(),
     })
     .context("cannot start enforcement")?;
     tracing::info!(

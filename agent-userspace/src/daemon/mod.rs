@@ -11,6 +11,7 @@ pub mod approval;
 pub mod audit;
 pub mod audit_file;
 mod caller_root;
+pub mod fault;
 mod file_denials;
 mod kernel_events;
 mod lifecycle;
@@ -22,7 +23,8 @@ pub mod registry;
 mod reload;
 mod responders;
 pub mod scoped;
-mod store;
+/// Public for the fuzz targets (`fuzz/`), which recover journals from arbitrary bytes.
+pub mod store;
 mod sweep;
 
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -182,8 +184,16 @@ impl Daemon {
             }
         }
         // Kernel tasks the state file does not know (a crash before it was saved): no
-        // one can manage them, so their entries go; their processes stay denied.
-        for id in enforcer.maps().task_ids() {
+        // one can manage them, so their entries go; their processes stay denied. Grant
+        // entries count too: a task's grants go in before its task entry, so a crash
+        // in between leaves grants of a task the task map never had.
+        let mut kernel_ids = enforcer.maps().task_ids();
+        kernel_ids.extend(enforcer.maps().keys_by_task().into_keys());
+        kernel_ids.sort_unstable();
+        kernel_ids.dedup();
+        // Task 0 is no task: its entries are grants to every task (the API socket's).
+        kernel_ids.retain(|&id| id != 0);
+        for id in kernel_ids {
             if tasks
                 .get(id)
                 .is_none_or(|t| t.state == protocol::TaskState::Ended)
@@ -211,14 +221,36 @@ impl Daemon {
         target: serde_json::Value,
         reason: &str,
     ) {
+        self.lifecycle_event_by(task, kind, target, reason, None);
+    }
+
+    /// [`Self::lifecycle_event`] naming the process that asked for it (`by`, the API
+    /// caller) rather than the daemon, which only carried it out.
+    fn lifecycle_event_by(
+        &self,
+        task: &registry::TaskRecord,
+        kind: &str,
+        target: serde_json::Value,
+        reason: &str,
+        by: Option<u32>,
+    ) {
+        let (pid, comm) = match by {
+            Some(pid) => (
+                pid,
+                std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .map(|c| c.trim_end().to_owned())
+                    .unwrap_or_default(),
+            ),
+            None => (std::process::id(), "leash".into()),
+        };
         self.audit.emit(AuditEvent {
             ts: registry::wall_of_boot_ns(clock::boottime_ns()),
             task: task.id_string(),
             agent: task.agent.clone(),
             spiffe_id: task.spiffe_id(&self.limits.trust_domain),
             intent: task.intent.clone(),
-            pid: Some(std::process::id()),
-            comm: "leash".into(),
+            pid: Some(pid),
+            comm,
             kind: kind.into(),
             verdict: "allowed".into(),
             target,
@@ -262,11 +294,12 @@ impl Daemon {
             self.save(&inner, old);
         }
         drop(inner);
-        self.lifecycle_event(
+        self.lifecycle_event_by(
             &rec,
             "task_started",
             json!({ "grants": req.grants, "mode": rec.mode }),
             "created",
+            caller,
         );
         Ok(rec.view(&self.limits.trust_domain))
     }
@@ -293,6 +326,7 @@ impl Daemon {
             .cloned()
             .ok_or_else(|| RegistryError::NoTask(TaskId(id).to_string()))?;
         self.save(&inner, id);
+        let agent_label = inner.tasks.agent_label(&rec.agent);
         drop(inner);
         if was_live {
             let reason = serde_json::to_value(reason)
@@ -302,7 +336,7 @@ impl Daemon {
             self.recorded
                 .tasks_ended
                 .get_or_create(&crate::metrics::EndedLabels {
-                    agent: rec.agent.clone(),
+                    agent: agent_label,
                     reason: reason.clone(),
                 })
                 .inc();
@@ -340,6 +374,7 @@ impl Daemon {
             &root.resolve_in(),
             0,
         )?;
+        fault::after_grant_map_write(id, &gid);
         self.recorded
             .grant_apply
             .observe(started.elapsed().as_secs_f64());

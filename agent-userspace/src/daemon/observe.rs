@@ -31,6 +31,12 @@ impl Daemon {
             version: env!("CARGO_PKG_VERSION").into(),
             backend: e.backend().to_string(),
             backend_reason: e.backend_reason().into(),
+            attach_scope: e.attach_scope().to_string(),
+            attach_scope_reason: e.attach_scope_reason().into(),
+            kill_at_move: match e.kill_at_move() {
+                Ok(()) => "kernel".into(),
+                Err(why) => format!("daemon ({why})"),
+            },
             cgroup: e.cgroup().display().to_string(),
             // Every program of the object, and whether this backend attached it.
             programs: crate::kernel::all_programs()
@@ -38,6 +44,7 @@ impl Daemon {
                 .map(|p| protocol::ProgramStatus {
                     name: (*p).into(),
                     attached: e.attached().contains(p),
+                    applies: crate::kernel::program_applies(p, e.backend(), e.unix_hooks()),
                 })
                 .collect(),
             maps: e
@@ -83,11 +90,11 @@ impl Daemon {
             let inner = self.lock();
             let maps = inner.enforcer.maps();
             let mut decisions = vec![("unknown".to_owned(), maps.decisions(0).unwrap_or_default())];
-            for (agent, &slot) in &inner.tasks.agents {
-                decisions.push((agent.clone(), maps.decisions(slot).unwrap_or_default()));
+            let rows = inner.tasks.agent_rows();
+            for (agent, slot) in &rows {
+                decisions.push((agent.clone(), maps.decisions(*slot).unwrap_or_default()));
             }
-            let mut active: BTreeMap<String, i64> =
-                inner.tasks.agents.keys().map(|a| (a.clone(), 0)).collect();
+            let mut active: BTreeMap<String, i64> = rows.into_iter().map(|(a, _)| (a, 0)).collect();
             let mut learned: BTreeMap<String, i64> = BTreeMap::new();
             let (mut exec, mut connect) = (0, 0);
             for t in inner
@@ -96,10 +103,11 @@ impl Daemon {
                 .values()
                 .filter(|t| t.state != protocol::TaskState::Ended)
             {
-                *active.entry(t.agent.clone()).or_default() += 1;
+                let agent = inner.tasks.agent_label(&t.agent);
                 if !t.learned.is_empty() {
-                    *learned.entry(t.agent.clone()).or_default() += t.learned.len() as i64;
+                    *learned.entry(agent.clone()).or_default() += t.learned.len() as i64;
                 }
+                *active.entry(agent).or_default() += 1;
                 for g in &t.grants {
                     match g.kind {
                         protocol::GrantKind::Exec => exec += 1,

@@ -351,7 +351,8 @@ pub fn is_pending_target(pending: &[registry::GrantRecord], target: &Target) -> 
         Target::Process {}
         | Target::Socket { .. }
         | Target::Guard { .. }
-        | Target::Compat { .. } => false,
+        | Target::Compat { .. }
+        | Target::Escape { .. } => false,
     })
 }
 

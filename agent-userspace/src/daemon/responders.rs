@@ -248,22 +248,35 @@ impl Daemon {
     /// counters like the kernel's decisions.
     fn dns_event(&self, slot: u32, report: &Report) {
         let mut inner = self.lock();
-        let Some(task) = inner
+        // Only what the event needs: a clone of the whole record (grants, learned
+        // addresses) per query showed in the responder's profile.
+        let Some((counter_slot, task, agent, spiffe_id, intent)) = inner
             .tasks
             .by_dns_slot(slot)
             .and_then(|id| inner.tasks.get(id))
-            .cloned()
+            .map(|t| {
+                (
+                    t.counter_slot,
+                    t.id_string(),
+                    t.agent.clone(),
+                    t.spiffe_id(&self.limits.trust_domain),
+                    t.intent.clone(),
+                )
+            })
         else {
             return;
         };
-        if let Err(e) = inner.enforcer.maps_mut().count_userspace(
-            task.counter_slot,
-            Action::Dns,
-            report.verdict,
-        ) {
-            tracing::warn!(task = %TaskId(task.id), "cannot count a DNS decision: {e}");
+        if let Err(e) =
+            inner
+                .enforcer
+                .maps_mut()
+                .count_userspace(counter_slot, Action::Dns, report.verdict)
+        {
+            tracing::warn!(task, "cannot count a DNS decision: {e}");
         }
         drop(inner);
+        self.recorded
+            .count_denial(Action::Dns.as_str(), report.verdict.as_str(), report.reason);
         let mut target = json!({ "name": report.name, "type": report.qtype, "tcp": report.tcp });
         if !report.addresses.is_empty() {
             target["addresses"] = report
@@ -275,10 +288,10 @@ impl Daemon {
         }
         self.audit.emit(AuditEvent {
             ts: registry::wall_of_boot_ns(clock::boottime_ns()),
-            task: task.id_string(),
-            agent: task.agent.clone(),
-            spiffe_id: task.spiffe_id(&self.limits.trust_domain),
-            intent: task.intent.clone(),
+            task,
+            agent,
+            spiffe_id,
+            intent,
             // The responder knows the query's task, not its process (docs/dns.md).
             pid: None,
             comm: String::new(),

@@ -20,12 +20,15 @@ use anyhow::Context as _;
 
 use super::{Tasks, registry::TaskRecord};
 
-pub(super) struct Store {
+/// The state directory's task journals and agent slots.
+pub struct Store {
     dir: PathBuf,
 }
 
 impl Store {
-    pub(super) const fn new(dir: PathBuf) -> Self {
+    /// The store under `dir` (the config's `state_dir`); nothing is read yet.
+    #[must_use]
+    pub const fn new(dir: PathBuf) -> Self {
         Self { dir }
     }
 
@@ -38,7 +41,7 @@ impl Store {
     }
 
     /// Everything saved, or nothing on a first start.
-    pub(super) fn load(&self) -> anyhow::Result<Tasks> {
+    pub fn load(&self) -> anyhow::Result<Tasks> {
         let mut tasks = Tasks::default();
         match fs::read(self.agents_file()) {
             Ok(bytes) => {
@@ -107,7 +110,7 @@ impl Store {
     }
 
     /// Appends the task's new state to its journal (creating it for a new task).
-    pub(super) fn save_task(&self, task: &TaskRecord) -> anyhow::Result<()> {
+    pub fn save_task(&self, task: &TaskRecord) -> anyhow::Result<()> {
         let path = self.task_file(task.id, JOURNAL);
         let line = record_line(task)?;
         let mut f = match fs::OpenOptions::new().append(true).open(&path) {
@@ -132,7 +135,7 @@ impl Store {
         write_atomic(&self.task_file(task.id, JOURNAL), &record_line(task)?)
     }
 
-    pub(super) fn remove_task(&self, id: u64) -> anyhow::Result<()> {
+    pub fn remove_task(&self, id: u64) -> anyhow::Result<()> {
         remove(&self.task_file(id, JOURNAL))?;
         remove(&self.task_file(id, LEGACY))
     }

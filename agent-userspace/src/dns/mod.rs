@@ -215,6 +215,20 @@ impl Responder {
     }
 }
 
+/// Decides one query from `slot` as a responder does (parse, match the task's name
+/// grants, forward to the task's upstreams, check the answer, install what it teaches)
+/// and returns the reply, if any: the responder without its sockets or rate limit, for
+/// the fuzz targets (`fuzz/`).
+pub async fn answer_query(
+    tasks: Arc<dyn TaskLookup>,
+    limits: Limits,
+    slot: u32,
+    query: &[u8],
+    tcp: bool,
+) -> Option<Vec<u8>> {
+    serve::answer_once(tasks, limits, slot, query, tcp).await
+}
+
 /// The listening sockets, on every address of the namespace (the slot addresses are
 /// all of `127.0.0.0/8`, which no single bind covers); what does not arrive on a slot
 /// address is dropped. TCP takes the UDP port when it is free.

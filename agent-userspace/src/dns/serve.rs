@@ -263,6 +263,23 @@ impl Ctx {
     }
 }
 
+/// [`answer`] without the sockets or the rate limit: the task's own upstreams.
+pub(super) async fn answer_once(
+    tasks: Arc<dyn TaskLookup>,
+    limits: Limits,
+    slot: u32,
+    bytes: &[u8],
+    tcp: bool,
+) -> Option<Vec<u8>> {
+    let ctx = Ctx {
+        tasks,
+        limits,
+        upstreams: Upstreams::default(),
+        buckets: Mutex::new(HashMap::new()),
+    };
+    answer(&ctx, slot, bytes, tcp).await
+}
+
 /// The reply to one query from `slot`, or nothing (not a query at all).
 async fn answer(ctx: &Ctx, slot: u32, bytes: &[u8], tcp: bool) -> Option<Vec<u8>> {
     let report = |name: &str, qtype: String, verdict, reason, addresses| {

@@ -80,16 +80,27 @@ async fn over_udp(up: SocketAddr, query: &[u8]) -> io::Result<Vec<u8>> {
     let sock = UdpSocket::bind(local).await?;
     sock.connect(up).await?;
     sock.send(query).await?;
-    let mut buf = vec![0u8; 65_535];
     loop {
-        let n = sock.recv(&mut buf).await?;
-        // Another ID is a stray or a spoof: keep waiting for ours (the caller checks
-        // the whole answer against the question).
-        if n >= 2 && buf[..2] == query[..2] {
-            buf.truncate(n);
-            return Ok(buf);
+        sock.readable().await?;
+        // Read into the thread's buffer with no await while it is borrowed: a fresh
+        // zeroed 64 KiB buffer per query was a fifth of the responder's time.
+        let got = RECEIVE.with_borrow_mut(|buf| match sock.try_recv(buf) {
+            // Another ID is a stray or a spoof: keep waiting for ours (the caller
+            // checks the whole answer against the question).
+            Ok(n) if n >= 2 && buf[..2] == query[..2] => Ok(Some(buf[..n].to_vec())),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+        })?;
+        if let Some(answer) = got {
+            return Ok(answer);
         }
     }
+}
+
+thread_local! {
+    /// Room for the largest UDP answer, once per responder thread.
+    static RECEIVE: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; 65_535]);
 }
 
 async fn over_tcp(up: SocketAddr, query: &[u8]) -> io::Result<Vec<u8>> {

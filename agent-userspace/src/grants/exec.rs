@@ -4,7 +4,7 @@
 use std::{
     fs,
     io::Read as _,
-    os::unix::fs::{MetadataExt as _, PermissionsExt as _},
+    os::unix::fs::{MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _},
     path::{Path, PathBuf},
 };
 
@@ -74,6 +74,13 @@ pub fn kernel_dev(st_dev: u64) -> u32 {
     let major = libc::major(st_dev);
     let minor = libc::minor(st_dev);
     (major << 20) | (minor & 0xf_ffff)
+}
+
+/// The kernel's `s_dev` as `major:minor`, the way `ls -l`, `stat` and `/proc` print
+/// devices (the raw encoding means nothing to a reader).
+#[must_use]
+pub fn dev_text(kernel_dev: u32) -> String {
+    format!("{}:{}", kernel_dev >> 20, kernel_dev & 0xf_ffff)
 }
 
 /// Resolves an exec grant to the files it names, as of now, in this process's view of
@@ -146,13 +153,13 @@ fn open_in_root(root: &fs::File, path: &Path, flags: OFlag) -> std::io::Result<f
 }
 
 fn exec_file(root: &fs::File, path: &Path) -> Result<ExecFile, GrantError> {
-    let mut file = open_in_root(root, path, OFlag::O_RDONLY)
-        .or_else(|_| open_in_root(root, path, OFlag::O_PATH))
-        .map_err(|source| GrantError::Open {
-            path: path.to_owned(),
-            source,
-        })?;
-    let meta = file.metadata().map_err(|source| GrantError::Stat {
+    // Looked at before it is opened for reading: opening a FIFO waits for a writer
+    // (the request would never return) and opening a device acts on it.
+    let named = open_in_root(root, path, OFlag::O_PATH).map_err(|source| GrantError::Open {
+        path: path.to_owned(),
+        source,
+    })?;
+    let meta = named.metadata().map_err(|source| GrantError::Stat {
         path: path.to_owned(),
         source,
     })?;
@@ -162,6 +169,16 @@ fn exec_file(root: &fs::File, path: &Path) -> Result<ExecFile, GrantError> {
     if meta.permissions().mode() & 0o111 == 0 {
         return Err(GrantError::NotExecutable(path.to_owned()));
     }
+    // The same file, opened for reading through its descriptor (no second lookup);
+    // without read permission the O_PATH descriptor serves, with no generation.
+    let mut file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&named)
+        ))
+        .unwrap_or(named);
     let dev = super::file_system::kernel_device(&file, &meta, path, || {
         open_in_root(
             root,
@@ -220,10 +237,42 @@ mod tests {
         fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// Found by the `grant_spec` fuzz target: an exec grant naming a FIFO (or a
+    /// directory grant over one) opened it for reading, which waits for a writer, so the
+    /// request never returned; and a device would have been opened.
+    #[test]
+    fn a_fifo_is_refused_without_opening_it() {
+        let dir = std::env::temp_dir().join(format!("leash-grant-fifo-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("tool"), b"\x7fELF").unwrap();
+        fs::set_permissions(dir.join("tool"), fs::Permissions::from_mode(0o755)).unwrap();
+        let fifo =
+            std::ffi::CString::new(dir.join("pipe").into_os_string().into_encoded_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path that lives for the call.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o755) }, 0);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (one, all) = (
+            dir.join("pipe").display().to_string(),
+            format!("{}/", dir.display()),
+        );
+        std::thread::spawn(move || {
+            let _ = tx.send((resolve_exec(&one), resolve_exec(&all)));
+        });
+        let (one, all) = rx
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("resolving a grant of a FIFO blocked");
+        assert!(matches!(one, Err(GrantError::NotRegular(_))), "{one:?}");
+        let all = all.unwrap();
+        assert_eq!(all.len(), 1, "only the executable file: {all:?}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn kernel_dev_encoding() {
         // st_dev 8:1 (glibc encoding) is s_dev 8 << 20 | 1.
         assert_eq!(kernel_dev(libc::makedev(8, 1)), (8 << 20) | 1);
+        assert_eq!(dev_text(kernel_dev(libc::makedev(259, 3))), "259:3");
         assert_eq!(
             kernel_dev(libc::makedev(259, 70_000)),
             (259 << 20) | 0x1_1170

@@ -23,7 +23,7 @@ mod net;
 pub mod unix;
 
 pub use connect::{ConnectSpec, Host};
-pub use exec::{ExecFile, kernel_dev, resolve_exec, resolve_exec_in};
+pub use exec::{ExecFile, dev_text, kernel_dev, resolve_exec, resolve_exec_in};
 pub use file_state::FileState;
 pub use file_system::set_btrfs_identity;
 pub use net::{NetGrant, compile_net, mapped, mapped_prefix};

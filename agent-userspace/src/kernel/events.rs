@@ -40,6 +40,14 @@ pub enum Target {
         call: String,
         syscall: u32,
     },
+    /// Attach scope `task`: a tagged thread moved out of its task's leash cgroups (the
+    /// event's pid and comm are the mover's), the cgroup it was moved to, and whether
+    /// the kernel killed it at the move (else the daemon does).
+    Escape {
+        moved_pid: u32,
+        cgroup_id: u64,
+        killed_at_move: bool,
+    },
     /// Lifecycle records that name no target.
     Process {},
 }
@@ -132,6 +140,12 @@ pub fn decode(bytes: &[u8]) -> Option<Decision> {
         Target::Compat {
             call: cstr(&e.path),
             syscall: e.dev,
+        }
+    } else if e.action == Action::Tamper as u8 && e.reason == Reason::ScopeEscape as u8 {
+        Target::Escape {
+            moved_pid: e.dev,
+            cgroup_id: e.ino,
+            killed_at_move: e.proto != 0,
         }
     } else if e.action == Action::Tamper as u8 {
         Target::Guard {

@@ -124,6 +124,13 @@ pub(crate) fn from_file(path: &Path) -> Result<KernelOffsets, OffsetError> {
         uring_socket_type: uring("io_socket", "type")?,
         uring_socket_protocol: uring("io_socket", "protocol")?,
         filename_name: field(&btf, "filename", "name")?,
+        cgroup_kn: field(&btf, "cgroup", "kn")?,
+        kernfs_node_id: field(&btf, "kernfs_node", "id")?,
+        cgroup_root: field(&btf, "cgroup", "root")?,
+        cgroup_root_hierarchy_id: field(&btf, "cgroup_root", "hierarchy_id")?,
+        // Set by the loader once it has rewritten the kfunc calls (kernel::kfunc).
+        send_signal_task: 0,
+        _pad: 0,
     })
 }
 

@@ -26,8 +26,6 @@ pub(crate) enum Attach {
     /// (modules, kexec, I/O ports). Where it is absent the call fails with ENOSYS for
     /// everyone, so there is nothing to guard and the program is not attached.
     OptionalSyscall(&'static str),
-    /// Another tracepoint: category and name.
-    Tracepoint(&'static str, &'static str),
     /// Another tracepoint a kernel may not have (built without the subsystem, or under
     /// another name): attached where it exists.
     OptionalTracepoint(&'static str, &'static str),
@@ -52,7 +50,7 @@ impl fmt::Display for Attach {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Syscall(name) | Self::OptionalSyscall(name) => write!(f, "syscalls:{name}"),
-            Self::Tracepoint(category, name) | Self::OptionalTracepoint(category, name) => {
+            Self::OptionalTracepoint(category, name) => {
                 write!(f, "{category}:{name}")
             }
             Self::BtfTracepoint(name) => write!(f, "tp_btf {name}"),
@@ -141,13 +139,12 @@ const fn scoped(name: &'static str, attach: Attach, on: On) -> Program {
 }
 
 use Attach::{
-    BtfTracepoint, Cgroup, CompatEntry, Lsm, OptionalSyscall, OptionalTracepoint, Syscall,
-    Tracepoint, Unix,
+    BtfTracepoint, Cgroup, CompatEntry, Lsm, OptionalSyscall, OptionalTracepoint, Syscall, Unix,
 };
 
 /// Every program of the object, in load order.
 #[rustfmt::skip]
-pub(crate) const PROGRAMS: [Program; 95] = [
+pub(crate) const PROGRAMS: [Program; 96] = [
     // Both backends: tagging, the cgroup network hooks, socket families (family.rs),
     // self-protection (guard.rs, mounts.rs, doors.rs) and compat system calls.
     prog(p::PROCESS_NEWTASK, BtfTracepoint("task_newtask"), On::Both),
@@ -259,9 +256,10 @@ pub(crate) const PROGRAMS: [Program; 95] = [
     prog(p::DOOR_LSM_LOAD_DATA, Lsm("kernel_load_data"), On::Lsm),
     prog(p::DOOR_LSM_READ_FILE, Lsm("kernel_read_file"), On::Lsm),
     prog(p::DOOR_LSM_LOCKED_DOWN, Lsm("locked_down"), On::Lsm),
-    // Attach scope `task`: counts a tagged thread moved out of the leash cgroups and
-    // kills a tagged mover (guard.rs).
-    prog(p::SCOPE_CGROUP_ATTACH, Tracepoint("cgroup", "cgroup_attach_task"), On::TaskScope),
+    // Attach scope `task`: kills a tagged process moved out of its task's leash cgroups
+    // (scope.rs; a tagged mover is guard_cgroup's).
+    prog(p::SCOPE_CGROUP_ATTACH, BtfTracepoint("cgroup_attach_task"), On::TaskScope),
+    prog(p::SCOPE_SOCKET_EXIT, Syscall("sys_exit_socket"), On::TaskScope),
 ];
 
 /// The row of `name`.
@@ -320,6 +318,15 @@ pub(crate) fn all_programs() -> Vec<&'static str> {
         .collect()
 }
 
+/// Whether program `name` belongs to `backend` at all (on this kernel's unix hooks): a
+/// program of the other backend is not applicable, which `leash status` says rather
+/// than "not attached".
+pub(crate) fn applies(name: &str, backend: Backend, unix_hooks: bool) -> bool {
+    PROGRAMS
+        .iter()
+        .any(|p| p.name == name && p.on.backend(backend, unix_hooks))
+}
+
 /// The programs attached per leash cgroup by aya (the unix hooks are apart).
 pub(crate) fn scoped_cgroup() -> impl Iterator<Item = &'static str> {
     PROGRAMS
@@ -373,9 +380,7 @@ mod tests {
                 .unwrap_or_else(|| panic!("{} is not in the object", p.name));
             let section = format!("{:?}", prog.section);
             let kind = match p.attach {
-                Syscall(_) | OptionalSyscall(_) | Tracepoint(..) | OptionalTracepoint(..) => {
-                    "TracePoint"
-                }
+                Syscall(_) | OptionalSyscall(_) | OptionalTracepoint(..) => "TracePoint",
                 BtfTracepoint(_) | CompatEntry => "BtfTracePoint",
                 Lsm(_) => "Lsm",
                 Cgroup("sock_create") => "CgroupSock",

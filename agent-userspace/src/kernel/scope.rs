@@ -5,7 +5,8 @@
 //! cgroup created under the cgroup a task's process was in (`<cgroup>/leash`), and
 //! moves the process there: processes outside pay nothing, and the parent's resource
 //! limits still apply to the child cgroup. The kernel program `scope_cgroup_attach`
-//! counts a tagged thread moved out and kills a tagged mover.
+//! kills a tagged process moved out (at the move with `bpf_send_signal_task`, else the
+//! daemon does on its event); `guard_cgroup` kills a tagged mover.
 
 use std::{
     fs, io,
@@ -82,15 +83,21 @@ pub(crate) fn find_cgroup(root: &Path, id: u64) -> Option<PathBuf> {
     None
 }
 
-/// Why attach scope `task` cannot work here or for a process.
+/// Whether leash can make cgroups under the cgroup2 mount `root` (a read-only or
+/// undelegated cgroup file system cannot): a probe cgroup is made and removed.
+pub(crate) fn layout_allows_children(root: &Path) -> Result<(), String> {
+    fs::read_to_string(root.join("cgroup.controllers"))
+        .map_err(|e| format!("{} is no cgroup2 file system: {e}", root.display()))?;
+    let probe = root.join(format!("leash-probe-{}", std::process::id()));
+    fs::create_dir(&probe)
+        .map_err(|e| format!("cannot make a cgroup under {}: {e}", root.display()))?;
+    let _ = fs::remove_dir(&probe);
+    Ok(())
+}
+
+/// Why attach scope `task` cannot work for a process.
 #[derive(Debug, thiserror::Error)]
 pub enum ScopeError {
-    #[error("cannot read the cgroup:cgroup_attach_task tracepoint format (tracefs not mounted?)")]
-    NoTracepointFormat,
-    #[error(
-        "cgroup:cgroup_attach_task has an unexpected layout (no {want:?}); use attach_scope: root"
-    )]
-    TracepointLayout { want: &'static str },
     #[error("cgroup of the process: {0}")]
     CgroupOf(#[source] io::Error),
     #[error("cannot create {}: {source}", path.display())]
@@ -110,27 +117,6 @@ pub enum ScopeError {
     },
 }
 
-/// Checks the `cgroup:cgroup_attach_task` record layout the kernel program reads
-/// (`dst_root` at 8, `dst_id` u64 at 16, `pid` at 24).
-pub(crate) fn check_tracepoint_format() -> Result<(), ScopeError> {
-    let format = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
-        .iter()
-        .find_map(|d| {
-            fs::read_to_string(format!("{d}/events/cgroup/cgroup_attach_task/format")).ok()
-        })
-        .ok_or(ScopeError::NoTracepointFormat)?;
-    for want in [
-        "field:int dst_root;\toffset:8;",
-        "field:u64 dst_id;\toffset:16;",
-        "field:int pid;\toffset:24;",
-    ] {
-        if !format.contains(want) {
-            return Err(ScopeError::TracepointLayout { want });
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,14 +126,5 @@ mod tests {
         let root = Path::new("/sys/fs/cgroup");
         let cur = root.join("a/leash");
         assert_eq!(leash_cgroup_for(root, &cur), cur);
-    }
-
-    #[test]
-    fn this_kernel_has_the_expected_tracepoint_layout() {
-        // Every kernel leash supports (>= 5.5) has this layout; a failure here means
-        // the kernel program would read the wrong fields.
-        if Path::new("/sys/kernel/tracing/events").exists() {
-            check_tracepoint_format().unwrap();
-        }
     }
 }

@@ -110,7 +110,10 @@ impl Engine {
                     id.clone(),
                     format!("Cedar policy {name:?} of the policy file"),
                 );
-                let _ = writeln!(out.text, "// {id}\n{p}\n");
+                // The id is the policy's own annotation: escaped, so a line break in it
+                // cannot end the comment and leave the rest as Cedar (found by the
+                // `policy_cedar` fuzz target).
+                let _ = writeln!(out.text, "// {}\n{p}\n", id.escape_debug());
                 out.policies
                     .add(p.new_id(PolicyId::new(&id)))
                     .map_err(cedar_err)?;

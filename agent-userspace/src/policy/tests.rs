@@ -400,3 +400,14 @@ fn file_ceilings_cannot_wait_for_approval() {
         Verdict::Deny(_)
     ));
 }
+
+#[test]
+fn the_cedar_text_parses_when_an_annotation_id_has_a_line_break() {
+    let yaml = "rules:\n  - name: r\n    agents: [a]\ncedar: |\n  @id(\"x\\ny: z\")\n  forbid(principal, action, resource);\n";
+    let p = Policy::from_yaml(yaml, "t").unwrap();
+    let text = p.cedar_text();
+    assert!(
+        <cedar_policy::PolicySet as std::str::FromStr>::from_str(&text).is_ok(),
+        "{text}"
+    );
+}

@@ -37,6 +37,10 @@ pub enum AttachScope {
     Root,
     /// Hooks on leash cgroups only; tasks' processes are moved into them.
     Task,
+    /// `task` where a tagged process moved out of its leash cgroups is killed at the
+    /// move (`bpf_send_signal_task`) and cgroups can be made; else `root`. The daemon
+    /// says which it picked and why (`leash status`).
+    Auto,
 }
 
 impl fmt::Display for AttachScope {
@@ -44,6 +48,7 @@ impl fmt::Display for AttachScope {
         f.write_str(match self {
             Self::Root => "root",
             Self::Task => "task",
+            Self::Auto => "auto",
         })
     }
 }
@@ -55,8 +60,9 @@ impl FromStr for AttachScope {
         match s {
             "root" => Ok(Self::Root),
             "task" => Ok(Self::Task),
+            "auto" => Ok(Self::Auto),
             other => Err(format!(
-                "unknown attach scope {other:?}: expected root or task"
+                "unknown attach scope {other:?}: expected auto, root or task"
             )),
         }
     }
@@ -70,11 +76,12 @@ mod tests {
     fn parses_scopes() {
         assert_eq!("task".parse(), Ok(AttachScope::Task));
         assert_eq!("root".parse(), Ok(AttachScope::Root));
+        assert_eq!("auto".parse(), Ok(AttachScope::Auto));
         assert!(
             "pod"
                 .parse::<AttachScope>()
                 .unwrap_err()
-                .contains("root or task")
+                .contains("auto, root or task")
         );
     }
 }

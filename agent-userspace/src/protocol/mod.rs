@@ -11,6 +11,9 @@ pub use choices::{AttachScope, BackendChoice};
 mod files;
 pub use files::{FileMode, FileRules};
 
+mod filters;
+pub use filters::{EventFilter, EventMatch, FilterError, TaskFilter};
+
 /// `POST /v1/tasks`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -166,7 +169,8 @@ pub struct Grant {
     /// RFC 3339; present while the grant waits for approval (the kernel denies it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_until: Option<String>,
-    /// What the kernel holds for it: files (`path dev:ino`) or networks (`addr/prefix`).
+    /// What the kernel holds for it: files (`path major:minor:inode`) or networks
+    /// (`addr/prefix`).
     #[serde(default)]
     pub resolved: Vec<String>,
 }
@@ -224,6 +228,15 @@ pub struct Status {
     pub version: String,
     pub backend: String,
     pub backend_reason: String,
+    /// Where the network hooks are attached (`root` or `task`), and why.
+    #[serde(default)]
+    pub attach_scope: String,
+    #[serde(default)]
+    pub attach_scope_reason: String,
+    /// Who kills a tagged process moved out of its leash cgroups: `kernel` (at the
+    /// move), or `daemon (<why not the kernel>)` when it reads the event.
+    #[serde(default)]
+    pub kill_at_move: String,
     pub cgroup: String,
     pub programs: Vec<ProgramStatus>,
     pub maps: Vec<MapStatus>,
@@ -255,6 +268,14 @@ pub struct Status {
 pub struct ProgramStatus {
     pub name: String,
     pub attached: bool,
+    /// Whether the program belongs to the chosen backend (false: the other backend's,
+    /// not applicable). Absent from older daemons: applicable.
+    #[serde(default = "applicable")]
+    pub applies: bool,
+}
+
+const fn applicable() -> bool {
+    true
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -15,6 +15,7 @@ mod daemon;
 mod dns;
 mod exec;
 mod files;
+mod finding;
 mod hygiene;
 mod lifecycle;
 mod metrics;

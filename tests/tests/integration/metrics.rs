@@ -74,6 +74,43 @@ fn create_task(d: &DaemonGuard, args: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
+/// `leash_denials_total` of the actions below: (action, verdict, reason, count).
+const DENIALS: &[(&str, &str, &str, f64)] = &[
+    ("connect", "denied", "not_granted", 2.0),
+    ("send", "denied", "not_granted", 1.0),
+    ("exec", "denied", "not_granted", 1.0),
+    ("connect", "audited", "not_granted", 2.0),
+];
+
+/// Waits until `leash_denials_total` grew by exactly the expected counts since `before`.
+fn wait_for_denials(
+    d: &DaemonGuard,
+    before: &BTreeMap<String, f64>,
+    want: &[(&str, &str, &str, f64)],
+) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let m = scrape(d);
+        let got: Vec<f64> = want
+            .iter()
+            .map(|(action, verdict, reason, _)| {
+                let key = format!(
+                    "leash_denials_total{{action=\"{action}\",verdict=\"{verdict}\",reason=\"{reason}\"}}"
+                );
+                m.get(&key).copied().unwrap_or(0.0) - before.get(&key).copied().unwrap_or(0.0)
+            })
+            .collect();
+        if got.iter().zip(want).all(|(g, w)| *g == w.3) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "denials by reason: {got:?}, want {want:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn decision_counters_match_the_actions_exactly_per_agent() {
     let d = DaemonGuard::start("metrics", "");
@@ -162,6 +199,9 @@ fn decision_counters_match_the_actions_exactly_per_agent() {
             .keys()
             .any(|k| k.contains(&alpha) || k.contains("pid="))
     );
+
+    // Denials by reason, from the events (read a moment after the kernel counted them).
+    wait_for_denials(&d, &before, DENIALS);
 
     // beta is ended by hand while its process runs; alpha ends when its process exits.
     let out = d.run(&["task", "end", &beta]);

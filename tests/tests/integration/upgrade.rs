@@ -235,3 +235,149 @@ fn a_restarted_daemon_keeps_the_prefix_slots_of_running_tasks() {
         EPERM
     );
 }
+
+/// A restarted daemon attaches its programs before it lets the previous daemon's go, so
+/// both run for a moment and a decision made then is counted (and reported) twice. That
+/// moment was the whole release of the old links, one RCU grace period each, about two
+/// seconds: 25 to 40 double counts per restart at 20 decisions a second (found by the
+/// soak). Now the links go together, after every program is loaded.
+#[test]
+fn a_restart_counts_a_decision_once() {
+    const RESTARTS: u64 = 3;
+    let mut daemon = DaemonGuard::start("recount", "");
+    let other = Listeners::new();
+    let probe = probe().display().to_string();
+    let created = daemon.run(&[
+        "task",
+        "create",
+        "--agent",
+        "recount",
+        "--allow-exec",
+        &probe,
+    ]);
+    assert!(created.status.success(), "{}", stderr(&created));
+    let mut session = TaskSession::join(&daemon, &stdout(&created));
+    // Joined before the first kill (under TCG `leash run --task` takes seconds).
+    assert_eq!(session.run("pid"), session.child.id().to_string());
+    let denied = format!("connect tcp 127.0.0.1 {}", other.tcp4_port());
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let seen = std::thread::scope(|scope| {
+        let probing = scope.spawn(|| {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                assert_eq!(session.run(&denied), EPERM, "through the restarts");
+                n += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            n
+        });
+        for _ in 0..RESTARTS {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            daemon.kill9();
+            daemon.spawn();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        probing.join().expect("the probing thread")
+    });
+    let (status, metrics) = daemon.metrics_get("/metrics");
+    assert_eq!(status, 200, "{metrics}");
+    let counted: u64 = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(
+                "leash_decisions_total{action=\"connect\",verdict=\"denied\",agent=\"recount\"} ",
+            )
+        })
+        .and_then(|v| v.trim().parse().ok())
+        .expect("the agent's denied connects");
+    // Under TCG (the VM suite) the lsm programs' trampolines take long to attach, and
+    // the overlap with them: there a few in ten are counted twice, here a few in all.
+    assert!(
+        counted >= seen && counted <= seen + seen / 8,
+        "{seen} denied connects counted {counted} times over {RESTARTS} restarts"
+    );
+}
+
+/// Entries of one map, as `leash status` counts them (the daemon's own reader).
+fn map_entries(daemon: &DaemonGuard, map: &str) -> u64 {
+    let o = daemon.run(&["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("status --json");
+    v["maps"]
+        .as_array()
+        .and_then(|maps| maps.iter().find(|m| m["name"] == map))
+        .and_then(|m| m["entries"].as_u64())
+        .expect("the map in leash status")
+}
+
+/// Deletes `key` from the pinned hash map at `path` (raw `bpf()`, as a crash leaves it:
+/// the guest of the VM suite has no bpftool).
+fn delete_pinned(path: &Path, key: u64) {
+    #[repr(C)]
+    struct ObjGet {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+    }
+    #[repr(C)]
+    struct Delete {
+        map_fd: u32,
+        _pad: u32,
+        key: u64,
+    }
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("a path");
+    let get = ObjGet {
+        pathname: c.as_ptr() as u64,
+        bpf_fd: 0,
+        file_flags: 0,
+    };
+    // SAFETY: BPF_OBJ_GET (7) reads a NUL-terminated path that outlives the call.
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, 7, &raw const get, size_of::<ObjGet>()) };
+    assert!(
+        fd >= 0,
+        "BPF_OBJ_GET {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
+    let del = Delete {
+        map_fd: u32::try_from(fd).expect("an fd"),
+        _pad: 0,
+        key: (&raw const key) as u64,
+    };
+    // SAFETY: BPF_MAP_DELETE_ELEM (3) reads a u64 key, the map's key size.
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, 3, &raw const del, size_of::<Delete>()) };
+    let err = std::io::Error::last_os_error();
+    // SAFETY: closes the descriptor BPF_OBJ_GET returned.
+    unsafe { libc::close(i32::try_from(fd).expect("an fd")) };
+    assert_eq!(rc, 0, "BPF_MAP_DELETE_ELEM: {err}");
+}
+
+/// A task's grants go into the maps before its task entry. A crash in between left
+/// grant entries of a task the task map and the state never had, and a restarted
+/// daemon, looking for strays in the task map only, kept them for good (found by the
+/// soak: one exec grant left after 99 kills).
+#[test]
+fn a_restart_removes_grants_of_a_task_the_crash_never_finished() {
+    let mut daemon = DaemonGuard::start("half-created", "");
+    let probe = probe().display().to_string();
+    let created = daemon.run(&["task", "create", "--allow-exec", &probe]);
+    assert!(created.status.success(), "{}", stderr(&created));
+    let id = stdout(&created);
+    daemon.kill9();
+    // The state of a crash before the task entry and the record were written: its
+    // grants only.
+    delete_pinned(
+        &daemon.pin_dir.join("maps/TASKS"),
+        u64::from_str_radix(&id, 16).expect("a task id"),
+    );
+    std::fs::remove_file(daemon.dir.join(format!("state/tasks/{id}.jsonl")))
+        .expect("the task's journal");
+
+    daemon.spawn();
+    assert_eq!(map_entries(&daemon, "TASKS"), 0);
+    assert_eq!(
+        map_entries(&daemon, "EXEC_GRANTS"),
+        0,
+        "grants of a task no one knows are removed at start"
+    );
+}

@@ -1,6 +1,10 @@
 //! `leash task create|list|show|end`, and the task flags shared with `leash run`.
 
-use std::{fmt::Write as _, path::PathBuf, process::ExitCode};
+use std::{
+    fmt::Write as _,
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
 
 use leash::{
     client::Client,
@@ -20,8 +24,8 @@ pub(crate) enum TaskCommand {
     /// do (`end_when: ended_or_expired`): join it any number of times with
     /// `leash run --task ID`.
     Create(CreateArgs),
-    /// List the tasks.
-    List(JsonFlag),
+    /// List the tasks, newest first.
+    List(ListArgs),
     /// Show one task and its grants.
     Show {
         /// Task id.
@@ -156,9 +160,9 @@ impl TaskSpec {
             }
             None => (Grants::default(), self.files.map(FileMode::from)),
         };
-        grants
-            .exec
-            .extend(self.allow_exec.iter().map(|p| absolute(p)));
+        for p in &self.allow_exec {
+            grants.exec.push(exec_flag(p)?);
+        }
         grants.connect.extend(self.allow_connect.iter().cloned());
         grants.files.extend(
             self.allow_read
@@ -195,6 +199,29 @@ pub(crate) fn parse_ttl(s: &str) -> Result<u64, String> {
     Ok(d.as_secs() + u64::from(d.subsec_nanos() > 0))
 }
 
+/// An `--allow-exec` value made absolute; a bare name (`curl`) that is no file here is
+/// an error that names the program `$PATH` finds, rather than a grant of a path that
+/// does not exist.
+fn exec_flag(p: &str) -> anyhow::Result<String> {
+    if !p.contains('/') && !Path::new(p).exists() {
+        let path_var = std::env::var_os("PATH");
+        return Err(
+            match super::run::resolve_command(p.as_ref(), path_var.as_deref()) {
+                Ok(found) => anyhow::anyhow!(
+                    "--allow-exec {p}: there is no file {p} in this directory; exec grants are \
+                 paths: did you mean --allow-exec {}?",
+                    found.display()
+                ),
+                Err(_) => anyhow::anyhow!(
+                    "--allow-exec {p}: there is no file {p} in this directory, nor a program \
+                 {p} on $PATH; exec grants are absolute paths"
+                ),
+            },
+        );
+    }
+    Ok(absolute(p))
+}
+
 /// Makes a relative exec path absolute against the current directory: the daemon
 /// resolves paths in its own working directory, not ours. Keeps a trailing `/`.
 pub(crate) fn absolute(path: &str) -> String {
@@ -219,6 +246,42 @@ fn dedup(items: &mut Vec<String>) {
     items.retain(|i| seen.insert(i.clone()));
 }
 
+#[derive(Debug, clap::Args)]
+pub(crate) struct ListArgs {
+    #[command(flatten)]
+    filter: ListFilter,
+    #[command(flatten)]
+    json: JsonFlag,
+}
+
+#[derive(Debug, clap::Args)]
+struct ListFilter {
+    /// Only this agent's tasks.
+    #[arg(long, value_name = "NAME")]
+    agent: Option<String>,
+    /// Only tasks that have not ended.
+    #[arg(long)]
+    active: bool,
+    /// Only tasks created at or after this time: RFC 3339, or a duration back from now
+    /// (10m, 2h).
+    #[arg(long, value_name = "WHEN")]
+    since: Option<String>,
+    /// At most N tasks (the newest).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    limit: Option<u64>,
+}
+
+impl From<ListFilter> for leash::protocol::TaskFilter {
+    fn from(f: ListFilter) -> Self {
+        Self {
+            agent: f.agent,
+            active: f.active,
+            since: f.since,
+            limit: f.limit.and_then(|n| usize::try_from(n).ok()),
+        }
+    }
+}
+
 pub(crate) fn run(client: &Client, cmd: TaskCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         TaskCommand::Create(args) => {
@@ -231,8 +294,11 @@ pub(crate) fn run(client: &Client, cmd: TaskCommand) -> anyhow::Result<ExitCode>
                 output::print(&task.id)?;
             }
         }
-        TaskCommand::List(JsonFlag { json }) => {
-            let tasks = super::block_on(client.list_tasks())??;
+        TaskCommand::List(ListArgs {
+            filter,
+            json: JsonFlag { json },
+        }) => {
+            let tasks = super::block_on(client.list_tasks(&filter.into()))??;
             if json {
                 output::print_json(&tasks)?;
             } else {

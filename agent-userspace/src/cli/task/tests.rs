@@ -19,8 +19,28 @@ fn parses_task_commands() {
     let cli = Cli::try_parse_from(["leash", "task", "list", "--json"]).unwrap();
     assert!(matches!(
         cli.command,
-        Command::Task(TaskCommand::List(JsonFlag { json: true }))
+        Command::Task(TaskCommand::List(ListArgs {
+            json: JsonFlag { json: true },
+            ..
+        }))
     ));
+    let cli = Cli::try_parse_from([
+        "leash", "task", "list", "--agent", "a", "--active", "--since", "1h", "--limit", "3",
+    ])
+    .unwrap();
+    let Command::Task(TaskCommand::List(ListArgs { filter, .. })) = cli.command else {
+        panic!("not a list");
+    };
+    assert_eq!(
+        leash::protocol::TaskFilter::from(filter),
+        leash::protocol::TaskFilter {
+            agent: Some("a".into()),
+            active: true,
+            since: Some("1h".into()),
+            limit: Some(3),
+        }
+    );
+    assert!(Cli::try_parse_from(["leash", "task", "list", "--limit", "0"]).is_err());
     let cli = Cli::try_parse_from(["leash", "task", "show", "00ab"]).unwrap();
     assert!(
         matches!(cli.command, Command::Task(TaskCommand::Show { ref id, json: JsonFlag { json: false } }) if id == "00ab")
@@ -241,5 +261,27 @@ fn text_output() {
     assert!(
         show.contains("landlock:      writes: Landlock ABI 7\n"),
         "{show}"
+    );
+}
+
+#[test]
+fn a_bare_program_name_is_no_exec_grant() {
+    let err = spec(&["--allow-exec", "sh"]).to_request().unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("did you mean --allow-exec /"), "{text}");
+    assert!(text.ends_with("/sh?"), "{text}");
+    let err = spec(&["--allow-exec", "leash-no-such-program"])
+        .to_request()
+        .unwrap_err();
+    assert!(err.to_string().contains("nor a program"), "{err}");
+    // Paths, relative ones included, are taken as paths.
+    let req = spec(&["--allow-exec", "/usr/bin/env", "--allow-exec", "./x"])
+        .to_request()
+        .unwrap();
+    assert_eq!(req.grants.exec[0], "/usr/bin/env");
+    assert!(
+        req.grants.exec[1].ends_with("/./x"),
+        "{:?}",
+        req.grants.exec
     );
 }

@@ -187,3 +187,33 @@ mod tests {
         assert_eq!(loaded.live_ids().into_iter().collect::<Vec<_>>(), [1, 3]);
     }
 }
+
+#[cfg(test)]
+mod agent_rows {
+    use super::super::{AGENT_ROWS, OTHER_AGENTS};
+    use super::*;
+
+    #[test]
+    fn agents_beyond_the_rows_share_one_labelled_other() {
+        let mut t = Tasks::default();
+        for n in 0..AGENT_ROWS {
+            assert_eq!(t.slot_for(&format!("a{n}")), n + 1);
+        }
+        assert_eq!(t.slot_for("a0"), 1, "a known agent keeps its row");
+        let shared = t.slot_for("late-1");
+        assert_eq!(shared, AGENT_ROWS + 1);
+        assert_eq!(t.slot_for("late-2"), shared);
+        assert!(shared < leash_common::event::COUNTER_SLOTS);
+        assert_eq!(
+            t.agents.len(),
+            AGENT_ROWS as usize,
+            "no name kept beyond the rows"
+        );
+        assert_eq!(t.agent_label("late-2"), OTHER_AGENTS);
+        assert_eq!(t.agent_label("a7"), "a7");
+        let rows = t.agent_rows();
+        assert_eq!(rows.len(), AGENT_ROWS as usize + 1);
+        assert!(rows.contains(&(OTHER_AGENTS.to_owned(), shared)));
+        assert_eq!(Tasks::default().agent_rows(), []);
+    }
+}

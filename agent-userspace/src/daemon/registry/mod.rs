@@ -110,14 +110,48 @@ pub struct Tasks {
 /// Ended tasks kept for `leash task list/show`.
 const ENDED_KEPT: usize = 1000;
 
+/// Agents with a decision-counter row of their own (rows 1 ..= this); every later agent
+/// counts into the last row, reported as agent [`OTHER_AGENTS`], so that per-agent
+/// metrics stay bounded whatever names callers send.
+pub const AGENT_ROWS: u32 = leash_common::event::COUNTER_SLOTS - 2;
+/// The agent label of the agents beyond [`AGENT_ROWS`].
+pub const OTHER_AGENTS: &str = "_other";
+const OTHER_ROW: u32 = AGENT_ROWS + 1;
+
 impl Tasks {
     fn slot_for(&mut self, agent: &str) -> u32 {
         if let Some(&s) = self.agents.get(agent) {
             return s;
         }
-        let slot = (self.agents.len() as u32 % (leash_common::event::COUNTER_SLOTS - 1)) + 1;
+        if self.agents.len() >= AGENT_ROWS as usize {
+            return OTHER_ROW;
+        }
+        let slot = self.agents.len() as u32 + 1;
         self.agents.insert(agent.to_owned(), slot);
         slot
+    }
+
+    /// The agent label of per-agent metrics: the name when it has a row of its own,
+    /// else [`OTHER_AGENTS`].
+    #[must_use]
+    pub fn agent_label(&self, agent: &str) -> String {
+        if self.agents.contains_key(agent) {
+            agent.to_owned()
+        } else {
+            OTHER_AGENTS.to_owned()
+        }
+    }
+
+    /// (label, counter row) of every per-agent row in use, the shared one included
+    /// once some agent counts into it.
+    #[must_use]
+    pub fn agent_rows(&self) -> Vec<(String, u32)> {
+        let mut rows: Vec<(String, u32)> =
+            self.agents.iter().map(|(a, &s)| (a.clone(), s)).collect();
+        if self.agents.len() >= AGENT_ROWS as usize {
+            rows.push((OTHER_AGENTS.to_owned(), OTHER_ROW));
+        }
+        rows
     }
 
     #[must_use]

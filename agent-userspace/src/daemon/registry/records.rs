@@ -3,12 +3,15 @@
 
 use std::collections::HashSet;
 
-use leash_common::{ExecKey, ScriptKey, TaskInfo, TaskMode, TaskState as KState, UnixKey};
+use leash_common::{
+    ExecKey, ScriptKey, TaskInfo, TaskMode, TaskState as KState, UnixKey,
+    task::FAMILY_NETLINK_ROUTE,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::{
     clock,
-    grants::{SocketFile, UnixView, file_state::FileState},
+    grants::{SocketFile, UnixView, dev_text, file_state::FileState},
     protocol::{self, EndReason, EndWhen, GrantKind, Mode, TaskId, TaskState},
 };
 
@@ -50,6 +53,19 @@ pub struct GrantRecord {
     /// Who asked for a grant that waits for approval (approval needs another party).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requested_by: Option<super::super::approval::Identity>,
+}
+
+impl GrantRecord {
+    /// The socket families the grant lets the kernel allow: its `socket:` bits, and for
+    /// a live name grant the route netlink socket the C library's resolver opens to
+    /// sort an answer of several addresses (without it, glibc's `getaddrinfo` is killed
+    /// there on the portable backend). Pending grants imply nothing.
+    fn families(&self) -> u32 {
+        let name = self.kind == GrantKind::Connect
+            && self.pending_ns == 0
+            && crate::dns::NameGrant::parse(&self.spec, 0).is_some();
+        self.families | if name { FAMILY_NETLINK_ROUTE } else { 0 }
+    }
 }
 
 /// serde's `skip_serializing_if` takes a reference.
@@ -265,7 +281,7 @@ impl TaskRecord {
                     resolved: g
                         .files
                         .iter()
-                        .map(|f| format!("{} {}:{}", f.path, f.dev, f.ino))
+                        .map(|f| format!("{} {}:{}", f.path, dev_text(f.dev), f.ino))
                         .chain(g.nets.iter().map(|n| {
                             let v6 = std::net::Ipv6Addr::from(n.addr);
                             match v6.to_ipv4_mapped() {
@@ -278,7 +294,7 @@ impl TaskRecord {
                             g.unix_socket
                                 .iter()
                                 .zip(&g.unix)
-                                .map(|(f, name)| format!("{name} {}:{}", f.dev, f.ino)),
+                                .map(|(f, name)| format!("{name} {}:{}", dev_text(f.dev), f.ino)),
                         )
                         .collect(),
                 })
@@ -318,11 +334,41 @@ impl TaskRecord {
                 Mode::Audit => TaskMode::Audit,
             } as u32,
             counter_slot: self.counter_slot,
-            families: self.grants.iter().fold(0, |acc, g| acc | g.families),
+            families: self.grants.iter().fold(0, |acc, g| acc | g.families()),
         }
     }
 
     pub(super) fn is_live(&self) -> bool {
         self.state != TaskState::Ended
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use leash_common::task::FAMILY_NETLINK;
+
+    use super::{
+        super::{ResolveIn, resolve},
+        *,
+    };
+
+    fn grant(kind: GrantKind, spec: &str) -> GrantRecord {
+        resolve(kind, spec, "g1".into(), 0, &ResolveIn::own()).unwrap()
+    }
+
+    #[test]
+    fn a_live_name_grant_implies_route_netlink_alone() {
+        let name = grant(GrantKind::Connect, "*.example.test:443/tcp");
+        assert_eq!(name.families(), FAMILY_NETLINK_ROUTE);
+        let pending = GrantRecord {
+            pending_ns: 1,
+            ..name
+        };
+        assert_eq!(pending.families(), 0);
+        assert_eq!(grant(GrantKind::Connect, "10.0.0.0/8:443").families(), 0);
+        assert_eq!(
+            grant(GrantKind::Connect, "socket:netlink").families(),
+            FAMILY_NETLINK
+        );
     }
 }

@@ -71,13 +71,18 @@ pub(super) fn attach_root(
     keep: bool,
     task_scope: bool,
 ) -> Result<(Links, Vec<OwnedFd>), LoadError> {
+    // In attach scope `task` the network hooks go to each leash cgroup instead; the
+    // unix hooks are attached by `UnixHooks` below.
+    let here = |p: &&&Program| !(matches!(p.attach, Attach::Unix(_)) || task_scope && p.scoped);
+    // Every program is loaded (verified) before the first is attached: from the first
+    // attach until `pins::hand_over` detaches a previous daemon's links, both
+    // generations run and each decision is counted and reported twice, so that
+    // window must not include the verifier's seconds.
+    for &program in programs.iter().filter(here) {
+        load(ebpf, btf, program)?;
+    }
     let mut links = Vec::new();
-    for &program in programs {
-        // In attach scope `task` the network hooks go to each leash cgroup instead;
-        // the unix hooks are attached by `UnixHooks` below.
-        if (task_scope && program.scoped) || matches!(program.attach, Attach::Unix(_)) {
-            continue;
-        }
+    for &program in programs.iter().filter(here) {
         if let Some(link) = attach(ebpf, btf, program, cgroup, keep)? {
             links.push((program.name, NewLink::Aya(link)));
         }
@@ -93,6 +98,30 @@ pub(super) fn attach_root(
         }
     }
     Ok((links, unix_links))
+}
+
+/// Loads one program for its attach point, unless it is loaded already.
+fn load(ebpf: &mut Ebpf, btf: &Btf, program: &Program) -> Result<(), LoadError> {
+    let name = program.name;
+    let load = |source| LoadError::Load {
+        program: name,
+        source,
+    };
+    match (program.attach, ebpf.program_mut(name)) {
+        (Attach::BtfTracepoint(_) | Attach::CompatEntry, Some(AyaProgram::BtfTracePoint(p)))
+            if p.fd().is_err() =>
+        {
+            let point = program.attach.btf_tracepoint().unwrap_or_default();
+            p.load(point, btf).map_err(load)?;
+        }
+        (_, Some(AyaProgram::TracePoint(p))) if p.fd().is_err() => p.load().map_err(load)?,
+        (_, Some(AyaProgram::CgroupSockAddr(p))) if p.fd().is_err() => p.load().map_err(load)?,
+        (_, Some(AyaProgram::CgroupSock(p))) if p.fd().is_err() => p.load().map_err(load)?,
+        // LSM programs were loaded while choosing the backend; a missing program is
+        // reported by `attach`.
+        _ => {}
+    }
+    Ok(())
 }
 
 /// Loads (unless already loaded) and attaches one program. With `keep`, the link is
@@ -117,17 +146,17 @@ fn attach(
     let (category, tracepoint) = match program.attach {
         Attach::Cgroup(_) => return attach_cgroup(ebpf, name, cgroup, keep),
         Attach::Syscall(tp) | Attach::OptionalSyscall(tp) => ("syscalls", tp),
-        Attach::Tracepoint(category, tp) | Attach::OptionalTracepoint(category, tp) => {
-            (category, tp)
-        }
+        Attach::OptionalTracepoint(category, tp) => (category, tp),
         Attach::BtfTracepoint(_) | Attach::CompatEntry | Attach::Lsm(_) | Attach::Unix(_) => {
             ("", "")
         }
     };
     let link = match (program.attach, ebpf.program_mut(name)) {
         (Attach::BtfTracepoint(_) | Attach::CompatEntry, Some(AyaProgram::BtfTracePoint(p))) => {
-            let point = program.attach.btf_tracepoint().unwrap_or_default();
-            p.load(point, btf).map_err(load)?;
+            if p.fd().is_err() {
+                let point = program.attach.btf_tracepoint().unwrap_or_default();
+                p.load(point, btf).map_err(load)?;
+            }
             let id = p.attach().map_err(attach_err)?;
             keep.then(|| p.take_link(id).map(FdLink::from))
                 .transpose()
@@ -141,13 +170,12 @@ fn attach(
                 .map_err(attach_err)?
         }
         (
-            Attach::Syscall(_)
-            | Attach::OptionalSyscall(_)
-            | Attach::Tracepoint(..)
-            | Attach::OptionalTracepoint(..),
+            Attach::Syscall(_) | Attach::OptionalSyscall(_) | Attach::OptionalTracepoint(..),
             Some(AyaProgram::TracePoint(p)),
         ) => {
-            p.load().map_err(load)?;
+            if p.fd().is_err() {
+                p.load().map_err(load)?;
+            }
             let id = p.attach(category, tracepoint).map_err(attach_err)?;
             // A bpf_link (>= 5.15) can be pinned; an older perf-event attachment not.
             keep.then(|| p.take_link(id).map(FdLink::try_from))

@@ -20,6 +20,7 @@ use crate::{
         AttachScope, Backend, BackendChoice,
         events::EventReader,
         kernel_offsets::{self, OffsetError},
+        kfunc::{self, NoKfunc},
         maps::{Maps, MapsError},
         mounts::{self, MountError},
         programs,
@@ -131,6 +132,9 @@ pub struct LoadOptions {
     pub capacities: Vec<(&'static str, u32)>,
     /// Where the network hooks are attached.
     pub attach_scope: AttachScope,
+    /// Tests: behave as on a kernel without the kfunc `bpf_send_signal_task` (no kill
+    /// at a cgroup move, nor of a child that cannot be tagged).
+    pub without_kfuncs: bool,
 }
 
 /// The loaded and attached programs. Dropping it detaches them.
@@ -145,6 +149,11 @@ pub struct Enforcer {
     events: Option<EventReader>,
     logger: Option<EbpfLogger<&'static dyn log::Log>>,
     scope: AttachScope,
+    /// Why [`Self::attach_scope`] was chosen.
+    scope_reason: String,
+    /// Whether the kernel programs kill a tagged process moved out of its leash
+    /// cgroups at the move (`bpf_send_signal_task`), or why not.
+    kill_at_move: Result<(), NoKfunc>,
     /// Leash cgroups with the network hooks attached, by cgroup id.
     scopes: HashMap<u64, scopes::ScopeLinks>,
     pin_dir: Option<PathBuf>,
@@ -185,12 +194,54 @@ fn set_capacities(loader: &mut EbpfLoader<'_>, capacities: &[(&'static str, u32)
     net_trie
 }
 
+/// The attach scope to use and why: `auto` is `task` where a tagged process moved
+/// out of its leash cgroups is killed at the move and leash can make cgroups, else
+/// `root` (a process moved out would leave the hooks until the daemon's kill).
+fn resolve_scope(
+    asked: AttachScope,
+    kill_at_move: &Result<(), NoKfunc>,
+    cgroup: &std::path::Path,
+) -> (AttachScope, String) {
+    match asked {
+        AttachScope::Root | AttachScope::Task => (asked, "requested".into()),
+        AttachScope::Auto => match (kill_at_move, scope::layout_allows_children(cgroup)) {
+            (Ok(()), Ok(())) => (
+                AttachScope::Task,
+                format!(
+                    "auto: {} kills a process moved out at the move",
+                    kfunc::SEND_SIGNAL_TASK
+                ),
+            ),
+            (Err(why), _) => (
+                AttachScope::Root,
+                format!("auto: no kill at a cgroup move ({why})"),
+            ),
+            (_, Err(why)) => (AttachScope::Root, format!("auto: {why}")),
+        },
+    }
+}
+
 impl Enforcer {
     /// Loads the object, chooses the backend and attaches every program of it.
     pub fn load(opts: &LoadOptions) -> Result<Self, LoadError> {
-        let offsets = kernel_offsets::from_vmlinux()?;
+        let mut offsets = kernel_offsets::from_vmlinux()?;
         crate::grants::set_btrfs_identity(offsets.btrfs_vfs_inode != 0);
         let btf = Btf::from_sys_fs().map_err(LoadError::Btf)?;
+        let object =
+            kfunc::probe(&btf, opts.without_kfuncs).and_then(|id| kfunc::patch(EBPF_OBJECT, id));
+        let kill_at_move = object.as_ref().map(|_| ()).map_err(Clone::clone);
+        offsets.send_signal_task = u32::from(kill_at_move.is_ok());
+        match &kill_at_move {
+            Ok(()) => tracing::info!(
+                "{} found: moved and untaggable processes are killed in the kernel",
+                kfunc::SEND_SIGNAL_TASK
+            ),
+            Err(why) => tracing::info!("no kill in the kernel at a cgroup move: {why}"),
+        }
+        let object = object.unwrap_or(std::borrow::Cow::Borrowed(EBPF_OBJECT));
+        let cgroup = mounts::cgroup2_root()?;
+        let (attach_scope, scope_reason) = resolve_scope(opts.attach_scope, &kill_at_move, &cgroup);
+        tracing::info!(scope = %attach_scope, reason = %scope_reason, "attach scope chosen");
         let level = opts.kernel_log_level.unwrap_or(log::LevelFilter::Off) as u8;
         let mut loader = EbpfLoader::new();
         loader
@@ -206,7 +257,7 @@ impl Enforcer {
         for (name, path) in &map_pins {
             loader.map_pin_path(name, path.as_path());
         }
-        let mut ebpf = loader.load(EBPF_OBJECT).map_err(LoadError::Object)?;
+        let mut ebpf = loader.load(&object).map_err(LoadError::Object)?;
         // Before the log reader and the control plane take theirs.
         let map_fds = unix_hooks::map_fds(&ebpf)?;
         let logger = match EbpfLogger::init(&mut ebpf) {
@@ -243,14 +294,10 @@ impl Enforcer {
             })
             .collect();
 
-        let cgroup = mounts::cgroup2_root()?;
-        let task_scope = opts.attach_scope == AttachScope::Task;
-        if task_scope {
-            scope::check_tracepoint_format()?;
-        }
+        let task_scope = attach_scope == AttachScope::Task;
         let tracefs = mounts::ensure_tracefs()?;
         let programs: Vec<&'static programs::Program> =
-            programs::selected(backend, unix.is_some(), opts.attach_scope, &tracefs).collect();
+            programs::selected(backend, unix.is_some(), attach_scope, &tracefs).collect();
         let keep = opts.pin_dir.is_some();
         let (links, unix_links) = attach::attach_root(
             &mut ebpf,
@@ -270,7 +317,9 @@ impl Enforcer {
             maps,
             events: Some(EventReader::new(ring)),
             logger,
-            scope: opts.attach_scope,
+            scope: attach_scope,
+            scope_reason,
+            kill_at_move,
             scopes: HashMap::new(),
             pin_dir: opts.pin_dir.clone(),
             held: Vec::new(),
@@ -312,6 +361,18 @@ impl Enforcer {
     #[must_use]
     pub const fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// Whether a tagged process moved out of its leash cgroups is killed at the move
+    /// (else the daemon kills it when it reads the escape event), and why not.
+    pub fn kill_at_move(&self) -> Result<(), &NoKfunc> {
+        self.kill_at_move.as_ref().copied()
+    }
+
+    /// Why [`Self::attach_scope`] was chosen (`auto` says which case).
+    #[must_use]
+    pub fn attach_scope_reason(&self) -> &str {
+        &self.scope_reason
     }
 
     /// Why [`Self::backend`] was chosen.

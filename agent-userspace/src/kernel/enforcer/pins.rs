@@ -8,7 +8,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use aya::programs::links::PinnedLink;
+use aya::programs::links::{FdLink, PinnedLink};
 use leash_common::maps as names;
 
 use super::{Enforcer, HandoverError, LoadError, attach::Links};
@@ -87,12 +87,23 @@ pub(super) fn hand_over(dir: &Path, links: Links) -> Result<Vec<(PathBuf, OwnedF
         path: dir.to_owned(),
         source,
     })?;
+    let mut previous = Vec::new();
     for entry in old.flatten() {
         let path = entry.path();
         if !staged.iter().any(|(_, p)| *p == path) {
-            detach_pin(&path)?;
+            previous.extend(unpin(&path)?);
         }
     }
+    // Until its link goes, a previous program runs beside the new one and each of its
+    // decisions is counted and reported twice. Letting a tracepoint link go waits for
+    // an RCU grace period (30-50 ms on Linux 6.18): one after the other, the fifty
+    // links kept both generations running for about two seconds; together, the waits
+    // overlap.
+    std::thread::scope(|s| {
+        for link in previous {
+            s.spawn(move || drop(link));
+        }
+    });
     for (program, path) in staged {
         let target = dir.join(program);
         fs::rename(&path, &target).map_err(|source| LoadError::Handover {
@@ -105,16 +116,24 @@ pub(super) fn hand_over(dir: &Path, links: Links) -> Result<Vec<(PathBuf, OwnedF
 
 /// Unpins a link and drops it, which detaches it. Absent pins are fine.
 fn detach_pin(path: &Path) -> Result<(), LoadError> {
+    drop(unpin(path)?);
+    Ok(())
+}
+
+/// Unpins a link: it is detached when the returned link is dropped. Absent pins are
+/// fine.
+fn unpin(path: &Path) -> Result<Option<FdLink>, LoadError> {
     if !path.exists() {
-        return Ok(());
+        return Ok(None);
     }
     let handover = |source| LoadError::Handover {
         path: path.to_owned(),
         source,
     };
     let link = PinnedLink::from_pin(path).map_err(|e| handover(HandoverError::Link(e)))?;
-    drop(link.unpin().map_err(|e| handover(HandoverError::Io(e)))?);
-    Ok(())
+    Ok(Some(
+        link.unpin().map_err(|e| handover(HandoverError::Io(e)))?,
+    ))
 }
 
 /// Unpins (detaches) every link pinned in `dir` and removes it.

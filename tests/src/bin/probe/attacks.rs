@@ -70,6 +70,26 @@ pub(crate) fn run(w: &[String]) -> Option<String> {
         "cgroup-move" => in_child(|| cgroup_move(arg(1))),
         "clone3-into-cgroup" => in_child(|| clone3_into_cgroup(arg(1))),
         "fork-fill" => fork_fill(num(1)),
+        "fork-race" => fork_race(num(1)),
+        "connect-loop" => connect_loop(arg(1), num(2), num(3)),
+        // `alloc MIB`: touches MIB mebibytes, then `allocated`.
+        "alloc" => {
+            let mut held = vec![0u8; usize::try_from(num(1)).unwrap_or(0) << 20];
+            for i in (0..held.len()).step_by(4096) {
+                held[i] = 1;
+            }
+            std::hint::black_box(&held);
+            "allocated".into()
+        }
+        // `spin MILLIS`: busy in user space, no system call, then `spun`.
+        "spin" => {
+            let end = std::time::Instant::now()
+                + std::time::Duration::from_millis(u64::try_from(num(1)).unwrap_or(0));
+            while std::time::Instant::now() < end {
+                std::hint::spin_loop();
+            }
+            "spun".into()
+        }
         "spawn" => spawn(arg(1)),
         "unshare" => in_child(|| {
             // SAFETY: unshare with flags from the test.
@@ -435,4 +455,89 @@ fn fork_fill(n: i64) -> String {
         format!("forked {made}")
     });
     format!("{out} pgid {pgid}")
+}
+
+/// `fork-race THREADS`: in a new process group, THREADS threads released together each
+/// fork sleeping children until the process is killed (the process map is full), so
+/// several threads of one task race for the map's last slots. Prints the outcome and
+/// the group.
+fn fork_race(threads: i64) -> String {
+    use std::sync::{Arc, Barrier};
+    let (pgid, out) = in_child_pid(|| {
+        // SAFETY: a new process group for this flood.
+        unsafe { libc::setpgid(0, 0) };
+        let threads = usize::try_from(threads).unwrap_or(1).max(1);
+        let go = Arc::new(Barrier::new(threads));
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let go = Arc::clone(&go);
+                std::thread::spawn(move || {
+                    go.wait();
+                    loop {
+                        // SAFETY: the child only sleeps.
+                        let pid = unsafe { libc::fork() };
+                        if pid == 0 {
+                            // SAFETY: detach from the pipe, sleep until the test ends
+                            // the group.
+                            unsafe {
+                                for fd in 0..64 {
+                                    libc::close(fd);
+                                }
+                                libc::pause();
+                                libc::_exit(0);
+                            }
+                        }
+                        if pid < 0 {
+                            return errno();
+                        }
+                    }
+                })
+            })
+            .collect();
+        let errs: Vec<String> = handles
+            .into_iter()
+            .map(|h| h.join().map_or("panic".into(), |e| e.to_string()))
+            .collect();
+        format!("fork errno {}", errs.join(","))
+    });
+    format!("{out} pgid {pgid}")
+}
+
+/// `connect-loop IPV4 PORT MILLIS`: a new TCP socket and a connect, again and again for
+/// MILLIS ms (a socket made after a cgroup move belongs to the new cgroup). Prints
+/// `ok N refused M other K`.
+fn connect_loop(ip: &str, port: i64, millis: i64) -> String {
+    let Ok(ip) = ip.parse::<std::net::Ipv4Addr>() else {
+        return "error bad address".into();
+    };
+    // SAFETY: all-zero is a valid sockaddr_in.
+    let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    sa.sin_family = libc::AF_INET as libc::sa_family_t;
+    sa.sin_port = (port as u16).to_be();
+    sa.sin_addr.s_addr = u32::from(ip).to_be();
+    let end = std::time::Instant::now()
+        + std::time::Duration::from_millis(u64::try_from(millis).unwrap_or(0));
+    let (mut ok, mut refused, mut other) = (0, 0, 0);
+    while std::time::Instant::now() < end {
+        // SAFETY: a socket, one connect to a valid sockaddr_in, close.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+            if fd < 0 {
+                other += 1;
+                continue;
+            }
+            let rc = libc::connect(
+                fd,
+                (&raw const sa).cast(),
+                size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            );
+            match (rc, errno()) {
+                (0, _) => ok += 1,
+                (_, libc::EPERM) => refused += 1,
+                _ => other += 1,
+            }
+            libc::close(fd);
+        }
+    }
+    format!("ok {ok} refused {refused} other {other}")
 }

@@ -1,5 +1,6 @@
 //! Class 5, other families: raw IP, packet, netlink and vsock sockets need a `socket:`
-//! grant; unix sockets are reached only at `unix:` granted names.
+//! grant (a name grant implies route netlink alone); unix sockets are reached only at
+//! `unix:` granted names.
 
 use std::os::unix::net::{UnixDatagram, UnixListener};
 
@@ -84,6 +85,31 @@ fn packet_netlink_and_vsock_sockets_stop_the_caller_unless_granted() {
     assert_eq!(granted.probe(&packet), "ok");
     assert_eq!(untagged(&netlink), "ok");
     assert_eq!(untagged(&packet), "ok");
+}
+
+/// A name grant implies the route netlink socket the C library's resolver opens to sort
+/// an answer of several addresses, and no other netlink protocol.
+#[test]
+fn a_name_grant_implies_route_netlink_and_nothing_else() {
+    let h = Harness::load();
+    let denied = refused(h.backend());
+    let netlink = |proto: i32| format!("socket {AF_NETLINK} {} {proto}", libc::SOCK_RAW);
+    let named = h.task(spec(&[], &["*.example.test:443/tcp"]));
+    assert_eq!(named.probe(&netlink(libc::NETLINK_ROUTE)), "ok");
+    for proto in [
+        libc::NETLINK_GENERIC,
+        libc::NETLINK_AUDIT,
+        libc::NETLINK_NETFILTER,
+    ] {
+        named.assert_denied(Action::Socket, Reason::FamilyNotGranted, denied, || {
+            named.probe(&netlink(proto))
+        });
+    }
+    // An address grant implies nothing.
+    let addressed = h.task(spec(&[], &["127.0.0.1:443/tcp"]));
+    addressed.assert_denied(Action::Socket, Reason::FamilyNotGranted, denied, || {
+        addressed.probe(&netlink(libc::NETLINK_ROUTE))
+    });
 }
 
 #[test]

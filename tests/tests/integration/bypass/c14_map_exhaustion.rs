@@ -67,3 +67,66 @@ fn a_full_process_map_refuses_the_fork_and_no_child_escapes() {
         "children running untagged: {untagged:?}"
     );
 }
+
+/// Live members of process group `pgid` (a zombie has left the process map already).
+fn alive(pgid: i32) -> Vec<u32> {
+    group(pgid)
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+                s.rsplit_once(") ")
+                    .is_some_and(|(_, r)| !r.starts_with('Z'))
+            })
+        })
+        .collect()
+}
+
+/// Several threads of one task fork at once while the process map fills: whichever wins
+/// the last slots, no child runs untagged (a child whose tag cannot be entered is
+/// killed before it runs, or its fork is refused). Many rounds, since the window is
+/// the few instructions between a reservation's release and the child's entry.
+#[test]
+fn threads_racing_for_the_last_slot_leave_no_untagged_child() {
+    const CAPACITY: u32 = 24;
+    const THREADS: usize = 6;
+    let rounds: usize = std::env::var("LEASH_FORK_RACE_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(300);
+    let h = Harness::load_with(leash::kernel::AttachScope::Root, vec![(PROCS, CAPACITY)]);
+    let task = h.task(spec(&[], &[]));
+    let (mut children, mut escaped) = (0, Vec::new());
+    for round in 0..rounds {
+        let report = task.probe(&format!("fork-race {THREADS}"));
+        let (_, pgid) = report.split_once(" pgid ").unwrap_or_default();
+        let flood = Flood(
+            pgid.parse()
+                .unwrap_or_else(|_| panic!("round {round}: {report}")),
+        );
+        let untagged = || {
+            let enf = h.enforcer.lock().unwrap();
+            alive(flood.0)
+                .into_iter()
+                .filter(|pid| enf.maps().tag_of(*pid) != Some(task.id))
+                .collect::<Vec<u32>>()
+        };
+        children += alive(flood.0).len();
+        // A child killed at its birth is gone within moments; an escaped one sleeps on.
+        if !untagged().is_empty() {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            escaped.extend(untagged().into_iter().map(|pid| (round, pid)));
+        }
+        drop(flood);
+        harness::wait_for("the flood's entries to leave the process map", || {
+            task.procs().is_empty()
+        });
+    }
+    assert!(
+        children > rounds,
+        "the floods made children: {children} in {rounds} rounds"
+    );
+    assert!(
+        escaped.is_empty(),
+        "children running untagged (round, pid): {escaped:?}"
+    );
+}

@@ -510,7 +510,9 @@ fn a_socket_made_after_its_grant_is_recorded_and_a_later_one_is_not_followed() {
     let meta = std::fs::metadata(&path).unwrap();
     let resolved = format!(
         "{path} {}:{}",
-        leash::grants::kernel_dev(std::os::unix::fs::MetadataExt::dev(&meta)),
+        leash::grants::dev_text(leash::grants::kernel_dev(
+            std::os::unix::fs::MetadataExt::dev(&meta)
+        )),
         std::os::unix::fs::MetadataExt::ino(&meta)
     );
     harness::wait_for("the daemon records the socket", || {

@@ -26,11 +26,11 @@ fn create_from_own_userns(d: &DaemonGuard, bash: &str, git: &str) -> std::proces
         .expect("run unshare")
 }
 
-/// `dev:ino` as the task shows a resolved file (the kernel's device encoding).
+/// `major:minor:ino` as the task shows a resolved file.
 fn resolved_as(path: &str) -> String {
     let m = std::fs::metadata(path).unwrap();
-    let dev = (libc::major(m.dev()) << 20) | (libc::minor(m.dev()) & 0xf_ffff);
-    format!("{path} {dev}:{}", m.ino())
+    let (major, minor) = (libc::major(m.dev()), libc::minor(m.dev()));
+    format!("{path} {major}:{minor}:{}", m.ino())
 }
 
 #[test]

@@ -1,8 +1,12 @@
 //! Attach scope `task`: the network hooks run in leash cgroups only. A task's process
 //! is moved into one and enforced as before; untagged processes outside are not
-//! reached; a tagged process that moves itself out is killed and counted.
+//! reached; a tagged process that moves itself out is killed and counted. Moves by
+//! others and `auto`: `moves`; the cgroups a node has: `cgroups`.
 
 use std::{os::unix::process::ExitStatusExt as _, path::Path};
+
+mod cgroups;
+mod moves;
 
 use harness::{
     EPERM, Listeners,
@@ -246,4 +250,22 @@ fn an_in_process_enforcer_in_task_scope_enforces_commands_that_join_its_leash_cg
     assert!(cgroup_of(&s.run("pid")).ends_with("/leash"));
     assert_eq!(untagged(&denied), "ok");
     assert!(!cgroup_of(&std::process::id().to_string()).ends_with("/leash"));
+}
+
+/// The cgroup2 mount the daemon uses, from `leash status`.
+fn status(d: &DaemonGuard) -> serde_json::Value {
+    serde_json::from_slice(&d.run(&["status", "--json"]).stdout).unwrap()
+}
+
+/// Where cgroup `rel` (as in `/proc/<pid>/cgroup`) is in the daemon's cgroup2 mount.
+fn cgroup_dir(d: &DaemonGuard, rel: &str) -> std::path::PathBuf {
+    Path::new(status(d)["cgroup"].as_str().unwrap()).join(rel.trim_start_matches('/'))
+}
+
+/// The audit events of `reason`.
+fn audited(d: &DaemonGuard, reason: &str) -> Vec<serde_json::Value> {
+    d.audit()
+        .into_iter()
+        .filter(|e| e["reason"] == reason)
+        .collect()
 }
