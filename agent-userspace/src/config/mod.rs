@@ -104,7 +104,7 @@ impl Default for Config {
             audit: AuditConfig::default(),
             trust_domain: "leash.local".to_owned(),
             backend: BackendChoice::Auto,
-            attach_scope: crate::protocol::AttachScope::Root,
+            attach_scope: crate::protocol::AttachScope::Auto,
             maps: MapsConfig::default(),
             tasks: TasksConfig::default(),
             dns: DnsConfig::default(),

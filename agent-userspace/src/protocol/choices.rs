@@ -33,13 +33,13 @@ impl FromStr for BackendChoice {
 #[serde(rename_all = "lowercase")]
 pub enum AttachScope {
     /// Hooks at the cgroup2 root. No process can leave their reach.
-    #[default]
     Root,
     /// Hooks on leash cgroups only; tasks' processes are moved into them.
     Task,
     /// `task` where a tagged process moved out of its leash cgroups is killed at the
     /// move (`bpf_send_signal_task`) and cgroups can be made; else `root`. The daemon
-    /// says which it picked and why (`leash status`).
+    /// says which it picked and why (`leash status`). The default.
+    #[default]
     Auto,
 }
 

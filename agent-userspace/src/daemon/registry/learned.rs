@@ -93,15 +93,21 @@ impl Tasks {
             return Err(RegistryError::Ended(task.id_string()));
         }
         let mut new = false;
+        // Addresses whose host entry changes: new ones and those a later expiry moved.
+        let mut changed = std::collections::HashSet::new();
         for l in learned {
             let addr = mapped(l.addr);
             if let Some(r) = task.learned.iter_mut().find(|r| {
                 (r.addr, r.port_lo, r.port_hi, r.protos) == (addr, l.port_lo, l.port_hi, l.protos)
             }) {
-                r.expires_ns = r.expires_ns.max(l.expires_ns);
+                if l.expires_ns > r.expires_ns {
+                    r.expires_ns = l.expires_ns;
+                    changed.insert(addr);
+                }
                 r.name.clone_from(&l.name);
             } else {
                 new = true;
+                changed.insert(addr);
                 task.learned.push(LearnedRecord {
                     addr,
                     port_lo: l.port_lo,
@@ -112,7 +118,9 @@ impl Tasks {
                 });
             }
         }
-        self.sync(maps, id)?;
+        if !changed.is_empty() {
+            self.sync_hosts(maps, id, &changed)?;
+        }
         Ok(new)
     }
 

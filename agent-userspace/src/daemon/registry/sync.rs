@@ -11,7 +11,7 @@ use leash_common::{
     grant::CHECK_SCRIPT,
 };
 
-use super::{FileRecord, Installed, LearnedRecord, RegistryError, Tasks};
+use super::{FileRecord, Installed, LearnedRecord, RegistryError, TaskRecord, Tasks};
 use crate::{
     grants::{self, ExecFile, NetGrant, UnixView, file_state},
     kernel::maps::{Maps, MapsError},
@@ -26,7 +26,6 @@ impl Tasks {
         let task = self.get_mut(id)?;
         let mut exec: HashMap<ExecKey, ExecFileGrant> = HashMap::new();
         let mut scripts: Vec<(ExecFile, u64)> = Vec::new();
-        let mut nets: Vec<NetGrant> = Vec::new();
         for g in task.grants.iter().filter(|g| g.pending_ns == 0) {
             for f in &g.files {
                 add_exec(&mut exec, id, f, g.expires_ns);
@@ -34,21 +33,8 @@ impl Tasks {
                     scripts.push((exec_file(f), g.expires_ns));
                 }
             }
-            for n in &g.nets {
-                nets.push(NetGrant {
-                    addr: n.addr,
-                    prefix: n.prefix,
-                    rule: leash_common::PortRule {
-                        expires_ns: g.expires_ns,
-                        port_lo: n.port_lo,
-                        port_hi: n.port_hi,
-                        protos: n.protos,
-                        _pad: [0; 3],
-                    },
-                });
-            }
         }
-        nets.extend(learned_grants(&task.learned, crate::clock::boottime_ns()));
+        let nets = net_grants(task);
         let (unix, unix_sockets) = unix_entries(id, &task.grants);
         let info = task.kernel_info();
         let net_entries = grants::compile_net(id, &nets)?;
@@ -122,6 +108,30 @@ impl Tasks {
         Ok(())
     }
 
+    /// Writes only the host entries of `addrs`, addresses a DNS answer taught a live
+    /// task or whose expiry it moved: nothing else of the task changes, and a full
+    /// [`Self::sync`] per answer would rewrite every entry it has.
+    pub(super) fn sync_hosts(
+        &mut self,
+        maps: &mut Maps,
+        id: u64,
+        addrs: &HashSet<[u8; 16]>,
+    ) -> Result<(), RegistryError> {
+        let task = self.get_mut(id)?;
+        let full = leash_common::grant::FULL_ADDRESS_PREFIX;
+        let hosts: Vec<_> = grants::compile_net(id, &net_grants(task))?
+            .into_iter()
+            .filter(|(prefix, key, _)| *prefix == full && addrs.contains(&key.addr))
+            .collect();
+        // Tracked before the write, as `reconcile` does: a half-done write leaves
+        // nothing untracked.
+        task.installed
+            .net
+            .extend(hosts.iter().map(|(prefix, key, _)| (*prefix, key.addr)));
+        maps.insert_net(&hosts)?;
+        Ok(())
+    }
+
     /// Records what the kernel holds for each task (after adopting pinned maps).
     pub fn set_installed(&mut self, mut keys: HashMap<u64, crate::kernel::maps::TaskKeys>) {
         for (id, t) in &mut self.tasks {
@@ -156,6 +166,28 @@ impl Tasks {
             (names::NET_HOSTS, n[4]),
         ]
     }
+}
+
+/// A task's network grants: its approved grants' and the unexpired learned addresses.
+fn net_grants(task: &TaskRecord) -> Vec<NetGrant> {
+    let mut nets: Vec<NetGrant> = Vec::new();
+    for g in task.grants.iter().filter(|g| g.pending_ns == 0) {
+        for n in &g.nets {
+            nets.push(NetGrant {
+                addr: n.addr,
+                prefix: n.prefix,
+                rule: leash_common::PortRule {
+                    expires_ns: g.expires_ns,
+                    port_lo: n.port_lo,
+                    port_hi: n.port_hi,
+                    protos: n.protos,
+                    _pad: [0; 3],
+                },
+            });
+        }
+    }
+    nets.extend(learned_grants(&task.learned, crate::clock::boottime_ns()));
+    nets
 }
 
 /// Host grants of the addresses a task learned from DNS answers, until they expire.

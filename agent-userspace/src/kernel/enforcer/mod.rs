@@ -197,11 +197,25 @@ fn set_capacities(loader: &mut EbpfLoader<'_>, capacities: &[(&'static str, u32)
 /// The attach scope to use and why: `auto` is `task` where a tagged process moved
 /// out of its leash cgroups is killed at the move and leash can make cgroups, else
 /// `root` (a process moved out would leave the hooks until the daemon's kill).
+/// `root_tasks`: live tagged processes a root-scope generation left. Their sockets
+/// belong to cgroups outside every leash cgroup, where task-scope hooks never run, so
+/// only the root hooks enforce them: `root` until a restart finds none.
 fn resolve_scope(
     asked: AttachScope,
     kill_at_move: &Result<(), NoKfunc>,
     cgroup: &std::path::Path,
+    root_tasks: usize,
 ) -> (AttachScope, String) {
+    if root_tasks > 0 && asked != AttachScope::Root {
+        return (
+            AttachScope::Root,
+            format!(
+                "{asked}: {root_tasks} processes of tasks started in attach scope root are \
+                 running, and their sockets are outside the leash cgroups; {asked} at a \
+                 restart once they have ended"
+            ),
+        );
+    }
     match asked {
         AttachScope::Root | AttachScope::Task => (asked, "requested".into()),
         AttachScope::Auto => match (kill_at_move, scope::layout_allows_children(cgroup)) {
@@ -219,6 +233,27 @@ fn resolve_scope(
             (_, Err(why)) => (AttachScope::Root, format!("auto: {why}")),
         },
     }
+}
+
+/// [`resolve_scope`] with what the pinned state says of a previous generation,
+/// logged (a warning when live tasks keep `root` against the config).
+fn choose_scope(
+    opts: &LoadOptions,
+    kill_at_move: &Result<(), NoKfunc>,
+    cgroup: &std::path::Path,
+    maps: &Maps,
+) -> (AttachScope, String) {
+    let root_tasks = match &opts.pin_dir {
+        Some(dir) if pins::root_scoped(dir) => maps.live_tagged_processes(),
+        _ => 0,
+    };
+    let (scope, reason) = resolve_scope(opts.attach_scope, kill_at_move, cgroup, root_tasks);
+    if root_tasks > 0 && opts.attach_scope != AttachScope::Root {
+        tracing::warn!(%scope, %reason, "attach scope chosen");
+    } else {
+        tracing::info!(%scope, %reason, "attach scope chosen");
+    }
+    (scope, reason)
 }
 
 impl Enforcer {
@@ -240,8 +275,6 @@ impl Enforcer {
         }
         let object = object.unwrap_or(std::borrow::Cow::Borrowed(EBPF_OBJECT));
         let cgroup = mounts::cgroup2_root()?;
-        let (attach_scope, scope_reason) = resolve_scope(opts.attach_scope, &kill_at_move, &cgroup);
-        tracing::info!(scope = %attach_scope, reason = %scope_reason, "attach scope chosen");
         let level = opts.kernel_log_level.unwrap_or(log::LevelFilter::Off) as u8;
         let mut loader = EbpfLoader::new();
         loader
@@ -268,6 +301,7 @@ impl Enforcer {
             }
         };
         let maps = Maps::take(&mut ebpf, net_trie)?;
+        let (attach_scope, scope_reason) = choose_scope(opts, &kill_at_move, &cgroup, &maps);
         let ring = ebpf
             .take_map(names::EVENTS)
             .ok_or(MapsError::Missing(names::EVENTS))?;
@@ -332,20 +366,12 @@ impl Enforcer {
     }
 
     /// Replaces a previous daemon's pinned links with `links` (and, in attach scope
-    /// `task`, its leash cgroups' links with this binary's programs), with no gap.
+    /// `task`, its leash cgroups' links with this binary's programs), with no gap. A
+    /// root-scope generation's live tasks keep this one in `root` (`resolve_scope`), so
+    /// every tagged process of a task-scope generation is in a leash cgroup already.
     fn take_over(&mut self, links: attach::Links) -> Result<(), LoadError> {
         if self.scope == AttachScope::Task {
             self.adopt_scopes()?;
-            // Tagged processes of a root-scope generation: into their leash cgroups
-            // before the root hooks go.
-            for tid in self.maps.tagged_threads() {
-                if let Err(e) = self.enter_scope(tid) {
-                    tracing::warn!(
-                        tid,
-                        "cannot move a tagged process into its leash cgroup: {e}"
-                    );
-                }
-            }
         }
         if let Some(dir) = &self.pin_dir {
             self.held = pins::hand_over(&dir.join(pins::LINKS), links)?;

@@ -9,7 +9,7 @@ use std::{
 };
 
 use aya::programs::links::{FdLink, PinnedLink};
-use leash_common::maps as names;
+use leash_common::maps::{self as names, programs as p};
 
 use super::{Enforcer, HandoverError, LoadError, attach::Links};
 use crate::kernel::{mounts, scope, sys};
@@ -34,6 +34,18 @@ pub(super) fn prepare(dir: &Path) -> Result<Vec<(&'static str, PathBuf)>, LoadEr
         .iter()
         .map(|n| (*n, dir.join(MAPS).join(n)))
         .collect())
+}
+
+/// Whether the generation pinned here attached the network hooks at the cgroup2 root
+/// (attach scope `root`), a hand-over of it included.
+pub(super) fn root_scoped(dir: &Path) -> bool {
+    let links = dir.join(LINKS);
+    [
+        p::NET_CONNECT4.to_owned(),
+        format!("{}{NEW}", p::NET_CONNECT4),
+    ]
+    .iter()
+    .any(|name| links.join(name).symlink_metadata().is_ok())
 }
 
 /// Where the links of the leash cgroup `id` are pinned.

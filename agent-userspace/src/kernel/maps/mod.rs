@@ -339,10 +339,14 @@ impl Maps {
         }
     }
 
-    /// Every tagged thread.
+    /// How many tagged threads are alive (an entry whose thread is gone is not).
     #[must_use]
-    pub fn tagged_threads(&self) -> Vec<u32> {
-        self.procs.keys().filter_map(Result::ok).collect()
+    pub fn live_tagged_processes(&self) -> usize {
+        self.procs
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|tid: &u32| std::path::Path::new(&format!("/proc/{tid}")).exists())
+            .count()
     }
 
     /// Every task id the kernel knows.

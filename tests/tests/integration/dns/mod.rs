@@ -163,6 +163,41 @@ fn learned_addresses_end_with_their_ttl() {
     assert_eq!(s.run("connect tcp 10.77.0.1 443"), REFUSED, "learned again");
 }
 
+/// A refresh rewrites only that host entry (no full sync per answer): the kernel's
+/// expiry must still move with it, or the address would be denied at the first one.
+#[test]
+fn a_later_answer_moves_the_expiry_in_the_kernel() {
+    let pod = Pod::new("refresh");
+    let d = DaemonGuard::start("dns-refresh", "dns:\n  min_ttl: 4s\n");
+    let id = create(&d, &["granted.test:443/tcp"]);
+    let mut s = pod.join(&d, &id);
+    let first = std::time::Instant::now();
+    assert_eq!(
+        s.run("dns udp 127.0.0.1 granted.test A"),
+        "answer 10.77.0.1"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let second = std::time::Instant::now();
+    assert_eq!(
+        s.run("dns udp 127.0.0.1 granted.test A"),
+        "answer 10.77.0.1"
+    );
+    // Past the first answer's expiry, before the second's.
+    std::thread::sleep(Duration::from_millis(4_500).saturating_sub(first.elapsed()));
+    let got = s.run("connect tcp 10.77.0.1 443");
+    assert!(
+        second.elapsed() < Duration::from_millis(3_800),
+        "too slow to tell: {:?} after the second answer",
+        second.elapsed()
+    );
+    assert_eq!(
+        got, REFUSED,
+        "the second answer's expiry holds in the kernel"
+    );
+    std::thread::sleep(Duration::from_millis(4_500).saturating_sub(second.elapsed()));
+    assert_eq!(s.run("connect tcp 10.77.0.1 443"), EPERM, "expired");
+}
+
 #[test]
 fn ipv6_resolvers_and_a_flood() {
     let pod = Pod::new("v6");

@@ -7,6 +7,7 @@ use std::{os::unix::process::ExitStatusExt as _, path::Path};
 
 mod cgroups;
 mod moves;
+mod switch;
 
 use harness::{
     EPERM, Listeners,
@@ -268,4 +269,12 @@ fn audited(d: &DaemonGuard, reason: &str) -> Vec<serde_json::Value> {
         .into_iter()
         .filter(|e| e["reason"] == reason)
         .collect()
+}
+
+/// Whether this kernel's BTF names the kfunc `bpf_send_signal_task` (Linux >= 6.13).
+pub(super) fn kernel_has_send_signal_task() -> bool {
+    std::fs::read("/sys/kernel/btf/vmlinux").is_ok_and(|b| {
+        b.windows(b"bpf_send_signal_task".len())
+            .any(|w| w == b"bpf_send_signal_task")
+    })
 }

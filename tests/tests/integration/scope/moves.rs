@@ -11,7 +11,10 @@ use harness::{
     probe, wait_for,
 };
 
-use super::{TASK_SCOPE, audited, cgroup_dir, cgroup_of, counter, create_task, status};
+use super::{
+    TASK_SCOPE, audited, cgroup_dir, cgroup_of, counter, create_task, kernel_has_send_signal_task,
+    status,
+};
 
 /// Rounds of the move-then-connect race.
 const MOVE_ROUNDS: u64 = 60;
@@ -224,14 +227,6 @@ fn a_move_between_the_leash_cgroups_of_one_task_is_no_escape() {
     });
     let _ = std::fs::remove_dir(second.join("leash"));
     std::fs::remove_dir(&second).unwrap();
-}
-
-/// Whether this kernel's BTF names the kfunc `bpf_send_signal_task` (Linux >= 6.13).
-fn kernel_has_send_signal_task() -> bool {
-    std::fs::read("/sys/kernel/btf/vmlinux").is_ok_and(|b| {
-        b.windows(b"bpf_send_signal_task".len())
-            .any(|w| w == b"bpf_send_signal_task")
-    })
 }
 
 #[test]
