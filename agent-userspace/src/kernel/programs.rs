@@ -294,8 +294,9 @@ pub(crate) fn selected(
     })
 }
 
-/// The names of [`selected`]: the daemon pins one link per program of this list (in
-/// attach scope `root`).
+/// The names of [`selected`] attached at the cgroup2 root: the daemon pins one link per
+/// program of this list under `links/` (in attach scope `task` the scoped ones are
+/// pinned per leash cgroup instead).
 #[must_use]
 pub fn attached_by(
     backend: Backend,
@@ -304,6 +305,7 @@ pub fn attached_by(
     tracefs: &Path,
 ) -> Vec<&'static str> {
     selected(backend, unix_hooks, scope, tracefs)
+        .filter(|p| !(p.scoped && scope == AttachScope::Task))
         .map(|p| p.name)
         .collect()
 }

@@ -54,13 +54,15 @@ pub(super) fn scope_links(pin_dir: &Path, id: u64) -> PathBuf {
 }
 
 impl Enforcer {
-    /// Pins again every root link and map of this daemon whose pin is gone (removed
-    /// under bpffs by a path the guard does not recognise, or while its caller was
-    /// being killed), so a daemon started next still finds them; returns those paths.
-    /// A link pin whose `-new` twin exists is a hand-over in progress: left alone.
+    /// Pins again every link (root and leash cgroups') and map of this daemon whose pin
+    /// is gone (removed under bpffs by a path the guard does not recognise, or while
+    /// its caller was being killed), so a daemon started next still finds them;
+    /// returns those paths. A link pin whose `-new` twin exists is a hand-over in
+    /// progress: left alone.
     pub fn restore_pins(&self) -> Vec<PathBuf> {
         let mut restored = Vec::new();
-        for (path, fd) in self.held.iter().chain(&self.pinned_maps) {
+        let scoped = self.scopes.values().flat_map(|s| &s.held);
+        for (path, fd) in self.held.iter().chain(&self.pinned_maps).chain(scoped) {
             let mut twin = path.as_os_str().to_owned();
             twin.push(NEW);
             if path.symlink_metadata().is_ok() || Path::new(&twin).symlink_metadata().is_ok() {

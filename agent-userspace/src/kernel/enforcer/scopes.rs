@@ -3,6 +3,7 @@
 
 use std::{
     fs,
+    os::fd::OwnedFd,
     path::{Path, PathBuf},
 };
 
@@ -17,10 +18,14 @@ use crate::kernel::{
 };
 
 /// The network hooks of one leash cgroup. With a pin dir the links are pinned under
-/// `links-scope/<cgroup id>/` (and `links` stays empty); else dropping them detaches.
+/// `links-scope/<cgroup id>/` and held by descriptor in `held` (and `links` stays
+/// empty); else dropping `links` detaches.
 pub(super) struct ScopeLinks {
     path: PathBuf,
     links: Vec<NewLink>,
+    /// Each pinned link's descriptor, by pin path: a removed pin detaches nothing while
+    /// the daemon runs, and [`Enforcer::restore_pins`] pins it again.
+    pub(super) held: Vec<(PathBuf, OwnedFd)>,
 }
 
 impl Enforcer {
@@ -86,24 +91,24 @@ impl Enforcer {
                 links.push((program, NewLink::Raw(link)));
             }
         }
-        let links = match &self.pin_dir {
+        let (links, held) = match &self.pin_dir {
             Some(dir) => {
                 let dir = pins::scope_links(dir, id);
                 fs::create_dir_all(&dir).map_err(|source| LoadError::PinDir {
                     path: dir.clone(),
                     source,
                 })?;
-                // Not held: an emptied leash cgroup's links must go with their pins.
-                drop(pins::hand_over(&dir, links)?);
-                Vec::new()
+                // Held until the leash cgroup is pruned, when they go with their pins.
+                (Vec::new(), pins::hand_over(&dir, links)?)
             }
-            None => links.into_iter().map(|(_, l)| l).collect(),
+            None => (links.into_iter().map(|(_, l)| l).collect(), Vec::new()),
         };
         self.scopes.insert(
             id,
             ScopeLinks {
                 path: path.to_owned(),
                 links,
+                held,
             },
         );
         Ok(())
@@ -146,7 +151,7 @@ impl Enforcer {
             if let Err(e) = self.maps.remove_scope(id) {
                 tracing::warn!("cannot unregister leash cgroup {}: {e}", s.path.display());
             }
-            drop(s.links);
+            drop((s.links, s.held));
             if let Some(dir) = &self.pin_dir
                 && let Err(e) = pins::remove_pins(&pins::scope_links(dir, id))
             {

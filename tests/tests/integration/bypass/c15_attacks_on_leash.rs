@@ -5,7 +5,7 @@
 use harness::{Action, Reason};
 use harness::{
     EPERM, Harness, Scratch,
-    daemon::{DaemonGuard, stderr, stdout},
+    daemon::{DaemonGuard, TaskSession, stderr, stdout},
     mount_ns::Mount,
     probe, refused, spec,
 };
@@ -318,7 +318,19 @@ fn a_removed_pin_detaches_nothing_and_is_pinned_again() {
     let d = DaemonGuard::start("pins", "");
     let l = harness::Listeners::new();
     let p = probe().display().to_string();
-    let pin = d.pin_dir.join("links").join("net_connect4");
+    // In attach scope `task` the connect hook's link is pinned per leash cgroup, which
+    // lives while a task process is in it: a keeper holds it through the test.
+    let mut keeper = TaskSession::from_child(
+        d.cli()
+            .args(["run", "--files", "open", "--allow-exec", &p, "--", &p])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let connect = format!("connect tcp 127.0.0.1 {}", l.tcp4_port());
+    assert_eq!(keeper.run(&connect), EPERM);
+    let pin = connect_hook_pin(&d);
     let maps = d.pin_dir.join("maps");
     let procs = maps.join(leash_common::maps::PROCS);
     let ids = || {
@@ -366,6 +378,22 @@ fn a_removed_pin_detaches_nothing_and_is_pinned_again() {
     // ... and pins both again (every 2 s), the same objects, for the next daemon.
     harness::wait_for("the pins again", || pin.exists() && procs.exists());
     assert_eq!(ids(), before, "(link id, map id)");
+}
+
+/// The pin of the connect hook's link: at the cgroup2 root in attach scope `root`, of
+/// the one leash cgroup in scope `task`.
+fn connect_hook_pin(d: &DaemonGuard) -> std::path::PathBuf {
+    let root = d.pin_dir.join("links").join("net_connect4");
+    if root.exists() {
+        return root;
+    }
+    let scopes: Vec<_> = std::fs::read_dir(d.pin_dir.join("links-scope"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("net_connect4"))
+        .collect();
+    assert_eq!(scopes.len(), 1, "one leash cgroup: {scopes:?}");
+    scopes[0].clone()
 }
 
 /// A directory on bpffs, made by the test and removed on drop whatever happened.
@@ -427,7 +455,7 @@ mod landlock_domain {
     use std::sync::atomic::{AtomicU8, Ordering};
 
     use harness::{
-        daemon::{DaemonGuard, stderr, stdout},
+        daemon::{DaemonGuard, TaskSession, stderr, stdout},
         probe,
     };
 

@@ -94,13 +94,13 @@ fn kill9_keeps_enforcement_and_a_restart_adopts_the_task() {
     };
     // Programs of calls this kernel lacks (modules, kexec) are not attached.
     let tracefs = leash::kernel::mounts::ensure_tracefs().unwrap();
-    let expected = leash::kernel::attached_by(
-        backend,
-        harness::daemon::unix_hooks(&d),
-        leash::kernel::AttachScope::Root,
-        &tracefs,
-    )
-    .len();
+    let scope = if status["attach_scope"] == "task" {
+        leash::kernel::AttachScope::Task
+    } else {
+        leash::kernel::AttachScope::Root
+    };
+    let expected =
+        leash::kernel::attached_by(backend, harness::daemon::unix_hooks(&d), scope, &tracefs).len();
     assert_eq!(
         links, expected,
         "one pinned link per program of the {backend} backend, no leftovers from the first daemon"
