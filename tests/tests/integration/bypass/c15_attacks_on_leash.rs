@@ -455,7 +455,7 @@ mod landlock_domain {
     use std::sync::atomic::{AtomicU8, Ordering};
 
     use harness::{
-        daemon::{DaemonGuard, TaskSession, stderr, stdout},
+        daemon::{DaemonGuard, stderr, stdout},
         probe,
     };
 
