@@ -42,8 +42,9 @@ pub fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
-/// How long a started daemon may take to listen on its socket.
-const LISTEN_WITHIN_S: u64 = 60;
+/// How long a started daemon may take to listen on its socket. Under TCG (the VM suite)
+/// loading the lsm programs alone takes most of a minute on a busy guest.
+const LISTEN_WITHIN_S: u64 = 120;
 
 impl DaemonGuard {
     /// Starts a daemon with its own paths and waits until its socket answers.

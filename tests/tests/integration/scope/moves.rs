@@ -154,6 +154,10 @@ fn without_the_kfunc_the_daemon_kills_a_process_moved_out() {
         windows[windows.len() / 2],
         windows[windows.len() - 1]
     );
+    // The daemon writes the audit record after its kill: the last one may still be on its way.
+    wait_for("an escape event per round", || {
+        audited(&d, "scope_escape").len() >= 10
+    });
     let events = audited(&d, "scope_escape");
     assert!(
         events.len() >= 10

@@ -55,6 +55,9 @@ impl Prober {
                     }
                 }
                 rounds += 1;
+                // A pause between rounds, so that on one slow CPU (the VM under TCG) the
+                // restarting daemon is not starved by this loop's process spawns.
+                std::thread::sleep(std::time::Duration::from_millis(50));
             }
             (rounds, misses)
         });
