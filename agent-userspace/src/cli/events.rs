@@ -100,7 +100,7 @@ pub(crate) fn event_line(e: &AuditEvent) -> String {
 
 /// The target as `key=value` fields: an object's members (nulls left out), anything else
 /// as `target=...`. Nested values are shown as compact JSON.
-fn target_summary(target: &serde_json::Value) -> String {
+pub(crate) fn target_summary(target: &serde_json::Value) -> String {
     use serde_json::Value;
     let value_text = |v: &Value| match v {
         Value::String(s) => output::word(s).into_owned(),

@@ -17,6 +17,7 @@
 
 use std::{
     ffi::{CString, OsStr, OsString},
+    io::IsTerminal as _,
     os::unix::{
         ffi::{OsStrExt as _, OsStringExt as _},
         fs::PermissionsExt as _,
@@ -35,7 +36,9 @@ use nix::{
     sys::signal::{SigHandler, Signal, signal},
 };
 
-use super::task::TaskSpec;
+use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+
+use super::{run_report::Reporter, task::TaskSpec};
 
 /// Exit status when the command cannot be found (as in shells).
 const EXIT_NOT_FOUND: u8 = 127;
@@ -69,6 +72,14 @@ pub(crate) struct RunArgs {
     /// Print the task's id (and whether it was created or joined) on stderr.
     #[arg(long, short = 'v')]
     pub verbose: bool,
+    /// When the command exits, print on stderr each distinct action the task was
+    /// refused, with the grant that allows it, and a notice if its TTL ran out
+    /// [default: when stderr is a terminal].
+    #[arg(long, conflicts_with = "quiet")]
+    pub report: bool,
+    /// No denial report, even on a terminal.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
     /// The command and its arguments (after `--`).
     #[arg(
         value_name = "CMD",
@@ -98,6 +109,15 @@ pub(crate) fn run(client: &Client, args: &RunArgs) -> anyhow::Result<ExitCode> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let c_path = cstring(path.as_os_str())?;
 
+    // Forked first, while this process is single-threaded and in no task.
+    let mut reporter = if args.report || (!args.quiet && std::io::stderr().is_terminal()) {
+        Reporter::start(client)
+            .inspect_err(|e| eprintln!("leash: warning: no denial report for this run: {e}"))
+            .ok()
+    } else {
+        None
+    };
+
     // A current-thread runtime: no worker threads, so the process the daemon tags is the
     // one that execs, and nothing else is running when it does.
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -116,7 +136,13 @@ pub(crate) fn run(client: &Client, args: &RunArgs) -> anyhow::Result<ExitCode> {
             return Err(e);
         }
     };
+    let since = OffsetDateTime::now_utc()
+        .format(&Rfc3339)
+        .context("cannot format the time")?;
     runtime.block_on(join_task(client, &task, created))?;
+    if let Some(r) = &mut reporter {
+        r.send(&task, created, since);
+    }
     drop(runtime);
     if args.verbose {
         eprintln!(

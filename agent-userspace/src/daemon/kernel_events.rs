@@ -14,6 +14,7 @@ use tokio::{io::unix::AsyncFd, task::JoinHandle};
 use super::{Daemon, lifecycle::Stopping, metrics_http::Readiness, policy, registry};
 use crate::{
     Enforcer,
+    grants::exec_role::{ExecRole, checked_file},
     kernel::events::{Decision, Decoded, EventReader, Target},
     protocol::{AuditEvent, EndReason, TaskId, TaskState},
 };
@@ -82,9 +83,10 @@ impl Daemon {
                 (Decoded::Known(Reason::UnknownTask), Some(_)) => Reason::TaskEnded.as_str(),
                 _ => d.reason.as_str(),
             };
+            let mut target = target_json(&d.target);
+            let reason = exec_checked(&d, &mut target).unwrap_or(reason);
             self.recorded
                 .count_denial(d.kind.as_str(), d.verdict.as_str(), reason);
-            let target = target_json(&d.target);
             events.push(AuditEvent {
                 ts: registry::wall_of_boot_ns(d.ts_ns),
                 task: TaskId(d.task).to_string(),
@@ -124,7 +126,29 @@ impl Daemon {
     }
 }
 
-/// A task's agent, SPIFFE ID, intent and pending grants, for its kernel events.
+/// The reason of an exec refused because the `#!` interpreter of the named file is not
+/// granted (the script may well be).
+const INTERPRETER_NOT_GRANTED: &str = "interpreter_not_granted";
+
+/// For a refused (or audited) exec, adds to `target` the file the kernel checked, its
+/// `role` and `real` path. An interpreter refused for a script gets its own reason, so
+/// the report names the file to grant, not the script. Allowed execs are not looked at:
+/// this reads files.
+fn exec_checked(d: &Decision, target: &mut serde_json::Value) -> Option<&'static str> {
+    let Target::Exec { path, dev, ino } = &d.target else {
+        return None;
+    };
+    if d.verdict == Verdict::Allowed {
+        return None;
+    }
+    let cwd = std::fs::read_link(format!("/proc/{}/cwd", d.pid)).ok();
+    let checked = checked_file(path, cwd.as_deref(), *dev, *ino)?;
+    target["role"] = checked.role.as_str().into();
+    target["real"] = checked.real.to_string_lossy().into_owned().into();
+    (checked.role == ExecRole::Interpreter && d.reason == Decoded::Known(Reason::NotGranted))
+        .then_some(INTERPRETER_NOT_GRANTED)
+}
+
 /// An event's `target` object.
 fn target_json(target: &Target) -> serde_json::Value {
     match target {

@@ -53,7 +53,10 @@ fn parse_start_ticks(stat: &str) -> Option<u64> {
 }
 
 /// A pidfd for `pid` (Linux ≥ 5.3).
-fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
+///
+/// # Errors
+/// `pidfd_open`'s: `ESRCH` when no such process runs.
+pub fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
     let pid =
         libc::pid_t::try_from(pid).map_err(|_| std::io::Error::from_raw_os_error(libc::ESRCH))?;
     // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.

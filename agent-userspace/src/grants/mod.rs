@@ -17,9 +17,11 @@ use leash_common::grant::{MAX_PORT_RULES, SCRIPT_PATH_LEN};
 
 mod connect;
 mod exec;
+pub mod exec_role;
 pub mod file_state;
 mod file_system;
 mod net;
+pub mod remedy;
 pub mod unix;
 
 pub use connect::{ConnectSpec, Host};

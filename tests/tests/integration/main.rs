@@ -21,5 +21,6 @@ mod lifecycle;
 mod metrics;
 mod network;
 mod policy;
+mod report;
 mod scope;
 mod upgrade;

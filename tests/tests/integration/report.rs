@@ -1,0 +1,158 @@
+//! `leash run`'s denial report: once the command exits, each distinct refusal with the
+//! grant that allows it. The grants it names are applied and the run repeated: nothing is
+//! refused then, so the report named the right files (an interpreter, not its script).
+
+use std::{
+    io::Write as _,
+    os::unix::fs::PermissionsExt as _,
+    process::{Output, Stdio},
+};
+
+use harness::{
+    EPERM, Harness, Listeners, Scratch,
+    daemon::{DaemonGuard, stderr},
+    exec_denied, probe,
+};
+
+/// Runs the probe under `leash run ARGS`, feeding it `commands`; returns its output.
+fn run_probe(d: &DaemonGuard, args: &[String], commands: &[String]) -> Output {
+    let p = probe().display().to_string();
+    let mut child = d
+        .cli()
+        .arg("run")
+        .args(args)
+        .args(["--files", "open", "--allow-exec", &p, "--", &p])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("leash run");
+    let mut stdin = child.stdin.take().unwrap();
+    for c in commands {
+        writeln!(stdin, "{c}").unwrap();
+    }
+    drop(stdin);
+    // Read to the end of stderr: the reporter holds it until its report is out.
+    child.wait_with_output().unwrap()
+}
+
+/// The `--allow-...` flags the report's "grant with:" hints name.
+fn suggested(report: &str) -> Vec<String> {
+    report
+        .lines()
+        .filter_map(|l| l.split_once("; grant with: ").map(|(_, g)| g))
+        .flat_map(|g| {
+            let (flag, spec) = g.split_once(' ').expect("FLAG SPEC");
+            [flag.to_owned(), spec.to_owned()]
+        })
+        .collect()
+}
+
+#[test]
+fn the_report_names_each_refusal_and_its_grants_allow_the_rerun() {
+    let d = DaemonGuard::start("report", "");
+    let backend = Harness::backend_of_daemon(&d);
+    let (l, other) = (Listeners::new(), Listeners::new());
+    let s = Scratch::new("report");
+    let interp = s.copy_true("interp");
+    let script = s.path("script.sh");
+    std::fs::write(&script, format!("#!{interp}\n")).unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let denied_connect = format!("connect tcp 127.0.0.1 {}", other.tcp4_port());
+    let commands = [
+        format!("connect tcp 127.0.0.1 {}", l.tcp4_port()),
+        denied_connect.clone(),
+        denied_connect,
+        format!("exec {script}"),
+    ];
+    let base: Vec<String> = [
+        "--agent",
+        "reported",
+        "--allow-connect",
+        &format!("127.0.0.1:{}/tcp", l.tcp4_port()),
+        "--allow-exec",
+        &script,
+    ]
+    .map(str::to_owned)
+    .to_vec();
+
+    // Not on a terminal, and no --report: no report.
+    let quiet = run_probe(&d, &base, &commands);
+    assert!(!stderr(&quiet).contains("refused"), "{}", stderr(&quiet));
+
+    let mut args = base.clone();
+    args.push("--report".into());
+    let out = run_probe(&d, &args, &commands);
+    let got = String::from_utf8_lossy(&out.stdout).into_owned();
+    let want = ["ok", EPERM, EPERM, exec_denied(backend)].join("\n") + "\n";
+    assert_eq!(got, want);
+    let report = stderr(&out);
+    println!("{report}");
+    assert!(
+        report.contains("was refused 2 distinct actions"),
+        "{report}"
+    );
+    let connect = format!("--allow-connect 127.0.0.1:{}/tcp", other.tcp4_port());
+    assert!(
+        report
+            .lines()
+            .any(|l| l.contains("(2×)") && l.ends_with(&format!("grant with: {connect}"))),
+        "{report}"
+    );
+    // The interpreter is named, not the script, which is granted.
+    assert!(
+        report.lines().any(
+            |l| l.contains(&format!("exec {interp} (the interpreter of {script})"))
+                && l.contains("reason=interpreter_not_granted")
+                && l.ends_with(&format!("grant with: --allow-exec {interp}"))
+        ),
+        "{report}"
+    );
+
+    // Exactly the suggested grants added: nothing refused, nothing reported.
+    let extra = suggested(&report);
+    assert_eq!(extra.len(), 4, "{report}");
+    args.extend(extra);
+    let again = run_probe(&d, &args, &commands);
+    let got = String::from_utf8_lossy(&again.stdout).into_owned();
+    assert_eq!(got, "ok\nok\nok\nexit 0\n", "{}", stderr(&again));
+    assert!(!stderr(&again).contains("refused"), "{}", stderr(&again));
+}
+
+/// A TTL that runs out while the command runs is said at its exit, with the refusals
+/// after it.
+#[test]
+fn a_ttl_that_ran_out_during_the_run_is_reported() {
+    let d = DaemonGuard::start("report-ttl", "");
+    let l = Listeners::new();
+    let p = probe().display().to_string();
+    let mut child = d
+        .cli()
+        .args(["run", "--report", "--ttl", "2s", "--files", "open"])
+        .args([
+            "--allow-connect",
+            &format!("127.0.0.1:{}/tcp", l.tcp4_port()),
+        ])
+        .args(["--allow-exec", &p, "--", &p])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("leash run");
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "pid").unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    writeln!(stdin, "connect tcp 127.0.0.1 {}", l.tcp4_port()).unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let lines = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(lines.ends_with(&format!("{EPERM}\n")), "{lines}");
+    let report = stderr(&out);
+    assert!(report.contains("TTL ran out during the run"), "{report}");
+    assert!(
+        report
+            .lines()
+            .any(|l| l.contains("reason=task_expired") && l.contains("--ttl")),
+        "{report}"
+    );
+}
