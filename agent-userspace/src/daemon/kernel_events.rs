@@ -84,7 +84,9 @@ impl Daemon {
                 _ => d.reason.as_str(),
             };
             let mut target = target_json(&d.target);
-            let reason = exec_checked(&d, &mut target).unwrap_or(reason);
+            let reason = exec_checked(&d, &mut target)
+                .or_else(|| self.absent_unix_socket(&d))
+                .unwrap_or(reason);
             self.recorded
                 .count_denial(d.kind.as_str(), d.verdict.as_str(), reason);
             events.push(AuditEvent {
@@ -147,6 +149,43 @@ fn exec_checked(d: &Decision, target: &mut serde_json::Value) -> Option<&'static
     target["real"] = checked.real.to_string_lossy().into_owned().into();
     (checked.role == ExecRole::Interpreter && d.reason == Decoded::Known(Reason::NotGranted))
         .then_some(INTERPRETER_NOT_GRANTED)
+}
+
+/// The reason of a refused connect or send to a unix path where no socket is bound, as
+/// glibc's probe for nscd does on every lookup: refused all the same (and counted), but
+/// told apart so that dashboards and alerts can leave it out.
+const UNIX_SOCKET_ABSENT: &str = "unix_socket_absent";
+
+impl Daemon {
+    /// [`UNIX_SOCKET_ABSENT`] for a refused unix connect or send to a path that is
+    /// nothing in the process's own view: its root from `/proc`, or, once it is gone (a
+    /// short-lived child), that of a process attached to the task. With no such root,
+    /// or for an abstract name, nothing is claimed.
+    fn absent_unix_socket(&self, d: &Decision) -> Option<&'static str> {
+        let Target::Unix { path } = &d.target else {
+            return None;
+        };
+        if d.verdict == Verdict::Allowed
+            || d.reason != Decoded::Known(Reason::NotGranted)
+            || !path.starts_with('/')
+        {
+            return None;
+        }
+        let attached = self
+            .lock()
+            .tasks
+            .get(d.task)
+            .map(|t| t.attached_pids.clone())
+            .unwrap_or_default();
+        let root = std::iter::once(d.pid)
+            .chain(attached)
+            .map(|pid| format!("/proc/{pid}/root"))
+            .find(|root| std::fs::metadata(root).is_ok())?;
+        match std::fs::symlink_metadata(format!("{root}{path}")) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(UNIX_SOCKET_ABSENT),
+            _ => None,
+        }
+    }
 }
 
 /// An event's `target` object.

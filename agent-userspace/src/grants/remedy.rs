@@ -88,6 +88,9 @@ pub fn remedy(e: &AuditEvent) -> Option<Remedy> {
         "unix_other_view" | "unix_other_socket" => Some(
             "the socket is not the one granted (another mount namespace, root or file): grant it as this process names it",
         ),
+        "unix_socket_absent" => Some(
+            "no socket is bound there (a probe: glibc looks for nscd this way); harmless, no grant needed",
+        ),
         "io_uring_not_granted" => return grant(GrantList::Connect, "socket:io_uring".into()),
         _ => None,
     };
@@ -263,6 +266,7 @@ mod tests {
         assert!(shown("exec", "task_expired", json!({})).contains("--ttl"));
         assert!(shown("tamper", "leash_bpf", json!({})).starts_with("not grantable"));
         assert!(shown("connect", "pending_approval", json!({})).contains("approve"));
+        assert!(shown("connect", "unix_socket_absent", json!({})).contains("no grant needed"));
         let mut allowed = event("exec", "granted", json!({"path": "/bin/ls"}));
         allowed.verdict = "allowed".into();
         assert_eq!(remedy(&allowed), None);

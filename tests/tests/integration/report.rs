@@ -156,3 +156,42 @@ fn a_ttl_that_ran_out_during_the_run_is_reported() {
         "{report}"
     );
 }
+
+/// A connect to a unix path with no socket behind it (glibc's nscd probe) is refused
+/// with its own reason and the report says no grant is needed; a socket that is there
+/// keeps `not_granted`.
+#[test]
+fn a_unix_path_with_no_socket_is_told_apart() {
+    let d = DaemonGuard::start("report-absent", "");
+    let s = Scratch::new("report-absent");
+    let present = s.path("present.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&present).unwrap();
+    let absent = s.path("absent.sock");
+    let args = ["--report".to_owned()];
+    let commands = [
+        format!("unix-connect {absent}"),
+        format!("unix-connect {present}"),
+    ];
+    let out = run_probe(&d, &args, &commands);
+    let got = String::from_utf8_lossy(&out.stdout).into_owned();
+    let report = stderr(&out);
+    assert!(got.ends_with(&format!("{EPERM}\n")), "{got}");
+    assert!(
+        report
+            .lines()
+            .any(|l| l.contains(&present) && l.contains("reason=not_granted")),
+        "{report}"
+    );
+    if got.starts_with("errno 2") {
+        // The portable syscall tracepoints decide after the lookup failed and let the
+        // call be: no refusal to report.
+        assert!(!report.contains(&absent), "{report}");
+    } else {
+        assert!(
+            report.lines().any(|l| l.contains(&absent)
+                && l.contains("reason=unix_socket_absent")
+                && l.contains("no grant needed")),
+            "{report}"
+        );
+    }
+}
