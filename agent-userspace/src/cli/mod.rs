@@ -9,6 +9,7 @@ mod grant;
 mod output;
 mod policy;
 mod run;
+mod run_command;
 mod run_report;
 mod sandbox;
 mod status;

@@ -18,10 +18,7 @@
 use std::{
     ffi::{CString, OsStr, OsString},
     io::IsTerminal as _,
-    os::unix::{
-        ffi::{OsStrExt as _, OsStringExt as _},
-        fs::PermissionsExt as _,
-    },
+    os::unix::ffi::{OsStrExt as _, OsStringExt as _},
     path::{Path, PathBuf},
     process::ExitCode,
 };
@@ -29,7 +26,7 @@ use std::{
 use anyhow::Context as _;
 use leash::{
     client::Client,
-    protocol::{EndWhen, GrantKind, Mode, Task},
+    protocol::{EndWhen, Mode, Task},
 };
 use nix::{
     errno::Errno,
@@ -38,12 +35,14 @@ use nix::{
 
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
-use super::{run_report::Reporter, task::TaskSpec};
+use super::{
+    run_command::{
+        EXIT_CANNOT_EXEC, EXIT_NOT_FOUND, is_granted, resolve_command, ungranted_interpreter,
+    },
+    run_report::Reporter,
+    task::TaskSpec,
+};
 
-/// Exit status when the command cannot be found (as in shells).
-const EXIT_NOT_FOUND: u8 = 127;
-/// Exit status when the command was found but could not be executed.
-const EXIT_CANNOT_EXEC: u8 = 126;
 /// Environment variable that tells the command which task it runs in.
 const TASK_ENV: &str = "LEASH_TASK";
 
@@ -211,6 +210,21 @@ async fn find_task(client: &Client, args: &RunArgs, cmd: &Path) -> anyhow::Resul
             cmd.display(),
         );
     }
+    if task.mode == Mode::Enforce
+        && let Some(interp) = ungranted_interpreter(cmd, &task)
+    {
+        let fix = if created {
+            format!("add --allow-exec {}", interp.display())
+        } else {
+            format!("leash grant add {} --exec {}", task.id, interp.display())
+        };
+        eprintln!(
+            "leash: warning: {} is a script run by {}, which is not in the task's exec \
+             grants; the kernel will stop it ({fix})",
+            cmd.display(),
+            interp.display(),
+        );
+    }
     Ok((task, created))
 }
 
@@ -224,87 +238,6 @@ async fn join_task(client: &Client, task: &Task, created: bool) -> anyhow::Resul
         return Err(anyhow::Error::new(e).context(format!("cannot join task {}", task.id)));
     }
     Ok(())
-}
-
-/// Whether `cmd` is covered by one of the task's exec grants: the same file, or a file
-/// directly inside a granted `DIR/`. Paths are compared canonicalized.
-fn is_granted(cmd: &Path, task: &Task) -> bool {
-    let cmd = std::fs::canonicalize(cmd).unwrap_or_else(|_| cmd.to_owned());
-    task.grants
-        .iter()
-        .filter(|g| g.kind == GrantKind::Exec)
-        .any(|g| {
-            let spec = Path::new(&g.spec);
-            let canonical = std::fs::canonicalize(spec).unwrap_or_else(|_| spec.to_owned());
-            if g.spec.ends_with('/') {
-                cmd.parent() == Some(canonical.as_path())
-            } else {
-                cmd == canonical
-            }
-        })
-}
-
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum ResolveError {
-    #[error("command not found: {0}")]
-    NotFound(String),
-    #[error("cannot run {0}: it is not an executable file")]
-    NotExecutable(String),
-}
-
-impl ResolveError {
-    fn exit_code(&self) -> u8 {
-        match self {
-            Self::NotFound(_) => EXIT_NOT_FOUND,
-            Self::NotExecutable(_) => EXIT_CANNOT_EXEC,
-        }
-    }
-}
-
-/// The absolute path of `cmd`: as given (made absolute) when it contains a `/`, else the
-/// first executable regular file named `cmd` in `path_var` (an empty entry is the
-/// current directory, as in POSIX shells).
-pub(crate) fn resolve_command(
-    cmd: &OsStr,
-    path_var: Option<&OsStr>,
-) -> Result<PathBuf, ResolveError> {
-    let shown = cmd.to_string_lossy().into_owned();
-    let cwd = || std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
-    if cmd.is_empty() {
-        return Err(ResolveError::NotFound(shown));
-    }
-    if cmd.as_bytes().contains(&b'/') {
-        let path = cwd().join(cmd);
-        return match std::fs::metadata(&path) {
-            Ok(meta) if is_executable(&meta) => Ok(path),
-            Ok(_) => Err(ResolveError::NotExecutable(shown)),
-            Err(_) => Err(ResolveError::NotFound(shown)),
-        };
-    }
-    let mut non_executable = false;
-    for dir in std::env::split_paths(path_var.unwrap_or(OsStr::new("/usr/bin:/bin"))) {
-        let dir = if dir.as_os_str().is_empty() {
-            cwd()
-        } else {
-            cwd().join(dir)
-        };
-        let candidate = dir.join(cmd);
-        if let Ok(meta) = std::fs::metadata(&candidate) {
-            if is_executable(&meta) {
-                return Ok(candidate);
-            }
-            non_executable |= meta.is_file();
-        }
-    }
-    Err(if non_executable {
-        ResolveError::NotExecutable(shown)
-    } else {
-        ResolveError::NotFound(shown)
-    })
-}
-
-fn is_executable(meta: &std::fs::Metadata) -> bool {
-    meta.is_file() && meta.permissions().mode() & 0o111 != 0
 }
 
 fn cstring(s: &OsStr) -> anyhow::Result<CString> {
@@ -338,7 +271,6 @@ mod tests {
     use super::*;
     use crate::cli::{Cli, Command};
     use clap::Parser as _;
-    use leash::protocol::{Grant, TaskState};
 
     fn parse(args: &[&str]) -> RunArgs {
         match Cli::try_parse_from(["leash", "run"].iter().chain(args))
@@ -437,127 +369,6 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("--ttl"), "{err}");
-    }
-
-    fn temp_dir(tag: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("leash-run-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
-
-    fn write_file(path: &Path, mode: u32) {
-        std::fs::write(path, "#!/bin/sh\n").unwrap();
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
-    }
-
-    #[test]
-    fn resolves_commands_on_path() {
-        let dir = temp_dir("path");
-        let a = dir.join("a");
-        let b = dir.join("b");
-        std::fs::create_dir_all(&a).unwrap();
-        std::fs::create_dir_all(&b).unwrap();
-        write_file(&a.join("tool"), 0o644); // not executable: skipped
-        write_file(&b.join("tool"), 0o755);
-        write_file(&a.join("plain"), 0o644);
-        std::fs::create_dir_all(b.join("subdir")).unwrap();
-        let path_var = std::env::join_paths([&a, &b]).unwrap();
-
-        assert_eq!(
-            resolve_command(OsStr::new("tool"), Some(&path_var)).unwrap(),
-            b.join("tool")
-        );
-        let err = resolve_command(OsStr::new("nope"), Some(&path_var)).unwrap_err();
-        assert_eq!(err.to_string(), "command not found: nope");
-        assert_eq!(err.exit_code(), 127);
-        let err = resolve_command(OsStr::new("plain"), Some(&path_var)).unwrap_err();
-        assert_eq!(err.exit_code(), 126);
-        assert!(matches!(
-            resolve_command(OsStr::new("subdir"), Some(&path_var)),
-            Err(ResolveError::NotFound(_))
-        ));
-
-        // With a slash: taken as is, never searched.
-        let direct = b.join("tool");
-        assert_eq!(
-            resolve_command(direct.as_os_str(), Some(OsStr::new(""))).unwrap(),
-            direct
-        );
-        assert!(matches!(
-            resolve_command(a.join("tool").as_os_str(), None),
-            Err(ResolveError::NotExecutable(_))
-        ));
-        assert!(matches!(
-            resolve_command(OsStr::new("./surely-not-here"), None),
-            Err(ResolveError::NotFound(_))
-        ));
-        // Relative with a slash: made absolute.
-        let rel = resolve_command(OsStr::new("./Cargo.toml"), None);
-        assert!(matches!(rel, Err(ResolveError::NotExecutable(_))));
-        std::fs::remove_dir_all(dir).unwrap();
-    }
-
-    fn task_with(exec: &[&str]) -> Task {
-        Task {
-            id: "00ab".into(),
-            agent: "cli".into(),
-            spiffe_id: String::new(),
-            intent: None,
-            mode: Mode::Enforce,
-            state: TaskState::Created,
-            end_when: EndWhen::default(),
-            end_reason: None,
-            created_at: String::new(),
-            expires_at: None,
-            ended_at: None,
-            grants: exec
-                .iter()
-                .enumerate()
-                .map(|(i, spec)| Grant {
-                    id: format!("g{}", i + 1),
-                    kind: GrantKind::Exec,
-                    spec: (*spec).to_owned(),
-                    expires_at: None,
-                    pending_until: None,
-                    resolved: Vec::new(),
-                })
-                .collect(),
-            attached_pids: Vec::new(),
-            learned: Vec::new(),
-            files: None,
-            file_enforcement: String::new(),
-        }
-    }
-
-    #[test]
-    fn grant_check_follows_canonical_paths() {
-        let dir = temp_dir("grants");
-        let bin = dir.join("bin");
-        std::fs::create_dir_all(bin.join("nested")).unwrap();
-        let tool = bin.join("tool");
-        write_file(&tool, 0o755);
-        write_file(&bin.join("nested").join("deep"), 0o755);
-        let link = dir.join("link");
-        std::os::unix::fs::symlink(&tool, &link).unwrap();
-        let s = |p: &Path| p.display().to_string();
-
-        assert!(is_granted(&tool, &task_with(&[&s(&tool)])));
-        assert!(is_granted(&link, &task_with(&[&s(&tool)])));
-        assert!(is_granted(&tool, &task_with(&[&s(&link)])));
-        let dir_grant = format!("{}/", s(&bin));
-        assert!(is_granted(&tool, &task_with(&[&dir_grant])));
-        assert!(!is_granted(
-            &bin.join("nested").join("deep"),
-            &task_with(&[&dir_grant])
-        ));
-        assert!(!is_granted(&tool, &task_with(&["/bin/sh"])));
-        // A directory without the trailing slash grants nothing inside it.
-        assert!(!is_granted(&tool, &task_with(&[&s(&bin)])));
-        let mut connect_only = task_with(&[&s(&tool)]);
-        connect_only.grants[0].kind = GrantKind::Connect;
-        assert!(!is_granted(&tool, &connect_only));
-        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

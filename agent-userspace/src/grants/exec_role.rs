@@ -76,7 +76,8 @@ pub fn checked_file(used: &str, cwd: Option<&Path>, dev: u32, ino: u64) -> Optio
 }
 
 /// The interpreter path of a `#!` file: the first word after `#!`, if absolute.
-fn interpreter_of(path: &Path) -> Option<PathBuf> {
+#[must_use]
+pub fn interpreter_of(path: &Path) -> Option<PathBuf> {
     let mut head = Vec::with_capacity(SHEBANG_MAX);
     std::fs::File::open(path)
         .ok()?

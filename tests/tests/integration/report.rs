@@ -195,3 +195,38 @@ fn a_unix_path_with_no_socket_is_told_apart() {
         );
     }
 }
+
+/// `leash run ./s.sh` matches a grant of the script's absolute path (the path it execs
+/// is cleaned, as the kernel compares it), and an ungranted `#!` interpreter is named
+/// before the run.
+#[test]
+fn a_script_by_a_relative_path_runs_and_its_interpreter_is_checked_first() {
+    let d = DaemonGuard::start("report-script", "");
+    let s = Scratch::new("report-script");
+    let interp = s.copy_true("interp");
+    let script = d.workspace().join("s.sh");
+    std::fs::write(&script, format!("#!{interp}\n")).unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let script = script.display().to_string();
+    let run = |grants: &[&str]| {
+        let mut args = vec!["run", "--files", "open"];
+        for g in grants {
+            args.extend(["--allow-exec", g]);
+        }
+        args.extend(["--", "./s.sh"]);
+        d.run(&args)
+    };
+    let both = run(&[&script, &interp]);
+    assert_eq!(both.status.code(), Some(0), "{}", stderr(&both));
+    assert!(!stderr(&both).contains("warning"), "{}", stderr(&both));
+
+    let only_script = run(&[&script]);
+    assert_ne!(only_script.status.code(), Some(0));
+    let err = stderr(&only_script);
+    assert!(
+        err.contains(&format!(
+            "{script} is a script run by {interp}, which is not in the task's exec grants"
+        )) && err.contains(&format!("add --allow-exec {interp}")),
+        "{err}"
+    );
+}

@@ -206,7 +206,7 @@ fn exec_flag(p: &str) -> anyhow::Result<String> {
     if !p.contains('/') && !Path::new(p).exists() {
         let path_var = std::env::var_os("PATH");
         return Err(
-            match super::run::resolve_command(p.as_ref(), path_var.as_deref()) {
+            match super::run_command::resolve_command(p.as_ref(), path_var.as_deref()) {
                 Ok(found) => anyhow::anyhow!(
                     "--allow-exec {p}: there is no file {p} in this directory; exec grants are \
                  paths: did you mean --allow-exec {}?",
