@@ -239,6 +239,17 @@ async fn get_task(
     Ok(axum::Json(d.task_for(&caller, task_id(&id)?)?))
 }
 
+/// The task's distinct refusals and the grants that allow them (its own task only,
+/// from inside one).
+async fn suggestion(
+    State(d): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let task = d.task_for(&caller, task_id(&id)?)?;
+    Ok(axum::Json(d.audit.refusals.of(&task.id)))
+}
+
 async fn end_task(
     State(d): State<Shared>,
     Extension(caller): Extension<Caller>,
@@ -440,6 +451,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         )
         .route("/v1/tasks/{id}/grants/{grant_id}/deny", post(deny_grant))
         .route("/v1/tasks/{id}/attach", post(attach))
+        .route("/v1/tasks/{id}/suggestion", get(suggestion))
         .route("/v1/events", get(events))
         .route("/v1/status", get(status))
         .fallback(not_found)

@@ -13,6 +13,7 @@ mod run_command;
 mod run_report;
 mod sandbox;
 mod status;
+mod suggest;
 mod task;
 
 use std::{future::Future, path::PathBuf, process::ExitCode};
@@ -59,6 +60,8 @@ enum Command {
     Grant(grant::GrantCommand),
     /// Show the audit events: every decision and task change.
     Events(events::EventsArgs),
+    /// The grants that allow what a task was refused (or, audited, would have been).
+    Suggest(suggest::SuggestArgs),
     /// Show what the daemon enforces with: backend, programs, maps, counters.
     Status(status::StatusArgs),
     /// Approve a grant pending approval: the kernel allows it from now on (approvers only).
@@ -99,6 +102,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Task(cmd) => task::run(&client, cmd),
         Command::Grant(cmd) => grant::run(&client, cmd),
         Command::Events(args) => events::run(&client, &args),
+        Command::Suggest(args) => suggest::run(&client, &args),
         Command::Status(args) => status::run(&client, &args),
         Command::Policy(cmd) => policy::run(cmd),
         Command::Audit(cmd) => audit::run(cmd),

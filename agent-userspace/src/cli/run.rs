@@ -26,14 +26,12 @@ use std::{
 use anyhow::Context as _;
 use leash::{
     client::Client,
-    protocol::{EndWhen, Mode, Task},
+    protocol::{EndWhen, Mode, Refusals, Task},
 };
 use nix::{
     errno::Errno,
     sys::signal::{SigHandler, Signal, signal},
 };
-
-use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
 use super::{
     run_command::{
@@ -47,6 +45,10 @@ use super::{
 const TASK_ENV: &str = "LEASH_TASK";
 
 #[derive(Debug, clap::Args)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "command-line switches, each independent"
+)]
 #[command(override_usage = "leash run [OPTIONS] [--task ID] -- CMD [ARG]...")]
 pub(crate) struct RunArgs {
     #[command(flatten)]
@@ -59,7 +61,7 @@ pub(crate) struct RunArgs {
         value_name = "ID",
         conflicts_with_all = [
             "intent", "allow_exec", "allow_connect", "allow_read", "allow_write", "files",
-            "grants", "ttl", "audit"
+            "grants", "ttl", "audit", "learn"
         ]
     )]
     pub task: Option<String>,
@@ -76,8 +78,13 @@ pub(crate) struct RunArgs {
     /// [default: when stderr is a terminal].
     #[arg(long, conflicts_with = "quiet")]
     pub report: bool,
+    /// Learn the grants CMD needs: run it in a new task in audit mode (nothing is
+    /// refused, every decision is recorded) and print, when it exits, the grants that
+    /// cover what it did (`leash suggest` prints them again).
+    #[arg(long)]
+    pub learn: bool,
     /// No denial report, even on a terminal.
-    #[arg(long, short = 'q')]
+    #[arg(long, short = 'q', conflicts_with = "learn")]
     pub quiet: bool,
     /// The command and its arguments (after `--`).
     #[arg(
@@ -109,7 +116,8 @@ pub(crate) fn run(client: &Client, args: &RunArgs) -> anyhow::Result<ExitCode> {
     let c_path = cstring(path.as_os_str())?;
 
     // Forked first, while this process is single-threaded and in no task.
-    let mut reporter = if args.report || (!args.quiet && std::io::stderr().is_terminal()) {
+    let on_terminal = !args.quiet && std::io::stderr().is_terminal();
+    let mut reporter = if args.report || args.learn || on_terminal {
         Reporter::start(client)
             .inspect_err(|e| eprintln!("leash: warning: no denial report for this run: {e}"))
             .ok()
@@ -135,12 +143,16 @@ pub(crate) fn run(client: &Client, args: &RunArgs) -> anyhow::Result<ExitCode> {
             return Err(e);
         }
     };
-    let since = OffsetDateTime::now_utc()
-        .format(&Rfc3339)
-        .context("cannot format the time")?;
+    // A joined task's refusals so far are not this run's.
+    let before = match (&reporter, created) {
+        (Some(_), false) => runtime
+            .block_on(client.suggestion(&task.id))
+            .unwrap_or_default(),
+        _ => Refusals::default(),
+    };
     runtime.block_on(join_task(client, &task, created))?;
     if let Some(r) = &mut reporter {
-        r.send(&task, created, since);
+        r.send(&task, created, before, args.learn);
     }
     drop(runtime);
     if args.verbose {
@@ -194,6 +206,12 @@ async fn find_task(client: &Client, args: &RunArgs, cmd: &Path) -> anyhow::Resul
     } else {
         let mut req = args.spec.to_request()?;
         req.end_when = Some(EndWhen::CommandExits);
+        if args.learn {
+            // Nothing refused, everything recorded: the report is the grant list.
+            req.mode = Some(Mode::Audit);
+            req.intent
+                .get_or_insert_with(|| "learning the grants it needs (leash run --learn)".into());
+        }
         (client.create_task(&req).await?, true)
     };
     // In audit mode the kernel logs the exec as `audited` and lets it run.

@@ -12,7 +12,6 @@
 //! to its end gets the report too.
 
 use std::{
-    collections::BTreeMap,
     fmt::Write as _,
     io::{Read as _, Write as _},
     os::fd::{AsFd as _, OwnedFd},
@@ -20,9 +19,9 @@ use std::{
 };
 
 use leash::{
-    client::{Client, EventItem},
-    grants::remedy::{Remedy, remedy},
-    protocol::{AuditEvent, EndReason, EventFilter, Task, TaskState},
+    client::Client,
+    grants::remedy::GrantList,
+    protocol::{EndReason, Refusal, Refusals, Task, TaskState},
 };
 use nix::{
     poll::{PollFd, PollFlags, PollTimeout, poll},
@@ -31,8 +30,6 @@ use nix::{
 };
 use serde::{Deserialize, Serialize};
 
-/// Lifecycle kinds, which refuse nothing.
-const LIFECYCLE: [&str; 4] = ["task_started", "task_ended", "grant_added", "grant_revoked"];
 /// How long the reporter waits for the daemon to see a created task end.
 const END_WAIT: Duration = Duration::from_secs(3);
 /// Between two reads of the events, to see the daemon's queue drained.
@@ -49,9 +46,10 @@ struct RunInfo {
     agent: String,
     /// Created by this run (it ends with the command), not joined.
     created: bool,
-    /// When the run joined the task (RFC 3339): a joined task's earlier events are not
-    /// this run's.
-    since: String,
+    /// A joined task's refusals before this run, which are not this run's.
+    before: Refusals,
+    /// `leash run --learn`: end with the flags that grant it all.
+    learn: bool,
 }
 
 /// The write end of the pipe to the reporter.
@@ -86,13 +84,15 @@ impl Reporter {
         }
     }
 
-    /// Tells the reporter the task; it reports once the command (this process) exits.
-    pub(crate) fn send(&mut self, task: &Task, created: bool, since: String) {
+    /// Tells the reporter the task (and, for a joined one, what it was refused before
+    /// this run); it reports once the command (this process) exits.
+    pub(crate) fn send(&mut self, task: &Task, created: bool, before: Refusals, learn: bool) {
         let info = RunInfo {
             task: task.id.clone(),
             agent: task.agent.clone(),
             created,
-            since,
+            before,
+            learn,
         };
         if let Ok(line) = serde_json::to_vec(&info) {
             let _ = self.0.write_all(&line);
@@ -138,7 +138,7 @@ fn report_after(client: &Client, rx: OwnedFd, command: &OwnedFd) {
 async fn gather(
     client: &Client,
     info: &RunInfo,
-) -> Result<(Task, Vec<AuditEvent>), leash::client::ClientError> {
+) -> Result<(Task, Refusals), leash::client::ClientError> {
     let mut task = client.get_task(&info.task).await?;
     // A created task ends with the command; the daemon learns it from the kernel's exit
     // record, which comes after the command's own refusals.
@@ -147,45 +147,40 @@ async fn gather(
         tokio::time::sleep(Duration::from_millis(20)).await;
         task = client.get_task(&info.task).await?;
     }
-    let filter = EventFilter {
-        task: Some(info.task.clone()),
-        since: (!info.created).then(|| info.since.clone()),
-        ..EventFilter::default()
-    };
     // Read until two reads agree: what other processes of the task did just before the
     // exit may still be on its way through the daemon.
-    let mut last = refusals(client, &filter).await?;
+    let mut last = client.suggestion(&info.task).await?;
     for _ in 0..SETTLE_ROUNDS {
         tokio::time::sleep(SETTLE).await;
-        let now = refusals(client, &filter).await?;
-        let settled = now.len() == last.len();
+        let now = client.suggestion(&info.task).await?;
+        let settled = now.total() == last.total();
         last = now;
         if settled {
             break;
         }
     }
-    Ok((client.get_task(&info.task).await.unwrap_or(task), last))
+    Ok((
+        client.get_task(&info.task).await.unwrap_or(task),
+        this_run(last, &info.before),
+    ))
 }
 
-async fn refusals(
-    client: &Client,
-    filter: &EventFilter,
-) -> Result<Vec<AuditEvent>, leash::client::ClientError> {
-    let mut stream = client.events(filter).await?;
-    let mut out = Vec::new();
-    while let Some(item) = stream.next().await? {
-        if let EventItem::Event(e) = item
-            && e.verdict != "allowed"
-            && !LIFECYCLE.contains(&e.kind.as_str())
-        {
-            out.push(*e);
+/// `now` less what the task had been refused `before` this run.
+fn this_run(mut now: Refusals, before: &Refusals) -> Refusals {
+    for r in &mut now.refusals {
+        if let Some(b) = before.refusals.iter().find(|b| {
+            b.what == r.what && b.reason == r.reason && b.kind == r.kind && b.verdict == r.verdict
+        }) {
+            r.count = r.count.saturating_sub(b.count);
         }
     }
-    Ok(out)
+    now.refusals.retain(|r| r.count > 0);
+    now.dropped = now.dropped.saturating_sub(before.dropped);
+    now
 }
 
 /// The report: nothing when the run was refused nothing and its TTL held.
-fn report_text(info: &RunInfo, task: &Task, events: &[AuditEvent]) -> String {
+fn report_text(info: &RunInfo, task: &Task, r: &Refusals) -> String {
     let mut out = String::new();
     if task.end_reason == Some(EndReason::Expired) {
         let _ = writeln!(
@@ -198,19 +193,17 @@ fn report_text(info: &RunInfo, task: &Task, events: &[AuditEvent]) -> String {
                 .unwrap_or_default(),
         );
     }
-    // One line per distinct refusal: what, why, and the grant.
-    let mut distinct: BTreeMap<(String, String, String), (usize, Option<Remedy>)> = BTreeMap::new();
-    for e in events {
-        let what = format!("{} {}", e.kind, what_of(e));
-        let entry = distinct
-            .entry((e.verdict.clone(), what, e.reason.clone()))
-            .or_insert((0, remedy(e)));
-        entry.0 += 1;
-    }
-    if distinct.is_empty() {
+    if r.refusals.is_empty() && r.dropped == 0 {
+        if info.learn {
+            let _ = writeln!(
+                out,
+                "leash: task {} needed no grant beyond its own",
+                info.task
+            );
+        }
         return out;
     }
-    let audited = distinct.keys().all(|(v, _, _)| v == "audited");
+    let audited = r.refusals.iter().all(|r| r.verdict == "audited");
     let _ = writeln!(
         out,
         "leash: task {} (agent {}) {} {} distinct action{} (leash events --task {}):",
@@ -221,83 +214,110 @@ fn report_text(info: &RunInfo, task: &Task, events: &[AuditEvent]) -> String {
         } else {
             "was refused"
         },
-        distinct.len(),
-        if distinct.len() == 1 { "" } else { "s" },
+        r.refusals.len(),
+        if r.refusals.len() == 1 { "" } else { "s" },
         info.task,
     );
-    for ((verdict, what, reason), (count, fix)) in distinct.iter().take(MAX_LINES) {
+    for refusal in r.refusals.iter().take(MAX_LINES) {
+        let Refusal {
+            verdict,
+            kind,
+            what,
+            reason,
+            count,
+            ..
+        } = refusal;
         let times = if *count > 1 {
             format!(" ({count}×)")
         } else {
             String::new()
         };
-        let fix = fix.as_ref().map_or_else(String::new, |r| fix_text(info, r));
-        let _ = writeln!(out, "leash:   {verdict} {what} reason={reason}{times}{fix}");
+        let fix = fix_text(info, refusal);
+        let _ = writeln!(
+            out,
+            "leash:   {verdict} {kind} {what} reason={reason}{times}{fix}"
+        );
     }
-    if distinct.len() > MAX_LINES {
-        let _ = writeln!(out, "leash:   ... and {} more", distinct.len() - MAX_LINES);
+    let more = r.refusals.len().saturating_sub(MAX_LINES) as u64 + r.dropped;
+    if more > 0 {
+        let _ = writeln!(out, "leash:   ... and {more} more");
+    }
+    if info.learn {
+        let flags = super::suggest::flags_text(r);
+        let line = flags.lines().last().unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "leash: to grant it all: {line}\nleash: (leash suggest --task {} --format yaml gives a grants file)",
+            info.task
+        );
     }
     out
 }
 
 /// "; grant with: ..." in the form this run can use: flags for a new task, `leash grant
-/// add` for a joined one.
-fn fix_text(info: &RunInfo, r: &Remedy) -> String {
-    match r {
-        Remedy::Grant { list, spec } if !info.created => {
-            list.grant_add(&info.task, spec).map_or_else(
-                || format!("; grant with: {r} (in a new task)"),
-                |c| format!("; grant with: {c}"),
-            )
+/// add` for a joined one; or what to do where no grant can.
+fn fix_text(info: &RunInfo, r: &Refusal) -> String {
+    match (&r.grant, &r.note) {
+        (Some(g), _) => {
+            let Some(list) = GrantList::from_name(&g.list) else {
+                return String::new();
+            };
+            if info.created {
+                format!("; grant with: {} {}", list.run_flag(), g.spec)
+            } else {
+                list.grant_add(&info.task, &g.spec).map_or_else(
+                    || {
+                        format!(
+                            "; grant with: {} {} (in a new task)",
+                            list.run_flag(),
+                            g.spec
+                        )
+                    },
+                    |c| format!("; grant with: {c}"),
+                )
+            }
         }
-        Remedy::Grant { .. } | Remedy::Name(_) => format!("; grant with: {r}"),
-        Remedy::Other(what) => format!("; {what}"),
+        (None, Some(note)) => format!("; {note}"),
+        (None, None) => String::new(),
     }
-}
-
-/// The target in a few words: the file, address, name or family refused.
-fn what_of(e: &AuditEvent) -> String {
-    let t = &e.target;
-    let s = |k: &str| t.get(k).and_then(serde_json::Value::as_str);
-    if e.kind == "exec" {
-        let path = s("path").unwrap_or("?");
-        return match (s("role"), s("real")) {
-            (Some("interpreter"), Some(real)) => format!("{real} (the interpreter of {path})"),
-            (_, Some(real)) if real != path => format!("{path} (= {real})"),
-            _ => path.to_owned(),
-        };
-    }
-    super::events::target_summary(t)
 }
 
 #[cfg(test)]
 mod tests {
+    use leash::protocol::SuggestedGrant;
     use serde_json::json;
 
     use super::*;
 
-    fn denial(kind: &str, reason: &str, target: serde_json::Value) -> AuditEvent {
-        AuditEvent {
-            ts: String::new(),
-            task: "00ab".into(),
-            agent: "cli".into(),
-            spiffe_id: String::new(),
-            intent: None,
-            pid: Some(7),
-            comm: "x".into(),
-            kind: kind.into(),
+    fn refusal(
+        kind: &str,
+        what: &str,
+        reason: &str,
+        count: u64,
+        grant: Option<(&str, &str)>,
+    ) -> Refusal {
+        Refusal {
             verdict: "denied".into(),
-            target,
+            kind: kind.into(),
+            what: what.into(),
             reason: reason.into(),
+            count,
+            grant: grant.map(|(list, spec)| SuggestedGrant {
+                list: list.into(),
+                spec: spec.into(),
+            }),
+            note: None,
+            by: Vec::new(),
         }
     }
 
-    fn info(created: bool) -> RunInfo {
+    fn info(created: bool, learn: bool) -> RunInfo {
         RunInfo {
             task: "00ab".into(),
             agent: "cli".into(),
             created,
-            since: String::new(),
+            before: Refusals::default(),
+            learn,
         }
     }
 
@@ -310,48 +330,88 @@ mod tests {
         .unwrap()
     }
 
+    fn sample() -> Refusals {
+        Refusals {
+            task: "00ab".into(),
+            refusals: vec![
+                refusal(
+                    "connect",
+                    "127.0.0.1:9/tcp",
+                    "not_granted",
+                    2,
+                    Some(("connect", "127.0.0.1:9/tcp")),
+                ),
+                refusal(
+                    "exec",
+                    "/usr/bin/env (the interpreter of /w/s.sh)",
+                    "interpreter_not_granted",
+                    1,
+                    Some(("exec", "/usr/bin/env")),
+                ),
+            ],
+            dropped: 0,
+        }
+    }
+
     #[test]
     fn one_line_per_distinct_refusal_with_its_grant() {
-        let net = json!({"addr": "::ffff:127.0.0.1", "port": 9, "protocol": "tcp"});
-        let interp = json!({"path": "/w/s.sh", "role": "interpreter", "real": "/usr/bin/env"});
-        let events = [
-            denial("connect", "not_granted", net.clone()),
-            denial("connect", "not_granted", net),
-            denial("exec", "interpreter_not_granted", interp),
-        ];
-        let text = report_text(&info(true), &task(Some(EndReason::Exited)), &events);
+        let text = report_text(
+            &info(true, false),
+            &task(Some(EndReason::Exited)),
+            &sample(),
+        );
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3, "{text}");
         assert!(
             lines[0].contains("was refused 2 distinct actions"),
             "{text}"
         );
-        assert!(
-            lines[1]
-                .ends_with("reason=not_granted (2×); grant with: --allow-connect 127.0.0.1:9/tcp"),
-            "{text}"
+        assert_eq!(
+            lines[1],
+            "leash:   denied connect 127.0.0.1:9/tcp reason=not_granted (2×); grant with: --allow-connect 127.0.0.1:9/tcp"
         );
         assert!(
-            lines[2].contains("exec /usr/bin/env (the interpreter of /w/s.sh)")
-                && lines[2].ends_with("grant with: --allow-exec /usr/bin/env"),
+            lines[2].ends_with("grant with: --allow-exec /usr/bin/env"),
             "{text}"
         );
         // A joined task is changed with `leash grant add`.
-        let text = report_text(&info(false), &task(None), &events);
+        let text = report_text(&info(false, false), &task(None), &sample());
         assert!(
             text.contains("grant with: leash grant add 00ab --exec /usr/bin/env"),
             "{text}"
         );
+        // Learning ends with every flag.
+        let text = report_text(&info(true, true), &task(None), &sample());
+        assert!(
+            text.contains(
+                "to grant it all: --allow-exec /usr/bin/env --allow-connect 127.0.0.1:9/tcp"
+            ),
+            "{text}"
+        );
         // Nothing refused, TTL held: silence.
+        let none = Refusals::default();
         assert_eq!(
-            report_text(&info(true), &task(Some(EndReason::Exited)), &[]),
+            report_text(&info(true, false), &task(Some(EndReason::Exited)), &none),
             ""
         );
     }
 
     #[test]
+    fn a_joined_task_reports_this_run_only() {
+        let mut before = sample();
+        before.refusals[0].count = 1;
+        before.refusals.truncate(1);
+        let run = this_run(sample(), &before);
+        assert_eq!(run.refusals.len(), 2);
+        assert_eq!(run.refusals[0].count, 1);
+        let run = this_run(sample(), &sample());
+        assert!(run.refusals.is_empty());
+    }
+
+    #[test]
     fn an_expired_ttl_is_said() {
-        let text = report_text(&info(true), &task(Some(EndReason::Expired)), &[]);
+        let none = Refusals::default();
+        let text = report_text(&info(true, false), &task(Some(EndReason::Expired)), &none);
         assert!(
             text.contains("TTL ran out during the run") && text.contains("--ttl"),
             "{text}"

@@ -3,7 +3,7 @@
 use hyper::Method;
 
 use super::{Client, ClientError, task_path, transport::to_json};
-use crate::protocol::{Attached, CreateTask, Status, Task, TaskFilter};
+use crate::protocol::{Attached, CreateTask, Refusals, Status, Task, TaskFilter};
 
 impl Client {
     /// `POST /v1/tasks`.
@@ -21,6 +21,12 @@ impl Client {
     /// `GET /v1/tasks/{id}`.
     pub async fn get_task(&self, id: &str) -> Result<Task, ClientError> {
         self.call(Method::GET, &task_path(id), None).await
+    }
+
+    /// `GET /v1/tasks/{id}/suggestion`: the task's distinct refusals and their grants.
+    pub async fn suggestion(&self, id: &str) -> Result<Refusals, ClientError> {
+        let path = format!("{}/suggestion", task_path(id));
+        self.call(Method::GET, &path, None).await
     }
 
     /// `DELETE /v1/tasks/{id}`: ends the task.

@@ -10,7 +10,10 @@ use std::{
 
 use tokio::sync::broadcast;
 
-use super::audit_file::{AuditFile, Rotation};
+use super::{
+    audit_file::{AuditFile, Rotation},
+    refusals::RefusalBook,
+};
 use crate::{audit_chain::HeadSigner, protocol::AuditEvent};
 
 /// Events kept in memory for `GET /v1/events` without `follow`.
@@ -20,6 +23,8 @@ pub struct AuditSink {
     file: Mutex<AuditFile>,
     recent: Mutex<VecDeque<Arc<AuditEvent>>>,
     tx: broadcast::Sender<Arc<AuditEvent>>,
+    /// Each task's distinct refusals, whatever `recent` has let go.
+    pub refusals: RefusalBook,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +63,7 @@ impl AuditSink {
             file: Mutex::new(file),
             recent: Mutex::new(VecDeque::with_capacity(1024)),
             tx,
+            refusals: RefusalBook::default(),
         })
     }
 
@@ -81,6 +87,7 @@ impl AuditSink {
                 self.write(&buf);
                 buf.clear();
             }
+            self.refusals.record(&event);
             shared.push(Arc::new(event));
         }
         if !buf.is_empty() {

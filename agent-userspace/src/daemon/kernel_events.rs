@@ -16,7 +16,7 @@ use crate::{
     Enforcer,
     grants::exec_role::{ExecRole, checked_file},
     kernel::events::{Decision, Decoded, EventReader, Target},
-    protocol::{AuditEvent, EndReason, TaskId, TaskState},
+    protocol::{AuditEvent, EndReason, GrantKind, TaskId, TaskState},
 };
 
 impl Daemon {
@@ -84,7 +84,8 @@ impl Daemon {
                 _ => d.reason.as_str(),
             };
             let mut target = target_json(&d.target);
-            let reason = exec_checked(&d, &mut target)
+            let reason = self
+                .exec_checked(&d, &mut target)
                 .or_else(|| self.absent_unix_socket(&d))
                 .unwrap_or(reason);
             self.recorded
@@ -132,23 +133,38 @@ impl Daemon {
 /// granted (the script may well be).
 const INTERPRETER_NOT_GRANTED: &str = "interpreter_not_granted";
 
-/// For a refused (or audited) exec, adds to `target` the file the kernel checked, its
-/// `role` and `real` path. An interpreter refused for a script gets its own reason, so
-/// the report names the file to grant, not the script. Allowed execs are not looked at:
-/// this reads files.
-fn exec_checked(d: &Decision, target: &mut serde_json::Value) -> Option<&'static str> {
-    let Target::Exec { path, dev, ino } = &d.target else {
-        return None;
-    };
-    if d.verdict == Verdict::Allowed {
-        return None;
+impl Daemon {
+    /// For a refused (or audited) exec, adds to `target` the file the kernel checked,
+    /// its `role` and `real` path. An interpreter refused for a script gets its own
+    /// reason, so the report names the file to grant, not the script, and says whether
+    /// the script is granted (`script_granted`): the portable backend checks the
+    /// script's path only once the interpreter passed, so a learning run would not
+    /// otherwise learn it. Allowed execs are not looked at: this reads files.
+    fn exec_checked(&self, d: &Decision, target: &mut serde_json::Value) -> Option<&'static str> {
+        let Target::Exec { path, dev, ino } = &d.target else {
+            return None;
+        };
+        if d.verdict == Verdict::Allowed {
+            return None;
+        }
+        let cwd = std::fs::read_link(format!("/proc/{}/cwd", d.pid)).ok();
+        let checked = checked_file(path, cwd.as_deref(), *dev, *ino)?;
+        target["role"] = checked.role.as_str().into();
+        target["real"] = checked.real.to_string_lossy().into_owned().into();
+        if checked.role != ExecRole::Interpreter {
+            return None;
+        }
+        let canonical = std::fs::canonicalize(path).ok();
+        let named = |p: &str| p == path || canonical.as_deref() == Some(std::path::Path::new(p));
+        let script_granted = self.lock().tasks.get(d.task).is_some_and(|t| {
+            t.grants
+                .iter()
+                .filter(|g| g.kind == GrantKind::Exec)
+                .any(|g| named(&g.spec) || g.files.iter().any(|f| f.script && named(&f.path)))
+        });
+        target["script_granted"] = script_granted.into();
+        (d.reason == Decoded::Known(Reason::NotGranted)).then_some(INTERPRETER_NOT_GRANTED)
     }
-    let cwd = std::fs::read_link(format!("/proc/{}/cwd", d.pid)).ok();
-    let checked = checked_file(path, cwd.as_deref(), *dev, *ino)?;
-    target["role"] = checked.role.as_str().into();
-    target["real"] = checked.real.to_string_lossy().into_owned().into();
-    (checked.role == ExecRole::Interpreter && d.reason == Decoded::Known(Reason::NotGranted))
-        .then_some(INTERPRETER_NOT_GRANTED)
 }
 
 /// The reason of a refused connect or send to a unix path where no socket is bound, as

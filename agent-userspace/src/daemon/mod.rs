@@ -19,6 +19,7 @@ pub mod lifetime;
 mod metrics_http;
 mod observe;
 pub mod policy;
+pub mod refusals;
 pub mod registry;
 mod reload;
 mod responders;

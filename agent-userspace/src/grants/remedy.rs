@@ -3,7 +3,7 @@
 
 use std::{fmt, net::IpAddr};
 
-use crate::protocol::AuditEvent;
+use crate::protocol::{AuditEvent, SuggestedGrant};
 
 /// Landlock access rights that only a write grant covers (`fs.read_*` are covered by
 /// a read grant).
@@ -28,6 +28,25 @@ impl GrantList {
             Self::Read => "--allow-read",
             Self::Write => "--allow-write",
         }
+    }
+
+    /// The list's name in the API (`exec`, `connect`, `read`, `write`).
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Exec => "exec",
+            Self::Connect => "connect",
+            Self::Read => "read",
+            Self::Write => "write",
+        }
+    }
+
+    /// The list named `name` in the API.
+    #[must_use]
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::Exec, Self::Connect, Self::Read, Self::Write]
+            .into_iter()
+            .find(|l| l.as_str() == name)
     }
 
     /// `leash grant add ID` and its flag with the spec, for a task that already runs.
@@ -135,6 +154,54 @@ pub fn remedy(e: &AuditEvent) -> Option<Remedy> {
             })
         }
         _ => None,
+    }
+}
+
+/// The grant and the note of a refusal's entry in `GET /v1/tasks/{id}/suggestion`.
+#[must_use]
+pub fn grant_and_note(r: Option<Remedy>) -> (Option<SuggestedGrant>, Option<String>) {
+    match r {
+        Some(Remedy::Grant { list, spec }) => (
+            Some(SuggestedGrant {
+                list: list.as_str().into(),
+                spec,
+            }),
+            None,
+        ),
+        Some(r @ Remedy::Name(_)) => (None, Some(r.to_string())),
+        Some(Remedy::Other(what)) => (None, Some(what.into())),
+        None => (None, None),
+    }
+}
+
+/// The target of a refusal in a few words: an exec's file (naming the interpreter and
+/// its script apart), an address, a unix name, a DNS name, a file and its access.
+#[must_use]
+pub fn describe(e: &AuditEvent) -> String {
+    let t = &e.target;
+    let s = |k: &str| t.get(k).and_then(serde_json::Value::as_str);
+    match e.kind.as_str() {
+        "exec" => {
+            let path = s("path").unwrap_or("?");
+            match (s("role"), s("real")) {
+                (Some("interpreter"), Some(real)) => {
+                    format!("{real} (the interpreter of {path})")
+                }
+                (_, Some(real)) if real != path => format!("{path} (= {real})"),
+                _ => path.to_owned(),
+            }
+        }
+        "connect" | "send" => match connect_remedy(t) {
+            Some(Remedy::Grant { spec, .. }) => spec,
+            _ => t.to_string(),
+        },
+        "dns" => format!("{} {}", s("name").unwrap_or("?"), s("type").unwrap_or("")),
+        "file" => format!(
+            "{} ({})",
+            s("path").unwrap_or("?"),
+            s("access").unwrap_or("?")
+        ),
+        _ => t.to_string(),
     }
 }
 

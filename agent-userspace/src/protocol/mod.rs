@@ -14,6 +14,9 @@ pub use files::{FileMode, FileRules};
 mod filters;
 pub use filters::{EventFilter, EventMatch, FilterError, TaskFilter};
 
+mod refusals;
+pub use refusals::{Refusal, Refusals, SuggestedGrant};
+
 /// `POST /v1/tasks`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -243,3 +243,65 @@ fn a_script_by_a_relative_path_runs_and_its_interpreter_is_checked_first() {
         "{err}"
     );
 }
+
+/// `leash run --learn` records without refusing and ends with the grants; run enforced
+/// with exactly those (`leash suggest` gives the same), nothing is refused, and without
+/// any one of them the run fails: the set is complete and minimal.
+#[test]
+fn learned_grants_run_the_workload_and_each_is_needed() {
+    let d = DaemonGuard::start("report-learn", "");
+    let l = Listeners::new();
+    let s = Scratch::new("report-learn");
+    let interp = s.copy_true("interp");
+    let script = s.path("script.sh");
+    std::fs::write(&script, format!("#!{interp}\n")).unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let commands = [
+        format!("connect tcp 127.0.0.1 {}", l.tcp4_port()),
+        format!("exec {script}"),
+    ];
+    let success = "ok\nexit 0\n";
+
+    let learned = run_probe(&d, &["--learn".to_owned()], &commands);
+    assert_eq!(String::from_utf8_lossy(&learned.stdout), success);
+    let report = stderr(&learned);
+    println!("{report}");
+    assert!(report.contains("would have been refused"), "{report}");
+    let id = report
+        .lines()
+        .find_map(|l| l.strip_prefix("leash: task "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no task id in {report}"));
+    let all = report
+        .lines()
+        .find_map(|l| l.strip_prefix("leash: to grant it all: "))
+        .unwrap_or_else(|| panic!("no grants in {report}"));
+    let suggest = d.run(&["suggest", "--task", id]);
+    assert!(suggest.status.success(), "{}", stderr(&suggest));
+    assert_eq!(
+        String::from_utf8_lossy(&suggest.stdout).lines().last(),
+        Some(all)
+    );
+    let flags: Vec<String> = all.split_whitespace().map(str::to_owned).collect();
+    assert_eq!(flags.len(), 6, "{all}");
+
+    let enforced = run_probe(&d, &flags, &commands);
+    assert_eq!(
+        String::from_utf8_lossy(&enforced.stdout),
+        success,
+        "{}",
+        stderr(&enforced)
+    );
+    for i in (0..flags.len()).step_by(2) {
+        let mut fewer = flags.clone();
+        fewer.drain(i..i + 2);
+        let out = run_probe(&d, &fewer, &commands);
+        assert_ne!(
+            String::from_utf8_lossy(&out.stdout),
+            success,
+            "without {} {}",
+            flags[i],
+            flags[i + 1]
+        );
+    }
+}
