@@ -21,8 +21,8 @@ pub(crate) struct EventsArgs {
     /// Only the events of this agent's tasks.
     #[arg(long, value_name = "NAME")]
     pub agent: Option<String>,
-    /// Only events with this verdict.
-    #[arg(long, value_parser = ["allowed", "denied", "audited"])]
+    /// Only events with this verdict (`none`: lifecycle records).
+    #[arg(long, value_parser = ["allowed", "denied", "audited", "none"])]
     pub verdict: Option<String>,
     /// Only events at or after this time: RFC 3339, or a duration back from now (10m, 2h).
     #[arg(long, value_name = "WHEN")]
@@ -184,13 +184,13 @@ mod tests {
         );
         let mut started = event.clone();
         started.kind = "task_started".into();
-        started.verdict = "allowed".into();
+        started.verdict = "none".into();
         started.target = serde_json::Value::Null;
         started.reason = String::new();
         started.intent = Some("fix CI".into());
         assert_eq!(
             event_line(&started),
-            "2025-01-01T00:00:00.000000001Z allowed  task_started task=00000000000000ab \
+            "2025-01-01T00:00:00.000000001Z none     task_started task=00000000000000ab \
              agent=cli id=spiffe://leash.local/agent/cli/task/00000000000000ab \
              pid=42 comm=\"my tool\" reason=- intent=\"fix CI\""
         );

@@ -39,6 +39,10 @@ use crate::{
 };
 
 pub use audit::AuditSink;
+
+/// The verdict of a lifecycle record (`task_started`, `grant_added`, ...), which
+/// decides nothing.
+pub const LIFECYCLE_VERDICT: &str = "none";
 pub use lifecycle::{run, stop_signal};
 pub use registry::{Limits, RegistryError, Tasks, install};
 
@@ -253,7 +257,8 @@ impl Daemon {
             pid: Some(pid),
             comm,
             kind: kind.into(),
-            verdict: "allowed".into(),
+            // A change of the task, not a decision: no verdict.
+            verdict: LIFECYCLE_VERDICT.into(),
             target,
             reason: reason.into(),
         });

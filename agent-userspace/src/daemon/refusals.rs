@@ -19,9 +19,6 @@ pub const TASKS: usize = 4096;
 /// Programs named per refusal.
 const BY: usize = 4;
 
-/// Kinds that refuse nothing.
-const LIFECYCLE: [&str; 4] = ["task_started", "task_ended", "grant_added", "grant_revoked"];
-
 #[derive(Debug, Default)]
 pub struct RefusalBook(Mutex<Book>);
 
@@ -36,7 +33,7 @@ impl RefusalBook {
     /// a script that is not granted either, the script too (the portable backend
     /// checks the script only once the interpreter passed).
     pub fn record(&self, e: &AuditEvent) {
-        if e.verdict == "allowed" || LIFECYCLE.contains(&e.kind.as_str()) {
+        if e.verdict != "denied" && e.verdict != "audited" {
             return;
         }
         self.count(e, describe(e), grant_and_note(remedy(e)));

@@ -89,7 +89,7 @@ impl fmt::Display for Remedy {
 /// What would have allowed `e`. `None` for an event that refused nothing.
 #[must_use]
 pub fn remedy(e: &AuditEvent) -> Option<Remedy> {
-    if e.verdict == "allowed" {
+    if e.verdict != "denied" && e.verdict != "audited" {
         return None;
     }
     let t = &e.target;

@@ -8,7 +8,8 @@ use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 use super::{AuditEvent, Task, TaskState};
 
 /// Verdicts an event can carry, as `verdict=` accepts them.
-const VERDICTS: [&str; 3] = ["allowed", "denied", "audited"];
+/// `none`: lifecycle records, which decide nothing.
+const VERDICTS: [&str; 4] = ["allowed", "denied", "audited", "none"];
 
 /// A bad filter value: the API answers 400 with this text.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -17,7 +18,7 @@ pub enum FilterError {
         "bad since {0:?}: expected an RFC 3339 time (2026-12-02T10:00:00Z) or a duration back from now (90s, 10m, 2h, 1d)"
     )]
     Since(String),
-    #[error("bad verdict {0:?}: expected one of allowed, denied, audited")]
+    #[error("bad verdict {0:?}: expected one of allowed, denied, audited, none")]
     Verdict(String),
     #[error("bad {0} 0: expected a positive number")]
     Zero(&'static str),
@@ -78,7 +79,7 @@ pub struct EventFilter {
     pub task: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
-    /// `allowed`, `denied` or `audited`.
+    /// `allowed`, `denied`, `audited` or `none` (lifecycle records).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verdict: Option<String>,
     /// Only events at or after this time (RFC 3339) or this long ago (`10m`).

@@ -224,7 +224,7 @@ fn status_marks_the_other_backends_programs_not_applicable() {
 }
 
 #[test]
-fn task_started_names_the_caller_not_the_daemon() {
+fn task_started_names_the_caller_not_the_daemon_and_has_no_verdict() {
     let d = DaemonGuard::start("finding-caller", "");
     let (status, body) = d.http("POST", "/v1/tasks", br#"{"agent":"finder-caller"}"#);
     assert_eq!(status, 201, "{body}");
@@ -242,6 +242,26 @@ fn task_started_names_the_caller_not_the_daemon() {
     );
     let comm = std::fs::read_to_string("/proc/self/comm").unwrap();
     assert_eq!(started[0]["comm"], comm.trim_end(), "{started:?}");
+    // A lifecycle record decides nothing: no verdict, and found as such.
+    assert_eq!(started[0]["verdict"], "none", "{started:?}");
+    let none = json_lines(&d.run(&[
+        "events",
+        "--json",
+        "--agent",
+        "finder-caller",
+        "--verdict",
+        "none",
+    ]));
+    assert_eq!(none.len(), 1, "{none:?}");
+    let allowed = json_lines(&d.run(&[
+        "events",
+        "--json",
+        "--agent",
+        "finder-caller",
+        "--verdict",
+        "allowed",
+    ]));
+    assert!(allowed.is_empty(), "{allowed:?}");
 }
 
 /// A process that outlives its task's TTL is denied by a kernel that no longer knows
