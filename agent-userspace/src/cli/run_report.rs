@@ -25,6 +25,7 @@ use leash::{
 };
 use nix::{
     poll::{PollFd, PollFlags, PollTimeout, poll},
+    sys::signal::{SigHandler, Signal, signal},
     sys::wait::waitpid,
     unistd::{ForkResult, fork},
 };
@@ -36,6 +37,8 @@ const END_WAIT: Duration = Duration::from_secs(3);
 const SETTLE: Duration = Duration::from_millis(150);
 /// Reads of the events at most, waiting for two that agree.
 const SETTLE_ROUNDS: usize = 20;
+/// How long the reporter waits for the daemon in all.
+const GIVE_UP: Duration = Duration::from_secs(20);
 /// Distinct refusals printed at most; the rest are counted.
 const MAX_LINES: usize = 20;
 
@@ -117,6 +120,13 @@ fn report_after(client: &Client, rx: OwnedFd, command: &OwnedFd) {
     let Ok(info) = serde_json::from_slice::<RunInfo>(&text) else {
         return; // `leash run` stopped before the task was joined: nothing to report.
     };
+    // A Ctrl-C for the command reaches its whole process group, this one too: the
+    // report of an interrupted run is still wanted.
+    // SAFETY: SIG_IGN installs no handler code.
+    unsafe {
+        let _ = signal(Signal::SIGINT, SigHandler::SigIgn);
+        let _ = signal(Signal::SIGQUIT, SigHandler::SigIgn);
+    }
     let mut fds = [PollFd::new(command.as_fd(), PollFlags::POLLIN)];
     while let Err(nix::Error::EINTR) = poll(&mut fds, PollTimeout::NONE) {}
     let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
@@ -125,13 +135,23 @@ fn report_after(client: &Client, rx: OwnedFd, command: &OwnedFd) {
     else {
         return;
     };
-    match runtime.block_on(gather(client, &info)) {
-        Ok((task, denials)) => eprint!("{}", report_text(&info, &task, &denials)),
-        Err(e) => eprintln!(
-            "leash: no denial report for task {}: {e}; see leash events --task {}",
+    // Bounded: a caller reading the command's stderr to its end waits for this process.
+    let gathered = runtime.block_on(tokio::time::timeout(GIVE_UP, gather(client, &info)));
+    let text = match gathered {
+        Ok(Ok((task, refusals))) => report_text(&info, &task, &refusals),
+        Ok(Err(e)) => format!(
+            "leash: no denial report for task {}: {e}; see leash events --task {}\n",
             info.task, info.task
         ),
-    }
+        Err(_) => format!(
+            "leash: no denial report for task {}: the daemon did not answer within {} s; see leash events --task {}\n",
+            info.task,
+            GIVE_UP.as_secs(),
+            info.task
+        ),
+    };
+    // Not eprint!, which panics when stderr's reader has gone.
+    let _ = std::io::stderr().write_all(text.as_bytes());
 }
 
 /// The task as it ended and its refusals in this run, once the daemon has seen them.
