@@ -136,7 +136,9 @@ fn report_after(client: &Client, rx: OwnedFd, command: &OwnedFd) {
         return;
     };
     // Bounded: a caller reading the command's stderr to its end waits for this process.
-    let gathered = runtime.block_on(tokio::time::timeout(GIVE_UP, gather(client, &info)));
+    // Made inside the runtime: a timeout needs its timer.
+    let gathered =
+        runtime.block_on(async { tokio::time::timeout(GIVE_UP, gather(client, &info)).await });
     let text = match gathered {
         Ok(Ok((task, refusals))) => report_text(&info, &task, &refusals),
         Ok(Err(e)) => format!(

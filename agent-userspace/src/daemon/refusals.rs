@@ -26,6 +26,10 @@ pub struct RefusalBook(Mutex<Book>);
 struct Book {
     tasks: HashMap<String, Refusals>,
     order: VecDeque<String>,
+    /// Per task, the exec grant suggested for each file (device, inode): the kernel
+    /// checks a program by its inode, so a second path to it (a hard link, as
+    /// `git-core/git` is of `git`) needs no grant of its own.
+    files: HashMap<String, HashMap<(String, u64), String>>,
 }
 
 impl RefusalBook {
@@ -63,7 +67,7 @@ impl RefusalBook {
         &self,
         e: &AuditEvent,
         what: String,
-        (grant, note): (Option<SuggestedGrant>, Option<String>),
+        (mut grant, note): (Option<SuggestedGrant>, Option<String>),
     ) {
         let mut book = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         if !book.tasks.contains_key(&e.task) {
@@ -71,8 +75,13 @@ impl RefusalBook {
                 && let Some(old) = book.order.pop_front()
             {
                 book.tasks.remove(&old);
+                book.files.remove(&old);
             }
             book.order.push_back(e.task.clone());
+        }
+        if let (Some(g), Some(file)) = (&mut grant, checked_by_inode(e)) {
+            let files = book.files.entry(e.task.clone()).or_default();
+            g.spec = files.entry(file).or_insert_with(|| g.spec.clone()).clone();
         }
         let task = book
             .tasks
@@ -118,6 +127,16 @@ impl RefusalBook {
             ..Refusals::default()
         })
     }
+}
+
+/// The (device, inode) an exec refusal's grant is checked by: a program or an
+/// interpreter, not a script (checked by its path on the portable backend).
+fn checked_by_inode(e: &AuditEvent) -> Option<(String, u64)> {
+    if e.kind != "exec" || !matches!(e.reason.as_str(), "not_granted" | "interpreter_not_granted") {
+        return None;
+    }
+    let dev = e.target.get("dev")?.as_str()?.to_owned();
+    Some((dev, e.target.get("ino")?.as_u64()?))
 }
 
 #[cfg(test)]
@@ -195,6 +214,24 @@ mod tests {
         e.task = "b".into();
         book.record(&e);
         assert_eq!(book.of("b").refusals.len(), 1);
+    }
+
+    #[test]
+    fn two_paths_to_one_program_need_one_grant() {
+        let book = RefusalBook::default();
+        let mut e = event("a", "audited", 1);
+        e.kind = "exec".into();
+        for path in ["/usr/bin/git", "/usr/libexec/git-core/git"] {
+            e.target = json!({"path": path, "real": path, "dev": "8:1", "ino": 42});
+            book.record(&e);
+        }
+        let specs: Vec<_> = book
+            .of("a")
+            .refusals
+            .iter()
+            .map(|r| r.grant.clone().unwrap().spec)
+            .collect();
+        assert_eq!(specs, ["/usr/bin/git", "/usr/bin/git"]);
     }
 
     #[test]

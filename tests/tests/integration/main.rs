@@ -17,6 +17,7 @@ mod exec;
 mod files;
 mod finding;
 mod hygiene;
+mod learn;
 mod lifecycle;
 mod metrics;
 mod network;
