@@ -75,7 +75,7 @@ pub(crate) struct RunArgs {
     pub verbose: bool,
     /// When the command exits, print on stderr each distinct action the task was
     /// refused, with the grant that allows it, and a notice if its TTL ran out
-    /// [default: when stderr is a terminal].
+    /// [default: when stdin and stderr are a terminal, i.e. run by hand].
     #[arg(long, conflicts_with = "quiet")]
     pub report: bool,
     /// Learn the grants CMD needs: run it in a new task in audit mode (nothing is
@@ -116,7 +116,9 @@ pub(crate) fn run(client: &Client, args: &RunArgs) -> anyhow::Result<ExitCode> {
     let c_path = cstring(path.as_os_str())?;
 
     // Forked first, while this process is single-threaded and in no task.
-    let on_terminal = !args.quiet && std::io::stderr().is_terminal();
+    // Someone at a terminal: not a program reading the output, nor a test harness.
+    let on_terminal =
+        !args.quiet && std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
     let mut reporter = if args.report || args.learn || on_terminal {
         Reporter::start(client)
             .inspect_err(|e| eprintln!("leash: warning: no denial report for this run: {e}"))
