@@ -1,6 +1,7 @@
 //! The API server: axum on a Unix socket. The caller is the process that connected,
 //! held from accept on (see `peer.rs`), never anything the request says; a caller
-//! inside a task may read its own task but never change anything.
+//! inside a task may read its own task and change nothing but the child tasks it
+//! delegates (`daemon/delegation.rs`).
 
 use std::{convert::Infallible, sync::Arc};
 
@@ -163,7 +164,8 @@ fn mutating(peer: &Caller) -> Result<(), ApiError> {
             StatusCode::FORBIDDEN,
             "caller_in_task",
             "the caller runs inside a leash task (or did when it connected); processes of a \
-             task cannot change tasks or grants: call from outside the task",
+             task cannot change tasks or grants: call from outside the task, or create a child \
+             task within the task's grants (leash run --delegate, \"delegate\": true)",
         )),
         Standing::Gone => Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -172,6 +174,28 @@ fn mutating(peer: &Caller) -> Result<(), ApiError> {
              process, so the caller cannot be known to be outside every task: open a new \
              connection from the process that sends the request",
         )),
+    }
+}
+
+/// A create: from outside every task, or from inside one as a delegation (a child of
+/// the caller's own task, within its grants).
+fn creating(peer: &Caller, delegate: bool) -> Result<(), ApiError> {
+    match (peer.standing, delegate) {
+        (Standing::Host, false) | (Standing::InTask(_), true) => Ok(()),
+        (Standing::Host, true) => Err(ApiError::bad_request(
+            "\"delegate\": true makes a child of the caller's own task, and the caller runs \
+             outside every task: omit delegate",
+        )),
+        _ => mutating(peer),
+    }
+}
+
+/// A change of task `id`: from outside every task, or from inside a task to one of
+/// the tasks it delegated (never the caller's own task).
+fn changing(d: &Daemon, peer: &Caller, id: u64) -> Result<(), ApiError> {
+    match peer.standing {
+        Standing::InTask(t) => d.check_descendant(t, id).map_err(ApiError::from),
+        _ => mutating(peer),
     }
 }
 
@@ -211,7 +235,7 @@ async fn create_task(
     Extension(caller): Extension<Caller>,
     JsonBody(req): JsonBody<protocol::CreateTask>,
 ) -> Result<impl IntoResponse, ApiError> {
-    mutating(&caller)?;
+    creating(&caller, req.delegate)?;
     let task = blocking(move || d.create_task_as(&caller, req)).await?;
     Ok((StatusCode::CREATED, axum::Json(task)))
 }
@@ -255,8 +279,8 @@ async fn end_task(
     Extension(caller): Extension<Caller>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    mutating(&caller)?;
     let id = task_id(&id)?;
+    changing(&d, &caller, id)?;
     Ok(axum::Json(
         blocking(move || {
             d.check_narrowing(&caller, id)?;
@@ -272,8 +296,8 @@ async fn add_grant(
     ApiPath(id): ApiPath<String>,
     JsonBody(req): JsonBody<protocol::AddGrant>,
 ) -> Result<impl IntoResponse, ApiError> {
-    mutating(&caller)?;
     let id = task_id(&id)?;
+    changing(&d, &caller, id)?;
     let (grant_id, pending) = blocking(move || d.add_grant_as(&caller, id, &req)).await?;
     Ok((
         if pending {
@@ -327,8 +351,8 @@ async fn revoke_grant(
     Extension(caller): Extension<Caller>,
     ApiPath((id, gid)): ApiPath<(String, String)>,
 ) -> Result<impl IntoResponse, ApiError> {
-    mutating(&caller)?;
     let id = task_id(&id)?;
+    changing(&d, &caller, id)?;
     blocking(move || {
         d.check_narrowing(&caller, id)?;
         d.revoke_grant(id, &gid, "requested")
@@ -342,9 +366,9 @@ async fn attach(
     Extension(caller): Extension<Caller>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    mutating(&caller)?;
     let id = task_id(&id)?;
-    // `mutating` refused callers without a pid.
+    changing(&d, &caller, id)?;
+    // `changing` refused callers without a pid.
     let pid = caller.pid.unwrap_or_default();
     let task = TaskId(id).to_string();
     blocking(move || d.attach_as(&caller, id, pid)).await?;

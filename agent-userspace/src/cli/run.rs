@@ -61,7 +61,7 @@ pub(crate) struct RunArgs {
         value_name = "ID",
         conflicts_with_all = [
             "intent", "allow_exec", "allow_connect", "allow_read", "allow_write", "files",
-            "grants", "ttl", "audit", "learn"
+            "grants", "ttl", "audit", "learn", "delegate"
         ]
     )]
     pub task: Option<String>,
@@ -319,7 +319,7 @@ mod tests {
             "--audit",
             "http://127.0.0.1:8080/",
         ]);
-        assert_eq!(r.spec.agent, "claude");
+        assert_eq!(r.spec.agent.as_deref(), Some("claude"));
         assert!(!r.spec.audit, "--audit after CMD belongs to CMD");
         assert_eq!(r.spec.ttl, Some(90));
         assert_eq!(r.task, None);

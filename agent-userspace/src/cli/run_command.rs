@@ -242,12 +242,15 @@ mod tests {
                     expires_at: None,
                     pending_until: None,
                     resolved: Vec::new(),
+                    derived_from: Vec::new(),
                 })
                 .collect(),
             attached_pids: Vec::new(),
             learned: Vec::new(),
             files: None,
             file_enforcement: String::new(),
+            parent: None,
+            chain: Vec::new(),
         }
     }
 

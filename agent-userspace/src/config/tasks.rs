@@ -9,6 +9,9 @@ use super::{ConfigError, error::invalid};
 /// Longest `tasks.max_ttl` accepted.
 pub const TTL_LIMIT: Duration = Duration::from_hours(365 * 24);
 
+/// Deepest `tasks.max_delegation_depth` accepted.
+pub(crate) const MAX_DEPTH: u32 = 16;
+
 /// `tasks:` task lifetimes. Durations are humantime strings (`90s`, `10m`, `1h`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -21,6 +24,9 @@ pub struct TasksConfig {
     pub max_ttl: Duration,
     /// Kill a task's remaining processes when it ends (else they are denied everything).
     pub kill_on_end: bool,
+    /// How many levels of child tasks a task may delegate (docs/identity.md); 0 turns
+    /// delegation off.
+    pub max_delegation_depth: u32,
 }
 
 /// Default: 1h default TTL, 24h maximum, processes not killed when their task ends.
@@ -30,6 +36,7 @@ impl Default for TasksConfig {
             default_ttl: Duration::from_hours(1),
             max_ttl: Duration::from_hours(24),
             kill_on_end: false,
+            max_delegation_depth: 4,
         }
     }
 }
@@ -54,6 +61,15 @@ impl TasksConfig {
                     "{} is too long: leash grants are short-lived; use at most {}",
                     format_duration(self.max_ttl),
                     format_duration(TTL_LIMIT)
+                ),
+            ));
+        }
+        if self.max_delegation_depth > MAX_DEPTH {
+            return Err(invalid(
+                "tasks.max_delegation_depth",
+                format!(
+                    "{} is too deep: use at most {MAX_DEPTH} (0 turns delegation off)",
+                    self.max_delegation_depth
                 ),
             ));
         }

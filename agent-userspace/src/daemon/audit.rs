@@ -3,7 +3,7 @@
 //! fanned out to `leash events` followers.
 
 use std::{
-    collections::VecDeque,
+    collections::{HashMap, VecDeque},
     path::Path,
     sync::{Arc, Mutex},
 };
@@ -25,6 +25,8 @@ pub struct AuditSink {
     tx: broadcast::Sender<Arc<AuditEvent>>,
     /// Each task's distinct refusals, whatever `recent` has let go.
     pub refusals: RefusalBook,
+    /// The ancestors of each delegated task, put in each of its events.
+    chains: Mutex<HashMap<String, Vec<String>>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,7 +66,23 @@ impl AuditSink {
             recent: Mutex::new(VecDeque::with_capacity(1024)),
             tx,
             refusals: RefusalBook::default(),
+            chains: Mutex::default(),
         })
+    }
+
+    /// Puts `chain` (a delegated task's ancestors, root first) into each later event
+    /// of `task`.
+    pub fn set_chain(&self, task: &str, chain: Vec<String>) {
+        if let Ok(mut c) = self.chains.lock() {
+            c.insert(task.to_owned(), chain);
+        }
+    }
+
+    /// Forgets the chain of a task that is gone for good.
+    pub fn forget_chain(&self, task: &str) {
+        if let Ok(mut c) = self.chains.lock() {
+            c.remove(task);
+        }
     }
 
     /// Appends one event.
@@ -78,7 +96,13 @@ impl AuditSink {
         const CHUNK: usize = 64 * 1024;
         let mut buf = Vec::with_capacity(CHUNK);
         let mut shared = Vec::with_capacity(events.len());
-        for event in events {
+        let chains = self.chains.lock().ok().filter(|c| !c.is_empty());
+        for mut event in events {
+            if let Some(chain) = chains.as_ref().and_then(|c| c.get(&event.task))
+                && event.chain.is_empty()
+            {
+                event.chain.clone_from(chain);
+            }
             match serde_json::to_writer(&mut buf, &event) {
                 Ok(()) => buf.push(b'\n'),
                 Err(e) => tracing::error!("cannot serialize an audit event: {e}"),
@@ -90,6 +114,7 @@ impl AuditSink {
             self.refusals.record(&event);
             shared.push(Arc::new(event));
         }
+        drop(chains);
         if !buf.is_empty() {
             self.write(&buf);
         }

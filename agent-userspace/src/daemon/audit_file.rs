@@ -122,6 +122,7 @@ impl AuditFile {
                 "seq": head.seq, "head": head.head, "sig": head.sig, "key_id": head.key_id,
             }),
             reason: String::new(),
+            chain: Vec::new(),
         };
         let line = serde_json::to_vec(&record).map_err(io::Error::other)?;
         self.append(&line)?;

@@ -125,6 +125,7 @@ impl Daemon {
             verdict: "denied".into(),
             target,
             reason: "not_granted".into(),
+            chain: Vec::new(),
         });
     }
 

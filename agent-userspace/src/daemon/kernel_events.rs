@@ -102,6 +102,7 @@ impl Daemon {
                 verdict: d.verdict.as_str().into(),
                 target,
                 reason: reason.into(),
+                chain: Vec::new(),
             });
         }
         self.audit.emit_all(events);

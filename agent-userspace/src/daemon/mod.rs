@@ -11,6 +11,7 @@ pub mod approval;
 pub mod audit;
 pub mod audit_file;
 mod caller_root;
+mod delegation;
 pub mod fault;
 mod file_denials;
 mod kernel_events;
@@ -100,6 +101,7 @@ impl Daemon {
                 kill_on_end: config.tasks.kill_on_end,
                 trust_domain: config.trust_domain.clone(),
                 files: config.files.clone(),
+                max_depth: config.tasks.max_delegation_depth,
             },
             log_allowed_exec: config.log_allowed.exec,
             store,
@@ -210,6 +212,20 @@ impl Daemon {
                 tracing::warn!(task = %TaskId(id), "removed a kernel task without a record");
             }
         }
+        // A child whose parent ended while no daemon ran ends too.
+        for id in tasks.orphans() {
+            if let Err(e) = tasks.end(
+                enforcer.maps_mut(),
+                id,
+                EndReason::ParentEnded,
+                &self.limits,
+            ) {
+                tracing::error!(task = %TaskId(id), "cannot end a child of an ended task: {e}");
+            }
+        }
+        for t in tasks.tasks.values().filter(|t| !t.chain.is_empty()) {
+            self.audit.set_chain(&t.id_string(), t.chain_strings());
+        }
         if adopted > 0 {
             tracing::info!(adopted, "adopted running tasks");
         }
@@ -261,6 +277,7 @@ impl Daemon {
             verdict: LIFECYCLE_VERDICT.into(),
             target,
             reason: reason.into(),
+            chain: Vec::new(),
         });
     }
 
@@ -270,6 +287,7 @@ impl Daemon {
         &self,
         req: &protocol::CreateTask,
         caller: Option<u32>,
+        delegation: Option<registry::Delegation>,
     ) -> Result<protocol::Task, RegistryError> {
         let started = std::time::Instant::now();
         let root = self.caller_root(
@@ -279,7 +297,13 @@ impl Daemon {
         let mut inner = self.lock();
         let Inner { enforcer, tasks } = &mut *inner;
         let agents = tasks.agents.len();
-        let created = tasks.create(enforcer.maps_mut(), req, &self.limits, &root.resolve_in());
+        let created = tasks.create(
+            enforcer.maps_mut(),
+            req,
+            &self.limits,
+            &root.resolve_in(),
+            delegation,
+        );
         // Slots are only ever added (a refused task may have added one too), so an
         // agent seen before changes nothing.
         if inner.tasks.agents.len() != agents {
@@ -298,15 +322,15 @@ impl Daemon {
         self.save(&inner, id);
         for old in pruned {
             self.save(&inner, old);
+            self.audit.forget_chain(&TaskId(old).to_string());
         }
         drop(inner);
-        self.lifecycle_event_by(
-            &rec,
-            "task_started",
-            json!({ "grants": req.grants, "mode": rec.mode }),
-            "created",
-            caller,
-        );
+        let mut target = json!({ "grants": req.grants, "mode": rec.mode });
+        if let Some(p) = delegation.map(|d| d.parent) {
+            target["parent"] = TaskId(p).to_string().into();
+            self.audit.set_chain(&rec.id_string(), rec.chain_strings());
+        }
+        self.lifecycle_event_by(&rec, "task_started", target, "created", caller);
         Ok(rec.view(&self.limits.trust_domain))
     }
 
@@ -353,6 +377,7 @@ impl Daemon {
             self.lifecycle_event(&rec, "task_ended", target, &reason);
             // The private tmp directories `leash run` made for it.
             crate::files::remove_tmpdirs(&rec.id_string());
+            self.end_children(id);
         }
         Ok(rec.view(&self.limits.trust_domain))
     }
@@ -408,6 +433,20 @@ impl Daemon {
         reason: &str,
         by: Option<&str>,
     ) -> Result<(), RegistryError> {
+        let note = by.map_or_else(|| json!({}), |by| json!({ "by": by }));
+        self.remove_grant_noting(id, gid, kind, reason, note)
+    }
+
+    /// Removes a grant, records it as `kind` with `note` in the target, then revokes
+    /// the grants derived from it in the task's children.
+    fn remove_grant_noting(
+        &self,
+        id: u64,
+        gid: &str,
+        kind: &str,
+        reason: &str,
+        note: serde_json::Value,
+    ) -> Result<(), RegistryError> {
         let mut inner = self.lock();
         let Inner { enforcer, tasks } = &mut *inner;
         let g = tasks.revoke_grant(enforcer.maps_mut(), id, gid)?;
@@ -416,11 +455,12 @@ impl Daemon {
         drop(inner);
         if let Some(rec) = rec {
             let mut target = json!({ "grant_id": g.id, "kind": g.kind, "spec": g.spec });
-            if let Some(by) = by {
-                target["by"] = by.into();
+            if let (Some(t), serde_json::Value::Object(extra)) = (target.as_object_mut(), note) {
+                t.extend(extra);
             }
             self.lifecycle_event(&rec, kind, target, reason);
         }
+        self.revoke_derived(id, gid);
         Ok(())
     }
 

@@ -159,6 +159,16 @@ impl Daemon {
             }
             req.agent.clone_from(agent);
         }
+        // A child of the caller's task (delegation), within its grants: the registry
+        // checks those; the policy below applies to the child as to any task.
+        let delegation =
+            Self::delegating_parent(caller, req.delegate).map(|parent| registry::Delegation {
+                parent,
+                ttl_asked: req.ttl_seconds.is_some(),
+            });
+        if let Some(d) = delegation {
+            req.agent = self.child_agent(d.parent, &req.agent)?;
+        }
         let mut pending = Vec::new();
         let mut pending_ttl = PENDING_TTL;
         if let Some(policy) = self.gate.current() {
@@ -219,7 +229,7 @@ impl Daemon {
             )?;
             registry::resolve(*kind, spec, String::new(), 0, &root.resolve_in())?;
         }
-        let task = self.create_task(&req, caller.pid)?;
+        let task = self.create_task(&req, caller.pid, delegation)?;
         let id = task.id.parse::<TaskId>()?.0;
         for (kind, spec) in pending {
             let add = protocol::AddGrant {

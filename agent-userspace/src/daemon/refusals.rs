@@ -158,6 +158,7 @@ mod tests {
             verdict: verdict.into(),
             target: json!({"addr": "10.0.0.1", "port": port, "protocol": "tcp"}),
             reason: "not_granted".into(),
+            chain: Vec::new(),
         }
     }
 

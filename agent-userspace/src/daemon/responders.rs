@@ -299,6 +299,7 @@ impl Daemon {
             verdict: report.verdict.as_str().into(),
             target,
             reason: report.reason.into(),
+            chain: Vec::new(),
         });
     }
 }

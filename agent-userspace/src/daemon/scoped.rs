@@ -1,6 +1,6 @@
 //! What a caller may read. From outside every task: everything. From inside a task: its
-//! own task and its own events; another task's id is "no such task", so a task cannot
-//! learn what else runs. A caller whose connecting process is gone reads nothing.
+//! own task and the tasks it delegated, and its own events; another task's id is "no
+//! such task", so a task cannot learn what else runs. A caller whose connecting process is gone reads nothing.
 
 use super::{Daemon, RegistryError, registry};
 use crate::{
@@ -35,6 +35,13 @@ impl ReadScope {
         }
     }
 
+    /// Whether a task with these ancestors is visible: a caller's task sees the tasks
+    /// it delegated.
+    #[must_use]
+    pub fn sees_any(self, chain: &[u64]) -> bool {
+        matches!(self, Self::Task(t) if chain.contains(&t))
+    }
+
     /// Whether an event of the task with this printable id is visible.
     #[must_use]
     pub fn sees_event(self, task: &str) -> bool {
@@ -63,14 +70,18 @@ impl Daemon {
             .tasks
             .tasks
             .values()
-            .filter(|t| scope.sees(t.id))
+            .filter(|t| scope.sees(t.id) || scope.sees_any(&t.chain))
             .map(|t| t.view(&self.limits.trust_domain))
             .collect()
     }
 
     /// `GET /v1/tasks/{id}`: a task out of the caller's sight does not exist for it.
     pub fn task_for(&self, caller: &Caller, id: u64) -> Result<protocol::Task, RegistryError> {
-        if !ReadScope::of(caller).sees(id) {
+        let seen = match ReadScope::of(caller) {
+            ReadScope::Task(t) => self.sees_from(t, id),
+            scope => scope.sees(id),
+        };
+        if !seen {
             return Err(RegistryError::NoTask(TaskId(id).to_string()));
         }
         self.task(id)

@@ -18,6 +18,7 @@ use crate::{
 pub mod audit_records;
 pub mod domain;
 mod exclude;
+pub mod within;
 pub mod workspace;
 
 pub use domain::{Domain, DomainError, Enforced, Extra, enforcement, kernel_abi};

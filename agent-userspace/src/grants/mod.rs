@@ -23,6 +23,7 @@ mod file_system;
 mod net;
 pub mod remedy;
 pub mod unix;
+pub mod within;
 
 pub use connect::{ConnectSpec, Host};
 pub use exec::{ExecFile, dev_text, kernel_dev, resolve_exec, resolve_exec_in};

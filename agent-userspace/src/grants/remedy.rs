@@ -265,6 +265,7 @@ mod tests {
             verdict: "denied".into(),
             target,
             reason: reason.into(),
+            chain: Vec::new(),
         }
     }
 

@@ -38,6 +38,10 @@ pub struct CreateTask {
     /// `open`, `writes` or `restricted`; omitted: `writes`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file_mode: Option<FileMode>,
+    /// From inside a task: create a child of the caller's task, within its grants
+    /// (docs/identity.md). The parent is the caller's task, never named here.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub delegate: bool,
 }
 
 /// When a task ends, besides its TTL, `leash task end` and revocation (which end every
@@ -97,6 +101,9 @@ pub enum EndReason {
     Ended,
     /// Revoked by policy or the operator.
     Revoked,
+    /// Its parent task ended, expired or was revoked (delegation).
+    #[serde(rename = "parent_ended")]
+    ParentEnded,
 }
 
 /// A task as the API shows it.
@@ -138,6 +145,12 @@ pub struct Task {
     /// they expire.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub learned: Vec<LearnedAddress>,
+    /// The task that delegated this one (docs/identity.md); absent for a root task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// Every ancestor, the root task first and the parent last.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chain: Vec<String>,
 }
 
 /// An address a DNS answer gave the task for a granted name.
@@ -176,6 +189,10 @@ pub struct Grant {
     /// (`addr/prefix`).
     #[serde(default)]
     pub resolved: Vec<String>,
+    /// A child task's grant: the parent's grants it is within; revoking any of
+    /// them revokes it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub derived_from: Vec<String>,
 }
 
 /// `POST /v1/tasks/{id}/grants`: exactly one of `exec` and `connect` (`file` is
@@ -310,4 +327,7 @@ pub struct AuditEvent {
     pub verdict: String,
     pub target: serde_json::Value,
     pub reason: String,
+    /// A child task's ancestors, the root task first (docs/identity.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chain: Vec<String>,
 }

@@ -12,6 +12,7 @@ mod audit_log;
 mod bypass;
 mod control_plane;
 mod daemon;
+mod delegation;
 mod dns;
 mod exec;
 mod files;

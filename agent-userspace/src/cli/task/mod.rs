@@ -14,6 +14,7 @@ use leash::{
 use super::output;
 
 mod grants_file;
+mod tree;
 pub(crate) use grants_file::read_grants_file;
 
 #[derive(Debug, clap::Subcommand)]
@@ -105,9 +106,10 @@ impl From<FileModeArg> for FileMode {
 /// What a new task is: agent, intent, grants, TTL and mode (`leash task create`, `leash run`).
 #[derive(Debug, clap::Args)]
 pub(crate) struct TaskSpec {
-    /// Agent name, part of the task's identity and of every event.
-    #[arg(long, value_name = "NAME", env = "LEASH_AGENT", default_value = "cli")]
-    pub agent: String,
+    /// Agent name, part of the task's identity and of every event [default: cli; with
+    /// --delegate, the parent task's].
+    #[arg(long, value_name = "NAME", env = "LEASH_AGENT")]
+    pub agent: Option<String>,
     /// What the task is for (free text, logged with every event).
     #[arg(long, value_name = "TEXT")]
     pub intent: Option<String>,
@@ -139,6 +141,10 @@ pub(crate) struct TaskSpec {
     /// Log decisions as `audited` but allow them (dry run).
     #[arg(long)]
     pub audit: bool,
+    /// From inside a task: create a child task of it (a sub-agent's), which may hold
+    /// only what the parent holds, for no longer (docs/identity.md).
+    #[arg(long)]
+    pub delegate: bool,
 }
 
 impl TaskSpec {
@@ -177,14 +183,21 @@ impl TaskSpec {
         dedup(&mut grants.exec);
         dedup(&mut grants.connect);
         dedup(&mut grants.files);
+        let agent = match (&self.agent, self.delegate) {
+            (Some(a), _) => a.clone(),
+            // The daemon gives a child its parent's agent.
+            (None, true) => String::new(),
+            (None, false) => "cli".to_owned(),
+        };
         Ok(CreateTask {
-            agent: self.agent.clone(),
+            agent,
             intent: self.intent.clone(),
             grants,
             ttl_seconds: self.ttl,
             mode: self.audit.then_some(Mode::Audit),
             end_when: None,
             file_mode,
+            delegate: self.delegate,
         })
     }
 }
@@ -250,6 +263,9 @@ fn dedup(items: &mut Vec<String>) {
 pub(crate) struct ListArgs {
     #[command(flatten)]
     filter: ListFilter,
+    /// Show delegated tasks under their parents.
+    #[arg(long, conflicts_with = "json")]
+    tree: bool,
     #[command(flatten)]
     json: JsonFlag,
 }
@@ -296,11 +312,14 @@ pub(crate) fn run(client: &Client, cmd: TaskCommand) -> anyhow::Result<ExitCode>
         }
         TaskCommand::List(ListArgs {
             filter,
+            tree,
             json: JsonFlag { json },
         }) => {
             let tasks = super::block_on(client.list_tasks(&filter.into()))??;
             if json {
                 output::print_json(&tasks)?;
+            } else if tree {
+                output::print(&tree::tree_text(&tasks))?;
             } else {
                 output::print(&list_table(&tasks))?;
             }
@@ -325,14 +344,14 @@ pub(crate) fn run(client: &Client, cmd: TaskCommand) -> anyhow::Result<ExitCode>
 }
 
 /// `ended(expired)` for an ended task, else the state's name.
-fn state_text(task: &Task) -> String {
+pub(super) fn state_text(task: &Task) -> String {
     match (task.state, task.end_reason) {
         (TaskState::Ended, Some(reason)) => format!("ended({})", output::name(&reason)),
         (state, _) => output::name(&state),
     }
 }
 
-fn list_table(tasks: &[Task]) -> String {
+pub(super) fn list_table(tasks: &[Task]) -> String {
     let rows: Vec<Vec<String>> = tasks
         .iter()
         .map(|t| {
@@ -358,6 +377,10 @@ fn show_text(task: &Task) -> String {
         ("agent", task.agent.clone()),
         ("spiffe_id", task.spiffe_id.clone()),
     ];
+    if !task.chain.is_empty() {
+        pairs.push(("parent", task.parent.clone().unwrap_or_default()));
+        pairs.push(("chain", task.chain.join(" > ")));
+    }
     if let Some(intent) = &task.intent {
         pairs.push(("intent", intent.clone()));
     }
@@ -433,6 +456,10 @@ fn grant_text(grant: &Grant) -> String {
     if let Some(expires) = &grant.expires_at {
         line.push_str("  expires_at=");
         line.push_str(&output::clean(expires));
+    }
+    if !grant.derived_from.is_empty() {
+        line.push_str("  derived_from=");
+        line.push_str(&output::clean(&grant.derived_from.join(",")));
     }
     if let Some(until) = &grant.pending_until {
         line.push_str("  PENDING approval until ");

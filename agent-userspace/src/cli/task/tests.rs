@@ -216,6 +216,7 @@ fn sample_task() -> Task {
             expires_at: None,
             pending_until: None,
             resolved: vec!["/usr/bin/git 8:1:42".into()],
+            derived_from: Vec::new(),
         }],
         attached_pids: vec![41, 42],
         learned: Vec::new(),
@@ -224,6 +225,8 @@ fn sample_task() -> Task {
             ..leash::protocol::FileRules::default()
         }),
         file_enforcement: "writes: Landlock ABI 7".into(),
+        parent: None,
+        chain: Vec::new(),
     }
 }
 

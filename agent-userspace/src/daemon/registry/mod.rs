@@ -2,6 +2,7 @@
 //! that enforce them. Every mutation reaches the kernel's maps before it returns, and
 //! is persisted to the state file so a restarted daemon can adopt it.
 
+mod delegation;
 mod learned;
 mod records;
 mod resolve;
@@ -15,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use self::records::now_rfc3339;
 use self::sync::uninstall;
 pub use self::{
+    delegation::{Delegation, EXCEEDS_PARENT},
     records::{
         FileRecord, GrantRecord, Installed, LearnedRecord, NetRecord, TaskRecord, unmapped,
         wall_of_boot_ns,
@@ -85,6 +87,8 @@ pub struct Limits {
     pub trust_domain: String,
     /// Base sets of the file rules (`files:`).
     pub files: crate::config::FilesConfig,
+    /// How deep delegated tasks may go (`tasks.max_delegation_depth`; 0: no delegation).
+    pub max_depth: u32,
 }
 
 /// Effective expiry of a grant under a task: the earlier non-zero one.
@@ -168,13 +172,15 @@ impl Tasks {
     /// Validates and creates a task with its grants in the kernel.
     /// `root` is where exec paths are looked up: the caller's root (`/proc/<pid>/root`),
     /// so a path means the file the caller's processes will run; `unix:` path grants
-    /// hold in the caller's mount namespace and root only.
+    /// hold in the caller's mount namespace and root only. A child of `parent`
+    /// (delegation) holds at most what the parent holds, for no longer.
     pub fn create(
         &mut self,
         maps: &mut Maps,
         req: &protocol::CreateTask,
         limits: &Limits,
         root: &ResolveIn<'_>,
+        delegation: Option<Delegation>,
     ) -> Result<u64, RegistryError> {
         validate_agent(&req.agent)?;
         if let Some(intent) = &req.intent
@@ -200,14 +206,30 @@ impl Tasks {
                 limits.max_ttl.as_secs()
             )));
         }
-        let expires_ns = clock::expiry_after(Some(ttl));
+        let mut expires_ns = clock::expiry_after(Some(ttl));
         let files = crate::files::rules(
             req.file_mode.unwrap_or_default(),
             &req.grants.files,
             &limits.files,
         )?;
         // Resolve every grant before anything reaches the kernel: one bad grant, no task.
-        let grants = resolve_all(&req.grants, root)?;
+        let mut grants = resolve_all(&req.grants, root)?;
+        let mut chain = Vec::new();
+        if let Some(Delegation {
+            parent: p,
+            ttl_asked,
+        }) = delegation
+        {
+            let parent = self.delegator(p, limits.max_depth)?;
+            expires_ns = delegation::bound_expiry(parent, ttl_asked, expires_ns)?;
+            delegation::check_mode(parent, req.mode.unwrap_or_default())?;
+            delegation::check_files(parent, &files)?;
+            for g in &mut grants {
+                delegation::attenuate(parent, g)?;
+            }
+            chain.clone_from(&parent.chain);
+            chain.push(p);
+        }
         let id = loop {
             let mut b = [0u8; 8];
             getrandom::fill(&mut b)
@@ -218,10 +240,9 @@ impl Tasks {
             }
         };
         let counter_slot = self.slot_for(&req.agent);
-        self.insert_synced(
-            maps,
-            TaskRecord::new(id, req, grants, expires_ns, counter_slot, files),
-        )?;
+        let mut rec = TaskRecord::new(id, req, grants, expires_ns, counter_slot, files);
+        rec.chain = chain;
+        self.insert_synced(maps, rec)?;
         Ok(id)
     }
 
@@ -285,6 +306,7 @@ impl Tasks {
         if !task.is_live() {
             return Err(RegistryError::Ended(task.id_string()));
         }
+        let parent = task.chain.last().copied();
         let gid = format!("g{}", task.next_grant);
         // A grant never outlives its task.
         let expires = min_expiry(ttl_ns, task.expires_ns);
@@ -296,6 +318,14 @@ impl Tasks {
             root,
         )?;
         record.pending_ns = pending_ns;
+        if let Some(p) = parent {
+            let parent = self
+                .get(p)
+                .filter(|p| p.is_live())
+                .ok_or_else(|| RegistryError::Ended(TaskId(p).to_string()))?;
+            delegation::attenuate(parent, &mut record)?;
+        }
+        let task = self.get_mut(id)?;
         task.next_grant += 1;
         task.grants.push(record);
         if let Err(e) = self.sync(maps, id) {

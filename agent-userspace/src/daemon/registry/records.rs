@@ -53,6 +53,9 @@ pub struct GrantRecord {
     /// Who asked for a grant that waits for approval (approval needs another party).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requested_by: Option<super::super::approval::Identity>,
+    /// A child task's grant: the ids of the parent's grants it is within.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub derived_from: Vec<String>,
 }
 
 impl GrantRecord {
@@ -131,6 +134,9 @@ pub struct TaskRecord {
     /// without them (`open`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub files: Option<protocol::FileRules>,
+    /// A child task's ancestors (delegation), the root task first, its parent last.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chain: Vec<u64>,
     /// What is in the kernel for this task now, so changes touch only their own
     /// entries instead of scanning whole maps. Rebuilt from the maps on adoption.
     #[serde(skip)]
@@ -237,8 +243,15 @@ impl TaskRecord {
             dns_upstreams: Vec::new(),
             learned: Vec::new(),
             files: Some(files),
+            chain: Vec::new(),
             installed: Installed::default(),
         }
+    }
+
+    /// The printable ids of its ancestors, root first.
+    #[must_use]
+    pub fn chain_strings(&self) -> Vec<String> {
+        self.chain.iter().map(|&p| TaskId(p).to_string()).collect()
     }
 
     #[must_use]
@@ -297,9 +310,12 @@ impl TaskRecord {
                                 .map(|(f, name)| format!("{name} {}:{}", dev_text(f.dev), f.ino)),
                         )
                         .collect(),
+                    derived_from: g.derived_from.clone(),
                 })
                 .collect(),
             attached_pids: self.attached_pids.clone(),
+            parent: self.chain.last().map(|&p| TaskId(p).to_string()),
+            chain: self.chain_strings(),
             learned: self
                 .learned
                 .iter()

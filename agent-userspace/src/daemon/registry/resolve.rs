@@ -56,6 +56,7 @@ pub fn resolve(
         unix_socket: None,
         families: 0,
         requested_by: None,
+        derived_from: Vec::new(),
     };
     match kind {
         GrantKind::Exec => {
