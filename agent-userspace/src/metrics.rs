@@ -90,6 +90,9 @@ pub struct Recorded {
     pub dns_install: Histogram,
     /// Denied and audited decisions by action and reason, from the events.
     pub denials: Family<DenialLabels, Counter>,
+    /// Break-glass tasks started. One series, exported from 0, so that an alert on
+    /// its increase fires on the first one.
+    pub break_glass: Counter,
 }
 
 impl Recorded {
@@ -125,6 +128,7 @@ impl Default for Recorded {
             ),
             tasks_ended: Family::default(),
             denials: Family::default(),
+            break_glass: Counter::default(),
             file_denials: Arc::default(),
             // 50 µs .. ~3.3 s: a local resolver answers in well under a millisecond, a
             // remote one in tens; the upstream timeout (2 s by default) bounds the rest.
@@ -244,6 +248,11 @@ fn register_state(reg: &mut Registry, snap: &Snapshot, recorded: &Recorded) {
         "Denied and audited decisions by action, verdict and reason, as reported in the events \
          (a denial whose event the ring buffer dropped is counted in leash_decisions_total only)",
         recorded.denials.clone(),
+    );
+    reg.register(
+        "leash_break_glass",
+        "Break-glass tasks started since the daemon started (docs/policy.md, break-glass)",
+        recorded.break_glass.clone(),
     );
     reg.register(
         "leash_tasks_ended",

@@ -61,7 +61,7 @@ pub(crate) struct RunArgs {
         value_name = "ID",
         conflicts_with_all = [
             "intent", "allow_exec", "allow_connect", "allow_read", "allow_write", "files",
-            "grants", "ttl", "audit", "learn", "delegate"
+            "grants", "ttl", "audit", "learn", "delegate", "break_glass", "justification"
         ]
     )]
     pub task: Option<String>,

@@ -251,6 +251,7 @@ mod tests {
             file_enforcement: String::new(),
             parent: None,
             chain: Vec::new(),
+            break_glass: None,
         }
     }
 

@@ -27,6 +27,9 @@ pub struct TasksConfig {
     /// How many levels of child tasks a task may delegate (docs/identity.md); 0 turns
     /// delegation off.
     pub max_delegation_depth: u32,
+    /// Longest TTL of a break-glass task.
+    #[serde(with = "duration_serde")]
+    pub break_glass_max_ttl: Duration,
 }
 
 /// Default: 1h default TTL, 24h maximum, processes not killed when their task ends.
@@ -37,6 +40,7 @@ impl Default for TasksConfig {
             max_ttl: Duration::from_hours(24),
             kill_on_end: false,
             max_delegation_depth: 4,
+            break_glass_max_ttl: Duration::from_hours(1),
         }
     }
 }
@@ -46,6 +50,7 @@ impl TasksConfig {
         for (field, ttl) in [
             ("tasks.default_ttl", self.default_ttl),
             ("tasks.max_ttl", self.max_ttl),
+            ("tasks.break_glass_max_ttl", self.break_glass_max_ttl),
         ] {
             if ttl.is_zero() {
                 return Err(invalid(

@@ -61,7 +61,7 @@ impl Identity {
 /// The refusal code of a self-approval.
 pub const SELF_APPROVAL: &str = "self_approval";
 
-fn approver_of(caller: &Caller) -> Approver {
+pub(super) fn approver_of(caller: &Caller) -> Approver {
     Approver {
         uid: caller.uid,
         subject: caller.subject.clone(),

@@ -10,6 +10,7 @@
 pub mod approval;
 pub mod audit;
 pub mod audit_file;
+mod break_glass;
 mod caller_root;
 mod delegation;
 pub mod fault;
@@ -102,6 +103,7 @@ impl Daemon {
                 trust_domain: config.trust_domain.clone(),
                 files: config.files.clone(),
                 max_depth: config.tasks.max_delegation_depth,
+                break_glass_ttl: config.tasks.break_glass_max_ttl,
             },
             log_allowed_exec: config.log_allowed.exec,
             store,
@@ -287,7 +289,7 @@ impl Daemon {
         &self,
         req: &protocol::CreateTask,
         caller: Option<u32>,
-        delegation: Option<registry::Delegation>,
+        origin: registry::Origin,
     ) -> Result<protocol::Task, RegistryError> {
         let started = std::time::Instant::now();
         let root = self.caller_root(
@@ -297,12 +299,13 @@ impl Daemon {
         let mut inner = self.lock();
         let Inner { enforcer, tasks } = &mut *inner;
         let agents = tasks.agents.len();
+        let parent = origin.delegation.map(|d| d.parent);
         let created = tasks.create(
             enforcer.maps_mut(),
             req,
             &self.limits,
             &root.resolve_in(),
-            delegation,
+            origin,
         );
         // Slots are only ever added (a refused task may have added one too), so an
         // agent seen before changes nothing.
@@ -326,7 +329,7 @@ impl Daemon {
         }
         drop(inner);
         let mut target = json!({ "grants": req.grants, "mode": rec.mode });
-        if let Some(p) = delegation.map(|d| d.parent) {
+        if let Some(p) = parent {
             target["parent"] = TaskId(p).to_string().into();
             self.audit.set_chain(&rec.id_string(), rec.chain_strings());
         }

@@ -138,13 +138,13 @@ impl Daemon {
             .ok_or_else(|| RegistryError::NoTask(TaskId(id).to_string()))
     }
 
-    /// `POST /v1/tasks` by an authenticated caller: the agent comes from the token
-    /// when tokens are on, and the policy bounds the TTL, mode, intent and grants.
-    pub fn create_task_as(
+    /// With tokens on, a new task's agent is the token's; a request naming another is
+    /// refused.
+    fn agent_from_token(
         &self,
         caller: &Caller,
-        mut req: protocol::CreateTask,
-    ) -> Result<protocol::Task, RegistryError> {
+        req: &mut protocol::CreateTask,
+    ) -> Result<(), RegistryError> {
         if self.gate.auth.tokens_on() {
             let Some(agent) = &caller.agent else {
                 return Err(forbidden(
@@ -159,6 +159,22 @@ impl Daemon {
             }
             req.agent.clone_from(agent);
         }
+        Ok(())
+    }
+
+    /// `POST /v1/tasks` by an authenticated caller: the agent comes from the token
+    /// when tokens are on, and the policy bounds the TTL, mode, intent and grants.
+    pub fn create_task_as(
+        &self,
+        caller: &Caller,
+        mut req: protocol::CreateTask,
+    ) -> Result<protocol::Task, RegistryError> {
+        // An approver's emergency task: its agent is the request's (an approver's token
+        // names none), and the ceilings below do not apply.
+        if let Some(asked) = req.break_glass.take() {
+            return self.create_break_glass(caller, req, &asked);
+        }
+        self.agent_from_token(caller, &mut req)?;
         // A child of the caller's task (delegation), within its grants: the registry
         // checks those; the policy below applies to the child as to any task.
         let delegation =
@@ -229,7 +245,14 @@ impl Daemon {
             )?;
             registry::resolve(*kind, spec, String::new(), 0, &root.resolve_in())?;
         }
-        let task = self.create_task(&req, caller.pid, delegation)?;
+        let task = self.create_task(
+            &req,
+            caller.pid,
+            registry::Origin {
+                delegation,
+                ..registry::Origin::default()
+            },
+        )?;
         let id = task.id.parse::<TaskId>()?.0;
         for (kind, spec) in pending {
             let add = protocol::AddGrant {
@@ -287,7 +310,7 @@ impl Daemon {
             .tasks
             .tasks
             .values()
-            .filter(|t| t.state != protocol::TaskState::Ended)
+            .filter(|t| t.state != protocol::TaskState::Ended && t.break_glass.is_none())
             .flat_map(|t| t.grants.iter().map(|g| (t.id, t.agent.clone(), g.clone())))
             .collect()
     }

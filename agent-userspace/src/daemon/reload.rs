@@ -15,6 +15,10 @@ use crate::{
 /// Why `policy` no longer allows `task` at `now_ns`: (the rule governing its agent,
 /// the refusal), or `None` when it does.
 fn refusal(policy: &Policy, task: &TaskRecord, now_ns: u64) -> Option<(Option<String>, String)> {
+    // A break-glass task stands outside the ceilings by design.
+    if task.break_glass.is_some() {
+        return None;
+    }
     // What the task still has: its remaining TTL, rounded up to a second.
     let left_ns = task.expires_ns.saturating_sub(now_ns);
     let ttl = std::time::Duration::from_secs(left_ns.div_ceil(1_000_000_000).max(1));

@@ -5,6 +5,9 @@ use serde::{Deserialize, Serialize};
 mod task_id;
 pub use task_id::{BadTaskId, TaskId};
 
+mod break_glass;
+pub use break_glass::{BreakGlass, BreakGlassInfo};
+
 mod choices;
 pub use choices::{AttachScope, BackendChoice};
 
@@ -42,6 +45,9 @@ pub struct CreateTask {
     /// (docs/identity.md). The parent is the caller's task, never named here.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub delegate: bool,
+    /// An emergency task started by an approver, outside the policy's ceilings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub break_glass: Option<BreakGlass>,
 }
 
 /// When a task ends, besides its TTL, `leash task end` and revocation (which end every
@@ -151,6 +157,9 @@ pub struct Task {
     /// Every ancestor, the root task first and the parent last.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub chain: Vec<String>,
+    /// Present for a break-glass task: why, and which approver started it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub break_glass: Option<BreakGlassInfo>,
 }
 
 /// An address a DNS answer gave the task for a granted name.

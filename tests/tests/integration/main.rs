@@ -9,6 +9,7 @@
 
 mod api_abuse;
 mod audit_log;
+mod break_glass;
 mod bypass;
 mod control_plane;
 mod daemon;

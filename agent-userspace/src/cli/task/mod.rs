@@ -145,6 +145,14 @@ pub(crate) struct TaskSpec {
     /// only what the parent holds, for no longer (docs/identity.md).
     #[arg(long)]
     pub delegate: bool,
+    /// An emergency task outside the node policy's ceilings (approvers of the agent's
+    /// rule only; its grants are still enforced, its TTL capped, and it is logged as
+    /// `break_glass`). Needs --justification.
+    #[arg(long, requires = "justification", conflicts_with = "delegate")]
+    pub break_glass: bool,
+    /// Why the emergency (with --break-glass): in the task and its records.
+    #[arg(long, value_name = "TEXT", requires = "break_glass")]
+    pub justification: Option<String>,
 }
 
 impl TaskSpec {
@@ -198,6 +206,11 @@ impl TaskSpec {
             end_when: None,
             file_mode,
             delegate: self.delegate,
+            break_glass: self
+                .justification
+                .clone()
+                .filter(|_| self.break_glass)
+                .map(|justification| leash::protocol::BreakGlass { justification }),
         })
     }
 }
@@ -377,6 +390,12 @@ fn show_text(task: &Task) -> String {
         ("agent", task.agent.clone()),
         ("spiffe_id", task.spiffe_id.clone()),
     ];
+    if let Some(bg) = &task.break_glass {
+        pairs.push((
+            "break_glass",
+            format!("by {}: {}", bg.approver, bg.justification),
+        ));
+    }
     if !task.chain.is_empty() {
         pairs.push(("parent", task.parent.clone().unwrap_or_default()));
         pairs.push(("chain", task.chain.join(" > ")));

@@ -227,6 +227,7 @@ fn sample_task() -> Task {
         file_enforcement: "writes: Landlock ABI 7".into(),
         parent: None,
         chain: Vec::new(),
+        break_glass: None,
     }
 }
 

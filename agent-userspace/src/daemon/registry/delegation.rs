@@ -10,6 +10,14 @@ use crate::{
     protocol::{self, FileMode, GrantKind, Mode, TaskId},
 };
 
+/// Where a new task comes from: a parent (delegation), an emergency (break-glass), or
+/// neither.
+#[derive(Clone, Debug, Default)]
+pub struct Origin {
+    pub delegation: Option<Delegation>,
+    pub break_glass: Option<protocol::BreakGlassInfo>,
+}
+
 /// A new task's place under its parent.
 #[derive(Clone, Copy, Debug)]
 pub struct Delegation {

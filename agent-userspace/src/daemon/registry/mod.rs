@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use self::records::now_rfc3339;
 use self::sync::uninstall;
 pub use self::{
-    delegation::{Delegation, EXCEEDS_PARENT},
+    delegation::{Delegation, EXCEEDS_PARENT, Origin},
     records::{
         FileRecord, GrantRecord, Installed, LearnedRecord, NetRecord, TaskRecord, unmapped,
         wall_of_boot_ns,
@@ -89,6 +89,8 @@ pub struct Limits {
     pub files: crate::config::FilesConfig,
     /// How deep delegated tasks may go (`tasks.max_delegation_depth`; 0: no delegation).
     pub max_depth: u32,
+    /// Longest TTL of a break-glass task (`tasks.break_glass_max_ttl`).
+    pub break_glass_ttl: Duration,
 }
 
 /// Effective expiry of a grant under a task: the earlier non-zero one.
@@ -180,7 +182,7 @@ impl Tasks {
         req: &protocol::CreateTask,
         limits: &Limits,
         root: &ResolveIn<'_>,
-        delegation: Option<Delegation>,
+        origin: Origin,
     ) -> Result<u64, RegistryError> {
         validate_agent(&req.agent)?;
         if let Some(intent) = &req.intent
@@ -218,7 +220,7 @@ impl Tasks {
         if let Some(Delegation {
             parent: p,
             ttl_asked,
-        }) = delegation
+        }) = origin.delegation
         {
             let parent = self.delegator(p, limits.max_depth)?;
             expires_ns = delegation::bound_expiry(parent, ttl_asked, expires_ns)?;
@@ -242,6 +244,7 @@ impl Tasks {
         let counter_slot = self.slot_for(&req.agent);
         let mut rec = TaskRecord::new(id, req, grants, expires_ns, counter_slot, files);
         rec.chain = chain;
+        rec.break_glass = origin.break_glass;
         self.insert_synced(maps, rec)?;
         Ok(id)
     }

@@ -137,6 +137,9 @@ pub struct TaskRecord {
     /// A child task's ancestors (delegation), the root task first, its parent last.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub chain: Vec<u64>,
+    /// A break-glass task: outside the policy's ceilings, with why and who.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub break_glass: Option<protocol::BreakGlassInfo>,
     /// What is in the kernel for this task now, so changes touch only their own
     /// entries instead of scanning whole maps. Rebuilt from the maps on adoption.
     #[serde(skip)]
@@ -244,6 +247,7 @@ impl TaskRecord {
             learned: Vec::new(),
             files: Some(files),
             chain: Vec::new(),
+            break_glass: None,
             installed: Installed::default(),
         }
     }
@@ -316,6 +320,7 @@ impl TaskRecord {
             attached_pids: self.attached_pids.clone(),
             parent: self.chain.last().map(|&p| TaskId(p).to_string()),
             chain: self.chain_strings(),
+            break_glass: self.break_glass.clone(),
             learned: self
                 .learned
                 .iter()
