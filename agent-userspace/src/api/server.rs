@@ -274,6 +274,27 @@ async fn suggestion(
     Ok(axum::Json(d.audit.refusals.of(&task.id)))
 }
 
+/// `GET /v1/self/token?audience=X`: a JWT-SVID for the caller's own task.
+async fn self_token(
+    State(d): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    ApiQuery(q): ApiQuery<protocol::TokenQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    let token = blocking(move || d.issue_token(&caller, &q.audience)).await?;
+    Ok(axum::Json(token))
+}
+
+/// `GET /v1/jwks`: the keys that sign task identity tokens.
+async fn jwks(State(d): State<Shared>) -> Result<impl IntoResponse, ApiError> {
+    d.tokens.jwks().map(axum::Json).map_err(|e| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!("no task identity tokens on this node: {e}"),
+        )
+    })
+}
+
 async fn end_task(
     State(d): State<Shared>,
     Extension(caller): Extension<Caller>,
@@ -476,6 +497,8 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/v1/tasks/{id}/grants/{grant_id}/deny", post(deny_grant))
         .route("/v1/tasks/{id}/attach", post(attach))
         .route("/v1/tasks/{id}/suggestion", get(suggestion))
+        .route("/v1/self/token", get(self_token))
+        .route("/v1/jwks", get(jwks))
         .route("/v1/events", get(events))
         .route("/v1/status", get(status))
         .fallback(not_found)

@@ -3,6 +3,7 @@
 
 pub mod classify;
 pub mod jwt;
+pub mod keys;
 
 use std::collections::HashSet;
 

@@ -15,6 +15,7 @@ mod sandbox;
 mod status;
 mod suggest;
 mod task;
+mod token;
 
 use std::{future::Future, path::PathBuf, process::ExitCode};
 
@@ -62,6 +63,9 @@ enum Command {
     Events(events::EventsArgs),
     /// The grants that allow what a task was refused (or, audited, would have been).
     Suggest(suggest::SuggestArgs),
+    /// From inside a task: print an identity token (JWT-SVID) for it, for a service to
+    /// verify which task calls.
+    Token(token::TokenArgs),
     /// Show what the daemon enforces with: backend, programs, maps, counters.
     Status(status::StatusArgs),
     /// Approve a grant pending approval: the kernel allows it from now on (approvers only).
@@ -103,6 +107,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Grant(cmd) => grant::run(&client, cmd),
         Command::Events(args) => events::run(&client, &args),
         Command::Suggest(args) => suggest::run(&client, &args),
+        Command::Token(args) => token::run(&client, &args),
         Command::Status(args) => status::run(&client, &args),
         Command::Policy(cmd) => policy::run(cmd),
         Command::Audit(cmd) => audit::run(cmd),

@@ -3,7 +3,9 @@
 use hyper::Method;
 
 use super::{Client, ClientError, task_path, transport::to_json};
-use crate::protocol::{Attached, CreateTask, Refusals, Status, Task, TaskFilter};
+use crate::protocol::{
+    Attached, CreateTask, Refusals, Status, Task, TaskFilter, TaskToken, TokenQuery,
+};
 
 impl Client {
     /// `POST /v1/tasks`.
@@ -15,6 +17,15 @@ impl Client {
     /// `GET /v1/tasks?...`: newest first, as `filter` selects.
     pub async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<Task>, ClientError> {
         let path = format!("/v1/tasks{}", super::query_string(filter));
+        self.call(Method::GET, &path, None).await
+    }
+
+    /// `GET /v1/self/token?audience=X`: a JWT-SVID for this process's own task.
+    pub async fn self_token(&self, audience: &str) -> Result<TaskToken, ClientError> {
+        let q = TokenQuery {
+            audience: audience.to_owned(),
+        };
+        let path = format!("/v1/self/token{}", super::query_string(&q));
         self.call(Method::GET, &path, None).await
     }
 

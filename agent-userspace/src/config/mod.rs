@@ -23,6 +23,7 @@ mod identity;
 mod maps;
 mod metrics;
 mod socket;
+mod task_tokens;
 mod tasks;
 #[cfg(test)]
 mod tests;
@@ -36,6 +37,7 @@ pub use identity::{ApproverTokens, AuthConfig, ClaimMatch, PolicyConfig, TokensC
 pub use maps::{MAX_MAP_ENTRIES, MIN_EVENTS_BYTES, MapsConfig};
 pub use metrics::MetricsConfig;
 pub use socket::{SOCKET_MODE, SocketConfig, SocketGroup};
+pub use task_tokens::TaskTokensConfig;
 pub use tasks::{TTL_LIMIT, TasksConfig};
 
 /// The commented default configuration; parsing it gives [`Config::default`].
@@ -85,6 +87,8 @@ pub struct Config {
     pub files: FilesConfig,
     /// Limits of the API socket's and the metrics listener's connections.
     pub connections: ConnectionsConfig,
+    /// The identity tokens issued to tasks.
+    pub task_tokens: TaskTokensConfig,
 }
 
 /// Defaults; identical to the embedded `default.yaml` (a unit test checks it):
@@ -114,6 +118,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             files: FilesConfig::default(),
             connections: ConnectionsConfig::default(),
+            task_tokens: TaskTokensConfig::default(),
         }
     }
 }
@@ -206,6 +211,7 @@ impl Config {
         self.auth.validate()?;
         self.files.validate()?;
         self.connections.validate()?;
+        self.task_tokens.validate()?;
         check_log_level(&self.log_level)
     }
 }

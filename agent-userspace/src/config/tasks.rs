@@ -106,7 +106,7 @@ fn format_duration(d: Duration) -> String {
 }
 
 /// `Duration` as a humantime string.
-pub(super) mod duration_serde {
+pub(crate) mod duration_serde {
     use std::{fmt, time::Duration};
 
     use serde::{Deserializer, Serializer, de};

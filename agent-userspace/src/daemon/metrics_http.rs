@@ -66,6 +66,45 @@ async fn metrics(
     }
 }
 
+/// `/.well-known/jwks.json`: the keys of task identity tokens, for verifiers.
+async fn jwks(State(s): State<MetricsState>) -> axum::response::Response {
+    let Some(d) = s.daemon.get().cloned() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response();
+    };
+    match d.tokens.jwks() {
+        Ok(set) => axum::Json(set).into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
+    }
+}
+
+/// `/.well-known/openid-configuration`: enough OIDC discovery for stock verifiers.
+async fn openid(
+    State(s): State<MetricsState>,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    let Some(d) = s.daemon.get().cloned() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response();
+    };
+    let issuer = d.tokens.issuer.clone();
+    let base = if issuer.starts_with("http://") || issuer.starts_with("https://") {
+        issuer.trim_end_matches('/').to_owned()
+    } else {
+        let host = headers
+            .get(axum::http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("localhost");
+        format!("http://{host}")
+    };
+    axum::Json(serde_json::json!({
+        "issuer": issuer,
+        "jwks_uri": format!("{base}/.well-known/jwks.json"),
+        "id_token_signing_alg_values_supported": ["EdDSA"],
+        "subject_types_supported": ["public"],
+        "response_types_supported": ["id_token"],
+    }))
+    .into_response()
+}
+
 async fn healthz() -> &'static str {
     "ok\n"
 }
@@ -108,6 +147,8 @@ pub(super) async fn serve(
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/.well-known/jwks.json", get(jwks))
+        .route("/.well-known/openid-configuration", get(openid))
         .with_state(state);
     crate::http::serve(
         listener,

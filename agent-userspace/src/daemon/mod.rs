@@ -29,6 +29,7 @@ pub mod scoped;
 /// Public for the fuzz targets (`fuzz/`), which recover journals from arbitrary bytes.
 pub mod store;
 mod sweep;
+pub mod tokens;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -72,6 +73,8 @@ pub struct Daemon {
     dns: responders::Responders,
     /// The HTTP listeners' admission and counters.
     pub listeners: Listeners,
+    /// The keys and settings of task identity tokens.
+    pub tokens: tokens::Issuer,
 }
 
 /// The API socket's admission (by uid), and what the metrics listener refused.
@@ -115,6 +118,7 @@ impl Daemon {
                 api: crate::http::Admission::new(api_limits(config), Arc::default()),
                 metrics,
             },
+            tokens: tokens::Issuer::new(config),
         });
         daemon.adopt();
         daemon.dns_adopt();

@@ -20,6 +20,9 @@ pub use filters::{EventFilter, EventMatch, FilterError, TaskFilter};
 mod refusals;
 pub use refusals::{Refusal, Refusals, SuggestedGrant};
 
+mod token;
+pub use token::{TaskToken, TokenQuery};
+
 /// `POST /v1/tasks`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -26,4 +26,5 @@ mod network;
 mod policy;
 mod report;
 mod scope;
+mod task_tokens;
 mod upgrade;

@@ -359,7 +359,8 @@ impl TaskRecord {
         }
     }
 
-    pub(super) fn is_live(&self) -> bool {
+    #[must_use]
+    pub fn is_live(&self) -> bool {
         self.state != TaskState::Ended
     }
 }
