@@ -95,6 +95,11 @@ pub(crate) fn event_line(e: &AuditEvent) -> String {
         line.push_str(" intent=");
         line.push_str(&output::word(intent));
     }
+    // A delegated task's ancestors, root first.
+    if !e.chain.is_empty() {
+        line.push_str(" chain=");
+        line.push_str(&output::word(&e.chain.join(">")));
+    }
     line
 }
 
@@ -193,6 +198,12 @@ mod tests {
             "2025-01-01T00:00:00.000000001Z none     task_started task=00000000000000ab \
              agent=cli id=spiffe://leash.local/agent/cli/task/00000000000000ab \
              pid=42 comm=\"my tool\" reason=- intent=\"fix CI\""
+        );
+        started.chain = vec!["00000000000000aa".into(), "00000000000000ac".into()];
+        assert!(
+            event_line(&started).ends_with(" chain=00000000000000aa>00000000000000ac"),
+            "{}",
+            event_line(&started)
         );
         assert_eq!(target_summary(&serde_json::json!("x y")), "target=\"x y\"");
     }
