@@ -1,4 +1,5 @@
-//! The node's keys for task identity tokens: Ed25519 (`EdDSA`), made at first start and
+//! The node's keys for task identity tokens: P-256 (ES256, the algorithm SPIFFE's
+//! JWT-SVIDs and every JWT library support), made at first start and
 //! kept mode 0600 in the state directory (`token-keys.json`). A new key is made every
 //! `rotate_every`, published at once and used to sign only `publish_ahead` later, so
 //! verifiers that cache the JWKS see it before any token it signed; a key that stopped
@@ -18,9 +19,12 @@ use jsonwebtoken::{
 };
 use serde::{Deserialize, Serialize};
 
-/// The PKCS #8 header of an Ed25519 private key: the DER of the seed follows it.
-const ED25519_PKCS8: [u8; 16] = [
-    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+/// The PKCS #8 DER of a P-256 private key (RFC 5915, without the optional public key)
+/// up to its 32-byte scalar, which follows.
+const P256_PKCS8: [u8; 35] = [
+    0x30, 0x41, 0x02, 0x01, 0x00, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01,
+    0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x04, 0x27, 0x30, 0x25, 0x02, 0x01,
+    0x01, 0x04, 0x20,
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -51,7 +55,7 @@ pub enum KeyError {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct StoredKey {
     kid: String,
-    /// The Ed25519 seed, hex.
+    /// The P-256 private scalar, hex.
     seed: String,
     created: u64,
     /// It signs from then on (until a newer key does).
@@ -136,14 +140,14 @@ impl KeyRing {
         self.rotate(now)?;
         let mut keys = Vec::new();
         for k in &self.keys {
-            let mut jwk = Jwk::from_encoding_key(&encoding_key(&k.seed)?, Algorithm::EdDSA)
+            let mut jwk = Jwk::from_encoding_key(&encoding_key(&k.seed)?, Algorithm::ES256)
                 .map_err(|e| KeyError::Corrupt {
                     path: self.path.clone(),
                     why: e.to_string(),
                 })?;
             jwk.common.key_id = Some(k.kid.clone());
             jwk.common.public_key_use = Some(PublicKeyUse::Signature);
-            jwk.common.key_algorithm = Some(KeyAlgorithm::EdDSA);
+            jwk.common.key_algorithm = Some(KeyAlgorithm::ES256);
             keys.push(jwk);
         }
         Ok(JwkSet { keys })
@@ -210,8 +214,16 @@ impl KeyRing {
 }
 
 fn new_key(now: u64, signs_from: u64) -> Result<StoredKey, KeyError> {
-    let mut seed = [0u8; 32];
-    getrandom::fill(&mut seed).map_err(|e| KeyError::Random(e.to_string()))?;
+    // 32 random bytes are a valid scalar unless 0 or >= the group order (about 2^-32):
+    // try again then.
+    let seed = loop {
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).map_err(|e| KeyError::Random(e.to_string()))?;
+        let key = encoding_key(&hex(&seed))?;
+        if Jwk::from_encoding_key(&key, Algorithm::ES256).is_ok() {
+            break seed;
+        }
+    };
     let mut id = [0u8; 8];
     getrandom::fill(&mut id).map_err(|e| KeyError::Random(e.to_string()))?;
     Ok(StoredKey {
@@ -230,9 +242,9 @@ fn encoding_key(seed_hex: &str) -> Result<EncodingKey, KeyError> {
             path: PathBuf::from("token-keys.json"),
             why: "a seed is not 32 bytes of hex".into(),
         })?;
-    let mut der = ED25519_PKCS8.to_vec();
+    let mut der = P256_PKCS8.to_vec();
     der.extend_from_slice(&seed);
-    Ok(EncodingKey::from_ed_der(&der))
+    Ok(EncodingKey::from_ec_der(&der))
 }
 
 /// Lowercase hex.

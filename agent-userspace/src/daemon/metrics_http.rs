@@ -98,7 +98,7 @@ async fn openid(
     axum::Json(serde_json::json!({
         "issuer": issuer,
         "jwks_uri": format!("{base}/.well-known/jwks.json"),
-        "id_token_signing_alg_values_supported": ["EdDSA"],
+        "id_token_signing_alg_values_supported": ["ES256"],
         "subject_types_supported": ["public"],
         "response_types_supported": ["id_token"],
     }))

@@ -168,7 +168,7 @@ impl Daemon {
             ring.signer(now)
                 .map_err(|e| RegistryError::Conflict(format!("cannot sign: {e}")))?
         };
-        let mut header = Header::new(Algorithm::EdDSA);
+        let mut header = Header::new(Algorithm::ES256);
         header.kid = Some(kid.clone());
         header.typ = Some("JWT".into());
         let token = jsonwebtoken::encode(&header, &claims, &key)

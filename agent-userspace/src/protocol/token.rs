@@ -12,7 +12,7 @@ pub struct TokenQuery {
 /// A JWT-SVID for the caller's own task.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskToken {
-    /// The compact JWT, signed with `EdDSA`.
+    /// The compact JWT, signed with ES256.
     pub token: String,
     /// Its `sub`.
     pub spiffe_id: String,

@@ -42,7 +42,7 @@ fn verify(set: &JwkSet, token: &str, aud: &str) -> Result<serde_json::Value, Str
         .ok_or("no kid")?;
     let jwk = set.find(&kid).ok_or(format!("kid {kid} not in the JWKS"))?;
     let key = DecodingKey::from_jwk(jwk).map_err(|e| e.to_string())?;
-    let mut v = Validation::new(Algorithm::EdDSA);
+    let mut v = Validation::new(Algorithm::ES256);
     v.set_audience(&[aud]);
     v.set_issuer(&["spiffe://leash.local"]);
     jsonwebtoken::decode::<serde_json::Value>(token, &key, &v)
