@@ -26,6 +26,9 @@ pub struct Delegation {
     pub ttl_asked: bool,
 }
 
+/// Live delegated tasks below one root task, at most.
+pub(super) const MAX_DESCENDANTS: usize = 256;
+
 /// The code of every refusal for exceeding the parent.
 pub const EXCEEDS_PARENT: &str = "exceeds_parent";
 
@@ -62,6 +65,20 @@ impl Tasks {
                 p.id_string(),
                 depth - 1,
                 depth
+            )));
+        }
+        // Every delegated task takes a kernel task entry: a task may not exhaust the
+        // node's by delegating.
+        let root = p.chain.first().copied().unwrap_or(parent);
+        let live = self
+            .tasks
+            .values()
+            .filter(|t| t.is_live() && t.chain.contains(&root))
+            .count();
+        if live >= MAX_DESCENDANTS {
+            return Err(exceeds(format!(
+                "task {} already has {live} live delegated tasks below it, the most a task may have",
+                TaskId(root)
             )));
         }
         Ok(p)
@@ -280,4 +297,66 @@ pub(super) fn attenuate(parent: &TaskRecord, rec: &mut GrantRecord) -> Result<()
     }
     rec.derived_from = ids;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(id: u64, chain: &[u64]) -> TaskRecord {
+        let req = protocol::CreateTask {
+            agent: "a".into(),
+            ..protocol::CreateTask::default()
+        };
+        let mut t = TaskRecord::new(id, &req, Vec::new(), 0, 1, protocol::FileRules::default());
+        t.chain = chain.to_vec();
+        t
+    }
+
+    fn tasks(list: impl IntoIterator<Item = TaskRecord>) -> Tasks {
+        let mut t = Tasks::default();
+        for r in list {
+            t.tasks.insert(r.id, r);
+        }
+        t
+    }
+
+    fn code(r: &Result<&TaskRecord, RegistryError>) -> Option<&'static str> {
+        match r {
+            Err(RegistryError::Refused { code, .. }) => Some(*code),
+            Err(_) => Some("other"),
+            Ok(_) => None,
+        }
+    }
+
+    #[test]
+    fn depth_count_and_orphans() {
+        // Depth: a task 2 levels down may delegate under a limit of 3, not of 2.
+        let t = tasks([task(1, &[]), task(2, &[1]), task(3, &[1, 2])]);
+        assert_eq!(code(&t.delegator(3, 3)), None);
+        assert_eq!(code(&t.delegator(3, 2)), Some(EXCEEDS_PARENT));
+        assert_eq!(code(&t.delegator(1, 0)), Some(EXCEEDS_PARENT), "off");
+        assert!(t.descends_from(3, 1) && t.descends_from(3, 2));
+        assert!(!t.descends_from(1, 3) && !t.descends_from(2, 2));
+        assert_eq!(t.children_of(1), [2]);
+
+        // Count: the live tasks below one root, wherever they hang.
+        let max = MAX_DESCENDANTS as u64;
+        let mut list = vec![task(1, &[])];
+        list.extend((2..=max + 1).map(|id| task(id, &[1])));
+        let full = tasks(list);
+        assert_eq!(code(&full.delegator(1, 4)), Some(EXCEEDS_PARENT));
+        assert_eq!(
+            code(&full.delegator(2, 4)),
+            Some(EXCEEDS_PARENT),
+            "below a child too"
+        );
+
+        // A live child of an ended parent is an orphan.
+        let mut ended = task(1, &[]);
+        ended.state = protocol::TaskState::Ended;
+        let t = tasks([ended, task(2, &[1]), task(3, &[2])]);
+        assert_eq!(t.orphans(), [2]);
+        assert!(matches!(t.delegator(1, 4), Err(RegistryError::Ended(_))));
+    }
 }
