@@ -29,6 +29,7 @@ METRICS_RS = ROOT / "agent-userspace" / "src" / "metrics.rs"
 EXPORTED = {
     "leash_decisions_total",
     "leash_tasks_ended_total",
+    "leash_break_glass_total",
     "leash_denials_total",
     "leash_events_lost_total",
     "leash_tag_failures_total",
@@ -310,6 +311,7 @@ EXPECTED_ALERTS = {
     "LeashDenialSpike": ("5m", "warning"),
     "LeashTagFailures": (None, "warning"),
     "LeashApiConnectionsRefused": (None, "warning"),
+    "LeashBreakGlass": (None, "critical"),
 }
 
 
