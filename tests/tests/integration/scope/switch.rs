@@ -111,8 +111,16 @@ fn start_prober(d: &DaemonGuard, l: &Listeners, other: &Listeners, exec: &str) -
     assert!(out.status.success(), "{}", harness::daemon::stderr(&out));
     let id = stdout(&out);
     let backend = Harness::backend_of_daemon(d);
+    // Joined before the caller restarts anything: the probe answers only once its
+    // `leash run --task` has attached it and exec'd it (under TCG that has taken
+    // seconds, and a daemon stopped meanwhile closes the join's connection).
+    let mut session = TaskSession::join(d, &id);
+    assert!(
+        !session.run("pid").is_empty(),
+        "the prober's leash run --task did not join task {id}"
+    );
     Prober::start(
-        TaskSession::join(d, &id),
+        session,
         l.tcp4_port(),
         other.tcp4_port(),
         exec,
