@@ -48,6 +48,13 @@ pub(super) fn root_scoped(dir: &Path) -> bool {
     .any(|name| links.join(name).symlink_metadata().is_ok())
 }
 
+/// Removes the directory of the leash cgroups' links once it is empty (the last leash
+/// cgroup was pruned), so the pin dir is as a daemon without them left it; a new
+/// leash cgroup makes it again.
+pub(super) fn remove_empty_scope_links(pin_dir: &Path) {
+    let _ = fs::remove_dir(pin_dir.join(SCOPE_LINKS));
+}
+
 /// Where the links of the leash cgroup `id` are pinned.
 pub(super) fn scope_links(pin_dir: &Path, id: u64) -> PathBuf {
     pin_dir.join(SCOPE_LINKS).join(id.to_string())

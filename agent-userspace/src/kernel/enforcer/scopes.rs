@@ -162,6 +162,11 @@ impl Enforcer {
                 let _ = fs::remove_dir(&s.path);
             }
         }
+        if self.scopes.is_empty()
+            && let Some(dir) = &self.pin_dir
+        {
+            pins::remove_empty_scope_links(dir);
+        }
     }
 
     /// Leash cgroups with the network hooks attached.
