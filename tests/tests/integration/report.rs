@@ -16,6 +16,16 @@ use harness::{
 
 /// Runs the probe under `leash run ARGS`, feeding it `commands`; returns its output.
 fn run_probe(d: &DaemonGuard, args: &[String], commands: &[String]) -> Output {
+    run_probe_until(d, args, commands, || true)
+}
+
+/// [`run_probe`], keeping the probe alive (its stdin open) until `done` holds.
+fn run_probe_until(
+    d: &DaemonGuard,
+    args: &[String],
+    commands: &[String],
+    mut done: impl FnMut() -> bool,
+) -> Output {
     let p = probe().display().to_string();
     let mut child = d
         .cli()
@@ -31,6 +41,8 @@ fn run_probe(d: &DaemonGuard, args: &[String], commands: &[String]) -> Output {
     for c in commands {
         writeln!(stdin, "{c}").unwrap();
     }
+    stdin.flush().unwrap();
+    harness::wait_for("the probe's refusals recorded", &mut done);
     drop(stdin);
     // Read to the end of stderr: the reporter holds it until its report is out.
     child.wait_with_output().unwrap()
@@ -183,7 +195,14 @@ fn a_unix_path_with_no_socket_is_told_apart() {
         format!("unix-connect {absent}"),
         format!("unix-connect {present}"),
     ];
-    let out = run_probe(&d, &args, &commands);
+    // The daemon tells an absent socket apart by looking through the process's root,
+    // so the probe stays alive until the later refusal is recorded (events are read in
+    // order): a probe that exited first left only `not_granted` to say.
+    let out = run_probe_until(&d, &args, &commands, || {
+        d.audit()
+            .iter()
+            .any(|e| e["target"]["unix"] == present.as_str())
+    });
     let got = String::from_utf8_lossy(&out.stdout).into_owned();
     let report = stderr(&out);
     let outcomes: Vec<&str> = got.lines().collect();
