@@ -219,7 +219,7 @@ fn new_key(now: u64, signs_from: u64) -> Result<StoredKey, KeyError> {
     let seed = loop {
         let mut seed = [0u8; 32];
         getrandom::fill(&mut seed).map_err(|e| KeyError::Random(e.to_string()))?;
-        let key = encoding_key(&hex(&seed))?;
+        let key = encoding_key(&hex::encode(seed))?;
         if Jwk::from_encoding_key(&key, Algorithm::ES256).is_ok() {
             break seed;
         }
@@ -227,8 +227,8 @@ fn new_key(now: u64, signs_from: u64) -> Result<StoredKey, KeyError> {
     let mut id = [0u8; 8];
     getrandom::fill(&mut id).map_err(|e| KeyError::Random(e.to_string()))?;
     Ok(StoredKey {
-        kid: hex(&id),
-        seed: hex(&seed),
+        kid: hex::encode(id),
+        seed: hex::encode(seed),
         created: now,
         signs_from,
         retire_after: 0,
@@ -236,7 +236,8 @@ fn new_key(now: u64, signs_from: u64) -> Result<StoredKey, KeyError> {
 }
 
 fn encoding_key(seed_hex: &str) -> Result<EncodingKey, KeyError> {
-    let seed = unhex(seed_hex)
+    let seed = hex::decode(seed_hex)
+        .ok()
         .filter(|s| s.len() == 32)
         .ok_or_else(|| KeyError::Corrupt {
             path: PathBuf::from("token-keys.json"),
@@ -245,25 +246,6 @@ fn encoding_key(seed_hex: &str) -> Result<EncodingKey, KeyError> {
     let mut der = P256_PKCS8.to_vec();
     der.extend_from_slice(&seed);
     Ok(EncodingKey::from_ec_der(&der))
-}
-
-/// Lowercase hex.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 #[cfg(test)]

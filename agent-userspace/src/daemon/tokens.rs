@@ -140,7 +140,7 @@ impl Daemon {
         let mut jti = [0u8; 16];
         getrandom::fill(&mut jti)
             .map_err(|e| RegistryError::BadRequest(format!("no randomness: {e}")))?;
-        let jti = crate::auth::keys::hex(&jti);
+        let jti = hex::encode(jti);
         let claims = Claims {
             iss: &self.tokens.issuer,
             sub: &spiffe_id,

@@ -19,15 +19,10 @@ pub const fn mode_within(child: FileMode, parent: FileMode) -> bool {
 
 /// Whether a file grant is within one of `parents`: its path in the hierarchy of a
 /// parent grant, and a `write:` only under a parent `write:` (a `write:` covers reads).
-/// `Err` names why a path cannot be compared: it is not in its clean form, so that
-/// `..` cannot climb out of a parent's hierarchy.
+/// `Err` names why a path cannot be compared: it is not normalized (as a policy
+/// ceiling's paths must be), so that `..` cannot climb out of a parent's hierarchy.
 pub fn file_within(child: &FileGrant, parents: &[FileGrant]) -> Result<bool, String> {
-    if !is_clean(&child.path) {
-        return Err(format!(
-            "{:?} is not a clean absolute path (no `.`, `..` or empty components)",
-            child.path
-        ));
-    }
+    crate::policy::normalized_path(&child.path)?;
     Ok(parents
         .iter()
         .any(|p| (p.write || !child.write) && in_tree(&child.path, &p.path)))
@@ -45,18 +40,6 @@ fn in_tree(path: &str, root: &str) -> bool {
 
 fn trim_slash(p: &str) -> &str {
     p.trim_end_matches('/')
-}
-
-/// Absolute, with no `.`, `..` or empty component (a trailing `/` aside).
-fn is_clean(path: &str) -> bool {
-    let Some(rest) = path.strip_prefix('/') else {
-        return false;
-    };
-    let rest = trim_slash(rest);
-    rest.is_empty()
-        || rest
-            .split('/')
-            .all(|c| !c.is_empty() && c != "." && c != "..")
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 
 mod cedar;
 mod ceiling;
+pub(crate) use ceiling::normalized_path;
 mod mapped;
 
 use std::{

@@ -70,6 +70,15 @@ fn at(v: &serde_json::Value) -> time::OffsetDateTime {
         .unwrap_or_else(|e| panic!("{s:?}: {e}"))
 }
 
+/// The grant of `spec` in a task's JSON.
+fn grant(task: &serde_json::Value, spec: &str) -> serde_json::Value {
+    task["grants"]
+        .as_array()
+        .and_then(|gs| gs.iter().find(|g| g["spec"] == spec))
+        .unwrap_or_else(|| panic!("no grant {spec} in {task}"))
+        .clone()
+}
+
 /// The tasks whose parent is `task`.
 fn children(d: &DaemonGuard, task: &str) -> Vec<serde_json::Value> {
     let o = d.run(&["task", "list", "--json"]);
@@ -103,20 +112,8 @@ fn a_child_holds_at_most_what_its_parent_holds() {
         c["agent"], "orchestrator",
         "a child takes its parent's agent"
     );
-    let parent_grant = task_json(&d, &t)["grants"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|g| g["spec"] == spec1)
-        .unwrap()["id"]
-        .clone();
-    let derived = c["grants"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|g| g["spec"] == spec1)
-        .unwrap()
-        .clone();
+    let parent_grant = grant(&task_json(&d, &t), &spec1)["id"].clone();
+    let derived = grant(&c, &spec1);
     assert_eq!(derived["derived_from"], serde_json::json!([parent_grant]));
     // Its TTL, asked for none, is the parent's remaining one, not the default hour.
     let gap = at(&task_json(&d, &t)["expires_at"]) - at(&c["expires_at"]);
@@ -227,12 +224,7 @@ fn the_parent_s_end_revocation_and_expiry_reach_the_child() {
     assert_eq!(s.run(&connect), "ok");
     let c = wait_child(&d, &t);
     let cid = c["id"].as_str().unwrap().to_owned();
-    let g = task_json(&d, &t)["grants"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|g| g["spec"] == spec)
-        .unwrap()["id"]
+    let g = grant(&task_json(&d, &t), &spec)["id"]
         .as_str()
         .unwrap()
         .to_owned();
