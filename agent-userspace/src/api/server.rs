@@ -269,10 +269,17 @@ async fn suggestion(
     State(d): State<Shared>,
     Extension(caller): Extension<Caller>,
     ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<protocol::SuggestionQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
     let task = d.task_for(&caller, task_id(&id)?)?;
-    Ok(axum::Json(d.audit.refusals.of(&task.id)))
+    let synced = q.sync && d.events_sync.wait(SYNC_WAIT).await;
+    let mut refusals = d.audit.refusals.of(&task.id);
+    refusals.synced = synced;
+    Ok(axum::Json(refusals))
 }
+
+/// How long `?sync=true` waits for the event pump.
+const SYNC_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// `GET /v1/self/token?audience=X`: a JWT-SVID for the caller's own task.
 async fn self_token(

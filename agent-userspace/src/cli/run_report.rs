@@ -169,10 +169,11 @@ async fn gather(
         tokio::time::sleep(Duration::from_millis(20)).await;
         task = client.get_task(&info.task).await?;
     }
-    // Read until two reads agree: what other processes of the task did just before the
-    // exit may still be on its way through the daemon.
-    let mut last = client.suggestion(&info.task).await?;
-    for _ in 0..SETTLE_ROUNDS {
+    // Once the daemon has drained what the kernel had queued, every decision of the
+    // command (which has exited) is recorded.
+    let mut last = client.suggestion_synced(&info.task).await?;
+    // A daemon that could not (or an older one): read until two reads agree.
+    for _ in 0..if last.synced { 0 } else { SETTLE_ROUNDS } {
         tokio::time::sleep(SETTLE).await;
         let now = client.suggestion(&info.task).await?;
         let settled = now.total() == last.total();
@@ -372,6 +373,7 @@ mod tests {
                 ),
             ],
             dropped: 0,
+            synced: true,
         }
     }
 

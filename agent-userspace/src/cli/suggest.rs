@@ -176,6 +176,7 @@ mod tests {
                 refusal("tamper", None, "bpf", 1, "x"),
             ],
             dropped: 0,
+            synced: true,
         }
     }
 

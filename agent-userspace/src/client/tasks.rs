@@ -40,6 +40,13 @@ impl Client {
         self.call(Method::GET, &path, None).await
     }
 
+    /// `GET /v1/tasks/{id}/suggestion?sync=true`: the refusals once the daemon has
+    /// recorded what the kernel had queued (`synced` says whether it could).
+    pub async fn suggestion_synced(&self, id: &str) -> Result<Refusals, ClientError> {
+        let path = format!("{}/suggestion?sync=true", task_path(id));
+        self.call(Method::GET, &path, None).await
+    }
+
     /// `DELETE /v1/tasks/{id}`: ends the task.
     pub async fn end_task(&self, id: &str) -> Result<Task, ClientError> {
         self.call(Method::DELETE, &task_path(id), None).await

@@ -1,12 +1,13 @@
-//! Test-only fault injection for the kill -9 soak (`cargo xtask soak`): aborts the daemon
-//! at one chosen point, so the soak can prove a crash there loses no acknowledged grant
-//! and enforces no unrecorded one.
+//! Test-only fault injection:
+//! - for the kill -9 soak (`cargo xtask soak`), an abort at one chosen point, so the soak
+//!   can prove a crash there loses no acknowledged grant and enforces no unrecorded one;
+//! - for the denial report's tests, a daemon slow to record the kernel's decisions.
 //!
 //! Off unless the daemon's environment sets [`ABORT_AFTER_GRANT_MAP_WRITE`] to exactly
-//! [`CONFIRM`]: no config field, flag or default turns it on, and a daemon started with
-//! it says so in its log at start.
+//! [`CONFIRM`], or [`DELAY_EVENTS_MS`] to a number: no config field, flag or default
+//! turns them on, and a daemon started with one says so in its log at start.
 
-use std::sync::OnceLock;
+use std::{sync::OnceLock, time::Duration};
 
 /// The variable that arms the abort right after a grant add's map write, before the
 /// grant is journaled and answered.
@@ -20,12 +21,40 @@ fn armed() -> bool {
     *ARMED.get_or_init(|| std::env::var(ABORT_AFTER_GRANT_MAP_WRITE).is_ok_and(|v| v == CONFIRM))
 }
 
-/// Logs, at start, that the fault is armed.
+/// The variable that delays each batch of kernel decisions by this many milliseconds
+/// (at most [`MAX_DELAY_MS`]) before it is recorded.
+pub const DELAY_EVENTS_MS: &str = "LEASH_TEST_FAULT_DELAY_EVENTS_MS";
+
+/// The longest delay [`DELAY_EVENTS_MS`] sets.
+const MAX_DELAY_MS: u64 = 10_000;
+
+fn events_delay() -> Option<Duration> {
+    static DELAY: OnceLock<Option<Duration>> = OnceLock::new();
+    *DELAY.get_or_init(|| {
+        let ms: u64 = std::env::var(DELAY_EVENTS_MS).ok()?.parse().ok()?;
+        Some(Duration::from_millis(ms.min(MAX_DELAY_MS)))
+    })
+}
+
+/// Logs, at start, that a fault is armed.
 pub(super) fn announce() {
     if armed() {
         tracing::warn!(
             "{ABORT_AFTER_GRANT_MAP_WRITE} is set: this daemon aborts at its first grant add, a test fault"
         );
+    }
+    if let Some(delay) = events_delay() {
+        tracing::warn!(
+            "{DELAY_EVENTS_MS} is set: this daemon records each batch of kernel decisions {} ms late, a test fault",
+            delay.as_millis()
+        );
+    }
+}
+
+/// Called before a batch of kernel decisions is recorded (on a thread that may block).
+pub(super) fn before_events() {
+    if let Some(delay) = events_delay() {
+        std::thread::sleep(delay);
     }
 }
 

@@ -22,6 +22,7 @@ use crate::{
 impl Daemon {
     /// Turns one kernel record into audit events and lifecycle actions.
     pub fn on_kernel_events(&self, batch: Vec<Decision>) {
+        super::fault::before_events();
         let mut exits = Vec::new();
         // Task metadata looked up once per task per batch, under one lock.
         let mut meta: HashMap<u64, TaskMeta> = HashMap::new();
@@ -308,18 +309,28 @@ pub(super) async fn pump_events(
     // Not ready again if this loop ever ends.
     let _running = Running(ready);
     loop {
-        let readable = tokio::select! {
-            r = fd.readable_mut() => r,
+        let (batch, synced) = tokio::select! {
+            r = fd.readable_mut() => {
+                let mut guard = r.context("event ring buffer")?;
+                let batch = guard.get_inner_mut().drain();
+                guard.clear_ready();
+                (batch, None)
+            }
+            // Drained whether or not the ring buffer woke us: a record committed
+            // without a wakeup must still be seen by whoever waits.
+            () = daemon.events_sync.requested() => {
+                let upto = daemon.events_sync.begin();
+                (fd.get_mut().drain(), Some(upto))
+            }
             () = stopping.wait() => return Ok(()),
         };
-        let mut guard = readable.context("event ring buffer")?;
-        let batch = guard.get_inner_mut().drain();
-        guard.clear_ready();
-        drop(guard);
         if !batch.is_empty() {
             // In place (the other tasks move to the second worker): no hand-off to the
             // blocking pool and back between an exit and the task's teardown.
             tokio::task::block_in_place(|| daemon.on_kernel_events(batch));
+        }
+        if let Some(upto) = synced {
+            daemon.events_sync.done(upto);
         }
     }
 }

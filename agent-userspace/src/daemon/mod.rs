@@ -13,6 +13,7 @@ pub mod audit_file;
 mod break_glass;
 mod caller_root;
 mod delegation;
+pub mod event_sync;
 pub mod fault;
 mod file_denials;
 mod kernel_events;
@@ -75,6 +76,8 @@ pub struct Daemon {
     pub listeners: Listeners,
     /// The keys and settings of task identity tokens.
     pub tokens: tokens::Issuer,
+    /// Waits for the decision ring buffer to be drained.
+    pub events_sync: event_sync::EventSync,
 }
 
 /// The API socket's admission (by uid), and what the metrics listener refused.
@@ -119,6 +122,7 @@ impl Daemon {
                 metrics,
             },
             tokens: tokens::Issuer::new(config),
+            events_sync: event_sync::EventSync::default(),
         });
         daemon.adopt();
         daemon.dns_adopt();

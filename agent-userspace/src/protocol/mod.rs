@@ -18,7 +18,7 @@ mod filters;
 pub use filters::{EventFilter, EventMatch, FilterError, TaskFilter};
 
 mod refusals;
-pub use refusals::{Refusal, Refusals, SuggestedGrant};
+pub use refusals::{Refusal, Refusals, SuggestedGrant, SuggestionQuery};
 
 mod token;
 pub use token::{TaskToken, TokenQuery};

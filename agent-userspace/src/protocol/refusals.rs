@@ -43,6 +43,20 @@ pub struct Refusals {
     /// (their events are in the audit log).
     #[serde(default)]
     pub dropped: u64,
+    /// Asked with `?sync=true`, the daemon had recorded every decision the kernel had
+    /// queued when the request came in. False from a daemon that could not (or does
+    /// not know the parameter).
+    #[serde(default)]
+    pub synced: bool,
+}
+
+/// `GET /v1/tasks/{id}/suggestion?sync=true`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SuggestionQuery {
+    /// Drain the kernel's decision queue first (waits up to a few seconds).
+    #[serde(default)]
+    pub sync: bool,
 }
 
 impl Refusals {

@@ -324,3 +324,32 @@ fn learned_grants_run_the_workload_and_each_is_needed() {
         );
     }
 }
+
+/// A daemon slow to record the kernel's decisions (each batch held back 2.5 s, longer
+/// than the sweep takes to see the command gone and end the task) still reports every
+/// refusal: the reporter asks the daemon to drain the kernel's queue first, instead of
+/// trusting two reads that agree.
+#[test]
+fn a_daemon_slow_to_record_decisions_still_reports_every_refusal() {
+    let d = DaemonGuard::start_with(
+        "report-slow",
+        "",
+        &[(leash::daemon::fault::DELAY_EVENTS_MS, "2500")],
+        true,
+    );
+    let (a, b, c) = (Listeners::new(), Listeners::new(), Listeners::new());
+    let commands: Vec<String> = [&a, &b, &c]
+        .iter()
+        .map(|l| format!("connect tcp 127.0.0.1 {}", l.tcp4_port()))
+        .collect();
+    let out = run_probe(&d, &["--report".to_owned()], &commands);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        [EPERM, EPERM, EPERM].join("\n") + "\n"
+    );
+    let report = stderr(&out);
+    assert!(
+        report.contains("was refused 3 distinct actions"),
+        "{report}"
+    );
+}
