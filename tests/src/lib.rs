@@ -48,21 +48,24 @@ pub fn untagged(words: &str) -> String {
 /// The probe binary built next to the tests.
 #[must_use]
 pub fn probe() -> PathBuf {
+    bin("leash-probe")
+}
+
+/// A binary of this crate: `leash-probe`, `leash-spiffe-probe`, ...
+#[must_use]
+pub fn bin(name: &str) -> PathBuf {
     // Binaries sit in target/<profile>; integration tests run from its deps/ folder.
     let exe = std::env::current_exe().expect("current_exe");
     let dir = exe.parent().expect("exe dir");
-    [
-        dir.join("leash-probe"),
-        dir.parent().unwrap_or(dir).join("leash-probe"),
-    ]
-    .into_iter()
-    .find(|p| p.exists())
-    .unwrap_or_else(|| {
-        panic!(
-            "leash-probe missing near {}: build with `cargo build -p integration-tests`",
-            dir.display()
-        )
-    })
+    [dir.join(name), dir.parent().unwrap_or(dir).join(name)]
+        .into_iter()
+        .find(|p| p.exists())
+        .unwrap_or_else(|| {
+            panic!(
+                "{name} missing near {}: build with `cargo build -p integration-tests`",
+                dir.display()
+            )
+        })
 }
 
 /// Fails the test unless it runs as root: the programs need `CAP_BPF` and `CAP_PERFMON`.

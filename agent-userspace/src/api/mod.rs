@@ -3,3 +3,4 @@
 pub mod extract;
 pub mod peer;
 pub mod server;
+pub mod workload;

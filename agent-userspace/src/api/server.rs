@@ -492,7 +492,7 @@ async fn method_not_allowed() -> ApiError {
 
 /// The API's routes.
 pub fn router(daemon: Arc<Daemon>) -> Router {
-    Router::new()
+    super::workload::routes(Router::new())
         .route("/v1/tasks", post(create_task).get(list_tasks))
         .route("/v1/tasks/{id}", get(get_task).delete(end_task))
         .route("/v1/tasks/{id}/grants", post(add_grant))

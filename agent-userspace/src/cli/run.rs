@@ -167,7 +167,7 @@ pub(crate) fn run(client: &Client, args: &RunArgs) -> anyhow::Result<ExitCode> {
         );
     }
 
-    let envp = environment(&task.id, sandbox.tmpdir.as_deref())?;
+    let envp = environment(&task.id, sandbox.tmpdir.as_deref(), client.socket())?;
     // Tagged from here on: no compat system call may run in this tree.
     if let Err(e) = super::compat_filter::install() {
         tracing::debug!(error = %e, "no compat seccomp filter; the kernel guard alone stops compat calls");
@@ -267,7 +267,16 @@ fn cstring(s: &OsStr) -> anyhow::Result<CString> {
 
 /// This process's environment with `LEASH_TASK` set to the task id, and `TMPDIR` to the
 /// task's tmp directory when it has one.
-fn environment(task_id: &str, tmpdir: Option<&Path>) -> anyhow::Result<Vec<CString>> {
+/// The Workload API's endpoint variable, which SPIFFE client libraries read.
+const SPIFFE_ENV: &str = "SPIFFE_ENDPOINT_SOCKET";
+
+/// The command's environment: the task's id, its private TMPDIR, and (unless one is set
+/// already) the daemon's socket as the SPIFFE Workload API endpoint.
+fn environment(
+    task_id: &str,
+    tmpdir: Option<&Path>,
+    socket: &Path,
+) -> anyhow::Result<Vec<CString>> {
     let mut env: Vec<CString> = std::env::vars_os()
         .filter(|(k, _)| k != TASK_ENV && !(tmpdir.is_some() && k == "TMPDIR"))
         .filter_map(|(k, v)| {
@@ -282,6 +291,12 @@ fn environment(task_id: &str, tmpdir: Option<&Path>) -> anyhow::Result<Vec<CStri
         let mut kv = b"TMPDIR=".to_vec();
         kv.extend_from_slice(dir.as_os_str().as_bytes());
         env.push(CString::new(kv).context("bad tmp directory")?);
+    }
+    if std::env::var_os(SPIFFE_ENV).is_none() {
+        let socket = std::path::absolute(socket).unwrap_or_else(|_| socket.to_owned());
+        let mut kv = format!("{SPIFFE_ENV}=unix:").into_bytes();
+        kv.extend_from_slice(socket.as_os_str().as_bytes());
+        env.push(CString::new(kv).context("bad socket path")?);
     }
     Ok(env)
 }
@@ -393,7 +408,18 @@ mod tests {
 
     #[test]
     fn environment_sets_task() {
-        let env = environment("00ab", Some(Path::new("/tmp/leash-00ab-1"))).unwrap();
+        let env = environment(
+            "00ab",
+            Some(Path::new("/tmp/leash-00ab-1")),
+            Path::new("/run/leash/leash.sock"),
+        )
+        .unwrap();
+        if std::env::var_os(SPIFFE_ENV).is_none() {
+            assert!(
+                env.iter()
+                    .any(|kv| kv.as_bytes() == b"SPIFFE_ENDPOINT_SOCKET=unix:/run/leash/leash.sock")
+            );
+        }
         assert!(
             env.iter()
                 .any(|kv| kv.as_bytes() == b"TMPDIR=/tmp/leash-00ab-1")

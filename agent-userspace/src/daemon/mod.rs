@@ -30,6 +30,7 @@ pub mod scoped;
 /// Public for the fuzz targets (`fuzz/`), which recover journals from arbitrary bytes.
 pub mod store;
 mod sweep;
+pub mod token_check;
 pub mod tokens;
 
 use std::sync::{Arc, Mutex, MutexGuard};

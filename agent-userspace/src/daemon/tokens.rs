@@ -23,6 +23,9 @@ use crate::{
 /// The refusal code for a caller with no live task of its own.
 pub const NO_TASK: &str = "no_task";
 
+/// Audiences one token may name at most.
+const MAX_AUDIENCES: usize = 8;
+
 /// The node's keys and the tokens' settings.
 pub struct Issuer {
     /// `Err`: why no key could be opened (every token request says so).
@@ -70,7 +73,8 @@ impl Issuer {
 struct Claims<'a> {
     iss: &'a str,
     sub: &'a str,
-    aud: &'a str,
+    /// One audience as a string, several as an array (RFC 7519 allows both).
+    aud: serde_json::Value,
     iat: u64,
     nbf: u64,
     exp: u64,
@@ -105,12 +109,34 @@ fn refused(message: String) -> RegistryError {
 impl Daemon {
     /// `GET /v1/self/token?audience=X`: a JWT-SVID for the caller's own task.
     pub fn issue_token(&self, caller: &Caller, audience: &str) -> Result<TaskToken, RegistryError> {
-        if audience.is_empty() || audience.len() > 256 || audience.chars().any(char::is_control) {
-            return Err(RegistryError::BadRequest(
-                "audience must be 1 to 256 printable characters: the service the token is for"
-                    .into(),
-            ));
+        self.issue_token_for(caller, &[audience])
+    }
+
+    /// A JWT-SVID for the caller's own task, for one or more audiences (the Workload
+    /// API's `FetchJWTSVID`).
+    pub fn issue_token_for(
+        &self,
+        caller: &Caller,
+        audiences: &[&str],
+    ) -> Result<TaskToken, RegistryError> {
+        if audiences.is_empty() || audiences.len() > MAX_AUDIENCES {
+            return Err(RegistryError::BadRequest(format!(
+                "give 1 to {MAX_AUDIENCES} audiences: the services the token is for"
+            )));
         }
+        if let Some(bad) = audiences
+            .iter()
+            .find(|a| a.is_empty() || a.len() > 256 || a.chars().any(char::is_control))
+        {
+            return Err(RegistryError::BadRequest(format!(
+                "audience {bad:?} is not 1 to 256 printable characters: the service the token is for"
+            )));
+        }
+        let audience = if let [one] = audiences {
+            json!(one)
+        } else {
+            json!(audiences)
+        };
         let Standing::InTask(id) = caller.standing else {
             return Err(refused(
                 "a task identity token is issued only to a process inside a task, for its own task; this caller runs outside every task (or its process is gone)".into(),
@@ -144,7 +170,7 @@ impl Daemon {
         let claims = Claims {
             iss: &self.tokens.issuer,
             sub: &spiffe_id,
-            aud: audience,
+            aud: audience.clone(),
             iat: now,
             nbf: now,
             exp: now + lifetime,

@@ -1,4 +1,4 @@
-//! Serving HTTP/1.1 under limits, for the API socket and the metrics listener: a
+//! Serving HTTP/1.1 (and HTTP/2 by prior knowledge, for gRPC) under limits, for the API socket and the metrics listener: a
 //! bounded number of connections in total and per peer (`admission`), a deadline for a
 //! request's headers (which also closes idle kept-alive connections) and one for the
 //! whole request, its body included. Garbage, oversized headers and slow clients cost
@@ -8,7 +8,10 @@ mod admission;
 
 use std::{
     convert::Infallible,
-    sync::{Arc, atomic::Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -21,12 +24,21 @@ use axum::{
     serve::Listener,
 };
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::conn::auto,
+};
 use tokio::sync::watch;
 use tower::ServiceExt as _;
 
 /// Largest request head: a request line and headers past it get 431.
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+/// Concurrent requests on one HTTP/2 connection.
+const H2_STREAMS: u32 = 16;
+
+/// How long a connection is served before it is asked to finish.
+const MAX_CONNECTION_AGE: Duration = Duration::from_mins(2);
 
 /// Serves `router` on `listener` until `shutdown` resolves, admitting connections by
 /// `key` of their peer. Each request carries `ConnectInfo` of its peer. Returns once
@@ -89,7 +101,10 @@ impl Connection {
         K: Eq + std::hash::Hash + Clone,
     {
         let (router, limits, overload) = (self.router, self.limits, self.overload);
+        let started = Arc::new(AtomicBool::new(false));
+        let first = Arc::clone(&started);
         let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+            first.store(true, Ordering::Relaxed);
             req.extensions_mut().insert(ConnectInfo(addr.clone()));
             let (router, overload) = (router.clone(), Arc::clone(&overload));
             async move {
@@ -106,22 +121,49 @@ impl Connection {
                 )
             }
         });
-        let mut builder = hyper::server::conn::http1::Builder::new();
+        // HTTP/1.1, or HTTP/2 by prior knowledge (gRPC: the Workload API).
+        let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
+            .http1()
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_timeout)
             .max_buf_size(MAX_HEADER_BYTES)
             .keep_alive(true);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(H2_STREAMS)
+            .max_header_list_size(MAX_HEADER_BYTES as u32);
         let conn = builder.serve_connection(TokioIo::new(io), service);
         let mut conn = std::pin::pin!(conn);
+        // An HTTP/2 connection has no header deadline to close it when idle: each
+        // connection is asked to finish after a while (in-flight requests complete; a
+        // gRPC client reconnects), so an idle one cannot hold its place for ever.
+        let aged = tokio::time::sleep(MAX_CONNECTION_AGE);
+        let mut aged = std::pin::pin!(aged);
+        // Telling HTTP/1.1 from HTTP/2 reads before either protocol's own deadlines
+        // run: a connection with no request by the header deadline is closed.
+        let silent = tokio::time::sleep(limits.header_timeout);
+        let mut silent = std::pin::pin!(silent);
+        let mut heard = false;
+        let mut closing = false;
         loop {
             tokio::select! {
                 _ = conn.as_mut() => break,
-                changed = self.stop.changed() => {
-                    if changed.is_err() || *self.stop.borrow() {
-                        conn.as_mut().graceful_shutdown();
-                        let _ = conn.as_mut().await;
+                () = silent.as_mut(), if !heard => {
+                    heard = true;
+                    if !started.load(Ordering::Relaxed) {
                         break;
+                    }
+                }
+                () = aged.as_mut(), if !closing => {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                changed = self.stop.changed(), if !closing => {
+                    if changed.is_err() || *self.stop.borrow() {
+                        closing = true;
+                        conn.as_mut().graceful_shutdown();
                     }
                 }
             }

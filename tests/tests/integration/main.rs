@@ -28,3 +28,4 @@ mod report;
 mod scope;
 mod task_tokens;
 mod upgrade;
+mod workload_api;

@@ -60,10 +60,12 @@ pub(super) struct Binaries {
     /// Integration test binaries by target name (`integration`: one binary, a module per area).
     pub(super) tests: Vec<(String, PathBuf)>,
     probe: PathBuf,
+    /// `leash-spiffe-probe`: a stock SPIFFE client, for the Workload API tests.
+    spiffe_probe: PathBuf,
     leash: PathBuf,
 }
 
-/// Builds the integration tests, `leash-probe` and `leash` for musl in their own target
+/// Builds the integration tests, `leash-probe`, `leash-spiffe-probe` and `leash` for musl in their own target
 /// dir (so the main one stays free). Release: under TCG every instruction counts, and an
 /// unoptimised build took three times as long to load the programs (BTF parsing).
 pub(super) fn build(target_dir: &Path) -> anyhow::Result<Binaries> {
@@ -83,13 +85,15 @@ pub(super) fn build(target_dir: &Path) -> anyhow::Result<Binaries> {
     common(&mut leash_cmd);
 
     let mut tests = Vec::new();
-    let (mut probe, mut leash) = (None, None);
+    let (mut probe, mut spiffe_probe, mut leash) = (None, None, None);
     for cmd in [&mut tests_cmd, &mut leash_cmd] {
         for (kinds, name, exe) in artifacts(cmd)? {
             if kinds.iter().any(|k| k == "test") {
                 tests.push((name, exe));
             } else if name == "leash-probe" {
                 probe = Some(exe);
+            } else if name == "leash-spiffe-probe" {
+                spiffe_probe = Some(exe);
             } else if name == "leash" {
                 leash = Some(exe);
             }
@@ -102,6 +106,7 @@ pub(super) fn build(target_dir: &Path) -> anyhow::Result<Binaries> {
     Ok(Binaries {
         tests,
         probe: probe.context("cargo built no leash-probe")?,
+        spiffe_probe: spiffe_probe.context("cargo built no leash-spiffe-probe")?,
         leash: leash.context("cargo built no leash")?,
     })
 }
@@ -201,6 +206,11 @@ pub(super) fn pack(out: &Path, bins: &Binaries, busybox: &Path) -> anyhow::Resul
         Entry::File {
             path: format!("{GUEST_DIR}/leash-probe"),
             from: bins.probe.clone(),
+            mode: 0o755,
+        },
+        Entry::File {
+            path: format!("{GUEST_DIR}/leash-spiffe-probe"),
+            from: bins.spiffe_probe.clone(),
             mode: 0o755,
         },
     ];

@@ -1,0 +1,73 @@
+//! A SPIFFE workload, written against the `spiffe` crate's Workload API client (a stock
+//! client library, not leash's): the integration tests run it inside and outside a task.
+//!
+//! - `fetch AUD`: fetches a JWT-SVID for AUD and the JWT bundles, verifies the token
+//!   against the bundles offline, asks the Workload API to validate it, and prints
+//!   `{"token", "spiffe_id", "validated"}`.
+//! - `validate AUD TOKEN`: asks the Workload API to validate TOKEN; prints the SPIFFE ID.
+//!
+//! The endpoint comes from `SPIFFE_ENDPOINT_SOCKET`. Any failure is printed on stderr
+//! and exits 1.
+
+use spiffe::{JwtSvid, WorkloadApiClient};
+
+fn main() -> std::process::ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("no runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(&args)) {
+        Ok(out) => {
+            println!("{out}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: &[String]) -> Result<String, String> {
+    let client = WorkloadApiClient::connect_env()
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    match args {
+        [cmd, aud] if cmd == "fetch" => {
+            let svid = client
+                .fetch_jwt_svid(&[aud.as_str()], None)
+                .await
+                .map_err(|e| format!("fetch_jwt_svid: {e:?}"))?;
+            let bundles = client
+                .fetch_jwt_bundles()
+                .await
+                .map_err(|e| format!("fetch_jwt_bundles: {e:?}"))?;
+            let token = svid.token().to_owned();
+            let offline = JwtSvid::parse_and_validate(&token, &bundles, &[aud.as_str()])
+                .map_err(|e| format!("offline validation: {e:?}"))?;
+            let online = client
+                .validate_jwt_token(aud, &token)
+                .await
+                .map_err(|e| format!("validate_jwt_token: {e:?}"))?;
+            Ok(serde_json::json!({
+                "token": token,
+                "spiffe_id": offline.spiffe_id().to_string(),
+                "validated": online.spiffe_id().to_string(),
+            })
+            .to_string())
+        }
+        [cmd, aud, token] if cmd == "validate" => client
+            .validate_jwt_token(aud, token)
+            .await
+            .map(|s| s.spiffe_id().to_string())
+            .map_err(|e| format!("validate_jwt_token: {e:?}")),
+        _ => Err("usage: leash-spiffe-probe fetch AUD | validate AUD TOKEN".into()),
+    }
+}
