@@ -8,6 +8,8 @@ mod events;
 mod grant;
 mod output;
 mod policy;
+mod profile;
+mod profile_cmd;
 mod run;
 mod run_command;
 mod run_report;
@@ -72,6 +74,9 @@ enum Command {
     Approve(approve::DecideArgs),
     /// Reject a grant pending approval (approvers only).
     Deny(approve::DecideArgs),
+    /// List the profiles (named bundles of grants for common tools) and show one.
+    #[command(subcommand)]
+    Profile(profile_cmd::ProfileCommand),
     /// Check a policy file and explain its decisions (offline).
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
@@ -108,6 +113,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Events(args) => events::run(&client, &args),
         Command::Suggest(args) => suggest::run(&client, &args),
         Command::Token(args) => token::run(&client, &args),
+        Command::Profile(cmd) => profile_cmd::run(&cmd),
         Command::Status(args) => status::run(&client, &args),
         Command::Policy(cmd) => policy::run(cmd),
         Command::Audit(cmd) => audit::run(cmd),

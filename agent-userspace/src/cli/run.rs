@@ -60,7 +60,7 @@ pub(crate) struct RunArgs {
         long,
         value_name = "ID",
         conflicts_with_all = [
-            "intent", "allow_exec", "allow_connect", "allow_read", "allow_write", "files",
+            "intent", "allow_exec", "allow_connect", "allow_read", "allow_write", "files", "profile",
             "grants", "ttl", "audit", "learn", "delegate", "break_glass", "justification"
         ]
     )]

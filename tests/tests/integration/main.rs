@@ -24,6 +24,7 @@ mod lifecycle;
 mod metrics;
 mod network;
 mod policy;
+mod profiles;
 mod report;
 mod scope;
 mod task_tokens;

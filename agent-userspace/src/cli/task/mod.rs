@@ -13,7 +13,7 @@ use leash::{
 
 use super::output;
 
-mod grants_file;
+pub(crate) mod grants_file;
 mod tree;
 pub(crate) use grants_file::read_grants_file;
 
@@ -130,6 +130,10 @@ pub(crate) struct TaskSpec {
     /// limited to a base set and read grants) [default: writes].
     #[arg(long, value_name = "MODE", value_enum)]
     pub files: Option<FileModeArg>,
+    /// Add the grants of a named profile (`leash profile list`): the tool's programs
+    /// where this machine has them. Repeatable.
+    #[arg(long = "profile", value_name = "NAME")]
+    pub profile: Vec<String>,
     /// YAML file with `exec:`, `connect:` and `files:` lists, merged with the flags;
     /// `files:` may also name the file mode (`files: restricted`, or `restricted` as
     /// an entry of the list).
@@ -156,7 +160,8 @@ pub(crate) struct TaskSpec {
 }
 
 impl TaskSpec {
-    /// The `POST /v1/tasks` body: the grants file first, then the flags, without repeats.
+    /// The `POST /v1/tasks` body: the grants file first, then the profiles and the flags,
+    /// without repeats.
     pub(crate) fn to_request(&self) -> anyhow::Result<CreateTask> {
         let (mut grants, file_mode) = match &self.grants {
             Some(file) => {
@@ -174,6 +179,12 @@ impl TaskSpec {
             }
             None => (Grants::default(), self.files.map(FileMode::from)),
         };
+        for name in &self.profile {
+            let p = super::profile::grants_here(&super::profile::load(name)?);
+            grants.exec.extend(p.exec);
+            grants.connect.extend(p.connect);
+            grants.files.extend(p.files);
+        }
         for p in &self.allow_exec {
             grants.exec.push(exec_flag(p)?);
         }
