@@ -177,8 +177,9 @@ const UNIX_SOCKET_ABSENT: &str = "unix_socket_absent";
 impl Daemon {
     /// [`UNIX_SOCKET_ABSENT`] for a refused unix connect or send to a path that is
     /// nothing in the process's own view: its root from `/proc`, or, once it is gone (a
-    /// short-lived child), that of a process attached to the task. With no such root,
-    /// or for an abstract name, nothing is claimed.
+    /// short-lived child), that of a process attached to the task, or the root the
+    /// task's first process had at attach. With no such root, or for an abstract name,
+    /// nothing is claimed.
     fn absent_unix_socket(&self, d: &Decision) -> Option<&'static str> {
         let Target::Unix { path } = &d.target else {
             return None;
@@ -198,8 +199,13 @@ impl Daemon {
         let root = std::iter::once(d.pid)
             .chain(attached)
             .map(|pid| format!("/proc/{pid}/root"))
-            .find(|root| std::fs::metadata(root).is_ok())?;
-        match std::fs::symlink_metadata(format!("{root}{path}")) {
+            .find(|root| std::fs::metadata(root).is_ok());
+        let found = match root {
+            Some(root) => std::fs::symlink_metadata(format!("{root}{path}")),
+            // Every process gone: the root the task's first process had at attach.
+            None => self.roots.symlink_metadata(d.task, path)?,
+        };
+        match found {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(UNIX_SOCKET_ABSENT),
             _ => None,
         }

@@ -30,6 +30,7 @@ pub mod scoped;
 /// Public for the fuzz targets (`fuzz/`), which recover journals from arbitrary bytes.
 pub mod store;
 mod sweep;
+pub mod task_roots;
 pub mod token_check;
 pub mod tokens;
 
@@ -79,6 +80,8 @@ pub struct Daemon {
     pub tokens: tokens::Issuer,
     /// Waits for the decision ring buffer to be drained.
     pub events_sync: event_sync::EventSync,
+    /// Each task's root as its first process saw it, for refusals read late.
+    roots: task_roots::TaskRoots,
 }
 
 /// The API socket's admission (by uid), and what the metrics listener refused.
@@ -124,6 +127,7 @@ impl Daemon {
             },
             tokens: tokens::Issuer::new(config),
             events_sync: event_sync::EventSync::default(),
+            roots: task_roots::TaskRoots::default(),
         });
         daemon.adopt();
         daemon.dns_adopt();
@@ -493,6 +497,7 @@ impl Daemon {
         // outside the network hooks' reach.
         enforcer.enter_scope(pid).map_err(RegistryError::Scope)?;
         tasks.attach(enforcer.maps_mut(), id, pid)?;
+        self.roots.note(id, pid);
         let fd = command.map(|(rec, fd)| {
             if let Some(t) = tasks.tasks.get_mut(&id) {
                 t.command = Some(rec);

@@ -353,3 +353,36 @@ fn a_daemon_slow_to_record_decisions_still_reports_every_refusal() {
         "{report}"
     );
 }
+
+/// The absent socket told apart although the probe has exited before the daemon reads
+/// its refusal (each batch of decisions held back): the daemon looks the path up in
+/// the root the task's process had at attach.
+#[test]
+fn an_absent_socket_is_told_apart_after_the_process_is_gone() {
+    let d = DaemonGuard::start_with(
+        "report-absent-late",
+        "",
+        &[(leash::daemon::fault::DELAY_EVENTS_MS, "1500")],
+        true,
+    );
+    let s = Scratch::new("report-absent-late");
+    let absent = s.path("absent.sock");
+    let out = run_probe(
+        &d,
+        &["--report".to_owned()],
+        &[format!("unix-connect {absent}")],
+    );
+    let got = String::from_utf8_lossy(&out.stdout).into_owned();
+    let report = stderr(&out);
+    if got.starts_with("errno 2") {
+        // The portable syscall tracepoints let a failed lookup be: nothing to report.
+        assert!(!report.contains(&absent), "{report}");
+        return;
+    }
+    assert!(
+        report
+            .lines()
+            .any(|l| l.contains(&absent) && l.contains("reason=unix_socket_absent")),
+        "{report}"
+    );
+}
