@@ -57,14 +57,20 @@ pub struct AuditFile {
 impl AuditFile {
     /// Opens (creating) the log and resumes its chain; `signer` signs its heads.
     pub fn open(path: &Path, rotation: Rotation, signer: Option<HeadSigner>) -> io::Result<Self> {
-        let resumed = Chain::resume(path)?;
-        let mut file = open_log(path, rotation.gid)?;
-        if resumed.torn {
-            // A line cut short by a crash: end it, so the next record starts a line.
-            file.write_all(b"\n")?;
-        }
+        let mut resumed = Chain::resume(path)?;
+        let file = open_log(path, rotation.gid)?;
+        // A write cut short by a crash (a kill between two pages of one write): the
+        // partial line goes from the log's end and comes back as a record of its own,
+        // so the log holds whole records only and loses nothing.
+        let fragment = if resumed.torn {
+            let fragment = cut_torn_tail(path, &file)?;
+            resumed = Chain::resume(path)?;
+            Some(fragment)
+        } else {
+            None
+        };
         let size = file.metadata()?.len();
-        Ok(Self {
+        let mut log = Self {
             path: path.to_owned(),
             file,
             size,
@@ -72,7 +78,12 @@ impl AuditFile {
             chain: resumed.chain,
             signer,
             head_at: None,
-        })
+        };
+        if let Some(fragment) = fragment {
+            log.append(&torn_record(&fragment)?)?;
+            log.file.flush()?;
+        }
+        Ok(log)
     }
 
     /// Appends `bytes` (whole lines, each one JSON object), chained, rotating first if
@@ -168,6 +179,53 @@ fn open_log(path: &Path, gid: Option<u32>) -> io::Result<File> {
     Ok(file)
 }
 
+/// The kind of the record that keeps a line a crash cut short.
+pub const TORN_KIND: &str = "audit_torn_tail";
+
+/// Cuts the partial last line off the log at `path` (open as `file`); its bytes.
+fn cut_torn_tail(path: &Path, file: &File) -> io::Result<Vec<u8>> {
+    use std::io::{Read as _, Seek as _, SeekFrom};
+    let len = file.metadata()?.len();
+    let mut f = File::open(path)?;
+    let from = len.saturating_sub(TORN_MAX);
+    f.seek(SeekFrom::Start(from))?;
+    let mut tail = Vec::new();
+    f.read_to_end(&mut tail)?;
+    let keep = tail
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(from, |i| from + i as u64 + 1);
+    let start = usize::try_from(keep - from).unwrap_or(0);
+    let fragment = tail.get(start..).unwrap_or_default().to_vec();
+    file.set_len(keep)?;
+    Ok(fragment)
+}
+
+/// How far back a torn line is looked for: a record is far smaller.
+const TORN_MAX: u64 = 4 * 1024 * 1024;
+
+/// The record of a cut line: its length and its text (lossy), chained like any other.
+fn torn_record(fragment: &[u8]) -> io::Result<Vec<u8>> {
+    let record = AuditEvent {
+        ts: super::audit::now_rfc3339(),
+        task: String::new(),
+        agent: String::new(),
+        spiffe_id: String::new(),
+        intent: None,
+        pid: Some(std::process::id()),
+        comm: "leash".into(),
+        kind: TORN_KIND.into(),
+        verdict: crate::daemon::LIFECYCLE_VERDICT.into(),
+        target: serde_json::json!({
+            "bytes": fragment.len(),
+            "fragment": String::from_utf8_lossy(fragment),
+        }),
+        reason: "a write cut short when the daemon was killed".into(),
+        chain: Vec::new(),
+    };
+    serde_json::to_vec(&record).map_err(io::Error::other)
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::MetadataExt as _;
@@ -179,6 +237,31 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         d
+    }
+
+    #[test]
+    fn a_line_a_crash_cut_short_becomes_a_record_and_the_log_verifies() {
+        let d = dir("torn");
+        let path = d.join("audit.jsonl");
+        let mut f = AuditFile::open(&path, Rotation::default(), None).unwrap();
+        f.append(b"{\"n\":1}\n{\"n\":2}\n").unwrap();
+        drop(f);
+        let mut text = std::fs::read(&path).unwrap();
+        text.extend_from_slice(b"{\"kind\":\"ex");
+        std::fs::write(&path, &text).unwrap();
+        let mut f = AuditFile::open(&path, Rotation::default(), None).unwrap();
+        f.append(b"{\"n\":3}\n").unwrap();
+        let log = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = log.lines().collect();
+        assert_eq!(lines.len(), 4, "{log}");
+        assert!(log.ends_with('\n'));
+        let torn: serde_json::Value = serde_json::from_str(lines[2]).unwrap();
+        assert_eq!(torn["kind"], TORN_KIND);
+        assert_eq!(torn["target"]["fragment"], "{\"kind\":\"ex");
+        let found = audit_chain::verify(&audit_chain::log_files(&path), None, None)
+            .unwrap()
+            .findings;
+        assert!(found.is_empty(), "{found:?}");
     }
 
     #[test]
