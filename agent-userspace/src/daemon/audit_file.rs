@@ -119,23 +119,15 @@ impl AuditFile {
         let head = signer
             .sign(seq, &self.chain.prev)
             .map_err(io::Error::other)?;
-        let record = AuditEvent {
+        let line = own_record(
             ts,
-            task: String::new(),
-            agent: String::new(),
-            spiffe_id: String::new(),
-            intent: None,
-            pid: Some(std::process::id()),
-            comm: "leash".into(),
-            kind: HEAD_KIND.into(),
-            verdict: "signed".into(),
-            target: serde_json::json!({
+            HEAD_KIND,
+            "signed",
+            serde_json::json!({
                 "seq": head.seq, "head": head.head, "sig": head.sig, "key_id": head.key_id,
             }),
-            reason: String::new(),
-            chain: Vec::new(),
-        };
-        let line = serde_json::to_vec(&record).map_err(io::Error::other)?;
+            "",
+        )?;
         self.append(&line)?;
         self.head_at = self.chain.next_seq.checked_sub(1);
         Ok(())
@@ -206,21 +198,38 @@ const TORN_MAX: u64 = 4 * 1024 * 1024;
 
 /// The record of a cut line: its length and its text (lossy), chained like any other.
 fn torn_record(fragment: &[u8]) -> io::Result<Vec<u8>> {
+    own_record(
+        super::audit::now_rfc3339(),
+        TORN_KIND,
+        crate::daemon::LIFECYCLE_VERDICT,
+        serde_json::json!({
+            "bytes": fragment.len(),
+            "fragment": String::from_utf8_lossy(fragment),
+        }),
+        "a write cut short when the daemon was killed",
+    )
+}
+
+/// A record the log writes about itself (no task), as one JSON line.
+fn own_record(
+    ts: String,
+    kind: &str,
+    verdict: &str,
+    target: serde_json::Value,
+    reason: &str,
+) -> io::Result<Vec<u8>> {
     let record = AuditEvent {
-        ts: super::audit::now_rfc3339(),
+        ts,
         task: String::new(),
         agent: String::new(),
         spiffe_id: String::new(),
         intent: None,
         pid: Some(std::process::id()),
         comm: "leash".into(),
-        kind: TORN_KIND.into(),
-        verdict: crate::daemon::LIFECYCLE_VERDICT.into(),
-        target: serde_json::json!({
-            "bytes": fragment.len(),
-            "fragment": String::from_utf8_lossy(fragment),
-        }),
-        reason: "a write cut short when the daemon was killed".into(),
+        kind: kind.into(),
+        verdict: verdict.into(),
+        target,
+        reason: reason.into(),
         chain: Vec::new(),
     };
     serde_json::to_vec(&record).map_err(io::Error::other)
