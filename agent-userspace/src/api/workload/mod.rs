@@ -75,10 +75,10 @@ fn status(e: &RegistryError) -> Status {
     let message = e.to_string();
     match e {
         RegistryError::BadRequest(_) => Status::invalid_argument(message),
-        RegistryError::Refused { .. } | RegistryError::Forbidden(_) => {
-            Status::permission_denied(message)
-        }
-        RegistryError::NoTask(_) | RegistryError::Ended(_) => Status::permission_denied(message),
+        RegistryError::Refused { .. }
+        | RegistryError::Forbidden(_)
+        | RegistryError::NoTask(_)
+        | RegistryError::Ended(_) => Status::permission_denied(message),
         _ => Status::unavailable(message),
     }
 }
