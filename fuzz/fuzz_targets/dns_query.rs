@@ -118,8 +118,11 @@ fuzz_target!(|data: &[u8]| {
     };
     let s = state();
     s.upstream.canned(canned.clone());
+    // The upstream is on loopback: 50 ms is ample for its answers, and an input whose
+    // lying answer the responder refuses waits this long for a better one (at 500 ms
+    // such inputs held the run to 370 executions a second; at 50 ms it makes 1 360).
     let limits = Limits {
-        upstream_timeout: Duration::from_millis(500),
+        upstream_timeout: Duration::from_millis(50),
         ..Limits::default()
     };
     let tasks: Arc<dyn TaskLookup> = s.tasks.clone();
