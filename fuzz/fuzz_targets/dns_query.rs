@@ -127,6 +127,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let tasks: Arc<dyn TaskLookup> = s.tasks.clone();
     let reply = s.rt.block_on(answer_query(tasks, limits, SLOT, query, tcp));
+    s.upstream.settle();
     let forwarded = s.upstream.take();
     let learned = std::mem::take(&mut *s.tasks.learned.lock().unwrap());
 

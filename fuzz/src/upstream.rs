@@ -4,8 +4,9 @@
 
 use std::{
     io::{Read as _, Write as _},
-    net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket},
+    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
     sync::{Arc, Mutex},
+    time::{Duration, Instant},
 };
 
 use hickory_proto::{
@@ -16,12 +17,18 @@ use hickory_proto::{
 /// The address every answer gives.
 pub const ANSWER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 
+/// What [`Upstream::settle`] sends: shorter than a DNS header, so never a query the
+/// responder forwards.
+const MARKER: &[u8] = b"\xffmark";
+
 #[derive(Default)]
 struct Shared {
     /// Queries received since the last [`Upstream::take`].
     seen: Vec<Vec<u8>>,
     /// Sent instead of a made answer, when set.
     canned: Option<Vec<u8>>,
+    /// Markers received, UDP and TCP.
+    marks: u64,
 }
 
 /// The running upstream.
@@ -46,8 +53,9 @@ impl Upstream {
         std::thread::spawn(move || {
             let mut buf = vec![0u8; 65_535];
             while let Ok((n, from)) = udp.recv_from(&mut buf) {
-                let reply = reply(&s, &buf[..n]);
-                let _ = udp.send_to(&reply, from);
+                if let Some(reply) = reply(&s, &buf[..n]) {
+                    let _ = udp.send_to(&reply, from);
+                }
             }
         });
         let s = Arc::clone(&shared);
@@ -61,7 +69,9 @@ impl Upstream {
                 if conn.read_exact(&mut query).is_err() {
                     continue;
                 }
-                let reply = reply(&s, &query);
+                let Some(reply) = reply(&s, &query) else {
+                    continue;
+                };
                 let mut framed = (reply.len() as u16).to_be_bytes().to_vec();
                 framed.extend_from_slice(&reply);
                 let _ = conn.write_all(&framed);
@@ -80,21 +90,50 @@ impl Upstream {
     pub fn take(&self) -> Vec<Vec<u8>> {
         std::mem::take(&mut self.shared.lock().unwrap().seen)
     }
+
+    /// Returns once the upstream has read everything sent to it before the call, so
+    /// that [`take`](Self::take) holds all of one input's queries and none of the next.
+    /// A query the responder sent before giving up on it may still sit in a socket's
+    /// queue when the responder returns; a marker sent after it, on each transport, is
+    /// read after it (UDP datagrams and accepted connections are served in order).
+    pub fn settle(&self) {
+        let before = self.shared.lock().unwrap().marks;
+        let udp = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("a UDP port");
+        udp.send_to(MARKER, self.addr).expect("the UDP marker");
+        let mut tcp = TcpStream::connect(self.addr).expect("the TCP marker's connection");
+        let mut framed = (MARKER.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(MARKER);
+        tcp.write_all(&framed).expect("the TCP marker");
+        drop(tcp);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.shared.lock().unwrap().marks < before + 2 {
+            assert!(
+                Instant::now() < deadline,
+                "the upstream did not settle in 10 s"
+            );
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    }
 }
 
-fn reply(shared: &Mutex<Shared>, query: &[u8]) -> Vec<u8> {
+/// The answer to `query`, or `None` for a marker (which is counted, not answered).
+fn reply(shared: &Mutex<Shared>, query: &[u8]) -> Option<Vec<u8>> {
     let mut s = shared.lock().unwrap();
+    if query == MARKER {
+        s.marks += 1;
+        return None;
+    }
     s.seen.push(query.to_vec());
     if let Some(c) = &s.canned {
-        return c.clone();
+        return Some(c.clone());
     }
     let Ok(m) = Message::from_vec(query) else {
-        return Vec::new();
+        return Some(Vec::new());
     };
     let name = m.queries.first().map(|q| q.name().clone());
     let mut r = m.into_response();
     if let Some(name) = name {
         r.add_answer(Record::from_rdata(name, 60, RData::A(rdata::A(ANSWER))));
     }
-    r.to_vec().unwrap_or_default()
+    Some(r.to_vec().unwrap_or_default())
 }

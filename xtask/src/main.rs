@@ -63,6 +63,10 @@ enum Command {
         /// Stops a target after this many executions, if that comes first.
         #[arg(long, value_name = "N")]
         runs: Option<u64>,
+        /// Builds unoptimized, as `cargo xtask test`'s smoke run does (quicker to
+        /// build, slower to run).
+        #[arg(long)]
+        dev: bool,
     },
     /// Measures the costs reported in BENCHMARKS.md.
     Bench {
@@ -126,9 +130,19 @@ fn main() -> anyhow::Result<()> {
         Command::Build { release } => build::run(release),
         Command::Test { filters } => test::run(&filters),
         Command::Run { args } => run::run(&args),
-        Command::Fuzz { target, time, runs } => {
+        Command::Fuzz {
+            target,
+            time,
+            runs,
+            dev,
+        } => {
             setup::run(setup::Mode::Implicit)?;
-            fuzz::run(target.as_deref(), time, runs, fuzz::Build::Release)
+            let build = if dev {
+                fuzz::Build::Dev
+            } else {
+                fuzz::Build::Release
+            };
+            fuzz::run(target.as_deref(), time, runs, build)
         }
         Command::Bench { out, quick } => bench::run(out, quick),
         Command::Soak { minutes, workers } => soak::run(minutes, workers),
