@@ -245,7 +245,10 @@ async fn list_tasks(
     Extension(caller): Extension<Caller>,
     ApiQuery(filter): ApiQuery<protocol::TaskFilter>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let tasks = filter.apply(d.list_for(&caller), time::OffsetDateTime::now_utc())?;
+    let tasks = filter.apply(
+        d.list_for(&caller, &filter),
+        time::OffsetDateTime::now_utc(),
+    )?;
     Ok(axum::Json(tasks))
 }
 

@@ -64,13 +64,19 @@ impl Daemon {
     }
 
     /// `GET /v1/tasks`: the tasks the caller may see.
-    pub fn list_for(&self, caller: &Caller) -> Vec<protocol::Task> {
+    ///
+    /// Tasks that `filter` drops by agent or state are not viewed: up to a thousand
+    /// ended tasks are kept, and viewing each made `?active=true` cost far more than
+    /// its answer.
+    pub fn list_for(&self, caller: &Caller, filter: &protocol::TaskFilter) -> Vec<protocol::Task> {
         let scope = ReadScope::of(caller);
         self.lock()
             .tasks
             .tasks
             .values()
             .filter(|t| scope.sees(t.id) || scope.sees_any(&t.chain))
+            .filter(|t| filter.agent.as_ref().is_none_or(|a| &t.agent == a))
+            .filter(|t| !filter.active || t.state != protocol::TaskState::Ended)
             .map(|t| t.view(&self.limits.trust_domain))
             .collect()
     }
