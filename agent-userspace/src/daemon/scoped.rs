@@ -75,8 +75,7 @@ impl Daemon {
             .tasks
             .values()
             .filter(|t| scope.sees(t.id) || scope.sees_any(&t.chain))
-            .filter(|t| filter.agent.as_ref().is_none_or(|a| &t.agent == a))
-            .filter(|t| !filter.active || t.state != protocol::TaskState::Ended)
+            .filter(|t| filter.admits(&t.agent, t.state))
             .map(|t| t.view(&self.limits.trust_domain))
             .collect()
     }

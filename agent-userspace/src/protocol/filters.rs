@@ -43,6 +43,13 @@ pub struct TaskFilter {
 }
 
 impl TaskFilter {
+    /// Whether a task of `agent` in `state` passes the agent and `active` filters.
+    #[must_use]
+    pub fn admits(&self, agent: &str, state: TaskState) -> bool {
+        self.agent.as_deref().is_none_or(|a| agent == a)
+            && (!self.active || state != TaskState::Ended)
+    }
+
     /// The tasks that pass, newest first (by creation, then id), at most `limit`.
     pub fn apply(
         &self,
@@ -54,9 +61,7 @@ impl TaskFilter {
             return Err(FilterError::Zero("limit"));
         }
         tasks.retain(|t| {
-            self.agent.as_ref().is_none_or(|a| &t.agent == a)
-                && (!self.active || t.state != TaskState::Ended)
-                && since.is_none_or(|s| at_or_after(&t.created_at, s))
+            self.admits(&t.agent, t.state) && since.is_none_or(|s| at_or_after(&t.created_at, s))
         });
         tasks.sort_by(|a, b| {
             let created = |t: &Task| OffsetDateTime::parse(&t.created_at, &Rfc3339).ok();
