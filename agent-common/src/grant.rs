@@ -32,6 +32,12 @@ pub const CHECK_GENERATION: u32 = 2;
 /// hook sees only the interpreter, so it checks the script's state when a process of
 /// the task opens it for read (the interpreter reading it) instead.
 pub const CHECK_SCRIPT: u32 = 4;
+/// [`ExecFileGrant::checks`]: the entry is a directory granted with `DIR/**`: any file
+/// below it on the same file system may run, whatever its content (the exec hook walks
+/// up `d_parent` from the file). No other check applies to a tree.
+pub const CHECK_TREE: u32 = 8;
+/// How many directories above a file the exec hook looks for a tree grant.
+pub const TREE_DEPTH: u32 = 32;
 
 /// Value of `EXEC_GRANTS`: the expiry, and the file as it was when it was granted.
 ///
@@ -50,7 +56,8 @@ pub struct ExecFileGrant {
     pub ctime_nsec: u32,
     /// `inode.i_generation` at grant time (with [`CHECK_GENERATION`]).
     pub generation: u32,
-    /// [`CHECK_CTIME`] | [`CHECK_GENERATION`] | [`CHECK_SCRIPT`]; no state bit for a
+    /// [`CHECK_CTIME`] | [`CHECK_GENERATION`] | [`CHECK_SCRIPT`], or [`CHECK_TREE`]
+    /// alone; no state bit for a
     /// grant recorded by a daemon that did not know the file's state (state from
     /// before this field existed).
     pub checks: u32,
@@ -148,6 +155,8 @@ pub const SCRIPT_PATH_LEN: usize = 128;
 /// at. Only the portable backend uses it: its exec hook runs after the kernel has
 /// swapped the script for its interpreter, so the script's inode is no longer at hand,
 /// only the path passed to exec. The lsm backend checks the script's inode instead.
+/// A path ending in `/` is a tree grant's directory (`DIR/**`): a script below it, by
+/// a clean absolute path, matches.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ScriptKey {

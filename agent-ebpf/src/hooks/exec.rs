@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use leash_common::{
     Action, ExecFileGrant, ExecGrant, ExecKey, Reason, ScriptKey, TaskInfo,
-    grant::{CHECK_CTIME, CHECK_GENERATION, CHECK_SCRIPT, SCRIPT_PATH_LEN},
+    grant::{CHECK_CTIME, CHECK_GENERATION, CHECK_SCRIPT, CHECK_TREE, SCRIPT_PATH_LEN, TREE_DEPTH},
     maps::{EXEC_GRANTS_CAPACITY, SCRIPT_GRANTS_CAPACITY, Stat},
     offsets::enums::OVL_UPPERDATA,
 };
@@ -48,21 +48,41 @@ const FUSE_SUPER_MAGIC: u64 = 0x6573_5546;
 const OVERLAYFS_SUPER_MAGIC: u64 = 0x794c_7630;
 
 /// Reads `file->f_inode->{i_sb->s_dev, i_ino}`, with what the file system needs (see
-/// [`FileId`]). On btrfs the device is the subvolume's (`btrfs_inode.root->anon_dev`,
-/// what `stat` reports): the superblock's is shared by every subvolume, whose inode
-/// numbers repeat. A file system whose offsets the loader did not find has no
-/// identity: an error, so the exec is denied (fail closed).
+/// [`FileId`]). A file system whose offsets the loader did not find has no identity:
+/// an error, so the exec is denied (fail closed).
 #[inline(always)]
 fn file_id(file: *const u8) -> Result<FileId, i32> {
     let o = offsets();
+    // SAFETY: probe read of a pointer field.
+    let inode: *const u8 =
+        unsafe { bpf_probe_read_kernel(file.add(o.file_inode as usize).cast())? };
+    let (dev, ino, magic) = inode_id(inode)?;
+    let state = if magic == OVERLAYFS_SUPER_MAGIC {
+        // SAFETY: the magic says this is an overlayfs inode.
+        unsafe { ovl_data_inode(inode)? }
+    } else {
+        inode
+    };
+    Ok(FileId {
+        dev,
+        ino,
+        state,
+        fuse: magic == FUSE_SUPER_MAGIC,
+    })
+}
+
+/// An inode's (device, number) as `stat` reports them, and its file system's magic.
+/// On btrfs the device is the subvolume's (`btrfs_inode.root->anon_dev`): the
+/// superblock's is shared by every subvolume, whose inode numbers repeat.
+#[inline(always)]
+fn inode_id(inode: *const u8) -> Result<(u32, u64, u64), i32> {
+    let o = offsets();
     // SAFETY: every read goes through bpf_probe_read_kernel, which faults safely.
     unsafe {
-        let inode: *const u8 = bpf_probe_read_kernel(file.add(o.file_inode as usize).cast())?;
         let ino: u64 = bpf_probe_read_kernel(inode.add(o.inode_ino as usize).cast())?;
         let sb: *const u8 = bpf_probe_read_kernel(inode.add(o.inode_sb as usize).cast())?;
         let mut dev: u32 = bpf_probe_read_kernel(sb.add(o.sb_dev as usize).cast())?;
         let magic: u64 = bpf_probe_read_kernel(sb.add(o.sb_magic as usize).cast())?;
-        let mut state = inode;
         if magic == BTRFS_SUPER_MAGIC {
             if o.btrfs_vfs_inode == 0 {
                 return Err(-1);
@@ -72,16 +92,55 @@ fn file_id(file: *const u8) -> Result<FileId, i32> {
             let root: *const u8 =
                 bpf_probe_read_kernel(outer.wrapping_add(o.btrfs_inode_root as usize).cast())?;
             dev = bpf_probe_read_kernel(root.add(o.btrfs_root_anon_dev as usize).cast())?;
-        } else if magic == OVERLAYFS_SUPER_MAGIC {
-            state = ovl_data_inode(inode)?;
         }
-        Ok(FileId {
-            dev,
-            ino,
-            state,
-            fuse: magic == FUSE_SUPER_MAGIC,
-        })
+        Ok((dev, ino, magic))
     }
+}
+
+/// Whether a directory above `file`, on its file system (its device: a btrfs
+/// subvolume's or a mount's root ends the walk) and at most [`TREE_DEPTH`] levels up, is
+/// a live `DIR/**` grant of `task`. Decided by the file's place in the tree, not by a
+/// path: a rename or link into the directory is what puts a file under it.
+#[inline(never)]
+fn tree_granted(task: u64, file: *const u8, dev: u32, now: u64) -> bool {
+    let o = offsets();
+    let Ok(mut dentry) = read_ptr(file, o.file_dentry) else {
+        return false;
+    };
+    let mut depth = 0;
+    while depth < TREE_DEPTH {
+        let Ok(parent) = read_ptr(dentry, o.dentry_parent) else {
+            return false;
+        };
+        if parent.is_null() || parent == dentry {
+            return false;
+        }
+        let Ok(inode) = read_ptr(parent, o.dentry_inode) else {
+            return false;
+        };
+        let Ok((parent_dev, ino, _)) = inode_id(inode) else {
+            return false;
+        };
+        if parent_dev != dev {
+            return false;
+        }
+        let key = ExecKey {
+            task,
+            ino,
+            dev,
+            _pad: 0,
+        };
+        // SAFETY: the value is copied out at once.
+        if let Some(g) = unsafe { EXEC_GRANTS.get(key) }.copied()
+            && g.checks & CHECK_TREE != 0
+            && granted(g.expires_ns, now)
+        {
+            return true;
+        }
+        dentry = parent;
+        depth += 1;
+    }
+    false
 }
 
 /// The inode of the layer that holds an overlay file's data: the upper file once
@@ -131,8 +190,8 @@ unsafe fn ovl_data_inode(inode: *const u8) -> Result<*const u8, i32> {
 }
 
 #[inline(always)]
-fn bprm_ptr(bprm: *const u8, off: u32) -> Result<*const u8, i32> {
-    // SAFETY: probe read of a pointer field of linux_binprm.
+fn read_ptr(bprm: *const u8, off: u32) -> Result<*const u8, i32> {
+    // SAFETY: probe read of a pointer field.
     unsafe { bpf_probe_read_kernel(bprm.add(off as usize).cast()) }
 }
 
@@ -190,22 +249,72 @@ fn unchanged(inode: *const u8, g: &ExecFileGrant) -> Result<(), Reason> {
 }
 
 /// Portable backend: the script of a shebang exec must be granted by path (see
-/// [`ScriptKey`]); relative paths and `/dev/fd/N` never match, so they fail closed.
-#[inline(always)]
+/// [`ScriptKey`]), or lie below a `DIR/**` grant by a clean absolute path; relative
+/// paths and `/dev/fd/N` never match, so they fail closed.
+#[inline(never)]
 fn script_granted(task: u64, filename: *const u8, now: u64) -> Result<(), Reason> {
     let mut key = ScriptKey {
         task,
         path: [0; SCRIPT_PATH_LEN],
     };
     // SAFETY: bounded string probe read into a stack buffer.
-    if unsafe { bpf_probe_read_kernel_str_bytes(filename, &mut key.path) }.is_err() {
-        return Err(Reason::ReadFailed);
-    }
+    let len = match unsafe { bpf_probe_read_kernel_str_bytes(filename, &mut key.path) } {
+        Ok(read) => read.len(),
+        Err(_) => return Err(Reason::ReadFailed),
+    };
     // SAFETY: the value is copied out at once.
-    match unsafe { SCRIPT_GRANTS.get(key) } {
-        Some(g) if granted(g.expires_ns, now) => Ok(()),
-        _ => Err(Reason::ScriptNotGranted),
+    if let Some(g) = unsafe { SCRIPT_GRANTS.get(key) }
+        && granted(g.expires_ns, now)
+    {
+        return Ok(());
     }
+    // A path cut at the buffer's end could hide a `..` in what was cut.
+    if len + 1 < SCRIPT_PATH_LEN && script_in_tree(&mut key, now) {
+        return Ok(());
+    }
+    Err(Reason::ScriptNotGranted)
+}
+
+/// Whether the absolute path in `key` lies below a live tree grant's directory: each
+/// directory prefix (`/a/b/` of `/a/b/s.sh`) is looked up, longest first, as long as
+/// what follows it has no `.`, `..` or empty component (`/a/b/../../etc/s` is below
+/// nothing). Clears `key.path` on the way.
+#[inline(always)]
+fn script_in_tree(key: &mut ScriptKey, now: u64) -> bool {
+    if key.path[0] != b'/' {
+        return false;
+    }
+    // The component after position `i`: its length (counted to 3 at most, which keeps
+    // the verifier's states few) and its first two bytes.
+    let (mut len, mut first, mut second) = (0u8, 0u8, 0u8);
+    for i in (1..SCRIPT_PATH_LEN).rev() {
+        let Some(&c) = key.path.get(i) else {
+            return false;
+        };
+        if c == b'/' {
+            let dots = (len == 1 && first == b'.') || (len == 2 && first == b'.' && second == b'.');
+            if len == 0 || dots {
+                return false;
+            }
+            // SAFETY: the value is copied out at once.
+            if let Some(g) = unsafe { SCRIPT_GRANTS.get(*key) }
+                && granted(g.expires_ns, now)
+            {
+                return true;
+            }
+            len = 0;
+        } else if c != 0 {
+            if len < 3 {
+                len += 1;
+            }
+            second = first;
+            first = c;
+        }
+        if let Some(byte) = key.path.get_mut(i) {
+            *byte = 0;
+        }
+    }
+    false
 }
 
 /// `FMODE_READ`.
@@ -280,25 +389,32 @@ pub(crate) fn script_changed(task: u64, file: *const u8) -> bool {
 #[inline(always)]
 fn decide(task: u64, info: &TaskInfo, bprm: *const u8, now: u64, check_script: bool) -> Decision {
     let o = offsets();
-    let file = bprm_ptr(bprm, o.bprm_file);
+    let file = read_ptr(bprm, o.bprm_file);
     let id = file.and_then(file_id);
     let result = match id {
         Err(_) => Err(Reason::ReadFailed),
-        Ok(id) => file_granted(task, id, now).and_then(|()| {
-            if !check_script {
-                return Ok(());
-            }
-            // `interp` starts as `filename` and changes only when a binfmt handler
-            // (shebang, binfmt_misc) substituted an interpreter.
-            match (
-                bprm_ptr(bprm, o.bprm_filename),
-                bprm_ptr(bprm, o.bprm_interp),
-            ) {
-                (Ok(f), Ok(i)) if f == i => Ok(()),
-                (Ok(f), Ok(_)) => script_granted(task, f, now),
-                _ => Err(Reason::ReadFailed),
-            }
-        }),
+        Ok(id) => file_granted(task, id, now)
+            .or_else(|reason| match file {
+                // A file of its own that changed may still be one the task wrote below
+                // a tree grant.
+                Ok(f) if !id.fuse && tree_granted(task, f, id.dev, now) => Ok(()),
+                _ => Err(reason),
+            })
+            .and_then(|()| {
+                if !check_script {
+                    return Ok(());
+                }
+                // `interp` starts as `filename` and changes only when a binfmt handler
+                // (shebang, binfmt_misc) substituted an interpreter.
+                match (
+                    read_ptr(bprm, o.bprm_filename),
+                    read_ptr(bprm, o.bprm_interp),
+                ) {
+                    (Ok(f), Ok(i)) if f == i => Ok(()),
+                    (Ok(f), Ok(_)) => script_granted(task, f, now),
+                    _ => Err(Reason::ReadFailed),
+                }
+            }),
     };
     let decision = Decision::of(task, info, Action::Exec, result);
     report(&decision, bprm, id.ok(), now);
@@ -319,7 +435,7 @@ fn report(decision: &Decision, bprm: *const u8, id: Option<FileId>, now: u64) {
         ev.dev = id.dev;
         ev.ino = id.ino;
     }
-    if let Ok(filename) = bprm_ptr(bprm, offsets().bprm_filename) {
+    if let Ok(filename) = read_ptr(bprm, offsets().bprm_filename) {
         // SAFETY: bounded string probe read into the reserved event.
         let _ = unsafe { bpf_probe_read_kernel_str_bytes(filename, &mut ev.path) };
     }

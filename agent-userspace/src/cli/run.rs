@@ -26,7 +26,7 @@ use std::{
 use anyhow::Context as _;
 use leash::{
     client::Client,
-    protocol::{EndWhen, Mode, Refusals, Task},
+    protocol::{EndWhen, GrantKind, Mode, Refusals, Task},
 };
 use nix::{
     errno::Errno,
@@ -216,6 +216,18 @@ async fn find_task(client: &Client, args: &RunArgs, cmd: &Path) -> anyhow::Resul
         }
         (client.create_task(&req).await?, true)
     };
+    for tree in task
+        .grants
+        .iter()
+        .filter(|g| g.kind == GrantKind::Exec && g.spec.ends_with("/**"))
+    {
+        eprintln!(
+            "leash: warning: the task may run any file below {} (--allow-exec {}), \
+             including what it writes there",
+            tree.spec.trim_end_matches("/**"),
+            tree.spec,
+        );
+    }
     // In audit mode the kernel logs the exec as `audited` and lets it run.
     if task.mode == Mode::Enforce && !is_granted(cmd, &task) {
         // A joined task takes no grant flags: its grants change with `leash grant`.

@@ -44,6 +44,11 @@ pub(super) fn is_granted(cmd: &Path, task: &Task) -> bool {
         .iter()
         .filter(|g| g.kind == GrantKind::Exec)
         .any(|g| {
+            if let Some(dir) = g.spec.strip_suffix("/**") {
+                let dir = Path::new(dir);
+                let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_owned());
+                return cmd.starts_with(dir);
+            }
             let spec = Path::new(&g.spec);
             let canonical = std::fs::canonicalize(spec).unwrap_or_else(|_| spec.to_owned());
             if g.spec.ends_with('/') {

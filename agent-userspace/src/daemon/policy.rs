@@ -468,6 +468,7 @@ mod tests {
                 ino: 42,
                 script: false,
                 state: None,
+                tree: false,
             }],
             ..grant("127.0.0.1:1")
         };

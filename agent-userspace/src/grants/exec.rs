@@ -1,5 +1,5 @@
 //! Exec grants: a path (or `DIR/`) resolved to the files it names now, as the kernel
-//! identifies them.
+//! identifies them; `DIR/**` to the directory, below which any file may run.
 
 use std::{
     fs,
@@ -28,6 +28,9 @@ pub struct ExecFile {
     /// Its change time and generation when resolved: the kernel denies an exec of
     /// anything else at this identity.
     pub state: FileState,
+    /// A directory granted with `DIR/**` (`path` without the `/**`): every file below
+    /// it on its file system, now or created later, whatever its content.
+    pub tree: bool,
 }
 
 impl ExecFile {
@@ -41,9 +44,10 @@ impl ExecFile {
         }
     }
 
-    /// Keys of the script map: the granted path and, if different, its canonical form.
+    /// Keys of the script map: the granted path and, if different, its canonical form;
+    /// for a tree, each with a trailing `/` (the prefix a script's path must have).
     pub fn script_keys(&self, task: u64) -> Result<Vec<ScriptKey>, GrantError> {
-        if !self.script {
+        if !self.script && !self.tree {
             return Ok(Vec::new());
         }
         let mut paths = vec![self.path.clone()];
@@ -55,13 +59,17 @@ impl ExecFile {
         paths
             .into_iter()
             .map(|p| {
-                let bytes = p.as_os_str().as_encoded_bytes();
+                let mut bytes = p.into_os_string().into_encoded_bytes();
+                if self.tree && bytes.last() != Some(&b'/') {
+                    bytes.push(b'/');
+                }
+                let p = PathBuf::from(String::from_utf8_lossy(&bytes).into_owned());
                 // One byte stays NUL, as the kernel's bounded string read leaves it.
                 if bytes.len() >= SCRIPT_PATH_LEN {
                     return Err(GrantError::ScriptPathTooLong(p));
                 }
                 let mut path = [0u8; SCRIPT_PATH_LEN];
-                path[..bytes.len()].copy_from_slice(bytes);
+                path[..bytes.len()].copy_from_slice(&bytes);
                 Ok(ScriptKey { task, path })
             })
             .collect()
@@ -103,6 +111,9 @@ pub fn resolve_exec_in(root: &Path, spec: &str) -> Result<Vec<ExecFile>, GrantEr
         root: root.to_owned(),
         source,
     })?;
+    if let Some(dir) = spec.strip_suffix("/**") {
+        return tree_dir(&root_dir, spec, dir).map(|d| vec![d]);
+    }
     if spec.ends_with('/') {
         let list_error = |source| GrantError::ListDir {
             path: path.to_owned(),
@@ -136,6 +147,50 @@ pub fn resolve_exec_in(root: &Path, spec: &str) -> Result<Vec<ExecFile>, GrantEr
         return Ok(files);
     }
     exec_file(&root_dir, path).map(|f| vec![f])
+}
+
+/// The directory of a `DIR/**` grant. Its path must be clean, since the portable
+/// backend matches scripts below it by path (docs/enforcement.md).
+fn tree_dir(root: &fs::File, spec: &str, dir: &str) -> Result<ExecFile, GrantError> {
+    let clean = dir.starts_with('/')
+        && dir[1..]
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..");
+    if !clean {
+        return Err(GrantError::BadTree(spec.to_owned()));
+    }
+    let path = Path::new(dir);
+    let opened = open_in_root(root, path, OFlag::O_RDONLY | OFlag::O_DIRECTORY).map_err(|source| {
+        if source.raw_os_error() == Some(libc::ENOTDIR) {
+            GrantError::NotDirectory {
+                path: path.to_owned(),
+            }
+        } else {
+            GrantError::Open {
+                path: path.to_owned(),
+                source,
+            }
+        }
+    })?;
+    let meta = opened.metadata().map_err(|source| GrantError::Stat {
+        path: path.to_owned(),
+        source,
+    })?;
+    let dev = super::file_system::kernel_device(&opened, &meta, path, || {
+        open_in_root(
+            root,
+            path.parent().unwrap_or(Path::new("/")),
+            OFlag::O_PATH | OFlag::O_DIRECTORY,
+        )
+    })?;
+    Ok(ExecFile {
+        path: path.to_owned(),
+        dev,
+        ino: meta.ino(),
+        script: false,
+        state: FileState::default(),
+        tree: true,
+    })
 }
 
 /// `openat2(root, path, flags, RESOLVE_IN_ROOT)`, close-on-exec.
@@ -197,6 +252,7 @@ fn exec_file(root: &fs::File, path: &Path) -> Result<ExecFile, GrantError> {
         ino: meta.ino(),
         script,
         state: FileState::of(&file, &meta),
+        tree: false,
     })
 }
 

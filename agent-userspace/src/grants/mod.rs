@@ -77,6 +77,12 @@ pub enum GrantError {
         "exec grant {0:?}: the file is on an overlay whose layers are on different file systems without xino, where inode numbers repeat across layers (or the file is a mount point of its own); mount the overlay with xino=on, or grant a copy outside it"
     )]
     OverlayLayers(PathBuf),
+    #[error(
+        "exec grant {0:?}: a tree grant names a directory by a clean absolute path (no '.', '..' or '//'), other than / itself, e.g. /work/venv/**"
+    )]
+    BadTree(String),
+    #[error("exec grant {path:?}: not a directory (a tree grant is DIR/**)")]
+    NotDirectory { path: PathBuf },
     #[error("exec grant {0:?}: the directory holds no executable file")]
     EmptyDir(PathBuf),
     #[error(

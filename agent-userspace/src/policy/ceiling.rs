@@ -240,9 +240,16 @@ pub(crate) fn attributes(g: &GrantSpec) -> Result<Vec<(&'static str, Attr)>, Str
     match g.kind {
         Kind::Exec | Kind::Unix => {
             normalized_path(&g.spec)?;
+            // A tree (`DIR/**`) is not a file of `DIR/`: only a glob ceiling above it
+            // (`/opt/*`) or the same tree admits it.
+            let dir = if g.spec.ends_with("/**") {
+                g.spec.clone()
+            } else {
+                dir_of(&g.spec)
+            };
             Ok(vec![
                 ("path", Attr::Str(g.spec.clone())),
-                ("dir", Attr::Str(dir_of(&g.spec))),
+                ("dir", Attr::Str(dir)),
             ])
         }
         Kind::Read | Kind::Write => {

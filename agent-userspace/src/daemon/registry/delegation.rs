@@ -229,12 +229,13 @@ pub(super) fn attenuate(parent: &TaskRecord, rec: &mut GrantRecord) -> Result<()
                         && g.files.iter().any(|p| {
                             p.dev == f.dev
                                 && p.ino == f.ino
+                                && p.tree == f.tree
                                 && (p.state.is_none() || f.state.is_none() || p.state == f.state)
                         })
                 });
                 let Some(by) = by else {
                     return Err(exceeds(format!(
-                        "exec grant {}: {} is not a file the parent task {pid} may run (exec grants are compared by device and inode, as the parent's were granted)",
+                        "exec grant {}: {} is not a file the parent task {pid} may run (exec grants are compared by device and inode, as the parent's were granted; a DIR/** grant needs the same DIR/** grant in the parent)",
                         rec.spec, f.path
                     )));
                 };

@@ -86,6 +86,9 @@ pub struct FileRecord {
     /// and then only the identity is checked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<FileState>,
+    /// A `DIR/**` grant's directory: any file below it may run.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tree: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -67,7 +67,8 @@ pub fn resolve(
                     dev: f.dev,
                     ino: f.ino,
                     script: f.script,
-                    state: Some(f.state),
+                    state: (!f.tree).then_some(f.state),
+                    tree: f.tree,
                 })
                 .collect();
         }

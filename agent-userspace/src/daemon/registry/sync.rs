@@ -8,7 +8,7 @@ use std::{
 
 use leash_common::{
     ExecFileGrant, ExecGrant, ExecKey, NetKey, ScriptKey, UnixGrant, UnixKey, UnixScope,
-    grant::CHECK_SCRIPT,
+    grant::{CHECK_SCRIPT, CHECK_TREE},
 };
 
 use super::{FileRecord, Installed, LearnedRecord, RegistryError, TaskRecord, Tasks};
@@ -29,7 +29,7 @@ impl Tasks {
         for g in task.grants.iter().filter(|g| g.pending_ns == 0) {
             for f in &g.files {
                 add_exec(&mut exec, id, f, g.expires_ns);
-                if f.script {
+                if f.script || f.tree {
                     scripts.push((exec_file(f), g.expires_ns));
                 }
             }
@@ -288,6 +288,19 @@ fn add_exec(exec: &mut HashMap<ExecKey, ExecFileGrant>, id: u64, f: &FileRecord,
         dev: f.dev,
         _pad: 0,
     };
+    if f.tree {
+        let tree = ExecFileGrant {
+            expires_ns,
+            ctime_sec: 0,
+            ctime_nsec: 0,
+            generation: 0,
+            checks: CHECK_TREE,
+            _pad: 0,
+        };
+        let e = exec.entry(key).or_insert(tree);
+        e.expires_ns = longer_lived(e.expires_ns, expires_ns);
+        return;
+    }
     let grant = f.state.map_or_else(
         || {
             tracing::warn!(
@@ -327,6 +340,7 @@ fn exec_file(f: &FileRecord) -> ExecFile {
         ino: f.ino,
         script: f.script,
         state: f.state.unwrap_or_default(),
+        tree: f.tree,
     }
 }
 
