@@ -293,6 +293,40 @@ mod tests {
         fs::remove_dir_all(&dir).unwrap();
     }
 
+    #[test]
+    fn a_tree_grant_is_its_clean_directory() {
+        let dir = std::env::temp_dir().join(format!("leash-grant-tree-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("sub")).unwrap();
+        fs::write(dir.join("file"), b"x").unwrap();
+        let d = dir.display();
+        let tree = resolve_exec(&format!("{d}/sub/**")).unwrap();
+        assert_eq!(tree.len(), 1);
+        assert!(tree[0].tree && !tree[0].script);
+        assert_eq!(tree[0].path, dir.join("sub"));
+        assert_eq!(tree[0].ino, fs::metadata(dir.join("sub")).unwrap().ino());
+        // Its script keys end with `/`: the prefix a script below it must have.
+        let keys = tree[0].script_keys(7).unwrap();
+        let want = format!("{d}/sub/");
+        assert_eq!(&keys[0].path[..want.len()], want.as_bytes());
+        assert_eq!(keys[0].path[want.len()], 0);
+
+        for bad in [
+            "/**".to_owned(),
+            format!("{d}/sub/../sub/**"),
+            format!("{d}//sub/**"),
+            format!("{d}/./sub/**"),
+        ] {
+            let err = resolve_exec(&bad).unwrap_err();
+            assert!(matches!(err, GrantError::BadTree(_)), "{bad}: {err}");
+        }
+        let err = resolve_exec(&format!("{d}/file/**")).unwrap_err();
+        assert!(err.to_string().contains("not a directory"), "{err}");
+        let err = resolve_exec(&format!("{d}/missing/**")).unwrap_err();
+        assert!(err.to_string().contains("grant an existing file"), "{err}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
     /// Found by the `grant_spec` fuzz target: an exec grant naming a FIFO (or a
     /// directory grant over one) opened it for reading, which waits for a writer, so the
     /// request never returned; and a device would have been opened.

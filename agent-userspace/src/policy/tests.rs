@@ -66,6 +66,8 @@ fn each_kind_of_excess_is_refused_naming_grant_and_rule() {
             "exec grant /usr/bin/python3 is outside the ceiling of rule \"ci\"",
         ),
         ("exec:/usr/libexec/git-core/sub/x", "outside the ceiling"),
+        // A directory ceiling admits the files in it, not everything written below it.
+        ("exec:/usr/libexec/git-core/**", "outside the ceiling"),
         ("exec:/usr/bin/../bin/sh", "not normalized"),
         (
             "connect:10.0.0.0/7:443/tcp",
@@ -410,4 +412,20 @@ fn the_cedar_text_parses_when_an_annotation_id_has_a_line_break() {
         <cedar_policy::PolicySet as std::str::FromStr>::from_str(&text).is_ok(),
         "{text}"
     );
+}
+
+#[test]
+fn a_tree_grant_needs_a_glob_or_the_same_tree_above_it() {
+    let p = Policy::from_yaml(
+        "rules: [{name: a, agents: [x], exec: [/work/*, /opt/venv/**, /usr/bin/]}]",
+        "inline",
+    )
+    .unwrap();
+    for g in ["exec:/work/venv/**", "exec:/opt/venv/**", "exec:/usr/bin/git"] {
+        assert_eq!(p.check_grant("x", &grant(g)), Verdict::Allow, "{g}");
+    }
+    for g in ["exec:/usr/bin/**", "exec:/opt/**", "exec:/srv/**"] {
+        let m = denied(p.check_grant("x", &grant(g)));
+        assert!(m.contains("outside the ceiling"), "{g}: {m}");
+    }
 }
