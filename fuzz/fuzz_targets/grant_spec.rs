@@ -162,7 +162,22 @@ fn exec(s: &str) {
         return;
     };
     assert!(!files.is_empty());
+    if let Some(dir) = s.strip_suffix("/**") {
+        // A tree: the directory itself, by a clean path, and nothing else.
+        let [f] = files.as_slice() else {
+            panic!("{s:?} granted {files:?}");
+        };
+        assert!(f.tree && f.path == Path::new(dir), "{s:?} granted {f:?}");
+        assert!(
+            dir[1..].split('/').all(|c| !c.is_empty() && c != "." && c != ".."),
+            "{s:?} is not clean"
+        );
+        let real = root().join(in_root(&f.path));
+        assert!(real.is_dir(), "{s:?} granted {real:?}, not a directory");
+        return;
+    }
     for f in &files {
+        assert!(!f.tree, "{s:?} granted {f:?}");
         let real = root().join(in_root(&f.path));
         let meta = std::fs::metadata(&real)
             .unwrap_or_else(|e| panic!("{s:?} granted {real:?}, which is not there: {e}"));

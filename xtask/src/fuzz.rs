@@ -34,14 +34,23 @@ const NO_LEAK_CHECK: &[&str] = &["api_router"];
 /// Where the targets' scratch files go (`TMPDIR`): tmpfs when the machine has it. The
 /// journal and daemon targets write, rename and remove files on every input; on this
 /// host's ext4 that made `state_journal` 20 times slower.
-fn scratch_tmp() -> Option<std::path::PathBuf> {
+fn scratch_tmp() -> Option<ScratchTmp> {
     let shm = std::path::Path::new("/dev/shm");
     if !shm.is_dir() {
         return None;
     }
     let dir = shm.join(format!("leash-fuzz-{}", std::process::id()));
     std::fs::create_dir_all(&dir).ok()?;
-    Some(dir)
+    Some(ScratchTmp(dir))
+}
+
+/// The scratch directory, removed however the run ends (tmpfs is memory).
+struct ScratchTmp(std::path::PathBuf);
+
+impl Drop for ScratchTmp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// How long `cargo xtask test` runs each target.
@@ -155,7 +164,7 @@ fn run_one(
     }
     let tmp = scratch_tmp();
     if let Some(dir) = &tmp {
-        cmd.env("TMPDIR", dir);
+        cmd.env("TMPDIR", &dir.0);
     }
     if let Some(n) = runs {
         cmd.arg(format!("-runs={n}"));
@@ -169,8 +178,18 @@ fn run_one(
         .with_context(|| format!("could not start `{line}`"))?;
     let mut execs = 0;
     let stderr = child.stderr.take().context("no stderr")?;
-    for l in BufReader::new(stderr).lines() {
-        let l = l.context("reading libFuzzer's output")?;
+    // By bytes: a crash report may print the input, which need not be UTF-8.
+    for l in BufReader::new(stderr).split(b'\n') {
+        let l = match l {
+            Ok(l) => l,
+            Err(e) => {
+                // Not left running unseen.
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(e).context("reading libFuzzer's output");
+            }
+        };
+        let l = String::from_utf8_lossy(&l);
         if let Some(n) = l.strip_prefix("stat::number_of_executed_units:") {
             execs = n.trim().parse().unwrap_or(0);
         }
@@ -181,9 +200,7 @@ fn run_one(
     }
     let status = child.wait().context("waiting for libFuzzer")?;
     let secs = started.elapsed().as_secs_f64();
-    if let Some(dir) = &tmp {
-        let _ = std::fs::remove_dir_all(dir);
-    }
+    drop(tmp);
     if !status.success() {
         bail!(
             "`{line}` failed ({status}): a crash or an invariant broken; the input is under fuzz/artifacts/{target}/"

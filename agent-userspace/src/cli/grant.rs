@@ -24,7 +24,8 @@ pub(crate) enum GrantCommand {
 pub(crate) struct AddArgs {
     /// Task id.
     pub id: String,
-    /// Allow executing this file (absolute path; `DIR/` allows every file directly inside).
+    /// Allow executing this file (absolute path; `DIR/` allows every file directly inside;
+    /// `DIR/**` any file below DIR, also those written later).
     #[arg(long, value_name = "PATH")]
     pub exec: Option<String>,
     /// Allow connecting to ADDR[/PREFIX]:PORTS[/PROTO].

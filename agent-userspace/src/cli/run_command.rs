@@ -15,8 +15,6 @@ pub(super) const EXIT_NOT_FOUND: u8 = 127;
 /// Exit status when the command was found but could not be executed.
 pub(super) const EXIT_CANNOT_EXEC: u8 = 126;
 
-/// Whether `cmd` is covered by one of the task's exec grants: the same file, or a file
-/// directly inside a granted `DIR/`. Paths are compared canonicalized.
 /// The `#!` interpreter of `cmd` when the task's exec grants do not cover it: the
 /// kernel checks it by inode, and stops the command if it is not granted.
 pub(super) fn ungranted_interpreter(cmd: &Path, task: &Task) -> Option<PathBuf> {
@@ -38,6 +36,9 @@ fn clean(path: &Path) -> PathBuf {
     out
 }
 
+/// Whether `cmd` is covered by one of the task's exec grants: the same file, a file
+/// directly inside a granted `DIR/`, or any file below a granted `DIR/**`. Paths are
+/// compared canonicalized.
 pub(super) fn is_granted(cmd: &Path, task: &Task) -> bool {
     let cmd = std::fs::canonicalize(cmd).unwrap_or_else(|_| cmd.to_owned());
     task.grants

@@ -160,18 +160,19 @@ fn tree_dir(root: &fs::File, spec: &str, dir: &str) -> Result<ExecFile, GrantErr
         return Err(GrantError::BadTree(spec.to_owned()));
     }
     let path = Path::new(dir);
-    let opened = open_in_root(root, path, OFlag::O_RDONLY | OFlag::O_DIRECTORY).map_err(|source| {
-        if source.raw_os_error() == Some(libc::ENOTDIR) {
-            GrantError::NotDirectory {
-                path: path.to_owned(),
+    let opened =
+        open_in_root(root, path, OFlag::O_RDONLY | OFlag::O_DIRECTORY).map_err(|source| {
+            if source.raw_os_error() == Some(libc::ENOTDIR) {
+                GrantError::NotDirectory {
+                    path: path.to_owned(),
+                }
+            } else {
+                GrantError::Open {
+                    path: path.to_owned(),
+                    source,
+                }
             }
-        } else {
-            GrantError::Open {
-                path: path.to_owned(),
-                source,
-            }
-        }
-    })?;
+        })?;
     let meta = opened.metadata().map_err(|source| GrantError::Stat {
         path: path.to_owned(),
         source,

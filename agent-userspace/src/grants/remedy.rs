@@ -126,8 +126,12 @@ pub fn remedy(e: &AuditEvent) -> Option<Remedy> {
         ));
     }
     match e.kind.as_str() {
+        // The portable backend compares a script's exec path as given, uncleaned.
         "exec" if e.reason == "script_not_granted" => match text("path") {
-            Some(p) if p.starts_with('/') => grant(GrantList::Exec, p.into()),
+            Some(p) if p.starts_with('/') && clean(p) => grant(GrantList::Exec, p.into()),
+            Some(p) if p.starts_with('/') => Some(Remedy::Other(
+                "a script run by a path with '.', '..' or '//' in it: run it by its clean absolute path, and grant that",
+            )),
             _ => Some(Remedy::Other(
                 "a script run by a relative path: run it by its absolute path, and grant that",
             )),
@@ -155,6 +159,13 @@ pub fn remedy(e: &AuditEvent) -> Option<Remedy> {
         }
         _ => None,
     }
+}
+
+/// Whether an absolute path has no `.`, `..` or empty component.
+fn clean(path: &str) -> bool {
+    path[1..]
+        .split('/')
+        .all(|c| !c.is_empty() && c != "." && c != "..")
 }
 
 /// The grant and the note of a refusal's entry in `GET /v1/tasks/{id}/suggestion`.
@@ -292,6 +303,10 @@ mod tests {
         assert!(
             shown("exec", "script_not_granted", json!({"path": "./s.sh"})).contains("absolute")
         );
+        for unclean in ["/w/./s.sh", "/w/../w/s.sh", "/w//s.sh"] {
+            let shown = shown("exec", "script_not_granted", json!({ "path": unclean }));
+            assert!(shown.contains("clean absolute path"), "{unclean}: {shown}");
+        }
         let net = json!({"addr": "::ffff:127.0.0.1", "port": 8080, "protocol": "tcp"});
         assert_eq!(
             shown("connect", "not_granted", net),

@@ -421,7 +421,11 @@ fn a_tree_grant_needs_a_glob_or_the_same_tree_above_it() {
         "inline",
     )
     .unwrap();
-    for g in ["exec:/work/venv/**", "exec:/opt/venv/**", "exec:/usr/bin/git"] {
+    for g in [
+        "exec:/work/venv/**",
+        "exec:/opt/venv/**",
+        "exec:/usr/bin/git",
+    ] {
         assert_eq!(p.check_grant("x", &grant(g)), Verdict::Allow, "{g}");
     }
     for g in ["exec:/usr/bin/**", "exec:/opt/**", "exec:/srv/**"] {

@@ -263,6 +263,38 @@ fn a_script_by_a_relative_path_runs_and_its_interpreter_is_checked_first() {
     );
 }
 
+/// `leash run` with a `DIR/**` grant says the task may run what it writes below DIR,
+/// and takes a command below DIR for granted (no "not in the task's exec grants").
+#[test]
+fn a_tree_grant_is_announced_and_covers_the_command() {
+    let d = DaemonGuard::start("report-tree", "");
+    let tree = d.workspace().join("tree");
+    std::fs::create_dir_all(tree.join("bin")).unwrap();
+    let tool = tree.join("bin/tool");
+    std::fs::copy("/bin/true", &tool).unwrap();
+    std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let grant = format!("{}/**", tree.display());
+    let out = d.run(&[
+        "run",
+        "--files",
+        "open",
+        "--allow-exec",
+        &grant,
+        "--",
+        &tool.display().to_string(),
+    ]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains(&format!(
+            "the task may run any file below {} (--allow-exec {grant}), including what it writes there",
+            tree.display()
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("not in the task's exec grants"), "{err}");
+}
+
 /// `leash run --learn` records without refusing and ends with the grants; run enforced
 /// with exactly those (`leash suggest` gives the same), nothing is refused, and without
 /// any one of them the run fails: the set is complete and minimal.

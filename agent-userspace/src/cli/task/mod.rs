@@ -113,7 +113,8 @@ pub(crate) struct TaskSpec {
     /// What the task is for (free text, logged with every event).
     #[arg(long, value_name = "TEXT")]
     pub intent: Option<String>,
-    /// Allow executing this file (absolute path; `DIR/` allows every file directly inside).
+    /// Allow executing this file (absolute path; `DIR/` allows every file directly inside;
+    /// `DIR/**` any file below DIR, also those written later).
     #[arg(long = "allow-exec", value_name = "PATH")]
     pub allow_exec: Vec<String>,
     /// Allow connecting to ADDR[/PREFIX]:PORTS[/PROTO], e.g. 10.0.0.0/8:443/tcp or api.github.com:443.
