@@ -78,7 +78,7 @@ pub enum GrantError {
     )]
     OverlayLayers(PathBuf),
     #[error(
-        "exec grant {0:?}: a tree grant names a directory by a clean absolute path (no '.', '..' or '//'), other than / itself, e.g. /work/venv/**"
+        "exec grant {0:?}: a tree grant names a directory by a clean absolute path (no '.', '..' or '//'), other than / itself, e.g. /srv/venv/**"
     )]
     BadTree(String),
     #[error("exec grant {path:?}: not a directory (a tree grant is DIR/**)")]

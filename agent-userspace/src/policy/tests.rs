@@ -417,18 +417,18 @@ fn the_cedar_text_parses_when_an_annotation_id_has_a_line_break() {
 #[test]
 fn a_tree_grant_needs_a_glob_or_the_same_tree_above_it() {
     let p = Policy::from_yaml(
-        "rules: [{name: a, agents: [x], exec: [/work/*, /opt/venv/**, /usr/bin/]}]",
+        "rules: [{name: a, agents: [x], exec: [/srv/*, /opt/venv/**, /usr/bin/]}]",
         "inline",
     )
     .unwrap();
     for g in [
-        "exec:/work/venv/**",
+        "exec:/srv/venv/**",
         "exec:/opt/venv/**",
         "exec:/usr/bin/git",
     ] {
         assert_eq!(p.check_grant("x", &grant(g)), Verdict::Allow, "{g}");
     }
-    for g in ["exec:/usr/bin/**", "exec:/opt/**", "exec:/srv/**"] {
+    for g in ["exec:/usr/bin/**", "exec:/opt/**", "exec:/var/**"] {
         let m = denied(p.check_grant("x", &grant(g)));
         assert!(m.contains("outside the ceiling"), "{g}: {m}");
     }
