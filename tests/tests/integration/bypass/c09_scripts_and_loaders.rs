@@ -98,6 +98,7 @@ fn a_tree_grant_runs_what_is_written_below_it_and_nothing_else() {
     assert_eq!(task.probe(&format!("exec {tool}")), "exit 0");
     assert_eq!(task.probe(&format!("exec {deep}")), "exit 0");
     assert_eq!(task.probe(&format!("exec {script}")), "exit 0");
+    assert_eq!(task.probe(&format!("exec {venv}/./bin//run.sh")), "exit 0");
 
     task.assert_denied(Action::Exec, Reason::NotGranted, denied, || {
         task.probe(&format!("exec {outside}"))
@@ -120,4 +121,40 @@ fn a_tree_grant_runs_what_is_written_below_it_and_nothing_else() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "exit 0");
+}
+
+/// A script is matched by its exec path on the portable backend, after dropping `.`
+/// and empty components (they never change what a path names). `..` is not resolved
+/// there (a symlink before it changes what it names): such a path is refused, and the
+/// lsm backend, which checks the script's inode, runs it.
+#[test]
+fn a_script_path_with_dots_or_double_slashes_is_matched_clean() {
+    let h = Harness::load();
+    let s = Scratch::new("clean-path");
+    let interp = s.copy_true("interp");
+    let dir = s.path("d");
+    fs::create_dir_all(format!("{dir}/sub")).unwrap();
+    let script = format!("{dir}/s.sh");
+    fs::write(&script, format!("#!{interp}\n")).unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    let task = h.task(spec(&[&script, &interp], &[]));
+    for path in [
+        format!("{dir}/./s.sh"),
+        format!("{dir}//s.sh"),
+        format!("{}/.//d/././/s.sh", s.dir.display()),
+    ] {
+        assert_eq!(task.probe(&format!("exec {path}")), "exit 0", "{path}");
+    }
+    let dotdot = format!("{dir}/sub/../s.sh");
+    match h.backend() {
+        leash::Backend::Portable => {
+            task.assert_denied(
+                Action::Exec,
+                Reason::ScriptNotGranted,
+                exec_denied(h.backend()),
+                || task.probe(&format!("exec {dotdot}")),
+            );
+        }
+        leash::Backend::Lsm => assert_eq!(task.probe(&format!("exec {dotdot}")), "exit 0"),
+    }
 }
