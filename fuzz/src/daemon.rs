@@ -102,6 +102,14 @@ impl Fixture {
         }
     }
 
+    /// A new caller in place of the current one, which an input may have had killed
+    /// (attached to a task that ended with `kill_on_end`: the kill can land after the
+    /// check in [`Self::peer`]).
+    pub fn renew(&mut self) {
+        self.caller.stop();
+        self.caller = Caller::spawn(&self.dir, &self.daemon);
+    }
+
     /// The caller's peer, replaced first if it is no longer a live process outside
     /// every task.
     pub fn peer(&mut self) -> Peer {

@@ -75,6 +75,12 @@ impl Peer {
             return (None, Standing::Gone);
         };
         let task = daemon.task_of(pid);
+        // The kernel drops a thread's tag early in its exit, before its pidfd turns
+        // readable: in between, a dying task process would pass for one outside every
+        // task. It is `PF_EXITING` by then.
+        if task.is_none() && self.task_at_accept.is_none() && exiting(pid) {
+            return (None, Standing::Gone);
+        }
         if !self.handle.alive_as(pid) {
             return (None, Standing::Gone);
         }
@@ -199,6 +205,25 @@ fn start_time(pid: u32) -> Option<u64> {
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 
+/// `PF_EXITING` (`linux/sched.h`): set as a thread starts to exit.
+const PF_EXITING: u32 = 0x4;
+
+/// Whether `pid`'s thread is exiting, by the flags of `/proc/PID/stat` (field 9); an
+/// unreadable one counts as exiting.
+fn exiting(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return true;
+    };
+    stat_flags(&stat).is_none_or(|flags| flags & PF_EXITING != 0)
+}
+
+/// Field 9 of a `/proc/PID/stat` line, past a command name that may hold spaces and
+/// parentheses.
+fn stat_flags(stat: &str) -> Option<u32> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(6)?.parse().ok()
+}
+
 /// The API socket's listener: each accepted connection comes with its [`Peer`].
 pub struct PeerListener {
     pub inner: UnixListener,
@@ -255,6 +280,16 @@ mod tests {
         assert!(start > 0);
         assert_eq!(start_time(me), Some(start), "stable");
         assert_eq!(start_time(u32::MAX), None);
+    }
+
+    #[test]
+    fn a_thread_on_its_way_out_is_exiting() {
+        let line = |flags: u32| format!("42 (a) b) c) S 1 42 42 0 -1 {flags} 100 0 0");
+        assert_eq!(stat_flags(&line(0x400_0100)), Some(0x400_0100));
+        assert!(stat_flags(&line(0x4)).is_some_and(|f| f & PF_EXITING != 0));
+        assert_eq!(stat_flags("42 (a"), None);
+        assert!(!exiting(std::process::id()));
+        assert!(exiting(u32::MAX), "no such process");
     }
 
     #[test]
