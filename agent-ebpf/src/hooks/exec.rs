@@ -249,9 +249,8 @@ fn unchanged(inode: *const u8, g: &ExecFileGrant) -> Result<(), Reason> {
 }
 
 /// Portable backend: the script of a shebang exec must be granted by path (see
-/// [`ScriptKey`]), as given or without its `.` and empty components, or lie below a
-/// `DIR/**` grant by such a path; relative paths, `..` and `/dev/fd/N` never match, so
-/// they fail closed.
+/// [`ScriptKey`]), or lie below a `DIR/**` grant by a clean absolute path; relative
+/// paths and `/dev/fd/N` never match, so they fail closed.
 #[inline(never)]
 fn script_granted(task: u64, filename: *const u8, now: u64) -> Result<(), Reason> {
     let mut key = ScriptKey {
@@ -264,124 +263,16 @@ fn script_granted(task: u64, filename: *const u8, now: u64) -> Result<(), Reason
         Err(_) => return Err(Reason::ReadFailed),
     };
     // SAFETY: the value is copied out at once.
-    if let Some(g) = unsafe { SCRIPT_GRANTS.get(&key) }
+    if let Some(g) = unsafe { SCRIPT_GRANTS.get(key) }
         && granted(g.expires_ns, now)
     {
         return Ok(());
     }
     // A path cut at the buffer's end could hide a `..` in what was cut.
-    if len + 1 >= SCRIPT_PATH_LEN {
-        return Err(Reason::ScriptNotGranted);
-    }
-    // `/w/./s.sh` and `/w//s.sh` name what `/w/s.sh` names.
-    if clean_path(&mut key.path) == Some(true) {
-        // SAFETY: the value is copied out at once.
-        if let Some(g) = unsafe { SCRIPT_GRANTS.get(&key) }
-            && granted(g.expires_ns, now)
-        {
-            return Ok(());
-        }
-    }
-    if script_in_tree(&mut key, now) {
+    if len + 1 < SCRIPT_PATH_LEN && script_in_tree(&mut key, now) {
         return Ok(());
     }
     Err(Reason::ScriptNotGranted)
-}
-
-/// Where [`clean_path`] is: kept in a struct that is copied through a helper on every
-/// byte, so the verifier sees unknown values and explores one state per byte, not one
-/// per write position.
-#[derive(Clone, Copy)]
-struct Cleaning {
-    /// Next write position.
-    at: u64,
-    /// Where the current component's `/` was written.
-    start: u64,
-    /// Bytes of the current component so far (counted to 3), and its first two.
-    len: u64,
-    first: u64,
-    second: u64,
-    /// Inside a component.
-    inside: u64,
-    changed: u64,
-}
-
-/// Cleans an absolute path in place: drops empty (`//`) and `.` components, which
-/// never change what a path names. `..` is left alone (a symlink before it changes
-/// what it names, so only the kernel's own lookup can resolve it): `None`, as for a
-/// relative path. Else whether anything was dropped.
-#[inline(always)]
-fn clean_path(path: &mut [u8; SCRIPT_PATH_LEN]) -> Option<bool> {
-    if path[0] != b'/' {
-        return None;
-    }
-    let mut st = Cleaning {
-        at: 0,
-        start: 0,
-        len: 0,
-        first: 0,
-        second: 0,
-        inside: 0,
-        changed: 0,
-    };
-    for i in 0..SCRIPT_PATH_LEN {
-        // SAFETY: a probe read of our own stack copy (see `Cleaning`).
-        st = unsafe { bpf_probe_read_kernel(&raw const st) }.ok()?;
-        let Some(&c) = path.get(i) else {
-            return None;
-        };
-        if c == b'/' || c == 0 {
-            if st.inside != 0 {
-                if st.len == 1 && st.first == u64::from(b'.') {
-                    st.at = st.start;
-                    st.changed = 1;
-                } else if st.len == 2 && st.first == u64::from(b'.') && st.second == u64::from(b'.')
-                {
-                    return None;
-                }
-            } else if c == b'/' && i > 0 {
-                st.changed = 1;
-            }
-            st.inside = 0;
-            if c == 0 {
-                break;
-            }
-            continue;
-        }
-        // Writes stay at or behind the byte read: a `/` was read and not yet written.
-        if st.inside == 0 {
-            *path.get_mut(st.at as usize)? = b'/';
-            st.start = st.at;
-            st.at += 1;
-            st.inside = 1;
-            st.len = 0;
-        }
-        *path.get_mut(st.at as usize)? = c;
-        st.at += 1;
-        match st.len {
-            0 => st.first = u64::from(c),
-            1 => st.second = u64::from(c),
-            _ => {}
-        }
-        if st.len < 3 {
-            st.len += 1;
-        }
-    }
-    // SAFETY: as above.
-    let st: Cleaning = unsafe { bpf_probe_read_kernel(&raw const st) }.ok()?;
-    if st.at == 0 {
-        // The path was only slashes and dots: the root.
-        path[0] = b'/';
-        return Some(st.changed != 0);
-    }
-    for k in 0..SCRIPT_PATH_LEN {
-        if k as u64 >= st.at
-            && let Some(b) = path.get_mut(k)
-        {
-            *b = 0;
-        }
-    }
-    Some(st.changed != 0)
 }
 
 /// Whether the absolute path in `key` lies below a live tree grant's directory: each
@@ -406,7 +297,7 @@ fn script_in_tree(key: &mut ScriptKey, now: u64) -> bool {
                 return false;
             }
             // SAFETY: the value is copied out at once.
-            if let Some(g) = unsafe { SCRIPT_GRANTS.get(&*key) }
+            if let Some(g) = unsafe { SCRIPT_GRANTS.get(*key) }
                 && granted(g.expires_ns, now)
             {
                 return true;
