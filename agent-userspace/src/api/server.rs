@@ -424,19 +424,21 @@ async fn events(
     };
     // Subscribe before reading the backlog, so nothing falls between the two.
     let rx = q.follow.then(|| d.audit.subscribe());
-    let mut recent: Vec<Bytes> = if q.wants_backlog() {
-        d.audit
+    let recent: Vec<Bytes> = if q.wants_backlog() {
+        let mut kept: Vec<_> = d
+            .audit
             .recent(q.task.as_deref())
-            .iter()
+            .into_iter()
             .filter(|e| scope.sees_event(&e.task) && wanted.matches(e))
-            .map(|e| to_line(e))
-            .collect()
+            .collect();
+        // Only what is sent is encoded: `--tail 20` of 10 000 events encodes 20.
+        if let Some(tail) = q.tail {
+            kept.drain(..kept.len().saturating_sub(tail));
+        }
+        kept.iter().map(|e| to_line(e)).collect()
     } else {
         Vec::new()
     };
-    if let Some(tail) = q.tail {
-        recent.drain(..recent.len().saturating_sub(tail));
-    }
     let backlog = futures_util::stream::iter(recent.into_iter().map(Ok::<_, Infallible>));
     let Some(rx) = rx else {
         return Ok(Body::from_stream(backlog).into_response());
