@@ -32,6 +32,10 @@ pub struct Issuer {
     keys: Mutex<Result<KeyRing, String>>,
     ttl: Duration,
     pub issuer: String,
+    /// How often a `FetchJWTBundles` stream looks for a changed JWKS: a quarter of the
+    /// rotation period, within 250 ms and 30 s (a key also leaves the JWKS when the
+    /// last token it signed expires).
+    pub bundle_poll: Duration,
 }
 
 impl Issuer {
@@ -58,6 +62,8 @@ impl Issuer {
             keys: Mutex::new(keys),
             ttl: t.ttl,
             issuer,
+            bundle_poll: (t.rotate_every / 4)
+                .clamp(Duration::from_millis(250), Duration::from_secs(30)),
         }
     }
 

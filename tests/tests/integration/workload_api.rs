@@ -74,3 +74,33 @@ fn a_stock_spiffe_client_gets_its_tasks_identity_inside_a_task_only() {
     assert!(!o.status.success(), "an ended task's token: {}", stdout(&o));
     assert!(stderr(&o).contains("has ended"), "{}", stderr(&o));
 }
+
+/// `FetchJWTBundles` is a stream, as the Workload API has it: the bundle, then a new
+/// one when the JWKS changes (a key rotation), with the stream open in between.
+#[test]
+fn the_bundle_stream_stays_open_and_brings_each_new_key() {
+    let watch = |d: &DaemonGuard, ms: &str| -> serde_json::Value {
+        let o = outside(d, &["watch-bundles", ms]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_str(&stdout(&o)).unwrap()
+    };
+    let steady = DaemonGuard::start("workload-bundles-steady", "");
+    let got = watch(&steady, "1500");
+    assert_eq!(got["next"], "open", "{got}");
+    assert_eq!(got["first"].as_array().map(Vec::len), Some(1), "{got}");
+
+    let rotating = DaemonGuard::start(
+        "workload-bundles-rotating",
+        "task_tokens:\n  rotate_every: 2s\n  publish_ahead: 1s\n",
+    );
+    let got = watch(&rotating, "10000");
+    assert_eq!(got["next"], "changed", "{got}");
+    let (first, second) = (
+        got["first"].as_array().unwrap(),
+        got["second"].as_array().unwrap(),
+    );
+    assert!(
+        second.len() > first.len() && first.iter().all(|k| second.contains(k)),
+        "a new key, published beside the one that signs: {got}"
+    );
+}

@@ -127,25 +127,54 @@ async fn fetch_jwt_svid(State(d): State<Shared>, req: Request) -> Response {
 
 /// One message with the node's bundle; the stream then ends (a watcher asks again:
 /// keys are published `task_tokens.publish_ahead` before they sign).
+/// `FetchJWTBundles` is a stream: the bundle now, then again whenever the JWKS changes
+/// (a key made or retired), until the client goes away.
 async fn fetch_jwt_bundles(State(d): State<Shared>, req: Request) -> Response {
     let call = tower::service_fn(move |r: tonic::Request<JwtBundlesRequest>| {
         let d = Arc::clone(&d);
         async move {
             require_header(&r)?;
-            let jwks = d
-                .tokens
-                .jwks()
-                .map_err(|e| Status::unavailable(format!("no task identity tokens: {e}")))?;
-            let json = serde_json::to_vec(&jwks)
-                .map_err(|e| Status::internal(format!("cannot encode the bundle: {e}")))?;
-            let trust_domain = format!("spiffe://{}", d.limits.trust_domain);
-            let message = JwtBundlesResponse {
-                bundles: HashMap::from([(trust_domain, json)]),
-            };
-            Ok::<_, Status>(tonic::Response::new(tokio_stream::once(Ok(message))))
+            let first = bundle_json(&d)?;
+            let message = bundles_message(&d, first.clone());
+            let changes = futures_util::stream::unfold((d, first), |(d, last)| async move {
+                loop {
+                    tokio::time::sleep(d.tokens.bundle_poll).await;
+                    match bundle_json(&d) {
+                        Ok(json) if json == last => {}
+                        Ok(json) => {
+                            let message = bundles_message(&d, json.clone());
+                            return Some((Ok(message), (d, json)));
+                        }
+                        // Said once; the client reconnects.
+                        Err(status) => return Some((Err(status), (d, last))),
+                    }
+                }
+            });
+            let stream = futures_util::StreamExt::chain(
+                tokio_stream::once(Ok::<_, Status>(message)),
+                changes,
+            );
+            Ok::<_, Status>(tonic::Response::new(Box::pin(stream)))
         }
     });
     grpc().server_streaming(call, req).await.map(Body::new)
+}
+
+/// The JWKS as the bundle's bytes.
+fn bundle_json(d: &Daemon) -> Result<Vec<u8>, Status> {
+    let jwks = d
+        .tokens
+        .jwks()
+        .map_err(|e| Status::unavailable(format!("no task identity tokens: {e}")))?;
+    serde_json::to_vec(&jwks)
+        .map_err(|e| Status::internal(format!("cannot encode the bundle: {e}")))
+}
+
+fn bundles_message(d: &Daemon, json: Vec<u8>) -> JwtBundlesResponse {
+    let trust_domain = format!("spiffe://{}", d.limits.trust_domain);
+    JwtBundlesResponse {
+        bundles: HashMap::from([(trust_domain, json)]),
+    }
 }
 
 async fn validate_jwt_svid(State(d): State<Shared>, req: Request) -> Response {
